@@ -1,0 +1,677 @@
+//! Settings: CLI > environment > config.yaml `config:` map > defaults, in one combine step.
+//!
+//! Each source is turned into a [`Layer`] (canonical key -> JSON value); [`Settings::resolve`]
+//! takes, for every known key, the value of the first layer that has it and parses it
+//! once. Unknown keys in `config:` are errors that suggest the closest known key.
+//! The config document itself ([`ConfigDoc`]) is YAML or JSON with two top-level maps:
+//! `config:` (these settings) and `tbls:` (tables).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::env;
+use crate::error::{Error, Result};
+use crate::tbl::{Tbl, TblSet};
+
+/// What a failing table does to its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum BatchPolicy {
+    /// Log the table as ERR and let the others finish (default).
+    Continue,
+    /// Stop the batch at the first failed table.
+    Raise,
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One known setting: its canonical key, env var, CLI flag and doc.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDef {
+    /// The key in the `config:` map.
+    pub key: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The CLI flag(s), for docs.
+    pub cli: &'static str,
+    /// Whether the value is a list (comma separated in env).
+    pub list: bool,
+    /// One line of documentation.
+    pub doc: &'static str,
+}
+
+/// Every setting, in README order. The README appendix and `--help` follow this list.
+pub const KEYS: &[KeyDef] = &[
+    KeyDef { key: "id", env: env::ID, cli: "-i/--id", list: false, doc: "the anchovy identifier (default: the host name)" },
+    KeyDef { key: "user", env: env::USER, cli: "-u/--user", list: false, doc: "the anchovy user (default: $USER); `prod` in production" },
+    KeyDef { key: "prod", env: env::PROD, cli: "--prod", list: false, doc: "shorthand for --user prod" },
+    KeyDef { key: "operator_cls", env: env::OPERATOR_CLS, cli: "-op/--operator", list: false, doc: "the operator to run, e.g. sftp.CsvDownloader" },
+    KeyDef { key: "is_task_executor", env: env::IS_TASK_EXECUTOR, cli: "-S/--service (sets false)", list: false, doc: "true: run once (task mode, default); false: loop as a service" },
+    KeyDef { key: "execution_timeout", env: env::EXECUTION_TIMEOUT, cli: "-t/--execution-timeout", list: false, doc: "timeout of one batch: seconds or 90s, 15m, 2h" },
+    KeyDef { key: "upstream", env: env::UPSTREAM, cli: "-U/--upstream (repeatable)", list: true, doc: "upstream anchovy ids" },
+    KeyDef { key: "enabled", env: env::ENABLED, cli: "-e/--enable (repeatable)", list: true, doc: "only these tables (wildcards allowed)" },
+    KeyDef { key: "disabled", env: env::DISABLED, cli: "-d/--disable (repeatable)", list: true, doc: "skip these tables; wins over enabled" },
+    KeyDef { key: "datastore", env: env::DATASTORE, cli: "--datastore", list: false, doc: "datastore location: a path or file:// URL (default: ACHVY_HOME)" },
+    KeyDef { key: "checkpoint_cls", env: env::CHECKPOINT_CLS, cli: "--checkpoint-cls", list: false, doc: "checkpoint store implementation (datastore)" },
+    KeyDef { key: "task_store_cls", env: env::TASK_STORE_CLS, cli: "--task-store-cls", list: false, doc: "task log store implementation (datastore)" },
+    KeyDef { key: "tbl_store_cls", env: env::TBL_STORE_CLS, cli: "--tbl-store-cls", list: false, doc: "table metadata store implementation (datastore)" },
+    KeyDef { key: "data_buffer_cls", env: env::DATA_BUFFER_CLS, cli: "--data-buffer-cls", list: false, doc: "data file format (ndjson.gz)" },
+    KeyDef { key: "home", env: env::HOME, cli: "--home", list: false, doc: "default datastore root (default ~/.anchovies)" },
+    KeyDef { key: "log_level", env: env::LOG_LEVEL, cli: "--log-level", list: false, doc: "error, warn, info (default), debug, trace or a tracing filter" },
+    KeyDef { key: "log_format", env: env::LOG_FORMAT, cli: "--log-format", list: false, doc: "text (default) or json" },
+    KeyDef { key: "batch_policy", env: env::BATCH_POLICY, cli: "--batch-policy", list: false, doc: "CONTINUE (default) or RAISE when a table fails" },
+    KeyDef { key: "max_concurrency", env: env::MAX_CONCURRENCY, cli: "--max-concurrency", list: false, doc: "tables run at the same time (default 4)" },
+    KeyDef { key: "batch_size", env: env::BATCH_SIZE, cli: "--batch-size", list: false, doc: "rows per in-flight batch (default 4096)" },
+    KeyDef { key: "file_max_bytes", env: env::FILE_MAX_BYTES, cli: "--file-max-bytes", list: false, doc: "uncompressed bytes before a data file rotates (default 134217728)" },
+    KeyDef { key: "commit_interval", env: env::COMMIT_INTERVAL, cli: "--commit-interval", list: false, doc: "time between commits while a table streams (default 5s)" },
+];
+
+/// Accepted spellings that map to a canonical key (the original README's typo included).
+const ALIASES: &[(&str, &str)] = &[("checpoint_cls", "checkpoint_cls"), ("operator", "operator_cls"), ("timeout", "execution_timeout")];
+
+/// The built-in implementation names for the `*_cls` settings.
+pub const STORE_CLS: &[&str] = &["datastore"];
+/// The built-in data buffer names.
+pub const DATA_BUFFER_CLS: &[&str] = &["ndjson.gz"];
+
+/// Values for some settings from one source.
+#[derive(Debug, Clone, Default)]
+pub struct Layer {
+    /// Where the values came from (`command line`, `environment`, `config: of ./config.yaml`).
+    pub origin: String,
+    values: BTreeMap<&'static str, serde_json::Value>,
+}
+
+impl Layer {
+    /// An empty layer.
+    pub fn new(origin: impl Into<String>) -> Layer {
+        Layer {
+            origin: origin.into(),
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// Sets a known key.
+    ///
+    /// # Panics
+    /// When `key` is not in [`KEYS`] (a programming error).
+    pub fn set(&mut self, key: &str, value: impl Into<serde_json::Value>) -> &mut Self {
+        let def = KEYS.iter().find(|k| k.key == key).unwrap_or_else(|| panic!("unknown settings key {key}"));
+        self.values.insert(def.key, value.into());
+        self
+    }
+
+    /// Sets a key when `value` is `Some` (lists: when non-empty).
+    pub fn set_opt<V: Into<serde_json::Value>>(&mut self, key: &str, value: Option<V>) -> &mut Self {
+        if let Some(v) = value {
+            let v = v.into();
+            if !matches!(&v, serde_json::Value::Array(a) if a.is_empty()) {
+                self.set(key, v);
+            }
+        }
+        self
+    }
+
+    /// The layer of the `ACHVY_*` variables in `vars`.
+    pub fn from_env<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Layer {
+        let mut l = Layer::new("environment");
+        let vars: BTreeMap<&str, &str> = vars.into_iter().collect();
+        for def in KEYS {
+            if let Some(v) = vars.get(def.env) {
+                if def.list {
+                    let items: Vec<serde_json::Value> = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| s.into())
+                        .collect();
+                    l.values.insert(def.key, items.into());
+                } else {
+                    l.values.insert(def.key, (*v).into());
+                }
+            }
+        }
+        l
+    }
+
+    /// The layer of a `config:` map; unknown keys are errors with a suggestion.
+    ///
+    /// # Errors
+    /// [`Error::UnknownKey`].
+    pub fn from_map(map: &serde_json::Map<String, serde_json::Value>, origin: &str) -> Result<Layer> {
+        let mut l = Layer::new(format!("config: of {origin}"));
+        for (k, v) in map {
+            let canon = ALIASES.iter().find(|(a, _)| a == k).map(|(_, c)| *c).unwrap_or(k.as_str());
+            match KEYS.iter().find(|d| d.key == canon) {
+                Some(def) => {
+                    l.values.insert(def.key, v.clone());
+                }
+                None => {
+                    return Err(Error::UnknownKey {
+                        key: k.clone(),
+                        place: format!("the config: map of {origin}"),
+                        suggestion: closest(k, KEYS.iter().map(|d| d.key)),
+                    });
+                }
+            }
+        }
+        Ok(l)
+    }
+
+    fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.values.get(key)
+    }
+}
+
+/// The closest candidate to `word`, if it is close enough to be a plausible typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let w = word.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(&w, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.to_string())
+}
+
+/// The resolved settings of a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The anchovy id.
+    pub id: String,
+    /// The anchovy user (`prod` in production).
+    pub user: String,
+    /// The operator name as given (resolved against the registry later).
+    pub operator: Option<String>,
+    /// True for service mode (`-S`).
+    pub service: bool,
+    /// Timeout of one batch.
+    pub execution_timeout: Option<Duration>,
+    /// Upstream anchovy ids.
+    pub upstream: Vec<String>,
+    /// Enabled table wildcards (empty = all).
+    pub enabled: Vec<String>,
+    /// Disabled table wildcards.
+    pub disabled: Vec<String>,
+    /// The datastore location (a path or URL).
+    pub datastore: String,
+    /// Checkpoint store implementation.
+    pub checkpoint_cls: String,
+    /// Task log store implementation.
+    pub task_store_cls: String,
+    /// Table metadata store implementation.
+    pub tbl_store_cls: String,
+    /// Data file format.
+    pub data_buffer_cls: String,
+    /// Log level or tracing filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Batch policy.
+    pub batch_policy: BatchPolicy,
+    /// Tables at once.
+    pub max_concurrency: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Bytes before a data file rotates.
+    pub file_max_bytes: u64,
+    /// Time between commits while streaming.
+    pub commit_interval: Duration,
+    /// Which layer each key came from (key -> origin), for `--explain`-style output.
+    pub origins: BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// Combines layers, earlier layers winning (pass CLI, env, file in that order), and
+    /// fills defaults. `vars` supplies `HOME`/`USER` for the defaults.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key, its origin and the accepted values.
+    pub fn resolve(layers: &[&Layer], vars: &BTreeMap<String, String>) -> Result<Settings> {
+        let mut origins = BTreeMap::new();
+        let pick = |key: &str, origins: &mut BTreeMap<String, String>| -> Option<(serde_json::Value, String)> {
+            layers.iter().find_map(|l| {
+                l.get(key).map(|v| {
+                    origins.insert(key.to_string(), l.origin.clone());
+                    (v.clone(), l.origin.clone())
+                })
+            })
+        };
+        // `prod` beats `user` within a layer; across layers, the earlier layer wins.
+        let user = layers.iter().find_map(|l| {
+            let prod = l.get("prod").map(|v| parse_bool(v, "prod", &l.origin)).transpose();
+            match prod {
+                Err(e) => Some(Err(e)),
+                Ok(Some(true)) => Some(Ok("prod".to_string())),
+                _ => l.get("user").map(|v| Ok(as_string(v))),
+            }
+        });
+        let user = match user {
+            Some(u) => u?,
+            None => vars
+                .get("USER")
+                .or_else(|| vars.get("USERNAME"))
+                .cloned()
+                .unwrap_or_else(|| "default".into()),
+        };
+        check_name("user", &user)?;
+
+        let id = match pick("id", &mut origins) {
+            Some((v, _)) => as_string(&v),
+            None => gethostname::gethostname().to_string_lossy().into_owned(),
+        };
+        check_name("id", &id)?;
+
+        let string = |key: &str, default: &str, origins: &mut BTreeMap<String, String>| -> String {
+            pick(key, origins).map(|(v, _)| as_string(&v)).unwrap_or_else(|| default.to_string())
+        };
+        let list = |key: &str, origins: &mut BTreeMap<String, String>| -> Vec<String> {
+            match pick(key, origins) {
+                Some((serde_json::Value::Array(a), _)) => a.iter().map(as_string).collect(),
+                Some((v, _)) => as_string(&v)
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+                None => Vec::new(),
+            }
+        };
+
+        let service = match pick("is_task_executor", &mut origins) {
+            Some((v, o)) => !parse_bool(&v, "is_task_executor", &o)?,
+            None => false,
+        };
+        let execution_timeout = match pick("execution_timeout", &mut origins) {
+            Some((v, o)) => Some(parse_duration(&as_string(&v)).ok_or_else(|| {
+                Error::config(
+                    "execution_timeout",
+                    format!("`{}` from {o} is not a duration; use seconds (300) or 90s, 15m, 2h", as_string(&v)),
+                )
+            })?),
+            None => None,
+        };
+        let home = match pick("home", &mut origins) {
+            Some((v, _)) => expand_home(&as_string(&v), vars),
+            None => expand_home("~/.anchovies", vars),
+        };
+        let datastore = match pick("datastore", &mut origins) {
+            Some((v, _)) => as_string(&v),
+            None => home.to_string_lossy().into_owned(),
+        };
+        let checkpoint_cls = one_of("checkpoint_cls", string("checkpoint_cls", "datastore", &mut origins), STORE_CLS)?;
+        let task_store_cls = one_of("task_store_cls", string("task_store_cls", "datastore", &mut origins), STORE_CLS)?;
+        let tbl_store_cls = one_of("tbl_store_cls", string("tbl_store_cls", "datastore", &mut origins), STORE_CLS)?;
+        let data_buffer_cls = one_of("data_buffer_cls", string("data_buffer_cls", "ndjson.gz", &mut origins), DATA_BUFFER_CLS)?;
+        let log_level = string("log_level", "info", &mut origins);
+        let log_format = match string("log_format", "text", &mut origins).to_ascii_lowercase().as_str() {
+            "text" | "pretty" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(Error::config("log_format", format!("`{other}` is not a log format; use text or json"))),
+        };
+        let batch_policy = match string("batch_policy", "CONTINUE", &mut origins).to_ascii_uppercase().as_str() {
+            "CONTINUE" => BatchPolicy::Continue,
+            "RAISE" => BatchPolicy::Raise,
+            other => return Err(Error::config("batch_policy", format!("`{other}` is not a batch policy; use CONTINUE or RAISE"))),
+        };
+        let max_concurrency = parse_num("max_concurrency", pick("max_concurrency", &mut origins), 4)?.max(1) as usize;
+        let batch_size = parse_num("batch_size", pick("batch_size", &mut origins), 4096)?.max(1) as usize;
+        let file_max_bytes = parse_num("file_max_bytes", pick("file_max_bytes", &mut origins), 128 << 20)?.max(1024);
+        let commit_interval = match pick("commit_interval", &mut origins) {
+            Some((v, o)) => parse_duration(&as_string(&v)).ok_or_else(|| {
+                Error::config("commit_interval", format!("`{}` from {o} is not a duration", as_string(&v)))
+            })?,
+            None => Duration::from_secs(5),
+        };
+        Ok(Settings {
+            id,
+            user,
+            operator: pick("operator_cls", &mut origins).map(|(v, _)| as_string(&v)),
+            service,
+            execution_timeout,
+            upstream: list("upstream", &mut origins),
+            enabled: list("enabled", &mut origins),
+            disabled: list("disabled", &mut origins),
+            datastore,
+            checkpoint_cls,
+            task_store_cls,
+            tbl_store_cls,
+            data_buffer_cls,
+            log_level,
+            log_format,
+            batch_policy,
+            max_concurrency,
+            batch_size,
+            file_max_bytes,
+            commit_interval,
+            origins,
+        })
+    }
+}
+
+fn as_string(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn parse_bool(v: &serde_json::Value, key: &str, origin: &str) -> Result<bool> {
+    match v {
+        serde_json::Value::Bool(b) => Ok(*b),
+        other => match as_string(other).trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "y" | "on" => Ok(true),
+            "0" | "false" | "no" | "n" | "off" | "" => Ok(false),
+            s => Err(Error::config(key, format!("`{s}` from {origin} is not a boolean; use true or false"))),
+        },
+    }
+}
+
+fn parse_num(key: &str, v: Option<(serde_json::Value, String)>, default: u64) -> Result<u64> {
+    match v {
+        None => Ok(default),
+        Some((v, o)) => as_string(&v)
+            .trim()
+            .replace('_', "")
+            .parse::<u64>()
+            .map_err(|_| Error::config(key, format!("`{}` from {o} is not a whole number", as_string(&v)))),
+    }
+}
+
+fn one_of(key: &str, v: String, allowed: &[&str]) -> Result<String> {
+    if allowed.contains(&v.as_str()) {
+        Ok(v)
+    } else {
+        Err(Error::config(
+            key,
+            format!(
+                "`{v}` is not available; built-in: {}{}",
+                allowed.join(", "),
+                closest(&v, allowed.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+            ),
+        ))
+    }
+}
+
+/// Ids and users become datastore path segments: keep them to safe characters.
+fn check_name(key: &str, v: &str) -> Result<()> {
+    let ok = !v.is_empty()
+        && v != "."
+        && v != ".."
+        && v.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(
+            key,
+            format!("`{v}` is not a valid {key}; use letters, digits, '-', '_', '.' or '@'"),
+        ))
+    }
+}
+
+/// Parses `300`, `1.5`, `90s`, `500ms`, `15m`, `2h`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let n: f64 = num.trim().parse().ok()?;
+    (n.is_finite() && n >= 0.0).then(|| Duration::from_secs_f64(n * mult))
+}
+
+fn expand_home(p: &str, vars: &BTreeMap<String, String>) -> PathBuf {
+    match p.strip_prefix("~/").or_else(|| (p == "~").then_some("")) {
+        Some(rest) => PathBuf::from(vars.get("HOME").cloned().unwrap_or_else(|| "/".into())).join(rest),
+        None => PathBuf::from(p),
+    }
+}
+
+/// The config document: `config:` settings and `tbls:` tables.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigDoc {
+    /// Where it came from (a path or `--config`).
+    pub origin: String,
+    /// The `config:` map.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// The `tbls:` entries, by name.
+    pub tbls: BTreeMap<String, Tbl>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDoc {
+    #[serde(default)]
+    config: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    tbls: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+const TOP_KEYS: &[&str] = &["config", "tbls"];
+
+impl ConfigDoc {
+    /// Parses YAML or JSON text (JSON is YAML). Anchors, aliases and merge keys work;
+    /// alias expansion is bounded (no "billion laughs").
+    ///
+    /// # Errors
+    /// [`Error::ConfigSyntax`] with line and column; [`Error::UnknownKey`] for an
+    /// unknown top-level key; [`Error::Config`] for a bad table entry.
+    pub fn parse(text: &str, origin: &str) -> Result<ConfigDoc> {
+        if text.trim().is_empty() {
+            return Ok(ConfigDoc {
+                origin: origin.to_string(),
+                ..Default::default()
+            });
+        }
+        let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| Error::ConfigSyntax {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let obj = match value {
+            serde_json::Value::Object(o) => o,
+            serde_json::Value::Null => Default::default(),
+            other => {
+                return Err(Error::ConfigSyntax {
+                    origin: origin.to_string(),
+                    message: format!("expected a map with `config:` and `tbls:`, found {}", json_kind(&other)),
+                });
+            }
+        };
+        for k in obj.keys() {
+            if !TOP_KEYS.contains(&k.as_str()) {
+                let hint = if k == "cnxns" || k == "connections" {
+                    Some("connections are not read from config files; use ACHVY_CNXN__<ID>__<ATTR> variables".to_string())
+                } else {
+                    None
+                };
+                return Err(match hint {
+                    Some(h) => Error::config(format!("`{k}` in {origin}"), h),
+                    None => Error::UnknownKey {
+                        key: k.clone(),
+                        place: origin.to_string(),
+                        suggestion: closest(k, TOP_KEYS.iter().copied()),
+                    },
+                });
+            }
+        }
+        let raw: RawDoc = serde_json::from_value(serde_json::Value::Object(obj)).map_err(|e| Error::ConfigSyntax {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut tbls = BTreeMap::new();
+        for (name, v) in raw.tbls.unwrap_or_default() {
+            tbls.insert(name.clone(), Tbl::from_json(&name, v)?);
+        }
+        Ok(ConfigDoc {
+            origin: origin.to_string(),
+            config: raw.config.unwrap_or_default(),
+            tbls,
+        })
+    }
+
+    /// Reads and parses a file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when it cannot be read, else as [`ConfigDoc::parse`].
+    pub fn load(path: &Path) -> Result<ConfigDoc> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            op: "read config file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        ConfigDoc::parse(&text, &path.display().to_string())
+    }
+
+    /// The `config:` map as a settings layer.
+    ///
+    /// # Errors
+    /// [`Error::UnknownKey`] for an unknown key.
+    pub fn layer(&self) -> Result<Layer> {
+        Layer::from_map(&self.config, &self.origin)
+    }
+
+    /// The configured tables.
+    pub fn tbl_set(&self) -> TblSet {
+        TblSet::new(self.tbls.values().cloned())
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "nothing",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "a map",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> BTreeMap<String, String> {
+        [("HOME", "/home/me"), ("USER", "me")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn precedence_cli_env_file_default() {
+        let doc = ConfigDoc::parse(
+            "config:\n  id: from_file\n  user: fileuser\n  execution_timeout: 60\n  batch_policy: raise\n  enabled: [a, b]\n",
+            "config.yaml",
+        )
+        .unwrap();
+        let file = doc.layer().unwrap();
+        let env = Layer::from_env([("ACHVY_ID", "from_env"), ("ACHVY_EXECUTION_TIMEOUT", "2m"), ("ACHVY_UPSTREAM", "x, y")]);
+        let mut cli = Layer::new("command line");
+        cli.set("id", "from_cli");
+        let s = Settings::resolve(&[&cli, &env, &file], &vars()).unwrap();
+        assert_eq!(s.id, "from_cli");
+        assert_eq!(s.user, "fileuser");
+        assert_eq!(s.execution_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(s.batch_policy, BatchPolicy::Raise);
+        assert_eq!(s.enabled, vec!["a", "b"]);
+        assert_eq!(s.upstream, vec!["x", "y"]);
+        assert_eq!(s.datastore, "/home/me/.anchovies");
+        assert_eq!(s.origins["id"], "command line");
+        assert_eq!(s.origins["execution_timeout"], "environment");
+        let s = Settings::resolve(&[&env, &file], &vars()).unwrap();
+        assert_eq!(s.id, "from_env");
+        let s = Settings::resolve(&[&file], &vars()).unwrap();
+        assert_eq!(s.id, "from_file");
+        let s = Settings::resolve(&[], &vars()).unwrap();
+        assert_eq!(s.user, "me");
+        assert_eq!(s.batch_policy, BatchPolicy::Continue);
+        assert!(!s.service);
+    }
+
+    #[test]
+    fn prod_wins_over_user_in_its_layer() {
+        let env = Layer::from_env([("ACHVY_USER", "bob"), ("ACHVY_PROD", "true")]);
+        assert_eq!(Settings::resolve(&[&env], &vars()).unwrap().user, "prod");
+        let mut cli = Layer::new("command line");
+        cli.set("user", "alice");
+        assert_eq!(Settings::resolve(&[&cli, &env], &vars()).unwrap().user, "alice");
+    }
+
+    #[test]
+    fn unknown_config_key_suggests_the_closest() {
+        let doc = ConfigDoc::parse("config:\n  executon_timeout: 5\n", "./config.yaml").unwrap();
+        let e = doc.layer().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown key `executon_timeout` in the config: map of ./config.yaml; did you mean `execution_timeout`?"
+        );
+        let e = ConfigDoc::parse("tbl:\n  a: {}\n", "c.yaml").unwrap_err();
+        assert!(e.to_string().contains("did you mean `tbls`?"), "{e}");
+    }
+
+    #[test]
+    fn the_readme_typo_is_accepted() {
+        let doc = ConfigDoc::parse(r#"{"config": {"checpoint_cls": "datastore"}}"#, "--config").unwrap();
+        let s = Settings::resolve(&[&doc.layer().unwrap()], &vars()).unwrap();
+        assert_eq!(s.checkpoint_cls, "datastore");
+        let doc = ConfigDoc::parse(r#"{"config": {"checkpoint_cls": "redis"}}"#, "--config").unwrap();
+        let e = Settings::resolve(&[&doc.layer().unwrap()], &vars()).unwrap_err();
+        assert!(e.to_string().contains("built-in: datastore"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_origin() {
+        let env = Layer::from_env([("ACHVY_EXECUTION_TIMEOUT", "soon")]);
+        let e = Settings::resolve(&[&env], &vars()).unwrap_err();
+        assert!(e.to_string().contains("`soon` from environment is not a duration"), "{e}");
+        let env = Layer::from_env([("ACHVY_ID", "../etc")]);
+        assert!(Settings::resolve(&[&env], &vars()).is_err());
+        let env = Layer::from_env([("ACHVY_MAX_CONCURRENCY", "many")]);
+        assert!(Settings::resolve(&[&env], &vars()).unwrap_err().to_string().contains("not a whole number"));
+    }
+
+    #[test]
+    fn yaml_merge_keys_and_syntax_errors() {
+        let doc = ConfigDoc::parse(
+            "defaults: &d\n  delimiter: ';'\ntbls:\n  a:\n    <<: *d\n    path: /x/*.csv\n",
+            "c.yaml",
+        );
+        // `defaults` is not a top-level key: anchors must live inside known maps.
+        assert!(doc.is_err());
+        let doc = ConfigDoc::parse(
+            "tbls:\n  a: &d\n    delimiter: ';'\n    path: /x/*.csv\n  b:\n    <<: *d\n    path: /y/*.csv\n",
+            "c.yaml",
+        )
+        .unwrap();
+        assert_eq!(doc.tbls["b"].option_str("delimiter").unwrap(), ";");
+        assert_eq!(doc.tbls["b"].option_str("path").unwrap(), "/y/*.csv");
+        let e = ConfigDoc::parse("tbls:\n  a: [\n", "bad.yaml").unwrap_err();
+        assert!(e.to_string().starts_with("cannot parse bad.yaml"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("-1"), None);
+        assert_eq!(parse_duration("x"), None);
+    }
+}

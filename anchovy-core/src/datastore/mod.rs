@@ -1,0 +1,325 @@
+//! The datastore: where an anchovy keeps its data files and metadata.
+//!
+//! [`Datastore`] is a prefix inside an [`object_store::ObjectStore`] (the local
+//! filesystem is the embedded default). An anchovy's own area is
+//! `<root>/<user>/<id>/` (see [`layout`]):
+//!
+//! ```text
+//! $tables/<tbl>.json        merged table metadata
+//! $checkpoints/<key>.json   checkpoint mirrors (+ `_applied`, the last commit they reflect)
+//! $commits/<seq>.json       the commit record: which data files exist, in order
+//! $task_logs/<...>.json     one JSON per finished task
+//! $results/anchovy_run_results.json
+//! data/<tbl>/<file>.ndjson.gz
+//! ```
+//!
+//! Guarantees relied on elsewhere: a `put` is atomic (readers see the old object or the
+//! whole new one, never a torn one: object stores do this natively, the local
+//! filesystem writes a temporary file and renames it), and [`Datastore::create`] is a
+//! conditional create (exactly one of several racing writers wins).
+
+pub mod layout;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::error::{Error, Result};
+
+/// A listed object.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The key relative to the datastore prefix (`data/sales/x.ndjson.gz`).
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A prefix in an object store.
+#[derive(Clone)]
+pub struct Datastore {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    location: String,
+}
+
+impl std::fmt::Debug for Datastore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Datastore({})", self.location())
+    }
+}
+
+impl Datastore {
+    /// Opens a datastore from a location: a filesystem path or a `file://` URL.
+    /// The directory is created when missing.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a URL scheme this build does not support yet, [`Error::Io`]
+    /// when the directory cannot be created.
+    pub fn open(location: &str) -> Result<Datastore> {
+        let path = if let Some(p) = location.strip_prefix("file://") {
+            PathBuf::from(p)
+        } else if let Some((scheme, _)) = location.split_once("://") {
+            return Err(Error::config(
+                "datastore",
+                format!("`{scheme}://` datastores are not supported by this build yet; use a local path or file:// URL"),
+            ));
+        } else {
+            PathBuf::from(location)
+        };
+        std::fs::create_dir_all(&path).map_err(|source| Error::Io {
+            op: "create datastore directory",
+            path: path.clone(),
+            source,
+        })?;
+        let path = path.canonicalize().map_err(|source| Error::Io {
+            op: "resolve datastore directory",
+            path: path.clone(),
+            source,
+        })?;
+        let fs = LocalFileSystem::new_with_prefix(&path)
+            .map_err(|e| Error::datastore("open", path.display().to_string(), e))?
+            .with_automatic_cleanup(true);
+        Ok(Datastore {
+            store: Arc::new(fs),
+            prefix: Path::default(),
+            location: format!("file://{}", path.display()),
+        })
+    }
+
+    /// A datastore over any object store (for other backends and tests).
+    pub fn from_store(store: Arc<dyn ObjectStore>, location: impl Into<String>) -> Datastore {
+        Datastore {
+            store,
+            prefix: Path::default(),
+            location: location.into(),
+        }
+    }
+
+    /// The area of one anchovy: `<prefix>/<user>/<id>`.
+    pub fn for_anchovy(&self, user: &str, id: &str) -> Datastore {
+        self.child(&[user, id])
+    }
+
+    /// A sub-prefix; each part is one encoded path segment (it cannot escape).
+    pub fn child(&self, parts: &[&str]) -> Datastore {
+        let mut p: Vec<object_store::path::PathPart> = self.prefix.parts().collect();
+        p.extend(parts.iter().map(|s| object_store::path::PathPart::from(*s)));
+        Datastore {
+            store: self.store.clone(),
+            prefix: Path::from_iter(p),
+            location: self.location.clone(),
+        }
+    }
+
+    /// A printable location (`file:///home/me/.anchovies/me/sales`), without secrets.
+    pub fn location(&self) -> String {
+        if self.prefix.as_ref().is_empty() {
+            self.location.clone()
+        } else {
+            format!("{}/{}", self.location.trim_end_matches('/'), self.prefix)
+        }
+    }
+
+    fn full(&self, key: &str) -> Path {
+        let rel = Path::from(key);
+        Path::from_iter(self.prefix.parts().chain(rel.parts()))
+    }
+
+    fn rel(&self, full: &Path) -> String {
+        let parts: Vec<_> = full.prefix_match(&self.prefix).map(|p| p.collect()).unwrap_or_default();
+        Path::from_iter(parts).to_string()
+    }
+
+    /// Reads an object; `None` when it does not exist.
+    ///
+    /// # Errors
+    /// [`Error::Datastore`] for anything but "not found".
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        match self.store.get(&self.full(key)).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| Error::datastore("get", key, e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::datastore("get", key, e)),
+        }
+    }
+
+    /// Reads and decodes a JSON object; `None` when it does not exist.
+    ///
+    /// # Errors
+    /// [`Error::Datastore`], or [`Error::Json`] naming the key when it does not decode.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.get(key).await? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::json(format!("{}/{key}", self.location()), e)),
+        }
+    }
+
+    /// Writes (or overwrites) an object atomically.
+    ///
+    /// # Errors
+    /// [`Error::Datastore`].
+    pub async fn put(&self, key: &str, data: impl Into<PutPayload>) -> Result<()> {
+        self.store
+            .put(&self.full(key), data.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::datastore("put", key, e))
+    }
+
+    /// Writes JSON (pretty, with secrets redacted) atomically.
+    ///
+    /// # Errors
+    /// [`Error::Datastore`].
+    pub async fn put_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let text = serde_json::to_string_pretty(value).map_err(|e| Error::json(key, e))?;
+        let text = crate::secret::redact(&text).into_owned();
+        self.put(key, Bytes::from(text)).await
+    }
+
+    /// Creates an object only if it does not exist. Returns false when it already
+    /// existed (another writer won).
+    ///
+    /// # Errors
+    /// [`Error::Datastore`] for other failures.
+    pub async fn create(&self, key: &str, data: impl Into<PutPayload>) -> Result<bool> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.store.put_opts(&self.full(key), data.into(), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(Error::datastore("create", key, e)),
+        }
+    }
+
+    /// Lists objects under a key prefix (a folder, e.g. `$commits`), sorted by key.
+    ///
+    /// # Errors
+    /// [`Error::Datastore`].
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
+        self.list_after(prefix, None).await
+    }
+
+    /// Lists objects under a folder whose keys sort after `after` (a full relative key).
+    ///
+    /// # Errors
+    /// [`Error::Datastore`].
+    pub async fn list_after(&self, prefix: &str, after: Option<&str>) -> Result<Vec<Entry>> {
+        let p = self.full(prefix);
+        let stream = match after {
+            Some(a) => self.store.list_with_offset(Some(&p), &self.full(a)),
+            None => self.store.list(Some(&p)),
+        };
+        let mut out: Vec<Entry> = stream
+            .map_ok(|m| Entry {
+                key: self.rel(&m.location),
+                size: m.size,
+            })
+            .try_collect()
+            .await
+            .map_err(|e| Error::datastore("list", prefix, e))?;
+        out.retain(|e| !e.key.contains('#'));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Deletes an object (missing is fine).
+    ///
+    /// # Errors
+    /// [`Error::Datastore`].
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.store.delete(&self.full(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::datastore("delete", key, e)),
+        }
+    }
+
+    /// A streaming writer that makes the object visible only when shut down
+    /// successfully (multipart upload, or temp file + rename on the filesystem).
+    pub fn writer(&self, key: &str) -> object_store::buffered::BufWriter {
+        object_store::buffered::BufWriter::new(self.store.clone(), self.full(key))
+    }
+
+    /// Streams an object's bytes.
+    ///
+    /// # Errors
+    /// [`Error::Datastore`] (including not found).
+    pub async fn stream(&self, key: &str) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+        let r = self
+            .store
+            .get(&self.full(key))
+            .await
+            .map_err(|e| Error::datastore("get", key, e))?;
+        let k = key.to_string();
+        Ok(r.into_stream()
+            .map(move |b| b.map_err(|e| Error::datastore("read", k.clone(), e)))
+            .boxed())
+    }
+
+    /// Checks that the datastore can be written, read back and deleted.
+    ///
+    /// # Errors
+    /// The first failing operation.
+    pub async fn probe(&self) -> Result<()> {
+        let key = format!("$probe/{}", uuid::Uuid::new_v4());
+        self.put(&key, Bytes::from_static(b"ok")).await?;
+        let back = self.get(&key).await?;
+        self.delete(&key).await?;
+        match back.as_deref() {
+            Some(b"ok") => Ok(()),
+            _ => Err(Error::config("datastore", "a probe object did not read back")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip_list_create_and_escape_proof_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_str().unwrap()).unwrap().for_anchovy("me", "a1");
+        ds.put("$tables/x.json", Bytes::from_static(b"{}")).await.unwrap();
+        assert_eq!(ds.get("$tables/x.json").await.unwrap().unwrap(), Bytes::from_static(b"{}"));
+        assert!(ds.get("$tables/missing.json").await.unwrap().is_none());
+        assert!(ds.create("$commits/1", Bytes::from_static(b"a")).await.unwrap());
+        assert!(!ds.create("$commits/1", Bytes::from_static(b"b")).await.unwrap());
+        assert_eq!(ds.get("$commits/1").await.unwrap().unwrap(), Bytes::from_static(b"a"));
+        let listed = ds.list("$tables").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "$tables/x.json");
+        assert!(dir.path().join("me/a1/$tables/x.json").exists());
+        // A hostile table name stays one segment inside the anchovy's area.
+        let evil = ds.child(&["../../etc"]);
+        evil.put("passwd", Bytes::from_static(b"x")).await.unwrap();
+        assert!(!dir.path().join("etc").exists());
+        let k = layout::table_key("../../x/y");
+        ds.put(&k, Bytes::from_static(b"x")).await.unwrap();
+        let listed = ds.list("$tables").await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(walk(dir.path()).iter().all(|p| p.starts_with(dir.path().join("me/a1"))));
+        ds.probe().await.unwrap();
+    }
+
+    fn walk(p: &std::path::Path) -> Vec<PathBuf> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(p).unwrap() {
+            let e = e.unwrap().path();
+            if e.is_dir() {
+                out.extend(walk(&e));
+            } else {
+                out.push(e);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,742 @@
+//! The row and value model, and the typed NDJSON codec of the datastore.
+//!
+//! Rows travel in [`Batch`]es: a table name, a shared [`Schema`] (column names) and
+//! rows of [`Value`]s indexed by the schema. A row shorter than the schema has nulls
+//! in its missing trailing columns, so a batch can grow columns as heterogeneous rows
+//! (JSON) arrive without touching earlier rows.
+//!
+//! On disk a row is one JSON object per line. JSON has no date, time, bytes or exact
+//! decimal types, so such values are annotated in a `_types` array of `column@CODE`
+//! entries (the original tool's convention, extended):
+//!
+//! | code | value | text form |
+//! |------|-------|-----------|
+//! | `D`  | date | `2024-01-31` |
+//! | `DT` | datetime | ISO-8601, with offset when the value has one |
+//! | `T`  | time | `13:45:00.5` |
+//! | `B`  | bytes | lowercase hex |
+//! | `N`  | decimal | a JSON number, kept digit for digit |
+//! | `F`  | float NaN/inf | `"NaN"`, `"inf"`, `"-inf"` |
+//!
+//! Everything else is plain JSON: null, bool, integers (i64; larger integers read back
+//! as decimals), floats, strings, and nested arrays/objects ([`Value::Json`]).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+
+/// The name of the annotation field in NDJSON data files.
+pub const TYPES_FIELD: &str = "_types";
+
+/// One typed value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL / JSON null / a missing column.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A 64-bit integer.
+    Int(i64),
+    /// A 64-bit float (NaN and infinities survive the round trip).
+    Float(f64),
+    /// An exact decimal as canonical text (`-?digits[.digits]`), any precision.
+    Decimal(String),
+    /// Text.
+    String(String),
+    /// A calendar date.
+    Date(NaiveDate),
+    /// A date and time without offset.
+    DateTime(NaiveDateTime),
+    /// A date and time with a UTC offset.
+    DateTimeTz(DateTime<FixedOffset>),
+    /// A time of day.
+    Time(NaiveTime),
+    /// Binary data.
+    Bytes(Vec<u8>),
+    /// A nested JSON array or object.
+    Json(serde_json::Value),
+}
+
+impl Value {
+    /// Builds a decimal after checking its text (`-?digits[.digits]`, exponent allowed
+    /// on input and expanded).
+    ///
+    /// # Errors
+    /// [`Error::Data`] when the text is not a decimal number.
+    pub fn decimal(text: &str) -> Result<Value> {
+        canonical_decimal(text)
+            .map(Value::Decimal)
+            .ok_or_else(|| Error::data("decimal", format!("`{text}` is not a decimal number")))
+    }
+
+    /// Converts a plain JSON value (no annotations) into a typed value.
+    pub fn from_json(v: serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => number_value(&n.to_string()),
+            serde_json::Value::String(s) => Value::String(s),
+            v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_)) => Value::Json(v),
+        }
+    }
+
+    /// The value as plain JSON (dates as ISO text, bytes as hex, decimals as strings).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => (*b).into(),
+            Value::Int(i) => (*i).into(),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or_else(|| float_text(*f).into()),
+            Value::Json(v) => v.clone(),
+            other => other.text().into_owned().into(),
+        }
+    }
+
+    /// The type code used in `_types` annotations, if the value needs one.
+    pub fn annotation(&self) -> Option<&'static str> {
+        match self {
+            Value::Date(_) => Some("D"),
+            Value::DateTime(_) | Value::DateTimeTz(_) => Some("DT"),
+            Value::Time(_) => Some("T"),
+            Value::Bytes(_) => Some("B"),
+            Value::Decimal(_) => Some("N"),
+            Value::Float(f) if !f.is_finite() => Some("F"),
+            _ => None,
+        }
+    }
+
+    /// The value's type, for schema inference.
+    pub fn col_type(&self) -> Option<crate::tbl::ColType> {
+        use crate::tbl::ColType as C;
+        Some(match self {
+            Value::Null => return None,
+            Value::Bool(_) => C::Bool,
+            Value::Int(_) => C::Int,
+            Value::Float(_) => C::Float,
+            Value::Decimal(_) => C::Decimal,
+            Value::String(_) => C::Str,
+            Value::Date(_) => C::Date,
+            Value::DateTime(_) | Value::DateTimeTz(_) => C::DateTime,
+            Value::Time(_) => C::Time,
+            Value::Bytes(_) => C::Bytes,
+            Value::Json(_) => C::Object,
+        })
+    }
+
+    /// A human/text form: ISO dates, hex bytes, canonical decimals, JSON for nested values.
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            Value::Null => Cow::Borrowed(""),
+            Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+            Value::Int(i) => Cow::Owned(i.to_string()),
+            Value::Float(f) => Cow::Owned(float_text(*f)),
+            Value::Decimal(d) => Cow::Borrowed(d),
+            Value::String(s) => Cow::Borrowed(s),
+            Value::Date(d) => Cow::Owned(d.format("%Y-%m-%d").to_string()),
+            Value::DateTime(dt) => Cow::Owned(dt.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+            Value::DateTimeTz(dt) => Cow::Owned(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            Value::Time(t) => Cow::Owned(t.format("%H:%M:%S%.f").to_string()),
+            Value::Bytes(b) => Cow::Owned(hex::encode(b)),
+            Value::Json(v) => Cow::Owned(v.to_string()),
+        }
+    }
+
+    /// True for [`Value::Null`].
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::String(s.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::String(s)
+    }
+}
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        Value::Int(i)
+    }
+}
+impl From<f64> for Value {
+    fn from(f: f64) -> Self {
+        Value::Float(f)
+    }
+}
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map(Into::into).unwrap_or(Value::Null)
+    }
+}
+
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        // serde_json's shortest round-trip form (`2.0`, `1e-7`).
+        serde_json::Number::from_f64(f)
+            .map(|n| n.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// An integer literal fits i64 -> Int; otherwise an integer literal is a Decimal;
+/// anything with a fraction or exponent is a Float.
+fn number_value(raw: &str) -> Value {
+    let is_int = !raw.contains(['.', 'e', 'E']);
+    if is_int {
+        match raw.parse::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => canonical_decimal(raw)
+                .map(Value::Decimal)
+                .unwrap_or(Value::Null),
+        }
+    } else {
+        raw.parse::<f64>().map(Value::Float).unwrap_or(Value::Null)
+    }
+}
+
+/// Canonical decimal text: optional `-`, digits without leading zeros, optional `.`
+/// and fraction digits (trailing zeros kept: `1.50` stays `1.50`). Exponents expand.
+pub fn canonical_decimal(text: &str) -> Option<String> {
+    let t = text.trim();
+    let (neg, body) = match t.as_bytes().first()? {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (mantissa, exp) = match body.find(['e', 'E']) {
+        Some(i) => (&body[..i], body[i + 1..].parse::<i32>().ok()?),
+        None => (body, 0),
+    };
+    let (int_part, frac_part) = match mantissa.find('.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, ""),
+    };
+    if int_part.is_empty() && frac_part.is_empty() {
+        return None;
+    }
+    if !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if exp.unsigned_abs() > 4096 {
+        return None;
+    }
+    let mut digits: String = format!("{int_part}{frac_part}");
+    let mut point = int_part.len() as i64 + exp as i64;
+    if point < 0 {
+        digits = "0".repeat((-point) as usize) + &digits;
+        point = 0;
+    }
+    let point = point as usize;
+    if point > digits.len() {
+        digits.push_str(&"0".repeat(point - digits.len()));
+    }
+    let (i, f) = digits.split_at(point);
+    let i = i.trim_start_matches('0');
+    let i = if i.is_empty() { "0" } else { i };
+    let mut out = String::with_capacity(digits.len() + 2);
+    let zero = i == "0" && f.bytes().all(|b| b == b'0');
+    if neg && !zero {
+        out.push('-');
+    }
+    out.push_str(i);
+    if !f.is_empty() {
+        out.push('.');
+        out.push_str(f);
+    }
+    Some(out)
+}
+
+/// Column names of a batch, shared between batches of a stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Schema {
+    names: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, usize>,
+}
+
+impl Schema {
+    /// A schema with these column names, in order. Duplicate names keep the first.
+    pub fn new<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Self {
+        let mut s = Schema::default();
+        for n in names {
+            s.index_or_insert(n.as_ref());
+        }
+        s
+    }
+
+    /// The column names in order.
+    pub fn names(&self) -> &[Arc<str>] {
+        &self.names
+    }
+
+    /// The number of columns.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when there are no columns.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The position of a column.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// The position of a column, appending it when new.
+    pub fn index_or_insert(&mut self, name: &str) -> usize {
+        if let Some(i) = self.index.get(name) {
+            return *i;
+        }
+        let n: Arc<str> = Arc::from(name);
+        let i = self.names.len();
+        self.names.push(n.clone());
+        self.index.insert(n, i);
+        i
+    }
+}
+
+/// One row: values indexed by the batch schema; missing trailing values are null.
+pub type Row = Vec<Value>;
+
+/// A batch of rows for one table.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The table the rows belong to.
+    pub table: Arc<str>,
+    /// The column names.
+    pub schema: Arc<Schema>,
+    /// The rows.
+    pub rows: Vec<Row>,
+}
+
+impl Batch {
+    /// The value of `column` in row `i` (null when missing).
+    pub fn get(&self, i: usize, column: &str) -> &Value {
+        const NULL: Value = Value::Null;
+        self.schema
+            .index_of(column)
+            .and_then(|c| self.rows.get(i)?.get(c))
+            .unwrap_or(&NULL)
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when the batch has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Rows as `(column, value)` pairs, for tests and small tools.
+    pub fn records(&self) -> Vec<Vec<(String, Value)>> {
+        self.rows
+            .iter()
+            .map(|r| {
+                self.schema
+                    .names()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.to_string(), r.get(i).cloned().unwrap_or(Value::Null)))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Accumulates rows of one table into batches; columns may be added as rows arrive.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    table: Arc<str>,
+    schema: Schema,
+    rows: Vec<Row>,
+}
+
+impl BatchBuilder {
+    /// An empty builder for `table`.
+    pub fn new(table: impl Into<Arc<str>>) -> Self {
+        BatchBuilder {
+            table: table.into(),
+            schema: Schema::default(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// An empty builder with a known schema (the schema may still grow).
+    pub fn with_schema(table: impl Into<Arc<str>>, schema: Schema) -> Self {
+        BatchBuilder {
+            table: table.into(),
+            schema,
+            rows: Vec::new(),
+        }
+    }
+
+    /// The schema so far.
+    pub fn schema_mut(&mut self) -> &mut Schema {
+        &mut self.schema
+    }
+
+    /// Appends a row whose values follow the current schema.
+    pub fn push_row(&mut self, row: Row) {
+        self.rows.push(row);
+    }
+
+    /// Appends a row given as `(column, value)` pairs.
+    pub fn push_pairs<K: AsRef<str>>(&mut self, pairs: impl IntoIterator<Item = (K, Value)>) {
+        let mut row: Row = Vec::with_capacity(self.schema.len());
+        for (k, v) in pairs {
+            let i = self.schema.index_or_insert(k.as_ref());
+            if row.len() <= i {
+                row.resize(i + 1, Value::Null);
+            }
+            row[i] = v;
+        }
+        self.rows.push(row);
+    }
+
+    /// The number of buffered rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when no rows are buffered.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Takes the buffered rows as a batch; the schema is kept for the next rows.
+    pub fn take(&mut self) -> Batch {
+        Batch {
+            table: self.table.clone(),
+            schema: Arc::new(self.schema.clone()),
+            rows: std::mem::take(&mut self.rows),
+        }
+    }
+}
+
+/// Appends one row as a JSON line (with `\n`) to `out`.
+pub fn encode_row(schema: &Schema, row: &[Value], out: &mut Vec<u8>) {
+    let mut s = String::with_capacity(64 + row.len() * 16);
+    s.push('{');
+    let mut types: Vec<String> = Vec::new();
+    for (i, name) in schema.names().iter().enumerate() {
+        let v = row.get(i).unwrap_or(&Value::Null);
+        if i > 0 {
+            s.push(',');
+        }
+        write_json_str(&mut s, name);
+        s.push(':');
+        if let Some(code) = v.annotation() {
+            types.push(format!("{name}@{code}"));
+        }
+        match v {
+            Value::Null => s.push_str("null"),
+            Value::Bool(b) => s.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => {
+                let _ = write!(s, "{i}");
+            }
+            Value::Float(f) if f.is_finite() => s.push_str(&float_text(*f)),
+            Value::Decimal(d) => s.push_str(d),
+            Value::String(t) => write_json_str(&mut s, t),
+            Value::Json(j) => s.push_str(&j.to_string()),
+            other => write_json_str(&mut s, &other.text()),
+        }
+    }
+    if !types.is_empty() {
+        if !schema.is_empty() {
+            s.push(',');
+        }
+        write_json_str(&mut s, TYPES_FIELD);
+        s.push_str(":[");
+        for (i, t) in types.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            write_json_str(&mut s, t);
+        }
+        s.push(']');
+    }
+    s.push_str("}\n");
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn write_json_str(s: &mut String, text: &str) {
+    s.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}
+
+/// An object with its members in order and values left as raw JSON.
+struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = RawObject<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> std::result::Result<Self::Value, M::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                    let v: &'de RawValue = m.next_value()?;
+                    out.push((k, v));
+                }
+                Ok(RawObject(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// Decodes one JSON line into `builder` (columns are added as they appear).
+///
+/// # Errors
+/// [`Error::Data`] naming `location` when the line is not a JSON object or an
+/// annotated value does not parse as its type.
+pub fn decode_row(line: &str, builder: &mut BatchBuilder, location: &dyn Fn() -> String) -> Result<()> {
+    let obj: RawObject = serde_json::from_str(line).map_err(|e| Error::data(location(), format!("not a JSON object: {e}")))?;
+    let mut types: Vec<String> = Vec::new();
+    if let Some((_, raw)) = obj.0.iter().find(|(k, _)| k == TYPES_FIELD) {
+        types = serde_json::from_str(raw.get())
+            .map_err(|e| Error::data(location(), format!("bad {TYPES_FIELD} annotation: {e}")))?;
+    }
+    let annotation = |col: &str| -> Option<&str> {
+        types.iter().find_map(|t| {
+            let (c, code) = t.rsplit_once('@')?;
+            (c == col).then_some(code)
+        })
+    };
+    let mut row: Row = Vec::with_capacity(builder.schema.len());
+    for (k, raw) in &obj.0 {
+        if k == TYPES_FIELD {
+            continue;
+        }
+        let v = match annotation(k) {
+            Some(code) => decode_annotated(raw.get(), code)
+                .ok_or_else(|| Error::data(location(), format!("column `{k}`: `{}` is not a valid @{code} value", raw.get())))?,
+            None => decode_plain(raw.get()).map_err(|e| Error::data(location(), format!("column `{k}`: {e}")))?,
+        };
+        let i = builder.schema.index_or_insert(k);
+        if row.len() <= i {
+            row.resize(i + 1, Value::Null);
+        }
+        row[i] = v;
+    }
+    builder.rows.push(row);
+    Ok(())
+}
+
+fn decode_plain(raw: &str) -> std::result::Result<Value, serde_json::Error> {
+    let first = raw.as_bytes().first().copied().unwrap_or(b'n');
+    if first == b'-' || first.is_ascii_digit() {
+        return Ok(number_value(raw));
+    }
+    Ok(Value::from_json(serde_json::from_str(raw)?))
+}
+
+fn decode_annotated(raw: &str, code: &str) -> Option<Value> {
+    if raw == "null" {
+        return Some(Value::Null);
+    }
+    if code == "N" {
+        let t = if raw.starts_with('"') { serde_json::from_str::<String>(raw).ok()? } else { raw.to_string() };
+        return canonical_decimal(&t).map(Value::Decimal);
+    }
+    let text: String = serde_json::from_str(raw).ok()?;
+    parse_typed_text(&text, code)
+}
+
+/// Parses the text form of an annotated value (`D`, `DT`, `T`, `B`, `N`, `F`).
+pub fn parse_typed_text(text: &str, code: &str) -> Option<Value> {
+    Some(match code {
+        "D" => Value::Date(NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?),
+        "DT" => parse_datetime(text)?,
+        "T" => Value::Time(NaiveTime::parse_from_str(text, "%H:%M:%S%.f").ok()?),
+        "B" => Value::Bytes(hex::decode(text).ok()?),
+        "N" => Value::Decimal(canonical_decimal(text)?),
+        "F" => Value::Float(match text {
+            "NaN" | "nan" => f64::NAN,
+            "inf" | "Infinity" => f64::INFINITY,
+            "-inf" | "-Infinity" => f64::NEG_INFINITY,
+            other => other.parse().ok()?,
+        }),
+        _ => return None,
+    })
+}
+
+/// Parses ISO-8601 datetimes: with an offset (`Z`, `+02:00`) into
+/// [`Value::DateTimeTz`], without into [`Value::DateTime`]; `T` or a space between
+/// date and time.
+pub fn parse_datetime(text: &str) -> Option<Value> {
+    let t = text.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Some(Value::DateTimeTz(dt));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+        if let Ok(dt) = DateTime::parse_from_str(t, f) {
+            return Some(Value::DateTimeTz(dt));
+        }
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(t, f) {
+            return Some(Value::DateTime(dt));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn roundtrip(schema: &Schema, row: &[Value]) -> (Vec<String>, Vec<Value>) {
+        let mut buf = Vec::new();
+        encode_row(schema, row, &mut buf);
+        let line = std::str::from_utf8(&buf).unwrap().trim_end();
+        let mut b = BatchBuilder::new("t");
+        decode_row(line, &mut b, &|| "test".into()).unwrap();
+        let batch = b.take();
+        let names = batch.schema.names().iter().map(|n| n.to_string()).collect();
+        let mut r = batch.rows[0].clone();
+        r.resize(batch.schema.len(), Value::Null);
+        (names, r)
+    }
+
+    #[test]
+    fn typed_values_round_trip_with_annotations() {
+        let schema = Schema::new(["n", "b", "i", "f", "big", "s", "d", "dt", "dtz", "t", "bin", "j", "nan"]);
+        let row = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-42),
+            Value::Float(2.0),
+            Value::decimal("123456789012345678901234567890.000000001").unwrap(),
+            Value::String("naïve \"quoted\"\n日本語 \u{1}".into()),
+            Value::Date(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()),
+            parse_datetime("2024-01-31T23:59:59.123456").unwrap(),
+            parse_datetime("2024-01-31T23:59:59+02:00").unwrap(),
+            Value::Time(NaiveTime::from_hms_milli_opt(13, 45, 0, 500).unwrap()),
+            Value::Bytes(vec![0, 1, 254, 255]),
+            Value::Json(serde_json::json!({"a": [1, {"b": null}]})),
+            Value::Float(f64::NAN),
+        ];
+        let mut buf = Vec::new();
+        encode_row(&schema, &row, &mut buf);
+        let text = String::from_utf8(buf.clone()).unwrap();
+        assert!(text.contains(r#""_types":["big@N","d@D","dt@DT","dtz@DT","t@T","bin@B","nan@F"]"#), "{text}");
+        assert!(text.contains(r#""big":123456789012345678901234567890.000000001"#), "{text}");
+        let (names, back) = roundtrip(&schema, &row);
+        assert_eq!(names, schema.names().iter().map(|n| n.to_string()).collect::<Vec<_>>());
+        for (i, (a, b)) in row.iter().zip(&back).enumerate() {
+            match (a, b) {
+                (Value::Float(x), Value::Float(y)) if x.is_nan() => assert!(y.is_nan()),
+                _ => assert_eq!(a, b, "column {}", names[i]),
+            }
+        }
+    }
+
+    #[test]
+    fn big_integers_read_back_as_decimals() {
+        let mut b = BatchBuilder::new("t");
+        decode_row(r#"{"x":123456789012345678901234567890,"y":-5}"#, &mut b, &|| "l".into()).unwrap();
+        let batch = b.take();
+        assert_eq!(batch.rows[0][0], Value::Decimal("123456789012345678901234567890".into()));
+        assert_eq!(batch.rows[0][1], Value::Int(-5));
+    }
+
+    #[test]
+    fn bad_lines_name_their_location() {
+        let mut b = BatchBuilder::new("t");
+        let e = decode_row(r#"{"d":"2024-13-01","_types":["d@D"]}"#, &mut b, &|| "f.ndjson:7".into()).unwrap_err();
+        assert!(e.to_string().starts_with("f.ndjson:7: column `d`"), "{e}");
+        let e = decode_row("[1,2]", &mut b, &|| "f.ndjson:8".into()).unwrap_err();
+        assert!(e.to_string().contains("f.ndjson:8: not a JSON object"), "{e}");
+    }
+
+    #[test]
+    fn decimals_are_canonical() {
+        assert_eq!(canonical_decimal("007.50").unwrap(), "7.50");
+        assert_eq!(canonical_decimal("-0.0").unwrap(), "0.0");
+        assert_eq!(canonical_decimal("1.5e3").unwrap(), "1500");
+        assert_eq!(canonical_decimal("12e-3").unwrap(), "0.012");
+        assert_eq!(canonical_decimal(".5").unwrap(), "0.5");
+        assert!(canonical_decimal("1.2.3").is_none());
+        assert!(canonical_decimal("abc").is_none());
+        assert!(canonical_decimal("").is_none());
+    }
+
+    fn value_strategy() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::Float),
+            "-?[1-9][0-9]{0,40}\\.[0-9]{1,20}".prop_map(|s| Value::decimal(&s).unwrap()),
+            any::<String>().prop_map(Value::String),
+            (0i32..3_000_000).prop_map(|d| Value::Date(NaiveDate::from_num_days_from_ce_opt(d).unwrap())),
+            (0i64..4_000_000_000_000, 0u32..1_000_000).prop_map(|(s, us)| Value::DateTime(
+                DateTime::from_timestamp(s, us * 1000).unwrap().naive_utc()
+            )),
+            prop::collection::vec(any::<u8>(), 0..64).prop_map(Value::Bytes),
+            prop::collection::vec(any::<i32>(), 1..5).prop_map(|v| Value::Json(serde_json::json!(v))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_row_round_trips(
+            cols in prop::collection::vec("[a-z_@ \"\\\\é]{1,8}", 1..8),
+            vals in prop::collection::vec(value_strategy(), 8),
+        ) {
+            let schema = Schema::new(&cols);
+            prop_assume!(schema.index_of(TYPES_FIELD).is_none());
+            let row: Vec<Value> = vals.into_iter().take(schema.len()).collect();
+            let (names, back) = roundtrip(&schema, &row);
+            prop_assert_eq!(names.len(), schema.len());
+            // Column names that contain '@' confuse the annotation split only if they
+            // look like `x@CODE`; our annotations use rsplit so the last '@' wins.
+            for (a, b) in row.iter().zip(&back) {
+                prop_assert_eq!(a, b);
+            }
+        }
+    }
+}
