@@ -395,6 +395,11 @@ impl BatchBuilder {
         }
     }
 
+    /// The table the rows are for.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// The schema so far.
     pub fn schema_mut(&mut self) -> &mut Schema {
         &mut self.schema
@@ -441,17 +446,24 @@ impl BatchBuilder {
 /// Appends one row as a JSON line (with `\n`) to `out`.
 pub fn encode_row(schema: &Schema, row: &[Value], out: &mut Vec<u8>) {
     let mut s = String::with_capacity(64 + row.len() * 16);
+    encode_row_into(schema, row, &mut s);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends one row as a JSON line (with `\n`) to a reusable text buffer (no allocation
+/// per row beyond the buffer's growth and annotated values).
+pub fn encode_row_into(schema: &Schema, row: &[Value], s: &mut String) {
     s.push('{');
-    let mut types: Vec<String> = Vec::new();
+    let mut types: Vec<(usize, &'static str)> = Vec::new();
     for (i, name) in schema.names().iter().enumerate() {
         let v = row.get(i).unwrap_or(&Value::Null);
         if i > 0 {
             s.push(',');
         }
-        write_json_str(&mut s, name);
+        write_json_str(s, name);
         s.push(':');
         if let Some(code) = v.annotation() {
-            types.push(format!("{name}@{code}"));
+            types.push((i, code));
         }
         match v {
             Value::Null => s.push_str("null"),
@@ -461,27 +473,36 @@ pub fn encode_row(schema: &Schema, row: &[Value], out: &mut Vec<u8>) {
             }
             Value::Float(f) if f.is_finite() => s.push_str(&float_text(*f)),
             Value::Decimal(d) => s.push_str(d),
-            Value::String(t) => write_json_str(&mut s, t),
-            Value::Json(j) => s.push_str(&j.to_string()),
-            other => write_json_str(&mut s, &other.text()),
+            Value::String(t) => write_json_str(s, t),
+            Value::Json(j) => {
+                let _ = write!(s, "{j}");
+            }
+            other => write_json_str(s, &other.text()),
         }
     }
     if !types.is_empty() {
         if !schema.is_empty() {
             s.push(',');
         }
-        write_json_str(&mut s, TYPES_FIELD);
+        write_json_str(s, TYPES_FIELD);
         s.push_str(":[");
-        for (i, t) in types.iter().enumerate() {
-            if i > 0 {
+        for (n, (i, code)) in types.iter().enumerate() {
+            if n > 0 {
                 s.push(',');
             }
-            write_json_str(&mut s, t);
+            s.push('"');
+            let start = s.len();
+            write_json_str(s, &schema.names()[*i]);
+            // Drop the quotes write_json_str added around the name.
+            s.remove(start);
+            s.pop();
+            s.push('@');
+            s.push_str(code);
+            s.push('"');
         }
         s.push(']');
     }
     s.push_str("}\n");
-    out.extend_from_slice(s.as_bytes());
 }
 
 fn write_json_str(s: &mut String, text: &str) {

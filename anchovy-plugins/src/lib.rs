@@ -1,1 +1,27 @@
-//! placeholder
+//! # anchovy-plugins: the built-in operators
+//!
+//! Each operator lives in its own folder behind a cargo feature and is added to the
+//! [`registry`] with one line: that list is the only place a plugin is registered, and
+//! `anchovy plugins`, `--help` and the README's operator table follow it.
+//!
+//! | operator | feature | what it does |
+//! |----------|---------|--------------|
+//! | `files.CsvDownloader` | `files` | CSV/TSV files on the local filesystem |
+
+#[cfg(feature = "files")]
+pub mod delimited;
+pub mod error;
+#[cfg(feature = "files")]
+pub mod files;
+
+pub use error::PluginError;
+
+use anchovy_core::Registry;
+
+/// Every built-in operator. Add a plugin here, one line each.
+pub fn registry() -> Registry {
+    let r = Registry::new();
+    #[cfg(feature = "files")]
+    let r = r.with(files::SPEC);
+    r
+}

@@ -1,0 +1,168 @@
+//! Context: what operator code can see while it runs.
+//!
+//! [`SessionCtx`] lives for the whole process (id, user, settings, connections, the
+//! datastore, committed checkpoints). [`TaskCtx`] lives for one task (STARTUP, XOPEN,
+//! a TBL task, ...): it knows its batch, its table (for TBL tasks), the active tables,
+//! and collects the `data` object of the task log.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::commit::{CommitMeta, Committer};
+use crate::config::Settings;
+use crate::connection::{Connection, Connections};
+use crate::datastore::Datastore;
+use crate::error::{Error, Result};
+use crate::task::TaskType;
+use crate::tbl::{Tbl, TblSet};
+
+/// Process-wide context of one anchovy run.
+pub struct SessionCtx {
+    /// Resolved settings.
+    pub settings: Settings,
+    /// The operator's registered name.
+    pub operator: String,
+    /// The session id (a UTC timestamp, `20261123T143909.123Z`).
+    pub session_id: String,
+    /// Connections from the environment.
+    pub connections: Connections,
+    /// The whole datastore (other anchovies' areas are reachable for uploaders).
+    pub datastore: Datastore,
+    /// This anchovy's area: `<datastore>/<user>/<id>`.
+    pub store: Datastore,
+    /// Tables from the config document (before discovery and filtering).
+    pub config_tbls: TblSet,
+    pub(crate) committer: Arc<Committer>,
+}
+
+impl SessionCtx {
+    /// A connection by id.
+    ///
+    /// # Errors
+    /// [`Error::MissingConnection`] naming the variable to set.
+    pub fn connection(&self, id: &str) -> Result<&Connection> {
+        self.connections.get(id).ok_or_else(|| Error::MissingConnection {
+            id: id.to_string(),
+            needed_by: Some(self.operator.clone()),
+            vars: vec![crate::connection::var_name(id, "URI"), crate::connection::var_name(id, "JSONDATA")],
+        })
+    }
+
+    /// The committed value of a checkpoint.
+    pub fn checkpoint(&self, key: &str) -> Option<serde_json::Value> {
+        self.committer.checkpoints().get(key)
+    }
+
+    /// The area of another anchovy of the same user (an upstream).
+    pub fn upstream_store(&self, id: &str) -> Datastore {
+        self.datastore.for_anchovy(&self.settings.user, id)
+    }
+}
+
+/// Context of one task.
+pub struct TaskCtx {
+    /// The session.
+    pub session: Arc<SessionCtx>,
+    /// The batch (0 for STARTUP and SHUTDOWN).
+    pub batch_id: u64,
+    /// The task type.
+    pub task_type: TaskType,
+    /// The active tables of the batch (empty outside a batch).
+    pub tbls: Arc<TblSet>,
+    tbl: Option<Tbl>,
+    data: Mutex<serde_json::Map<String, serde_json::Value>>,
+    staged: Mutex<BTreeMap<String, Option<serde_json::Value>>>,
+}
+
+impl TaskCtx {
+    pub(crate) fn new(session: Arc<SessionCtx>, batch_id: u64, task_type: TaskType, tbls: Arc<TblSet>, tbl: Option<Tbl>) -> TaskCtx {
+        TaskCtx {
+            session,
+            batch_id,
+            task_type,
+            tbls,
+            tbl,
+            data: Mutex::new(Default::default()),
+            staged: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The task's table (TBL tasks); an empty table otherwise.
+    pub fn tbl(&self) -> &Tbl {
+        static EMPTY: std::sync::OnceLock<Tbl> = std::sync::OnceLock::new();
+        self.tbl.as_ref().unwrap_or_else(|| EMPTY.get_or_init(Tbl::default))
+    }
+
+    /// The task's table name ("" outside TBL tasks).
+    pub fn tbl_name(&self) -> &str {
+        &self.tbl().name
+    }
+
+    /// A checkpoint's value: this task's own pending update if it set one, else the
+    /// committed value.
+    pub fn checkpoint(&self, key: &str) -> Option<serde_json::Value> {
+        if let Some(v) = self.staged.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+            return v.clone();
+        }
+        self.session.checkpoint(key)
+    }
+
+    pub(crate) fn stage_checkpoints(&self, updates: &BTreeMap<String, Option<serde_json::Value>>) {
+        let mut s = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, v) in updates {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+
+    /// Sets a checkpoint outside a stream (from an `on_task` hook) and commits it at
+    /// once. Inside a source, use `Emitter::checkpoint` so it rides with its rows.
+    ///
+    /// # Errors
+    /// As [`Committer::commit`].
+    pub async fn set_checkpoint(&self, key: &str, value: impl serde::Serialize) -> Result<()> {
+        let v = serde_json::to_value(value).map_err(|e| Error::json(format!("checkpoint {key}"), e))?;
+        self.session
+            .committer
+            .commit(&self.commit_meta(), Vec::new(), [(key.to_string(), Some(v))].into())
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes checkpoints outside a stream, committing at once.
+    ///
+    /// # Errors
+    /// As [`Committer::commit`].
+    pub async fn delete_checkpoints(&self, keys: &[String]) -> Result<()> {
+        self.session
+            .committer
+            .commit(&self.commit_meta(), Vec::new(), keys.iter().map(|k| (k.clone(), None)).collect())
+            .await
+            .map(|_| ())
+    }
+
+    /// Adds a field to the `data` object of this task's log.
+    pub fn log(&self, key: &str, value: impl Into<serde_json::Value>) {
+        self.data.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), value.into());
+    }
+
+    /// Adds `n` to a numeric field of the task log data.
+    pub fn log_add(&self, key: &str, n: u64) {
+        let mut d = self.data.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = d.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+        d.insert(key.to_string(), (cur + n).into());
+    }
+
+    pub(crate) fn take_data(&self) -> serde_json::Map<String, serde_json::Value> {
+        std::mem::take(&mut *self.data.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub(crate) fn commit_meta(&self) -> CommitMeta {
+        CommitMeta {
+            anchovy_id: self.session.settings.id.clone(),
+            anchovy_user: self.session.settings.user.clone(),
+            session_id: self.session.session_id.clone(),
+            batch_id: self.batch_id,
+            tbl: self.tbl.as_ref().map(|t| t.name.clone()),
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Named failpoints for crash tests: `ACHVY_FAILPOINT=<name>[:<action>]`.
+//!
+//! Actions: `exit` (default: the process exits at once with code 86, as a kill -9
+//! would leave it, no cleanup), `error` (the operation fails with an error), or
+//! `<n>` a number: exit on the n-th hit. Names used by the core: `commit.before`,
+//! `commit.after`, `checkpoint.mirrors`, `datafile.finish`, `source.batch`.
+//! Unset in production: each hit is one cached lookup.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// The variable that arms a failpoint.
+pub const VAR: &str = "ACHVY_FAILPOINT";
+
+static ARMED: OnceLock<Option<(String, String)>> = OnceLock::new();
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+/// Passes through unless the failpoint `name` is armed.
+///
+/// # Errors
+/// An [`Error::Cancelled`] when armed with `error`.
+pub fn hit(name: &str) -> Result<()> {
+    let armed = ARMED.get_or_init(|| {
+        std::env::var(VAR).ok().map(|v| match v.split_once(':') {
+            Some((n, a)) => (n.to_string(), a.to_string()),
+            None => (v, "exit".to_string()),
+        })
+    });
+    let Some((n, action)) = armed else { return Ok(()) };
+    if n != name {
+        return Ok(());
+    }
+    match action.as_str() {
+        "error" => Err(Error::Cancelled {
+            reason: format!("failpoint {name}"),
+        }),
+        "exit" => std::process::exit(86),
+        count => {
+            let want: u64 = count.parse().unwrap_or(1);
+            if HITS.fetch_add(1, Ordering::SeqCst) + 1 >= want {
+                std::process::exit(86);
+            }
+            Ok(())
+        }
+    }
+}

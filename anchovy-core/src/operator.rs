@@ -1,0 +1,137 @@
+//! Operators and the registry.
+//!
+//! An [`Operator`] is what `anchovy start -op <name>` runs: it provides [`Source`]s,
+//! optional [`Sink`]s, `on_task` hooks for each phase and optional table discovery. An
+//! [`OperatorSpec`] describes one operator (name, description, connections, table
+//! options) and builds it; a [`Registry`] is the explicit list of specs a binary knows.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::connection::ConnectionSpec;
+use crate::context::{SessionCtx, TaskCtx};
+use crate::error::{BoxError, Error, Result};
+use crate::stream::{Sink, Source};
+use crate::tbl::Tbl;
+
+/// A downloader or uploader.
+#[async_trait]
+pub trait Operator: Send + Sync {
+    /// The sources, in order. A table uses the first source whose wildcard matches it.
+    fn sources(&self) -> Vec<Arc<dyn Source>>;
+
+    /// The sinks, in routing order (see [`crate::stream`]).
+    fn sinks(&self) -> Vec<Arc<dyn Sink>> {
+        Vec::new()
+    }
+
+    /// Called at each phase (`ctx.task_type`): STARTUP, XOPEN, XCLOSE, ERROR, SHUTDOWN
+    /// (the README's `@on_task`). XCLOSE and SHUTDOWN always run; ERROR only when an
+    /// unhandled error stopped processing. An error here fails that task.
+    async fn on_task(&self, _ctx: &TaskCtx) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Lists every table the source system has (dynamic discovery), or `None` to use
+    /// only the tables of config.yaml. Config entries win over discovered ones.
+    async fn discover_tbls(&self, _ctx: &TaskCtx) -> Result<Option<Vec<Tbl>>, BoxError> {
+        Ok(None)
+    }
+
+    /// Operator-specific health checks (`anchovy healthcheck`): `(name, result)`.
+    async fn healthcheck(&self, _ctx: &SessionCtx) -> Vec<(String, Result<String, String>)> {
+        Vec::new()
+    }
+}
+
+/// Whether an operator downloads into the datastore or uploads out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorKind {
+    /// Source system -> datastore.
+    Downloader,
+    /// Datastore -> target system.
+    Uploader,
+}
+
+/// A table option an operator reads, for docs and `anchovy plugins`.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionDoc {
+    /// The key under `tbls.<name>`.
+    pub key: &'static str,
+    /// What it does, with its default.
+    pub doc: &'static str,
+}
+
+/// Builds an operator once its connections are checked.
+pub type BuildFn = fn(&Arc<SessionCtx>) -> Result<Arc<dyn Operator>>;
+
+/// One registered operator.
+#[derive(Clone)]
+pub struct OperatorSpec {
+    /// The name used with `-op` (`files.CsvDownloader`).
+    pub name: &'static str,
+    /// One paragraph for `--help` and `anchovy plugins`.
+    pub description: &'static str,
+    /// Downloader or uploader.
+    pub kind: OperatorKind,
+    /// The connections it needs (checked at startup).
+    pub connections: &'static [ConnectionSpec],
+    /// The table options it reads.
+    pub table_options: &'static [OptionDoc],
+    /// The constructor.
+    pub build: BuildFn,
+}
+
+impl std::fmt::Debug for OperatorSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorSpec").field("name", &self.name).finish()
+    }
+}
+
+/// The operators a binary knows, in registration order.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    specs: Vec<OperatorSpec>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Adds an operator (builder style).
+    ///
+    /// # Panics
+    /// When the name is already registered (a programming error).
+    pub fn with(mut self, spec: OperatorSpec) -> Registry {
+        assert!(self.specs.iter().all(|s| s.name != spec.name), "operator {} registered twice", spec.name);
+        self.specs.push(spec);
+        self
+    }
+
+    /// All specs.
+    pub fn specs(&self) -> &[OperatorSpec] {
+        &self.specs
+    }
+
+    /// Finds an operator by name. The original tool's `core.` prefix
+    /// (`core.sql.Uploader`) and case differences are accepted.
+    ///
+    /// # Errors
+    /// [`Error::UnknownOperator`] listing the known names.
+    pub fn find(&self, name: &str) -> Result<&OperatorSpec> {
+        let n = name.trim();
+        let n = n.strip_prefix("core.").unwrap_or(n);
+        let n = n.strip_prefix("anchovies.plugins.").unwrap_or(n);
+        self.specs
+            .iter()
+            .find(|s| s.name == n)
+            .or_else(|| self.specs.iter().find(|s| s.name.eq_ignore_ascii_case(n)))
+            .ok_or_else(|| Error::UnknownOperator {
+                name: name.to_string(),
+                known: self.specs.iter().map(|s| s.name.to_string()).collect(),
+            })
+    }
+}

@@ -1,0 +1,487 @@
+//! The lifecycle: STARTUP -> (XOPEN -> TBL tasks -> XCLOSE)+ -> SHUTDOWN, ERROR on failure.
+//!
+//! [`Session::open`] does every startup check that can fail before anything runs
+//! (operator, connections, datastore, checkpoint replay); [`Session::run`] runs the
+//! phases. Table tasks run concurrently up to `max_concurrency`, each in its own tokio
+//! task inside a `JoinSet` (nothing detached). Under CONTINUE a failed table is logged
+//! as ERR and the others finish; under RAISE the first failure aborts the rest. The
+//! execution timeout covers XOPEN and the table tasks of a batch: when it fires the
+//! batch's futures are dropped (cancelled), every unfinished task is logged as ERR with
+//! the timeout message, ERROR and XCLOSE run, and the run ends with exit code 3.
+//! XCLOSE and SHUTDOWN always run.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::DatastoreSink;
+use crate::checkpoint::Checkpoints;
+use crate::commit::Committer;
+use crate::config::{BatchPolicy, ConfigDoc, Settings};
+use crate::connection::Connections;
+use crate::context::{SessionCtx, TaskCtx};
+use crate::datastore::{Datastore, layout};
+use crate::error::{Error, Result, exit};
+use crate::operator::{Operator, OperatorSpec, Registry};
+use crate::results::{BatchResult, SessionResult};
+use crate::stream::{Sink, Source, run_pipeline, wrap};
+use crate::task::{Status, TaskLog, TaskStore, TaskType};
+use crate::tbl::{Tbl, TblSet};
+use crate::tbl_store::TblStore;
+
+/// Pause between batches in service mode.
+pub const SERVICE_PAUSE: Duration = Duration::from_secs(10);
+
+/// A prepared run.
+pub struct Session {
+    ctx: Arc<SessionCtx>,
+    operator: Arc<dyn Operator>,
+    tasks: TaskStore,
+}
+
+type Inflight = Arc<Mutex<BTreeMap<(u8, String), Instant>>>;
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn new_session_id() -> String {
+    chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
+fn task_order(t: TaskType) -> u8 {
+    t as u8
+}
+
+/// Opens the datastore area of an anchovy and replays its checkpoints: the part of a
+/// session every command needs (`start`, `healthcheck`, `checkpoints`).
+///
+/// # Errors
+/// [`Error::Config`]/[`Error::Io`] for the location, [`Error::Datastore`] for I/O.
+pub async fn open_store(settings: &Settings) -> Result<(Datastore, Datastore, Arc<Checkpoints>, u64)> {
+    let root = Datastore::open(&settings.datastore)?;
+    let store = root.for_anchovy(&settings.user, &settings.id);
+    let (cps, last) = Checkpoints::load(&store).await?;
+    Ok((root, store, Arc::new(cps), last))
+}
+
+impl Session {
+    /// Startup checks and construction: the operator exists, its connections are
+    /// configured, the datastore opens and checkpoints load.
+    ///
+    /// # Errors
+    /// [`Error::UnknownOperator`], [`Error::MissingConnection`], datastore errors, or
+    /// the operator's own construction error.
+    pub async fn open(registry: &Registry, settings: Settings, doc: ConfigDoc, connections: Connections) -> Result<Session> {
+        let name = settings.operator.clone().ok_or_else(|| {
+            Error::config(
+                "operator_cls",
+                format!(
+                    "no operator given; pass -op <name> or set ACHVY_OPERATOR_CLS (known: {})",
+                    registry.specs().iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        let spec: OperatorSpec = registry.find(&name)?.clone();
+        for c in spec.connections {
+            connections.require(c, spec.name)?;
+        }
+        let (root, store, cps, last) = open_store(&settings).await?;
+        let committer = Arc::new(Committer::new(store.clone(), cps, last));
+        let ctx = Arc::new(SessionCtx {
+            operator: spec.name.to_string(),
+            session_id: new_session_id(),
+            config_tbls: doc.tbl_set(),
+            settings,
+            connections,
+            datastore: root,
+            store: store.clone(),
+            committer,
+        });
+        let operator = (spec.build)(&ctx)?;
+        Ok(Session {
+            ctx,
+            operator,
+            tasks: TaskStore::new(store),
+        })
+    }
+
+    /// The session context.
+    pub fn ctx(&self) -> &Arc<SessionCtx> {
+        &self.ctx
+    }
+
+    /// The operator.
+    pub fn operator(&self) -> &Arc<dyn Operator> {
+        &self.operator
+    }
+
+    /// Runs the lifecycle until done (task mode), or until `cancel` (service mode).
+    /// Never fails: errors become ERR tasks and the result's status and exit code.
+    pub async fn run(&self, cancel: CancellationToken) -> SessionResult {
+        let started = Instant::now();
+        let started_at = now_rfc3339();
+        let empty = Arc::new(TblSet::default());
+        let mut session_tasks: Vec<TaskLog> = Vec::new();
+        let mut batches: Vec<BatchResult> = Vec::new();
+        let mut fatal: Option<Error> = None;
+        let (log, err) = self.hook_task(TaskType::Startup, 0, empty.clone()).await;
+        session_tasks.push(log);
+        if let Some(e) = err {
+            fatal = Some(e);
+        } else {
+            let mut batch_id = 0;
+            loop {
+                batch_id += 1;
+                let (b, stop) = self.run_batch(batch_id, &cancel).await;
+                batches.push(b);
+                if batches.len() > 100 {
+                    batches.remove(0);
+                }
+                if let Some(e) = stop {
+                    let cancelled = matches!(e, Error::Cancelled { .. });
+                    if !self.ctx.settings.service || cancelled {
+                        fatal = Some(e);
+                        break;
+                    }
+                    tracing::warn!(batch = batch_id, error = %e.chain(), "batch stopped; the service goes on");
+                }
+                if !self.ctx.settings.service || cancel.is_cancelled() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(SERVICE_PAUSE) => {}
+                    _ = cancel.cancelled() => break,
+                }
+            }
+        }
+        if fatal.is_some() && batches.is_empty() {
+            // STARTUP failed: ERROR runs at session level.
+            let e = fatal.as_ref().map(|e| e.chain()).unwrap_or_default();
+            let (mut log, _) = self.hook_task(TaskType::Error, 0, empty.clone()).await;
+            log.status = Status::Err;
+            log.error = Some(e);
+            session_tasks.push(log);
+        }
+        let (log, _) = self.hook_task(TaskType::Shutdown, 0, empty).await;
+        session_tasks.push(log);
+
+        let all_ok = session_tasks.iter().all(|t| t.status == Status::Ok) && batches.iter().all(|b| b.status == Status::Ok);
+        let exit_code = match &fatal {
+            Some(e) => e.exit_code().max(exit::FAILED),
+            None if all_ok => exit::OK,
+            None => exit::FAILED,
+        };
+        let result = SessionResult {
+            anchovy_id: self.ctx.settings.id.clone(),
+            anchovy_user: self.ctx.settings.user.clone(),
+            session_id: self.ctx.session_id.clone(),
+            operator: self.ctx.operator.clone(),
+            status: if exit_code == exit::OK { Status::Ok } else { Status::Err },
+            exit_code,
+            started_at,
+            finished_at: now_rfc3339(),
+            duration: started.elapsed().as_millis() as u64,
+            error: fatal.as_ref().map(|e| e.chain()),
+            datastore: self.ctx.store.location(),
+            tasks: session_tasks,
+            batches,
+        };
+        if let Err(e) = self.ctx.store.put_json(layout::RUN_RESULTS, &result).await {
+            tracing::error!(error = %e.chain(), "cannot write run results");
+        }
+        result
+    }
+
+    /// One batch. Returns its result and the error that stopped it, if any.
+    async fn run_batch(&self, batch_id: u64, cancel: &CancellationToken) -> (BatchResult, Option<Error>) {
+        let started = Instant::now();
+        let inflight: Inflight = Arc::default();
+        let done: Arc<Mutex<Vec<TaskLog>>> = Arc::default();
+        let body = self.batch_body(batch_id, inflight.clone(), done.clone());
+        let outcome: Result<()> = match self.ctx.settings.execution_timeout {
+            Some(t) => tokio::select! {
+                r = tokio::time::timeout(t, body) => r.unwrap_or_else(|_| Err(Error::ExecutionTimeout { batch_id, seconds: t.as_secs_f64() })),
+                _ = cancel.cancelled() => Err(Error::Cancelled { reason: "interrupted by a signal".into() }),
+            },
+            None => tokio::select! {
+                r = body => r,
+                _ = cancel.cancelled() => Err(Error::Cancelled { reason: "interrupted by a signal".into() }),
+            },
+        };
+        let mut tasks = std::mem::take(&mut *done.lock().unwrap_or_else(|p| p.into_inner()));
+        // Tasks the stop left unfinished (or never started) are logged as ERR.
+        if let Err(e) = &outcome {
+            let left: Vec<((u8, String), Instant)> = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
+            for ((kind, tbl), since) in left {
+                let task_type = if kind == task_order(TaskType::Xopen) { TaskType::Xopen } else { TaskType::Tbl };
+                let mut log = self.make_log(batch_id, task_type, (!tbl.is_empty()).then_some(tbl), since.elapsed(), Default::default());
+                log.status = Status::Err;
+                log.error = Some(match e {
+                    Error::ExecutionTimeout { .. } | Error::Cancelled { .. } => e.chain(),
+                    other => format!("cancelled: another task failed under batch policy RAISE: {}", other.chain()),
+                });
+                self.write_log(&log).await;
+                tasks.push(log);
+            }
+        }
+        let stop = outcome.err();
+        let empty = Arc::new(TblSet::default());
+        if let Some(e) = &stop {
+            tracing::error!(batch = batch_id, error = %e.chain(), "batch stopped");
+            let (mut log, _) = self.hook_task(TaskType::Error, batch_id, empty.clone()).await;
+            log.status = Status::Err;
+            log.error = Some(match log.error.take() {
+                Some(hook_err) => format!("{}; the error hook also failed: {hook_err}", e.chain()),
+                None => e.chain(),
+            });
+            self.write_log(&log).await;
+            tasks.push(log);
+        }
+        let (log, _) = self.hook_task(TaskType::Xclose, batch_id, empty).await;
+        tasks.push(log);
+        let status = if stop.is_none() && tasks.iter().all(|t| t.status == Status::Ok) { Status::Ok } else { Status::Err };
+        (
+            BatchResult {
+                batch_id,
+                status,
+                duration: started.elapsed().as_millis() as u64,
+                tasks,
+            },
+            stop,
+        )
+    }
+
+    /// XOPEN, discovery and the table tasks: everything the execution timeout covers.
+    async fn batch_body(&self, batch_id: u64, inflight: Inflight, done: Arc<Mutex<Vec<TaskLog>>>) -> Result<()> {
+        let s = &self.ctx.settings;
+        let xctx = Arc::new(TaskCtx::new(self.ctx.clone(), batch_id, TaskType::Xopen, Arc::new(TblSet::default()), None));
+        let key = (task_order(TaskType::Xopen), String::new());
+        inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), Instant::now());
+        let t0 = Instant::now();
+        let xopen: Result<TblSet> = async {
+            self.operator.on_task(&xctx).await.map_err(|e| wrap("hook xopen".into(), e))?;
+            let discovered = self.operator.discover_tbls(&xctx).await.map_err(|e| wrap("discover_tbls".into(), e))?;
+            let mut tbls: BTreeMap<String, Tbl> = BTreeMap::new();
+            for t in discovered.unwrap_or_default() {
+                tbls.insert(t.name.clone(), t);
+            }
+            for t in self.ctx.config_tbls.iter() {
+                let merged = match tbls.get(&t.name) {
+                    Some(d) => t.merged_over(d),
+                    None => t.clone(),
+                };
+                tbls.insert(t.name.clone(), merged);
+            }
+            Ok(TblSet::new(tbls.into_values()).filter(&s.enabled, &s.disabled))
+        }
+        .await;
+        inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        let mut data = xctx.take_data();
+        let tbls = match xopen {
+            Ok(t) => {
+                data.insert("tables".into(), t.iter().map(|t| t.name.clone()).collect::<Vec<_>>().into());
+                let log = self.make_log(batch_id, TaskType::Xopen, None, t0.elapsed(), data);
+                self.write_log(&log).await;
+                done.lock().unwrap_or_else(|p| p.into_inner()).push(log);
+                Arc::new(t)
+            }
+            Err(e) => {
+                let mut log = self.make_log(batch_id, TaskType::Xopen, None, t0.elapsed(), data);
+                log.status = Status::Err;
+                log.error = Some(e.chain());
+                self.write_log(&log).await;
+                done.lock().unwrap_or_else(|p| p.into_inner()).push(log);
+                return Err(e);
+            }
+        };
+        if tbls.is_empty() {
+            tracing::warn!("no tables to run: add tables under `tbls:` in config.yaml, or check -e/-d");
+        }
+
+        let sources = self.operator.sources();
+        let sinks = self.operator.sinks();
+        let sem = Arc::new(tokio::sync::Semaphore::new(s.max_concurrency));
+        let mut set = tokio::task::JoinSet::new();
+        for tbl in tbls.iter() {
+            let key = (task_order(TaskType::Tbl), tbl.name.clone());
+            inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), Instant::now());
+            let (sem, ctx, tbls, tbl, sources, sinks, inflight, tasks) = (
+                sem.clone(),
+                self.ctx.clone(),
+                tbls.clone(),
+                tbl.clone(),
+                sources.clone(),
+                sinks.clone(),
+                inflight.clone(),
+                self.tasks.clone(),
+            );
+            set.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), Instant::now());
+                let (log, err) = run_table(ctx, batch_id, tbls, tbl, &sources, &sinks).await;
+                if let Err(e) = tasks.write(&log).await {
+                    tracing::error!(error = %e.chain(), "cannot write task log");
+                }
+                inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                (log, err)
+            });
+        }
+        let mut first_err: Option<Error> = None;
+        while let Some(joined) = set.join_next().await {
+            let (log, err) = match joined {
+                Ok(r) => r,
+                Err(e) => {
+                    // A panic in operator code: the table is failed, the process lives on.
+                    let err = Error::operator("table task panicked", e.to_string());
+                    (self.make_log(batch_id, TaskType::Tbl, None, Duration::ZERO, Default::default()), Some(err))
+                }
+            };
+            done.lock().unwrap_or_else(|p| p.into_inner()).push(log);
+            if let Some(e) = err {
+                if s.batch_policy == BatchPolicy::Raise && first_err.is_none() {
+                    first_err = Some(e);
+                    set.abort_all();
+                }
+            }
+        }
+        match first_err {
+            // The stopping error keeps its own exit code (a config error stays 2).
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn hook_task(&self, task_type: TaskType, batch_id: u64, tbls: Arc<TblSet>) -> (TaskLog, Option<Error>) {
+        let ctx = TaskCtx::new(self.ctx.clone(), batch_id, task_type, tbls, None);
+        let t0 = Instant::now();
+        let r = self
+            .operator
+            .on_task(&ctx)
+            .await
+            .map_err(|e| wrap(format!("hook {}", task_type.phase()), e));
+        let mut log = self.make_log(batch_id, task_type, None, t0.elapsed(), ctx.take_data());
+        let err = r.err();
+        if let Some(e) = &err {
+            log.status = Status::Err;
+            log.error = Some(e.chain());
+        }
+        if task_type != TaskType::Error {
+            self.write_log(&log).await;
+        }
+        (log, err)
+    }
+
+    fn make_log(
+        &self,
+        batch_id: u64,
+        task_type: TaskType,
+        tbl: Option<String>,
+        took: Duration,
+        data: serde_json::Map<String, serde_json::Value>,
+    ) -> TaskLog {
+        make_log(&self.ctx, batch_id, task_type, tbl, took, data)
+    }
+
+    async fn write_log(&self, log: &TaskLog) {
+        if let Err(e) = self.tasks.write(log).await {
+            tracing::error!(error = %e.chain(), "cannot write task log");
+        }
+    }
+}
+
+fn make_log(
+    ctx: &SessionCtx,
+    batch_id: u64,
+    task_type: TaskType,
+    tbl: Option<String>,
+    took: Duration,
+    data: serde_json::Map<String, serde_json::Value>,
+) -> TaskLog {
+    TaskLog {
+        anchovy_id: ctx.settings.id.clone(),
+        anchovy_user: ctx.settings.user.clone(),
+        session_id: ctx.session_id.clone(),
+        batch_id,
+        thread_id: tokio::task::try_id().map(|i| i.to_string()).unwrap_or_else(|| "main".into()),
+        operator: ctx.operator.clone(),
+        task_type,
+        duration: took.as_millis() as u64,
+        timestamp: now_rfc3339(),
+        status: Status::Ok,
+        tbl,
+        data,
+        error: None,
+    }
+}
+
+/// One TBL task: the pipeline, the final commit and the table metadata.
+async fn run_table(
+    sess: Arc<SessionCtx>,
+    batch_id: u64,
+    tbls: Arc<TblSet>,
+    tbl: Tbl,
+    sources: &[Arc<dyn Source>],
+    sinks: &[Arc<dyn Sink>],
+) -> (TaskLog, Option<Error>) {
+    let name = tbl.name.clone();
+    let span = tracing::info_span!("table", table = %name, batch = batch_id);
+    let _ = &span;
+    let ctx = Arc::new(TaskCtx::new(sess.clone(), batch_id, TaskType::Tbl, tbls, Some(tbl)));
+    let t0 = Instant::now();
+    let mut sink = DatastoreSink::new(ctx.clone());
+    let result: Result<()> = async {
+        let source = sources
+            .iter()
+            .find(|s| wildmatch::WildMatch::new(s.tables()).matches(&name))
+            .ok_or_else(|| Error::NoSource {
+                table: name.clone(),
+                operator: sess.operator.clone(),
+                patterns: sources.iter().map(|s| s.tables().to_string()).collect(),
+            })?;
+        run_pipeline(ctx.clone(), source.clone(), sinks, &mut sink).await?;
+        sink.commit().await?;
+        let store = TblStore::new(sess.store.clone());
+        let mut written: Vec<String> = sink.stats.keys().cloned().collect();
+        if !written.contains(&name) {
+            written.push(name.clone());
+        }
+        for t in written {
+            let inferred = sink.stats.get(&t).map(|s| s.columns.clone()).unwrap_or_default();
+            let configured = ctx.tbls.get(&t).or_else(|| sess.config_tbls.get(&t));
+            store.update(configured, &t, &inferred).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        sink.abort().await;
+    }
+    let mut data = ctx.take_data();
+    let (rows, bytes, files) = sink
+        .stats
+        .values()
+        .fold((0, 0, 0), |(r, b, f), s| (r + s.rows, b + s.bytes, f + s.files));
+    data.insert("rows".into(), rows.into());
+    data.insert("bytes".into(), bytes.into());
+    data.insert("files".into(), files.into());
+    data.insert("commits".into(), sink.commits.into());
+    if sink.stats.len() > 1 || sink.stats.keys().any(|k| *k != name) {
+        data.insert("tables".into(), serde_json::to_value(&sink.stats).unwrap_or_default());
+    }
+    if sink.dropped_rows > 0 {
+        data.insert("dropped_rows_disabled_tables".into(), sink.dropped_rows.into());
+    }
+    let mut log = make_log(&sess, batch_id, TaskType::Tbl, Some(name.clone()), t0.elapsed(), data);
+    match &result {
+        Ok(()) => tracing::info!(table = %name, rows, bytes, files, ms = log.duration, "table done"),
+        Err(e) => {
+            log.status = Status::Err;
+            log.error = Some(e.chain());
+            tracing::error!(table = %name, error = %e.chain(), "table failed");
+        }
+    }
+    (log, result.err())
+}

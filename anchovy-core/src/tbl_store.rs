@@ -1,0 +1,81 @@
+//! `$tables/<tbl>.json`: the merged metadata of each table an anchovy writes.
+//!
+//! After a table task commits, its tables' entries are rewritten: the stored entry
+//! (or an upstream's), with inferred column types widened by the new data, and the
+//! config.yaml settings laid on top (config.yaml wins). Uploaders read these entries
+//! for keys and types.
+
+use std::collections::BTreeMap;
+
+use crate::datastore::{Datastore, layout};
+use crate::error::Result;
+use crate::tbl::{ColType, Tbl};
+
+/// Reads and writes table metadata in one anchovy's area.
+#[derive(Clone)]
+pub struct TblStore {
+    ds: Datastore,
+}
+
+impl TblStore {
+    /// A store in an anchovy's area.
+    pub fn new(ds: Datastore) -> TblStore {
+        TblStore { ds }
+    }
+
+    /// A table's stored metadata.
+    ///
+    /// # Errors
+    /// [`crate::Error::Datastore`] or [`crate::Error::Config`] for a bad entry.
+    pub async fn get(&self, name: &str) -> Result<Option<Tbl>> {
+        match self.ds.get_json::<serde_json::Value>(&layout::table_key(name)).await? {
+            None => Ok(None),
+            Some(v) => Tbl::from_json(name, v).map(Some),
+        }
+    }
+
+    /// Every stored table.
+    ///
+    /// # Errors
+    /// As [`TblStore::get`].
+    pub async fn list(&self) -> Result<Vec<Tbl>> {
+        let mut out = Vec::new();
+        for e in self.ds.list(layout::TABLES).await? {
+            if let Some(v) = self.ds.get_json::<serde_json::Value>(&e.key).await? {
+                let name = v
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .map(String::from)
+                    .unwrap_or_else(|| e.key.trim_start_matches("$tables/").trim_end_matches(".json").to_string());
+                out.push(Tbl::from_json(&name, v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges new information into a table's entry and writes it.
+    ///
+    /// # Errors
+    /// [`crate::Error::Datastore`].
+    pub async fn update(&self, configured: Option<&Tbl>, name: &str, inferred: &BTreeMap<String, ColType>) -> Result<Tbl> {
+        let mut t = self.get(name).await?.unwrap_or_else(|| Tbl::named(name));
+        for (c, ty) in inferred {
+            let e = t.columns.entry(c.clone()).or_insert(*ty);
+            *e = e.widen(*ty);
+        }
+        if let Some(cfg) = configured {
+            t = cfg.merged_over(&t);
+        }
+        t.name = name.to_string();
+        let mut v = serde_json::to_value(&t).map_err(|e| crate::Error::json("table metadata", e))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("name".into(), name.into());
+            o.insert(
+                "updated_at".into(),
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into(),
+            );
+        }
+        self.ds.put_json(&layout::table_key(name), &v).await?;
+        Ok(t)
+    }
+}

@@ -1,0 +1,497 @@
+//! Delimited text (CSV, TSV, ...) to typed batches: the reader shared by every
+//! downloader that reads files (local files today; SFTP and blob stores reuse it).
+//!
+//! RFC 4180 parsing is the `csv` crate's (quoted fields with delimiters, doubled quotes
+//! and newlines). Around it: the table options users type ([`CsvOptions`]), text
+//! decoding (UTF-8 with the BOM stripped, Latin-1/Windows-1252, any WHATWG label),
+//! gzip by file extension, `columns:` types applied on read, and errors that name the
+//! file, line, column and value. The reader is blocking: run it in `spawn_blocking`
+//! and hand its batches out through a bounded channel.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use anchovy_core::row::{canonical_decimal, parse_datetime, parse_typed_text};
+use anchovy_core::{Batch, ColType, Schema, Value};
+use serde::Deserialize;
+
+use crate::error::PluginError;
+
+/// The CSV options of a table (`tbls.<name>.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    /// Glob of the files to read (`/sales/*.tsv`, `data/**/*.csv`). Required.
+    pub path: String,
+    /// Field delimiter: one character, or `\t`, `/t`, `tab`, `comma`, `pipe`, `semicolon`.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+    /// Quote character (default `"`); `none` turns quoting off.
+    #[serde(default = "default_quote")]
+    pub quote: String,
+    /// Whether the first line is a header (default true).
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// Column names when there is no header (default `column_1`, `column_2`, ...).
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+    /// Lines to skip before the header (default 0).
+    #[serde(default)]
+    pub skip_lines: usize,
+    /// Text encoding: `utf-8` (default; a BOM is stripped), `latin-1`, `windows-1252`, ...
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+    /// Treat empty fields of text columns as null (typed columns always do).
+    #[serde(default)]
+    pub empty_as_null: bool,
+    /// Add `_file` and `_line` columns to every row (default false).
+    #[serde(default)]
+    pub provenance: bool,
+    /// Reserved for automatic schema discovery (accepted, not used yet).
+    #[serde(default)]
+    pub autodiscover: Option<bool>,
+}
+
+fn default_delimiter() -> String {
+    ",".into()
+}
+fn default_quote() -> String {
+    "\"".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_encoding() -> String {
+    "utf-8".into()
+}
+
+/// Parses the delimiter spellings users type.
+///
+/// # Errors
+/// [`PluginError::Option`] when it is not one byte.
+pub fn parse_delimiter(s: &str) -> Result<u8, PluginError> {
+    let b = match s {
+        "\\t" | "/t" | "\t" | "tab" | "TAB" => b'\t',
+        "comma" => b',',
+        "pipe" | "\\|" => b'|',
+        "semicolon" => b';',
+        "space" => b' ',
+        other if other.len() == 1 => other.as_bytes()[0],
+        other => {
+            return Err(PluginError::Option {
+                key: "delimiter".into(),
+                message: format!("`{other}` is not one character; use e.g. `,`, `;`, `|`, `\\t` or `/t`"),
+            });
+        }
+    };
+    Ok(b)
+}
+
+/// A prepared reader configuration.
+#[derive(Debug, Clone)]
+pub struct CsvFormat {
+    delimiter: u8,
+    quote: Option<u8>,
+    header: bool,
+    names: Option<Vec<String>>,
+    skip_lines: usize,
+    encoding: Option<&'static encoding_rs::Encoding>,
+    empty_as_null: bool,
+    provenance: bool,
+    columns: BTreeMap<String, ColType>,
+}
+
+impl CsvFormat {
+    /// Checks the options once per table.
+    ///
+    /// # Errors
+    /// [`PluginError::Option`] naming the bad option.
+    pub fn new(o: &CsvOptions, columns: &BTreeMap<String, ColType>) -> Result<CsvFormat, PluginError> {
+        let quote = match o.quote.as_str() {
+            "none" | "" => None,
+            q if q.len() == 1 => Some(q.as_bytes()[0]),
+            q => {
+                return Err(PluginError::Option {
+                    key: "quote".into(),
+                    message: format!("`{q}` is not one character (or `none`)"),
+                });
+            }
+        };
+        let label = o.encoding.trim().to_ascii_lowercase();
+        let encoding = match label.as_str() {
+            "utf-8" | "utf8" | "utf-8-sig" | "utf_8_sig" | "utf8-bom" => None,
+            "latin-1" | "latin1" | "iso-8859-1" => Some(encoding_rs::WINDOWS_1252),
+            l => Some(encoding_rs::Encoding::for_label(l.as_bytes()).ok_or_else(|| PluginError::Option {
+                key: "encoding".into(),
+                message: format!("unknown encoding `{l}`; use utf-8, latin-1, windows-1252 or another WHATWG label"),
+            })?),
+        };
+        Ok(CsvFormat {
+            delimiter: parse_delimiter(&o.delimiter)?,
+            quote,
+            header: o.header,
+            names: o.names.clone(),
+            skip_lines: o.skip_lines,
+            encoding,
+            empty_as_null: o.empty_as_null,
+            provenance: o.provenance,
+            columns: columns.clone(),
+        })
+    }
+
+    /// Reads one file's bytes into batches of `batch_size` rows for `table`, calling
+    /// `emit` for each. `label` names the file in errors and in `_file`. `emit`
+    /// returning false stops the read (the consumer went away). Gzip input is detected
+    /// by `label` ending in `.gz`. Returns the number of rows read.
+    ///
+    /// # Errors
+    /// [`PluginError::Data`] naming `label:line` for malformed or mistyped rows.
+    pub fn read(
+        &self,
+        input: Box<dyn Read + Send>,
+        label: &str,
+        table: &str,
+        batch_size: usize,
+        emit: &mut dyn FnMut(Batch) -> bool,
+    ) -> Result<u64, PluginError> {
+        let input: Box<dyn Read + Send> = if label.ends_with(".gz") {
+            Box::new(flate2::read::MultiGzDecoder::new(input))
+        } else {
+            input
+        };
+        let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
+            .encoding(self.encoding)
+            .bom_sniffing(true)
+            .strip_bom(true)
+            .utf8_passthru(true)
+            .build(input);
+        let mut buffered = BufReader::with_capacity(256 << 10, decoded);
+        let mut skipped = 0u64;
+        for _ in 0..self.skip_lines {
+            let mut sink = Vec::new();
+            if buffered.read_until(b'\n', &mut sink).map_err(|e| io_err(label, e))? == 0 {
+                break;
+            }
+            skipped += 1;
+        }
+        let newlines = Rc::new(RefCell::new(VecDeque::new()));
+        let counter = LineCounter {
+            inner: buffered,
+            offset: 0,
+            newlines: newlines.clone(),
+        };
+        let mut rdr = csv::ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .quoting(self.quote.is_some())
+            .quote(self.quote.unwrap_or(b'"'))
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(counter);
+        let mut lines_before = 0u64;
+
+        let mut record = csv::ByteRecord::new();
+        let mut first = true;
+        let mut names: Vec<String> = Vec::new();
+        let mut types: Vec<Option<ColType>> = Vec::new();
+        let mut schema = Arc::new(Schema::default());
+        let mut rows: Vec<Vec<Value>> = Vec::with_capacity(batch_size);
+        let mut count = 0u64;
+        let file_value = Value::String(label.to_string());
+        let table: Arc<str> = Arc::from(table);
+        loop {
+            let more = rdr.read_byte_record(&mut record).map_err(|e| csv_err(label, skipped, e))?;
+            if !more {
+                break;
+            }
+            // The line of the record's first byte. csv's own line count is wrong on CRLF input, and
+            // its record start can point at the LF of a CRLF: a record never starts with LF,
+            // so a newline at `start` belongs to the previous line.
+            let start = record.position().map(|p| p.byte()).unwrap_or(0);
+            {
+                let mut nl = newlines.borrow_mut();
+                while nl.front().is_some_and(|o| *o <= start) {
+                    nl.pop_front();
+                    lines_before += 1;
+                }
+            }
+            let line = skipped + lines_before + 1;
+            if first {
+                first = false;
+                names = if self.header {
+                    header_names(&record, label, line)?
+                } else {
+                    match &self.names {
+                        Some(n) => n.clone(),
+                        None => (1..=record.len()).map(|i| format!("column_{i}")).collect(),
+                    }
+                };
+                let mut all = names.clone();
+                if self.provenance {
+                    all.push("_file".into());
+                    all.push("_line".into());
+                }
+                types = names.iter().map(|n| self.columns.get(n).copied()).collect();
+                schema = Arc::new(Schema::new(&all));
+                if self.header {
+                    continue;
+                }
+            }
+            if record.len() == 1 && record.get(0) == Some(b"") {
+                continue; // a blank line
+            }
+            if record.len() != names.len() {
+                return Err(PluginError::Data {
+                    location: format!("{label}:{line}"),
+                    message: format!(
+                        "the row has {} fields but the header has {} (a ragged row or an unbalanced quote)",
+                        record.len(),
+                        names.len()
+                    ),
+                });
+            }
+            let mut row: Vec<Value> = Vec::with_capacity(schema.len());
+            for (i, field) in record.iter().enumerate() {
+                let text = std::str::from_utf8(field).map_err(|_| PluginError::Data {
+                    location: format!("{label}:{line}"),
+                    message: format!(
+                        "column `{}` is not valid UTF-8; set `encoding:` (e.g. latin-1) for this table",
+                        names[i]
+                    ),
+                })?;
+                row.push(convert(text, types[i], self.empty_as_null).ok_or_else(|| PluginError::Data {
+                    location: format!("{label}:{line}"),
+                    message: format!(
+                        "column `{}`: `{}` is not a valid {}",
+                        names[i],
+                        truncate(text, 80),
+                        types[i].map(|t| t.to_string()).unwrap_or_default()
+                    ),
+                })?);
+            }
+            if self.provenance {
+                row.push(file_value.clone());
+                row.push(Value::Int(line as i64));
+            }
+            rows.push(row);
+            count += 1;
+            if rows.len() >= batch_size {
+                let b = Batch {
+                    table: table.clone(),
+                    schema: schema.clone(),
+                    rows: std::mem::replace(&mut rows, Vec::with_capacity(batch_size)),
+                };
+                if !emit(b) {
+                    return Ok(count);
+                }
+            }
+        }
+        if !rows.is_empty() {
+            emit(Batch {
+                table,
+                schema,
+                rows,
+            });
+        }
+        Ok(count)
+    }
+}
+
+/// Records the offsets of newline bytes as they are read, so the reader can tell the
+/// line of any record start. Only offsets not yet passed are kept (bounded by read-ahead).
+struct LineCounter<R> {
+    inner: R,
+    offset: u64,
+    newlines: Rc<RefCell<VecDeque<u64>>>,
+}
+
+impl<R: Read> Read for LineCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut nl = self.newlines.borrow_mut();
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                nl.push_back(self.offset + i as u64);
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+fn header_names(record: &csv::ByteRecord, label: &str, line: u64) -> Result<Vec<String>, PluginError> {
+    let mut names: Vec<String> = Vec::with_capacity(record.len());
+    for (i, f) in record.iter().enumerate() {
+        let n = std::str::from_utf8(f).map_err(|_| PluginError::Data {
+            location: format!("{label}:{line}"),
+            message: "the header is not valid UTF-8; set `encoding:` for this table".into(),
+        })?;
+        let n = n.trim();
+        let n = if n.is_empty() { format!("column_{}", i + 1) } else { n.to_string() };
+        if names.contains(&n) {
+            return Err(PluginError::Data {
+                location: format!("{label}:{line}"),
+                message: format!("the header has column `{n}` twice"),
+            });
+        }
+        names.push(n);
+    }
+    Ok(names)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(n).collect::<String>())
+    }
+}
+
+/// Converts a field to its column type; `None` when it does not parse.
+pub fn convert(text: &str, ty: Option<ColType>, empty_as_null: bool) -> Option<Value> {
+    let Some(ty) = ty else {
+        return Some(if empty_as_null && text.is_empty() { Value::Null } else { Value::String(text.to_string()) });
+    };
+    let t = text.trim();
+    if t.is_empty() {
+        return Some(if ty == ColType::Str && !empty_as_null { Value::String(String::new()) } else { Value::Null });
+    }
+    Some(match ty {
+        ColType::Str => Value::String(text.to_string()),
+        ColType::Int => Value::Int(t.parse().ok()?),
+        ColType::Float => Value::Float(t.parse().ok()?),
+        ColType::Decimal => Value::Decimal(canonical_decimal(t)?),
+        ColType::Bool => Value::Bool(match t.to_ascii_lowercase().as_str() {
+            "true" | "t" | "1" | "yes" | "y" => true,
+            "false" | "f" | "0" | "no" | "n" => false,
+            _ => return None,
+        }),
+        ColType::Date => parse_typed_text(t, "D")?,
+        ColType::DateTime => parse_datetime(t)?,
+        ColType::Time => parse_typed_text(t, "T")?,
+        ColType::Bytes => parse_typed_text(t, "B")?,
+        ColType::Object => Value::from_json(serde_json::from_str(t).ok()?),
+    })
+}
+
+fn io_err(label: &str, e: std::io::Error) -> PluginError {
+    PluginError::Data {
+        location: label.to_string(),
+        message: format!("read failed: {e}"),
+    }
+}
+
+fn csv_err(label: &str, skipped: u64, e: csv::Error) -> PluginError {
+    let line = e.position().map(|p| p.line() + skipped);
+    let location = match line {
+        Some(l) => format!("{label}:{l}"),
+        None => label.to_string(),
+    };
+    let message = match e.kind() {
+        csv::ErrorKind::Io(io) => format!("read failed: {io}"),
+        _ => e.to_string(),
+    };
+    PluginError::Data { location, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(extra: serde_json::Value) -> CsvOptions {
+        let mut m = serde_json::json!({"path": "x"});
+        m.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(m).unwrap()
+    }
+
+    fn read(bytes: &[u8], o: CsvOptions, cols: &[(&str, ColType)], label: &str) -> Result<Vec<Vec<(String, Value)>>, PluginError> {
+        let cols: BTreeMap<String, ColType> = cols.iter().map(|(a, b)| (a.to_string(), *b)).collect();
+        let f = CsvFormat::new(&o, &cols)?;
+        let mut out = Vec::new();
+        f.read(Box::new(std::io::Cursor::new(bytes.to_vec())), label, "t", 2, &mut |b| {
+            out.extend(b.records());
+            true
+        })?;
+        Ok(out)
+    }
+
+    fn s(v: &str) -> Value {
+        Value::String(v.into())
+    }
+
+    #[test]
+    fn rfc4180_quotes_newlines_and_bom() {
+        let data = "\u{feff}id,note\n1,\"a, b\"\n2,\"say \"\"hi\"\"\"\n3,\"multi\nline\"\n";
+        let rows = read(data.as_bytes(), opts(serde_json::json!({})), &[], "f.csv").unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0][0], ("id".into(), s("1")));
+        assert_eq!(rows[0][1].1, s("a, b"));
+        assert_eq!(rows[1][1].1, s("say \"hi\""));
+        assert_eq!(rows[2][1].1, s("multi\nline"));
+    }
+
+    #[test]
+    fn tsv_with_readme_delimiter_and_types() {
+        let data = b"order_num\tamount\tat\n7\t12.50\t2024-01-02 03:04:05\n";
+        let rows = read(
+            data,
+            opts(serde_json::json!({"delimiter": "/t"})),
+            &[("order_num", ColType::Int), ("amount", ColType::Decimal), ("at", ColType::DateTime)],
+            "s.tsv",
+        )
+        .unwrap();
+        assert_eq!(rows[0][0].1, Value::Int(7));
+        assert_eq!(rows[0][1].1, Value::Decimal("12.50".into()));
+        assert!(matches!(rows[0][2].1, Value::DateTime(_)));
+    }
+
+    #[test]
+    fn ragged_rows_and_bad_values_name_file_and_line() {
+        let e = read(b"a,b\n1,2\n3\n", opts(serde_json::json!({})), &[], "r.csv").unwrap_err();
+        assert_eq!(e.to_string(), "r.csv:3: the row has 1 fields but the header has 2 (a ragged row or an unbalanced quote)");
+        let e = read(b"a,b\n1,2\nx,3\n", opts(serde_json::json!({})), &[("a", ColType::Int)], "r.csv").unwrap_err();
+        assert_eq!(e.to_string(), "r.csv:3: column `a`: `x` is not a valid int");
+        let e = read(b"a,a\n1,2\n", opts(serde_json::json!({})), &[], "d.csv").unwrap_err();
+        assert!(e.to_string().contains("column `a` twice"), "{e}");
+    }
+
+    #[test]
+    fn latin1_empty_header_only_and_no_header() {
+        let rows = read(b"name\ncaf\xe9\n", opts(serde_json::json!({"encoding": "latin-1"})), &[], "l.csv").unwrap();
+        assert_eq!(rows[0][0].1, s("café"));
+        let e = read(b"name\ncaf\xe9\n", opts(serde_json::json!({})), &[], "l.csv").unwrap_err();
+        assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+        assert!(read(b"", opts(serde_json::json!({})), &[], "e.csv").unwrap().is_empty());
+        assert!(read(b"a,b\n", opts(serde_json::json!({})), &[], "h.csv").unwrap().is_empty());
+        let rows = read(b"1;2\n", opts(serde_json::json!({"header": false, "delimiter": ";"})), &[], "n.csv").unwrap();
+        assert_eq!(rows[0][1], ("column_2".into(), s("2")));
+    }
+
+    #[test]
+    fn provenance_skip_lines_and_crlf() {
+        let rows = read(
+            b"# exported\r\nid\r\n1\r\n2\r\n",
+            opts(serde_json::json!({"provenance": true, "skip_lines": 1})),
+            &[],
+            "p.csv",
+        )
+        .unwrap();
+        assert_eq!(rows[1], vec![("id".into(), s("2")), ("_file".into(), s("p.csv")), ("_line".into(), Value::Int(4))]);
+    }
+
+    #[test]
+    fn delimiters() {
+        assert_eq!(parse_delimiter("/t").unwrap(), b'\t');
+        assert_eq!(parse_delimiter("\\t").unwrap(), b'\t');
+        assert_eq!(parse_delimiter("|").unwrap(), b'|');
+        assert!(parse_delimiter("ab").is_err());
+    }
+
+    #[test]
+    fn unknown_option_is_rejected_with_the_valid_ones() {
+        let e = serde_json::from_value::<CsvOptions>(serde_json::json!({"path": "x", "delimter": ";"})).unwrap_err();
+        assert!(e.to_string().contains("unknown field `delimter`"), "{e}");
+    }
+}

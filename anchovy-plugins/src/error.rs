@@ -1,0 +1,37 @@
+//! The one error type of anchovy-plugins.
+
+/// Errors raised by the built-in operators.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// A table option is invalid.
+    #[error("table option `{key}`: {message}")]
+    Option {
+        /// The option key.
+        key: String,
+        /// What is wrong and what to use instead.
+        message: String,
+    },
+    /// A record could not be read.
+    #[error("{location}: {message}")]
+    Data {
+        /// `file:line`.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A local file operation failed.
+    #[error("{op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything from anchovy-core.
+    #[error(transparent)]
+    Core(#[from] anchovy_core::Error),
+}
