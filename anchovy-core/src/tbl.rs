@@ -256,6 +256,7 @@ impl Tbl {
         let mut t: Tbl = serde_json::from_value(value).map_err(|e| Error::config(format!("tbls.{name}"), e.to_string()))?;
         t.name = name.to_string();
         t.options.remove("name");
+        t.options.remove("updated_at");
         Ok(t)
     }
 

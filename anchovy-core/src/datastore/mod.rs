@@ -127,7 +127,8 @@ impl Datastore {
     }
 
     fn full(&self, key: &str) -> Path {
-        let rel = Path::from(key);
+        // Keys are built by `layout`, whose user-supplied parts are already encoded.
+        let rel = Path::parse(key).unwrap_or_else(|_| Path::from(key));
         Path::from_iter(self.prefix.parts().chain(rel.parts()))
     }
 

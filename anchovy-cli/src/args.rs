@@ -1,0 +1,228 @@
+//! Command-line arguments. `-op` (two letters after one dash, as the README writes it)
+//! is rewritten to `--operator` before clap sees it.
+
+use std::path::PathBuf;
+
+use anchovy_core::Layer;
+use clap::{Args, Parser, Subcommand};
+
+/// anchovy: a lightweight extract-load tool. One anchovy downloads data as-is into the
+/// datastore, or uploads what downloaders committed into a database.
+#[derive(Debug, Parser)]
+#[command(name = "anchovy", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Exit codes, shown under `--help` and documented in the README.
+pub const EXIT_CODES: &str = "Exit codes:
+  0  the run finished and every task is OK
+  1  the run finished with a failed task (or a healthcheck failed)
+  2  bad usage or configuration (flags, config.yaml, env vars, unknown operator, missing connection)
+  3  a batch hit the execution timeout (-t / ACHVY_EXECUTION_TIMEOUT)
+  4  the datastore could not be read or written
+  130 interrupted (SIGINT/SIGTERM)";
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an operator: once (task mode) or in a loop (-S, service mode).
+    #[command(visible_alias = "run", after_help = EXIT_CODES)]
+    Start(StartArgs),
+    /// Check configuration, connections and datastore read/write; exit 0 when healthy.
+    Healthcheck(HealthcheckArgs),
+    /// List (or delete with -D) an anchovy's checkpoints.
+    Checkpoints(CheckpointsArgs),
+}
+
+/// Arguments of `anchovy start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Settings shared by every verb.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print the run results as one JSON line instead of pretty JSON.
+    #[arg(long)]
+    pub compact: bool,
+}
+
+/// Arguments of `anchovy healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Settings shared by every verb.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Arguments of `anchovy checkpoints`.
+#[derive(Debug, Args)]
+pub struct CheckpointsArgs {
+    /// Only checkpoints whose key matches this wildcard (`*` for all).
+    #[arg(default_value = "*")]
+    pub glob: String,
+    /// Delete the matching checkpoints (asks first; the next run starts over for them).
+    #[arg(short = 'D', long)]
+    pub delete: bool,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Settings shared by every verb.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Global settings: each also comes from an `ACHVY_*` variable or the `config:` map of
+/// config.yaml (precedence: command line > environment > config file > default).
+#[derive(Debug, Args, Default)]
+pub struct ConfigArgs {
+    /// The anchovy id [env: ACHVY_ID] (default: the host name).
+    #[arg(short = 'i', long)]
+    pub id: Option<String>,
+    /// The anchovy user [env: ACHVY_USER] (default: $USER).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Run as the `prod` user [env: ACHVY_PROD].
+    #[arg(long)]
+    pub prod: bool,
+    /// The config document as YAML or JSON text (replaces the config file).
+    #[arg(long, value_name = "YAML|JSON")]
+    pub config: Option<String>,
+    /// The config file [env: ACHVY_CONFIG_FILE] (default: ./config.yaml when present).
+    #[arg(short = 'c', long, value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+    /// The operator to run, e.g. files.CsvDownloader; `-op` works too [env: ACHVY_OPERATOR_CLS].
+    #[arg(long = "operator", value_name = "NAME")]
+    pub operator: Option<String>,
+    /// Service mode: loop batches until stopped [env: ACHVY_IS_TASK_EXECUTOR=false].
+    #[arg(short = 'S', long)]
+    pub service: bool,
+    /// Timeout of one batch: seconds or 90s, 15m, 2h [env: ACHVY_EXECUTION_TIMEOUT].
+    #[arg(short = 't', long, value_name = "DURATION")]
+    pub execution_timeout: Option<String>,
+    /// An upstream anchovy id; repeatable [env: ACHVY_UPSTREAM, comma separated].
+    #[arg(short = 'U', long, value_name = "ID")]
+    pub upstream: Vec<String>,
+    /// Only run this table (wildcards allowed); repeatable [env: ACHVY_ENABLED].
+    #[arg(short = 'e', long = "enable", value_name = "TABLE")]
+    pub enabled: Vec<String>,
+    /// Skip this table; repeatable; wins over --enable [env: ACHVY_DISABLED].
+    #[arg(short = 'd', long = "disable", value_name = "TABLE")]
+    pub disabled: Vec<String>,
+    /// Datastore location: a path or file:// URL [env: ACHVY_DATASTORE] (default: ACHVY_HOME).
+    #[arg(long, value_name = "LOCATION")]
+    pub datastore: Option<String>,
+    /// Default datastore root [env: ACHVY_HOME] (default: ~/.anchovies).
+    #[arg(long, value_name = "PATH")]
+    pub home: Option<String>,
+    /// Checkpoint store implementation [env: ACHVY_CHECKPOINT_CLS] (datastore).
+    #[arg(long, value_name = "NAME")]
+    pub checkpoint_cls: Option<String>,
+    /// Task log store implementation [env: ACHVY_TASK_STORE_CLS] (datastore).
+    #[arg(long, value_name = "NAME")]
+    pub task_store_cls: Option<String>,
+    /// Table metadata store implementation [env: ACHVY_TBL_STORE_CLS] (datastore).
+    #[arg(long, value_name = "NAME")]
+    pub tbl_store_cls: Option<String>,
+    /// Data file format [env: ACHVY_DATA_BUFFER_CLS] (ndjson.gz).
+    #[arg(long, value_name = "NAME")]
+    pub data_buffer_cls: Option<String>,
+    /// error, warn, info, debug, trace or a tracing filter [env: ACHVY_LOG_LEVEL].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// text or json log lines on stderr [env: ACHVY_LOG_FORMAT].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// CONTINUE or RAISE when a table fails [env: ACHVY_BATCH_POLICY].
+    #[arg(long, value_name = "POLICY")]
+    pub batch_policy: Option<String>,
+    /// Tables run at the same time [env: ACHVY_MAX_CONCURRENCY] (4).
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<String>,
+    /// Rows per in-flight batch [env: ACHVY_BATCH_SIZE] (4096).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<String>,
+    /// Uncompressed bytes before a data file rotates [env: ACHVY_FILE_MAX_BYTES].
+    #[arg(long, value_name = "BYTES")]
+    pub file_max_bytes: Option<String>,
+    /// Time between commits while a table streams [env: ACHVY_COMMIT_INTERVAL] (5s).
+    #[arg(long, value_name = "DURATION")]
+    pub commit_interval: Option<String>,
+}
+
+impl ConfigArgs {
+    /// The command-line settings layer.
+    pub fn layer(&self) -> Layer {
+        let mut l = Layer::new("command line");
+        l.set_opt("id", self.id.clone())
+            .set_opt("user", self.user.clone())
+            .set_opt("prod", self.prod.then_some(true))
+            .set_opt("operator_cls", self.operator.clone())
+            .set_opt("is_task_executor", self.service.then_some(false))
+            .set_opt("execution_timeout", self.execution_timeout.clone())
+            .set_opt("upstream", Some(self.upstream.clone()))
+            .set_opt("enabled", Some(self.enabled.clone()))
+            .set_opt("disabled", Some(self.disabled.clone()))
+            .set_opt("datastore", self.datastore.clone())
+            .set_opt("home", self.home.clone())
+            .set_opt("checkpoint_cls", self.checkpoint_cls.clone())
+            .set_opt("task_store_cls", self.task_store_cls.clone())
+            .set_opt("tbl_store_cls", self.tbl_store_cls.clone())
+            .set_opt("data_buffer_cls", self.data_buffer_cls.clone())
+            .set_opt("log_level", self.log_level.clone())
+            .set_opt("log_format", self.log_format.clone())
+            .set_opt("batch_policy", self.batch_policy.clone())
+            .set_opt("max_concurrency", self.max_concurrency.clone())
+            .set_opt("batch_size", self.batch_size.clone())
+            .set_opt("file_max_bytes", self.file_max_bytes.clone())
+            .set_opt("commit_interval", self.commit_interval.clone());
+        l
+    }
+}
+
+/// Rewrites the README's `-op NAME` / `-op=NAME` to `--operator`.
+pub fn rewrite_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|a| match a.to_str() {
+            Some("-op") => "--operator".into(),
+            Some(s) if s.starts_with("-op=") => format!("--operator={}", &s[4..]).into(),
+            _ => a,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readme_command_line_parses() {
+        let args = rewrite_args(
+            ["anchovy", "start", "-op", "sftp.CsvDownloader", "--id", "sales_sftp", "-U", "a", "-U", "b", "-e", "x", "-d", "y", "-S", "-t", "90"]
+                .map(Into::into),
+        );
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Start(s) = cli.command else { panic!() };
+        assert_eq!(s.config.operator.as_deref(), Some("sftp.CsvDownloader"));
+        assert_eq!(s.config.id.as_deref(), Some("sales_sftp"));
+        assert_eq!(s.config.upstream, vec!["a", "b"]);
+        assert!(s.config.service);
+        let cli = Cli::try_parse_from(rewrite_args(["anchovy", "run", "-op=files.CsvDownloader"].map(Into::into))).unwrap();
+        let Command::Start(s) = cli.command else { panic!() };
+        assert_eq!(s.config.operator.as_deref(), Some("files.CsvDownloader"));
+    }
+
+    #[test]
+    fn every_settings_key_has_a_flag() {
+        let mut a = ConfigArgs::default();
+        a.id = Some("x".into());
+        let l = a.layer();
+        assert_eq!(l.origin, "command line");
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
