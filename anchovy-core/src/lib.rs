@@ -75,3 +75,4 @@ pub use stream::{Emitter, Sink, Source};
 pub use task::{Status, TaskLog, TaskType};
 pub use tbl::{ColType, Tbl, TblSet};
 pub use tokio_util::sync::CancellationToken;
+pub use chrono;

@@ -1,1 +1,172 @@
-fn main() {}
+//! A user's own downloader, written against anchovy-core and shipped as its own binary
+//! with the built-in plugins next to it.
+//!
+//! `example.TicketsDownloader` pages through a (simulated) ticketing API:
+//! - a **source** for table `tickets` resumes from the `tickets.cursor` checkpoint and
+//!   records the cursor after every page, in-band, so it commits with that page's rows;
+//! - a **sink** chained after it adds a `priority_label` column and emits a derived
+//!   table `ticket_tags` (one row per tag);
+//! - **on_task hooks** "connect" at XOPEN and record the API version in the task log.
+//!
+//! Table options (config.yaml `tbls.tickets`): `pages` (how many pages the API has;
+//! 0 = endless, for trying timeouts), `page_size` (default 5), `page_delay_ms`
+//! (simulated latency, default 0).
+//!
+//! Run it like the stock binary:
+//! `cargo run -p custom_downloader -- start -op example.TicketsDownloader --id tickets --config '{tbls: {tickets: {pages: 3}}}'`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anchovy_core::chrono;
+use anchovy_core::operator::OperatorKind;
+use anchovy_core::{
+    Batch, BoxError, Emitter, Operator, OperatorSpec, OptionDoc, Sink, Source, TaskCtx, TaskType, Value, async_trait,
+};
+use serde::Deserialize;
+
+/// The options of the `tickets` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicketOptions {
+    /// Pages the simulated API serves (0 = endless).
+    #[serde(default = "default_pages")]
+    pages: u64,
+    /// Tickets per page.
+    #[serde(default = "default_page_size")]
+    page_size: u64,
+    /// Simulated latency per page.
+    #[serde(default)]
+    page_delay_ms: u64,
+}
+
+fn default_pages() -> u64 {
+    3
+}
+fn default_page_size() -> u64 {
+    5
+}
+
+/// The simulated API: page `n` holds tickets `n*size+1 ..= (n+1)*size`.
+struct TicketsApi;
+
+impl TicketsApi {
+    async fn page(&self, cursor: u64, o: &TicketOptions) -> Option<Vec<(u64, &'static str, Vec<&'static str>)>> {
+        if o.pages != 0 && cursor >= o.pages {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(o.page_delay_ms)).await;
+        let prios = ["low", "normal", "high"];
+        Some(
+            (cursor * o.page_size + 1..=(cursor + 1) * o.page_size)
+                .map(|id| (id, prios[(id % 3) as usize], if id % 2 == 0 { vec!["billing", "vip"] } else { vec!["bug"] }))
+                .collect(),
+        )
+    }
+}
+
+struct TicketsSource;
+
+#[async_trait]
+impl Source for TicketsSource {
+    fn tables(&self) -> &str {
+        "tickets"
+    }
+
+    async fn run(&self, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
+        let opts: TicketOptions = ctx.tbl().plugin_options()?;
+        let mut cursor = ctx.checkpoint("tickets.cursor").and_then(|v| v.as_u64()).unwrap_or(0);
+        let api = TicketsApi;
+        while let Some(page) = api.page(cursor, &opts).await {
+            for (id, prio, tags) in page {
+                out.push([
+                    ("id", Value::Int(id as i64)),
+                    ("priority", Value::from(prio)),
+                    ("tags", Value::Json(serde_json::json!(tags))),
+                    ("opened", Value::Date(chrono_date(id))),
+                ])
+                .await?;
+            }
+            cursor += 1;
+            // Committed together with the rows above, never before them.
+            out.checkpoint("tickets.cursor", cursor).await?;
+        }
+        ctx.log("cursor", cursor);
+        Ok(())
+    }
+}
+
+fn chrono_date(id: u64) -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or_default() + chrono::Days::new(id)
+}
+
+/// Adds `priority_label` and emits `ticket_tags`.
+struct Enricher;
+
+#[async_trait]
+impl Sink for Enricher {
+    fn tables(&self) -> &str {
+        "tickets"
+    }
+
+    async fn write(&self, _ctx: &TaskCtx, batch: Batch, out: &mut Emitter) -> Result<(), BoxError> {
+        for (i, mut row) in batch.records().into_iter().enumerate() {
+            let prio = batch.get(i, "priority").text().to_uppercase();
+            row.push(("priority_label".into(), Value::String(format!("P-{prio}"))));
+            out.push(row).await?;
+            if let Value::Json(serde_json::Value::Array(tags)) = batch.get(i, "tags") {
+                for t in tags {
+                    out.push_to(
+                        "ticket_tags",
+                        [("ticket_id", batch.get(i, "id").clone()), ("tag", Value::from(t.as_str().unwrap_or_default()))],
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct TicketsDownloader;
+
+#[async_trait]
+impl Operator for TicketsDownloader {
+    fn sources(&self) -> Vec<Arc<dyn Source>> {
+        vec![Arc::new(TicketsSource)]
+    }
+
+    fn sinks(&self) -> Vec<Arc<dyn Sink>> {
+        vec![Arc::new(Enricher)]
+    }
+
+    async fn on_task(&self, ctx: &TaskCtx) -> Result<(), BoxError> {
+        match ctx.task_type {
+            TaskType::Xopen => {
+                tracing::info!("connecting to the tickets API");
+                ctx.log("api_version", "v2");
+            }
+            TaskType::Shutdown => tracing::info!("closing the tickets API client"),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+const SPEC: OperatorSpec = OperatorSpec {
+    name: "example.TicketsDownloader",
+    description: "Example: pages through a simulated ticketing API with a cursor checkpoint.",
+    kind: OperatorKind::Downloader,
+    connections: &[],
+    table_options: &[
+        OptionDoc { key: "pages", doc: "pages the API serves (default 3; 0 = endless)" },
+        OptionDoc { key: "page_size", doc: "tickets per page (default 5)" },
+        OptionDoc { key: "page_delay_ms", doc: "simulated latency per page (default 0)" },
+    ],
+    build: |_| Ok(Arc::new(TicketsDownloader)),
+};
+
+fn main() -> std::process::ExitCode {
+    // The built-in plugins plus ours: one line.
+    anchovy_cli::main_with(anchovy_plugins::registry().with(SPEC))
+}
