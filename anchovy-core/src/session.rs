@@ -43,8 +43,9 @@ pub struct Session {
 
 type Inflight = Arc<Mutex<BTreeMap<(u8, String), Instant>>>;
 
+/// Microseconds, so task logs sort in execution order even within one millisecond.
 fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn new_session_id() -> String {
@@ -303,40 +304,59 @@ impl Session {
 
         let sources = self.operator.sources();
         let sinks = self.operator.sinks();
-        let sem = Arc::new(tokio::sync::Semaphore::new(s.max_concurrency));
-        let mut set = tokio::task::JoinSet::new();
+        // Every table is "in flight" until it finishes: if the batch stops, the ones left
+        // (running or never started) are logged as ERR by run_batch.
         for tbl in tbls.iter() {
-            let key = (task_order(TaskType::Tbl), tbl.name.clone());
-            inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), Instant::now());
-            let (sem, ctx, tbls, tbl, sources, sinks, inflight, tasks) = (
-                sem.clone(),
-                self.ctx.clone(),
-                tbls.clone(),
-                tbl.clone(),
-                sources.clone(),
-                sinks.clone(),
-                inflight.clone(),
-                self.tasks.clone(),
-            );
-            set.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), Instant::now());
-                let (log, err) = run_table(ctx, batch_id, tbls, tbl, &sources, &sinks).await;
-                if let Err(e) = tasks.write(&log).await {
-                    tracing::error!(error = %e.chain(), "cannot write task log");
-                }
-                inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-                (log, err)
-            });
+            inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((task_order(TaskType::Tbl), tbl.name.clone()), Instant::now());
         }
+        let mut pending = tbls.iter();
+        let mut set = tokio::task::JoinSet::new();
+        let mut names: std::collections::HashMap<tokio::task::Id, String> = Default::default();
         let mut first_err: Option<Error> = None;
-        while let Some(joined) = set.join_next().await {
+        loop {
+            // Start tables in name order, up to the concurrency limit.
+            while first_err.is_none() && set.len() < s.max_concurrency {
+                let Some(tbl) = pending.next() else { break };
+                let key = (task_order(TaskType::Tbl), tbl.name.clone());
+                let (ctx, tbls, tbl, sources, sinks, inflight, tasks) = (
+                    self.ctx.clone(),
+                    tbls.clone(),
+                    tbl.clone(),
+                    sources.clone(),
+                    sinks.clone(),
+                    inflight.clone(),
+                    self.tasks.clone(),
+                );
+                let name = tbl.name.clone();
+                let handle = set.spawn(async move {
+                    inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), Instant::now());
+                    let (log, err) = run_table(ctx, batch_id, tbls, tbl, &sources, &sinks).await;
+                    if let Err(e) = tasks.write(&log).await {
+                        tracing::error!(error = %e.chain(), "cannot write task log");
+                    }
+                    inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                    (log, err)
+                });
+                names.insert(handle.id(), name);
+            }
+            let Some(joined) = set.join_next_with_id().await else { break };
             let (log, err) = match joined {
-                Ok(r) => r,
+                Ok((_, r)) => r,
+                // Aborted under RAISE: run_batch logs it from `inflight`.
+                Err(e) if e.is_cancelled() => continue,
                 Err(e) => {
-                    // A panic in operator code: the table is failed, the process lives on.
-                    let err = Error::operator("table task panicked", e.to_string());
-                    (self.make_log(batch_id, TaskType::Tbl, None, Duration::ZERO, Default::default()), Some(err))
+                    // A panic in operator code fails the table; the process lives on.
+                    let name = names.get(&e.id()).cloned().unwrap_or_default();
+                    inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&(task_order(TaskType::Tbl), name.clone()));
+                    let err = Error::operator(format!("table {name}"), format!("the table task panicked: {e}"));
+                    let mut log = self.make_log(batch_id, TaskType::Tbl, Some(name), Duration::ZERO, Default::default());
+                    log.status = Status::Err;
+                    log.error = Some(err.chain());
+                    self.write_log(&log).await;
+                    (log, Some(err))
                 }
             };
             done.lock().unwrap_or_else(|p| p.into_inner()).push(log);

@@ -13,7 +13,7 @@
 //! (simulated latency, default 0).
 //!
 //! Run it like the stock binary:
-//! `cargo run -p custom_downloader -- start -op example.TicketsDownloader --id tickets --config '{tbls: {tickets: {pages: 3}}}'`
+//! `ACHVY_CNXN__TICKETS__URI=https://api.example.com/v2 cargo run -p custom_downloader -- start -op example.TicketsDownloader --id tickets --config '{tbls: {tickets: {pages: 3}}}'`
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use std::time::Duration;
 use anchovy_core::chrono;
 use anchovy_core::operator::OperatorKind;
 use anchovy_core::{
-    Batch, BoxError, Emitter, Operator, OperatorSpec, OptionDoc, Sink, Source, TaskCtx, TaskType, Value, async_trait,
+    Batch, BoxError, ConnectionSpec, Emitter, Operator, OperatorSpec, OptionDoc, Sink, Source, TaskCtx, TaskType, Value, async_trait,
 };
 use serde::Deserialize;
 
@@ -38,6 +38,10 @@ struct TicketOptions {
     /// Simulated latency per page.
     #[serde(default)]
     page_delay_ms: u64,
+    /// Simulate the API failing on this page (1-based), as a client library would
+    /// report it: with the request URL in the message.
+    #[serde(default)]
+    fail_page: Option<u64>,
 }
 
 fn default_pages() -> u64 {
@@ -48,20 +52,30 @@ fn default_page_size() -> u64 {
 }
 
 /// The simulated API: page `n` holds tickets `n*size+1 ..= (n+1)*size`.
-struct TicketsApi;
+struct TicketsApi {
+    uri: String,
+    token: String,
+}
+
+type Page = Vec<(u64, &'static str, Vec<&'static str>)>;
 
 impl TicketsApi {
-    async fn page(&self, cursor: u64, o: &TicketOptions) -> Option<Vec<(u64, &'static str, Vec<&'static str>)>> {
+    async fn page(&self, cursor: u64, o: &TicketOptions) -> Result<Option<Page>, BoxError> {
         if o.pages != 0 && cursor >= o.pages {
-            return None;
+            return Ok(None);
+        }
+        if o.fail_page == Some(cursor + 1) {
+            // Client libraries often echo the request, credentials and all: anchovies
+            // must redact them wherever the message ends up.
+            return Err(format!("GET {}/tickets?page={} failed: 503 Service Unavailable (bearer {})", self.uri, cursor + 1, self.token).into());
         }
         tokio::time::sleep(Duration::from_millis(o.page_delay_ms)).await;
         let prios = ["low", "normal", "high"];
-        Some(
+        Ok(Some(
             (cursor * o.page_size + 1..=(cursor + 1) * o.page_size)
                 .map(|id| (id, prios[(id % 3) as usize], if id % 2 == 0 { vec!["billing", "vip"] } else { vec!["bug"] }))
                 .collect(),
-        )
+        ))
     }
 }
 
@@ -76,8 +90,12 @@ impl Source for TicketsSource {
     async fn run(&self, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
         let opts: TicketOptions = ctx.tbl().plugin_options()?;
         let mut cursor = ctx.checkpoint("tickets.cursor").and_then(|v| v.as_u64()).unwrap_or(0);
-        let api = TicketsApi;
-        while let Some(page) = api.page(cursor, &opts).await {
+        let cnxn = ctx.session.connection("tickets")?;
+        let api = TicketsApi {
+            uri: cnxn.require("uri")?.to_string(),
+            token: cnxn.get("token").unwrap_or_default().to_string(),
+        };
+        while let Some(page) = api.page(cursor, &opts).await? {
             for (id, prio, tags) in page {
                 out.push([
                     ("id", Value::Int(id as i64)),
@@ -143,7 +161,11 @@ impl Operator for TicketsDownloader {
     async fn on_task(&self, ctx: &TaskCtx) -> Result<(), BoxError> {
         match ctx.task_type {
             TaskType::Xopen => {
-                tracing::info!("connecting to the tickets API");
+                let uri = ctx.session.connection("tickets")?.require("uri")?;
+                // Logging a URI with credentials is a classic mistake; the output
+                // boundaries redact the password anyway.
+                tracing::info!(%uri, "connecting to the tickets API");
+                ctx.log("endpoint", uri);
                 ctx.log("api_version", "v2");
             }
             TaskType::Shutdown => tracing::info!("closing the tickets API client"),
@@ -157,8 +179,14 @@ const SPEC: OperatorSpec = OperatorSpec {
     name: "example.TicketsDownloader",
     description: "Example: pages through a simulated ticketing API with a cursor checkpoint.",
     kind: OperatorKind::Downloader,
-    connections: &[],
+    connections: &[ConnectionSpec {
+        id: "tickets",
+        required_any: &["uri"],
+        optional: &["token"],
+        description: "the tickets API: URI (https://user:password@host/path) and an optional TOKEN",
+    }],
     table_options: &[
+        OptionDoc { key: "fail_page", doc: "simulate an API failure on this page" },
         OptionDoc { key: "pages", doc: "pages the API serves (default 3; 0 = endless)" },
         OptionDoc { key: "page_size", doc: "tickets per page (default 5)" },
         OptionDoc { key: "page_delay_ms", doc: "simulated latency per page (default 0)" },

@@ -1,0 +1,175 @@
+//! Settings through the command line, the environment and config.yaml; error exits.
+
+use crate::{Env, results};
+
+const CSV_TABLE: &str = "tbls:\n  t:\n    path: in/*.csv\n";
+
+fn env_with_table() -> Env {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n");
+    env
+}
+
+#[test]
+fn id_precedence_cli_over_env_over_file() {
+    let env = env_with_table();
+    env.write("config.yaml", format!("config:\n  id: from_file\n  operator_cls: files.CsvDownloader\n{CSV_TABLE}"));
+    let run = |extra_env: Option<&str>, extra_arg: Option<&str>| {
+        let mut c = env.cmd();
+        c.arg("start");
+        if let Some(v) = extra_env {
+            c.env("ACHVY_ID", v);
+        }
+        if let Some(v) = extra_arg {
+            c.args(["--id", v]);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+        results(&out)["anchovy_id"].as_str().unwrap().to_string()
+    };
+    assert_eq!(run(None, None), "from_file");
+    assert_eq!(run(Some("from_env"), None), "from_env");
+    assert_eq!(run(Some("from_env"), Some("from_cli")), "from_cli");
+    assert!(env.area("tester", "from_cli").join("$commits").is_dir());
+}
+
+#[test]
+fn each_route_sets_user_datastore_and_policy() {
+    // CLI
+    let env = env_with_table();
+    env.write("config.yaml", CSV_TABLE);
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "-i", "x", "--prod", "--datastore", "ds_cli", "--batch-policy", "raise"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(env.path().join("ds_cli/prod/x/$results").is_dir());
+    // env
+    let out = env
+        .cmd()
+        .args(["start"])
+        .env("ACHVY_OPERATOR_CLS", "files.CsvDownloader")
+        .env("ACHVY_ID", "y")
+        .env("ACHVY_USER", "envuser")
+        .env("ACHVY_DATASTORE", "file://".to_string() + env.path().join("ds_env").to_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(env.path().join("ds_env/envuser/y/$results").is_dir());
+    // config.yaml `config:` map, and ACHVY_HOME
+    env.write(
+        "config.yaml",
+        format!("config:\n  id: z\n  user: fileuser\n  operator_cls: core.files.CsvDownloader\n  home: ds_file\n{CSV_TABLE}"),
+    );
+    let out = env.cmd().arg("start").output().unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(env.path().join("ds_file/fileuser/z/$results").is_dir());
+    let out = env.cmd().arg("start").env("ACHVY_HOME", "ds_home").output().unwrap();
+    assert!(out.status.success());
+    // The file's `home:` loses to ACHVY_HOME.
+    assert!(env.path().join("ds_home/fileuser/z/$results").is_dir());
+}
+
+#[test]
+fn config_text_and_config_file_flags() {
+    let env = env_with_table();
+    env.write("other.yml", format!("config:\n  id: from_other\n{CSV_TABLE}"));
+    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "-c", "other.yml"]).output().unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert_eq!(results(&out)["anchovy_id"], "from_other");
+    let json = r#"{"config": {"id": "from_json"}, "tbls": {"t": {"path": "in/*.csv"}}}"#;
+    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "--config", json]).output().unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert_eq!(results(&out)["anchovy_id"], "from_json");
+}
+
+#[test]
+fn unknown_config_key_exits_2_with_a_suggestion() {
+    let env = env_with_table();
+    env.write("config.yaml", format!("config:\n  execution_timout: 10\n{CSV_TABLE}"));
+    let out = env.cmd().args(["start", "-op", "files.CsvDownloader"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = crate::stderr(&out);
+    assert!(err.contains("unknown key `execution_timout`") && err.contains("did you mean `execution_timeout`?"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_yaml_bad_values_and_unknown_operator_exit_2() {
+    let env = env_with_table();
+    env.write("config.yaml", "tbls:\n  t: [unclosed\n");
+    let out = env.cmd().args(["start", "-op", "files.CsvDownloader"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(crate::stderr(&out).contains("cannot parse config.yaml"), "{}", crate::stderr(&out));
+
+    env.write("config.yaml", CSV_TABLE);
+    let out = env.cmd().args(["start", "-op", "sftp.CsvDownloadr"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(crate::stderr(&out).contains("unknown operator `sftp.CsvDownloadr`; known operators: files.CsvDownloader"), "{}", crate::stderr(&out));
+
+    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "-t", "soon"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(crate::stderr(&out).contains("`soon` from command line is not a duration"));
+
+    let out = env.cmd().args(["start", "-op", "files.CsvDownloader"]).env("ACHVY_MAX_CONCURRENCY", "lots").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(crate::stderr(&out).contains("`lots` from environment is not a whole number"));
+
+    let out = env.cmd().args(["start"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(crate::stderr(&out).contains("pass -op <name> or set ACHVY_OPERATOR_CLS"));
+}
+
+#[test]
+fn every_verb_has_help() {
+    let env = Env::new();
+    for verb in [vec!["--help"], vec!["start", "--help"], vec!["run", "--help"], vec!["healthcheck", "--help"], vec!["checkpoints", "--help"]] {
+        let out = env.cmd().args(&verb).output().unwrap();
+        assert!(out.status.success(), "{verb:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage: anchovy"), "{verb:?}: {text}");
+    }
+    let out = env.cmd().args(["start", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--id", "--user", "--prod", "--config", "--config-file", "--operator", "--service", "--execution-timeout", "--upstream", "--enable", "--disable", "--datastore", "--batch-policy", "--log-format", "Exit codes"] {
+        assert!(text.contains(flag), "start --help lacks {flag}");
+    }
+}
+
+#[test]
+fn healthcheck_passes_and_fails_with_reasons() {
+    let env = env_with_table();
+    env.write("config.yaml", CSV_TABLE);
+    let out = env.cmd().args(["healthcheck", "-op", "files.CsvDownloader", "--id", "h"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ok   datastore: file://") && text.contains("read/write ok"), "{text}");
+    env.write("not_a_dir", "x");
+    let out = env
+        .cmd()
+        .args(["healthcheck", "-op", "files.CsvDownloader", "--id", "h", "--datastore", "not_a_dir"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("FAIL datastore: create datastore directory")), "{text}");
+}
+
+#[test]
+fn json_logs_on_request() {
+    let env = env_with_table();
+    env.write("config.yaml", CSV_TABLE);
+    for out in [
+        env.cmd().args(["start", "-op", "files.CsvDownloader", "--log-format", "json"]).output().unwrap(),
+        env.cmd().args(["start", "-op", "files.CsvDownloader"]).env("ACHVY_LOG_FORMAT", "json").output().unwrap(),
+    ] {
+        assert!(out.status.success());
+        let err = crate::stderr(&out);
+        assert!(!err.trim().is_empty());
+        for line in err.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(v.get("level").is_some());
+        }
+    }
+}

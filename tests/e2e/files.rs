@@ -1,0 +1,113 @@
+//! files.CsvDownloader: globs, incremental reruns, changed files, CSV edge cases.
+
+use anchovy_core::Value;
+
+use crate::{Env, commit_count, committed, results};
+
+fn run(env: &Env, id: &str) -> serde_json::Value {
+    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "--id", id]).output().unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    results(&out)
+}
+
+fn tbl_data(r: &serde_json::Value, tbl: &str) -> serde_json::Value {
+    r["batches"][0]["tasks"].as_array().unwrap().iter().find(|t| t["tbl"] == tbl).unwrap()["data"].clone()
+}
+
+#[test]
+fn glob_across_folders_and_incremental_reruns() {
+    let env = Env::new();
+    env.write("in/2024/01/a.csv", "id,v\n1,x\n");
+    env.write("in/2024/02/b.csv", "id,v\n2,y\n");
+    env.write("in/2024/02/skip.txt", "not csv\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/**/[ab].csv\n    unique_by: id\n    columns: {id: int}\n");
+    let r = run(&env, "g");
+    assert_eq!(tbl_data(&r, "t")["rows"], 2);
+    let area = env.area("tester", "g");
+    let commits = commit_count(&area);
+
+    // Nothing new: nothing written.
+    let r = run(&env, "g");
+    assert_eq!(tbl_data(&r, "t")["rows"], 0);
+    assert_eq!(tbl_data(&r, "t")["files_skipped"], 2);
+    assert_eq!(commit_count(&area), commits);
+
+    // A new file is read alone; a modified file is read again.
+    env.write("in/2024/03/a.csv", "id,v\n3,z\n");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    env.write("in/2024/01/a.csv", "id,v\n1,x2\n");
+    let r = run(&env, "g");
+    assert_eq!(tbl_data(&r, "t")["rows"], 2);
+    assert_eq!(tbl_data(&r, "t")["files_read"], 2);
+    let rows = committed(&env.home(), "tester", "g");
+    let vs: Vec<&Value> = rows["t"].iter().map(|r| &r["v"]).collect();
+    assert_eq!(vs, vec![&Value::from("x"), &Value::from("y"), &Value::from("x2"), &Value::from("z")]);
+    // The checkpoints name each file.
+    let out = env.cmd().args(["checkpoints", "--id", "g", "t:*"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(text.contains("t:in/2024/02/b.csv"));
+}
+
+#[test]
+fn csv_edge_cases_end_to_end() {
+    let env = Env::new();
+    env.write("in/quotes.csv", "id,note\n1,\"a, \"\"quoted\"\" note\nwith a newline\"\n2,plain\n");
+    env.write("in/bom.csv", "\u{feff}id,note\n3,bom\n");
+    env.write("in/empty.csv", "");
+    env.write("in/header_only.csv", "id,note\n");
+    env.write("latin/l.csv", b"id;note\n4;caf\xe9\n".to_vec());
+    env.write("gz/z.csv.gz", gzip(b"id,note\n5,zipped\n"));
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    columns: {id: int}\n  l:\n    path: latin/*.csv\n    delimiter: ';'\n    encoding: latin-1\n  z:\n    path: gz/*.csv.gz\n",
+    );
+    run(&env, "c");
+    let rows = committed(&env.home(), "tester", "c");
+    let notes: Vec<(Value, Value)> = rows["t"].iter().map(|r| (r["id"].clone(), r["note"].clone())).collect();
+    assert_eq!(
+        notes,
+        vec![
+            (Value::Int(3), Value::from("bom")),
+            (Value::Int(1), Value::from("a, \"quoted\" note\nwith a newline")),
+            (Value::Int(2), Value::from("plain")),
+        ]
+    );
+    assert_eq!(rows["l"][0]["note"], Value::from("café"));
+    assert_eq!(rows["z"][0]["note"], Value::from("zipped"));
+    // The BOM did not leak into the first column name.
+    assert!(rows["t"].iter().all(|r| r.contains_key("id")));
+}
+
+#[test]
+fn a_bad_value_names_file_line_column_and_value() {
+    let env = Env::new();
+    env.write("in/a.csv", "id,amount\n1,2.5\n2,lots\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n    columns: {amount: decimal}\n");
+    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "--id", "b"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let r = results(&out);
+    let err = r["batches"][0]["tasks"][1]["error"].as_str().unwrap().to_string();
+    assert!(err.contains("in/a.csv:3: column `amount`: `lots` is not a valid decimal"), "{err}");
+    // Fix the file: the rerun loads it whole, once.
+    env.write("in/a.csv", "id,amount\n1,2.5\n2,3\n");
+    run(&env, "b");
+    assert_eq!(committed(&env.home(), "tester", "b")["t"].len(), 2);
+}
+
+#[test]
+fn unknown_table_option_is_named() {
+    let env = Env::new();
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n    delimter: ';'\n");
+    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "--id", "u"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::stderr(&out);
+    assert!(err.contains("tbls.t") && err.contains("unknown field `delimter`"), "{err}");
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
