@@ -202,24 +202,51 @@ mod tests {
     #[test]
     fn readme_command_line_parses() {
         let args = rewrite_args(
-            ["anchovy", "start", "-op", "sftp.CsvDownloader", "--id", "sales_sftp", "-U", "a", "-U", "b", "-e", "x", "-d", "y", "-S", "-t", "90"]
-                .map(Into::into),
+            [
+                "anchovy",
+                "start",
+                "-op",
+                "sftp.CsvDownloader",
+                "--id",
+                "sales_sftp",
+                "-U",
+                "a",
+                "-U",
+                "b",
+                "-e",
+                "x",
+                "-d",
+                "y",
+                "-S",
+                "-t",
+                "90",
+            ]
+            .map(Into::into),
         );
         let cli = Cli::try_parse_from(args).unwrap();
-        let Command::Start(s) = cli.command else { panic!() };
+        let Command::Start(s) = cli.command else {
+            panic!()
+        };
         assert_eq!(s.config.operator.as_deref(), Some("sftp.CsvDownloader"));
         assert_eq!(s.config.id.as_deref(), Some("sales_sftp"));
         assert_eq!(s.config.upstream, vec!["a", "b"]);
         assert!(s.config.service);
-        let cli = Cli::try_parse_from(rewrite_args(["anchovy", "run", "-op=files.CsvDownloader"].map(Into::into))).unwrap();
-        let Command::Start(s) = cli.command else { panic!() };
+        let cli = Cli::try_parse_from(rewrite_args(
+            ["anchovy", "run", "-op=files.CsvDownloader"].map(Into::into),
+        ))
+        .unwrap();
+        let Command::Start(s) = cli.command else {
+            panic!()
+        };
         assert_eq!(s.config.operator.as_deref(), Some("files.CsvDownloader"));
     }
 
     #[test]
     fn every_settings_key_has_a_flag() {
-        let mut a = ConfigArgs::default();
-        a.id = Some("x".into());
+        let a = ConfigArgs {
+            id: Some("x".into()),
+            ..Default::default()
+        };
         let l = a.layer();
         assert_eq!(l.origin, "command line");
         use clap::CommandFactory;

@@ -36,10 +36,15 @@ pub fn load(args: &ConfigArgs, vars: &BTreeMap<String, String>) -> Result<Loaded
     let doc = if let Some(text) = &args.config {
         ConfigDoc::parse(text, "--config")?
     } else {
-        let explicit: Option<PathBuf> = args.config_file.clone().or_else(|| vars.get(env::CONFIG_FILE).map(PathBuf::from));
+        let explicit: Option<PathBuf> = args
+            .config_file
+            .clone()
+            .or_else(|| vars.get(env::CONFIG_FILE).map(PathBuf::from));
         match explicit {
             Some(p) => ConfigDoc::load(&p)?,
-            None if Path::new("config.yaml").is_file() => ConfigDoc::load(Path::new("config.yaml"))?,
+            None if Path::new("config.yaml").is_file() => {
+                ConfigDoc::load(Path::new("config.yaml"))?
+            }
             None if Path::new("config.yml").is_file() => ConfigDoc::load(Path::new("config.yml"))?,
             None => ConfigDoc::default(),
         }
@@ -67,7 +72,11 @@ pub fn main_with(registry: Registry) -> ExitCode {
     let cli = match Cli::try_parse_from(args::rewrite_args(std::env::args_os())) {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::CONFIG } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::CONFIG
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -86,7 +95,10 @@ pub fn main_with(registry: Registry) -> ExitCode {
     for w in &loaded.connections.warnings {
         tracing::warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("anchovy: error: cannot start the async runtime: {e}");

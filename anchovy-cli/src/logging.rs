@@ -32,12 +32,21 @@ impl<'a> MakeWriter<'a> for RedactingStderr {
 /// Installs the global subscriber. `level` is a level or a tracing filter.
 pub fn init(level: &str, format: LogFormat) {
     let filter = match level.to_ascii_lowercase().as_str() {
-        l @ ("error" | "warn" | "info" | "debug" | "trace") => EnvFilter::new(format!("{l},object_store=warn,hyper=warn,hyper_util=warn,reqwest=warn,sqlx=warn,h2=warn,rustls=warn")),
+        l @ ("error" | "warn" | "info" | "debug" | "trace") => EnvFilter::new(format!(
+            "{l},object_store=warn,hyper=warn,hyper_util=warn,reqwest=warn,sqlx=warn,h2=warn,rustls=warn"
+        )),
         other => EnvFilter::try_new(other).unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(RedactingStderr).with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(RedactingStderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
     };
 }

@@ -84,7 +84,10 @@ impl DatastoreSink {
         }
         let files = std::mem::take(&mut self.done);
         let pending = std::mem::take(&mut self.pending);
-        let rec = self.committer.commit(&self.ctx.commit_meta(), files, pending).await?;
+        let rec = self
+            .committer
+            .commit(&self.ctx.commit_meta(), files, pending)
+            .await?;
         for f in &rec.files {
             let s = self.stats.entry(f.tbl.clone()).or_default();
             s.rows += f.rows;
@@ -115,7 +118,9 @@ impl DatastoreSink {
 impl Terminal for DatastoreSink {
     async fn write(&mut self, batch: Batch) -> Result<()> {
         let s = &self.ctx.session.settings;
-        if *batch.table != *self.ctx.tbl_name() && !TblSet::allows(&batch.table, &s.enabled, &s.disabled) {
+        if *batch.table != *self.ctx.tbl_name()
+            && !TblSet::allows(&batch.table, &s.enabled, &s.disabled)
+        {
             self.dropped_rows += batch.rows.len() as u64;
             return Ok(());
         }
@@ -131,17 +136,23 @@ impl Terminal for DatastoreSink {
             let w = DataFileWriter::create(&self.ctx.session.store, batch.table.clone(), key);
             self.open.insert(batch.table.clone(), w);
         }
-        let w = self.open.get_mut(&batch.table).unwrap_or_else(|| unreachable!());
+        let w = self
+            .open
+            .get_mut(&batch.table)
+            .unwrap_or_else(|| unreachable!());
         w.write(&batch).await?;
-        if w.raw_bytes() >= max {
-            if let Some(w) = self.open.remove(&batch.table) {
-                self.done.push(w.finish().await?);
-            }
+        if w.raw_bytes() >= max
+            && let Some(w) = self.open.remove(&batch.table)
+        {
+            self.done.push(w.finish().await?);
         }
         Ok(())
     }
 
-    async fn checkpoint(&mut self, updates: BTreeMap<String, Option<serde_json::Value>>) -> Result<()> {
+    async fn checkpoint(
+        &mut self,
+        updates: BTreeMap<String, Option<serde_json::Value>>,
+    ) -> Result<()> {
         self.pending.extend(updates);
         if self.last_commit.elapsed() >= self.ctx.session.settings.commit_interval {
             self.commit().await?;

@@ -68,8 +68,11 @@ impl Checkpoints {
             .buffer_unordered(32)
             .try_collect()
             .await?;
-        let mut state: BTreeMap<String, CheckpointEntry> =
-            loaded.into_iter().flatten().map(|e| (e.key.clone(), e)).collect();
+        let mut state: BTreeMap<String, CheckpointEntry> = loaded
+            .into_iter()
+            .flatten()
+            .map(|e| (e.key.clone(), e))
+            .collect();
         let applied = ds
             .get_json::<Applied>(layout::CHECKPOINTS_APPLIED)
             .await?
@@ -91,7 +94,11 @@ impl Checkpoints {
 
     /// The committed value of a key.
     pub fn get(&self, key: &str) -> Option<serde_json::Value> {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).get(key).map(|e| e.value.clone())
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map(|e| e.value.clone())
     }
 
     /// Entries whose key matches a wildcard (`*` for all), sorted by key.
@@ -140,7 +147,10 @@ impl Checkpoints {
     async fn write_mirrors(&self, rec: &CommitRecord) -> Result<()> {
         let entries: Vec<(String, Option<CheckpointEntry>)> = {
             let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-            rec.checkpoints.keys().map(|k| (k.clone(), st.get(k).cloned())).collect()
+            rec.checkpoints
+                .keys()
+                .map(|k| (k.clone(), st.get(k).cloned()))
+                .collect()
         };
         futures::stream::iter(entries)
             .map(|(k, e)| async move {
@@ -155,7 +165,9 @@ impl Checkpoints {
         crate::failpoint::hit("checkpoint.mirrors")?;
         if self.mirrors_ok.load(Ordering::SeqCst) {
             let text = serde_json::to_string(&Applied { seq: rec.seq }).unwrap_or_default();
-            self.ds.put(layout::CHECKPOINTS_APPLIED, Bytes::from(text)).await?;
+            self.ds
+                .put(layout::CHECKPOINTS_APPLIED, Bytes::from(text))
+                .await?;
         }
         Ok(())
     }

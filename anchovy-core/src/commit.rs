@@ -116,7 +116,11 @@ impl Committer {
         };
         let text = serde_json::to_string(&record).map_err(|e| Error::json("commit record", e))?;
         let text = crate::secret::redact(&text).into_owned();
-        if !self.ds.create(&layout::commit_key(record.seq), Bytes::from(text)).await? {
+        if !self
+            .ds
+            .create(&layout::commit_key(record.seq), Bytes::from(text))
+            .await?
+        {
             return Err(Error::CommitConflict {
                 seq: record.seq,
                 store: self.ds.location(),
@@ -138,7 +142,9 @@ pub async fn read_commits(ds: &Datastore, after_seq: u64) -> Result<Vec<CommitRe
     let entries = ds.list_after(layout::COMMITS, after.as_deref()).await?;
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        let Some(seq) = layout::commit_seq(&e.key) else { continue };
+        let Some(seq) = layout::commit_seq(&e.key) else {
+            continue;
+        };
         if seq <= after_seq {
             continue;
         }

@@ -52,32 +52,168 @@ pub struct KeyDef {
 
 /// Every setting, in README order. The README appendix and `--help` follow this list.
 pub const KEYS: &[KeyDef] = &[
-    KeyDef { key: "id", env: env::ID, cli: "-i/--id", list: false, doc: "the anchovy identifier (default: the host name)" },
-    KeyDef { key: "user", env: env::USER, cli: "-u/--user", list: false, doc: "the anchovy user (default: $USER); `prod` in production" },
-    KeyDef { key: "prod", env: env::PROD, cli: "--prod", list: false, doc: "shorthand for --user prod" },
-    KeyDef { key: "operator_cls", env: env::OPERATOR_CLS, cli: "-op/--operator", list: false, doc: "the operator to run, e.g. sftp.CsvDownloader" },
-    KeyDef { key: "is_task_executor", env: env::IS_TASK_EXECUTOR, cli: "-S/--service (sets false)", list: false, doc: "true: run once (task mode, default); false: loop as a service" },
-    KeyDef { key: "execution_timeout", env: env::EXECUTION_TIMEOUT, cli: "-t/--execution-timeout", list: false, doc: "timeout of one batch: seconds or 90s, 15m, 2h" },
-    KeyDef { key: "upstream", env: env::UPSTREAM, cli: "-U/--upstream (repeatable)", list: true, doc: "upstream anchovy ids" },
-    KeyDef { key: "enabled", env: env::ENABLED, cli: "-e/--enable (repeatable)", list: true, doc: "only these tables (wildcards allowed)" },
-    KeyDef { key: "disabled", env: env::DISABLED, cli: "-d/--disable (repeatable)", list: true, doc: "skip these tables; wins over enabled" },
-    KeyDef { key: "datastore", env: env::DATASTORE, cli: "--datastore", list: false, doc: "datastore location: a path or file:// URL (default: ACHVY_HOME)" },
-    KeyDef { key: "checkpoint_cls", env: env::CHECKPOINT_CLS, cli: "--checkpoint-cls", list: false, doc: "checkpoint store implementation (datastore)" },
-    KeyDef { key: "task_store_cls", env: env::TASK_STORE_CLS, cli: "--task-store-cls", list: false, doc: "task log store implementation (datastore)" },
-    KeyDef { key: "tbl_store_cls", env: env::TBL_STORE_CLS, cli: "--tbl-store-cls", list: false, doc: "table metadata store implementation (datastore)" },
-    KeyDef { key: "data_buffer_cls", env: env::DATA_BUFFER_CLS, cli: "--data-buffer-cls", list: false, doc: "data file format (ndjson.gz)" },
-    KeyDef { key: "home", env: env::HOME, cli: "--home", list: false, doc: "default datastore root (default ~/.anchovies)" },
-    KeyDef { key: "log_level", env: env::LOG_LEVEL, cli: "--log-level", list: false, doc: "error, warn, info (default), debug, trace or a tracing filter" },
-    KeyDef { key: "log_format", env: env::LOG_FORMAT, cli: "--log-format", list: false, doc: "text (default) or json" },
-    KeyDef { key: "batch_policy", env: env::BATCH_POLICY, cli: "--batch-policy", list: false, doc: "CONTINUE (default) or RAISE when a table fails" },
-    KeyDef { key: "max_concurrency", env: env::MAX_CONCURRENCY, cli: "--max-concurrency", list: false, doc: "tables run at the same time (default 4)" },
-    KeyDef { key: "batch_size", env: env::BATCH_SIZE, cli: "--batch-size", list: false, doc: "rows per in-flight batch (default 4096)" },
-    KeyDef { key: "file_max_bytes", env: env::FILE_MAX_BYTES, cli: "--file-max-bytes", list: false, doc: "uncompressed bytes before a data file rotates (default 134217728)" },
-    KeyDef { key: "commit_interval", env: env::COMMIT_INTERVAL, cli: "--commit-interval", list: false, doc: "time between commits while a table streams (default 5s)" },
+    KeyDef {
+        key: "id",
+        env: env::ID,
+        cli: "-i/--id",
+        list: false,
+        doc: "the anchovy identifier (default: the host name)",
+    },
+    KeyDef {
+        key: "user",
+        env: env::USER,
+        cli: "-u/--user",
+        list: false,
+        doc: "the anchovy user (default: $USER); `prod` in production",
+    },
+    KeyDef {
+        key: "prod",
+        env: env::PROD,
+        cli: "--prod",
+        list: false,
+        doc: "shorthand for --user prod",
+    },
+    KeyDef {
+        key: "operator_cls",
+        env: env::OPERATOR_CLS,
+        cli: "-op/--operator",
+        list: false,
+        doc: "the operator to run, e.g. sftp.CsvDownloader",
+    },
+    KeyDef {
+        key: "is_task_executor",
+        env: env::IS_TASK_EXECUTOR,
+        cli: "-S/--service (sets false)",
+        list: false,
+        doc: "true: run once (task mode, default); false: loop as a service",
+    },
+    KeyDef {
+        key: "execution_timeout",
+        env: env::EXECUTION_TIMEOUT,
+        cli: "-t/--execution-timeout",
+        list: false,
+        doc: "timeout of one batch: seconds or 90s, 15m, 2h",
+    },
+    KeyDef {
+        key: "upstream",
+        env: env::UPSTREAM,
+        cli: "-U/--upstream (repeatable)",
+        list: true,
+        doc: "upstream anchovy ids",
+    },
+    KeyDef {
+        key: "enabled",
+        env: env::ENABLED,
+        cli: "-e/--enable (repeatable)",
+        list: true,
+        doc: "only these tables (wildcards allowed)",
+    },
+    KeyDef {
+        key: "disabled",
+        env: env::DISABLED,
+        cli: "-d/--disable (repeatable)",
+        list: true,
+        doc: "skip these tables; wins over enabled",
+    },
+    KeyDef {
+        key: "datastore",
+        env: env::DATASTORE,
+        cli: "--datastore",
+        list: false,
+        doc: "datastore location: a path or file:// URL (default: ACHVY_HOME)",
+    },
+    KeyDef {
+        key: "checkpoint_cls",
+        env: env::CHECKPOINT_CLS,
+        cli: "--checkpoint-cls",
+        list: false,
+        doc: "checkpoint store implementation (datastore)",
+    },
+    KeyDef {
+        key: "task_store_cls",
+        env: env::TASK_STORE_CLS,
+        cli: "--task-store-cls",
+        list: false,
+        doc: "task log store implementation (datastore)",
+    },
+    KeyDef {
+        key: "tbl_store_cls",
+        env: env::TBL_STORE_CLS,
+        cli: "--tbl-store-cls",
+        list: false,
+        doc: "table metadata store implementation (datastore)",
+    },
+    KeyDef {
+        key: "data_buffer_cls",
+        env: env::DATA_BUFFER_CLS,
+        cli: "--data-buffer-cls",
+        list: false,
+        doc: "data file format (ndjson.gz)",
+    },
+    KeyDef {
+        key: "home",
+        env: env::HOME,
+        cli: "--home",
+        list: false,
+        doc: "default datastore root (default ~/.anchovies)",
+    },
+    KeyDef {
+        key: "log_level",
+        env: env::LOG_LEVEL,
+        cli: "--log-level",
+        list: false,
+        doc: "error, warn, info (default), debug, trace or a tracing filter",
+    },
+    KeyDef {
+        key: "log_format",
+        env: env::LOG_FORMAT,
+        cli: "--log-format",
+        list: false,
+        doc: "text (default) or json",
+    },
+    KeyDef {
+        key: "batch_policy",
+        env: env::BATCH_POLICY,
+        cli: "--batch-policy",
+        list: false,
+        doc: "CONTINUE (default) or RAISE when a table fails",
+    },
+    KeyDef {
+        key: "max_concurrency",
+        env: env::MAX_CONCURRENCY,
+        cli: "--max-concurrency",
+        list: false,
+        doc: "tables run at the same time (default 4)",
+    },
+    KeyDef {
+        key: "batch_size",
+        env: env::BATCH_SIZE,
+        cli: "--batch-size",
+        list: false,
+        doc: "rows per in-flight batch (default 4096)",
+    },
+    KeyDef {
+        key: "file_max_bytes",
+        env: env::FILE_MAX_BYTES,
+        cli: "--file-max-bytes",
+        list: false,
+        doc: "uncompressed bytes before a data file rotates (default 134217728)",
+    },
+    KeyDef {
+        key: "commit_interval",
+        env: env::COMMIT_INTERVAL,
+        cli: "--commit-interval",
+        list: false,
+        doc: "time between commits while a table streams (default 5s)",
+    },
 ];
 
 /// Accepted spellings that map to a canonical key (the original README's typo included).
-const ALIASES: &[(&str, &str)] = &[("checpoint_cls", "checkpoint_cls"), ("operator", "operator_cls"), ("timeout", "execution_timeout")];
+const ALIASES: &[(&str, &str)] = &[
+    ("checpoint_cls", "checkpoint_cls"),
+    ("operator", "operator_cls"),
+    ("timeout", "execution_timeout"),
+];
 
 /// The built-in implementation names for the `*_cls` settings.
 pub const STORE_CLS: &[&str] = &["datastore"];
@@ -106,13 +242,20 @@ impl Layer {
     /// # Panics
     /// When `key` is not in [`KEYS`] (a programming error).
     pub fn set(&mut self, key: &str, value: impl Into<serde_json::Value>) -> &mut Self {
-        let def = KEYS.iter().find(|k| k.key == key).unwrap_or_else(|| panic!("unknown settings key {key}"));
+        let def = KEYS
+            .iter()
+            .find(|k| k.key == key)
+            .unwrap_or_else(|| panic!("unknown settings key {key}"));
         self.values.insert(def.key, value.into());
         self
     }
 
     /// Sets a key when `value` is `Some` (lists: when non-empty).
-    pub fn set_opt<V: Into<serde_json::Value>>(&mut self, key: &str, value: Option<V>) -> &mut Self {
+    pub fn set_opt<V: Into<serde_json::Value>>(
+        &mut self,
+        key: &str,
+        value: Option<V>,
+    ) -> &mut Self {
         if let Some(v) = value {
             let v = v.into();
             if !matches!(&v, serde_json::Value::Array(a) if a.is_empty()) {
@@ -148,10 +291,17 @@ impl Layer {
     ///
     /// # Errors
     /// [`Error::UnknownKey`].
-    pub fn from_map(map: &serde_json::Map<String, serde_json::Value>, origin: &str) -> Result<Layer> {
+    pub fn from_map(
+        map: &serde_json::Map<String, serde_json::Value>,
+        origin: &str,
+    ) -> Result<Layer> {
         let mut l = Layer::new(format!("config: of {origin}"));
         for (k, v) in map {
-            let canon = ALIASES.iter().find(|(a, _)| a == k).map(|(_, c)| *c).unwrap_or(k.as_str());
+            let canon = ALIASES
+                .iter()
+                .find(|(a, _)| a == k)
+                .map(|(_, c)| *c)
+                .unwrap_or(k.as_str());
             match KEYS.iter().find(|d| d.key == canon) {
                 Some(def) => {
                     l.values.insert(def.key, v.clone());
@@ -239,7 +389,9 @@ impl Settings {
     /// [`Error::Config`] naming the key, its origin and the accepted values.
     pub fn resolve(layers: &[&Layer], vars: &BTreeMap<String, String>) -> Result<Settings> {
         let mut origins = BTreeMap::new();
-        let pick = |key: &str, origins: &mut BTreeMap<String, String>| -> Option<(serde_json::Value, String)> {
+        let pick = |key: &str,
+                    origins: &mut BTreeMap<String, String>|
+         -> Option<(serde_json::Value, String)> {
             layers.iter().find_map(|l| {
                 l.get(key).map(|v| {
                     origins.insert(key.to_string(), l.origin.clone());
@@ -249,7 +401,10 @@ impl Settings {
         };
         // `prod` beats `user` within a layer; across layers, the earlier layer wins.
         let user = layers.iter().find_map(|l| {
-            let prod = l.get("prod").map(|v| parse_bool(v, "prod", &l.origin)).transpose();
+            let prod = l
+                .get("prod")
+                .map(|v| parse_bool(v, "prod", &l.origin))
+                .transpose();
             match prod {
                 Err(e) => Some(Err(e)),
                 Ok(Some(true)) => Some(Ok("prod".to_string())),
@@ -273,7 +428,9 @@ impl Settings {
         check_name("id", &id)?;
 
         let string = |key: &str, default: &str, origins: &mut BTreeMap<String, String>| -> String {
-            pick(key, origins).map(|(v, _)| as_string(&v)).unwrap_or_else(|| default.to_string())
+            pick(key, origins)
+                .map(|(v, _)| as_string(&v))
+                .unwrap_or_else(|| default.to_string())
         };
         let list = |key: &str, origins: &mut BTreeMap<String, String>| -> Vec<String> {
             match pick(key, origins) {
@@ -296,7 +453,10 @@ impl Settings {
             Some((v, o)) => Some(parse_duration(&as_string(&v)).ok_or_else(|| {
                 Error::config(
                     "execution_timeout",
-                    format!("`{}` from {o} is not a duration; use seconds (300) or 90s, 15m, 2h", as_string(&v)),
+                    format!(
+                        "`{}` from {o} is not a duration; use seconds (300) or 90s, 15m, 2h",
+                        as_string(&v)
+                    ),
                 )
             })?),
             None => None,
@@ -309,27 +469,69 @@ impl Settings {
             Some((v, _)) => as_string(&v),
             None => home.to_string_lossy().into_owned(),
         };
-        let checkpoint_cls = one_of("checkpoint_cls", string("checkpoint_cls", "datastore", &mut origins), STORE_CLS)?;
-        let task_store_cls = one_of("task_store_cls", string("task_store_cls", "datastore", &mut origins), STORE_CLS)?;
-        let tbl_store_cls = one_of("tbl_store_cls", string("tbl_store_cls", "datastore", &mut origins), STORE_CLS)?;
-        let data_buffer_cls = one_of("data_buffer_cls", string("data_buffer_cls", "ndjson.gz", &mut origins), DATA_BUFFER_CLS)?;
+        let checkpoint_cls = one_of(
+            "checkpoint_cls",
+            string("checkpoint_cls", "datastore", &mut origins),
+            STORE_CLS,
+        )?;
+        let task_store_cls = one_of(
+            "task_store_cls",
+            string("task_store_cls", "datastore", &mut origins),
+            STORE_CLS,
+        )?;
+        let tbl_store_cls = one_of(
+            "tbl_store_cls",
+            string("tbl_store_cls", "datastore", &mut origins),
+            STORE_CLS,
+        )?;
+        let data_buffer_cls = one_of(
+            "data_buffer_cls",
+            string("data_buffer_cls", "ndjson.gz", &mut origins),
+            DATA_BUFFER_CLS,
+        )?;
         let log_level = string("log_level", "info", &mut origins);
-        let log_format = match string("log_format", "text", &mut origins).to_ascii_lowercase().as_str() {
+        let log_format = match string("log_format", "text", &mut origins)
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "text" | "pretty" => LogFormat::Text,
             "json" => LogFormat::Json,
-            other => return Err(Error::config("log_format", format!("`{other}` is not a log format; use text or json"))),
+            other => {
+                return Err(Error::config(
+                    "log_format",
+                    format!("`{other}` is not a log format; use text or json"),
+                ));
+            }
         };
-        let batch_policy = match string("batch_policy", "CONTINUE", &mut origins).to_ascii_uppercase().as_str() {
+        let batch_policy = match string("batch_policy", "CONTINUE", &mut origins)
+            .to_ascii_uppercase()
+            .as_str()
+        {
             "CONTINUE" => BatchPolicy::Continue,
             "RAISE" => BatchPolicy::Raise,
-            other => return Err(Error::config("batch_policy", format!("`{other}` is not a batch policy; use CONTINUE or RAISE"))),
+            other => {
+                return Err(Error::config(
+                    "batch_policy",
+                    format!("`{other}` is not a batch policy; use CONTINUE or RAISE"),
+                ));
+            }
         };
-        let max_concurrency = parse_num("max_concurrency", pick("max_concurrency", &mut origins), 4)?.max(1) as usize;
-        let batch_size = parse_num("batch_size", pick("batch_size", &mut origins), 4096)?.max(1) as usize;
-        let file_max_bytes = parse_num("file_max_bytes", pick("file_max_bytes", &mut origins), 128 << 20)?.max(1024);
+        let max_concurrency =
+            parse_num("max_concurrency", pick("max_concurrency", &mut origins), 4)?.max(1) as usize;
+        let batch_size =
+            parse_num("batch_size", pick("batch_size", &mut origins), 4096)?.max(1) as usize;
+        let file_max_bytes = parse_num(
+            "file_max_bytes",
+            pick("file_max_bytes", &mut origins),
+            128 << 20,
+        )?
+        .max(1024);
         let commit_interval = match pick("commit_interval", &mut origins) {
             Some((v, o)) => parse_duration(&as_string(&v)).ok_or_else(|| {
-                Error::config("commit_interval", format!("`{}` from {o} is not a duration", as_string(&v)))
+                Error::config(
+                    "commit_interval",
+                    format!("`{}` from {o} is not a duration", as_string(&v)),
+                )
             })?,
             None => Duration::from_secs(5),
         };
@@ -373,7 +575,10 @@ fn parse_bool(v: &serde_json::Value, key: &str, origin: &str) -> Result<bool> {
         other => match as_string(other).trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "y" | "on" => Ok(true),
             "0" | "false" | "no" | "n" | "off" | "" => Ok(false),
-            s => Err(Error::config(key, format!("`{s}` from {origin} is not a boolean; use true or false"))),
+            s => Err(Error::config(
+                key,
+                format!("`{s}` from {origin} is not a boolean; use true or false"),
+            )),
         },
     }
 }
@@ -385,7 +590,12 @@ fn parse_num(key: &str, v: Option<(serde_json::Value, String)>, default: u64) ->
             .trim()
             .replace('_', "")
             .parse::<u64>()
-            .map_err(|_| Error::config(key, format!("`{}` from {o} is not a whole number", as_string(&v)))),
+            .map_err(|_| {
+                Error::config(
+                    key,
+                    format!("`{}` from {o} is not a whole number", as_string(&v)),
+                )
+            }),
     }
 }
 
@@ -398,7 +608,9 @@ fn one_of(key: &str, v: String, allowed: &[&str]) -> Result<String> {
             format!(
                 "`{v}` is not available; built-in: {}{}",
                 allowed.join(", "),
-                closest(&v, allowed.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+                closest(&v, allowed.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default()
             ),
         ))
     }
@@ -409,7 +621,8 @@ fn check_name(key: &str, v: &str) -> Result<()> {
     let ok = !v.is_empty()
         && v != "."
         && v != ".."
-        && v.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+        && v.chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
     if ok {
         Ok(())
     } else {
@@ -440,7 +653,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 fn expand_home(p: &str, vars: &BTreeMap<String, String>) -> PathBuf {
     match p.strip_prefix("~/").or_else(|| (p == "~").then_some("")) {
-        Some(rest) => PathBuf::from(vars.get("HOME").cloned().unwrap_or_else(|| "/".into())).join(rest),
+        Some(rest) => {
+            PathBuf::from(vars.get("HOME").cloned().unwrap_or_else(|| "/".into())).join(rest)
+        }
         None => PathBuf::from(p),
     }
 }
@@ -481,17 +696,21 @@ impl ConfigDoc {
                 ..Default::default()
             });
         }
-        let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| Error::ConfigSyntax {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let value: serde_json::Value =
+            serde_saphyr::from_str(text).map_err(|e| Error::ConfigSyntax {
+                origin: origin.to_string(),
+                message: e.to_string(),
+            })?;
         let obj = match value {
             serde_json::Value::Object(o) => o,
             serde_json::Value::Null => Default::default(),
             other => {
                 return Err(Error::ConfigSyntax {
                     origin: origin.to_string(),
-                    message: format!("expected a map with `config:` and `tbls:`, found {}", json_kind(&other)),
+                    message: format!(
+                        "expected a map with `config:` and `tbls:`, found {}",
+                        json_kind(&other)
+                    ),
                 });
             }
         };
@@ -512,9 +731,11 @@ impl ConfigDoc {
                 });
             }
         }
-        let raw: RawDoc = serde_json::from_value(serde_json::Value::Object(obj)).map_err(|e| Error::ConfigSyntax {
-            origin: origin.to_string(),
-            message: e.to_string(),
+        let raw: RawDoc = serde_json::from_value(serde_json::Value::Object(obj)).map_err(|e| {
+            Error::ConfigSyntax {
+                origin: origin.to_string(),
+                message: e.to_string(),
+            }
         })?;
         let mut tbls = BTreeMap::new();
         for (name, v) in raw.tbls.unwrap_or_default() {
@@ -570,7 +791,10 @@ mod tests {
     use super::*;
 
     fn vars() -> BTreeMap<String, String> {
-        [("HOME", "/home/me"), ("USER", "me")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        [("HOME", "/home/me"), ("USER", "me")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -581,7 +805,11 @@ mod tests {
         )
         .unwrap();
         let file = doc.layer().unwrap();
-        let env = Layer::from_env([("ACHVY_ID", "from_env"), ("ACHVY_EXECUTION_TIMEOUT", "2m"), ("ACHVY_UPSTREAM", "x, y")]);
+        let env = Layer::from_env([
+            ("ACHVY_ID", "from_env"),
+            ("ACHVY_EXECUTION_TIMEOUT", "2m"),
+            ("ACHVY_UPSTREAM", "x, y"),
+        ]);
         let mut cli = Layer::new("command line");
         cli.set("id", "from_cli");
         let s = Settings::resolve(&[&cli, &env, &file], &vars()).unwrap();
@@ -610,7 +838,10 @@ mod tests {
         assert_eq!(Settings::resolve(&[&env], &vars()).unwrap().user, "prod");
         let mut cli = Layer::new("command line");
         cli.set("user", "alice");
-        assert_eq!(Settings::resolve(&[&cli, &env], &vars()).unwrap().user, "alice");
+        assert_eq!(
+            Settings::resolve(&[&cli, &env], &vars()).unwrap().user,
+            "alice"
+        );
     }
 
     #[test]
@@ -627,10 +858,12 @@ mod tests {
 
     #[test]
     fn the_readme_typo_is_accepted() {
-        let doc = ConfigDoc::parse(r#"{"config": {"checpoint_cls": "datastore"}}"#, "--config").unwrap();
+        let doc =
+            ConfigDoc::parse(r#"{"config": {"checpoint_cls": "datastore"}}"#, "--config").unwrap();
         let s = Settings::resolve(&[&doc.layer().unwrap()], &vars()).unwrap();
         assert_eq!(s.checkpoint_cls, "datastore");
-        let doc = ConfigDoc::parse(r#"{"config": {"checkpoint_cls": "redis"}}"#, "--config").unwrap();
+        let doc =
+            ConfigDoc::parse(r#"{"config": {"checkpoint_cls": "redis"}}"#, "--config").unwrap();
         let e = Settings::resolve(&[&doc.layer().unwrap()], &vars()).unwrap_err();
         assert!(e.to_string().contains("built-in: datastore"), "{e}");
     }
@@ -639,11 +872,20 @@ mod tests {
     fn bad_values_name_key_and_origin() {
         let env = Layer::from_env([("ACHVY_EXECUTION_TIMEOUT", "soon")]);
         let e = Settings::resolve(&[&env], &vars()).unwrap_err();
-        assert!(e.to_string().contains("`soon` from environment is not a duration"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("`soon` from environment is not a duration"),
+            "{e}"
+        );
         let env = Layer::from_env([("ACHVY_ID", "../etc")]);
         assert!(Settings::resolve(&[&env], &vars()).is_err());
         let env = Layer::from_env([("ACHVY_MAX_CONCURRENCY", "many")]);
-        assert!(Settings::resolve(&[&env], &vars()).unwrap_err().to_string().contains("not a whole number"));
+        assert!(
+            Settings::resolve(&[&env], &vars())
+                .unwrap_err()
+                .to_string()
+                .contains("not a whole number")
+        );
     }
 
     #[test]

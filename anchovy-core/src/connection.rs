@@ -111,12 +111,14 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' {
-            if let Some(h) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(h);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && let Some(h) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(h);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -129,7 +131,12 @@ pub fn var_name(id: &str, attr: &str) -> String {
     if id == DEFAULT_ID {
         format!("{}{}", env::CNXN_PREFIX, attr.to_ascii_uppercase())
     } else {
-        format!("{}{}__{}", env::CNXN_PREFIX, id.to_ascii_uppercase(), attr.to_ascii_uppercase())
+        format!(
+            "{}{}__{}",
+            env::CNXN_PREFIX,
+            id.to_ascii_uppercase(),
+            attr.to_ascii_uppercase()
+        )
     }
 }
 
@@ -184,7 +191,9 @@ impl Connections {
                     return Err(Error::ConnectionAttr {
                         id: parts[0].to_ascii_lowercase(),
                         attr: rest.to_string(),
-                        message: format!("{k}: use ACHVY_CNXN__<ID>__<ATTR> (one `__` between id and attribute)"),
+                        message: format!(
+                            "{k}: use ACHVY_CNXN__<ID>__<ATTR> (one `__` between id and attribute)"
+                        ),
                     });
                 }
             };
@@ -202,8 +211,8 @@ impl Connections {
             }
         }
         for (id, text) in json {
-            let obj: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&text).map_err(|e| Error::ConnectionAttr {
+            let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+                .map_err(|e| Error::ConnectionAttr {
                     id: id.clone(),
                     attr: "jsondata".into(),
                     message: format!("{} is not a JSON object: {e}", var_name(&id, "jsondata")),
@@ -224,10 +233,12 @@ impl Connections {
     }
 
     fn entry(&mut self, id: &str) -> &mut Connection {
-        self.by_id.entry(id.to_string()).or_insert_with(|| Connection {
-            id: id.to_string(),
-            attrs: BTreeMap::new(),
-        })
+        self.by_id
+            .entry(id.to_string())
+            .or_insert_with(|| Connection {
+                id: id.to_string(),
+                attrs: BTreeMap::new(),
+            })
     }
 
     /// The connection with this id (case-insensitive).
@@ -274,7 +285,10 @@ mod tests {
             ("ANCHY_CNXN__PPK_PATH", "/k"),
             ("ACHVY_CNXN__Db__Uri", "postgres://x"),
             ("achvy_ignored", "x"),
-            ("ACHVY_CNXN__API__JSONDATA", r#"{"Token": "tok-123456", "base_url": "https://api", "retries": 3}"#),
+            (
+                "ACHVY_CNXN__API__JSONDATA",
+                r#"{"Token": "tok-123456", "base_url": "https://api", "retries": 3}"#,
+            ),
             ("ACHVY_CNXN__API__BASE_URL", "https://override"),
             ("PATH", "/bin"),
         ])
@@ -291,7 +305,10 @@ mod tests {
         assert!(api.describe().contains("token=***"));
         assert!(!api.describe().contains("tok-123456"));
         // The URI password is redacted wherever it appears.
-        assert_eq!(crate::secret::redact(&d.describe()), "default: ppk_path=/k uri=sftp://bob:***@example.com:22");
+        assert_eq!(
+            crate::secret::redact(&d.describe()),
+            "default: ppk_path=/k uri=sftp://bob:***@example.com:22"
+        );
     }
 
     #[test]
@@ -308,14 +325,25 @@ mod tests {
             e.to_string(),
             "connection \"db\" is not configured (needed by sql.Uploader); set ACHVY_CNXN__DB__URI or ACHVY_CNXN__DB__JSONDATA"
         );
-        let spec = ConnectionSpec { id: "default", ..spec };
+        let spec = ConnectionSpec {
+            id: "default",
+            ..spec
+        };
         let e = c.require(&spec, "x").unwrap_err();
-        assert!(e.to_string().contains("set ACHVY_CNXN__URI or ACHVY_CNXN__JSONDATA"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("set ACHVY_CNXN__URI or ACHVY_CNXN__JSONDATA"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_jsondata_is_named() {
         let e = Connections::from_env([("ACHVY_CNXN__X__JSONDATA", "{nope")]).unwrap_err();
-        assert!(e.to_string().contains("ACHVY_CNXN__X__JSONDATA is not a JSON object"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("ACHVY_CNXN__X__JSONDATA is not a JSON object"),
+            "{e}"
+        );
     }
 }

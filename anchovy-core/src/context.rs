@@ -41,11 +41,16 @@ impl SessionCtx {
     /// # Errors
     /// [`Error::MissingConnection`] naming the variable to set.
     pub fn connection(&self, id: &str) -> Result<&Connection> {
-        self.connections.get(id).ok_or_else(|| Error::MissingConnection {
-            id: id.to_string(),
-            needed_by: Some(self.operator.clone()),
-            vars: vec![crate::connection::var_name(id, "URI"), crate::connection::var_name(id, "JSONDATA")],
-        })
+        self.connections
+            .get(id)
+            .ok_or_else(|| Error::MissingConnection {
+                id: id.to_string(),
+                needed_by: Some(self.operator.clone()),
+                vars: vec![
+                    crate::connection::var_name(id, "URI"),
+                    crate::connection::var_name(id, "JSONDATA"),
+                ],
+            })
     }
 
     /// The committed value of a checkpoint.
@@ -75,7 +80,13 @@ pub struct TaskCtx {
 }
 
 impl TaskCtx {
-    pub(crate) fn new(session: Arc<SessionCtx>, batch_id: u64, task_type: TaskType, tbls: Arc<TblSet>, tbl: Option<Tbl>) -> TaskCtx {
+    pub(crate) fn new(
+        session: Arc<SessionCtx>,
+        batch_id: u64,
+        task_type: TaskType,
+        tbls: Arc<TblSet>,
+        tbl: Option<Tbl>,
+    ) -> TaskCtx {
         TaskCtx {
             session,
             batch_id,
@@ -90,7 +101,9 @@ impl TaskCtx {
     /// The task's table (TBL tasks); an empty table otherwise.
     pub fn tbl(&self) -> &Tbl {
         static EMPTY: std::sync::OnceLock<Tbl> = std::sync::OnceLock::new();
-        self.tbl.as_ref().unwrap_or_else(|| EMPTY.get_or_init(Tbl::default))
+        self.tbl
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(Tbl::default))
     }
 
     /// The task's table name ("" outside TBL tasks).
@@ -101,7 +114,12 @@ impl TaskCtx {
     /// A checkpoint's value: this task's own pending update if it set one, else the
     /// committed value.
     pub fn checkpoint(&self, key: &str) -> Option<serde_json::Value> {
-        if let Some(v) = self.staged.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+        if let Some(v) = self
+            .staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
             return v.clone();
         }
         self.session.checkpoint(key)
@@ -120,10 +138,15 @@ impl TaskCtx {
     /// # Errors
     /// As [`Committer::commit`].
     pub async fn set_checkpoint(&self, key: &str, value: impl serde::Serialize) -> Result<()> {
-        let v = serde_json::to_value(value).map_err(|e| Error::json(format!("checkpoint {key}"), e))?;
+        let v =
+            serde_json::to_value(value).map_err(|e| Error::json(format!("checkpoint {key}"), e))?;
         self.session
             .committer
-            .commit(&self.commit_meta(), Vec::new(), [(key.to_string(), Some(v))].into())
+            .commit(
+                &self.commit_meta(),
+                Vec::new(),
+                [(key.to_string(), Some(v))].into(),
+            )
             .await
             .map(|_| ())
     }
@@ -135,14 +158,21 @@ impl TaskCtx {
     pub async fn delete_checkpoints(&self, keys: &[String]) -> Result<()> {
         self.session
             .committer
-            .commit(&self.commit_meta(), Vec::new(), keys.iter().map(|k| (k.clone(), None)).collect())
+            .commit(
+                &self.commit_meta(),
+                Vec::new(),
+                keys.iter().map(|k| (k.clone(), None)).collect(),
+            )
             .await
             .map(|_| ())
     }
 
     /// Adds a field to the `data` object of this task's log.
     pub fn log(&self, key: &str, value: impl Into<serde_json::Value>) {
-        self.data.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), value.into());
+        self.data
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), value.into());
     }
 
     /// Adds `n` to a numeric field of the task log data.

@@ -61,7 +61,10 @@ impl DataFileWriter {
             out: ds.writer(&key),
             tbl,
             key,
-            enc: flate2::write::GzEncoder::new(Vec::with_capacity(FLUSH_BYTES + (64 << 10)), flate2::Compression::fast()),
+            enc: flate2::write::GzEncoder::new(
+                Vec::with_capacity(FLUSH_BYTES + (64 << 10)),
+                flate2::Compression::fast(),
+            ),
             scratch: String::with_capacity(64 << 10),
             rows: 0,
             raw_bytes: 0,
@@ -81,7 +84,11 @@ impl DataFileWriter {
     /// [`Error::Datastore`] when the upload fails.
     pub async fn write(&mut self, batch: &Batch) -> Result<()> {
         for (i, name) in batch.schema.names().iter().enumerate() {
-            let seen = batch.rows.iter().filter_map(|r| r.get(i)?.col_type()).reduce(ColType::widen);
+            let seen = batch
+                .rows
+                .iter()
+                .filter_map(|r| r.get(i)?.col_type())
+                .reduce(ColType::widen);
             if let Some(t) = seen {
                 let e = self.columns.entry(name.to_string()).or_insert(t);
                 *e = e.widen(t);
@@ -105,10 +112,16 @@ impl DataFileWriter {
     async fn drain(&mut self) -> Result<()> {
         let buf = std::mem::take(self.enc.get_mut());
         self.bytes += buf.len() as u64;
-        self.out
-            .write_all(&buf)
-            .await
-            .map_err(|e| Error::datastore("write", &self.key, object_store::Error::Generic { store: "datastore", source: Box::new(e) }))?;
+        self.out.write_all(&buf).await.map_err(|e| {
+            Error::datastore(
+                "write",
+                &self.key,
+                object_store::Error::Generic {
+                    store: "datastore",
+                    source: Box::new(e),
+                },
+            )
+        })?;
         *self.enc.get_mut() = {
             let mut b = buf;
             b.clear();
@@ -122,12 +135,20 @@ impl DataFileWriter {
     /// # Errors
     /// [`Error::Datastore`] when the upload cannot be completed.
     pub async fn finish(mut self) -> Result<FileEntry> {
-        self.enc.try_finish().map_err(|e| Error::data(&self.key, format!("gzip: {e}")))?;
+        self.enc
+            .try_finish()
+            .map_err(|e| Error::data(&self.key, format!("gzip: {e}")))?;
         self.drain().await?;
-        self.out
-            .shutdown()
-            .await
-            .map_err(|e| Error::datastore("complete", &self.key, object_store::Error::Generic { store: "datastore", source: Box::new(e) }))?;
+        self.out.shutdown().await.map_err(|e| {
+            Error::datastore(
+                "complete",
+                &self.key,
+                object_store::Error::Generic {
+                    store: "datastore",
+                    source: Box::new(e),
+                },
+            )
+        })?;
         Ok(FileEntry {
             tbl: self.tbl.to_string(),
             key: self.key,
@@ -162,7 +183,12 @@ impl DataFileReader {
     ///
     /// # Errors
     /// [`Error::Datastore`] when the file cannot be opened.
-    pub async fn open(ds: &Datastore, tbl: &str, key: &str, batch_size: usize) -> Result<DataFileReader> {
+    pub async fn open(
+        ds: &Datastore,
+        tbl: &str,
+        key: &str,
+        batch_size: usize,
+    ) -> Result<DataFileReader> {
         Ok(DataFileReader {
             key: key.to_string(),
             stream: ds.stream(key).await?,
@@ -185,8 +211,12 @@ impl DataFileReader {
             if let Some(nl) = self.pending[self.pos..].iter().position(|b| *b == b'\n') {
                 let end = self.pos + nl;
                 self.line += 1;
-                let line = std::str::from_utf8(&self.pending[self.pos..end])
-                    .map_err(|e| Error::data(format!("{}:{}", self.key, self.line), format!("invalid UTF-8: {e}")))?;
+                let line = std::str::from_utf8(&self.pending[self.pos..end]).map_err(|e| {
+                    Error::data(
+                        format!("{}:{}", self.key, self.line),
+                        format!("invalid UTF-8: {e}"),
+                    )
+                })?;
                 if !line.trim().is_empty() {
                     let (key, n) = (&self.key, self.line);
                     decode_row(line, &mut self.builder, &|| format!("{key}:{n}"))?;
@@ -255,14 +285,32 @@ mod tests {
         let mut w = DataFileWriter::create(&ds, "t".into(), "data/t/f.ndjson.gz".into());
         let schema = Arc::new(Schema::new(["id", "s"]));
         for b in 0..30 {
-            let rows = (0..1000).map(|i| vec![Value::Int(b * 1000 + i), Value::String(format!("row {i}\nline"))]).collect();
-            w.write(&Batch { table: "t".into(), schema: schema.clone(), rows }).await.unwrap();
+            let rows = (0..1000)
+                .map(|i| {
+                    vec![
+                        Value::Int(b * 1000 + i),
+                        Value::String(format!("row {i}\nline")),
+                    ]
+                })
+                .collect();
+            w.write(&Batch {
+                table: "t".into(),
+                schema: schema.clone(),
+                rows,
+            })
+            .await
+            .unwrap();
         }
-        assert!(ds.get("data/t/f.ndjson.gz").await.unwrap().is_none(), "not visible before finish");
+        assert!(
+            ds.get("data/t/f.ndjson.gz").await.unwrap().is_none(),
+            "not visible before finish"
+        );
         let entry = w.finish().await.unwrap();
         assert_eq!(entry.rows, 30_000);
         assert_eq!(entry.columns["id"], ColType::Int);
-        let mut r = DataFileReader::open(&ds, "t", &entry.key, 777).await.unwrap();
+        let mut r = DataFileReader::open(&ds, "t", &entry.key, 777)
+            .await
+            .unwrap();
         let mut n = 0i64;
         while let Some(b) = r.next_batch().await.unwrap() {
             for row in &b.rows {

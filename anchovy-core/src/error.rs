@@ -228,7 +228,11 @@ impl Error {
     }
 
     /// Wraps an object_store error.
-    pub fn datastore(op: &'static str, key: impl Into<String>, source: object_store::Error) -> Self {
+    pub fn datastore(
+        op: &'static str,
+        key: impl Into<String>,
+        source: object_store::Error,
+    ) -> Self {
         Error::Datastore {
             op,
             key: key.into(),

@@ -28,7 +28,9 @@ pub fn hit(name: &str) -> Result<()> {
             None => (v, "exit".to_string()),
         })
     });
-    let Some((n, action)) = armed else { return Ok(()) };
+    let Some((n, action)) = armed else {
+        return Ok(());
+    };
     if n != name {
         return Ok(());
     }

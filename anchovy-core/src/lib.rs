@@ -63,6 +63,7 @@ pub mod tbl;
 pub mod tbl_store;
 
 pub use async_trait::async_trait;
+pub use chrono;
 pub use config::{BatchPolicy, ConfigDoc, Layer, LogFormat, Settings};
 pub use connection::{Connection, ConnectionSpec, Connections};
 pub use context::{SessionCtx, TaskCtx};
@@ -75,4 +76,3 @@ pub use stream::{Emitter, Sink, Source};
 pub use task::{Status, TaskLog, TaskType};
 pub use tbl::{ColType, Tbl, TblSet};
 pub use tokio_util::sync::CancellationToken;
-pub use chrono;

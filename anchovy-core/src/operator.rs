@@ -85,7 +85,9 @@ pub struct OperatorSpec {
 
 impl std::fmt::Debug for OperatorSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OperatorSpec").field("name", &self.name).finish()
+        f.debug_struct("OperatorSpec")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -106,7 +108,11 @@ impl Registry {
     /// # Panics
     /// When the name is already registered (a programming error).
     pub fn with(mut self, spec: OperatorSpec) -> Registry {
-        assert!(self.specs.iter().all(|s| s.name != spec.name), "operator {} registered twice", spec.name);
+        assert!(
+            self.specs.iter().all(|s| s.name != spec.name),
+            "operator {} registered twice",
+            spec.name
+        );
         self.specs.push(spec);
         self
     }

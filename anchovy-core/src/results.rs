@@ -54,11 +54,19 @@ impl SessionResult {
     /// Every task log of the run in execution order.
     pub fn all_tasks(&self) -> Vec<&TaskLog> {
         let mut out: Vec<&TaskLog> = Vec::new();
-        out.extend(self.tasks.iter().filter(|t| t.task_type == crate::task::TaskType::Startup));
+        out.extend(
+            self.tasks
+                .iter()
+                .filter(|t| t.task_type == crate::task::TaskType::Startup),
+        );
         for b in &self.batches {
             out.extend(b.tasks.iter());
         }
-        out.extend(self.tasks.iter().filter(|t| t.task_type != crate::task::TaskType::Startup));
+        out.extend(
+            self.tasks
+                .iter()
+                .filter(|t| t.task_type != crate::task::TaskType::Startup),
+        );
         out
     }
 }

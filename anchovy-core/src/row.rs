@@ -236,7 +236,9 @@ pub fn canonical_decimal(text: &str) -> Option<String> {
     if int_part.is_empty() && frac_part.is_empty() {
         return None;
     }
-    if !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit()) {
+    if !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     if exp.unsigned_abs() > 4096 {
@@ -534,7 +536,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> std::result::Result<Self::Value, M::Error> {
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> std::result::Result<Self::Value, M::Error> {
                 let mut out = Vec::new();
                 while let Some(k) = m.next_key::<Cow<'de, str>>()? {
                     let v: &'de RawValue = m.next_value()?;
@@ -552,8 +557,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
 /// # Errors
 /// [`Error::Data`] naming `location` when the line is not a JSON object or an
 /// annotated value does not parse as its type.
-pub fn decode_row(line: &str, builder: &mut BatchBuilder, location: &dyn Fn() -> String) -> Result<()> {
-    let obj: RawObject = serde_json::from_str(line).map_err(|e| Error::data(location(), format!("not a JSON object: {e}")))?;
+pub fn decode_row(
+    line: &str,
+    builder: &mut BatchBuilder,
+    location: &dyn Fn() -> String,
+) -> Result<()> {
+    let obj: RawObject = serde_json::from_str(line)
+        .map_err(|e| Error::data(location(), format!("not a JSON object: {e}")))?;
     let mut types: Vec<String> = Vec::new();
     if let Some((_, raw)) = obj.0.iter().find(|(k, _)| k == TYPES_FIELD) {
         types = serde_json::from_str(raw.get())
@@ -571,9 +581,14 @@ pub fn decode_row(line: &str, builder: &mut BatchBuilder, location: &dyn Fn() ->
             continue;
         }
         let v = match annotation(k) {
-            Some(code) => decode_annotated(raw.get(), code)
-                .ok_or_else(|| Error::data(location(), format!("column `{k}`: `{}` is not a valid @{code} value", raw.get())))?,
-            None => decode_plain(raw.get()).map_err(|e| Error::data(location(), format!("column `{k}`: {e}")))?,
+            Some(code) => decode_annotated(raw.get(), code).ok_or_else(|| {
+                Error::data(
+                    location(),
+                    format!("column `{k}`: `{}` is not a valid @{code} value", raw.get()),
+                )
+            })?,
+            None => decode_plain(raw.get())
+                .map_err(|e| Error::data(location(), format!("column `{k}`: {e}")))?,
         };
         let i = builder.schema.index_or_insert(k);
         if row.len() <= i {
@@ -598,7 +613,11 @@ fn decode_annotated(raw: &str, code: &str) -> Option<Value> {
         return Some(Value::Null);
     }
     if code == "N" {
-        let t = if raw.starts_with('"') { serde_json::from_str::<String>(raw).ok()? } else { raw.to_string() };
+        let t = if raw.starts_with('"') {
+            serde_json::from_str::<String>(raw).ok()?
+        } else {
+            raw.to_string()
+        };
         return canonical_decimal(&t).map(Value::Decimal);
     }
     let text: String = serde_json::from_str(raw).ok()?;
@@ -631,12 +650,21 @@ pub fn parse_datetime(text: &str) -> Option<Value> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Some(Value::DateTimeTz(dt));
     }
-    for f in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+    ] {
         if let Ok(dt) = DateTime::parse_from_str(t, f) {
             return Some(Value::DateTimeTz(dt));
         }
     }
-    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(t, f) {
             return Some(Value::DateTime(dt));
         }
@@ -664,7 +692,9 @@ mod tests {
 
     #[test]
     fn typed_values_round_trip_with_annotations() {
-        let schema = Schema::new(["n", "b", "i", "f", "big", "s", "d", "dt", "dtz", "t", "bin", "j", "nan"]);
+        let schema = Schema::new([
+            "n", "b", "i", "f", "big", "s", "d", "dt", "dtz", "t", "bin", "j", "nan",
+        ]);
         let row = vec![
             Value::Null,
             Value::Bool(true),
@@ -683,10 +713,23 @@ mod tests {
         let mut buf = Vec::new();
         encode_row(&schema, &row, &mut buf);
         let text = String::from_utf8(buf.clone()).unwrap();
-        assert!(text.contains(r#""_types":["big@N","d@D","dt@DT","dtz@DT","t@T","bin@B","nan@F"]"#), "{text}");
-        assert!(text.contains(r#""big":123456789012345678901234567890.000000001"#), "{text}");
+        assert!(
+            text.contains(r#""_types":["big@N","d@D","dt@DT","dtz@DT","t@T","bin@B","nan@F"]"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""big":123456789012345678901234567890.000000001"#),
+            "{text}"
+        );
         let (names, back) = roundtrip(&schema, &row);
-        assert_eq!(names, schema.names().iter().map(|n| n.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            names,
+            schema
+                .names()
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        );
         for (i, (a, b)) in row.iter().zip(&back).enumerate() {
             match (a, b) {
                 (Value::Float(x), Value::Float(y)) if x.is_nan() => assert!(y.is_nan()),
@@ -698,19 +741,33 @@ mod tests {
     #[test]
     fn big_integers_read_back_as_decimals() {
         let mut b = BatchBuilder::new("t");
-        decode_row(r#"{"x":123456789012345678901234567890,"y":-5}"#, &mut b, &|| "l".into()).unwrap();
+        decode_row(
+            r#"{"x":123456789012345678901234567890,"y":-5}"#,
+            &mut b,
+            &|| "l".into(),
+        )
+        .unwrap();
         let batch = b.take();
-        assert_eq!(batch.rows[0][0], Value::Decimal("123456789012345678901234567890".into()));
+        assert_eq!(
+            batch.rows[0][0],
+            Value::Decimal("123456789012345678901234567890".into())
+        );
         assert_eq!(batch.rows[0][1], Value::Int(-5));
     }
 
     #[test]
     fn bad_lines_name_their_location() {
         let mut b = BatchBuilder::new("t");
-        let e = decode_row(r#"{"d":"2024-13-01","_types":["d@D"]}"#, &mut b, &|| "f.ndjson:7".into()).unwrap_err();
+        let e = decode_row(r#"{"d":"2024-13-01","_types":["d@D"]}"#, &mut b, &|| {
+            "f.ndjson:7".into()
+        })
+        .unwrap_err();
         assert!(e.to_string().starts_with("f.ndjson:7: column `d`"), "{e}");
         let e = decode_row("[1,2]", &mut b, &|| "f.ndjson:8".into()).unwrap_err();
-        assert!(e.to_string().contains("f.ndjson:8: not a JSON object"), "{e}");
+        assert!(
+            e.to_string().contains("f.ndjson:8: not a JSON object"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -730,15 +787,19 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::Int),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::Float),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::Float),
             "-?[1-9][0-9]{0,40}\\.[0-9]{1,20}".prop_map(|s| Value::decimal(&s).unwrap()),
             any::<String>().prop_map(Value::String),
-            (0i32..3_000_000).prop_map(|d| Value::Date(NaiveDate::from_num_days_from_ce_opt(d).unwrap())),
+            (0i32..3_000_000)
+                .prop_map(|d| Value::Date(NaiveDate::from_num_days_from_ce_opt(d).unwrap())),
             (0i64..4_000_000_000_000, 0u32..1_000_000).prop_map(|(s, us)| Value::DateTime(
                 DateTime::from_timestamp(s, us * 1000).unwrap().naive_utc()
             )),
             prop::collection::vec(any::<u8>(), 0..64).prop_map(Value::Bytes),
-            prop::collection::vec(any::<i32>(), 1..5).prop_map(|v| Value::Json(serde_json::json!(v))),
+            prop::collection::vec(any::<i32>(), 1..5)
+                .prop_map(|v| Value::Json(serde_json::json!(v))),
         ]
     }
 

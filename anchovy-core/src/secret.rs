@@ -144,7 +144,14 @@ mod tests {
 
     #[test]
     fn secret_attr_names() {
-        for a in ["password", "PASSWORD", "sas_token", "account_key", "key", "api_key"] {
+        for a in [
+            "password",
+            "PASSWORD",
+            "sas_token",
+            "account_key",
+            "key",
+            "api_key",
+        ] {
             assert!(is_secret_attr(a), "{a}");
         }
         for a in ["uri", "ppk_path", "known_hosts", "user", "host"] {

@@ -61,7 +61,9 @@ fn task_order(t: TaskType) -> u8 {
 ///
 /// # Errors
 /// [`Error::Config`]/[`Error::Io`] for the location, [`Error::Datastore`] for I/O.
-pub async fn open_store(settings: &Settings) -> Result<(Datastore, Datastore, Arc<Checkpoints>, u64)> {
+pub async fn open_store(
+    settings: &Settings,
+) -> Result<(Datastore, Datastore, Arc<Checkpoints>, u64)> {
     let root = Datastore::open(&settings.datastore)?;
     let store = root.for_anchovy(&settings.user, &settings.id);
     let (cps, last) = Checkpoints::load(&store).await?;
@@ -75,13 +77,23 @@ impl Session {
     /// # Errors
     /// [`Error::UnknownOperator`], [`Error::MissingConnection`], datastore errors, or
     /// the operator's own construction error.
-    pub async fn open(registry: &Registry, settings: Settings, doc: ConfigDoc, connections: Connections) -> Result<Session> {
+    pub async fn open(
+        registry: &Registry,
+        settings: Settings,
+        doc: ConfigDoc,
+        connections: Connections,
+    ) -> Result<Session> {
         let name = settings.operator.clone().ok_or_else(|| {
             Error::config(
                 "operator_cls",
                 format!(
                     "no operator given; pass -op <name> or set ACHVY_OPERATOR_CLS (known: {})",
-                    registry.specs().iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                    registry
+                        .specs()
+                        .iter()
+                        .map(|s| s.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
         })?;
@@ -169,7 +181,8 @@ impl Session {
         let (log, _) = self.hook_task(TaskType::Shutdown, 0, empty).await;
         session_tasks.push(log);
 
-        let all_ok = session_tasks.iter().all(|t| t.status == Status::Ok) && batches.iter().all(|b| b.status == Status::Ok);
+        let all_ok = session_tasks.iter().all(|t| t.status == Status::Ok)
+            && batches.iter().all(|b| b.status == Status::Ok);
         let exit_code = match &fatal {
             Some(e) => e.exit_code().max(exit::FAILED),
             None if all_ok => exit::OK,
@@ -180,7 +193,11 @@ impl Session {
             anchovy_user: self.ctx.settings.user.clone(),
             session_id: self.ctx.session_id.clone(),
             operator: self.ctx.operator.clone(),
-            status: if exit_code == exit::OK { Status::Ok } else { Status::Err },
+            status: if exit_code == exit::OK {
+                Status::Ok
+            } else {
+                Status::Err
+            },
             exit_code,
             started_at,
             finished_at: now_rfc3339(),
@@ -197,7 +214,11 @@ impl Session {
     }
 
     /// One batch. Returns its result and the error that stopped it, if any.
-    async fn run_batch(&self, batch_id: u64, cancel: &CancellationToken) -> (BatchResult, Option<Error>) {
+    async fn run_batch(
+        &self,
+        batch_id: u64,
+        cancel: &CancellationToken,
+    ) -> (BatchResult, Option<Error>) {
         let started = Instant::now();
         let inflight: Inflight = Arc::default();
         let done: Arc<Mutex<Vec<TaskLog>>> = Arc::default();
@@ -215,14 +236,30 @@ impl Session {
         let mut tasks = std::mem::take(&mut *done.lock().unwrap_or_else(|p| p.into_inner()));
         // Tasks the stop left unfinished (or never started) are logged as ERR.
         if let Err(e) = &outcome {
-            let left: Vec<((u8, String), Instant)> = std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
+            let left: Vec<((u8, String), Instant)> =
+                std::mem::take(&mut *inflight.lock().unwrap_or_else(|p| p.into_inner()))
+                    .into_iter()
+                    .collect();
             for ((kind, tbl), since) in left {
-                let task_type = if kind == task_order(TaskType::Xopen) { TaskType::Xopen } else { TaskType::Tbl };
-                let mut log = self.make_log(batch_id, task_type, (!tbl.is_empty()).then_some(tbl), since.elapsed(), Default::default());
+                let task_type = if kind == task_order(TaskType::Xopen) {
+                    TaskType::Xopen
+                } else {
+                    TaskType::Tbl
+                };
+                let mut log = self.make_log(
+                    batch_id,
+                    task_type,
+                    (!tbl.is_empty()).then_some(tbl),
+                    since.elapsed(),
+                    Default::default(),
+                );
                 log.status = Status::Err;
                 log.error = Some(match e {
                     Error::ExecutionTimeout { .. } | Error::Cancelled { .. } => e.chain(),
-                    other => format!("cancelled: another task failed under batch policy RAISE: {}", other.chain()),
+                    other => format!(
+                        "cancelled: another task failed under batch policy RAISE: {}",
+                        other.chain()
+                    ),
                 });
                 self.write_log(&log).await;
                 tasks.push(log);
@@ -232,7 +269,9 @@ impl Session {
         let empty = Arc::new(TblSet::default());
         if let Some(e) = &stop {
             tracing::error!(batch = batch_id, error = %e.chain(), "batch stopped");
-            let (mut log, _) = self.hook_task(TaskType::Error, batch_id, empty.clone()).await;
+            let (mut log, _) = self
+                .hook_task(TaskType::Error, batch_id, empty.clone())
+                .await;
             log.status = Status::Err;
             log.error = Some(match log.error.take() {
                 Some(hook_err) => format!("{}; the error hook also failed: {hook_err}", e.chain()),
@@ -243,7 +282,11 @@ impl Session {
         }
         let (log, _) = self.hook_task(TaskType::Xclose, batch_id, empty).await;
         tasks.push(log);
-        let status = if stop.is_none() && tasks.iter().all(|t| t.status == Status::Ok) { Status::Ok } else { Status::Err };
+        let status = if stop.is_none() && tasks.iter().all(|t| t.status == Status::Ok) {
+            Status::Ok
+        } else {
+            Status::Err
+        };
         (
             BatchResult {
                 batch_id,
@@ -256,15 +299,36 @@ impl Session {
     }
 
     /// XOPEN, discovery and the table tasks: everything the execution timeout covers.
-    async fn batch_body(&self, batch_id: u64, inflight: Inflight, done: Arc<Mutex<Vec<TaskLog>>>) -> Result<()> {
+    async fn batch_body(
+        &self,
+        batch_id: u64,
+        inflight: Inflight,
+        done: Arc<Mutex<Vec<TaskLog>>>,
+    ) -> Result<()> {
         let s = &self.ctx.settings;
-        let xctx = Arc::new(TaskCtx::new(self.ctx.clone(), batch_id, TaskType::Xopen, Arc::new(TblSet::default()), None));
+        let xctx = Arc::new(TaskCtx::new(
+            self.ctx.clone(),
+            batch_id,
+            TaskType::Xopen,
+            Arc::new(TblSet::default()),
+            None,
+        ));
         let key = (task_order(TaskType::Xopen), String::new());
-        inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), Instant::now());
+        inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), Instant::now());
         let t0 = Instant::now();
         let xopen: Result<TblSet> = async {
-            self.operator.on_task(&xctx).await.map_err(|e| wrap("hook xopen".into(), e))?;
-            let discovered = self.operator.discover_tbls(&xctx).await.map_err(|e| wrap("discover_tbls".into(), e))?;
+            self.operator
+                .on_task(&xctx)
+                .await
+                .map_err(|e| wrap("hook xopen".into(), e))?;
+            let discovered = self
+                .operator
+                .discover_tbls(&xctx)
+                .await
+                .map_err(|e| wrap("discover_tbls".into(), e))?;
             let mut tbls: BTreeMap<String, Tbl> = BTreeMap::new();
             for t in discovered.unwrap_or_default() {
                 tbls.insert(t.name.clone(), t);
@@ -279,11 +343,17 @@ impl Session {
             Ok(TblSet::new(tbls.into_values()).filter(&s.enabled, &s.disabled))
         }
         .await;
-        inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
         let mut data = xctx.take_data();
         let tbls = match xopen {
             Ok(t) => {
-                data.insert("tables".into(), t.iter().map(|t| t.name.clone()).collect::<Vec<_>>().into());
+                data.insert(
+                    "tables".into(),
+                    t.iter().map(|t| t.name.clone()).collect::<Vec<_>>().into(),
+                );
                 let log = self.make_log(batch_id, TaskType::Xopen, None, t0.elapsed(), data);
                 self.write_log(&log).await;
                 done.lock().unwrap_or_else(|p| p.into_inner()).push(log);
@@ -299,7 +369,9 @@ impl Session {
             }
         };
         if tbls.is_empty() {
-            tracing::warn!("no tables to run: add tables under `tbls:` in config.yaml, or check -e/-d");
+            tracing::warn!(
+                "no tables to run: add tables under `tbls:` in config.yaml, or check -e/-d"
+            );
         }
 
         let sources = self.operator.sources();
@@ -307,10 +379,10 @@ impl Session {
         // Every table is "in flight" until it finishes: if the batch stops, the ones left
         // (running or never started) are logged as ERR by run_batch.
         for tbl in tbls.iter() {
-            inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((task_order(TaskType::Tbl), tbl.name.clone()), Instant::now());
+            inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                (task_order(TaskType::Tbl), tbl.name.clone()),
+                Instant::now(),
+            );
         }
         let mut pending = tbls.iter();
         let mut set = tokio::task::JoinSet::new();
@@ -332,17 +404,25 @@ impl Session {
                 );
                 let name = tbl.name.clone();
                 let handle = set.spawn(async move {
-                    inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), Instant::now());
+                    inflight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.clone(), Instant::now());
                     let (log, err) = run_table(ctx, batch_id, tbls, tbl, &sources, &sinks).await;
                     if let Err(e) = tasks.write(&log).await {
                         tracing::error!(error = %e.chain(), "cannot write task log");
                     }
-                    inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                    inflight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
                     (log, err)
                 });
                 names.insert(handle.id(), name);
             }
-            let Some(joined) = set.join_next_with_id().await else { break };
+            let Some(joined) = set.join_next_with_id().await else {
+                break;
+            };
             let (log, err) = match joined {
                 Ok((_, r)) => r,
                 // Aborted under RAISE: run_batch logs it from `inflight`.
@@ -350,9 +430,21 @@ impl Session {
                 Err(e) => {
                     // A panic in operator code fails the table; the process lives on.
                     let name = names.get(&e.id()).cloned().unwrap_or_default();
-                    inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&(task_order(TaskType::Tbl), name.clone()));
-                    let err = Error::operator(format!("table {name}"), format!("the table task panicked: {e}"));
-                    let mut log = self.make_log(batch_id, TaskType::Tbl, Some(name), Duration::ZERO, Default::default());
+                    inflight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&(task_order(TaskType::Tbl), name.clone()));
+                    let err = Error::operator(
+                        format!("table {name}"),
+                        format!("the table task panicked: {e}"),
+                    );
+                    let mut log = self.make_log(
+                        batch_id,
+                        TaskType::Tbl,
+                        Some(name),
+                        Duration::ZERO,
+                        Default::default(),
+                    );
                     log.status = Status::Err;
                     log.error = Some(err.chain());
                     self.write_log(&log).await;
@@ -360,11 +452,12 @@ impl Session {
                 }
             };
             done.lock().unwrap_or_else(|p| p.into_inner()).push(log);
-            if let Some(e) = err {
-                if s.batch_policy == BatchPolicy::Raise && first_err.is_none() {
-                    first_err = Some(e);
-                    set.abort_all();
-                }
+            if let Some(e) = err
+                && s.batch_policy == BatchPolicy::Raise
+                && first_err.is_none()
+            {
+                first_err = Some(e);
+                set.abort_all();
             }
         }
         match first_err {
@@ -374,7 +467,12 @@ impl Session {
         }
     }
 
-    async fn hook_task(&self, task_type: TaskType, batch_id: u64, tbls: Arc<TblSet>) -> (TaskLog, Option<Error>) {
+    async fn hook_task(
+        &self,
+        task_type: TaskType,
+        batch_id: u64,
+        tbls: Arc<TblSet>,
+    ) -> (TaskLog, Option<Error>) {
         let ctx = TaskCtx::new(self.ctx.clone(), batch_id, task_type, tbls, None);
         let t0 = Instant::now();
         let r = self
@@ -425,7 +523,9 @@ fn make_log(
         anchovy_user: ctx.settings.user.clone(),
         session_id: ctx.session_id.clone(),
         batch_id,
-        thread_id: tokio::task::try_id().map(|i| i.to_string()).unwrap_or_else(|| "main".into()),
+        thread_id: tokio::task::try_id()
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "main".into()),
         operator: ctx.operator.clone(),
         task_type,
         duration: took.as_millis() as u64,
@@ -449,7 +549,13 @@ async fn run_table(
     let name = tbl.name.clone();
     let span = tracing::info_span!("table", table = %name, batch = batch_id);
     let _ = &span;
-    let ctx = Arc::new(TaskCtx::new(sess.clone(), batch_id, TaskType::Tbl, tbls, Some(tbl)));
+    let ctx = Arc::new(TaskCtx::new(
+        sess.clone(),
+        batch_id,
+        TaskType::Tbl,
+        tbls,
+        Some(tbl),
+    ));
     let t0 = Instant::now();
     let mut sink = DatastoreSink::new(ctx.clone());
     let result: Result<()> = async {
@@ -469,7 +575,11 @@ async fn run_table(
             written.push(name.clone());
         }
         for t in written {
-            let inferred = sink.stats.get(&t).map(|s| s.columns.clone()).unwrap_or_default();
+            let inferred = sink
+                .stats
+                .get(&t)
+                .map(|s| s.columns.clone())
+                .unwrap_or_default();
             let configured = ctx.tbls.get(&t).or_else(|| sess.config_tbls.get(&t));
             store.update(configured, &t, &inferred).await?;
         }
@@ -480,23 +590,37 @@ async fn run_table(
         sink.abort().await;
     }
     let mut data = ctx.take_data();
-    let (rows, bytes, files) = sink
-        .stats
-        .values()
-        .fold((0, 0, 0), |(r, b, f), s| (r + s.rows, b + s.bytes, f + s.files));
+    let (rows, bytes, files) = sink.stats.values().fold((0, 0, 0), |(r, b, f), s| {
+        (r + s.rows, b + s.bytes, f + s.files)
+    });
     data.insert("rows".into(), rows.into());
     data.insert("bytes".into(), bytes.into());
     data.insert("files".into(), files.into());
     data.insert("commits".into(), sink.commits.into());
     if sink.stats.len() > 1 || sink.stats.keys().any(|k| *k != name) {
-        data.insert("tables".into(), serde_json::to_value(&sink.stats).unwrap_or_default());
+        data.insert(
+            "tables".into(),
+            serde_json::to_value(&sink.stats).unwrap_or_default(),
+        );
     }
     if sink.dropped_rows > 0 {
-        data.insert("dropped_rows_disabled_tables".into(), sink.dropped_rows.into());
+        data.insert(
+            "dropped_rows_disabled_tables".into(),
+            sink.dropped_rows.into(),
+        );
     }
-    let mut log = make_log(&sess, batch_id, TaskType::Tbl, Some(name.clone()), t0.elapsed(), data);
+    let mut log = make_log(
+        &sess,
+        batch_id,
+        TaskType::Tbl,
+        Some(name.clone()),
+        t0.elapsed(),
+        data,
+    );
     match &result {
-        Ok(()) => tracing::info!(table = %name, rows, bytes, files, ms = log.duration, "table done"),
+        Ok(()) => {
+            tracing::info!(table = %name, rows, bytes, files, ms = log.duration, "table done")
+        }
         Err(e) => {
             log.status = Status::Err;
             log.error = Some(e.chain());

@@ -129,7 +129,10 @@ impl Emitter {
     ///
     /// # Errors
     /// [`Error::Cancelled`] when the pipeline has stopped.
-    pub async fn push<K: AsRef<str>>(&mut self, pairs: impl IntoIterator<Item = (K, Value)>) -> Result<()> {
+    pub async fn push<K: AsRef<str>>(
+        &mut self,
+        pairs: impl IntoIterator<Item = (K, Value)>,
+    ) -> Result<()> {
         let t = self.default_table.clone();
         self.push_to(&t, pairs).await
     }
@@ -138,7 +141,11 @@ impl Emitter {
     ///
     /// # Errors
     /// [`Error::Cancelled`] when the pipeline has stopped.
-    pub async fn push_to<K: AsRef<str>>(&mut self, table: &str, pairs: impl IntoIterator<Item = (K, Value)>) -> Result<()> {
+    pub async fn push_to<K: AsRef<str>>(
+        &mut self,
+        table: &str,
+        pairs: impl IntoIterator<Item = (K, Value)>,
+    ) -> Result<()> {
         let i = self.builder(table);
         self.builders[i].push_pairs(pairs);
         if self.builders[i].len() >= self.batch_size {
@@ -156,11 +163,14 @@ impl Emitter {
         if batch.rows.is_empty() {
             return Ok(());
         }
-        if let Some(i) = self.builders.iter().position(|b| b.table() == &*batch.table) {
-            if !self.builders[i].is_empty() {
-                let b = self.builders[i].take();
-                self.send(Msg::Batch(b)).await?;
-            }
+        if let Some(i) = self
+            .builders
+            .iter()
+            .position(|b| b.table() == &*batch.table)
+            && !self.builders[i].is_empty()
+        {
+            let b = self.builders[i].take();
+            self.send(Msg::Batch(b)).await?;
         }
         self.send(Msg::Batch(batch)).await
     }
@@ -171,7 +181,8 @@ impl Emitter {
     /// # Errors
     /// [`Error::Cancelled`] when the pipeline has stopped.
     pub async fn checkpoint(&mut self, key: &str, value: impl serde::Serialize) -> Result<()> {
-        let v = serde_json::to_value(value).map_err(|e| Error::json(format!("checkpoint {key}"), e))?;
+        let v =
+            serde_json::to_value(value).map_err(|e| Error::json(format!("checkpoint {key}"), e))?;
         self.checkpoints([(key.to_string(), Some(v))].into()).await
     }
 
@@ -183,7 +194,10 @@ impl Emitter {
         self.checkpoints([(key.to_string(), None)].into()).await
     }
 
-    async fn checkpoints(&mut self, updates: BTreeMap<String, Option<serde_json::Value>>) -> Result<()> {
+    async fn checkpoints(
+        &mut self,
+        updates: BTreeMap<String, Option<serde_json::Value>>,
+    ) -> Result<()> {
         self.flush().await?;
         self.ctx.stage_checkpoints(&updates);
         self.send(Msg::Checkpoint(updates)).await
@@ -237,7 +251,10 @@ impl Emitter {
 #[async_trait]
 pub(crate) trait Terminal: Send {
     async fn write(&mut self, batch: Batch) -> Result<()>;
-    async fn checkpoint(&mut self, updates: BTreeMap<String, Option<serde_json::Value>>) -> Result<()>;
+    async fn checkpoint(
+        &mut self,
+        updates: BTreeMap<String, Option<serde_json::Value>>,
+    ) -> Result<()>;
 }
 
 /// Runs one table task: the source concurrently with inline routing into sinks and the
@@ -279,9 +296,12 @@ pub(crate) async fn run_pipeline(
     // Flush sinks in order; what they emit is routed on from their position.
     for (j, (_, sink)) in router.sinks.iter().enumerate() {
         let mut out = Emitter::collecting(ctx.clone());
-        sink.flush(&ctx, &mut out)
-            .await
-            .map_err(|e| wrap(format!("table {}: sink {} flush", ctx.tbl_name(), sink.tables()), e))?;
+        sink.flush(&ctx, &mut out).await.map_err(|e| {
+            wrap(
+                format!("table {}: sink {} flush", ctx.tbl_name(), sink.tables()),
+                e,
+            )
+        })?;
         for m in out.into_msgs() {
             router.route(j + 1, m, terminal).await?;
         }
@@ -305,9 +325,16 @@ impl Router {
                     // Flush sinks that buffer, so the marker covers what they hold.
                     for (j, (_, sink)) in self.sinks.iter().enumerate().skip(from) {
                         let mut out = Emitter::collecting(self.ctx.clone());
-                        sink.flush(&self.ctx, &mut out)
-                            .await
-                            .map_err(|e| wrap(format!("table {}: sink {} flush", self.ctx.tbl_name(), sink.tables()), e))?;
+                        sink.flush(&self.ctx, &mut out).await.map_err(|e| {
+                            wrap(
+                                format!(
+                                    "table {}: sink {} flush",
+                                    self.ctx.tbl_name(),
+                                    sink.tables()
+                                ),
+                                e,
+                            )
+                        })?;
                         let msgs = out.into_msgs();
                         if !msgs.is_empty() {
                             Box::pin(self.route_all(j + 1, msgs, terminal)).await?;
@@ -328,12 +355,19 @@ impl Router {
                     let last = targets.len() - 1;
                     let mut batch = Some(batch);
                     for (n, j) in targets.into_iter().enumerate() {
-                        let b = if n == last { batch.take().unwrap_or_else(|| unreachable!()) } else { batch.clone().unwrap_or_else(|| unreachable!()) };
+                        let b = if n == last {
+                            batch.take().unwrap_or_else(|| unreachable!())
+                        } else {
+                            batch.clone().unwrap_or_else(|| unreachable!())
+                        };
                         let sink = &self.sinks[j].1;
                         let mut out = Emitter::collecting(self.ctx.clone());
-                        sink.write(&self.ctx, b, &mut out)
-                            .await
-                            .map_err(|e| wrap(format!("table {}: sink {}", self.ctx.tbl_name(), sink.tables()), e))?;
+                        sink.write(&self.ctx, b, &mut out).await.map_err(|e| {
+                            wrap(
+                                format!("table {}: sink {}", self.ctx.tbl_name(), sink.tables()),
+                                e,
+                            )
+                        })?;
                         produced.extend(out.into_msgs().into_iter().map(|m| (j + 1, m)));
                     }
                     stack.extend(produced.into_iter().rev());
@@ -343,7 +377,12 @@ impl Router {
         Ok(())
     }
 
-    async fn route_all(&self, from: usize, msgs: Vec<Msg>, terminal: &mut dyn Terminal) -> Result<()> {
+    async fn route_all(
+        &self,
+        from: usize,
+        msgs: Vec<Msg>,
+        terminal: &mut dyn Terminal,
+    ) -> Result<()> {
         for m in msgs {
             self.route(from, m, terminal).await?;
         }

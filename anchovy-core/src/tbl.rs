@@ -40,7 +40,8 @@ pub enum ColType {
 
 impl ColType {
     /// Every accepted spelling, for error messages.
-    pub const NAMES: &'static str = "str, int, float, decimal, bool, date, datetime, time, bytes, object";
+    pub const NAMES: &'static str =
+        "str, int, float, decimal, bool, date, datetime, time, bytes, object";
 
     /// Parses a type name.
     ///
@@ -211,7 +212,11 @@ pub struct Tbl {
     #[serde(default)]
     pub name: String,
     /// Column name -> type; applied on read by downloaders that parse text.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "de_columns")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "de_columns"
+    )]
     pub columns: BTreeMap<String, ColType>,
     /// The primary/alternate key.
     #[serde(default, skip_serializing_if = "ColSelect::is_empty")]
@@ -227,11 +232,17 @@ pub struct Tbl {
     pub options: serde_json::Map<String, serde_json::Value>,
 }
 
-fn de_columns<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<BTreeMap<String, ColType>, D::Error> {
+fn de_columns<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<BTreeMap<String, ColType>, D::Error> {
     let raw: Option<BTreeMap<String, String>> = Option::deserialize(d)?;
     raw.unwrap_or_default()
         .into_iter()
-        .map(|(k, v)| ColType::parse(&v).map(|t| (k, t)).map_err(serde::de::Error::custom))
+        .map(|(k, v)| {
+            ColType::parse(&v)
+                .map(|t| (k, t))
+                .map_err(serde::de::Error::custom)
+        })
         .collect()
 }
 
@@ -253,7 +264,8 @@ impl Tbl {
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),
             v => v,
         };
-        let mut t: Tbl = serde_json::from_value(value).map_err(|e| Error::config(format!("tbls.{name}"), e.to_string()))?;
+        let mut t: Tbl = serde_json::from_value(value)
+            .map_err(|e| Error::config(format!("tbls.{name}"), e.to_string()))?;
         t.name = name.to_string();
         t.options.remove("name");
         t.options.remove("updated_at");
@@ -320,21 +332,35 @@ impl TblSet {
     /// Keeps the tables matching any `enabled` wildcard (all when empty) and none of the
     /// `disabled` wildcards: disabled wins.
     pub fn filter(self, enabled: &[String], disabled: &[String]) -> TblSet {
-        let en: Vec<wildmatch::WildMatch> = enabled.iter().map(|p| wildmatch::WildMatch::new(p)).collect();
-        let dis: Vec<wildmatch::WildMatch> = disabled.iter().map(|p| wildmatch::WildMatch::new(p)).collect();
+        let en: Vec<wildmatch::WildMatch> = enabled
+            .iter()
+            .map(|p| wildmatch::WildMatch::new(p))
+            .collect();
+        let dis: Vec<wildmatch::WildMatch> = disabled
+            .iter()
+            .map(|p| wildmatch::WildMatch::new(p))
+            .collect();
         TblSet {
             tbls: self
                 .tbls
                 .into_iter()
-                .filter(|(n, _)| (en.is_empty() || en.iter().any(|w| w.matches(n))) && !dis.iter().any(|w| w.matches(n)))
+                .filter(|(n, _)| {
+                    (en.is_empty() || en.iter().any(|w| w.matches(n)))
+                        && !dis.iter().any(|w| w.matches(n))
+                })
                 .collect(),
         }
     }
 
     /// Whether a table name passes the same enabled/disabled rule.
     pub fn allows(name: &str, enabled: &[String], disabled: &[String]) -> bool {
-        (enabled.is_empty() || enabled.iter().any(|p| wildmatch::WildMatch::new(p).matches(name)))
-            && !disabled.iter().any(|p| wildmatch::WildMatch::new(p).matches(name))
+        (enabled.is_empty()
+            || enabled
+                .iter()
+                .any(|p| wildmatch::WildMatch::new(p).matches(name)))
+            && !disabled
+                .iter()
+                .any(|p| wildmatch::WildMatch::new(p).matches(name))
     }
 
     /// The table named `name`.
@@ -374,9 +400,18 @@ mod tests {
         assert_eq!(
             t.sort_by.0,
             vec![
-                SortCol { name: "trans_num".into(), descending: true },
-                SortCol { name: "line_item_num".into(), descending: false },
-                SortCol { name: "updated_at".into(), descending: true },
+                SortCol {
+                    name: "trans_num".into(),
+                    descending: true
+                },
+                SortCol {
+                    name: "line_item_num".into(),
+                    descending: false
+                },
+                SortCol {
+                    name: "updated_at".into(),
+                    descending: true
+                },
             ]
         );
         assert_eq!(t.columns["order_num"], ColType::Int);

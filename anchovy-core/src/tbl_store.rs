@@ -28,7 +28,11 @@ impl TblStore {
     /// # Errors
     /// [`crate::Error::Datastore`] or [`crate::Error::Config`] for a bad entry.
     pub async fn get(&self, name: &str) -> Result<Option<Tbl>> {
-        match self.ds.get_json::<serde_json::Value>(&layout::table_key(name)).await? {
+        match self
+            .ds
+            .get_json::<serde_json::Value>(&layout::table_key(name))
+            .await?
+        {
             None => Ok(None),
             Some(v) => Tbl::from_json(name, v).map(Some),
         }
@@ -46,7 +50,12 @@ impl TblStore {
                     .get("name")
                     .and_then(|n| n.as_str())
                     .map(String::from)
-                    .unwrap_or_else(|| e.key.trim_start_matches("$tables/").trim_end_matches(".json").to_string());
+                    .unwrap_or_else(|| {
+                        e.key
+                            .trim_start_matches("$tables/")
+                            .trim_end_matches(".json")
+                            .to_string()
+                    });
                 out.push(Tbl::from_json(&name, v)?);
             }
         }
@@ -57,7 +66,12 @@ impl TblStore {
     ///
     /// # Errors
     /// [`crate::Error::Datastore`].
-    pub async fn update(&self, configured: Option<&Tbl>, name: &str, inferred: &BTreeMap<String, ColType>) -> Result<Tbl> {
+    pub async fn update(
+        &self,
+        configured: Option<&Tbl>,
+        name: &str,
+        inferred: &BTreeMap<String, ColType>,
+    ) -> Result<Tbl> {
         let mut t = self.get(name).await?.unwrap_or_else(|| Tbl::named(name));
         for (c, ty) in inferred {
             let e = t.columns.entry(c.clone()).or_insert(*ty);
@@ -67,12 +81,15 @@ impl TblStore {
             t = cfg.merged_over(&t);
         }
         t.name = name.to_string();
-        let mut v = serde_json::to_value(&t).map_err(|e| crate::Error::json("table metadata", e))?;
+        let mut v =
+            serde_json::to_value(&t).map_err(|e| crate::Error::json("table metadata", e))?;
         if let Some(o) = v.as_object_mut() {
             o.insert("name".into(), name.into());
             o.insert(
                 "updated_at".into(),
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into(),
+                chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    .into(),
             );
         }
         self.ds.put_json(&layout::table_key(name), &v).await?;

@@ -83,7 +83,9 @@ pub fn parse_delimiter(s: &str) -> Result<u8, PluginError> {
         other => {
             return Err(PluginError::Option {
                 key: "delimiter".into(),
-                message: format!("`{other}` is not one character; use e.g. `,`, `;`, `|`, `\\t` or `/t`"),
+                message: format!(
+                    "`{other}` is not one character; use e.g. `,`, `;`, `|`, `\\t` or `/t`"
+                ),
             });
         }
     };
@@ -109,7 +111,10 @@ impl CsvFormat {
     ///
     /// # Errors
     /// [`PluginError::Option`] naming the bad option.
-    pub fn new(o: &CsvOptions, columns: &BTreeMap<String, ColType>) -> Result<CsvFormat, PluginError> {
+    pub fn new(
+        o: &CsvOptions,
+        columns: &BTreeMap<String, ColType>,
+    ) -> Result<CsvFormat, PluginError> {
         let quote = match o.quote.as_str() {
             "none" | "" => None,
             q if q.len() == 1 => Some(q.as_bytes()[0]),
@@ -172,7 +177,11 @@ impl CsvFormat {
         let mut skipped = 0u64;
         for _ in 0..self.skip_lines {
             let mut sink = Vec::new();
-            if buffered.read_until(b'\n', &mut sink).map_err(|e| io_err(label, e))? == 0 {
+            if buffered
+                .read_until(b'\n', &mut sink)
+                .map_err(|e| io_err(label, e))?
+                == 0
+            {
                 break;
             }
             skipped += 1;
@@ -202,7 +211,9 @@ impl CsvFormat {
         let file_value = Value::String(label.to_string());
         let table: Arc<str> = Arc::from(table);
         loop {
-            let more = rdr.read_byte_record(&mut record).map_err(|e| csv_err(label, skipped, e))?;
+            let more = rdr
+                .read_byte_record(&mut record)
+                .map_err(|e| csv_err(label, skipped, e))?;
             if !more {
                 break;
             }
@@ -261,14 +272,16 @@ impl CsvFormat {
                         names[i]
                     ),
                 })?;
-                row.push(convert(text, types[i], self.empty_as_null).ok_or_else(|| PluginError::Data {
-                    location: format!("{label}:{line}"),
-                    message: format!(
-                        "column `{}`: `{}` is not a valid {}",
-                        names[i],
-                        truncate(text, 80),
-                        types[i].map(|t| t.to_string()).unwrap_or_default()
-                    ),
+                row.push(convert(text, types[i], self.empty_as_null).ok_or_else(|| {
+                    PluginError::Data {
+                        location: format!("{label}:{line}"),
+                        message: format!(
+                            "column `{}`: `{}` is not a valid {}",
+                            names[i],
+                            truncate(text, 80),
+                            types[i].map(|t| t.to_string()).unwrap_or_default()
+                        ),
+                    }
                 })?);
             }
             if self.provenance {
@@ -321,7 +334,11 @@ impl<R: Read> Read for LineCounter<R> {
     }
 }
 
-fn header_names(record: &csv::ByteRecord, label: &str, line: u64) -> Result<Vec<String>, PluginError> {
+fn header_names(
+    record: &csv::ByteRecord,
+    label: &str,
+    line: u64,
+) -> Result<Vec<String>, PluginError> {
     let mut names: Vec<String> = Vec::with_capacity(record.len());
     for (i, f) in record.iter().enumerate() {
         let n = std::str::from_utf8(f).map_err(|_| PluginError::Data {
@@ -329,7 +346,11 @@ fn header_names(record: &csv::ByteRecord, label: &str, line: u64) -> Result<Vec<
             message: "the header is not valid UTF-8; set `encoding:` for this table".into(),
         })?;
         let n = n.trim();
-        let n = if n.is_empty() { format!("column_{}", i + 1) } else { n.to_string() };
+        let n = if n.is_empty() {
+            format!("column_{}", i + 1)
+        } else {
+            n.to_string()
+        };
         if names.contains(&n) {
             return Err(PluginError::Data {
                 location: format!("{label}:{line}"),
@@ -352,11 +373,19 @@ fn truncate(s: &str, n: usize) -> String {
 /// Converts a field to its column type; `None` when it does not parse.
 pub fn convert(text: &str, ty: Option<ColType>, empty_as_null: bool) -> Option<Value> {
     let Some(ty) = ty else {
-        return Some(if empty_as_null && text.is_empty() { Value::Null } else { Value::String(text.to_string()) });
+        return Some(if empty_as_null && text.is_empty() {
+            Value::Null
+        } else {
+            Value::String(text.to_string())
+        });
     };
     let t = text.trim();
     if t.is_empty() {
-        return Some(if ty == ColType::Str && !empty_as_null { Value::String(String::new()) } else { Value::Null });
+        return Some(if ty == ColType::Str && !empty_as_null {
+            Value::String(String::new())
+        } else {
+            Value::Null
+        });
     }
     Some(match ty {
         ColType::Str => Value::String(text.to_string()),
@@ -402,18 +431,32 @@ mod tests {
 
     fn opts(extra: serde_json::Value) -> CsvOptions {
         let mut m = serde_json::json!({"path": "x"});
-        m.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        m.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         serde_json::from_value(m).unwrap()
     }
 
-    fn read(bytes: &[u8], o: CsvOptions, cols: &[(&str, ColType)], label: &str) -> Result<Vec<Vec<(String, Value)>>, PluginError> {
-        let cols: BTreeMap<String, ColType> = cols.iter().map(|(a, b)| (a.to_string(), *b)).collect();
+    fn read(
+        bytes: &[u8],
+        o: CsvOptions,
+        cols: &[(&str, ColType)],
+        label: &str,
+    ) -> Result<Vec<Vec<(String, Value)>>, PluginError> {
+        let cols: BTreeMap<String, ColType> =
+            cols.iter().map(|(a, b)| (a.to_string(), *b)).collect();
         let f = CsvFormat::new(&o, &cols)?;
         let mut out = Vec::new();
-        f.read(Box::new(std::io::Cursor::new(bytes.to_vec())), label, "t", 2, &mut |b| {
-            out.extend(b.records());
-            true
-        })?;
+        f.read(
+            Box::new(std::io::Cursor::new(bytes.to_vec())),
+            label,
+            "t",
+            2,
+            &mut |b| {
+                out.extend(b.records());
+                true
+            },
+        )?;
         Ok(out)
     }
 
@@ -438,7 +481,11 @@ mod tests {
         let rows = read(
             data,
             opts(serde_json::json!({"delimiter": "/t"})),
-            &[("order_num", ColType::Int), ("amount", ColType::Decimal), ("at", ColType::DateTime)],
+            &[
+                ("order_num", ColType::Int),
+                ("amount", ColType::Decimal),
+                ("at", ColType::DateTime),
+            ],
             "s.tsv",
         )
         .unwrap();
@@ -450,8 +497,17 @@ mod tests {
     #[test]
     fn ragged_rows_and_bad_values_name_file_and_line() {
         let e = read(b"a,b\n1,2\n3\n", opts(serde_json::json!({})), &[], "r.csv").unwrap_err();
-        assert_eq!(e.to_string(), "r.csv:3: the row has 1 fields but the header has 2 (a ragged row or an unbalanced quote)");
-        let e = read(b"a,b\n1,2\nx,3\n", opts(serde_json::json!({})), &[("a", ColType::Int)], "r.csv").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "r.csv:3: the row has 1 fields but the header has 2 (a ragged row or an unbalanced quote)"
+        );
+        let e = read(
+            b"a,b\n1,2\nx,3\n",
+            opts(serde_json::json!({})),
+            &[("a", ColType::Int)],
+            "r.csv",
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "r.csv:3: column `a`: `x` is not a valid int");
         let e = read(b"a,a\n1,2\n", opts(serde_json::json!({})), &[], "d.csv").unwrap_err();
         assert!(e.to_string().contains("column `a` twice"), "{e}");
@@ -459,13 +515,39 @@ mod tests {
 
     #[test]
     fn latin1_empty_header_only_and_no_header() {
-        let rows = read(b"name\ncaf\xe9\n", opts(serde_json::json!({"encoding": "latin-1"})), &[], "l.csv").unwrap();
+        let rows = read(
+            b"name\ncaf\xe9\n",
+            opts(serde_json::json!({"encoding": "latin-1"})),
+            &[],
+            "l.csv",
+        )
+        .unwrap();
         assert_eq!(rows[0][0].1, s("café"));
-        let e = read(b"name\ncaf\xe9\n", opts(serde_json::json!({})), &[], "l.csv").unwrap_err();
+        let e = read(
+            b"name\ncaf\xe9\n",
+            opts(serde_json::json!({})),
+            &[],
+            "l.csv",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("not valid UTF-8"), "{e}");
-        assert!(read(b"", opts(serde_json::json!({})), &[], "e.csv").unwrap().is_empty());
-        assert!(read(b"a,b\n", opts(serde_json::json!({})), &[], "h.csv").unwrap().is_empty());
-        let rows = read(b"1;2\n", opts(serde_json::json!({"header": false, "delimiter": ";"})), &[], "n.csv").unwrap();
+        assert!(
+            read(b"", opts(serde_json::json!({})), &[], "e.csv")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            read(b"a,b\n", opts(serde_json::json!({})), &[], "h.csv")
+                .unwrap()
+                .is_empty()
+        );
+        let rows = read(
+            b"1;2\n",
+            opts(serde_json::json!({"header": false, "delimiter": ";"})),
+            &[],
+            "n.csv",
+        )
+        .unwrap();
         assert_eq!(rows[0][1], ("column_2".into(), s("2")));
     }
 
@@ -478,7 +560,14 @@ mod tests {
             "p.csv",
         )
         .unwrap();
-        assert_eq!(rows[1], vec![("id".into(), s("2")), ("_file".into(), s("p.csv")), ("_line".into(), Value::Int(4))]);
+        assert_eq!(
+            rows[1],
+            vec![
+                ("id".into(), s("2")),
+                ("_file".into(), s("p.csv")),
+                ("_line".into(), Value::Int(4))
+            ]
+        );
     }
 
     #[test]
@@ -491,7 +580,9 @@ mod tests {
 
     #[test]
     fn unknown_option_is_rejected_with_the_valid_ones() {
-        let e = serde_json::from_value::<CsvOptions>(serde_json::json!({"path": "x", "delimter": ";"})).unwrap_err();
+        let e =
+            serde_json::from_value::<CsvOptions>(serde_json::json!({"path": "x", "delimter": ";"}))
+                .unwrap_err();
         assert!(e.to_string().contains("unknown field `delimter`"), "{e}");
     }
 }

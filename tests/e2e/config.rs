@@ -13,7 +13,10 @@ fn env_with_table() -> Env {
 #[test]
 fn id_precedence_cli_over_env_over_file() {
     let env = env_with_table();
-    env.write("config.yaml", format!("config:\n  id: from_file\n  operator_cls: files.CsvDownloader\n{CSV_TABLE}"));
+    env.write(
+        "config.yaml",
+        format!("config:\n  id: from_file\n  operator_cls: files.CsvDownloader\n{CSV_TABLE}"),
+    );
     let run = |extra_env: Option<&str>, extra_arg: Option<&str>| {
         let mut c = env.cmd();
         c.arg("start");
@@ -40,7 +43,18 @@ fn each_route_sets_user_datastore_and_policy() {
     env.write("config.yaml", CSV_TABLE);
     let out = env
         .cmd()
-        .args(["start", "-op", "files.CsvDownloader", "-i", "x", "--prod", "--datastore", "ds_cli", "--batch-policy", "raise"])
+        .args([
+            "start",
+            "-op",
+            "files.CsvDownloader",
+            "-i",
+            "x",
+            "--prod",
+            "--datastore",
+            "ds_cli",
+            "--batch-policy",
+            "raise",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", crate::stderr(&out));
@@ -52,7 +66,10 @@ fn each_route_sets_user_datastore_and_policy() {
         .env("ACHVY_OPERATOR_CLS", "files.CsvDownloader")
         .env("ACHVY_ID", "y")
         .env("ACHVY_USER", "envuser")
-        .env("ACHVY_DATASTORE", "file://".to_string() + env.path().join("ds_env").to_str().unwrap())
+        .env(
+            "ACHVY_DATASTORE",
+            "file://".to_string() + env.path().join("ds_env").to_str().unwrap(),
+        )
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", crate::stderr(&out));
@@ -65,7 +82,12 @@ fn each_route_sets_user_datastore_and_policy() {
     let out = env.cmd().arg("start").output().unwrap();
     assert!(out.status.success(), "{}", crate::stderr(&out));
     assert!(env.path().join("ds_file/fileuser/z/$results").is_dir());
-    let out = env.cmd().arg("start").env("ACHVY_HOME", "ds_home").output().unwrap();
+    let out = env
+        .cmd()
+        .arg("start")
+        .env("ACHVY_HOME", "ds_home")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     // The file's `home:` loses to ACHVY_HOME.
     assert!(env.path().join("ds_home/fileuser/z/$results").is_dir());
@@ -74,12 +96,23 @@ fn each_route_sets_user_datastore_and_policy() {
 #[test]
 fn config_text_and_config_file_flags() {
     let env = env_with_table();
-    env.write("other.yml", format!("config:\n  id: from_other\n{CSV_TABLE}"));
-    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "-c", "other.yml"]).output().unwrap();
+    env.write(
+        "other.yml",
+        format!("config:\n  id: from_other\n{CSV_TABLE}"),
+    );
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "-c", "other.yml"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", crate::stderr(&out));
     assert_eq!(results(&out)["anchovy_id"], "from_other");
     let json = r#"{"config": {"id": "from_json"}, "tbls": {"t": {"path": "in/*.csv"}}}"#;
-    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "--config", json]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--config", json])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", crate::stderr(&out));
     assert_eq!(results(&out)["anchovy_id"], "from_json");
 }
@@ -87,11 +120,22 @@ fn config_text_and_config_file_flags() {
 #[test]
 fn unknown_config_key_exits_2_with_a_suggestion() {
     let env = env_with_table();
-    env.write("config.yaml", format!("config:\n  execution_timout: 10\n{CSV_TABLE}"));
-    let out = env.cmd().args(["start", "-op", "files.CsvDownloader"]).output().unwrap();
+    env.write(
+        "config.yaml",
+        format!("config:\n  execution_timout: 10\n{CSV_TABLE}"),
+    );
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = crate::stderr(&out);
-    assert!(err.contains("unknown key `execution_timout`") && err.contains("did you mean `execution_timeout`?"), "{err}");
+    assert!(
+        err.contains("unknown key `execution_timout`")
+            && err.contains("did you mean `execution_timeout`?"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 }
 
@@ -99,20 +143,46 @@ fn unknown_config_key_exits_2_with_a_suggestion() {
 fn bad_yaml_bad_values_and_unknown_operator_exit_2() {
     let env = env_with_table();
     env.write("config.yaml", "tbls:\n  t: [unclosed\n");
-    let out = env.cmd().args(["start", "-op", "files.CsvDownloader"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(crate::stderr(&out).contains("cannot parse config.yaml"), "{}", crate::stderr(&out));
+    assert!(
+        crate::stderr(&out).contains("cannot parse config.yaml"),
+        "{}",
+        crate::stderr(&out)
+    );
 
     env.write("config.yaml", CSV_TABLE);
-    let out = env.cmd().args(["start", "-op", "sftp.CsvDownloadr"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["start", "-op", "sftp.CsvDownloadr"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(crate::stderr(&out).contains("unknown operator `sftp.CsvDownloadr`; known operators: files.CsvDownloader"), "{}", crate::stderr(&out));
+    assert!(
+        crate::stderr(&out)
+            .contains("unknown operator `sftp.CsvDownloadr`; known operators: files.CsvDownloader"),
+        "{}",
+        crate::stderr(&out)
+    );
 
-    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "-t", "soon"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "-t", "soon"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(crate::stderr(&out).contains("`soon` from command line is not a duration"));
 
-    let out = env.cmd().args(["start", "-op", "files.CsvDownloader"]).env("ACHVY_MAX_CONCURRENCY", "lots").output().unwrap();
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader"])
+        .env("ACHVY_MAX_CONCURRENCY", "lots")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(crate::stderr(&out).contains("`lots` from environment is not a whole number"));
 
@@ -124,7 +194,13 @@ fn bad_yaml_bad_values_and_unknown_operator_exit_2() {
 #[test]
 fn every_verb_has_help() {
     let env = Env::new();
-    for verb in [vec!["--help"], vec!["start", "--help"], vec!["run", "--help"], vec!["healthcheck", "--help"], vec!["checkpoints", "--help"]] {
+    for verb in [
+        vec!["--help"],
+        vec!["start", "--help"],
+        vec!["run", "--help"],
+        vec!["healthcheck", "--help"],
+        vec!["checkpoints", "--help"],
+    ] {
         let out = env.cmd().args(&verb).output().unwrap();
         assert!(out.status.success(), "{verb:?}");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -132,7 +208,23 @@ fn every_verb_has_help() {
     }
     let out = env.cmd().args(["start", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--id", "--user", "--prod", "--config", "--config-file", "--operator", "--service", "--execution-timeout", "--upstream", "--enable", "--disable", "--datastore", "--batch-policy", "--log-format", "Exit codes"] {
+    for flag in [
+        "--id",
+        "--user",
+        "--prod",
+        "--config",
+        "--config-file",
+        "--operator",
+        "--service",
+        "--execution-timeout",
+        "--upstream",
+        "--enable",
+        "--disable",
+        "--datastore",
+        "--batch-policy",
+        "--log-format",
+        "Exit codes",
+    ] {
         assert!(text.contains(flag), "start --help lacks {flag}");
     }
 }
@@ -141,19 +233,38 @@ fn every_verb_has_help() {
 fn healthcheck_passes_and_fails_with_reasons() {
     let env = env_with_table();
     env.write("config.yaml", CSV_TABLE);
-    let out = env.cmd().args(["healthcheck", "-op", "files.CsvDownloader", "--id", "h"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["healthcheck", "-op", "files.CsvDownloader", "--id", "h"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("ok   datastore: file://") && text.contains("read/write ok"), "{text}");
+    assert!(
+        text.contains("ok   datastore: file://") && text.contains("read/write ok"),
+        "{text}"
+    );
     env.write("not_a_dir", "x");
     let out = env
         .cmd()
-        .args(["healthcheck", "-op", "files.CsvDownloader", "--id", "h", "--datastore", "not_a_dir"])
+        .args([
+            "healthcheck",
+            "-op",
+            "files.CsvDownloader",
+            "--id",
+            "h",
+            "--datastore",
+            "not_a_dir",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("FAIL datastore: create datastore directory")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL datastore: create datastore directory")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -161,14 +272,28 @@ fn json_logs_on_request() {
     let env = env_with_table();
     env.write("config.yaml", CSV_TABLE);
     for out in [
-        env.cmd().args(["start", "-op", "files.CsvDownloader", "--log-format", "json"]).output().unwrap(),
-        env.cmd().args(["start", "-op", "files.CsvDownloader"]).env("ACHVY_LOG_FORMAT", "json").output().unwrap(),
+        env.cmd()
+            .args([
+                "start",
+                "-op",
+                "files.CsvDownloader",
+                "--log-format",
+                "json",
+            ])
+            .output()
+            .unwrap(),
+        env.cmd()
+            .args(["start", "-op", "files.CsvDownloader"])
+            .env("ACHVY_LOG_FORMAT", "json")
+            .output()
+            .unwrap(),
     ] {
         assert!(out.status.success());
         let err = crate::stderr(&out);
         assert!(!err.trim().is_empty());
         for line in err.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
             assert!(v.get("level").is_some());
         }
     }

@@ -25,11 +25,17 @@ fn assert_exactly_once(env: &Env, id: &str) {
     let rows = committed(&env.home(), "tester", id);
     let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
     for r in &rows["t"] {
-        let Value::Int(i) = r["id"] else { panic!("id not int: {:?}", r["id"]) };
+        let Value::Int(i) = r["id"] else {
+            panic!("id not int: {:?}", r["id"])
+        };
         *seen.entry(i).or_default() += 1;
     }
     let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(doubled.is_empty(), "rows loaded twice: {:?}", &doubled[..doubled.len().min(5)]);
+    assert!(
+        doubled.is_empty(),
+        "rows loaded twice: {:?}",
+        &doubled[..doubled.len().min(5)]
+    );
     assert_eq!(seen.len(), 6000, "rows lost");
 }
 
@@ -42,13 +48,26 @@ fn crash_then_rerun(failpoint: &str) {
         .env("ACHVY_FAILPOINT", failpoint)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(86), "failpoint {failpoint} did not fire: {}", crate::stderr(&out));
-    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "--id", id]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "failpoint {failpoint} did not fire: {}",
+        crate::stderr(&out)
+    );
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", id])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", crate::stderr(&out));
     assert_exactly_once(&env, id);
     // A third run finds nothing to do.
     let before = crate::commit_count(&env.area("tester", id));
-    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "--id", id]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", id])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(crate::commit_count(&env.area("tester", id)), before);
 }

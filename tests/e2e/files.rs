@@ -5,13 +5,23 @@ use anchovy_core::Value;
 use crate::{Env, commit_count, committed, results};
 
 fn run(env: &Env, id: &str) -> serde_json::Value {
-    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "--id", id]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", id])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", crate::stderr(&out));
     results(&out)
 }
 
 fn tbl_data(r: &serde_json::Value, tbl: &str) -> serde_json::Value {
-    r["batches"][0]["tasks"].as_array().unwrap().iter().find(|t| t["tbl"] == tbl).unwrap()["data"].clone()
+    r["batches"][0]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tbl"] == tbl)
+        .unwrap()["data"]
+        .clone()
 }
 
 #[test]
@@ -20,7 +30,10 @@ fn glob_across_folders_and_incremental_reruns() {
     env.write("in/2024/01/a.csv", "id,v\n1,x\n");
     env.write("in/2024/02/b.csv", "id,v\n2,y\n");
     env.write("in/2024/02/skip.txt", "not csv\n");
-    env.write("config.yaml", "tbls:\n  t:\n    path: in/**/[ab].csv\n    unique_by: id\n    columns: {id: int}\n");
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/**/[ab].csv\n    unique_by: id\n    columns: {id: int}\n",
+    );
     let r = run(&env, "g");
     assert_eq!(tbl_data(&r, "t")["rows"], 2);
     let area = env.area("tester", "g");
@@ -41,9 +54,21 @@ fn glob_across_folders_and_incremental_reruns() {
     assert_eq!(tbl_data(&r, "t")["files_read"], 2);
     let rows = committed(&env.home(), "tester", "g");
     let vs: Vec<&Value> = rows["t"].iter().map(|r| &r["v"]).collect();
-    assert_eq!(vs, vec![&Value::from("x"), &Value::from("y"), &Value::from("x2"), &Value::from("z")]);
+    assert_eq!(
+        vs,
+        vec![
+            &Value::from("x"),
+            &Value::from("y"),
+            &Value::from("x2"),
+            &Value::from("z")
+        ]
+    );
     // The checkpoints name each file.
-    let out = env.cmd().args(["checkpoints", "--id", "g", "t:*"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["checkpoints", "--id", "g", "t:*"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 4, "{text}");
     assert!(text.contains("t:in/2024/02/b.csv"));
@@ -52,11 +77,14 @@ fn glob_across_folders_and_incremental_reruns() {
 #[test]
 fn csv_edge_cases_end_to_end() {
     let env = Env::new();
-    env.write("in/quotes.csv", "id,note\n1,\"a, \"\"quoted\"\" note\nwith a newline\"\n2,plain\n");
+    env.write(
+        "in/quotes.csv",
+        "id,note\n1,\"a, \"\"quoted\"\" note\nwith a newline\"\n2,plain\n",
+    );
     env.write("in/bom.csv", "\u{feff}id,note\n3,bom\n");
     env.write("in/empty.csv", "");
     env.write("in/header_only.csv", "id,note\n");
-    env.write("latin/l.csv", b"id;note\n4;caf\xe9\n".to_vec());
+    env.write("latin/l.csv", b"id;note\n4;caf\xe9\n");
     env.write("gz/z.csv.gz", gzip(b"id,note\n5,zipped\n"));
     env.write(
         "config.yaml",
@@ -64,12 +92,18 @@ fn csv_edge_cases_end_to_end() {
     );
     run(&env, "c");
     let rows = committed(&env.home(), "tester", "c");
-    let notes: Vec<(Value, Value)> = rows["t"].iter().map(|r| (r["id"].clone(), r["note"].clone())).collect();
+    let notes: Vec<(Value, Value)> = rows["t"]
+        .iter()
+        .map(|r| (r["id"].clone(), r["note"].clone()))
+        .collect();
     assert_eq!(
         notes,
         vec![
             (Value::Int(3), Value::from("bom")),
-            (Value::Int(1), Value::from("a, \"quoted\" note\nwith a newline")),
+            (
+                Value::Int(1),
+                Value::from("a, \"quoted\" note\nwith a newline")
+            ),
             (Value::Int(2), Value::from("plain")),
         ]
     );
@@ -83,12 +117,25 @@ fn csv_edge_cases_end_to_end() {
 fn a_bad_value_names_file_line_column_and_value() {
     let env = Env::new();
     env.write("in/a.csv", "id,amount\n1,2.5\n2,lots\n");
-    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n    columns: {amount: decimal}\n");
-    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "--id", "b"]).output().unwrap();
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    columns: {amount: decimal}\n",
+    );
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "b"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let r = results(&out);
-    let err = r["batches"][0]["tasks"][1]["error"].as_str().unwrap().to_string();
-    assert!(err.contains("in/a.csv:3: column `amount`: `lots` is not a valid decimal"), "{err}");
+    let err = r["batches"][0]["tasks"][1]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("in/a.csv:3: column `amount`: `lots` is not a valid decimal"),
+        "{err}"
+    );
     // Fix the file: the rerun loads it whole, once.
     env.write("in/a.csv", "id,amount\n1,2.5\n2,3\n");
     run(&env, "b");
@@ -98,11 +145,21 @@ fn a_bad_value_names_file_line_column_and_value() {
 #[test]
 fn unknown_table_option_is_named() {
     let env = Env::new();
-    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n    delimter: ';'\n");
-    let out = env.cmd().args(["start", "-op", "files.CsvDownloader", "--id", "u"]).output().unwrap();
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    delimter: ';'\n",
+    );
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "u"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = crate::stderr(&out);
-    assert!(err.contains("tbls.t") && err.contains("unknown field `delimter`"), "{err}");
+    assert!(
+        err.contains("tbls.t") && err.contains("unknown field `delimter`"),
+        "{err}"
+    );
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

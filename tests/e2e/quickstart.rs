@@ -25,28 +25,51 @@ fn readme_quick_start_produces_the_documented_layout() {
     assert_eq!(r["anchovy_user"], "tester");
 
     let area = env.area("tester", "quickstart");
-    for d in ["$tables", "$checkpoints", "$task_logs", "$results", "$commits", "data"] {
+    for d in [
+        "$tables",
+        "$checkpoints",
+        "$task_logs",
+        "$results",
+        "$commits",
+        "data",
+    ] {
         assert!(area.join(d).is_dir(), "missing {d}");
     }
     for t in ["customers", "orders", "sales"] {
         assert!(area.join(format!("$tables/{t}.json")).is_file());
-        let files: Vec<_> = std::fs::read_dir(area.join("data").join(t)).unwrap().collect();
+        let files: Vec<_> = std::fs::read_dir(area.join("data").join(t))
+            .unwrap()
+            .collect();
         assert!(!files.is_empty(), "no data files for {t}");
     }
     // The printed results are the results file.
-    let saved: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(area.join("$results/anchovy_run_results.json")).unwrap()).unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(area.join("$results/anchovy_run_results.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(saved, r);
 
     let rows = committed(&env.home(), "tester", "quickstart");
     assert_eq!(rows["customers"].len(), 4);
     assert_eq!(rows["orders"].len(), 5);
     assert_eq!(rows["sales"].len(), 3);
-    let c2 = rows["customers"].iter().find(|r| r["customer_id"] == anchovy_core::Value::Int(2)).unwrap();
-    assert_eq!(c2["name"], anchovy_core::Value::String("Brontë, Charlotte".into()));
+    let c2 = rows["customers"]
+        .iter()
+        .find(|r| r["customer_id"] == anchovy_core::Value::Int(2))
+        .unwrap();
+    assert_eq!(
+        c2["name"],
+        anchovy_core::Value::String("Brontë, Charlotte".into())
+    );
     assert!(matches!(c2["signed_up"], anchovy_core::Value::Date(_)));
-    let o = rows["orders"].iter().find(|r| r["order_id"] == anchovy_core::Value::Int(1003)).unwrap();
-    assert_eq!(o["note"], anchovy_core::Value::String("customer wrote:\n\"changed my mind\"".into()));
+    let o = rows["orders"]
+        .iter()
+        .find(|r| r["order_id"] == anchovy_core::Value::Int(1003))
+        .unwrap();
+    assert_eq!(
+        o["note"],
+        anchovy_core::Value::String("customer wrote:\n\"changed my mind\"".into())
+    );
     assert_eq!(o["amount"], anchovy_core::Value::Decimal("120.50".into()));
     assert!(matches!(o["_line"], anchovy_core::Value::Int(4)));
 
@@ -54,8 +77,22 @@ fn readme_quick_start_produces_the_documented_layout() {
     let logs = std::fs::read_dir(area.join("$task_logs")).unwrap();
     let mut n = 0;
     for l in logs {
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(l.unwrap().path()).unwrap()).unwrap();
-        for k in ["anchovy_id", "anchovy_user", "session_id", "batch_id", "thread_id", "operator", "task_type", "duration", "timestamp", "status", "tbl", "data"] {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(l.unwrap().path()).unwrap()).unwrap();
+        for k in [
+            "anchovy_id",
+            "anchovy_user",
+            "session_id",
+            "batch_id",
+            "thread_id",
+            "operator",
+            "task_type",
+            "duration",
+            "timestamp",
+            "status",
+            "tbl",
+            "data",
+        ] {
             assert!(v.get(k).is_some(), "task log lacks {k}: {v}");
         }
         if v["task_type"] == "TBL" {

@@ -21,29 +21,51 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
     };
     let entries = cps.list(&args.glob);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&entries).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).unwrap_or_default()
+        );
     } else if entries.is_empty() {
-        eprintln!("no checkpoints match `{}` in {}", args.glob, store.location());
+        eprintln!(
+            "no checkpoints match `{}` in {}",
+            args.glob,
+            store.location()
+        );
     } else {
         let rows: Vec<Vec<String>> = entries
             .iter()
             .map(|e| {
                 let v = e.value.to_string();
-                let v = if v.chars().count() > 60 { format!("{}...", v.chars().take(57).collect::<String>()) } else { v };
+                let v = if v.chars().count() > 60 {
+                    format!("{}...", v.chars().take(57).collect::<String>())
+                } else {
+                    v
+                };
                 vec![e.key.clone(), v, e.commit.to_string(), e.updated_at.clone()]
             })
             .collect();
-        print!("{}", super::table(&["KEY", "VALUE", "COMMIT", "UPDATED_AT"], &rows));
+        print!(
+            "{}",
+            super::table(&["KEY", "VALUE", "COMMIT", "UPDATED_AT"], &rows)
+        );
     }
     if !args.delete || entries.is_empty() {
         return ExitCode::from(exit::OK);
     }
     if !args.yes {
         if !std::io::stdin().is_terminal() {
-            eprintln!("anchovy: error: refusing to delete {} checkpoints without confirmation; pass -y", entries.len());
+            eprintln!(
+                "anchovy: error: refusing to delete {} checkpoints without confirmation; pass -y",
+                entries.len()
+            );
             return ExitCode::from(exit::CONFIG);
         }
-        eprint!("Delete {} checkpoints of {}/{}? The next run starts over for them. [y/N] ", entries.len(), s.user, s.id);
+        eprint!(
+            "Delete {} checkpoints of {}/{}? The next run starts over for them. [y/N] ",
+            entries.len(),
+            s.user,
+            s.id
+        );
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
         let _ = std::io::stdin().lock().read_line(&mut answer);
@@ -61,7 +83,11 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
         tbl: None,
     };
     match committer
-        .commit(&meta, Vec::new(), entries.iter().map(|e| (e.key.clone(), None)).collect())
+        .commit(
+            &meta,
+            Vec::new(),
+            entries.iter().map(|e| (e.key.clone(), None)).collect(),
+        )
         .await
     {
         Ok(rec) => {

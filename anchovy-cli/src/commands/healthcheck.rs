@@ -18,7 +18,11 @@ pub async fn run(registry: &Registry, loaded: Loaded) -> ExitCode {
         "config".into(),
         format!(
             "{} ({} tables); id={} user={}",
-            if loaded.doc.origin.is_empty() { "no config file" } else { &loaded.doc.origin },
+            if loaded.doc.origin.is_empty() {
+                "no config file"
+            } else {
+                &loaded.doc.origin
+            },
             loaded.doc.tbls.len(),
             s.id,
             s.user
@@ -26,7 +30,11 @@ pub async fn run(registry: &Registry, loaded: Loaded) -> ExitCode {
     ));
     let spec = s.operator.as_deref().map(|n| registry.find(n));
     match &spec {
-        None => lines.push((true, "operator".into(), "none given (-op); operator checks skipped".into())),
+        None => lines.push((
+            true,
+            "operator".into(),
+            "none given (-op); operator checks skipped".into(),
+        )),
         Some(Err(e)) => lines.push((false, "operator".into(), e.chain())),
         Some(Ok(spec)) => {
             lines.push((true, "operator".into(), spec.name.to_string()));
@@ -40,13 +48,24 @@ pub async fn run(registry: &Registry, loaded: Loaded) -> ExitCode {
     }
     match open_store(s).await {
         Ok((_, store, _, last)) => match store.probe().await {
-            Ok(()) => lines.push((true, "datastore".into(), format!("{} (read/write ok, {last} commits)", store.location()))),
+            Ok(()) => lines.push((
+                true,
+                "datastore".into(),
+                format!("{} (read/write ok, {last} commits)", store.location()),
+            )),
             Err(e) => lines.push((false, "datastore".into(), e.chain())),
         },
         Err(e) => lines.push((false, "datastore".into(), e.chain())),
     }
     if lines.iter().all(|l| l.0) && matches!(spec, Some(Ok(_))) {
-        match Session::open(registry, loaded.settings.clone(), loaded.doc.clone(), loaded.connections.clone()).await {
+        match Session::open(
+            registry,
+            loaded.settings.clone(),
+            loaded.doc.clone(),
+            loaded.connections.clone(),
+        )
+        .await
+        {
             Ok(session) => {
                 for (name, r) in session.operator().healthcheck(session.ctx()).await {
                     match r {
@@ -60,7 +79,11 @@ pub async fn run(registry: &Registry, loaded: Loaded) -> ExitCode {
     }
     let ok = lines.iter().all(|l| l.0);
     for (good, name, msg) in &lines {
-        println!("{} {name}: {}", if *good { "ok  " } else { "FAIL" }, anchovy_core::secret::redact(msg));
+        println!(
+            "{} {name}: {}",
+            if *good { "ok  " } else { "FAIL" },
+            anchovy_core::secret::redact(msg)
+        );
     }
     ExitCode::from(if ok { exit::OK } else { exit::FAILED })
 }

@@ -9,10 +9,11 @@ use crate::args::StartArgs;
 
 /// Runs the session; SIGINT/SIGTERM cancel it (a second signal exits at once).
 pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitCode {
-    let session = match Session::open(registry, loaded.settings, loaded.doc, loaded.connections).await {
-        Ok(s) => s,
-        Err(e) => return crate::report(&e),
-    };
+    let session =
+        match Session::open(registry, loaded.settings, loaded.doc, loaded.connections).await {
+            Ok(s) => s,
+            Err(e) => return crate::report(&e),
+        };
     let s = &session.ctx().settings;
     tracing::info!(
         operator = %session.ctx().operator,
@@ -33,8 +34,12 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitC
     .unwrap_or_default();
     println!("{}", anchovy_core::secret::redact(&text));
     match &result.error {
-        Some(e) => tracing::error!(status = ?result.status, exit_code = result.exit_code, "run failed: {e}"),
-        None => tracing::info!(status = ?result.status, exit_code = result.exit_code, ms = result.duration, "run finished"),
+        Some(e) => {
+            tracing::error!(status = ?result.status, exit_code = result.exit_code, "run failed: {e}")
+        }
+        None => {
+            tracing::info!(status = ?result.status, exit_code = result.exit_code, ms = result.duration, "run finished")
+        }
     }
     ExitCode::from(result.exit_code)
 }
@@ -43,7 +48,10 @@ async fn watch_signals(cancel: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             return;
         };
         for n in 0..2 {
@@ -52,7 +60,9 @@ async fn watch_signals(cancel: CancellationToken) {
                 _ = int.recv() => {}
             }
             if n == 0 {
-                tracing::warn!("signal received: stopping the current batch (send again to exit at once)");
+                tracing::warn!(
+                    "signal received: stopping the current batch (send again to exit at once)"
+                );
                 cancel.cancel();
             } else {
                 std::process::exit(anchovy_core::error::exit::INTERRUPTED as i32);

@@ -57,7 +57,10 @@ pub fn data_key(tbl: &str, name: &str) -> String {
 
 /// `$task_logs/<batch>.<timestamp>.<rand>.json`.
 pub fn task_log_key(session_id: &str, batch_id: u64, ts: &str, rand: &str) -> String {
-    format!("{TASK_LOGS}/{}", segment(&format!("{session_id}.{batch_id:06}.{ts}.{rand}.json")))
+    format!(
+        "{TASK_LOGS}/{}",
+        segment(&format!("{session_id}.{batch_id:06}.{ts}.{rand}.json"))
+    )
 }
 
 #[cfg(test)]

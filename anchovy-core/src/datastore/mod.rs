@@ -67,7 +67,9 @@ impl Datastore {
         } else if let Some((scheme, _)) = location.split_once("://") {
             return Err(Error::config(
                 "datastore",
-                format!("`{scheme}://` datastores are not supported by this build yet; use a local path or file:// URL"),
+                format!(
+                    "`{scheme}://` datastores are not supported by this build yet; use a local path or file:// URL"
+                ),
             ));
         } else {
             PathBuf::from(location)
@@ -133,7 +135,10 @@ impl Datastore {
     }
 
     fn rel(&self, full: &Path) -> String {
-        let parts: Vec<_> = full.prefix_match(&self.prefix).map(|p| p.collect()).unwrap_or_default();
+        let parts: Vec<_> = full
+            .prefix_match(&self.prefix)
+            .map(|p| p.collect())
+            .unwrap_or_default();
         Path::from_iter(parts).to_string()
     }
 
@@ -143,7 +148,11 @@ impl Datastore {
     /// [`Error::Datastore`] for anything but "not found".
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         match self.store.get(&self.full(key)).await {
-            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| Error::datastore("get", key, e))?)),
+            Ok(r) => Ok(Some(
+                r.bytes()
+                    .await
+                    .map_err(|e| Error::datastore("get", key, e))?,
+            )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(Error::datastore("get", key, e)),
         }
@@ -194,7 +203,11 @@ impl Datastore {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self.store.put_opts(&self.full(key), data.into(), opts).await {
+        match self
+            .store
+            .put_opts(&self.full(key), data.into(), opts)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(Error::datastore("create", key, e)),
@@ -253,7 +266,10 @@ impl Datastore {
     ///
     /// # Errors
     /// [`Error::Datastore`] (including not found).
-    pub async fn stream(&self, key: &str) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+    pub async fn stream(
+        &self,
+        key: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
         let r = self
             .store
             .get(&self.full(key))
@@ -276,7 +292,10 @@ impl Datastore {
         self.delete(&key).await?;
         match back.as_deref() {
             Some(b"ok") => Ok(()),
-            _ => Err(Error::config("datastore", "a probe object did not read back")),
+            _ => Err(Error::config(
+                "datastore",
+                "a probe object did not read back",
+            )),
         }
     }
 }
@@ -288,13 +307,31 @@ mod tests {
     #[tokio::test]
     async fn round_trip_list_create_and_escape_proof_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let ds = Datastore::open(dir.path().to_str().unwrap()).unwrap().for_anchovy("me", "a1");
-        ds.put("$tables/x.json", Bytes::from_static(b"{}")).await.unwrap();
-        assert_eq!(ds.get("$tables/x.json").await.unwrap().unwrap(), Bytes::from_static(b"{}"));
+        let ds = Datastore::open(dir.path().to_str().unwrap())
+            .unwrap()
+            .for_anchovy("me", "a1");
+        ds.put("$tables/x.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            ds.get("$tables/x.json").await.unwrap().unwrap(),
+            Bytes::from_static(b"{}")
+        );
         assert!(ds.get("$tables/missing.json").await.unwrap().is_none());
-        assert!(ds.create("$commits/1", Bytes::from_static(b"a")).await.unwrap());
-        assert!(!ds.create("$commits/1", Bytes::from_static(b"b")).await.unwrap());
-        assert_eq!(ds.get("$commits/1").await.unwrap().unwrap(), Bytes::from_static(b"a"));
+        assert!(
+            ds.create("$commits/1", Bytes::from_static(b"a"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !ds.create("$commits/1", Bytes::from_static(b"b"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            ds.get("$commits/1").await.unwrap().unwrap(),
+            Bytes::from_static(b"a")
+        );
         let listed = ds.list("$tables").await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].key, "$tables/x.json");
@@ -307,7 +344,11 @@ mod tests {
         ds.put(&k, Bytes::from_static(b"x")).await.unwrap();
         let listed = ds.list("$tables").await.unwrap();
         assert_eq!(listed.len(), 2);
-        assert!(walk(dir.path()).iter().all(|p| p.starts_with(dir.path().join("me/a1"))));
+        assert!(
+            walk(dir.path())
+                .iter()
+                .all(|p| p.starts_with(dir.path().join("me/a1")))
+        );
         ds.probe().await.unwrap();
     }
 

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use anchovy_core::operator::OperatorKind;
-use anchovy_core::{BoxError, Emitter, Operator, OperatorSpec, OptionDoc, Source, TaskCtx, async_trait};
+use anchovy_core::{
+    BoxError, Emitter, Operator, OperatorSpec, OptionDoc, Source, TaskCtx, async_trait,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::delimited::{CsvFormat, CsvOptions};
@@ -28,16 +30,46 @@ pub const SPEC: OperatorSpec = OperatorSpec {
     kind: OperatorKind::Downloader,
     connections: &[],
     table_options: &[
-        OptionDoc { key: "path", doc: "glob of the files to read, e.g. ./data/*.csv or /sales/**/*.tsv (required)" },
-        OptionDoc { key: "delimiter", doc: "field delimiter: `,` (default), `;`, `|`, `\\t` or `/t` for tabs" },
-        OptionDoc { key: "quote", doc: "quote character (default `\"`), `none` to turn quoting off" },
-        OptionDoc { key: "header", doc: "first line is a header (default true)" },
-        OptionDoc { key: "names", doc: "column names when header is false" },
-        OptionDoc { key: "skip_lines", doc: "lines to skip before the header (default 0)" },
-        OptionDoc { key: "encoding", doc: "utf-8 (default, BOM stripped), latin-1, windows-1252, ..." },
-        OptionDoc { key: "empty_as_null", doc: "empty text fields become null (default false; typed columns always)" },
-        OptionDoc { key: "provenance", doc: "add _file and _line columns (default false)" },
-        OptionDoc { key: "columns", doc: "column -> type, applied on read (str, int, float, decimal, bool, date, datetime, time, bytes, object)" },
+        OptionDoc {
+            key: "path",
+            doc: "glob of the files to read, e.g. ./data/*.csv or /sales/**/*.tsv (required)",
+        },
+        OptionDoc {
+            key: "delimiter",
+            doc: "field delimiter: `,` (default), `;`, `|`, `\\t` or `/t` for tabs",
+        },
+        OptionDoc {
+            key: "quote",
+            doc: "quote character (default `\"`), `none` to turn quoting off",
+        },
+        OptionDoc {
+            key: "header",
+            doc: "first line is a header (default true)",
+        },
+        OptionDoc {
+            key: "names",
+            doc: "column names when header is false",
+        },
+        OptionDoc {
+            key: "skip_lines",
+            doc: "lines to skip before the header (default 0)",
+        },
+        OptionDoc {
+            key: "encoding",
+            doc: "utf-8 (default, BOM stripped), latin-1, windows-1252, ...",
+        },
+        OptionDoc {
+            key: "empty_as_null",
+            doc: "empty text fields become null (default false; typed columns always)",
+        },
+        OptionDoc {
+            key: "provenance",
+            doc: "add _file and _line columns (default false)",
+        },
+        OptionDoc {
+            key: "columns",
+            doc: "column -> type, applied on read (str, int, float, decimal, bool, date, datetime, time, bytes, object)",
+        },
     ],
     build: |_| Ok(Arc::new(CsvDownloader)),
 };
@@ -75,7 +107,11 @@ fn stat(path: &Path) -> Result<FileState, PluginError> {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    Ok(FileState { size: m.len(), mtime_ns, rows: 0 })
+    Ok(FileState {
+        size: m.len(),
+        mtime_ns,
+        rows: 0,
+    })
 }
 
 /// The checkpoint key of one file of one table.
@@ -100,8 +136,13 @@ impl Source for FileSource {
         for path in files {
             let key = checkpoint_key(&tbl.name, &path);
             let before = stat(&path)?;
-            let seen: Option<FileState> = ctx.checkpoint(&key).and_then(|v| serde_json::from_value(v).ok());
-            if seen.as_ref().is_some_and(|s| s.size == before.size && s.mtime_ns == before.mtime_ns) {
+            let seen: Option<FileState> = ctx
+                .checkpoint(&key)
+                .and_then(|v| serde_json::from_value(v).ok());
+            if seen
+                .as_ref()
+                .is_some_and(|s| s.size == before.size && s.mtime_ns == before.mtime_ns)
+            {
                 skipped += 1;
                 continue;
             }
@@ -114,7 +155,9 @@ impl Source for FileSource {
                     source,
                 })?;
                 let label = p.display().to_string();
-                fmt.read(Box::new(file), &label, &table, batch_size, &mut |b| tx.blocking_send(b).is_ok())
+                fmt.read(Box::new(file), &label, &table, batch_size, &mut |b| {
+                    tx.blocking_send(b).is_ok()
+                })
             });
             while let Some(batch) = rx.recv().await {
                 out.send_batch(batch).await?;

@@ -21,7 +21,8 @@ use std::time::Duration;
 use anchovy_core::chrono;
 use anchovy_core::operator::OperatorKind;
 use anchovy_core::{
-    Batch, BoxError, ConnectionSpec, Emitter, Operator, OperatorSpec, OptionDoc, Sink, Source, TaskCtx, TaskType, Value, async_trait,
+    Batch, BoxError, ConnectionSpec, Emitter, Operator, OperatorSpec, OptionDoc, Sink, Source,
+    TaskCtx, TaskType, Value, async_trait,
 };
 use serde::Deserialize;
 
@@ -67,13 +68,29 @@ impl TicketsApi {
         if o.fail_page == Some(cursor + 1) {
             // Client libraries often echo the request, credentials and all: anchovies
             // must redact them wherever the message ends up.
-            return Err(format!("GET {}/tickets?page={} failed: 503 Service Unavailable (bearer {})", self.uri, cursor + 1, self.token).into());
+            return Err(format!(
+                "GET {}/tickets?page={} failed: 503 Service Unavailable (bearer {})",
+                self.uri,
+                cursor + 1,
+                self.token
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(o.page_delay_ms)).await;
         let prios = ["low", "normal", "high"];
         Ok(Some(
             (cursor * o.page_size + 1..=(cursor + 1) * o.page_size)
-                .map(|id| (id, prios[(id % 3) as usize], if id % 2 == 0 { vec!["billing", "vip"] } else { vec!["bug"] }))
+                .map(|id| {
+                    (
+                        id,
+                        prios[(id % 3) as usize],
+                        if id % 2 == 0 {
+                            vec!["billing", "vip"]
+                        } else {
+                            vec!["bug"]
+                        },
+                    )
+                })
                 .collect(),
         ))
     }
@@ -89,7 +106,10 @@ impl Source for TicketsSource {
 
     async fn run(&self, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
         let opts: TicketOptions = ctx.tbl().plugin_options()?;
-        let mut cursor = ctx.checkpoint("tickets.cursor").and_then(|v| v.as_u64()).unwrap_or(0);
+        let mut cursor = ctx
+            .checkpoint("tickets.cursor")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         let cnxn = ctx.session.connection("tickets")?;
         let api = TicketsApi {
             uri: cnxn.require("uri")?.to_string(),
@@ -136,7 +156,10 @@ impl Sink for Enricher {
                 for t in tags {
                     out.push_to(
                         "ticket_tags",
-                        [("ticket_id", batch.get(i, "id").clone()), ("tag", Value::from(t.as_str().unwrap_or_default()))],
+                        [
+                            ("ticket_id", batch.get(i, "id").clone()),
+                            ("tag", Value::from(t.as_str().unwrap_or_default())),
+                        ],
                     )
                     .await?;
                 }
@@ -186,10 +209,22 @@ const SPEC: OperatorSpec = OperatorSpec {
         description: "the tickets API: URI (https://user:password@host/path) and an optional TOKEN",
     }],
     table_options: &[
-        OptionDoc { key: "fail_page", doc: "simulate an API failure on this page" },
-        OptionDoc { key: "pages", doc: "pages the API serves (default 3; 0 = endless)" },
-        OptionDoc { key: "page_size", doc: "tickets per page (default 5)" },
-        OptionDoc { key: "page_delay_ms", doc: "simulated latency per page (default 0)" },
+        OptionDoc {
+            key: "fail_page",
+            doc: "simulate an API failure on this page",
+        },
+        OptionDoc {
+            key: "pages",
+            doc: "pages the API serves (default 3; 0 = endless)",
+        },
+        OptionDoc {
+            key: "page_size",
+            doc: "tickets per page (default 5)",
+        },
+        OptionDoc {
+            key: "page_delay_ms",
+            doc: "simulated latency per page (default 0)",
+        },
     ],
     build: |_| Ok(Arc::new(TicketsDownloader)),
 };

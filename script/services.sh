@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# script/services.sh -- throwaway local services for integration tests (PostgreSQL, MariaDB,
+# an SFTP sshd, Azurite, moto S3), all on 127.0.0.1. Not used by the foundation tests yet.
+# Usage:  source script/services.sh; install_services; start_services; ...; stop_services
+# Assumes: Debian 12 image, running as root (CI), PostgreSQL 15 + node/npm + python3 already present.
+
+install_services() {   # apt ~40 s, npm ~30 s, pip ~45 s (run the three in parallel if you like)
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends openssh-server openssh-sftp-server mariadb-server >/dev/null
+  install_azurite
+  install_moto
+}
+
+# --- PostgreSQL 15 (throwaway) ---
+PG_PORT=${PG_PORT:-54329}
+PG_DIR=${PG_DIR:-/tmp/anchovies-pg}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+_as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+start_postgres() {
+  rm -rf "$PG_DIR" && mkdir -p "$PG_DIR"
+  [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR"
+  echo postgres > "$PG_DIR/pw" && chmod 644 "$PG_DIR/pw"
+  _as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --pwfile="$PG_DIR/pw" \
+      --auth=scram-sha-256 -E UTF8 --locale=C.UTF-8 --no-sync >"$PG_DIR/initdb.log" 2>&1 \
+    || { cat "$PG_DIR/initdb.log"; return 1; }
+  _as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 start \
+      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+      >/dev/null || { cat "$PG_DIR/server.log"; return 1; }
+  PGPASSWORD=postgres "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
+      -c "CREATE ROLE anchovies LOGIN PASSWORD 'anchovies'" \
+      -c "CREATE DATABASE anchovies OWNER anchovies"
+  export PG_URL="postgres://anchovies:anchovies@127.0.0.1:$PG_PORT/anchovies"
+}
+stop_postgres() { _as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null; }
+
+# --- SFTP: second sshd on 127.0.0.1 (needs root; Debian openssh-server installed) ---
+SFTP_PORT=${SFTP_PORT:-22022}
+SFTP_DIR_ROOT=${SFTP_DIR_ROOT:-/tmp/anchovies-sftp}
+SFTP_USER=${SFTP_USER:-anchovies}
+SFTP_PASSWORD=${SFTP_PASSWORD:-anchovies-pw}
+start_sftp() {
+  local d="$SFTP_DIR_ROOT"
+  rm -rf "$d" && mkdir -p "$d/home/data" "$d/keys"
+  mkdir -p /run/sshd                       # privsep dir; sshd refuses to start without it
+  id -u "$SFTP_USER" >/dev/null 2>&1 || useradd -M -d "$d/home" -s /bin/sh "$SFTP_USER"
+  usermod -d "$d/home" "$SFTP_USER" >/dev/null 2>&1 || true
+  echo "$SFTP_USER:$SFTP_PASSWORD" | chpasswd   # also unlocks the account ("!" in shadow blocks even key auth)
+  ssh-keygen -q -t ed25519 -N '' -f "$d/keys/host_ed25519"
+  ssh-keygen -q -t ed25519 -N '' -f "$d/keys/client_ed25519"
+  cp "$d/keys/client_ed25519.pub" "$d/keys/authorized_keys"
+  chmod 644 "$d/keys/authorized_keys"
+  printf 'id,name\n1,alpha\n2,beta\n' > "$d/home/data/a.csv"
+  printf 'id,name\n3,gamma\n' > "$d/home/data/b.csv"
+  chown -R "$SFTP_USER": "$d/home"
+  cat > "$d/sshd_config" <<CONF
+Port $SFTP_PORT
+ListenAddress 127.0.0.1
+HostKey $d/keys/host_ed25519
+PidFile $d/sshd.pid
+AuthorizedKeysFile $d/keys/authorized_keys
+StrictModes no
+UsePAM no
+PubkeyAuthentication yes
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AllowUsers $SFTP_USER
+Subsystem sftp internal-sftp
+ForceCommand internal-sftp
+X11Forwarding no
+AllowTcpForwarding no
+LogLevel VERBOSE
+CONF
+  /usr/sbin/sshd -t -f "$d/sshd_config" || return 1
+  /usr/sbin/sshd -f "$d/sshd_config" -E "$d/sshd.log" || { cat "$d/sshd.log"; return 1; }
+  for _ in $(seq 50); do ssh-keyscan -p "$SFTP_PORT" -t ed25519 127.0.0.1 > "$d/known_hosts" 2>/dev/null && [ -s "$d/known_hosts" ] && break; sleep 0.1; done
+  export SFTP_HOST=127.0.0.1 SFTP_PORT SFTP_USER SFTP_PASSWORD SFTP_KEY="$d/keys/client_ed25519" \
+         SFTP_KNOWN_HOSTS="$d/known_hosts" SFTP_DIR="$d/home/data"
+}
+stop_sftp() { [ -f "$SFTP_DIR_ROOT/sshd.pid" ] && kill "$(cat "$SFTP_DIR_ROOT/sshd.pid")"; }
+
+# --- Azure Blob emulator: Azurite (npm) ---
+AZURITE_PREFIX=${AZURITE_PREFIX:-/tmp/anchovies-azurite}
+AZURITE_PORT=${AZURITE_PORT:-10000}
+AZURE_CONTAINER=${AZURE_CONTAINER:-anchovies}
+install_azurite() {   # ~30 s; pin the version you tested
+  [ -x "$AZURITE_PREFIX/npm/node_modules/.bin/azurite-blob" ] && return 0
+  mkdir -p "$AZURITE_PREFIX/npm" && (cd "$AZURITE_PREFIX/npm" && npm install --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null)
+}
+start_azurite() {
+  rm -rf "$AZURITE_PREFIX/data" && mkdir -p "$AZURITE_PREFIX/data"
+  # --inMemoryPersistence cannot be combined with --location; drop it and use --location DIR to persist on disk
+  (cd "$AZURITE_PREFIX/data" && exec "$AZURITE_PREFIX/npm/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 \
+      --blobPort "$AZURITE_PORT" --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --silent \
+      > "$AZURITE_PREFIX/azurite.log" 2>&1) &
+  echo $! > "$AZURITE_PREFIX/azurite.pid"
+  local up=0; for _ in $(seq 150); do (exec 3<>/dev/tcp/127.0.0.1/$AZURITE_PORT) 2>/dev/null && { up=1; break; }; sleep 0.1; done
+  [ $up = 1 ] || { cat "$AZURITE_PREFIX/azurite.log"; return 1; }
+  azurite_create_container "$AZURE_CONTAINER"
+  export AZURE_STORAGE_USE_EMULATOR=true AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$AZURITE_PORT" AZURE_CONTAINER
+}
+# Creates a container with a SharedKey-signed REST call (object_store cannot create containers).
+azurite_create_container() {
+  AZ_PORT="$AZURITE_PORT" AZ_CONTAINER="$1" node -e '
+const crypto=require("crypto"),http=require("http");
+const acct="devstoreaccount1",key=Buffer.from("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==","base64");
+const c=process.env.AZ_CONTAINER,date=new Date().toUTCString(),ver="2021-08-06";
+const sts=["PUT","","","","","","","","","","","","x-ms-date:"+date,"x-ms-version:"+ver,"/"+acct+"/"+acct+"/"+c+"\nrestype:container"].join("\n");
+const sig=crypto.createHmac("sha256",key).update(sts,"utf8").digest("base64");
+const req=http.request({host:"127.0.0.1",port:+process.env.AZ_PORT,method:"PUT",path:"/"+acct+"/"+c+"?restype=container",
+  headers:{"x-ms-date":date,"x-ms-version":ver,"Content-Length":0,Authorization:"SharedKey "+acct+":"+sig}},
+  r=>{ if(r.statusCode==201||r.statusCode==409){process.exit(0)} console.error("create container: HTTP "+r.statusCode); r.pipe(process.stderr); r.on("end",()=>process.exit(1)); });
+req.on("error",e=>{console.error(e.message);process.exit(1)}); req.end();'
+}
+stop_azurite() { [ -f "$AZURITE_PREFIX/azurite.pid" ] && kill "$(cat "$AZURITE_PREFIX/azurite.pid")"; }
+
+# --- S3-compatible: moto server (PyPI) ---
+MOTO_PREFIX=${MOTO_PREFIX:-/tmp/anchovies-moto}
+MOTO_PORT=${MOTO_PORT:-5000}
+S3_BUCKET=${S3_BUCKET:-anchovies}
+install_moto() {   # ~45 s
+  [ -x "$MOTO_PREFIX/venv/bin/moto_server" ] && return 0
+  mkdir -p "$MOTO_PREFIX" && python3 -m venv "$MOTO_PREFIX/venv" && "$MOTO_PREFIX/venv/bin/pip" install -q "moto[server]==5.2.5"
+}
+start_moto() {
+  "$MOTO_PREFIX/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" > "$MOTO_PREFIX/moto.log" 2>&1 &
+  echo $! > "$MOTO_PREFIX/moto.pid"
+  local up=0; for _ in $(seq 150); do curl -fsS -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" 2>/dev/null && { up=1; break; }; sleep 0.1; done
+  [ $up = 1 ] || { cat "$MOTO_PREFIX/moto.log"; return 1; }
+  curl -fsS -X PUT "http://127.0.0.1:$MOTO_PORT/$S3_BUCKET" -o /dev/null   # moto does not check signatures
+  export AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
+         AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false S3_BUCKET
+}
+stop_moto() { [ -f "$MOTO_PREFIX/moto.pid" ] && kill "$(cat "$MOTO_PREFIX/moto.pid")"; }
+
+# --- MariaDB 10.11 (Debian mariadb-server), throwaway ---
+MY_PORT=${MY_PORT:-33306}
+MY_DIR=${MY_DIR:-/tmp/anchovies-mariadb}
+_as_my() { if [ "$(id -u)" = 0 ]; then runuser -u mysql -- "$@"; else "$@"; fi; }
+start_mariadb() {
+  rm -rf "$MY_DIR" && mkdir -p "$MY_DIR"
+  [ "$(id -u)" = 0 ] && chown mysql: "$MY_DIR"
+  _as_my mariadb-install-db --no-defaults --datadir="$MY_DIR/data" --auth-root-authentication-method=socket \
+      --skip-test-db --skip-name-resolve > "$MY_DIR/install.log" 2>&1 || { cat "$MY_DIR/install.log"; return 1; }
+  _as_my /usr/sbin/mariadbd --no-defaults --datadir="$MY_DIR/data" --port="$MY_PORT" --bind-address=127.0.0.1 \
+      --socket="$MY_DIR/mysqld.sock" --pid-file="$MY_DIR/mysqld.pid" --log-error="$MY_DIR/error.log" \
+      --skip-name-resolve --skip-log-bin --innodb-buffer-pool-size=64M --innodb-log-file-size=16M \
+      --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 --character-set-server=utf8mb4 > /dev/null 2>&1 &
+  local up=0; for _ in $(seq 300); do [ -S "$MY_DIR/mysqld.sock" ] && _as_my mariadb -S "$MY_DIR/mysqld.sock" -u "$( [ "$(id -u)" = 0 ] && echo mysql || id -un)" -e 'select 1' >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
+  [ $up = 1 ] || { cat "$MY_DIR/error.log"; return 1; }
+  _as_my mariadb -S "$MY_DIR/mysqld.sock" -u "$( [ "$(id -u)" = 0 ] && echo mysql || id -un)" -e "
+    CREATE DATABASE anchovies; CREATE USER 'anchovies'@'%' IDENTIFIED BY 'anchovies';
+    GRANT ALL ON anchovies.* TO 'anchovies'@'%'; FLUSH PRIVILEGES;"
+  export MYSQL_URL="mysql://anchovies:anchovies@127.0.0.1:$MY_PORT/anchovies"
+}
+stop_mariadb() { [ -f "$MY_DIR/mysqld.pid" ] && kill "$(cat "$MY_DIR/mysqld.pid")"; }
+
+start_services() { start_postgres && start_mariadb && start_sftp && start_azurite && start_moto; }
+stop_services()  { stop_moto; stop_azurite; stop_sftp; stop_mariadb; stop_postgres; true; }
