@@ -116,3 +116,134 @@ pub fn main_with(registry: Registry) -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     code
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anchovy_core::config::KEYS;
+
+    /// A CLI flag, an env value and a config-file value for every setting.
+    fn samples(key: &str) -> (Vec<&'static str>, &'static str, serde_json::Value) {
+        use serde_json::json;
+        match key {
+            "id" => (vec!["--id", "c"], "e", json!("f")),
+            "user" => (vec!["--user", "c"], "e", json!("f")),
+            "prod" => (vec!["--prod"], "true", json!(true)),
+            "operator_cls" => (vec!["-op", "c"], "e", json!("f")),
+            "is_task_executor" => (vec!["-S"], "false", json!(false)),
+            "execution_timeout" => (vec!["-t", "1"], "2s", json!(3)),
+            "upstream" => (vec!["-U", "c", "-U", "c2"], "e,e2", json!(["f"])),
+            "enabled" => (vec!["-e", "c"], "e", json!(["f"])),
+            "disabled" => (vec!["-d", "c"], "e", json!("f")),
+            "datastore" => (vec!["--datastore", "/tmp/c"], "/tmp/e", json!("/tmp/f")),
+            "home" => (vec!["--home", "/tmp/c"], "/tmp/e", json!("/tmp/f")),
+            "checkpoint_cls" => (
+                vec!["--checkpoint-cls", "datastore"],
+                "datastore",
+                json!("datastore"),
+            ),
+            "task_store_cls" => (
+                vec!["--task-store-cls", "datastore"],
+                "datastore",
+                json!("datastore"),
+            ),
+            "tbl_store_cls" => (
+                vec!["--tbl-store-cls", "datastore"],
+                "datastore",
+                json!("datastore"),
+            ),
+            "data_buffer_cls" => (
+                vec!["--data-buffer-cls", "ndjson.gz"],
+                "ndjson.gz",
+                json!("ndjson.gz"),
+            ),
+            "log_level" => (vec!["--log-level", "debug"], "warn", json!("error")),
+            "log_format" => (vec!["--log-format", "json"], "text", json!("json")),
+            "batch_policy" => (vec!["--batch-policy", "raise"], "RAISE", json!("CONTINUE")),
+            "max_concurrency" => (vec!["--max-concurrency", "1"], "2", json!(3)),
+            "batch_size" => (vec!["--batch-size", "10"], "20", json!(30)),
+            "file_max_bytes" => (vec!["--file-max-bytes", "100000"], "200000", json!(300000)),
+            "commit_interval" => (vec!["--commit-interval", "1s"], "2s", json!("3s")),
+            other => panic!("no sample for settings key {other}: add one"),
+        }
+    }
+
+    fn resolve(key: &str, cli: bool, env: bool) -> Settings {
+        let (flags, env_value, file_value) = samples(key);
+        let def = KEYS.iter().find(|k| k.key == key).unwrap();
+        let mut argv = vec!["anchovy", "start"];
+        if cli {
+            argv.extend(flags);
+        }
+        let doc = serde_json::json!({ "config": { key: file_value } }).to_string();
+        argv.extend(["--config", &doc]);
+        let parsed = Cli::try_parse_from(args::rewrite_args(argv.iter().map(Into::into))).unwrap();
+        let Command::Start(a) = parsed.command else {
+            unreachable!()
+        };
+        let mut vars = BTreeMap::new();
+        if env {
+            vars.insert(def.env.to_string(), env_value.to_string());
+        }
+        load(&a.config, &vars)
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+            .settings
+    }
+
+    #[test]
+    fn every_setting_works_through_all_three_routes_with_precedence() {
+        for def in KEYS {
+            let key = if def.key == "prod" { "user" } else { def.key };
+            let origin = |s: &Settings| s.origins.get(key).cloned().unwrap_or_default();
+            let file = resolve(def.key, false, false);
+            assert_eq!(
+                origin(&file),
+                "config: of --config",
+                "{} from the file",
+                def.key
+            );
+            let env = resolve(def.key, false, true);
+            assert_eq!(
+                origin(&env),
+                "environment",
+                "{} from the environment",
+                def.key
+            );
+            let cli = resolve(def.key, true, true);
+            assert_eq!(
+                origin(&cli),
+                "command line",
+                "{} from the command line",
+                def.key
+            );
+        }
+        // Spot-check the values themselves.
+        assert_eq!(resolve("upstream", true, true).upstream, vec!["c", "c2"]);
+        assert_eq!(resolve("upstream", false, true).upstream, vec!["e", "e2"]);
+        assert_eq!(resolve("upstream", false, false).upstream, vec!["f"]);
+        assert!(resolve("is_task_executor", false, false).service);
+        assert_eq!(resolve("prod", false, false).user, "prod");
+        assert_eq!(
+            resolve("execution_timeout", false, true).execution_timeout,
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(resolve("datastore", true, true).datastore, "/tmp/c");
+        assert_eq!(resolve("home", false, true).datastore, "/tmp/e");
+    }
+
+    #[test]
+    fn the_readme_documents_every_setting_and_env_var() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        for v in anchovy_core::env::ALL {
+            assert!(readme.contains(v), "README does not mention {v}");
+        }
+        for def in KEYS {
+            assert!(
+                readme.contains(&format!("`{}`", def.key)),
+                "README does not document config key {}",
+                def.key
+            );
+        }
+    }
+}

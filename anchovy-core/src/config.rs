@@ -407,10 +407,18 @@ impl Settings {
                 .transpose();
             match prod {
                 Err(e) => Some(Err(e)),
-                Ok(Some(true)) => Some(Ok("prod".to_string())),
-                _ => l.get("user").map(|v| Ok(as_string(v))),
+                Ok(Some(true)) => Some(Ok(("prod".to_string(), l.origin.clone()))),
+                _ => l.get("user").map(|v| Ok((as_string(v), l.origin.clone()))),
             }
         });
+        let user = match user {
+            Some(Ok((u, origin))) => {
+                origins.insert("user".to_string(), origin);
+                Some(Ok(u))
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        };
         let user = match user {
             Some(u) => u?,
             None => vars

@@ -168,3 +168,80 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
+
+#[test]
+fn deleting_a_checkpoint_rereads_that_file() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n");
+    env.write("in/b.csv", "id\n2\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    run(&env, "d");
+    // Without a TTY and without -y, nothing is deleted.
+    let out = env
+        .cmd()
+        .args(["checkpoints", "--id", "d", "-D", "t:in/b.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(crate::stderr(&out).contains("pass -y"));
+    let out = env
+        .cmd()
+        .args(["checkpoints", "--id", "d", "-D", "-y", "t:in/b.csv"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(crate::stderr(&out).contains("deleted 1 checkpoints"));
+    let r = run(&env, "d");
+    assert_eq!(tbl_data(&r, "t")["files_read"], 1);
+    let ids: Vec<Value> = committed(&env.home(), "tester", "d")["t"]
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![Value::from("1"), Value::from("2"), Value::from("2")]
+    );
+}
+
+#[test]
+fn service_mode_runs_batches_until_sigterm() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    let bin = assert_cmd::cargo::cargo_bin("anchovy");
+    let child = std::process::Command::new(bin)
+        .args(["start", "-op", "files.CsvDownloader", "--id", "svc", "-S"])
+        .current_dir(env.path())
+        .env_clear()
+        .env("HOME", env.path().join("home"))
+        .env("USER", "tester")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let area = env.area("tester", "svc");
+    let t0 = std::time::Instant::now();
+    while commit_count(&area) == 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "no commit from the service"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // SIGTERM during the pause between batches: a clean stop, exit 0.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", crate::stderr(&out));
+    let r = results(&out);
+    assert_eq!(r["status"], "OK");
+    assert_eq!(r["batches"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        r["tasks"].as_array().unwrap().last().unwrap()["task_type"],
+        "SHUTDOWN"
+    );
+}
