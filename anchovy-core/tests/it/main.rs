@@ -21,6 +21,12 @@ pub struct Harness {
 
 static CURRENT: std::sync::Mutex<Option<Arc<dyn Operator>>> = std::sync::Mutex::new(None);
 
+impl Default for Harness {
+    fn default() -> Self {
+        Harness::new()
+    }
+}
+
 impl Harness {
     pub fn new() -> Harness {
         Harness {

@@ -400,7 +400,7 @@ async fn data_files_rotate_by_size_and_commit_together() {
         .run(
             Arc::new(op),
             "tbls: {t: {}}",
-            &[("file_max_bytes", 4096.into())],
+            &[("file_max_bytes", 4096.into()), ("batch_size", 100.into())],
         )
         .await;
     assert_eq!(r.status, Status::Ok);
