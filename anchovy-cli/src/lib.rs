@@ -89,6 +89,11 @@ pub fn main_with(registry: Registry) -> ExitCode {
     };
     let loaded = match load(config, &vars) {
         Ok(l) => l,
+        // A healthcheck reports a broken configuration as a failed check.
+        Err(e) if matches!(cli.command, Command::Healthcheck(_)) => {
+            println!("FAIL config: {}", e.chain());
+            return ExitCode::from(exit::FAILED);
+        }
         Err(e) => return report(&e),
     };
     logging::init(&loaded.settings.log_level, loaded.settings.log_format);

@@ -403,21 +403,26 @@ impl Session {
                     self.tasks.clone(),
                 );
                 let name = tbl.name.clone();
-                let handle = set.spawn(async move {
-                    inflight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(key.clone(), Instant::now());
-                    let (log, err) = run_table(ctx, batch_id, tbls, tbl, &sources, &sinks).await;
-                    if let Err(e) = tasks.write(&log).await {
-                        tracing::error!(error = %e.chain(), "cannot write task log");
-                    }
-                    inflight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&key);
-                    (log, err)
-                });
+                let span = tracing::info_span!("table", table = %name, batch = batch_id);
+                let handle = set.spawn(tracing::Instrument::instrument(
+                    async move {
+                        inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(key.clone(), Instant::now());
+                        let (log, err) =
+                            run_table(ctx, batch_id, tbls, tbl, &sources, &sinks).await;
+                        if let Err(e) = tasks.write(&log).await {
+                            tracing::error!(error = %e.chain(), "cannot write task log");
+                        }
+                        inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key);
+                        (log, err)
+                    },
+                    span,
+                ));
                 names.insert(handle.id(), name);
             }
             let Some(joined) = set.join_next_with_id().await else {
@@ -547,8 +552,6 @@ async fn run_table(
     sinks: &[Arc<dyn Sink>],
 ) -> (TaskLog, Option<Error>) {
     let name = tbl.name.clone();
-    let span = tracing::info_span!("table", table = %name, batch = batch_id);
-    let _ = &span;
     let ctx = Arc::new(TaskCtx::new(
         sess.clone(),
         batch_id,

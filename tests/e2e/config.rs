@@ -265,6 +265,18 @@ fn healthcheck_passes_and_fails_with_reasons() {
             .any(|l| l.starts_with("FAIL datastore: create datastore directory")),
         "{text}"
     );
+    env.write("config.yaml", "config:\n  bogus: 1\n");
+    let out = env
+        .cmd()
+        .args(["healthcheck", "--id", "h"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("FAIL config: unknown key `bogus`"),
+        "{text}"
+    );
 }
 
 #[test]
