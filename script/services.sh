@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # script/services.sh -- throwaway local services for integration tests (PostgreSQL, MariaDB,
-# an SFTP sshd, Azurite, moto S3), all on 127.0.0.1. Not used by the foundation tests yet.
+# an SFTP sshd, Azurite, moto S3), all on 127.0.0.1. script/test starts what the tests need.
 # Usage:  source script/services.sh; install_services; start_services; ...; stop_services
 # Assumes: Debian 12 image, running as root (CI), PostgreSQL 15 + node/npm + python3 already present.
+
+# What the SQL tests need: PostgreSQL is on the image; MariaDB comes from Debian.
+install_sql_services() {
+  command -v /usr/sbin/mariadbd >/dev/null && return 0
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends mariadb-server >/dev/null
+}
 
 install_services() {   # apt ~40 s, npm ~30 s, pip ~45 s (run the three in parallel if you like)
   export DEBIAN_FRONTEND=noninteractive
@@ -151,7 +159,7 @@ start_mariadb() {
   [ $up = 1 ] || { cat "$MY_DIR/error.log"; return 1; }
   _as_my mariadb -S "$MY_DIR/mysqld.sock" -u "$( [ "$(id -u)" = 0 ] && echo mysql || id -un)" -e "
     CREATE DATABASE anchovies; CREATE USER 'anchovies'@'%' IDENTIFIED BY 'anchovies';
-    GRANT ALL ON anchovies.* TO 'anchovies'@'%'; FLUSH PRIVILEGES;"
+    GRANT ALL ON *.* TO 'anchovies'@'%'; FLUSH PRIVILEGES;"
   export MYSQL_URL="mysql://anchovies:anchovies@127.0.0.1:$MY_PORT/anchovies"
 }
 stop_mariadb() { [ -f "$MY_DIR/mysqld.pid" ] && kill "$(cat "$MY_DIR/mysqld.pid")"; }

@@ -7,7 +7,6 @@
 //! commit record ([`crate::commit`]) says which files exist.
 //! [`DataFileReader`] streams a file back as typed batches.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -36,9 +35,9 @@ pub struct FileEntry {
     pub bytes: u64,
     /// Uncompressed NDJSON size.
     pub raw_bytes: u64,
-    /// Column types seen in the file (inferred from the values).
+    /// Column types seen in the file (inferred from the values), in column order.
     #[serde(default)]
-    pub columns: BTreeMap<String, ColType>,
+    pub columns: Vec<(String, ColType)>,
 }
 
 /// Streams batches of one table into one gzip NDJSON file.
@@ -51,7 +50,7 @@ pub struct DataFileWriter {
     rows: u64,
     raw_bytes: u64,
     bytes: u64,
-    columns: BTreeMap<String, ColType>,
+    columns: Vec<(String, ColType)>,
 }
 
 impl DataFileWriter {
@@ -69,7 +68,7 @@ impl DataFileWriter {
             rows: 0,
             raw_bytes: 0,
             bytes: 0,
-            columns: BTreeMap::new(),
+            columns: Vec::new(),
         }
     }
 
@@ -90,8 +89,10 @@ impl DataFileWriter {
                 .filter_map(|r| r.get(i)?.col_type())
                 .reduce(ColType::widen);
             if let Some(t) = seen {
-                let e = self.columns.entry(name.to_string()).or_insert(t);
-                *e = e.widen(t);
+                match self.columns.iter_mut().find(|(c, _)| **c == **name) {
+                    Some((_, e)) => *e = e.widen(t),
+                    None => self.columns.push((name.to_string(), t)),
+                }
             }
         }
         for row in &batch.rows {
@@ -307,7 +308,13 @@ mod tests {
         );
         let entry = w.finish().await.unwrap();
         assert_eq!(entry.rows, 30_000);
-        assert_eq!(entry.columns["id"], ColType::Int);
+        assert_eq!(
+            entry.columns,
+            vec![
+                ("id".to_string(), ColType::Int),
+                ("s".to_string(), ColType::Str)
+            ]
+        );
         let mut r = DataFileReader::open(&ds, "t", &entry.key, 777)
             .await
             .unwrap();

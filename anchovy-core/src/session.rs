@@ -330,15 +330,29 @@ impl Session {
                 .await
                 .map_err(|e| wrap("discover_tbls".into(), e))?;
             let mut tbls: BTreeMap<String, Tbl> = BTreeMap::new();
-            for t in discovered.unwrap_or_default() {
-                tbls.insert(t.name.clone(), t);
-            }
-            for t in self.ctx.config_tbls.iter() {
-                let merged = match tbls.get(&t.name) {
-                    Some(d) => t.merged_over(d),
-                    None => t.clone(),
-                };
-                tbls.insert(t.name.clone(), merged);
+            match discovered {
+                // With discovery the discovered tables are the tables; config entries of
+                // the same name refine them (config wins).
+                Some(found) => {
+                    for t in found {
+                        let merged = match self.ctx.config_tbls.get(&t.name) {
+                            Some(cfg) => cfg.merged_over(&t),
+                            None => t,
+                        };
+                        tbls.insert(merged.name.clone(), merged);
+                    }
+                    for t in self.ctx.config_tbls.iter() {
+                        let used = tbls.contains_key(&t.name) || tbls.keys().any(|k| k.ends_with(&format!(".{}", t.name)));
+                        if !used {
+                            tracing::warn!(table = %t.name, "table in the config file was not discovered by the operator; skipped");
+                        }
+                    }
+                }
+                None => {
+                    for t in self.ctx.config_tbls.iter() {
+                        tbls.insert(t.name.clone(), t.clone());
+                    }
+                }
             }
             Ok(TblSet::new(tbls.into_values()).filter(&s.enabled, &s.disabled))
         }

@@ -31,6 +31,22 @@ pub enum PluginError {
         #[source]
         source: std::io::Error,
     },
+    /// A database operation failed.
+    #[cfg(feature = "sql")]
+    #[error("{context}")]
+    Db {
+        /// What was being done (never contains a password).
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Another process changed shared state while this one worked.
+    #[error("{message}")]
+    Conflict {
+        /// What happened and what to do.
+        message: String,
+    },
     /// Anything from anchovy-core.
     #[error(transparent)]
     Core(#[from] anchovy_core::Error),

@@ -7,12 +7,15 @@
 //! | operator | feature | what it does |
 //! |----------|---------|--------------|
 //! | `files.CsvDownloader` | `files` | CSV/TSV files on the local filesystem |
+//! | `sql.Uploader` | `sql` | datastore -> PostgreSQL, MySQL/MariaDB, SQLite |
 
 #[cfg(feature = "files")]
 pub mod delimited;
 pub mod error;
 #[cfg(feature = "files")]
 pub mod files;
+#[cfg(feature = "sql")]
+pub mod sql;
 
 pub use error::PluginError;
 
@@ -23,5 +26,7 @@ pub fn registry() -> Registry {
     let r = Registry::new();
     #[cfg(feature = "files")]
     let r = r.with(files::SPEC);
+    #[cfg(feature = "sql")]
+    let r = r.with(sql::SPEC);
     r
 }

@@ -1,0 +1,662 @@
+//! Connections to the target database and the few operations the uploader needs, for
+//! PostgreSQL, MySQL/MariaDB and SQLite. The merge logic is written once against
+//! [`Tx`]; each method here is a small match over the three backends.
+//!
+//! Staging is the bulk path: PostgreSQL gets `COPY ... FROM STDIN (FORMAT csv)`, MySQL
+//! and SQLite multi-row `INSERT`s with bind parameters (as many rows per statement as
+//! their parameter limits allow). No statement ever runs per row.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anchovy_core::{Batch, ColType, Value};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{MySql, Postgres, QueryBuilder, Sqlite};
+
+use super::dialect::{Dialect, ORD, TableRef};
+use crate::error::PluginError;
+
+/// How long to wait for a connection before giving up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A connection pool to the target.
+#[derive(Clone)]
+pub enum Db {
+    /// PostgreSQL.
+    Pg(sqlx::PgPool),
+    /// MySQL or MariaDB.
+    My(sqlx::MySqlPool),
+    /// SQLite.
+    Lite(sqlx::SqlitePool),
+}
+
+/// An open transaction on the target.
+pub enum Tx {
+    /// PostgreSQL.
+    Pg(sqlx::Transaction<'static, Postgres>),
+    /// MySQL or MariaDB.
+    My(sqlx::Transaction<'static, MySql>),
+    /// SQLite.
+    Lite(sqlx::Transaction<'static, Sqlite>),
+}
+
+fn db_err(context: impl Into<String>, e: sqlx::Error) -> PluginError {
+    PluginError::Db {
+        context: context.into(),
+        source: e,
+    }
+}
+
+/// A URL with its password masked, for messages.
+pub fn display_url(url: &str) -> String {
+    anchovy_core::secret::redact(url).into_owned()
+}
+
+impl Db {
+    /// Connects (and checks the connection) with a timeout.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`] naming the (redacted) URL: unreachable host, bad password,
+    /// missing database.
+    pub async fn connect(url: &str) -> Result<Db, PluginError> {
+        let dialect = Dialect::from_url(url).ok_or_else(|| PluginError::Option {
+            key: "ACHVY_CNXN__DB__URI".into(),
+            message: format!(
+                "`{}` is not a postgres://, mysql:// or sqlite:// URL",
+                display_url(url)
+            ),
+        })?;
+        let ctx = || format!("connect to {}", display_url(url));
+        let db = match dialect {
+            Dialect::Postgres => {
+                let opts = PgConnectOptions::from_str(url)
+                    .map_err(|e| db_err(ctx(), e))?
+                    .options([("TimeZone", "UTC")]);
+                Db::Pg(
+                    PgPoolOptions::new()
+                        .max_connections(8)
+                        .acquire_timeout(CONNECT_TIMEOUT)
+                        .connect_with(opts)
+                        .await
+                        .map_err(|e| db_err(ctx(), e))?,
+                )
+            }
+            Dialect::MySql => {
+                let url = url.replacen("mariadb://", "mysql://", 1);
+                let opts = MySqlConnectOptions::from_str(&url)
+                    .map_err(|e| db_err(ctx(), e))?
+                    .timezone(Some("+00:00".into()));
+                Db::My(
+                    MySqlPoolOptions::new()
+                        .max_connections(8)
+                        .acquire_timeout(CONNECT_TIMEOUT)
+                        .connect_with(opts)
+                        .await
+                        .map_err(|e| db_err(ctx(), e))?,
+                )
+            }
+            Dialect::Sqlite => {
+                let opts = SqliteConnectOptions::from_str(url)
+                    .map_err(|e| db_err(ctx(), e))?
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(30));
+                Db::Lite(
+                    SqlitePoolOptions::new()
+                        .max_connections(4)
+                        .acquire_timeout(CONNECT_TIMEOUT)
+                        .connect_with(opts)
+                        .await
+                        .map_err(|e| db_err(ctx(), e))?,
+                )
+            }
+        };
+        Ok(db)
+    }
+
+    /// The SQL dialect.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Db::Pg(_) => Dialect::Postgres,
+            Db::My(_) => Dialect::MySql,
+            Db::Lite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Runs one statement outside a transaction (DDL).
+    ///
+    /// # Errors
+    /// [`PluginError::Db`] with the statement.
+    pub async fn exec(&self, sql: &str) -> Result<u64, PluginError> {
+        let r = match self {
+            Db::Pg(p) => sqlx::query(safe(sql))
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()),
+            Db::My(p) => sqlx::query(safe(sql))
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()),
+            Db::Lite(p) => sqlx::query(safe(sql))
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()),
+        };
+        r.map_err(|e| db_err(format!("run `{}`", short(sql)), e))
+    }
+
+    /// The columns of a table (name, SQL type), or `None` when it does not exist.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`].
+    pub async fn columns(
+        &self,
+        t: &TableRef,
+    ) -> Result<Option<Vec<(String, String)>>, PluginError> {
+        let ctx = || format!("describe table {}", self.dialect().table(t));
+        let rows: Vec<(String, String)> = match self {
+            Db::Pg(p) => sqlx::query_as(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            )
+            .bind(&t.schema)
+            .bind(&t.name)
+            .fetch_all(p)
+            .await
+            .map_err(|e| db_err(ctx(), e))?,
+            Db::My(p) => {
+                let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
+                    "SELECT CAST(column_name AS BINARY), CAST(column_type AS BINARY) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                )
+                .bind(&t.schema)
+                .bind(&t.name)
+                .fetch_all(p)
+                .await
+                .map_err(|e| db_err(ctx(), e))?;
+                rows.into_iter()
+                    .map(|(a, b)| (String::from_utf8_lossy(&a).into_owned(), String::from_utf8_lossy(&b).into_owned()))
+                    .collect()
+            }
+            Db::Lite(p) => {
+                let name = format!("{}__{}", t.schema, t.name);
+                sqlx::query_as("SELECT name, type FROM pragma_table_info(?) ORDER BY cid")
+                    .bind(name)
+                    .fetch_all(p)
+                    .await
+                    .map_err(|e| db_err(ctx(), e))?
+            }
+        };
+        Ok(if rows.is_empty() { None } else { Some(rows) })
+    }
+
+    /// Starts a transaction.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`].
+    pub async fn begin(&self) -> Result<Tx, PluginError> {
+        let r = match self {
+            Db::Pg(p) => p.begin().await.map(Tx::Pg),
+            Db::My(p) => p.begin().await.map(Tx::My),
+            Db::Lite(p) => p.begin().await.map(Tx::Lite),
+        };
+        r.map_err(|e| db_err("begin a transaction", e))
+    }
+
+    /// Reads the committed position of one (uploader, upstream, table).
+    ///
+    /// # Errors
+    /// [`PluginError::Db`].
+    pub async fn position(
+        &self,
+        uploader: &str,
+        upstream: &str,
+        tbl: &str,
+    ) -> Result<u64, PluginError> {
+        let sql = position_select(self.dialect(), false);
+        let r: Option<i64> = match self {
+            Db::Pg(p) => {
+                sqlx::query_scalar(safe(&sql))
+                    .bind(uploader)
+                    .bind(upstream)
+                    .bind(tbl)
+                    .fetch_optional(p)
+                    .await
+            }
+            Db::My(p) => {
+                sqlx::query_scalar(safe(&sql))
+                    .bind(uploader)
+                    .bind(upstream)
+                    .bind(tbl)
+                    .fetch_optional(p)
+                    .await
+            }
+            Db::Lite(p) => {
+                sqlx::query_scalar(safe(&sql))
+                    .bind(uploader)
+                    .bind(upstream)
+                    .bind(tbl)
+                    .fetch_optional(p)
+                    .await
+            }
+        }
+        .map_err(|e| db_err("read the upload position", e))?;
+        Ok(r.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        match self {
+            Db::Pg(p) => p.close().await,
+            Db::My(p) => p.close().await,
+            Db::Lite(p) => p.close().await,
+        }
+    }
+}
+
+/// Marks generated SQL as audited: every identifier in it went through
+/// [`Dialect::ident`] and every value is a bind parameter or COPY data.
+fn safe(sql: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql.to_string())
+}
+
+fn position_select(d: Dialect, lock: bool) -> String {
+    format!(
+        "SELECT seq FROM {} WHERE uploader = {} AND upstream = {} AND tbl = {}{}",
+        d.ident(super::dialect::POSITIONS),
+        d.param(1),
+        d.param(2),
+        d.param(3),
+        if lock && d != Dialect::Sqlite {
+            " FOR UPDATE"
+        } else {
+            ""
+        }
+    )
+}
+
+fn short(sql: &str) -> String {
+    if sql.len() > 300 {
+        format!(
+            "{}...",
+            &sql[..sql
+                .char_indices()
+                .nth(300)
+                .map(|(i, _)| i)
+                .unwrap_or(sql.len())]
+        )
+    } else {
+        sql.to_string()
+    }
+}
+
+impl Tx {
+    fn dialect(&self) -> Dialect {
+        match self {
+            Tx::Pg(_) => Dialect::Postgres,
+            Tx::My(_) => Dialect::MySql,
+            Tx::Lite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Runs one statement; returns the affected rows.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`] with the statement.
+    pub async fn exec(&mut self, sql: &str) -> Result<u64, PluginError> {
+        let r = match self {
+            Tx::Pg(t) => sqlx::query(safe(sql))
+                .execute(&mut **t)
+                .await
+                .map(|r| r.rows_affected()),
+            Tx::My(t) => sqlx::query(safe(sql))
+                .execute(&mut **t)
+                .await
+                .map(|r| r.rows_affected()),
+            Tx::Lite(t) => sqlx::query(safe(sql))
+                .execute(&mut **t)
+                .await
+                .map(|r| r.rows_affected()),
+        };
+        r.map_err(|e| db_err(format!("run `{}`", short(sql)), e))
+    }
+
+    /// Runs a `SELECT COUNT(*)`-style query.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`].
+    pub async fn scalar(&mut self, sql: &str) -> Result<i64, PluginError> {
+        let r: Result<i64, sqlx::Error> = match self {
+            Tx::Pg(t) => sqlx::query_scalar(safe(sql)).fetch_one(&mut **t).await,
+            Tx::My(t) => sqlx::query_scalar(safe(sql)).fetch_one(&mut **t).await,
+            Tx::Lite(t) => sqlx::query_scalar(safe(sql)).fetch_one(&mut **t).await,
+        };
+        r.map_err(|e| db_err(format!("run `{}`", short(sql)), e))
+    }
+
+    /// Locks the position row (creating it at 0) and returns its value. Concurrent
+    /// uploaders of the same id wait here; the one that finds the position moved stops.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`].
+    pub async fn lock_position(
+        &mut self,
+        uploader: &str,
+        upstream: &str,
+        tbl: &str,
+    ) -> Result<u64, PluginError> {
+        let d = self.dialect();
+        let now = chrono::Utc::now().to_rfc3339();
+        let insert = match d {
+            Dialect::MySql => format!(
+                "INSERT IGNORE INTO {} (uploader, upstream, tbl, seq, updated_at) VALUES (?, ?, ?, 0, ?)",
+                d.ident(super::dialect::POSITIONS)
+            ),
+            _ => format!(
+                "INSERT INTO {} (uploader, upstream, tbl, seq, updated_at) VALUES ({}, {}, {}, 0, {}) ON CONFLICT DO NOTHING",
+                d.ident(super::dialect::POSITIONS),
+                d.param(1),
+                d.param(2),
+                d.param(3),
+                d.param(4)
+            ),
+        };
+        let select = position_select(d, true);
+        let r: Result<i64, sqlx::Error> = async {
+            Ok(match self {
+                Tx::Pg(t) => {
+                    sqlx::query(safe(&insert))
+                        .bind(uploader)
+                        .bind(upstream)
+                        .bind(tbl)
+                        .bind(&now)
+                        .execute(&mut **t)
+                        .await?;
+                    sqlx::query_scalar(safe(&select))
+                        .bind(uploader)
+                        .bind(upstream)
+                        .bind(tbl)
+                        .fetch_one(&mut **t)
+                        .await?
+                }
+                Tx::My(t) => {
+                    sqlx::query(safe(&insert))
+                        .bind(uploader)
+                        .bind(upstream)
+                        .bind(tbl)
+                        .bind(&now)
+                        .execute(&mut **t)
+                        .await?;
+                    sqlx::query_scalar(safe(&select))
+                        .bind(uploader)
+                        .bind(upstream)
+                        .bind(tbl)
+                        .fetch_one(&mut **t)
+                        .await?
+                }
+                Tx::Lite(t) => {
+                    sqlx::query(safe(&insert))
+                        .bind(uploader)
+                        .bind(upstream)
+                        .bind(tbl)
+                        .bind(&now)
+                        .execute(&mut **t)
+                        .await?;
+                    sqlx::query_scalar(safe(&select))
+                        .bind(uploader)
+                        .bind(upstream)
+                        .bind(tbl)
+                        .fetch_one(&mut **t)
+                        .await?
+                }
+            })
+        }
+        .await;
+        Ok(r.map_err(|e| db_err("lock the upload position", e))?.max(0) as u64)
+    }
+
+    /// Sets the position (inside the load's transaction).
+    ///
+    /// # Errors
+    /// [`PluginError::Db`].
+    pub async fn set_position(
+        &mut self,
+        uploader: &str,
+        upstream: &str,
+        tbl: &str,
+        seq: u64,
+    ) -> Result<(), PluginError> {
+        let d = self.dialect();
+        let sql = format!(
+            "UPDATE {} SET seq = {}, updated_at = {} WHERE uploader = {} AND upstream = {} AND tbl = {}",
+            d.ident(super::dialect::POSITIONS),
+            d.param(1),
+            d.param(2),
+            d.param(3),
+            d.param(4),
+            d.param(5)
+        );
+        let now = chrono::Utc::now().to_rfc3339();
+        let seq = seq as i64;
+        let r = match self {
+            Tx::Pg(t) => sqlx::query(safe(&sql))
+                .bind(seq)
+                .bind(&now)
+                .bind(uploader)
+                .bind(upstream)
+                .bind(tbl)
+                .execute(&mut **t)
+                .await
+                .map(|_| ()),
+            Tx::My(t) => sqlx::query(safe(&sql))
+                .bind(seq)
+                .bind(&now)
+                .bind(uploader)
+                .bind(upstream)
+                .bind(tbl)
+                .execute(&mut **t)
+                .await
+                .map(|_| ()),
+            Tx::Lite(t) => sqlx::query(safe(&sql))
+                .bind(seq)
+                .bind(&now)
+                .bind(uploader)
+                .bind(upstream)
+                .bind(tbl)
+                .execute(&mut **t)
+                .await
+                .map(|_| ()),
+        };
+        r.map_err(|e| db_err("advance the upload position", e))
+    }
+
+    /// Appends a batch to the staging table. `cols` are the staging columns (without
+    /// the order column); `ord` is the order number of the batch's first row.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`] (a value that does not fit its column is reported here).
+    pub async fn stage(
+        &mut self,
+        stage: &str,
+        cols: &[(String, ColType)],
+        batch: &Batch,
+        ord: i64,
+    ) -> Result<(), PluginError> {
+        let d = self.dialect();
+        let idx: Vec<Option<usize>> = cols.iter().map(|(c, _)| batch.schema.index_of(c)).collect();
+        fn cell<'r>(idx: &[Option<usize>], row: &'r [Value], i: usize) -> &'r Value {
+            const NULL: &Value = &Value::Null;
+            idx[i].and_then(|j| row.get(j)).unwrap_or(NULL)
+        }
+        let ctx = || format!("stage rows of {}", batch.table);
+        match self {
+            Tx::Pg(t) => {
+                let list: Vec<String> = cols
+                    .iter()
+                    .map(|(c, _)| d.ident(c))
+                    .chain(std::iter::once(d.ident(ORD)))
+                    .collect();
+                let sql = format!(
+                    "COPY {} ({}) FROM STDIN WITH (FORMAT csv)",
+                    d.ident(stage),
+                    list.join(", ")
+                );
+                let mut buf = String::with_capacity(batch.rows.len() * 64);
+                for (n, row) in batch.rows.iter().enumerate() {
+                    for i in 0..cols.len() {
+                        csv_field(&mut buf, cell(&idx, row, i), cols[i].1);
+                        buf.push(',');
+                    }
+                    buf.push_str(&(ord + n as i64).to_string());
+                    buf.push('\n');
+                }
+                let mut copy = t.copy_in_raw(&sql).await.map_err(|e| db_err(ctx(), e))?;
+                if let Err(e) = copy.send(buf.into_bytes()).await {
+                    let _ = copy.abort("anchovies: staging failed").await;
+                    return Err(db_err(ctx(), e));
+                }
+                copy.finish().await.map_err(|e| db_err(ctx(), e))?;
+            }
+            Tx::My(t) => {
+                let per = (60_000 / (cols.len() + 1)).max(1);
+                for (c, chunk) in batch.rows.chunks(per).enumerate() {
+                    let mut qb: QueryBuilder<MySql> =
+                        QueryBuilder::new(insert_head(d, stage, cols));
+                    qb.push_values(chunk.iter().enumerate(), |mut b, (n, row)| {
+                        for i in 0..cols.len() {
+                            match text_or_native(cell(&idx, row, i), d) {
+                                Bind::Null => b.push_bind(None::<String>),
+                                Bind::Bool(x) => b.push_bind(x),
+                                Bind::Int(x) => b.push_bind(x),
+                                Bind::Float(x) => b.push_bind(x),
+                                Bind::Bytes(x) => b.push_bind(x),
+                                Bind::Text(x) => b.push_bind(x),
+                            };
+                        }
+                        b.push_bind(ord + (c * per + n) as i64);
+                    });
+                    qb.build()
+                        .execute(&mut **t)
+                        .await
+                        .map_err(|e| db_err(ctx(), e))?;
+                }
+            }
+            Tx::Lite(t) => {
+                let per = (30_000 / (cols.len() + 1)).max(1);
+                for (c, chunk) in batch.rows.chunks(per).enumerate() {
+                    let mut qb: QueryBuilder<Sqlite> =
+                        QueryBuilder::new(insert_head(d, stage, cols));
+                    qb.push_values(chunk.iter().enumerate(), |mut b, (n, row)| {
+                        for i in 0..cols.len() {
+                            match text_or_native(cell(&idx, row, i), d) {
+                                Bind::Null => b.push_bind(None::<String>),
+                                Bind::Bool(x) => b.push_bind(x),
+                                Bind::Int(x) => b.push_bind(x),
+                                Bind::Float(x) => b.push_bind(x),
+                                Bind::Bytes(x) => b.push_bind(x),
+                                Bind::Text(x) => b.push_bind(x),
+                            };
+                        }
+                        b.push_bind(ord + (c * per + n) as i64);
+                    });
+                    qb.build()
+                        .execute(&mut **t)
+                        .await
+                        .map_err(|e| db_err(ctx(), e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`].
+    pub async fn commit(self) -> Result<(), PluginError> {
+        let r = match self {
+            Tx::Pg(t) => t.commit().await,
+            Tx::My(t) => t.commit().await,
+            Tx::Lite(t) => t.commit().await,
+        };
+        r.map_err(|e| db_err("commit the load", e))
+    }
+}
+
+fn insert_head(d: Dialect, stage: &str, cols: &[(String, ColType)]) -> String {
+    let list: Vec<String> = cols
+        .iter()
+        .map(|(c, _)| d.ident(c))
+        .chain(std::iter::once(d.ident(ORD)))
+        .collect();
+    format!("INSERT INTO {} ({}) ", d.ident(stage), list.join(", "))
+}
+
+/// A value as bound to a MySQL or SQLite statement.
+enum Bind {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Bytes(Vec<u8>),
+    Text(String),
+}
+
+fn text_or_native(v: &Value, d: Dialect) -> Bind {
+    match v {
+        Value::Null => Bind::Null,
+        Value::Bool(b) => Bind::Bool(*b),
+        Value::Int(i) => Bind::Int(*i),
+        Value::Float(f) if f.is_finite() => Bind::Float(*f),
+        Value::Bytes(b) => Bind::Bytes(b.clone()),
+        // MySQL DATETIME has no offset: store the UTC instant.
+        Value::DateTimeTz(dt) if d == Dialect::MySql => {
+            Bind::Text(dt.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string())
+        }
+        Value::DateTime(dt) if d == Dialect::MySql => {
+            Bind::Text(dt.format("%Y-%m-%d %H:%M:%S%.f").to_string())
+        }
+        other => Bind::Text(other.text().into_owned()),
+    }
+}
+
+/// One CSV field for PostgreSQL COPY: nulls are empty and unquoted, everything else
+/// is quoted (so an empty string stays an empty string).
+fn csv_field(buf: &mut String, v: &Value, ty: ColType) {
+    let text = match v {
+        Value::Null => return,
+        Value::Bytes(b) => format!("\\x{}", hex::encode(b)),
+        Value::Bool(b) if ty == ColType::Bool => (if *b { "t" } else { "f" }).to_string(),
+        other => other.text().into_owned(),
+    };
+    buf.push('"');
+    for ch in text.chars() {
+        if ch == '"' {
+            buf.push('"');
+        }
+        buf.push(ch);
+    }
+    buf.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_fields_keep_nulls_and_empty_strings_apart() {
+        let mut b = String::new();
+        csv_field(&mut b, &Value::Null, ColType::Str);
+        b.push(',');
+        csv_field(&mut b, &Value::String(String::new()), ColType::Str);
+        b.push(',');
+        csv_field(
+            &mut b,
+            &Value::String("say \"hi\",\nbye".into()),
+            ColType::Str,
+        );
+        b.push(',');
+        csv_field(&mut b, &Value::Bytes(vec![0, 255]), ColType::Bytes);
+        assert_eq!(b, ",\"\",\"say \"\"hi\"\",\nbye\",\"\\x00ff\"");
+    }
+}

@@ -1,0 +1,617 @@
+//! SQL text for PostgreSQL, MySQL/MariaDB and SQLite: identifier quoting, column types,
+//! widening, and the set-based merge statements. Pure functions, no I/O.
+//!
+//! Every identifier goes through [`Dialect::ident`]; values never appear in SQL text
+//! (they travel by COPY or bind parameters), so table and column names cannot change
+//! the statements that run.
+
+use anchovy_core::ColType;
+use anchovy_core::tbl::SortCol;
+
+/// The SQL flavour of a target database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    MySql,
+    /// SQLite.
+    Sqlite,
+}
+
+/// A table in the target: schema (PostgreSQL/MySQL) and name. SQLite has no schemas;
+/// the schema becomes a name prefix (`<schema>__<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRef {
+    /// The schema (or prefix).
+    pub schema: String,
+    /// The table name.
+    pub name: String,
+}
+
+/// What a merge does, from the table's `unique_by`, `set_by` and `sort_by`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeSpec {
+    /// Key columns (`unique_by`), empty for append.
+    pub keys: Vec<String>,
+    /// Set columns (`set_by`): whole sets are replaced.
+    pub sets: Vec<String>,
+    /// Sort order (`sort_by`): the first row wins within the data and against stored rows.
+    pub sort: Vec<SortCol>,
+}
+
+/// The staging table's row-order column.
+pub const ORD: &str = "_anchovies_ord";
+
+impl Dialect {
+    /// The dialect of a sqlx URL.
+    pub fn from_url(url: &str) -> Option<Dialect> {
+        let scheme = url.split(':').next()?.to_ascii_lowercase();
+        Some(match scheme.as_str() {
+            "postgres" | "postgresql" => Dialect::Postgres,
+            "mysql" | "mariadb" => Dialect::MySql,
+            "sqlite" => Dialect::Sqlite,
+            _ => return None,
+        })
+    }
+
+    /// Quotes an identifier (doubling the quote character inside it).
+    pub fn ident(self, name: &str) -> String {
+        match self {
+            Dialect::MySql => format!("`{}`", name.replace('`', "``")),
+            _ => format!("\"{}\"", name.replace('"', "\"\"")),
+        }
+    }
+
+    /// The quoted, schema-qualified table name.
+    pub fn table(self, t: &TableRef) -> String {
+        match self {
+            Dialect::Sqlite => self.ident(&format!("{}__{}", t.schema, t.name)),
+            _ => format!("{}.{}", self.ident(&t.schema), self.ident(&t.name)),
+        }
+    }
+
+    /// The SQL type for a column type. `key` columns get an indexable type on MySQL.
+    pub fn sql_type(self, t: ColType, key: bool) -> &'static str {
+        use ColType::*;
+        match self {
+            Dialect::Postgres => match t {
+                Str => "TEXT",
+                Int => "BIGINT",
+                Float => "DOUBLE PRECISION",
+                Decimal => "NUMERIC",
+                Bool => "BOOLEAN",
+                Date => "DATE",
+                DateTime => "TIMESTAMPTZ",
+                Time => "TIME",
+                Bytes => "BYTEA",
+                Object => "JSONB",
+            },
+            Dialect::MySql => match t {
+                Str if key => "VARCHAR(255)",
+                Str => "LONGTEXT",
+                Int => "BIGINT",
+                Float => "DOUBLE",
+                Decimal => "DECIMAL(65,20)",
+                Bool => "BOOLEAN",
+                Date => "DATE",
+                DateTime => "DATETIME(6)",
+                Time => "TIME(6)",
+                Bytes if key => "VARBINARY(255)",
+                Bytes => "LONGBLOB",
+                Object => "JSON",
+            },
+            // SQLite is dynamically typed; exact decimals and dates stay text.
+            Dialect::Sqlite => match t {
+                Int | Bool => "INTEGER",
+                Float => "REAL",
+                Bytes => "BLOB",
+                _ => "TEXT",
+            },
+        }
+    }
+
+    /// Maps a type reported by the database back to a column type.
+    pub fn col_type_of(self, sql_type: &str) -> ColType {
+        let t = sql_type.to_ascii_lowercase();
+        let t = t.trim();
+        if t.starts_with("bigint")
+            || t.starts_with("integer")
+            || t.starts_with("int")
+            || t == "smallint"
+        {
+            return if self == Dialect::Sqlite && t == "integer" {
+                ColType::Int
+            } else {
+                ColType::Int
+            };
+        }
+        if t.starts_with("tinyint(1)") || t.starts_with("bool") {
+            return ColType::Bool;
+        }
+        if t.starts_with("double") || t == "real" || t.starts_with("float") {
+            return ColType::Float;
+        }
+        if t.starts_with("numeric") || t.starts_with("decimal") {
+            return ColType::Decimal;
+        }
+        if t.starts_with("timestamp") || t.starts_with("datetime") {
+            return ColType::DateTime;
+        }
+        if t == "date" {
+            return ColType::Date;
+        }
+        if t.starts_with("time") {
+            return ColType::Time;
+        }
+        if t == "bytea" || t.contains("blob") || t.contains("binary") {
+            return ColType::Bytes;
+        }
+        if t.starts_with("json") {
+            return ColType::Object;
+        }
+        ColType::Str
+    }
+
+    /// `CREATE SCHEMA` (PostgreSQL), `CREATE DATABASE` (MySQL), nothing for SQLite.
+    pub fn create_schema(self, schema: &str) -> Option<String> {
+        match self {
+            Dialect::Postgres => Some(format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                self.ident(schema)
+            )),
+            Dialect::MySql => Some(format!(
+                "CREATE DATABASE IF NOT EXISTS {}",
+                self.ident(schema)
+            )),
+            Dialect::Sqlite => None,
+        }
+    }
+
+    /// `CREATE TABLE` with the key as primary key.
+    pub fn create_table(self, t: &TableRef, cols: &[(String, ColType)], keys: &[String]) -> String {
+        let mut parts: Vec<String> = cols
+            .iter()
+            .map(|(c, ty)| {
+                let key = keys.contains(c);
+                format!(
+                    "{} {}{}",
+                    self.ident(c),
+                    self.sql_type(*ty, key),
+                    if key { " NOT NULL" } else { "" }
+                )
+            })
+            .collect();
+        if !keys.is_empty() {
+            parts.push(format!("PRIMARY KEY ({})", self.list(keys)));
+        }
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            self.table(t),
+            parts.join(", ")
+        )
+    }
+
+    /// `ALTER TABLE ... ADD COLUMN`.
+    pub fn add_column(self, t: &TableRef, col: &str, ty: ColType) -> String {
+        format!(
+            "ALTER TABLE {} ADD COLUMN {} {}",
+            self.table(t),
+            self.ident(col),
+            self.sql_type(ty, false)
+        )
+    }
+
+    /// Widens a column to a new type; `None` on SQLite (dynamically typed: nothing to do).
+    pub fn alter_type(self, t: &TableRef, col: &str, ty: ColType, key: bool) -> Option<String> {
+        let c = self.ident(col);
+        let st = self.sql_type(ty, key);
+        match self {
+            Dialect::Postgres => {
+                let using = match ty {
+                    ColType::Str => format!("{c}::text"),
+                    _ => format!("{c}::{st}"),
+                };
+                Some(format!(
+                    "ALTER TABLE {} ALTER COLUMN {c} TYPE {st} USING {using}",
+                    self.table(t)
+                ))
+            }
+            Dialect::MySql => Some(format!(
+                "ALTER TABLE {} MODIFY COLUMN {c} {st}{}",
+                self.table(t),
+                if key { " NOT NULL" } else { "" }
+            )),
+            Dialect::Sqlite => None,
+        }
+    }
+
+    /// An index on the set columns, for the set-replace delete.
+    pub fn create_set_index(self, t: &TableRef, sets: &[String]) -> String {
+        let name = format!("ix_{}_{}_set", t.schema, t.name);
+        let name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(60)
+            .collect();
+        let on = match self {
+            Dialect::Sqlite => self.table(t),
+            _ => self.table(t),
+        };
+        let if_not = match self {
+            Dialect::MySql => "",
+            _ => "IF NOT EXISTS ",
+        };
+        format!(
+            "CREATE INDEX {if_not}{} ON {on} ({})",
+            self.ident(&name),
+            self.list(sets)
+        )
+    }
+
+    /// A temporary staging table shaped like the target plus the row-order column.
+    pub fn create_stage(self, stage: &str, cols: &[(String, ColType)]) -> String {
+        let mut parts: Vec<String> = cols
+            .iter()
+            .map(|(c, ty)| format!("{} {}", self.ident(c), self.sql_type(*ty, false)))
+            .collect();
+        parts.push(format!("{} BIGINT", self.ident(ORD)));
+        let temp = match self {
+            Dialect::Postgres => "CREATE TEMPORARY TABLE",
+            Dialect::MySql => "CREATE TEMPORARY TABLE",
+            Dialect::Sqlite => "CREATE TEMP TABLE",
+        };
+        let tail = if self == Dialect::Postgres {
+            " ON COMMIT DROP"
+        } else {
+            ""
+        };
+        format!("{temp} {} ({}){tail}", self.ident(stage), parts.join(", "))
+    }
+
+    /// `DROP TABLE` of the staging table (MySQL and SQLite keep temp tables per connection).
+    pub fn drop_stage(self, stage: &str) -> Option<String> {
+        match self {
+            Dialect::Postgres => None,
+            Dialect::MySql => Some(format!(
+                "DROP TEMPORARY TABLE IF EXISTS {}",
+                self.ident(stage)
+            )),
+            Dialect::Sqlite => Some(format!("DROP TABLE IF EXISTS temp.{}", self.ident(stage))),
+        }
+    }
+
+    fn list(self, cols: &[String]) -> String {
+        cols.iter()
+            .map(|c| self.ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn qualified(self, alias: &str, cols: &[String]) -> String {
+        cols.iter()
+            .map(|c| format!("{alias}.{}", self.ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Null-safe equality.
+    fn eq(self, a: &str, b: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("{a} IS NOT DISTINCT FROM {b}"),
+            Dialect::MySql => format!("{a} <=> {b}"),
+            Dialect::Sqlite => format!("{a} IS {b}"),
+        }
+    }
+
+    /// `ORDER BY` terms: sort_by (nulls last), then the latest row first.
+    fn order_terms(self, sort: &[SortCol], alias: &str) -> String {
+        let mut terms: Vec<String> = Vec::new();
+        for s in sort {
+            let c = format!("{alias}{}", self.ident(&s.name));
+            terms.push(format!("CASE WHEN {c} IS NULL THEN 1 ELSE 0 END"));
+            terms.push(format!("{c} {}", if s.descending { "DESC" } else { "ASC" }));
+        }
+        terms.push(format!("{alias}{} DESC", self.ident(ORD)));
+        terms.join(", ")
+    }
+
+    /// The staged rows, one per key: the first by `sort_by`, ties to the latest.
+    /// Without keys: every staged row in arrival order.
+    pub fn deduped(self, stage: &str, cols: &[String], m: &MergeSpec) -> String {
+        let list = self.list(cols);
+        if m.keys.is_empty() {
+            return format!(
+                "SELECT {list} FROM {} ORDER BY {}",
+                self.ident(stage),
+                self.ident(ORD)
+            );
+        }
+        format!(
+            "SELECT {list} FROM (SELECT {list}, ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {}) AS _anchovies_rn FROM {}) _d WHERE _anchovies_rn = 1",
+            self.list(&m.keys),
+            self.order_terms(&m.sort, ""),
+            self.ident(stage)
+        )
+    }
+
+    /// True when row `n` (new) sorts first or ties with row `o` (old) by `sort`.
+    fn sorts_first(self, sort: &[SortCol], n: &str, o: &str) -> String {
+        // Built from the last column backwards: first(i) = better(i) OR (equal(i) AND first(i+1)).
+        let mut expr = "1=1".to_string();
+        for s in sort.iter().rev() {
+            let (nc, oc) = (
+                format!("{n}.{}", self.ident(&s.name)),
+                format!("{o}.{}", self.ident(&s.name)),
+            );
+            let op = if s.descending { ">" } else { "<" };
+            let better = format!("({nc} {op} {oc} OR ({oc} IS NULL AND {nc} IS NOT NULL))");
+            expr = format!("({better} OR ({} AND {expr}))", self.eq(&nc, &oc));
+        }
+        expr
+    }
+
+    /// Statements that merge the staging table into the target, in order. The last
+    /// statement's affected-row count is the rows written.
+    pub fn merge(
+        self,
+        target: &TableRef,
+        stage: &str,
+        cols: &[String],
+        m: &MergeSpec,
+    ) -> Vec<String> {
+        let t = self.table(target);
+        let s = self.ident(stage);
+        let list = self.list(cols);
+        let mut out = Vec::new();
+        if !m.sets.is_empty() {
+            let cond: Vec<String> = m
+                .sets
+                .iter()
+                .map(|c| {
+                    self.eq(
+                        &format!("_t.{}", self.ident(c)),
+                        &format!("_s.{}", self.ident(c)),
+                    )
+                })
+                .collect();
+            out.push(match self {
+                Dialect::MySql => format!(
+                    "DELETE _t FROM {t} AS _t WHERE EXISTS (SELECT 1 FROM {s} AS _s WHERE {})",
+                    cond.join(" AND ")
+                ),
+                _ => format!(
+                    "DELETE FROM {t} AS _t WHERE EXISTS (SELECT 1 FROM {s} AS _s WHERE {})",
+                    cond.join(" AND ")
+                )
+                .replace(
+                    &format!("DELETE FROM {t} AS _t"),
+                    &format!("DELETE FROM {t} AS _t"),
+                ),
+            });
+        }
+        if m.keys.is_empty() {
+            out.push(format!(
+                "INSERT INTO {t} ({list}) {}",
+                self.deduped(stage, cols, m)
+            ));
+            return out;
+        }
+        let deduped = self.deduped(stage, cols, m);
+        match self {
+            Dialect::Postgres | Dialect::Sqlite => {
+                let non_keys: Vec<&String> = cols.iter().filter(|c| !m.keys.contains(c)).collect();
+                let action = if non_keys.is_empty() {
+                    "DO NOTHING".to_string()
+                } else {
+                    let sets: Vec<String> = non_keys
+                        .iter()
+                        .map(|c| format!("{0} = excluded.{0}", self.ident(c)))
+                        .collect();
+                    let guard = if m.sort.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" WHERE {}", self.sorts_first(&m.sort, "excluded", "_t"))
+                    };
+                    format!("DO UPDATE SET {}{guard}", sets.join(", "))
+                };
+                out.push(format!(
+                    "INSERT INTO {t} AS _t ({list}) SELECT {list} FROM ({deduped}) _n WHERE 1=1 ON CONFLICT ({}) {action}",
+                    self.list(&m.keys)
+                ));
+            }
+            Dialect::MySql => {
+                // MySQL evaluates ON DUPLICATE KEY assignments one by one, so a guarded
+                // update is done as: keep the winners, delete the stored rows they
+                // replace, insert them.
+                let keyeq: Vec<String> = m
+                    .keys
+                    .iter()
+                    .map(|k| format!("_t.{0} = _n.{0}", self.ident(k)))
+                    .collect();
+                let win = format!("{s}_win");
+                out.push(format!(
+                    "DROP TEMPORARY TABLE IF EXISTS {}",
+                    self.ident(&win)
+                ));
+                out.push(format!(
+                    "CREATE TEMPORARY TABLE {} AS {deduped}",
+                    self.ident(&win)
+                ));
+                let w = self.ident(&win);
+                if !m.sort.is_empty() {
+                    out.push(format!(
+                        "DELETE _n FROM {w} AS _n JOIN {t} AS _t ON {} WHERE NOT ({})",
+                        keyeq.join(" AND "),
+                        self.sorts_first(&m.sort, "_n", "_t")
+                    ));
+                }
+                out.push(format!(
+                    "DELETE _t FROM {t} AS _t JOIN {w} AS _n ON {}",
+                    keyeq.join(" AND ")
+                ));
+                out.push(format!(
+                    "INSERT INTO {t} ({list}) SELECT {} FROM {w} AS _n",
+                    self.qualified("_n", cols)
+                ));
+            }
+        }
+        out
+    }
+
+    /// Counts staged keys already stored (to split written rows into inserts and updates).
+    pub fn count_existing(self, target: &TableRef, stage: &str, m: &MergeSpec) -> Option<String> {
+        if m.keys.is_empty() {
+            return None;
+        }
+        let keyeq: Vec<String> = m
+            .keys
+            .iter()
+            .map(|k| format!("_t.{0} = _s.{0}", self.ident(k)))
+            .collect();
+        Some(format!(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT {} FROM {} _s) _s WHERE EXISTS (SELECT 1 FROM {} _t WHERE {})",
+            self.list(&m.keys),
+            self.ident(stage),
+            self.table(target),
+            keyeq.join(" AND ")
+        ))
+    }
+
+    /// The position table: one row per (uploader, upstream, table).
+    pub fn create_positions(self) -> String {
+        let txt = if self == Dialect::MySql {
+            "VARCHAR(255)"
+        } else {
+            "TEXT"
+        };
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (uploader {txt} NOT NULL, upstream {txt} NOT NULL, tbl {txt} NOT NULL, seq BIGINT NOT NULL, updated_at {txt} NOT NULL, PRIMARY KEY (uploader, upstream, tbl))",
+            self.ident(POSITIONS)
+        )
+    }
+
+    /// A bind placeholder.
+    pub fn param(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}"),
+            _ => "?".to_string(),
+        }
+    }
+}
+
+/// The name of the position table in the target's default schema.
+pub const POSITIONS: &str = "_anchovies_positions";
+
+/// The type a column must become to hold both its current and an incoming type:
+/// int -> decimal -> text, float -> decimal, date -> datetime; anything else -> text.
+/// `None` when the current type already holds the incoming one.
+pub fn widen(current: ColType, incoming: ColType) -> Option<ColType> {
+    use ColType::*;
+    if current == incoming {
+        return None;
+    }
+    let holds = matches!(
+        (current, incoming),
+        (Str, _) | (Decimal, Int) | (Float, Int) | (DateTime, Date) | (Object, _)
+    );
+    if holds {
+        return None;
+    }
+    Some(match (current, incoming) {
+        (Int, Decimal) | (Int, Float) | (Float, Decimal) | (Decimal, Float) => Decimal,
+        (Date, DateTime) => DateTime,
+        _ => Str,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anchovy_core::tbl::SortedColSelect;
+
+    #[test]
+    fn identifiers_are_quoted_and_cannot_break_out() {
+        assert_eq!(Dialect::Postgres.ident("order"), "\"order\"");
+        assert_eq!(
+            Dialect::Postgres.ident("a\"; DROP TABLE x; --"),
+            "\"a\"\"; DROP TABLE x; --\""
+        );
+        assert_eq!(Dialect::MySql.ident("we`ird"), "`we``ird`");
+        let t = TableRef {
+            schema: "s".into(),
+            name: "my table".into(),
+        };
+        assert_eq!(Dialect::Sqlite.table(&t), "\"s__my table\"");
+        assert_eq!(Dialect::Postgres.table(&t), "\"s\".\"my table\"");
+    }
+
+    #[test]
+    fn widening_follows_int_decimal_text_and_date_datetime() {
+        use ColType::*;
+        assert_eq!(widen(Int, Decimal), Some(Decimal));
+        assert_eq!(widen(Int, Float), Some(Decimal));
+        assert_eq!(widen(Decimal, Str), Some(Str));
+        assert_eq!(widen(Date, DateTime), Some(DateTime));
+        assert_eq!(widen(DateTime, Date), None);
+        assert_eq!(widen(Decimal, Int), None);
+        assert_eq!(widen(Str, Int), None);
+        assert_eq!(widen(Bool, Int), Some(Str));
+    }
+
+    #[test]
+    fn sort_guard_and_dedup() {
+        let m = MergeSpec {
+            keys: vec!["id".into()],
+            sets: vec![],
+            sort: SortedColSelect::parse("-updated_at").0,
+        };
+        let sql = Dialect::Postgres.merge(
+            &TableRef {
+                schema: "s".into(),
+                name: "t".into(),
+            },
+            "stage",
+            &["id".into(), "updated_at".into()],
+            &m,
+        );
+        assert_eq!(sql.len(), 1);
+        assert!(
+            sql[0].contains(
+                "ON CONFLICT (\"id\") DO UPDATE SET \"updated_at\" = excluded.\"updated_at\" WHERE"
+            ),
+            "{}",
+            sql[0]
+        );
+        assert!(
+            sql[0].contains("excluded.\"updated_at\" > _t.\"updated_at\""),
+            "{}",
+            sql[0]
+        );
+        assert!(
+            sql[0].contains("PARTITION BY \"id\" ORDER BY CASE WHEN \"updated_at\" IS NULL"),
+            "{}",
+            sql[0]
+        );
+        let my = Dialect::MySql.merge(
+            &TableRef {
+                schema: "s".into(),
+                name: "t".into(),
+            },
+            "stage",
+            &["id".into(), "updated_at".into()],
+            &m,
+        );
+        assert!(
+            my.iter()
+                .any(|s| s.starts_with("DELETE _n FROM `stage_win`")),
+            "{my:?}"
+        );
+    }
+}

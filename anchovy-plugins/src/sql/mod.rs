@@ -1,0 +1,559 @@
+//! `sql.Uploader`: merges what upstream downloaders committed into PostgreSQL,
+//! MySQL/MariaDB or SQLite, every committed row exactly once.
+//!
+//! - **Tables.** One TBL task per upstream table, named `<upstream id>.<table>`, from
+//!   the upstream `$tables/` merged with `tbls:` of config.yaml (an entry named
+//!   `<table>` applies to that table of every upstream; `<upstream>.<table>` to one).
+//! - **Where.** Upstream id `U` loads into schema `U` (PostgreSQL), database `U` (MySQL)
+//!   or tables prefixed `U__` (SQLite). `ACHVY_CNXN__SCHEMAS__<U>=<name>` renames it;
+//!   for any user but `prod` the schema gets a `__<user>` suffix.
+//! - **Exactly once.** The position (last upstream commit loaded) of each table lives in
+//!   `_anchovies_positions` in the target and advances in the same transaction as the
+//!   merge. Commits are loaded in order; files not in a commit are never read.
+//! - **Merge.** no keys: append; `unique_by`: upsert; `+ sort_by`: the first row by
+//!   `sort_by` wins, within the data and against stored rows; `set_by`: the incoming
+//!   sets replace the stored ones. Everything is staged (COPY on PostgreSQL) and merged
+//!   with set-based statements.
+
+pub mod db;
+pub mod dialect;
+
+use std::sync::Arc;
+
+use anchovy_core::commit::{CommitRecord, read_commits};
+use anchovy_core::data::{DataFileReader, FileEntry};
+use anchovy_core::operator::OperatorKind;
+use anchovy_core::tbl_store::TblStore;
+use anchovy_core::{
+    BoxError, ColType, Datastore, Emitter, Operator, OperatorSpec, OptionDoc, SessionCtx, Source,
+    TaskCtx, TaskType, Tbl, async_trait,
+};
+use serde_json::json;
+
+use self::db::Db;
+use self::dialect::{Dialect, MergeSpec, TableRef, widen};
+use crate::error::PluginError;
+
+/// Rows loaded in one transaction at most (more commits wait for the next unit).
+pub const UNIT_ROWS: u64 = 2_000_000;
+
+/// The registry entry.
+pub const SPEC: OperatorSpec = OperatorSpec {
+    name: "sql.Uploader",
+    description: "Merges the tables of upstream downloaders (-U) from the datastore into PostgreSQL, MySQL/MariaDB or SQLite (ACHVY_CNXN__DB__URI; default: a SQLite file in the datastore), every committed row exactly once.",
+    kind: OperatorKind::Uploader,
+    connections: &[],
+    table_options: &[
+        OptionDoc {
+            key: "unique_by",
+            doc: "key columns: upsert (primary key of the table)",
+        },
+        OptionDoc {
+            key: "sort_by",
+            doc: "with unique_by: the first row by this order wins (-col = descending); an older row never overwrites a newer one",
+        },
+        OptionDoc {
+            key: "set_by",
+            doc: "replace whole sets: stored rows of every incoming set are deleted, the incoming rows inserted",
+        },
+        OptionDoc {
+            key: "columns",
+            doc: "column -> type; overrides the types inferred from the data",
+        },
+    ],
+    build: |_| Ok(Arc::new(Uploader::default())),
+};
+
+/// The operator.
+#[derive(Default)]
+pub struct Uploader {
+    db: Arc<tokio::sync::OnceCell<Db>>,
+}
+
+/// The target URL: `ACHVY_CNXN__DB__URI`, or a SQLite file next to the datastore.
+pub fn target_url(ctx: &SessionCtx) -> Result<String, PluginError> {
+    if let Some(u) = ctx.connections.get("db").and_then(|c| c.get("uri")) {
+        return Ok(u.to_string());
+    }
+    let loc = ctx.datastore.location();
+    let root = loc.strip_prefix("file://").ok_or_else(|| PluginError::Option {
+        key: "ACHVY_CNXN__DB__URI".into(),
+        message: format!("no target database configured and the datastore {loc} is not local; set ACHVY_CNXN__DB__URI"),
+    })?;
+    let dir = std::path::Path::new(root).join(&ctx.settings.user);
+    std::fs::create_dir_all(&dir).map_err(|source| PluginError::Io {
+        op: "create",
+        path: dir.display().to_string(),
+        source,
+    })?;
+    Ok(format!(
+        "sqlite://{}",
+        dir.join("warehouse.sqlite").display()
+    ))
+}
+
+/// The schema (or SQLite prefix) of an upstream anchovy.
+pub fn schema_for(ctx: &SessionCtx, upstream: &str) -> String {
+    let base = ctx
+        .connections
+        .get("schemas")
+        .and_then(|c| c.get(upstream))
+        .map(str::to_string)
+        .unwrap_or_else(|| upstream.to_string());
+    if ctx.settings.user == "prod" {
+        base
+    } else {
+        format!("{base}__{}", ctx.settings.user)
+    }
+}
+
+/// Connects once per session (at XOPEN) and creates the position table.
+async fn connect_once<'a>(
+    cell: &'a tokio::sync::OnceCell<Db>,
+    ctx: &SessionCtx,
+) -> Result<&'a Db, PluginError> {
+    cell.get_or_try_init(|| async {
+        let url = target_url(ctx)?;
+        let db = Db::connect(&url).await?;
+        db.exec(&db.dialect().create_positions()).await?;
+        tracing::info!(target = %db::display_url(&url), "connected to the target database");
+        Ok::<Db, PluginError>(db)
+    })
+    .await
+}
+
+#[async_trait]
+impl Operator for Uploader {
+    fn sources(&self) -> Vec<Arc<dyn Source>> {
+        vec![Arc::new(LoadSource {
+            db: self.db.clone(),
+        })]
+    }
+
+    async fn on_task(&self, ctx: &TaskCtx) -> Result<(), BoxError> {
+        match ctx.task_type {
+            TaskType::Xopen => {
+                connect_once(&self.db, &ctx.session).await?;
+            }
+            TaskType::Shutdown => {
+                if let Some(db) = self.db.get() {
+                    db.close().await;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn discover_tbls(&self, ctx: &TaskCtx) -> Result<Option<Vec<Tbl>>, BoxError> {
+        let s = &ctx.session.settings;
+        if s.upstream.is_empty() {
+            return Err(PluginError::Option {
+                key: "upstream".into(),
+                message: "sql.Uploader loads the tables of upstream downloaders; pass -U <downloader id> (or ACHVY_UPSTREAM)".into(),
+            }
+            .into());
+        }
+        let mut out = Vec::new();
+        for up in &s.upstream {
+            let tbls = TblStore::new(ctx.session.upstream_store(up)).list().await?;
+            if tbls.is_empty() {
+                tracing::warn!(upstream = %up, datastore = %ctx.session.upstream_store(up).location(), "the upstream anchovy has no tables yet");
+            }
+            for t in tbls {
+                let mut merged = match ctx.session.config_tbls.get(&t.name) {
+                    Some(cfg) => cfg.merged_over(&t),
+                    None => t.clone(),
+                };
+                merged.name = format!("{up}.{}", t.name);
+                out.push(merged);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    async fn healthcheck(&self, ctx: &SessionCtx) -> Vec<(String, Result<String, String>)> {
+        let mut out = Vec::new();
+        match connect_once(&self.db, ctx).await {
+            Ok(db) => match db.exec("SELECT 1").await {
+                Ok(_) => out.push((
+                    "target database".into(),
+                    Ok(format!("{:?} reachable", db.dialect())),
+                )),
+                Err(e) => out.push((
+                    "target database".into(),
+                    Err(anchovy_core::error::render_chain(&e)),
+                )),
+            },
+            Err(e) => out.push((
+                "target database".into(),
+                Err(anchovy_core::error::render_chain(&e)),
+            )),
+        }
+        for up in &ctx.settings.upstream {
+            match TblStore::new(ctx.upstream_store(up)).list().await {
+                Ok(t) => out.push((format!("upstream {up}"), Ok(format!("{} tables", t.len())))),
+                Err(e) => out.push((format!("upstream {up}"), Err(e.chain()))),
+            }
+        }
+        out
+    }
+}
+
+/// The uploader's only source: it loads its table into the target and emits nothing
+/// but its position (mirrored to `$checkpoints` as `<upstream>.<table>`).
+struct LoadSource {
+    db: Arc<tokio::sync::OnceCell<Db>>,
+}
+
+/// Totals of one table task.
+#[derive(Debug, Default)]
+struct Totals {
+    inserted: u64,
+    updated: u64,
+    deleted: u64,
+    skipped: u64,
+    files: u64,
+    bytes: u64,
+    commits: u64,
+    schema_changes: Vec<String>,
+}
+
+#[async_trait]
+impl Source for LoadSource {
+    async fn run(&self, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
+        let db = connect_once(&self.db, &ctx.session).await?;
+        load_table(db, ctx, out).await
+    }
+}
+
+/// Loads one table of one upstream, unit by unit, each in one transaction.
+async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
+    let s = &ctx.session.settings;
+    let full = ctx.tbl_name().to_string();
+    let (up, name) = full.split_once('.').ok_or_else(|| PluginError::Option {
+        key: "table".into(),
+        message: format!("`{full}` is not <upstream>.<table>"),
+    })?;
+    let tbl = ctx.tbl();
+    let job = Job {
+        db,
+        d: db.dialect(),
+        ds: ctx.session.upstream_store(up),
+        uploader: format!("{}/{}", s.user, s.id),
+        upstream: format!("{}/{up}", s.user),
+        name: name.to_string(),
+        target: TableRef {
+            schema: schema_for(&ctx.session, up),
+            name: name.to_string(),
+        },
+        spec: MergeSpec {
+            keys: tbl.unique_by.0.clone(),
+            sets: tbl.set_by.0.clone(),
+            sort: tbl.sort_by.0.clone(),
+        },
+        batch_size: s.batch_size,
+    };
+    let pos = db.position(&job.uploader, &job.upstream, name).await?;
+    let commits = read_commits(&job.ds, pos).await?;
+    let Some(last) = commits.last().map(|c| c.seq) else {
+        ctx.log("position", pos);
+        return Ok(());
+    };
+    let mut totals = Totals::default();
+    let mut expected = pos;
+    for unit in units(&commits, name, last) {
+        job.load_unit(tbl, &unit, expected, &mut totals).await?;
+        expected = unit.end;
+        out.checkpoint(&full, json!({"seq": unit.end, "upstream": job.upstream}))
+            .await?;
+    }
+    if let Some(c) = commits
+        .iter()
+        .rev()
+        .find(|c| c.files.iter().any(|f| f.tbl == name))
+    {
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&c.committed_at) {
+            let lag = chrono::Utc::now() - at.with_timezone(&chrono::Utc);
+            ctx.log("lag_seconds", lag.num_milliseconds() as f64 / 1000.0);
+        }
+    }
+    ctx.log("target", job.d.table(&job.target));
+    ctx.log("rows_inserted", totals.inserted);
+    ctx.log("rows_updated", totals.updated);
+    ctx.log("rows_deleted", totals.deleted);
+    ctx.log("rows_skipped_older", totals.skipped);
+    ctx.log("files_consumed", totals.files);
+    ctx.log("bytes_consumed", totals.bytes);
+    ctx.log("commits_consumed", totals.commits);
+    ctx.log("position", last);
+    ctx.log("schema_changes", totals.schema_changes);
+    Ok(())
+}
+
+/// Consecutive commits loaded in one transaction.
+struct Unit {
+    files: Vec<FileEntry>,
+    end: u64,
+    commits: u64,
+}
+
+/// Splits the commits after the position into units of at most [`UNIT_ROWS`] rows
+/// (a single bigger commit is one unit). The last unit ends at the last commit, even
+/// when the table has no files in it, so the position moves past unrelated commits.
+fn units(commits: &[CommitRecord], tbl: &str, last: u64) -> Vec<Unit> {
+    let mut out: Vec<Unit> = Vec::new();
+    let mut cur = Unit {
+        files: vec![],
+        end: 0,
+        commits: 0,
+    };
+    let mut rows = 0u64;
+    for c in commits {
+        let files: Vec<FileEntry> = c.files.iter().filter(|f| f.tbl == tbl).cloned().collect();
+        let n: u64 = files.iter().map(|f| f.rows).sum();
+        if rows > 0 && rows + n > UNIT_ROWS {
+            out.push(std::mem::replace(
+                &mut cur,
+                Unit {
+                    files: vec![],
+                    end: 0,
+                    commits: 0,
+                },
+            ));
+            rows = 0;
+        }
+        rows += n;
+        cur.files.extend(files);
+        cur.end = c.seq;
+        cur.commits += 1;
+    }
+    cur.end = last;
+    out.push(cur);
+    out
+}
+
+/// The columns of a unit in first-seen order, typed: declared type, else inferred.
+fn unit_columns(unit: &Unit, tbl: &Tbl) -> Vec<(String, ColType)> {
+    let mut cols: Vec<(String, ColType)> = Vec::new();
+    for f in &unit.files {
+        for (c, t) in &f.columns {
+            match cols.iter_mut().find(|(n, _)| n == c) {
+                Some((_, e)) => *e = e.widen(*t),
+                None => cols.push((c.clone(), *t)),
+            }
+        }
+    }
+    for (c, t) in cols.iter_mut() {
+        if let Some(declared) = tbl.columns.get(c) {
+            *t = *declared;
+        }
+    }
+    cols
+}
+
+/// Everything one table's load needs.
+struct Job<'a> {
+    db: &'a Db,
+    d: Dialect,
+    ds: Datastore,
+    uploader: String,
+    upstream: String,
+    name: String,
+    target: TableRef,
+    spec: MergeSpec,
+    batch_size: usize,
+}
+
+impl Job<'_> {
+    /// One transaction: lock the position (it must still be `expected`), stage the
+    /// unit's files, merge, advance the position, commit.
+    async fn load_unit(
+        &self,
+        tbl: &Tbl,
+        unit: &Unit,
+        expected: u64,
+        totals: &mut Totals,
+    ) -> Result<(), PluginError> {
+        let cols = if unit.files.is_empty() {
+            Vec::new()
+        } else {
+            // DDL first, outside the transaction: MySQL commits implicitly on DDL.
+            self.ensure_table(&unit_columns(unit, tbl), totals).await?
+        };
+        let mut tx = self.db.begin().await?;
+        let at = tx
+            .lock_position(&self.uploader, &self.upstream, &self.name)
+            .await?;
+        if at != expected {
+            return Err(PluginError::Conflict {
+                message: format!(
+                    "the position of {} moved from commit {expected} to {at} while loading: another uploader with the same --user/--id ran at the same time; nothing was loaded, rerun to continue",
+                    self.name
+                ),
+            });
+        }
+        if !unit.files.is_empty() {
+            self.stage_and_merge(&mut tx, &cols, unit, totals).await?;
+        }
+        tx.set_position(&self.uploader, &self.upstream, &self.name, unit.end)
+            .await?;
+        anchovy_core::failpoint::hit("upload.before_commit")?;
+        tx.commit().await?;
+        anchovy_core::failpoint::hit("upload.after_commit")?;
+        totals.commits += unit.commits;
+        Ok(())
+    }
+
+    async fn stage_and_merge(
+        &self,
+        tx: &mut db::Tx,
+        cols: &[(String, ColType)],
+        unit: &Unit,
+        totals: &mut Totals,
+    ) -> Result<(), PluginError> {
+        let d = self.d;
+        let stage = format!("_anchovies_stage_{}", std::process::id());
+        if let Some(sql) = d.drop_stage(&stage) {
+            tx.exec(&sql).await?;
+        }
+        tx.exec(&d.create_stage(&stage, cols)).await?;
+        let mut ord = 0i64;
+        for f in &unit.files {
+            let mut r = DataFileReader::open(&self.ds, &self.name, &f.key, self.batch_size).await?;
+            while let Some(batch) = r.next_batch().await? {
+                tx.stage(&stage, cols, &batch, ord).await?;
+                ord += batch.len() as i64;
+            }
+            totals.files += 1;
+            totals.bytes += f.bytes;
+            anchovy_core::failpoint::hit("upload.staged_file")?;
+        }
+        let names: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
+        let incoming = if self.spec.keys.is_empty() {
+            ord as u64
+        } else {
+            let distinct = format!(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT {} FROM {}) _k",
+                self.spec
+                    .keys
+                    .iter()
+                    .map(|k| d.ident(k))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                d.ident(&stage)
+            );
+            tx.scalar(&distinct).await?.max(0) as u64
+        };
+        let existing = match d.count_existing(&self.target, &stage, &self.spec) {
+            Some(sql) if self.spec.sets.is_empty() => tx.scalar(&sql).await?.max(0) as u64,
+            _ => 0,
+        };
+        let stmts = d.merge(&self.target, &stage, &names, &self.spec);
+        let mut deleted = 0;
+        let mut written = 0;
+        for (i, sql) in stmts.iter().enumerate() {
+            let n = tx.exec(sql).await?;
+            if i == 0 && !self.spec.sets.is_empty() {
+                deleted = n;
+            }
+            written = n;
+        }
+        if let Some(sql) = d.drop_stage(&stage) {
+            tx.exec(&sql).await?;
+        }
+        if self.spec.keys.is_empty() || !self.spec.sets.is_empty() {
+            totals.inserted += written;
+            totals.deleted += deleted;
+        } else {
+            // Upserts: keys not stored before are inserts; stored keys that were
+            // written are updates; stored keys not written lost to a newer stored row.
+            let inserted = incoming.saturating_sub(existing);
+            let updated = match d {
+                // MySQL's merge deletes then inserts the winners: `written` counts them all.
+                Dialect::MySql => written.saturating_sub(inserted),
+                // PostgreSQL and SQLite count the rows an upsert inserted or updated.
+                _ => written.saturating_sub(inserted),
+            };
+            totals.inserted += inserted;
+            totals.updated += updated;
+            totals.skipped += existing.saturating_sub(updated);
+        }
+        Ok(())
+    }
+
+    /// Creates the schema and table, adds new columns and widens changed ones. Returns
+    /// the columns as they are in the target after the changes.
+    async fn ensure_table(
+        &self,
+        cols: &[(String, ColType)],
+        totals: &mut Totals,
+    ) -> Result<Vec<(String, ColType)>, PluginError> {
+        let (d, target, spec) = (self.d, &self.target, &self.spec);
+        for k in spec
+            .keys
+            .iter()
+            .chain(&spec.sets)
+            .chain(spec.sort.iter().map(|s| &s.name))
+        {
+            if !cols.iter().any(|(c, _)| c == k) {
+                return Err(PluginError::Option {
+                    key: "unique_by/set_by/sort_by".into(),
+                    message: format!(
+                        "column `{k}` is not in the data of {}; its columns are: {}",
+                        d.table(target),
+                        cols.iter()
+                            .map(|c| c.0.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
+        if let Some(sql) = d.create_schema(&target.schema) {
+            self.db.exec(&sql).await?;
+        }
+        let Some(existing) = self.db.columns(target).await? else {
+            self.db
+                .exec(&d.create_table(target, cols, &spec.keys))
+                .await?;
+            if !spec.sets.is_empty() {
+                self.db
+                    .exec(&d.create_set_index(target, &spec.sets))
+                    .await?;
+            }
+            totals
+                .schema_changes
+                .push(format!("created {}", d.table(target)));
+            return Ok(cols.to_vec());
+        };
+        let mut out = Vec::with_capacity(existing.len().max(cols.len()));
+        for (c, want) in cols {
+            match existing.iter().find(|(n, _)| n == c) {
+                None => {
+                    self.db.exec(&d.add_column(target, c, *want)).await?;
+                    totals
+                        .schema_changes
+                        .push(format!("added column {c} {want}"));
+                    out.push((c.clone(), *want));
+                }
+                Some((_, sql_type)) => {
+                    let cur = d.col_type_of(sql_type);
+                    match widen(cur, *want) {
+                        None => out.push((c.clone(), cur)),
+                        Some(w) => {
+                            if let Some(sql) = d.alter_type(target, c, w, spec.keys.contains(c)) {
+                                self.db.exec(&sql).await?;
+                            }
+                            totals
+                                .schema_changes
+                                .push(format!("widened column {c} from {cur} to {w}"));
+                            out.push((c.clone(), w));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
