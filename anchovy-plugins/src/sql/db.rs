@@ -503,8 +503,8 @@ impl Tx {
                 );
                 let mut buf = String::with_capacity(batch.rows.len() * 64);
                 for (n, row) in batch.rows.iter().enumerate() {
-                    for i in 0..cols.len() {
-                        csv_field(&mut buf, cell(&idx, row, i), cols[i].1);
+                    for (i, (_, ty)) in cols.iter().enumerate() {
+                        csv_field(&mut buf, cell(&idx, row, i), *ty);
                         buf.push(',');
                     }
                     buf.push_str(&(ord + n as i64).to_string());

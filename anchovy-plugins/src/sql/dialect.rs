@@ -120,11 +120,7 @@ impl Dialect {
             || t.starts_with("int")
             || t == "smallint"
         {
-            return if self == Dialect::Sqlite && t == "integer" {
-                ColType::Int
-            } else {
-                ColType::Int
-            };
+            return ColType::Int;
         }
         if t.starts_with("tinyint(1)") || t.starts_with("bool") {
             return ColType::Bool;
@@ -202,27 +198,38 @@ impl Dialect {
         )
     }
 
-    /// Widens a column to a new type; `None` on SQLite (dynamically typed: nothing to do).
-    pub fn alter_type(self, t: &TableRef, col: &str, ty: ColType, key: bool) -> Option<String> {
+    /// Statements that widen a column to a new type. SQLite cannot change a declared
+    /// type, and its affinity would turn a long decimal into a lossy float, so there the
+    /// column is rebuilt: a new column, a copy, a drop and a rename (key columns, which
+    /// SQLite cannot drop, keep their declared type).
+    pub fn alter_type(self, t: &TableRef, col: &str, ty: ColType, key: bool) -> Vec<String> {
         let c = self.ident(col);
         let st = self.sql_type(ty, key);
+        let table = self.table(t);
         match self {
             Dialect::Postgres => {
                 let using = match ty {
                     ColType::Str => format!("{c}::text"),
                     _ => format!("{c}::{st}"),
                 };
-                Some(format!(
-                    "ALTER TABLE {} ALTER COLUMN {c} TYPE {st} USING {using}",
-                    self.table(t)
-                ))
+                vec![format!(
+                    "ALTER TABLE {table} ALTER COLUMN {c} TYPE {st} USING {using}"
+                )]
             }
-            Dialect::MySql => Some(format!(
-                "ALTER TABLE {} MODIFY COLUMN {c} {st}{}",
-                self.table(t),
+            Dialect::MySql => vec![format!(
+                "ALTER TABLE {table} MODIFY COLUMN {c} {st}{}",
                 if key { " NOT NULL" } else { "" }
-            )),
-            Dialect::Sqlite => None,
+            )],
+            Dialect::Sqlite if key => Vec::new(),
+            Dialect::Sqlite => {
+                let tmp = self.ident("_anchovies_widen");
+                vec![
+                    format!("ALTER TABLE {table} ADD COLUMN {tmp} {st}"),
+                    format!("UPDATE {table} SET {tmp} = {c}"),
+                    format!("ALTER TABLE {table} DROP COLUMN {c}"),
+                    format!("ALTER TABLE {table} RENAME COLUMN {tmp} TO {c}"),
+                ]
+            }
         }
     }
 
@@ -435,7 +442,7 @@ impl Dialect {
                     .iter()
                     .map(|k| format!("_t.{0} = _n.{0}", self.ident(k)))
                     .collect();
-                let win = format!("{s}_win");
+                let win = format!("{stage}_win");
                 out.push(format!(
                     "DROP TEMPORARY TABLE IF EXISTS {}",
                     self.ident(&win)

@@ -34,7 +34,7 @@ use self::db::Db;
 use self::dialect::{Dialect, MergeSpec, TableRef, widen};
 use crate::error::PluginError;
 
-/// Rows loaded in one transaction at most (more commits wait for the next unit).
+/// Rows loaded in one transaction at most by default (table option `max_rows_per_load`).
 pub const UNIT_ROWS: u64 = 2_000_000;
 
 /// The registry entry.
@@ -262,7 +262,14 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
     };
     let mut totals = Totals::default();
     let mut expected = pos;
-    for unit in units(&commits, name, last) {
+    let max_rows = match tbl.option_str("max_rows_per_load") {
+        Some(v) => v.parse::<u64>().map_err(|_| PluginError::Option {
+            key: "max_rows_per_load".into(),
+            message: format!("`{v}` is not a whole number"),
+        })?,
+        None => UNIT_ROWS,
+    };
+    for unit in units(&commits, name, last, max_rows) {
         job.load_unit(tbl, &unit, expected, &mut totals).await?;
         expected = unit.end;
         out.checkpoint(&full, json!({"seq": unit.end, "upstream": job.upstream}))
@@ -272,11 +279,10 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
         .iter()
         .rev()
         .find(|c| c.files.iter().any(|f| f.tbl == name))
+        && let Ok(at) = chrono::DateTime::parse_from_rfc3339(&c.committed_at)
     {
-        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&c.committed_at) {
-            let lag = chrono::Utc::now() - at.with_timezone(&chrono::Utc);
-            ctx.log("lag_seconds", lag.num_milliseconds() as f64 / 1000.0);
-        }
+        let lag = chrono::Utc::now() - at.with_timezone(&chrono::Utc);
+        ctx.log("lag_seconds", lag.num_milliseconds() as f64 / 1000.0);
     }
     ctx.log("target", job.d.table(&job.target));
     ctx.log("rows_inserted", totals.inserted);
@@ -298,10 +304,10 @@ struct Unit {
     commits: u64,
 }
 
-/// Splits the commits after the position into units of at most [`UNIT_ROWS`] rows
+/// Splits the commits after the position into units of at most `max_rows` rows
 /// (a single bigger commit is one unit). The last unit ends at the last commit, even
 /// when the table has no files in it, so the position moves past unrelated commits.
-fn units(commits: &[CommitRecord], tbl: &str, last: u64) -> Vec<Unit> {
+fn units(commits: &[CommitRecord], tbl: &str, last: u64, max_rows: u64) -> Vec<Unit> {
     let mut out: Vec<Unit> = Vec::new();
     let mut cur = Unit {
         files: vec![],
@@ -312,7 +318,7 @@ fn units(commits: &[CommitRecord], tbl: &str, last: u64) -> Vec<Unit> {
     for c in commits {
         let files: Vec<FileEntry> = c.files.iter().filter(|f| f.tbl == tbl).cloned().collect();
         let n: u64 = files.iter().map(|f| f.rows).sum();
-        if rows > 0 && rows + n > UNIT_ROWS {
+        if rows > 0 && rows + n > max_rows {
             out.push(std::mem::replace(
                 &mut cur,
                 Unit {
@@ -469,12 +475,9 @@ impl Job<'_> {
             // Upserts: keys not stored before are inserts; stored keys that were
             // written are updates; stored keys not written lost to a newer stored row.
             let inserted = incoming.saturating_sub(existing);
-            let updated = match d {
-                // MySQL's merge deletes then inserts the winners: `written` counts them all.
-                Dialect::MySql => written.saturating_sub(inserted),
-                // PostgreSQL and SQLite count the rows an upsert inserted or updated.
-                _ => written.saturating_sub(inserted),
-            };
+            // `written` counts inserted plus replaced rows on every backend (the upsert's
+            // affected rows; on MySQL the insert of the winners).
+            let updated = written.saturating_sub(inserted);
             totals.inserted += inserted;
             totals.updated += updated;
             totals.skipped += existing.saturating_sub(updated);
@@ -542,7 +545,7 @@ impl Job<'_> {
                     match widen(cur, *want) {
                         None => out.push((c.clone(), cur)),
                         Some(w) => {
-                            if let Some(sql) = d.alter_type(target, c, w, spec.keys.contains(c)) {
+                            for sql in d.alter_type(target, c, w, spec.keys.contains(c)) {
                                 self.db.exec(&sql).await?;
                             }
                             totals
