@@ -114,8 +114,9 @@ impl Committer {
             files,
             checkpoints,
         };
+        // Machine state: stored exactly (redacting would corrupt keys that merely
+        // contain a secret's text). Operators must not put secrets into checkpoints.
         let text = serde_json::to_string(&record).map_err(|e| Error::json("commit record", e))?;
-        let text = crate::secret::redact(&text).into_owned();
         if !self
             .ds
             .create(&layout::commit_key(record.seq), Bytes::from(text))

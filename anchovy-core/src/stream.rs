@@ -45,6 +45,7 @@ pub enum Msg {
 /// Produces rows for tables.
 ///
 /// Contract: `run` is called once per table task, for a table matching [`Source::tables`]
+/// (never put secrets into checkpoints: they are stored exactly as given)
 /// (the task's table is `ctx.tbl()`). It emits rows with `out.push(...)` /
 /// `out.send_batch(...)` and records its position with `out.checkpoint(...)` after the
 /// rows it covers; the position is committed together with those rows. Returning an

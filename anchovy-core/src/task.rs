@@ -104,7 +104,7 @@ impl TaskStore {
         let rand = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let ts = log.timestamp.replace([':', '-'], "");
         let key = layout::task_log_key(&log.session_id, log.batch_id, &ts, rand);
-        self.ds.put_json(&key, log).await
+        self.ds.put_json_redacted(&key, log).await
     }
 
     /// Reads every task log, oldest first.

@@ -245,3 +245,26 @@ fn service_mode_runs_batches_until_sigterm() {
         "SHUTDOWN"
     );
 }
+
+/// Regression: a secret whose text also occurs in a file path (a weak password such as
+/// the project name) must not be redacted out of checkpoint keys, or the file would be
+/// downloaded again on every run.
+#[test]
+fn redaction_never_rewrites_checkpoints() {
+    let env = Env::new();
+    env.write("in/anchovies-data.csv", "id\n1\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    let run = || {
+        let out = env
+            .cmd()
+            .args(["start", "-op", "files.CsvDownloader", "--id", "r"])
+            .env("ACHVY_CNXN__DB__URI", "postgres://user:anchovies@localhost/db")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        results(&out)
+    };
+    assert_eq!(tbl_data(&run(), "t")["files_read"], 1);
+    assert_eq!(tbl_data(&run(), "t")["files_read"], 0, "the file was downloaded again");
+    assert_eq!(committed(&env.home(), "tester", "r")["t"].len(), 1);
+}

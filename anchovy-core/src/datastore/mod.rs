@@ -183,11 +183,22 @@ impl Datastore {
             .map_err(|e| Error::datastore("put", key, e))
     }
 
-    /// Writes JSON (pretty, with secrets redacted) atomically.
+    /// Writes JSON (pretty) atomically, exactly as given: for machine state (table
+    /// metadata, checkpoint mirrors), which redaction would corrupt.
     ///
     /// # Errors
     /// [`Error::Datastore`].
     pub async fn put_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let text = serde_json::to_string_pretty(value).map_err(|e| Error::json(key, e))?;
+        self.put(key, Bytes::from(text)).await
+    }
+
+    /// Writes JSON for people (task logs, run results) with every registered secret
+    /// replaced by `***`.
+    ///
+    /// # Errors
+    /// [`Error::Datastore`].
+    pub async fn put_json_redacted<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<()> {
         let text = serde_json::to_string_pretty(value).map_err(|e| Error::json(key, e))?;
         let text = crate::secret::redact(&text).into_owned();
         self.put(key, Bytes::from(text)).await
