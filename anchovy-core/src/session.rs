@@ -207,7 +207,12 @@ impl Session {
             tasks: session_tasks,
             batches,
         };
-        if let Err(e) = self.ctx.store.put_json_redacted(layout::RUN_RESULTS, &result).await {
+        if let Err(e) = self
+            .ctx
+            .store
+            .put_json_redacted(layout::RUN_RESULTS, &result)
+            .await
+        {
             tracing::error!(error = %e.chain(), "cannot write run results");
         }
         result

@@ -258,13 +258,20 @@ fn redaction_never_rewrites_checkpoints() {
         let out = env
             .cmd()
             .args(["start", "-op", "files.CsvDownloader", "--id", "r"])
-            .env("ACHVY_CNXN__DB__URI", "postgres://user:anchovies@localhost/db")
+            .env(
+                "ACHVY_CNXN__DB__URI",
+                "postgres://user:anchovies@localhost/db",
+            )
             .output()
             .unwrap();
         assert!(out.status.success());
         results(&out)
     };
     assert_eq!(tbl_data(&run(), "t")["files_read"], 1);
-    assert_eq!(tbl_data(&run(), "t")["files_read"], 0, "the file was downloaded again");
+    assert_eq!(
+        tbl_data(&run(), "t")["files_read"],
+        0,
+        "the file was downloaded again"
+    );
     assert_eq!(committed(&env.home(), "tester", "r")["t"].len(), 1);
 }

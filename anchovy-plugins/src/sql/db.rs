@@ -290,6 +290,13 @@ fn short(sql: &str) -> String {
     }
 }
 
+impl PluginError {
+    /// True for a primary-key or unique-constraint violation.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, PluginError::Db { source: sqlx::Error::Database(e), .. } if e.is_unique_violation())
+    }
+}
+
 impl Tx {
     fn dialect(&self) -> Dialect {
         match self {
@@ -470,103 +477,130 @@ impl Tx {
         r.map_err(|e| db_err("advance the upload position", e))
     }
 
-    /// Appends a batch to the staging table. `cols` are the staging columns (without
-    /// the order column); `ord` is the order number of the batch's first row.
+    /// Streams batches from `rx` into `into` (a quoted table name: the staging table,
+    /// or the target itself): one `COPY` for the whole load on PostgreSQL, multi-row
+    /// `INSERT`s elsewhere. `cols` are the columns; `with_ord` adds the row-order column
+    /// of staging tables. Returns the rows written.
     ///
     /// # Errors
-    /// [`PluginError::Db`] (a value that does not fit its column is reported here).
+    /// [`PluginError::Db`] (a value that does not fit its column is reported here), or
+    /// the first error the producer sent.
     pub async fn stage(
         &mut self,
-        stage: &str,
+        into: &str,
         cols: &[(String, ColType)],
-        batch: &Batch,
-        ord: i64,
-    ) -> Result<(), PluginError> {
+        with_ord: bool,
+        rx: &mut tokio::sync::mpsc::Receiver<Result<Batch, PluginError>>,
+    ) -> Result<i64, PluginError> {
         let d = self.dialect();
-        let idx: Vec<Option<usize>> = cols.iter().map(|(c, _)| batch.schema.index_of(c)).collect();
-        fn cell<'r>(idx: &[Option<usize>], row: &'r [Value], i: usize) -> &'r Value {
-            const NULL: &Value = &Value::Null;
-            idx[i].and_then(|j| row.get(j)).unwrap_or(NULL)
+        let mut ord = 0i64;
+        let ctx = || format!("write rows into {into}");
+        let mut names: Vec<String> = cols.iter().map(|(c, _)| d.ident(c)).collect();
+        if with_ord {
+            names.push(d.ident(ORD));
         }
-        let ctx = || format!("stage rows of {}", batch.table);
+        let head = format!("INSERT INTO {into} ({}) ", names.join(", "));
         match self {
             Tx::Pg(t) => {
-                let list: Vec<String> = cols
-                    .iter()
-                    .map(|(c, _)| d.ident(c))
-                    .chain(std::iter::once(d.ident(ORD)))
-                    .collect();
                 let sql = format!(
-                    "COPY {} ({}) FROM STDIN WITH (FORMAT csv)",
-                    d.ident(stage),
-                    list.join(", ")
+                    "COPY {into} ({}) FROM STDIN WITH (FORMAT csv)",
+                    names.join(", ")
                 );
-                let mut buf = String::with_capacity(batch.rows.len() * 64);
-                for (n, row) in batch.rows.iter().enumerate() {
-                    for (i, (_, ty)) in cols.iter().enumerate() {
-                        csv_field(&mut buf, cell(&idx, row, i), *ty);
-                        buf.push(',');
-                    }
-                    buf.push_str(&(ord + n as i64).to_string());
-                    buf.push('\n');
-                }
                 let mut copy = t.copy_in_raw(&sql).await.map_err(|e| db_err(ctx(), e))?;
-                if let Err(e) = copy.send(buf.into_bytes()).await {
-                    let _ = copy.abort("anchovies: staging failed").await;
-                    return Err(db_err(ctx(), e));
+                let mut buf = String::new();
+                while let Some(batch) = rx.recv().await {
+                    let batch = match batch {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let _ = copy.abort("anchovies: reading the data failed").await;
+                            return Err(e);
+                        }
+                    };
+                    let idx = column_index(cols, &batch);
+                    buf.clear();
+                    for row in &batch.rows {
+                        for (i, (_, ty)) in cols.iter().enumerate() {
+                            if i > 0 {
+                                buf.push(',');
+                            }
+                            csv_field(&mut buf, cell(&idx, row, i), *ty);
+                        }
+                        if with_ord {
+                            buf.push(',');
+                            buf.push_str(&ord.to_string());
+                        }
+                        buf.push('\n');
+                        ord += 1;
+                    }
+                    if let Err(e) = copy.send(buf.as_bytes()).await {
+                        let _ = copy.abort("anchovies: staging failed").await;
+                        return Err(db_err(ctx(), e));
+                    }
                 }
                 copy.finish().await.map_err(|e| db_err(ctx(), e))?;
             }
             Tx::My(t) => {
                 let per = (60_000 / (cols.len() + 1)).max(1);
-                for (c, chunk) in batch.rows.chunks(per).enumerate() {
-                    let mut qb: QueryBuilder<MySql> =
-                        QueryBuilder::new(insert_head(d, stage, cols));
-                    qb.push_values(chunk.iter().enumerate(), |mut b, (n, row)| {
-                        for i in 0..cols.len() {
-                            match text_or_native(cell(&idx, row, i), d) {
-                                Bind::Null => b.push_bind(None::<String>),
-                                Bind::Bool(x) => b.push_bind(x),
-                                Bind::Int(x) => b.push_bind(x),
-                                Bind::Float(x) => b.push_bind(x),
-                                Bind::Bytes(x) => b.push_bind(x),
-                                Bind::Text(x) => b.push_bind(x),
-                            };
-                        }
-                        b.push_bind(ord + (c * per + n) as i64);
-                    });
-                    qb.build()
-                        .execute(&mut **t)
-                        .await
-                        .map_err(|e| db_err(ctx(), e))?;
+                while let Some(batch) = rx.recv().await {
+                    let batch = batch?;
+                    let idx = column_index(cols, &batch);
+                    for chunk in batch.rows.chunks(per) {
+                        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(head.clone());
+                        qb.push_values(chunk.iter(), |mut b, row| {
+                            for i in 0..cols.len() {
+                                match text_or_native(cell(&idx, row, i), d) {
+                                    Bind::Null => b.push_bind(None::<String>),
+                                    Bind::Bool(x) => b.push_bind(x),
+                                    Bind::Int(x) => b.push_bind(x),
+                                    Bind::Float(x) => b.push_bind(x),
+                                    Bind::Bytes(x) => b.push_bind(x),
+                                    Bind::Text(x) => b.push_bind(x),
+                                };
+                            }
+                            if with_ord {
+                                b.push_bind(ord);
+                            }
+                            ord += 1;
+                        });
+                        qb.build()
+                            .execute(&mut **t)
+                            .await
+                            .map_err(|e| db_err(ctx(), e))?;
+                    }
                 }
             }
             Tx::Lite(t) => {
                 let per = (30_000 / (cols.len() + 1)).max(1);
-                for (c, chunk) in batch.rows.chunks(per).enumerate() {
-                    let mut qb: QueryBuilder<Sqlite> =
-                        QueryBuilder::new(insert_head(d, stage, cols));
-                    qb.push_values(chunk.iter().enumerate(), |mut b, (n, row)| {
-                        for i in 0..cols.len() {
-                            match text_or_native(cell(&idx, row, i), d) {
-                                Bind::Null => b.push_bind(None::<String>),
-                                Bind::Bool(x) => b.push_bind(x),
-                                Bind::Int(x) => b.push_bind(x),
-                                Bind::Float(x) => b.push_bind(x),
-                                Bind::Bytes(x) => b.push_bind(x),
-                                Bind::Text(x) => b.push_bind(x),
-                            };
-                        }
-                        b.push_bind(ord + (c * per + n) as i64);
-                    });
-                    qb.build()
-                        .execute(&mut **t)
-                        .await
-                        .map_err(|e| db_err(ctx(), e))?;
+                while let Some(batch) = rx.recv().await {
+                    let batch = batch?;
+                    let idx = column_index(cols, &batch);
+                    for chunk in batch.rows.chunks(per) {
+                        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(head.clone());
+                        qb.push_values(chunk.iter(), |mut b, row| {
+                            for i in 0..cols.len() {
+                                match text_or_native(cell(&idx, row, i), d) {
+                                    Bind::Null => b.push_bind(None::<String>),
+                                    Bind::Bool(x) => b.push_bind(x),
+                                    Bind::Int(x) => b.push_bind(x),
+                                    Bind::Float(x) => b.push_bind(x),
+                                    Bind::Bytes(x) => b.push_bind(x),
+                                    Bind::Text(x) => b.push_bind(x),
+                                };
+                            }
+                            if with_ord {
+                                b.push_bind(ord);
+                            }
+                            ord += 1;
+                        });
+                        qb.build()
+                            .execute(&mut **t)
+                            .await
+                            .map_err(|e| db_err(ctx(), e))?;
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(ord)
     }
 
     /// Commits.
@@ -583,13 +617,14 @@ impl Tx {
     }
 }
 
-fn insert_head(d: Dialect, stage: &str, cols: &[(String, ColType)]) -> String {
-    let list: Vec<String> = cols
-        .iter()
-        .map(|(c, _)| d.ident(c))
-        .chain(std::iter::once(d.ident(ORD)))
-        .collect();
-    format!("INSERT INTO {} ({}) ", d.ident(stage), list.join(", "))
+/// Where each staging column is in a batch (`None`: the batch lacks it, so null).
+fn column_index(cols: &[(String, ColType)], batch: &Batch) -> Vec<Option<usize>> {
+    cols.iter().map(|(c, _)| batch.schema.index_of(c)).collect()
+}
+
+fn cell<'r>(idx: &[Option<usize>], row: &'r [Value], i: usize) -> &'r Value {
+    const NULL: &Value = &Value::Null;
+    idx[i].and_then(|j| row.get(j)).unwrap_or(NULL)
 }
 
 /// A value as bound to a MySQL or SQLite statement.

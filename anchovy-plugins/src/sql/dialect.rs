@@ -365,13 +365,15 @@ impl Dialect {
     }
 
     /// Statements that merge the staging table into the target, in order. The last
-    /// statement's affected-row count is the rows written.
+    /// statement's affected-row count is the rows written. `keys_unique`: the staged
+    /// rows already hold one row per key, so no winner needs picking.
     pub fn merge(
         self,
         target: &TableRef,
         stage: &str,
         cols: &[String],
         m: &MergeSpec,
+        keys_unique: bool,
     ) -> Vec<String> {
         let t = self.table(target);
         let s = self.ident(stage);
@@ -410,7 +412,11 @@ impl Dialect {
             ));
             return out;
         }
-        let deduped = self.deduped(stage, cols, m);
+        let deduped = if keys_unique {
+            format!("SELECT {list} FROM {s}")
+        } else {
+            self.deduped(stage, cols, m)
+        };
         match self {
             Dialect::Postgres | Dialect::Sqlite => {
                 let non_keys: Vec<&String> = cols.iter().filter(|c| !m.keys.contains(c)).collect();
@@ -587,6 +593,7 @@ mod tests {
             "stage",
             &["id".into(), "updated_at".into()],
             &m,
+            false,
         );
         assert_eq!(sql.len(), 1);
         assert!(
@@ -614,6 +621,7 @@ mod tests {
             "stage",
             &["id".into(), "updated_at".into()],
             &m,
+            false,
         );
         assert!(
             my.iter()

@@ -411,6 +411,50 @@ impl Job<'_> {
         Ok(())
     }
 
+    /// Reads and decodes the unit's files in their own task, handing batches over a
+    /// bounded channel, so the database ingests while the next batch is decoded.
+    fn read_unit(
+        &self,
+        unit: &Unit,
+    ) -> (
+        tokio::sync::mpsc::Receiver<Result<anchovy_core::Batch, PluginError>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (txb, rxb) = tokio::sync::mpsc::channel::<Result<anchovy_core::Batch, PluginError>>(4);
+        let (ds, name, batch_size) = (self.ds.clone(), self.name.clone(), self.batch_size);
+        let files: Vec<FileEntry> = unit.files.clone();
+        let reader = tokio::spawn(async move {
+            for f in files {
+                let mut r = match DataFileReader::open(&ds, &name, &f.key, batch_size).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = txb.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                loop {
+                    match r.next_batch().await {
+                        Ok(Some(b)) => {
+                            if txb.send(Ok(b)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = txb.send(Err(e.into())).await;
+                            return;
+                        }
+                    }
+                }
+                if let Err(e) = anchovy_core::failpoint::hit("upload.staged_file") {
+                    let _ = txb.send(Err(e.into())).await;
+                    return;
+                }
+            }
+        });
+        (rxb, reader)
+    }
+
     async fn stage_and_merge(
         &self,
         tx: &mut db::Tx,
@@ -419,22 +463,56 @@ impl Job<'_> {
         totals: &mut Totals,
     ) -> Result<(), PluginError> {
         let d = self.d;
+        let spec = &self.spec;
+        for f in &unit.files {
+            totals.files += 1;
+            totals.bytes += f.bytes;
+        }
+        // Append tables need no staging: the rows go straight into the target.
+        if spec.keys.is_empty() && spec.sets.is_empty() {
+            let (mut rx, reader) = self.read_unit(unit);
+            let n = tx.stage(&d.table(&self.target), cols, false, &mut rx).await;
+            reader.abort();
+            totals.inserted += n? as u64;
+            return Ok(());
+        }
+        // A keyed load into an empty table (the first backfill) is written straight into
+        // the target too; if the data repeats a key, it falls back to stage-and-merge.
+        if spec.sets.is_empty() {
+            let probe = format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM {} LIMIT 1) _e",
+                d.table(&self.target)
+            );
+            if tx.scalar(&probe).await? == 0 {
+                tx.exec("SAVEPOINT anchovies_direct").await?;
+                let (mut rx, reader) = self.read_unit(unit);
+                let r = tx.stage(&d.table(&self.target), cols, false, &mut rx).await;
+                reader.abort();
+                match r {
+                    Ok(n) => {
+                        tx.exec("RELEASE SAVEPOINT anchovies_direct").await?;
+                        totals.inserted += n as u64;
+                        return Ok(());
+                    }
+                    Err(e) if e.is_unique_violation() => {
+                        tracing::debug!(table = %self.name, "keys repeat in the data: staging and merging instead");
+                        tx.exec("ROLLBACK TO SAVEPOINT anchovies_direct").await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         let stage = format!("_anchovies_stage_{}", std::process::id());
         if let Some(sql) = d.drop_stage(&stage) {
             tx.exec(&sql).await?;
         }
         tx.exec(&d.create_stage(&stage, cols)).await?;
-        let mut ord = 0i64;
-        for f in &unit.files {
-            let mut r = DataFileReader::open(&self.ds, &self.name, &f.key, self.batch_size).await?;
-            while let Some(batch) = r.next_batch().await? {
-                tx.stage(&stage, cols, &batch, ord).await?;
-                ord += batch.len() as i64;
-            }
-            totals.files += 1;
-            totals.bytes += f.bytes;
-            anchovy_core::failpoint::hit("upload.staged_file")?;
-        }
+        let t0 = std::time::Instant::now();
+        let (mut rxb, reader) = self.read_unit(unit);
+        let staged = tx.stage(&d.ident(&stage), cols, true, &mut rxb).await;
+        reader.abort();
+        let ord = staged?;
+        tracing::debug!(rows = ord, ms = t0.elapsed().as_millis() as u64, table = %self.name, "staged");
         let names: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
         let incoming = if self.spec.keys.is_empty() {
             ord as u64
@@ -449,17 +527,32 @@ impl Job<'_> {
                     .join(", "),
                 d.ident(&stage)
             );
-            tx.scalar(&distinct).await?.max(0) as u64
+            let t1 = std::time::Instant::now();
+            let n = tx.scalar(&distinct).await?.max(0) as u64;
+            tracing::debug!(
+                ms = t1.elapsed().as_millis() as u64,
+                "counted distinct keys"
+            );
+            n
         };
         let existing = match d.count_existing(&self.target, &stage, &self.spec) {
             Some(sql) if self.spec.sets.is_empty() => tx.scalar(&sql).await?.max(0) as u64,
             _ => 0,
         };
-        let stmts = d.merge(&self.target, &stage, &names, &self.spec);
+        // Keys already unique in the data: no need to pick a winner per key.
+        let unique = !self.spec.keys.is_empty() && incoming == ord as u64;
+        let stmts = d.merge(&self.target, &stage, &names, &self.spec, unique);
         let mut deleted = 0;
         let mut written = 0;
         for (i, sql) in stmts.iter().enumerate() {
+            let t1 = std::time::Instant::now();
             let n = tx.exec(sql).await?;
+            tracing::debug!(
+                rows = n,
+                ms = t1.elapsed().as_millis() as u64,
+                statement = i,
+                "merged"
+            );
             if i == 0 && !self.spec.sets.is_empty() {
                 deleted = n;
             }
