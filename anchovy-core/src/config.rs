@@ -641,10 +641,12 @@ fn check_name(key: &str, v: &str) -> Result<()> {
     }
 }
 
-/// Parses `300`, `1.5`, `90s`, `500ms`, `15m`, `2h`.
+/// Parses `300`, `1.5`, `90s`, `500ms`, `15m`, `2h`, `7d`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+    let (num, mult) = if let Some(n) = s.strip_suffix('d') {
+        (n, 86_400.0)
+    } else if let Some(n) = s.strip_suffix("ms") {
         (n, 0.001)
     } else if let Some(n) = s.strip_suffix('s') {
         (n, 1.0)
@@ -921,6 +923,7 @@ mod tests {
         assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("-1"), None);
         assert_eq!(parse_duration("x"), None);
     }

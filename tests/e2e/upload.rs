@@ -659,3 +659,63 @@ fn an_uploader_without_upstreams_says_how_to_set_them() {
         crate::stderr(&out)
     );
 }
+
+#[test]
+fn history_keeps_superseded_versions_until_their_ttl() {
+    for target in ALL {
+        let env = Env::new();
+        let up = format!("his_{target:?}_{}", env.nonce()).to_lowercase();
+        env.write("config.yaml", "tbls:\n  cust:\n    path: in/*.csv\n    unique_by: id\n    sort_by: -v\n    columns: {id: int, v: int}\n");
+        env.write("upload.yaml", "tbls:\n  cust:\n    history: true\n");
+        env.write("in/1.csv", "id,v\n1,1\n2,1\n");
+        download(&env, &up);
+        upload_ok(&env, target, "wh", &up);
+        // A newer id 1, an older id 2 (ignored), a new id 3.
+        env.write("in/2.csv", "id,v\n1,2\n2,0\n3,1\n");
+        download(&env, &up);
+        let r = upload_ok(&env, target, "wh", &up);
+        let d = &tbl_log(&r, &format!("{up}.cust"))["data"];
+        assert_eq!(
+            (
+                d["rows_inserted"].as_u64(),
+                d["rows_updated"].as_u64(),
+                d["rows_skipped_older"].as_u64()
+            ),
+            (Some(1), Some(1), Some(1)),
+            "{target:?}: {d}"
+        );
+        let versions = |env: &Env| {
+            fetch(
+                target,
+                &env,
+                &format!(
+                    "SELECT {}, {}, CASE WHEN _del IS NULL THEN 'current' ELSE 'old' END FROM {} ORDER BY id, v",
+                    target.text("id"),
+                    target.text("v"),
+                    target.table(&up, "cust")
+                ),
+            )
+        };
+        let cur = |id: &str, v: &str| vec![s(id), s(v), s("current")];
+        let old = |id: &str, v: &str| vec![s(id), s(v), s("old")];
+        assert_eq!(
+            versions(&env),
+            vec![old("1", "1"), cur("1", "2"), cur("2", "1"), cur("3", "1")],
+            "{target:?}"
+        );
+        // With a TTL, versions superseded longer ago than it are dropped at the next load.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        env.write(
+            "upload.yaml",
+            "tbls:\n  cust:\n    history: true\n    deleted_ttl: 2s\n",
+        );
+        env.write("in/3.csv", "id,v\n3,5\n");
+        download(&env, &up);
+        upload_ok(&env, target, "wh", &up);
+        assert_eq!(
+            versions(&env),
+            vec![cur("1", "2"), cur("2", "1"), old("3", "1"), cur("3", "5")],
+            "{target:?}"
+        );
+    }
+}

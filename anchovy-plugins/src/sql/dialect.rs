@@ -478,6 +478,131 @@ impl Dialect {
         out
     }
 
+    /// The SQL type of the `_del` column.
+    pub fn del_type(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "TIMESTAMPTZ",
+            Dialect::MySql => "DATETIME(6)",
+            Dialect::Sqlite => "TEXT",
+        }
+    }
+
+    /// The current UTC time, `secs_ago` seconds back, in the `_del` column's type.
+    fn now_minus(self, secs_ago: u64) -> String {
+        match self {
+            Dialect::Postgres => format!("(now() - interval '{secs_ago} seconds')"),
+            Dialect::MySql => format!("(UTC_TIMESTAMP(6) - INTERVAL {secs_ago} SECOND)"),
+            Dialect::Sqlite => {
+                format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{secs_ago} seconds')")
+            }
+        }
+    }
+
+    /// `CREATE TABLE` of a history table: the columns plus `_seq` and `_del`, with the
+    /// key plus `_seq` as primary key.
+    pub fn create_history_table(
+        self,
+        t: &TableRef,
+        cols: &[(String, ColType)],
+        keys: &[String],
+    ) -> String {
+        let mut parts: Vec<String> = cols
+            .iter()
+            .map(|(c, ty)| {
+                let key = keys.contains(c);
+                format!(
+                    "{} {}{}",
+                    self.ident(c),
+                    self.sql_type(*ty, key),
+                    if key { " NOT NULL" } else { "" }
+                )
+            })
+            .collect();
+        parts.push(format!("{} BIGINT NOT NULL", self.ident(SEQ)));
+        parts.push(format!("{} {}", self.ident(DEL), self.del_type()));
+        let mut pk: Vec<String> = keys.to_vec();
+        pk.push(SEQ.to_string());
+        parts.push(format!("PRIMARY KEY ({})", self.list(&pk)));
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            self.table(t),
+            parts.join(", ")
+        )
+    }
+
+    /// Statements of a history merge: pick one winner per key, drop winners older than
+    /// the current stored version (`sort_by`), stamp `_del` on the versions they
+    /// supersede, insert them as version `seq`, and drop versions superseded longer than
+    /// `ttl` seconds ago. Returns the statements and the indexes of the supersede and
+    /// insert statements (for counting).
+    pub fn merge_history(
+        self,
+        target: &TableRef,
+        stage: &str,
+        cols: &[String],
+        m: &MergeSpec,
+        keys_unique: bool,
+        seq: u64,
+        ttl: Option<u64>,
+    ) -> (Vec<String>, usize, usize) {
+        let t = self.table(target);
+        let win = self.ident(&format!("{stage}_win"));
+        let list = self.list(cols);
+        let deduped = if keys_unique {
+            format!("SELECT {list} FROM {}", self.ident(stage))
+        } else {
+            self.deduped(stage, cols, m)
+        };
+        let keyeq: Vec<String> = m
+            .keys
+            .iter()
+            .map(|k| format!("_t.{0} = _n.{0}", self.ident(k)))
+            .collect();
+        let keyeq = keyeq.join(" AND ");
+        let del = self.ident(DEL);
+        let mut out = vec![
+            match self {
+                Dialect::MySql => format!("DROP TEMPORARY TABLE IF EXISTS {win}"),
+                Dialect::Postgres => format!("DROP TABLE IF EXISTS {win}"),
+                Dialect::Sqlite => format!("DROP TABLE IF EXISTS temp.{win}"),
+            },
+            match self {
+                Dialect::MySql => format!("CREATE TEMPORARY TABLE {win} AS {deduped}"),
+                _ => format!("CREATE TEMP TABLE {win} AS {deduped}"),
+            },
+        ];
+        if !m.sort.is_empty() {
+            let first = self.sorts_first(&m.sort, "_n", "_t");
+            out.push(match self {
+                Dialect::MySql => format!("DELETE _n FROM {win} AS _n JOIN {t} AS _t ON {keyeq} AND _t.{del} IS NULL WHERE NOT ({first})"),
+                _ => format!("DELETE FROM {win} AS _n WHERE EXISTS (SELECT 1 FROM {t} AS _t WHERE {keyeq} AND _t.{del} IS NULL AND NOT ({first}))"),
+            });
+        }
+        let now = self.now_minus(0);
+        let supersede = out.len();
+        out.push(match self {
+            Dialect::MySql => format!("UPDATE {t} AS _t JOIN {win} AS _n ON {keyeq} SET _t.{del} = {now} WHERE _t.{del} IS NULL"),
+            _ => format!("UPDATE {t} AS _t SET {del} = {now} WHERE _t.{del} IS NULL AND EXISTS (SELECT 1 FROM {win} AS _n WHERE {keyeq})"),
+        });
+        let insert = out.len();
+        out.push(format!(
+            "INSERT INTO {t} ({list}, {}) SELECT {list}, {seq} FROM {win}",
+            self.ident(SEQ)
+        ));
+        if let Some(ttl) = ttl {
+            out.push(format!(
+                "DELETE FROM {t} WHERE {del} IS NOT NULL AND {del} < {}",
+                self.now_minus(ttl)
+            ));
+        }
+        out.push(match self {
+            Dialect::MySql => format!("DROP TEMPORARY TABLE IF EXISTS {win}"),
+            Dialect::Postgres => format!("DROP TABLE IF EXISTS {win}"),
+            Dialect::Sqlite => format!("DROP TABLE IF EXISTS temp.{win}"),
+        });
+        (out, supersede, insert)
+    }
+
     /// Counts staged keys already stored (to split written rows into inserts and updates).
     pub fn count_existing(self, target: &TableRef, stage: &str, m: &MergeSpec) -> Option<String> {
         if m.keys.is_empty() {
@@ -518,6 +643,11 @@ impl Dialect {
         }
     }
 }
+
+/// History column: the upstream commit that delivered a version.
+pub const SEQ: &str = "_seq";
+/// History column: when a version was superseded (null for the current version).
+pub const DEL: &str = "_del";
 
 /// The name of the position table in the target's default schema.
 pub const POSITIONS: &str = "_anchovies_positions";

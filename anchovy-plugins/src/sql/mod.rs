@@ -253,6 +253,7 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
             sort: tbl.sort_by.0.clone(),
         },
         batch_size: s.batch_size,
+        history: history_option(tbl)?,
     };
     let pos = db.position(&job.uploader, &job.upstream, name).await?;
     let commits = read_commits(&job.ds, pos).await?;
@@ -295,6 +296,47 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
     ctx.log("position", last);
     ctx.log("schema_changes", totals.schema_changes);
     Ok(())
+}
+
+/// The `history` and `deleted_ttl` table options.
+fn history_option(tbl: &Tbl) -> Result<Option<Option<u64>>, PluginError> {
+    let on = match tbl.option_str("history").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(PluginError::Option {
+                key: "history".into(),
+                message: format!("`{v}` is not true or false"),
+            });
+        }
+    };
+    let ttl = match tbl.option_str("deleted_ttl") {
+        None => None,
+        Some(v) => Some(
+            anchovy_core::config::parse_duration(&v)
+                .ok_or_else(|| PluginError::Option {
+                    key: "deleted_ttl".into(),
+                    message: format!("`{v}` is not a duration; use e.g. 3600, 12h or 30d"),
+                })?
+                .as_secs(),
+        ),
+    };
+    if !on {
+        if ttl.is_some() {
+            return Err(PluginError::Option {
+                key: "deleted_ttl".into(),
+                message: "deleted_ttl applies to history tables; add `history: true`".into(),
+            });
+        }
+        return Ok(None);
+    }
+    if tbl.unique_by.is_empty() {
+        return Err(PluginError::Option {
+            key: "history".into(),
+            message: format!("table {} keeps versions per key: set unique_by", tbl.name),
+        });
+    }
+    Ok(Some(ttl))
 }
 
 /// Consecutive commits loaded in one transaction.
@@ -369,6 +411,8 @@ struct Job<'a> {
     target: TableRef,
     spec: MergeSpec,
     batch_size: usize,
+    /// `history: true`: keep superseded versions; `Some(ttl seconds)` drops old ones.
+    history: Option<Option<u64>>,
 }
 
 impl Job<'_> {
@@ -469,7 +513,7 @@ impl Job<'_> {
             totals.bytes += f.bytes;
         }
         // Append tables need no staging: the rows go straight into the target.
-        if spec.keys.is_empty() && spec.sets.is_empty() {
+        if spec.keys.is_empty() && spec.sets.is_empty() && self.history.is_none() {
             let (mut rx, reader) = self.read_unit(unit);
             let n = tx.stage(&d.table(&self.target), cols, false, &mut rx).await;
             reader.abort();
@@ -478,7 +522,7 @@ impl Job<'_> {
         }
         // A keyed load into an empty table (the first backfill) is written straight into
         // the target too; if the data repeats a key, it falls back to stage-and-merge.
-        if spec.sets.is_empty() {
+        if spec.sets.is_empty() && self.history.is_none() {
             let probe = format!(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM {} LIMIT 1) _e",
                 d.table(&self.target)
@@ -541,6 +585,33 @@ impl Job<'_> {
         };
         // Keys already unique in the data: no need to pick a winner per key.
         let unique = !self.spec.keys.is_empty() && incoming == ord as u64;
+        if let Some(ttl) = self.history {
+            let (stmts, supersede, insert) = d.merge_history(
+                &self.target,
+                &stage,
+                &names,
+                &self.spec,
+                unique,
+                unit.end,
+                ttl,
+            );
+            let (mut superseded, mut versions) = (0, 0);
+            for (i, sql) in stmts.iter().enumerate() {
+                let n = tx.exec(sql).await?;
+                if i == supersede {
+                    superseded = n;
+                } else if i == insert {
+                    versions = n;
+                }
+            }
+            if let Some(sql) = d.drop_stage(&stage) {
+                tx.exec(&sql).await?;
+            }
+            totals.inserted += versions.saturating_sub(superseded);
+            totals.updated += superseded;
+            totals.skipped += incoming.saturating_sub(versions);
+            return Ok(());
+        }
         let stmts = d.merge(&self.target, &stage, &names, &self.spec, unique);
         let mut deleted = 0;
         let mut written = 0;
@@ -610,9 +681,11 @@ impl Job<'_> {
             self.db.exec(&sql).await?;
         }
         let Some(existing) = self.db.columns(target).await? else {
-            self.db
-                .exec(&d.create_table(target, cols, &spec.keys))
-                .await?;
+            let create = match self.history {
+                Some(_) => d.create_history_table(target, cols, &spec.keys),
+                None => d.create_table(target, cols, &spec.keys),
+            };
+            self.db.exec(&create).await?;
             if !spec.sets.is_empty() {
                 self.db
                     .exec(&d.create_set_index(target, &spec.sets))
@@ -623,6 +696,17 @@ impl Job<'_> {
                 .push(format!("created {}", d.table(target)));
             return Ok(cols.to_vec());
         };
+        let has_history = existing.iter().any(|(c, _)| c == dialect::SEQ);
+        if self.history.is_some() != has_history {
+            return Err(PluginError::Option {
+                key: "history".into(),
+                message: format!(
+                    "{} already exists {} history columns; history cannot be switched on or off for an existing table: rename or drop it, or change `history:` back",
+                    d.table(target),
+                    if has_history { "with" } else { "without" }
+                ),
+            });
+        }
         let mut out = Vec::with_capacity(existing.len().max(cols.len()));
         for (c, want) in cols {
             match existing.iter().find(|(n, _)| n == c) {
