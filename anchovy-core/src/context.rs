@@ -22,6 +22,8 @@ pub struct SessionCtx {
     pub settings: Settings,
     /// The operator's registered name.
     pub operator: String,
+    /// Downloader or uploader.
+    pub kind: crate::operator::OperatorKind,
     /// The session id (a UTC timestamp, `20261123T143909.123Z`).
     pub session_id: String,
     /// Connections from the environment.

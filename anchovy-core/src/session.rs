@@ -105,6 +105,7 @@ impl Session {
         let committer = Arc::new(Committer::new(store.clone(), cps, last));
         let ctx = Arc::new(SessionCtx {
             operator: spec.name.to_string(),
+            kind: spec.kind,
             session_id: new_session_id(),
             config_tbls: doc.tbl_set(),
             settings,
@@ -615,10 +616,13 @@ async fn run_table(
     let (rows, bytes, files) = sink.stats.values().fold((0, 0, 0), |(r, b, f), s| {
         (r + s.rows, b + s.bytes, f + s.files)
     });
-    data.insert("rows".into(), rows.into());
-    data.insert("bytes".into(), bytes.into());
-    data.insert("files".into(), files.into());
-    data.insert("commits".into(), sink.commits.into());
+    // What the default sink wrote to the datastore (an uploader writes only positions).
+    if sess.kind == crate::operator::OperatorKind::Downloader || files > 0 {
+        data.insert("rows".into(), rows.into());
+        data.insert("bytes".into(), bytes.into());
+        data.insert("files".into(), files.into());
+        data.insert("commits".into(), sink.commits.into());
+    }
     if sink.stats.len() > 1 || sink.stats.keys().any(|k| *k != name) {
         data.insert(
             "tables".into(),
@@ -641,7 +645,12 @@ async fn run_table(
     );
     match &result {
         Ok(()) => {
-            tracing::info!(table = %name, rows, bytes, files, ms = log.duration, "table done")
+            tracing::info!(
+                table = %name,
+                ms = log.duration,
+                data = %serde_json::Value::Object(log.data.clone()),
+                "table done"
+            )
         }
         Err(e) => {
             log.status = Status::Err;

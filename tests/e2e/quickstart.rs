@@ -128,3 +128,28 @@ fn the_example_config_yaml_parses_and_its_tables_are_valid() {
     }
     assert_eq!(doc.tbls["sales"].sort_by.0.len(), 3);
 }
+
+/// The README's main job, `script/quickstart`: download + upload into the embedded SQLite.
+#[test]
+fn script_quickstart_downloads_and_uploads_into_sqlite() {
+    let env = Env::new();
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("script/quickstart"))
+        .env("ACHVY_HOME", env.home())
+        .env("ACHVY_USER", "tester")
+        .env("ANCHOVY_BIN", assert_cmd::cargo::cargo_bin("anchovy"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("warehouse.sqlite"), "{text}");
+    let db = env.home().join("tester/warehouse.sqlite");
+    assert!(db.is_file());
+    let rows = crate::upload::fetch(
+        crate::upload::Target::Sqlite,
+        &env,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM \"quickstart__tester__orders\" UNION ALL SELECT CAST(COUNT(*) AS TEXT) FROM \"quickstart__tester__customers\"",
+    );
+    // Five order rows, one order (1002) delivered twice: four orders; four customers.
+    assert_eq!(rows, vec![vec![Some("4".into())], vec![Some("4".into())]]);
+}

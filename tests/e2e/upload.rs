@@ -719,3 +719,79 @@ fn history_keeps_superseded_versions_until_their_ttl() {
         );
     }
 }
+
+/// SIGKILL at random moments of many loads, then a clean run: every row exactly once.
+#[test]
+fn exactly_once_when_killed_at_random() {
+    let target = Target::Pg;
+    let env = Env::new();
+    let up = format!("rnd_{}", env.nonce());
+    env.write(
+        "config.yaml",
+        "tbls:\n  ev:\n    path: in/*.csv\n    columns: {id: int}\n",
+    );
+    env.write("upload.yaml", "tbls:\n  ev:\n    max_rows_per_load: 2000\n");
+    for f in 0..10 {
+        let mut body = String::from("id,pad\n");
+        for i in 0..2000 {
+            body.push_str(&format!("{},{}\n", f * 2000 + i, "x".repeat(40)));
+        }
+        env.write(&format!("in/{f:02}.csv"), body);
+        download(&env, &up);
+    }
+    // Deterministic "random" delays (an LCG seeded by the test's directory name).
+    let mut seed: u64 = env
+        .nonce()
+        .bytes()
+        .fold(7, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+    let bin = assert_cmd::cargo::cargo_bin("anchovy");
+    let mut killed = 0;
+    for _ in 0..12 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = std::time::Duration::from_millis(20 + (seed >> 33) % 200);
+        let mut child = std::process::Command::new(&bin)
+            .args([
+                "start",
+                "-op",
+                "sql.Uploader",
+                "--id",
+                "wh",
+                "-U",
+                &up,
+                "-c",
+                "upload.yaml",
+            ])
+            .current_dir(env.path())
+            .env_clear()
+            .env("HOME", env.path().join("home"))
+            .env("USER", "tester")
+            .env("ACHVY_CNXN__DB__URI", target.url().unwrap())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    upload_ok(&env, target, "wh", &up);
+    let rows = fetch(
+        target,
+        &env,
+        &format!(
+            "SELECT COUNT(*)::text, COUNT(DISTINCT id)::text FROM {}",
+            target.table(&up, "ev")
+        ),
+    );
+    assert_eq!(
+        rows[0],
+        vec![s("20000"), s("20000")],
+        "rows lost or doubled after {killed} kills"
+    );
+    assert!(killed > 0, "no run was killed: the test proves nothing");
+}
