@@ -687,7 +687,7 @@ fn history_keeps_superseded_versions_until_their_ttl() {
         let versions = |env: &Env| {
             fetch(
                 target,
-                &env,
+                env,
                 &format!(
                     "SELECT {}, {}, CASE WHEN _del IS NULL THEN 'current' ELSE 'old' END FROM {} ORDER BY id, v",
                     target.text("id"),

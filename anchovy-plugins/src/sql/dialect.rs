@@ -533,7 +533,7 @@ impl Dialect {
     /// Statements of a history merge: pick one winner per key, drop winners older than
     /// the current stored version (`sort_by`), stamp `_del` on the versions they
     /// supersede, insert them as version `seq`, and drop versions superseded longer than
-    /// `ttl` seconds ago. Returns the statements and the indexes of the supersede and
+    /// `ttl` seconds ago (`(seq, ttl)`). Returns the statements and the indexes of the supersede and
     /// insert statements (for counting).
     pub fn merge_history(
         self,
@@ -542,8 +542,7 @@ impl Dialect {
         cols: &[String],
         m: &MergeSpec,
         keys_unique: bool,
-        seq: u64,
-        ttl: Option<u64>,
+        (seq, ttl): (u64, Option<u64>),
     ) -> (Vec<String>, usize, usize) {
         let t = self.table(target);
         let win = self.ident(&format!("{stage}_win"));

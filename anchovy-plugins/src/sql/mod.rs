@@ -592,8 +592,7 @@ impl Job<'_> {
                 &names,
                 &self.spec,
                 unique,
-                unit.end,
-                ttl,
+                (unit.end, ttl),
             );
             let (mut superseded, mut versions) = (0, 0);
             for (i, sql) in stmts.iter().enumerate() {
