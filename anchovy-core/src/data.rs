@@ -19,9 +19,6 @@ use crate::error::{Error, Result};
 use crate::row::{Batch, BatchBuilder, decode_row, encode_row_into};
 use crate::tbl::ColType;
 
-/// Compressed bytes buffered before they are handed to the uploader.
-const FLUSH_BYTES: usize = 1 << 20;
-
 /// A finished data file, as listed in a commit record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -40,12 +37,25 @@ pub struct FileEntry {
     pub columns: Vec<(String, ColType)>,
 }
 
+/// NDJSON bytes handed to the compressor at a time.
+const CHUNK_BYTES: usize = 256 << 10;
+/// Chunks that may wait for the compressor.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
 /// Streams batches of one table into one gzip NDJSON file.
+///
+/// Rows are encoded on the caller's task while a dedicated thread compresses the
+/// previous chunks (gzip is most of the CPU a download spends), and compressed bytes are
+/// uploaded as they come. Memory: at most [`CHUNKS_IN_FLIGHT`] chunks waiting for the
+/// compressor, plus one upload part.
 pub struct DataFileWriter {
     tbl: Arc<str>,
     key: String,
-    enc: flate2::write::GzEncoder<Vec<u8>>,
+    raw_tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    gz_rx: tokio::sync::mpsc::UnboundedReceiver<std::io::Result<Vec<u8>>>,
+    compressor: Option<std::thread::JoinHandle<()>>,
     out: object_store::buffered::BufWriter,
+    chunk: Vec<u8>,
     scratch: String,
     rows: u64,
     raw_bytes: u64,
@@ -56,14 +66,39 @@ pub struct DataFileWriter {
 impl DataFileWriter {
     /// Starts a file at `key` (relative to `ds`).
     pub fn create(ds: &Datastore, tbl: Arc<str>, key: String) -> DataFileWriter {
+        let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+        // Unbounded, but fed only as fast as `raw_tx` admits chunks, and drained after
+        // every batch: the compressor never blocks on it, so the two cannot deadlock.
+        let (gz_tx, gz_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<Vec<u8>>>();
+        let compressor = std::thread::Builder::new()
+            .name("anchovy-gzip".into())
+            .spawn(move || {
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(CHUNK_BYTES),
+                    flate2::Compression::fast(),
+                );
+                while let Some(chunk) = raw_rx.blocking_recv() {
+                    if let Err(e) = enc.write_all(&chunk) {
+                        let _ = gz_tx.send(Err(e));
+                        return;
+                    }
+                    if !enc.get_ref().is_empty()
+                        && gz_tx.send(Ok(std::mem::take(enc.get_mut()))).is_err()
+                    {
+                        return;
+                    }
+                }
+                let _ = gz_tx.send(enc.finish());
+            })
+            .ok();
         DataFileWriter {
             out: ds.writer(&key),
             tbl,
             key,
-            enc: flate2::write::GzEncoder::new(
-                Vec::with_capacity(FLUSH_BYTES + (64 << 10)),
-                flate2::Compression::fast(),
-            ),
+            raw_tx: Some(raw_tx),
+            gz_rx,
+            compressor,
+            chunk: Vec::with_capacity(CHUNK_BYTES + (64 << 10)),
             scratch: String::with_capacity(64 << 10),
             rows: 0,
             raw_bytes: 0,
@@ -80,7 +115,7 @@ impl DataFileWriter {
     /// Appends a batch.
     ///
     /// # Errors
-    /// [`Error::Datastore`] when the upload fails.
+    /// [`Error::Datastore`] when the upload fails, [`Error::Data`] when compression does.
     pub async fn write(&mut self, batch: &Batch) -> Result<()> {
         for (i, name) in batch.schema.names().iter().enumerate() {
             let seen = batch
@@ -99,21 +134,44 @@ impl DataFileWriter {
             self.scratch.clear();
             encode_row_into(&batch.schema, row, &mut self.scratch);
             self.raw_bytes += self.scratch.len() as u64;
-            self.enc
-                .write_all(self.scratch.as_bytes())
-                .map_err(|e| Error::data(&self.key, format!("gzip: {e}")))?;
+            self.chunk.extend_from_slice(self.scratch.as_bytes());
+            if self.chunk.len() >= CHUNK_BYTES {
+                self.send_chunk().await?;
+            }
         }
         self.rows += batch.rows.len() as u64;
-        if self.enc.get_ref().len() >= FLUSH_BYTES {
-            self.drain().await?;
+        self.upload_ready().await
+    }
+
+    async fn send_chunk(&mut self) -> Result<()> {
+        let chunk = std::mem::replace(
+            &mut self.chunk,
+            Vec::with_capacity(CHUNK_BYTES + (64 << 10)),
+        );
+        let tx = self
+            .raw_tx
+            .as_ref()
+            .ok_or_else(|| Error::data(&self.key, "the file is already finished"))?;
+        if tx.send(chunk).await.is_err() {
+            // The compressor stopped: its error is waiting in the output channel.
+            self.upload_ready().await?;
+            return Err(Error::data(&self.key, "gzip: the compressor stopped"));
         }
         Ok(())
     }
 
-    async fn drain(&mut self) -> Result<()> {
-        let buf = std::mem::take(self.enc.get_mut());
+    /// Uploads whatever the compressor has produced so far.
+    async fn upload_ready(&mut self) -> Result<()> {
+        while let Ok(r) = self.gz_rx.try_recv() {
+            let buf = r.map_err(|e| Error::data(&self.key, format!("gzip: {e}")))?;
+            self.upload(&buf).await?;
+        }
+        Ok(())
+    }
+
+    async fn upload(&mut self, buf: &[u8]) -> Result<()> {
         self.bytes += buf.len() as u64;
-        self.out.write_all(&buf).await.map_err(|e| {
+        self.out.write_all(buf).await.map_err(|e| {
             Error::datastore(
                 "write",
                 &self.key,
@@ -122,13 +180,7 @@ impl DataFileWriter {
                     source: Box::new(e),
                 },
             )
-        })?;
-        *self.enc.get_mut() = {
-            let mut b = buf;
-            b.clear();
-            b
-        };
-        Ok(())
+        })
     }
 
     /// Completes the file: after this it is readable (but not yet committed).
@@ -136,10 +188,17 @@ impl DataFileWriter {
     /// # Errors
     /// [`Error::Datastore`] when the upload cannot be completed.
     pub async fn finish(mut self) -> Result<FileEntry> {
-        self.enc
-            .try_finish()
-            .map_err(|e| Error::data(&self.key, format!("gzip: {e}")))?;
-        self.drain().await?;
+        if !self.chunk.is_empty() {
+            self.send_chunk().await?;
+        }
+        self.raw_tx = None; // the compressor finishes the gzip stream and stops
+        while let Some(r) = self.gz_rx.recv().await {
+            let buf = r.map_err(|e| Error::data(&self.key, format!("gzip: {e}")))?;
+            self.upload(&buf).await?;
+        }
+        if let Some(h) = self.compressor.take() {
+            let _ = h.join();
+        }
         self.out.shutdown().await.map_err(|e| {
             Error::datastore(
                 "complete",
@@ -162,6 +221,7 @@ impl DataFileWriter {
 
     /// Abandons the file; nothing becomes visible.
     pub async fn abort(mut self) {
+        self.raw_tx = None;
         let _ = self.out.abort().await;
     }
 }

@@ -15,7 +15,7 @@
 //! | `DT` | datetime | ISO-8601, with offset when the value has one |
 //! | `T`  | time | `13:45:00.5` |
 //! | `B`  | bytes | lowercase hex |
-//! | `N`  | decimal | a JSON number, kept digit for digit |
+//! | `N`  | decimal | a JSON string, digit for digit (`"12.50"`) |
 //! | `F`  | float NaN/inf | `"NaN"`, `"inf"`, `"-inf"` |
 //!
 //! Everything else is plain JSON: null, bool, integers (i64; larger integers read back
@@ -28,7 +28,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 
@@ -474,7 +473,6 @@ pub fn encode_row_into(schema: &Schema, row: &[Value], s: &mut String) {
                 let _ = write!(s, "{i}");
             }
             Value::Float(f) if f.is_finite() => s.push_str(&float_text(*f)),
-            Value::Decimal(d) => s.push_str(d),
             Value::String(t) => write_json_str(s, t),
             Value::Json(j) => {
                 let _ = write!(s, "{j}");
@@ -525,30 +523,101 @@ fn write_json_str(s: &mut String, text: &str) {
     s.push('"');
 }
 
-/// An object with its members in order and values left as raw JSON.
-struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// One decoded line: members in order, plus the `_types` annotations.
+struct Line {
+    members: Vec<(String, Value)>,
+    types: Vec<String>,
+}
 
-impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+impl<'de> Deserialize<'de> for Line {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = RawObject<'a>;
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Line;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(
                 self,
                 mut m: M,
-            ) -> std::result::Result<Self::Value, M::Error> {
-                let mut out = Vec::new();
+            ) -> std::result::Result<Line, M::Error> {
+                let mut line = Line {
+                    members: Vec::with_capacity(16),
+                    types: Vec::new(),
+                };
                 while let Some(k) = m.next_key::<Cow<'de, str>>()? {
-                    let v: &'de RawValue = m.next_value()?;
-                    out.push((k, v));
+                    if k == TYPES_FIELD {
+                        line.types = m.next_value()?;
+                    } else {
+                        let v: PlainValue = m.next_value()?;
+                        line.members.push((k.into_owned(), v.0));
+                    }
                 }
-                Ok(RawObject(out))
+                Ok(line)
             }
         }
-        d.deserialize_map(V(std::marker::PhantomData))
+        d.deserialize_map(V)
+    }
+}
+
+/// A JSON value as a [`Value`], in one pass (no annotation applied yet).
+struct PlainValue(Value);
+
+impl<'de> Deserialize<'de> for PlainValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PlainValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::Null))
+            }
+            fn visit_none<E>(self) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::Null))
+            }
+            fn visit_bool<E>(self, b: bool) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, i: i64) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::Int(i)))
+            }
+            fn visit_u64<E>(self, u: u64) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(match i64::try_from(u) {
+                    Ok(i) => Value::Int(i),
+                    Err(_) => Value::Decimal(u.to_string()),
+                }))
+            }
+            fn visit_f64<E>(self, f: f64) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::Float(f)))
+            }
+            fn visit_str<E>(self, s: &str) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::String(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::String(s)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                a: A,
+            ) -> std::result::Result<PlainValue, A::Error> {
+                let v = serde_json::Value::deserialize(
+                    serde::de::value::SeqAccessDeserializer::new(a),
+                )?;
+                Ok(PlainValue(Value::Json(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                a: A,
+            ) -> std::result::Result<PlainValue, A::Error> {
+                let v = serde_json::Value::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(a),
+                )?;
+                Ok(PlainValue(Value::Json(v)))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -562,35 +631,28 @@ pub fn decode_row(
     builder: &mut BatchBuilder,
     location: &dyn Fn() -> String,
 ) -> Result<()> {
-    let obj: RawObject = serde_json::from_str(line)
-        .map_err(|e| Error::data(location(), format!("not a JSON object: {e}")))?;
-    let mut types: Vec<String> = Vec::new();
-    if let Some((_, raw)) = obj.0.iter().find(|(k, _)| k == TYPES_FIELD) {
-        types = serde_json::from_str(raw.get())
-            .map_err(|e| Error::data(location(), format!("bad {TYPES_FIELD} annotation: {e}")))?;
+    let parsed: Line = if has_long_number(line) {
+        exact_line(line)
+    } else {
+        serde_json::from_str(line)
     }
-    let annotation = |col: &str| -> Option<&str> {
-        types.iter().find_map(|t| {
-            let (c, code) = t.rsplit_once('@')?;
-            (c == col).then_some(code)
-        })
-    };
+    .map_err(|e| Error::data(location(), format!("not a JSON object: {e}")))?;
     let mut row: Row = Vec::with_capacity(builder.schema.len());
-    for (k, raw) in &obj.0 {
-        if k == TYPES_FIELD {
-            continue;
-        }
-        let v = match annotation(k) {
-            Some(code) => decode_annotated(raw.get(), code).ok_or_else(|| {
+    for (k, mut v) in parsed.members {
+        if !parsed.types.is_empty()
+            && let Some(code) = parsed.types.iter().find_map(|t| {
+                let (c, code) = t.rsplit_once('@')?;
+                (c == k).then_some(code)
+            })
+        {
+            v = annotate(v, code).ok_or_else(|| {
                 Error::data(
                     location(),
-                    format!("column `{k}`: `{}` is not a valid @{code} value", raw.get()),
+                    format!("column `{k}`: not a valid @{code} value"),
                 )
-            })?,
-            None => decode_plain(raw.get())
-                .map_err(|e| Error::data(location(), format!("column `{k}`: {e}")))?,
-        };
-        let i = builder.schema.index_or_insert(k);
+            })?;
+        }
+        let i = builder.schema.index_or_insert(&k);
         if row.len() <= i {
             row.resize(i + 1, Value::Null);
         }
@@ -600,28 +662,98 @@ pub fn decode_row(
     Ok(())
 }
 
-fn decode_plain(raw: &str) -> std::result::Result<Value, serde_json::Error> {
-    let first = raw.as_bytes().first().copied().unwrap_or(b'n');
-    if first == b'-' || first.is_ascii_digit() {
-        return Ok(number_value(raw));
+/// True when the line has a number of 19 or more digits outside strings: one that may
+/// not fit i64/u64 and must keep its digits (written by other tools; ours writes such
+/// values as annotated strings).
+fn has_long_number(line: &str) -> bool {
+    let (mut in_str, mut escaped, mut run) = (false, false, 0);
+    for b in line.bytes() {
+        if in_str {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_str = true;
+                run = 0;
+            }
+            b'0'..=b'9' => {
+                run += 1;
+                if run >= 19 {
+                    return true;
+                }
+            }
+            _ => run = 0,
+        }
     }
-    Ok(Value::from_json(serde_json::from_str(raw)?))
+    false
 }
 
-fn decode_annotated(raw: &str, code: &str) -> Option<Value> {
-    if raw == "null" {
-        return Some(Value::Null);
+/// The slower exact decoding: values kept as raw JSON, integers of any length read
+/// back as decimals.
+fn exact_line(line: &str) -> std::result::Result<Line, serde_json::Error> {
+    /// Members in order, values as raw JSON text.
+    struct RawMembers<'a>(Vec<(Cow<'a, str>, &'a serde_json::value::RawValue)>);
+    impl<'de: 'a, 'a> Deserialize<'de> for RawMembers<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+                type Value = RawMembers<'a>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<M: serde::de::MapAccess<'de>>(
+                    self,
+                    mut m: M,
+                ) -> std::result::Result<Self::Value, M::Error> {
+                    let mut out = Vec::new();
+                    while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                        out.push((k, m.next_value()?));
+                    }
+                    Ok(RawMembers(out))
+                }
+            }
+            d.deserialize_map(V(std::marker::PhantomData))
+        }
     }
-    if code == "N" {
-        let t = if raw.starts_with('"') {
-            serde_json::from_str::<String>(raw).ok()?
+    let raw: RawMembers = serde_json::from_str(line)?;
+    let mut line_out = Line {
+        members: Vec::with_capacity(raw.0.len()),
+        types: Vec::new(),
+    };
+    for (k, v) in raw.0 {
+        let k = k.into_owned();
+        if k == TYPES_FIELD {
+            line_out.types = serde_json::from_str(v.get())?;
+            continue;
+        }
+        let text = v.get();
+        let first = text.as_bytes().first().copied().unwrap_or(b'n');
+        let value = if first == b'-' || first.is_ascii_digit() {
+            number_value(text)
         } else {
-            raw.to_string()
+            serde_json::from_str::<PlainValue>(text)?.0
         };
-        return canonical_decimal(&t).map(Value::Decimal);
+        line_out.members.push((k, value));
     }
-    let text: String = serde_json::from_str(raw).ok()?;
-    parse_typed_text(&text, code)
+    Ok(line_out)
+}
+
+/// Applies a `_types` code to a plainly decoded value.
+fn annotate(v: Value, code: &str) -> Option<Value> {
+    match v {
+        Value::Null => Some(Value::Null),
+        Value::String(text) => parse_typed_text(&text, code),
+        // Older writers put decimals as JSON numbers.
+        Value::Int(i) if code == "N" => Some(Value::Decimal(i.to_string())),
+        Value::Float(f) if code == "N" => canonical_decimal(&float_text(f)).map(Value::Decimal),
+        _ => None,
+    }
 }
 
 /// Parses the text form of an annotated value (`D`, `DT`, `T`, `B`, `N`, `F`).
@@ -718,7 +850,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#""big":123456789012345678901234567890.000000001"#),
+            text.contains(r#""big":"123456789012345678901234567890.000000001""#),
             "{text}"
         );
         let (names, back) = roundtrip(&schema, &row);
@@ -762,7 +894,11 @@ mod tests {
             "f.ndjson:7".into()
         })
         .unwrap_err();
-        assert!(e.to_string().starts_with("f.ndjson:7: column `d`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("f.ndjson:7: column `d`: not a valid @D value"),
+            "{e}"
+        );
         let e = decode_row("[1,2]", &mut b, &|| "f.ndjson:8".into()).unwrap_err();
         assert!(
             e.to_string().contains("f.ndjson:8: not a JSON object"),

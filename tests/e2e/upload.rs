@@ -730,11 +730,12 @@ fn exactly_once_when_killed_at_random() {
         "config.yaml",
         "tbls:\n  ev:\n    path: in/*.csv\n    columns: {id: int}\n",
     );
-    env.write("upload.yaml", "tbls:\n  ev:\n    max_rows_per_load: 2000\n");
-    for f in 0..10 {
+    env.write("upload.yaml", "tbls:\n  ev:\n    max_rows_per_load: 500\n");
+    // 40 upstream commits of 500 rows: 40 separate loads (transactions) per full run.
+    for f in 0..40 {
         let mut body = String::from("id,pad\n");
-        for i in 0..2000 {
-            body.push_str(&format!("{},{}\n", f * 2000 + i, "x".repeat(40)));
+        for i in 0..500 {
+            body.push_str(&format!("{},{}\n", f * 500 + i, "x".repeat(40)));
         }
         env.write(&format!("in/{f:02}.csv"), body);
         download(&env, &up);
@@ -750,7 +751,7 @@ fn exactly_once_when_killed_at_random() {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let delay = std::time::Duration::from_millis(20 + (seed >> 33) % 200);
+        let delay = std::time::Duration::from_millis(5 + (seed >> 33) % 60);
         let mut child = std::process::Command::new(&bin)
             .args([
                 "start",

@@ -341,6 +341,19 @@ impl Tx {
         r.map_err(|e| db_err(format!("run `{}`", short(sql)), e))
     }
 
+    /// Runs a query returning one row of two integers.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`].
+    pub async fn scalar2(&mut self, sql: &str) -> Result<(i64, i64), PluginError> {
+        let r: Result<(i64, i64), sqlx::Error> = match self {
+            Tx::Pg(t) => sqlx::query_as(safe(sql)).fetch_one(&mut **t).await,
+            Tx::My(t) => sqlx::query_as(safe(sql)).fetch_one(&mut **t).await,
+            Tx::Lite(t) => sqlx::query_as(safe(sql)).fetch_one(&mut **t).await,
+        };
+        r.map_err(|e| db_err(format!("run `{}`", short(sql)), e))
+    }
+
     /// Locks the position row (creating it at 0) and returns its value. Concurrent
     /// uploaders of the same id wait here; the one that finds the position moved stops.
     ///
@@ -655,21 +668,33 @@ fn text_or_native(v: &Value, d: Dialect) -> Bind {
     }
 }
 
-/// One CSV field for PostgreSQL COPY: nulls are empty and unquoted, everything else
-/// is quoted (so an empty string stays an empty string).
+/// One CSV field for PostgreSQL COPY: nulls are empty and unquoted, text is quoted (so
+/// an empty string stays an empty string), numbers are written as they are.
 fn csv_field(buf: &mut String, v: &Value, ty: ColType) {
-    let text = match v {
-        Value::Null => return,
-        Value::Bytes(b) => format!("\\x{}", hex::encode(b)),
-        Value::Bool(b) if ty == ColType::Bool => (if *b { "t" } else { "f" }).to_string(),
-        other => other.text().into_owned(),
-    };
-    buf.push('"');
-    for ch in text.chars() {
-        if ch == '"' {
+    use std::fmt::Write as _;
+    match v {
+        Value::Null => {}
+        Value::Int(i) => {
+            let _ = write!(buf, "{i}");
+        }
+        Value::Bool(b) if ty == ColType::Bool => buf.push(if *b { 't' } else { 'f' }),
+        Value::Bytes(b) => {
+            buf.push_str("\"\\x");
+            buf.push_str(&hex::encode(b));
             buf.push('"');
         }
-        buf.push(ch);
+        Value::String(t) => quoted(buf, t),
+        Value::Decimal(d) => buf.push_str(d),
+        other => quoted(buf, &other.text()),
+    }
+}
+
+fn quoted(buf: &mut String, text: &str) {
+    buf.push('"');
+    if text.contains('"') {
+        buf.push_str(&text.replace('"', "\"\""));
+    } else {
+        buf.push_str(text);
     }
     buf.push('"');
 }

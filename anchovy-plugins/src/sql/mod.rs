@@ -579,12 +579,19 @@ impl Job<'_> {
             );
             n
         };
-        let existing = match d.count_existing(&self.target, &stage, &self.spec) {
-            Some(sql) if self.spec.sets.is_empty() => tx.scalar(&sql).await?.max(0) as u64,
-            _ => 0,
-        };
         // Keys already unique in the data: no need to pick a winner per key.
         let unique = !self.spec.keys.is_empty() && incoming == ord as u64;
+        // A plain upsert on PostgreSQL counts its inserts and updates itself.
+        let pg_upsert = d == Dialect::Postgres
+            && !self.spec.keys.is_empty()
+            && self.spec.sets.is_empty()
+            && self.history.is_none();
+        let existing = match d.count_existing(&self.target, &stage, &self.spec) {
+            Some(sql) if self.spec.sets.is_empty() && !pg_upsert => {
+                tx.scalar(&sql).await?.max(0) as u64
+            }
+            _ => 0,
+        };
         if let Some(ttl) = self.history {
             let (stmts, supersede, insert) = d.merge_history(
                 &self.target,
@@ -612,6 +619,18 @@ impl Job<'_> {
             return Ok(());
         }
         let stmts = d.merge(&self.target, &stage, &names, &self.spec, unique);
+        if pg_upsert && stmts.len() == 1 {
+            let sql = format!(
+                "WITH _m AS ({} RETURNING (xmax = 0) AS _ins) SELECT COUNT(*) FILTER (WHERE _ins), COUNT(*) FILTER (WHERE NOT _ins) FROM _m",
+                stmts[0]
+            );
+            let (inserted, updated) = tx.scalar2(&sql).await?;
+            let (inserted, updated) = (inserted.max(0) as u64, updated.max(0) as u64);
+            totals.inserted += inserted;
+            totals.updated += updated;
+            totals.skipped += incoming.saturating_sub(inserted + updated);
+            return Ok(());
+        }
         let mut deleted = 0;
         let mut written = 0;
         for (i, sql) in stmts.iter().enumerate() {
