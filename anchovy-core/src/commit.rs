@@ -134,6 +134,27 @@ impl Committer {
     }
 }
 
+/// Every committed row after `after_seq`, read into memory as `(table, batch)` in
+/// commit order. For tests and small tools only: it holds everything at once.
+///
+/// # Errors
+/// As [`read_commits`] and [`crate::data::DataFileReader::next_batch`].
+pub async fn read_committed(
+    ds: &Datastore,
+    after_seq: u64,
+) -> Result<Vec<(String, crate::row::Batch)>> {
+    let mut out = Vec::new();
+    for rec in read_commits(ds, after_seq).await? {
+        for f in rec.files {
+            let r = crate::data::DataFileReader::open(ds, &f.tbl, &f.key, 4096).await?;
+            for b in r.read_all().await? {
+                out.push((f.tbl.clone(), b));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Every commit after `after_seq`, in order.
 ///
 /// # Errors

@@ -79,18 +79,11 @@ impl Harness {
             .unwrap()
             .for_anchovy("tester", "it");
         let mut out: BTreeMap<String, Vec<BTreeMap<String, Value>>> = BTreeMap::new();
-        for rec in anchovy_core::commit::read_commits(&ds, 0).await.unwrap() {
-            for f in rec.files {
-                let r = anchovy_core::data::DataFileReader::open(&ds, &f.tbl, &f.key, 100)
-                    .await
-                    .unwrap();
-                for b in r.read_all().await.unwrap() {
-                    for rec in b.records() {
-                        out.entry(f.tbl.clone())
-                            .or_default()
-                            .push(rec.into_iter().collect());
-                    }
-                }
+        for (tbl, b) in anchovy_core::commit::read_committed(&ds, 0).await.unwrap() {
+            for rec in b.records() {
+                out.entry(tbl.clone())
+                    .or_default()
+                    .push(rec.into_iter().collect());
             }
         }
         out

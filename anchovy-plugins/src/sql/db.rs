@@ -42,6 +42,29 @@ pub enum Tx {
     Lite(sqlx::Transaction<'static, Sqlite>),
 }
 
+/// Expands the same code for each backend of a [`Tx`] (sqlx pools are typed per
+/// database, so a body is written once and compiled three times).
+macro_rules! each_tx {
+    ($tx:expr, $t:ident => $body:expr) => {
+        match $tx {
+            Tx::Pg($t) => $body,
+            Tx::My($t) => $body,
+            Tx::Lite($t) => $body,
+        }
+    };
+}
+
+/// The same for a [`Db`] pool.
+macro_rules! each_db {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db {
+            Db::Pg($p) => $body,
+            Db::My($p) => $body,
+            Db::Lite($p) => $body,
+        }
+    };
+}
+
 fn db_err(context: impl Into<String>, e: sqlx::Error) -> PluginError {
     PluginError::Db {
         context: context.into(),
@@ -130,23 +153,9 @@ impl Db {
     /// # Errors
     /// [`PluginError::Db`] with the statement.
     pub async fn exec(&self, sql: &str) -> Result<u64, PluginError> {
-        let r = match self {
-            Db::Pg(p) => sqlx::query(safe(sql))
-                .execute(p)
-                .await
-                .map(|r| r.rows_affected()),
-            Db::My(p) => sqlx::query(safe(sql))
-                .execute(p)
-                .await
-                .map(|r| r.rows_affected()),
-            Db::Lite(p) => sqlx::query(safe(sql))
-                .execute(p)
-                .await
-                .map(|r| r.rows_affected()),
-        };
-        r.map_err(|e| db_err(format!("run `{}`", short(sql)), e))
+        each_db!(self, p => sqlx::query(safe(sql)).execute(p).await.map(|r| r.rows_affected()))
+            .map_err(|e| db_err(format!("run `{}`", short(sql)), e))
     }
-
     /// The columns of a table (name, SQL type), or `None` when it does not exist.
     ///
     /// # Errors
@@ -214,43 +223,15 @@ impl Db {
         tbl: &str,
     ) -> Result<u64, PluginError> {
         let sql = position_select(self.dialect(), false);
-        let r: Option<i64> = match self {
-            Db::Pg(p) => {
-                sqlx::query_scalar(safe(&sql))
-                    .bind(uploader)
-                    .bind(upstream)
-                    .bind(tbl)
-                    .fetch_optional(p)
-                    .await
-            }
-            Db::My(p) => {
-                sqlx::query_scalar(safe(&sql))
-                    .bind(uploader)
-                    .bind(upstream)
-                    .bind(tbl)
-                    .fetch_optional(p)
-                    .await
-            }
-            Db::Lite(p) => {
-                sqlx::query_scalar(safe(&sql))
-                    .bind(uploader)
-                    .bind(upstream)
-                    .bind(tbl)
-                    .fetch_optional(p)
-                    .await
-            }
-        }
+        let r: Option<i64> = each_db!(self, p => {
+            sqlx::query_scalar(safe(&sql)).bind(uploader).bind(upstream).bind(tbl).fetch_optional(p).await
+        })
         .map_err(|e| db_err("read the upload position", e))?;
         Ok(r.unwrap_or(0).max(0) as u64)
     }
-
     /// Closes the pool.
     pub async fn close(&self) {
-        match self {
-            Db::Pg(p) => p.close().await,
-            Db::My(p) => p.close().await,
-            Db::Lite(p) => p.close().await,
-        }
+        each_db!(self, p => p.close().await)
     }
 }
 
@@ -311,49 +292,27 @@ impl Tx {
     /// # Errors
     /// [`PluginError::Db`] with the statement.
     pub async fn exec(&mut self, sql: &str) -> Result<u64, PluginError> {
-        let r = match self {
-            Tx::Pg(t) => sqlx::query(safe(sql))
-                .execute(&mut **t)
-                .await
-                .map(|r| r.rows_affected()),
-            Tx::My(t) => sqlx::query(safe(sql))
-                .execute(&mut **t)
-                .await
-                .map(|r| r.rows_affected()),
-            Tx::Lite(t) => sqlx::query(safe(sql))
-                .execute(&mut **t)
-                .await
-                .map(|r| r.rows_affected()),
-        };
-        r.map_err(|e| db_err(format!("run `{}`", short(sql)), e))
+        each_tx!(self, t => sqlx::query(safe(sql)).execute(&mut **t).await.map(|r| r.rows_affected()))
+            .map_err(|e| db_err(format!("run `{}`", short(sql)), e))
     }
-
     /// Runs a `SELECT COUNT(*)`-style query.
     ///
     /// # Errors
     /// [`PluginError::Db`].
     pub async fn scalar(&mut self, sql: &str) -> Result<i64, PluginError> {
-        let r: Result<i64, sqlx::Error> = match self {
-            Tx::Pg(t) => sqlx::query_scalar(safe(sql)).fetch_one(&mut **t).await,
-            Tx::My(t) => sqlx::query_scalar(safe(sql)).fetch_one(&mut **t).await,
-            Tx::Lite(t) => sqlx::query_scalar(safe(sql)).fetch_one(&mut **t).await,
-        };
+        let r: Result<i64, sqlx::Error> =
+            each_tx!(self, t => sqlx::query_scalar(safe(sql)).fetch_one(&mut **t).await);
         r.map_err(|e| db_err(format!("run `{}`", short(sql)), e))
     }
-
     /// Runs a query returning one row of two integers.
     ///
     /// # Errors
     /// [`PluginError::Db`].
     pub async fn scalar2(&mut self, sql: &str) -> Result<(i64, i64), PluginError> {
-        let r: Result<(i64, i64), sqlx::Error> = match self {
-            Tx::Pg(t) => sqlx::query_as(safe(sql)).fetch_one(&mut **t).await,
-            Tx::My(t) => sqlx::query_as(safe(sql)).fetch_one(&mut **t).await,
-            Tx::Lite(t) => sqlx::query_as(safe(sql)).fetch_one(&mut **t).await,
-        };
+        let r: Result<(i64, i64), sqlx::Error> =
+            each_tx!(self, t => sqlx::query_as(safe(sql)).fetch_one(&mut **t).await);
         r.map_err(|e| db_err(format!("run `{}`", short(sql)), e))
     }
-
     /// Locks the position row (creating it at 0) and returns its value. Concurrent
     /// uploaders of the same id wait here; the one that finds the position moved stops.
     ///
@@ -382,56 +341,12 @@ impl Tx {
             ),
         };
         let select = position_select(d, true);
-        let r: Result<i64, sqlx::Error> = async {
-            Ok(match self {
-                Tx::Pg(t) => {
-                    sqlx::query(safe(&insert))
-                        .bind(uploader)
-                        .bind(upstream)
-                        .bind(tbl)
-                        .bind(&now)
-                        .execute(&mut **t)
-                        .await?;
-                    sqlx::query_scalar(safe(&select))
-                        .bind(uploader)
-                        .bind(upstream)
-                        .bind(tbl)
-                        .fetch_one(&mut **t)
-                        .await?
-                }
-                Tx::My(t) => {
-                    sqlx::query(safe(&insert))
-                        .bind(uploader)
-                        .bind(upstream)
-                        .bind(tbl)
-                        .bind(&now)
-                        .execute(&mut **t)
-                        .await?;
-                    sqlx::query_scalar(safe(&select))
-                        .bind(uploader)
-                        .bind(upstream)
-                        .bind(tbl)
-                        .fetch_one(&mut **t)
-                        .await?
-                }
-                Tx::Lite(t) => {
-                    sqlx::query(safe(&insert))
-                        .bind(uploader)
-                        .bind(upstream)
-                        .bind(tbl)
-                        .bind(&now)
-                        .execute(&mut **t)
-                        .await?;
-                    sqlx::query_scalar(safe(&select))
-                        .bind(uploader)
-                        .bind(upstream)
-                        .bind(tbl)
-                        .fetch_one(&mut **t)
-                        .await?
-                }
-            })
-        }
-        .await;
+        let r: Result<i64, sqlx::Error> = each_tx!(self, t => {
+            match sqlx::query(safe(&insert)).bind(uploader).bind(upstream).bind(tbl).bind(&now).execute(&mut **t).await {
+                Ok(_) => sqlx::query_scalar(safe(&select)).bind(uploader).bind(upstream).bind(tbl).fetch_one(&mut **t).await,
+                Err(e) => Err(e),
+            }
+        });
         Ok(r.map_err(|e| db_err("lock the upload position", e))?.max(0) as u64)
     }
 
@@ -458,35 +373,9 @@ impl Tx {
         );
         let now = chrono::Utc::now().to_rfc3339();
         let seq = seq as i64;
-        let r = match self {
-            Tx::Pg(t) => sqlx::query(safe(&sql))
-                .bind(seq)
-                .bind(&now)
-                .bind(uploader)
-                .bind(upstream)
-                .bind(tbl)
-                .execute(&mut **t)
-                .await
-                .map(|_| ()),
-            Tx::My(t) => sqlx::query(safe(&sql))
-                .bind(seq)
-                .bind(&now)
-                .bind(uploader)
-                .bind(upstream)
-                .bind(tbl)
-                .execute(&mut **t)
-                .await
-                .map(|_| ()),
-            Tx::Lite(t) => sqlx::query(safe(&sql))
-                .bind(seq)
-                .bind(&now)
-                .bind(uploader)
-                .bind(upstream)
-                .bind(tbl)
-                .execute(&mut **t)
-                .await
-                .map(|_| ()),
-        };
+        let r = each_tx!(self, t => {
+            sqlx::query(safe(&sql)).bind(seq).bind(&now).bind(uploader).bind(upstream).bind(tbl).execute(&mut **t).await.map(|_| ())
+        });
         r.map_err(|e| db_err("advance the upload position", e))
     }
 
@@ -513,6 +402,39 @@ impl Tx {
             names.push(d.ident(ORD));
         }
         let head = format!("INSERT INTO {into} ({}) ", names.join(", "));
+        // One body for both bind-parameter backends (their query builders are typed).
+        macro_rules! insert_batches {
+            ($t:ident, $max_params:expr) => {{
+                let per = ($max_params / (cols.len() + 1)).max(1);
+                while let Some(batch) = rx.recv().await {
+                    let batch = batch?;
+                    let idx = column_index(cols, &batch);
+                    for chunk in batch.rows.chunks(per) {
+                        let mut qb = QueryBuilder::new(head.clone());
+                        qb.push_values(chunk.iter(), |mut b, row| {
+                            for i in 0..cols.len() {
+                                match text_or_native(cell(&idx, row, i), d) {
+                                    Bind::Null => b.push_bind(None::<String>),
+                                    Bind::Bool(x) => b.push_bind(x),
+                                    Bind::Int(x) => b.push_bind(x),
+                                    Bind::Float(x) => b.push_bind(x),
+                                    Bind::Bytes(x) => b.push_bind(x),
+                                    Bind::Text(x) => b.push_bind(x),
+                                };
+                            }
+                            if with_ord {
+                                b.push_bind(ord);
+                            }
+                            ord += 1;
+                        });
+                        qb.build()
+                            .execute(&mut **$t)
+                            .await
+                            .map_err(|e| db_err(ctx(), e))?;
+                    }
+                }
+            }};
+        }
         match self {
             Tx::Pg(t) => {
                 let sql = format!(
@@ -552,66 +474,9 @@ impl Tx {
                 }
                 copy.finish().await.map_err(|e| db_err(ctx(), e))?;
             }
-            Tx::My(t) => {
-                let per = (60_000 / (cols.len() + 1)).max(1);
-                while let Some(batch) = rx.recv().await {
-                    let batch = batch?;
-                    let idx = column_index(cols, &batch);
-                    for chunk in batch.rows.chunks(per) {
-                        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(head.clone());
-                        qb.push_values(chunk.iter(), |mut b, row| {
-                            for i in 0..cols.len() {
-                                match text_or_native(cell(&idx, row, i), d) {
-                                    Bind::Null => b.push_bind(None::<String>),
-                                    Bind::Bool(x) => b.push_bind(x),
-                                    Bind::Int(x) => b.push_bind(x),
-                                    Bind::Float(x) => b.push_bind(x),
-                                    Bind::Bytes(x) => b.push_bind(x),
-                                    Bind::Text(x) => b.push_bind(x),
-                                };
-                            }
-                            if with_ord {
-                                b.push_bind(ord);
-                            }
-                            ord += 1;
-                        });
-                        qb.build()
-                            .execute(&mut **t)
-                            .await
-                            .map_err(|e| db_err(ctx(), e))?;
-                    }
-                }
-            }
-            Tx::Lite(t) => {
-                let per = (30_000 / (cols.len() + 1)).max(1);
-                while let Some(batch) = rx.recv().await {
-                    let batch = batch?;
-                    let idx = column_index(cols, &batch);
-                    for chunk in batch.rows.chunks(per) {
-                        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(head.clone());
-                        qb.push_values(chunk.iter(), |mut b, row| {
-                            for i in 0..cols.len() {
-                                match text_or_native(cell(&idx, row, i), d) {
-                                    Bind::Null => b.push_bind(None::<String>),
-                                    Bind::Bool(x) => b.push_bind(x),
-                                    Bind::Int(x) => b.push_bind(x),
-                                    Bind::Float(x) => b.push_bind(x),
-                                    Bind::Bytes(x) => b.push_bind(x),
-                                    Bind::Text(x) => b.push_bind(x),
-                                };
-                            }
-                            if with_ord {
-                                b.push_bind(ord);
-                            }
-                            ord += 1;
-                        });
-                        qb.build()
-                            .execute(&mut **t)
-                            .await
-                            .map_err(|e| db_err(ctx(), e))?;
-                    }
-                }
-            }
+            // MySQL and SQLite: multi-row INSERTs, as many rows as their parameter limits allow.
+            Tx::My(t) => insert_batches!(t, 60_000),
+            Tx::Lite(t) => insert_batches!(t, 30_000),
         }
         Ok(ord)
     }
@@ -621,12 +486,7 @@ impl Tx {
     /// # Errors
     /// [`PluginError::Db`].
     pub async fn commit(self) -> Result<(), PluginError> {
-        let r = match self {
-            Tx::Pg(t) => t.commit().await,
-            Tx::My(t) => t.commit().await,
-            Tx::Lite(t) => t.commit().await,
-        };
-        r.map_err(|e| db_err("commit the load", e))
+        each_tx!(self, t => t.commit().await).map_err(|e| db_err("commit the load", e))
     }
 }
 

@@ -164,10 +164,9 @@ impl Dialect {
         }
     }
 
-    /// `CREATE TABLE` with the key as primary key.
-    pub fn create_table(self, t: &TableRef, cols: &[(String, ColType)], keys: &[String]) -> String {
-        let mut parts: Vec<String> = cols
-            .iter()
+    /// Column definitions; key columns are NOT NULL (and indexable on MySQL).
+    fn column_defs(self, cols: &[(String, ColType)], keys: &[String]) -> Vec<String> {
+        cols.iter()
             .map(|(c, ty)| {
                 let key = keys.contains(c);
                 format!(
@@ -177,7 +176,12 @@ impl Dialect {
                     if key { " NOT NULL" } else { "" }
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    /// `CREATE TABLE` with the key as primary key.
+    pub fn create_table(self, t: &TableRef, cols: &[(String, ColType)], keys: &[String]) -> String {
+        let mut parts = self.column_defs(cols, keys);
         if !keys.is_empty() {
             parts.push(format!("PRIMARY KEY ({})", self.list(keys)));
         }
@@ -506,18 +510,7 @@ impl Dialect {
         cols: &[(String, ColType)],
         keys: &[String],
     ) -> String {
-        let mut parts: Vec<String> = cols
-            .iter()
-            .map(|(c, ty)| {
-                let key = keys.contains(c);
-                format!(
-                    "{} {}{}",
-                    self.ident(c),
-                    self.sql_type(*ty, key),
-                    if key { " NOT NULL" } else { "" }
-                )
-            })
-            .collect();
+        let mut parts = self.column_defs(cols, keys);
         parts.push(format!("{} BIGINT NOT NULL", self.ident(SEQ)));
         parts.push(format!("{} {}", self.ident(DEL), self.del_type()));
         let mut pk: Vec<String> = keys.to_vec();
