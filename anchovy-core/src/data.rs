@@ -46,7 +46,7 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 ///
 /// Rows are encoded on the caller's task while a dedicated thread compresses the
 /// previous chunks (gzip is most of the CPU a download spends), and compressed bytes are
-/// uploaded as they come. Memory: at most [`CHUNKS_IN_FLIGHT`] chunks waiting for the
+/// uploaded as they come. Memory: at most four 256 KiB chunks waiting for the
 /// compressor, plus one upload part.
 pub struct DataFileWriter {
     tbl: Arc<str>,

@@ -231,9 +231,12 @@ impl Source for LoadSource {
 async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
     let s = &ctx.session.settings;
     let full = ctx.tbl_name().to_string();
-    let (up, name) = full.split_once('.').ok_or_else(|| PluginError::Option {
+    let (up, name) = split_task_name(&full, &s.upstream).ok_or_else(|| PluginError::Option {
         key: "table".into(),
-        message: format!("`{full}` is not <upstream>.<table>"),
+        message: format!(
+            "`{full}` is not <upstream>.<table> for any upstream of this uploader ({})",
+            s.upstream.join(", ")
+        ),
     })?;
     let tbl = ctx.tbl();
     let job = Job {
@@ -296,6 +299,20 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
     ctx.log("position", last);
     ctx.log("schema_changes", totals.schema_changes);
     Ok(())
+}
+
+/// Splits a task name `<upstream>.<table>` by the known upstream ids (ids may contain
+/// dots themselves; the longest matching id wins).
+fn split_task_name<'a>(full: &'a str, upstreams: &[String]) -> Option<(&'a str, &'a str)> {
+    upstreams
+        .iter()
+        .filter(|u| {
+            full.len() > u.len() + 1
+                && full.starts_with(u.as_str())
+                && full.as_bytes()[u.len()] == b'.'
+        })
+        .max_by_key(|u| u.len())
+        .map(|u| (&full[..u.len()], &full[u.len() + 1..]))
 }
 
 /// The `history` and `deleted_ttl` table options.
@@ -753,5 +770,29 @@ impl Job<'_> {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_names_split_by_known_upstreams() {
+        let ups = vec!["sales".to_string(), "sales.v2".to_string()];
+        assert_eq!(
+            split_task_name("sales.orders", &ups),
+            Some(("sales", "orders"))
+        );
+        assert_eq!(
+            split_task_name("sales.v2.orders", &ups),
+            Some(("sales.v2", "orders"))
+        );
+        assert_eq!(
+            split_task_name("sales.v2.a.b", &ups),
+            Some(("sales.v2", "a.b"))
+        );
+        assert_eq!(split_task_name("crm.orders", &ups), None);
+        assert_eq!(split_task_name("sales.", &ups), None);
     }
 }
