@@ -4,12 +4,16 @@
 # Usage:  source script/services.sh; install_services; start_services; ...; stop_services
 # Assumes: Debian 12 image, running as root (CI), PostgreSQL 15 + node/npm + python3 already present.
 
-# What the SQL tests need: PostgreSQL is on the image; MariaDB comes from Debian.
-install_sql_services() {
-  command -v /usr/sbin/mariadbd >/dev/null && return 0
+# What the tests need: PostgreSQL is on the image; MariaDB and OpenSSH come from Debian.
+install_test_services() {
+  local want=()
+  [ -x /usr/sbin/mariadbd ] || want+=(mariadb-server)
+  [ -x /usr/sbin/sshd ] || want+=(openssh-server openssh-sftp-server)
+  command -v ssh-keyscan >/dev/null || want+=(openssh-client)
+  [ ${#want[@]} -eq 0 ] && return 0
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends mariadb-server >/dev/null
+  apt-get install -y -q --no-install-recommends "${want[@]}" >/dev/null
 }
 
 install_services() {   # apt ~40 s, npm ~30 s, pip ~45 s (run the three in parallel if you like)

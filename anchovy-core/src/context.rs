@@ -127,6 +127,17 @@ impl TaskCtx {
         self.session.checkpoint(key)
     }
 
+    /// Committed checkpoints whose key matches a wildcard, as `(key, value)`.
+    pub fn checkpoints_matching(&self, pattern: &str) -> Vec<(String, serde_json::Value)> {
+        self.session
+            .committer
+            .checkpoints()
+            .list(pattern)
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect()
+    }
+
     pub(crate) fn stage_checkpoints(&self, updates: &BTreeMap<String, Option<serde_json::Value>>) {
         let mut s = self.staged.lock().unwrap_or_else(|p| p.into_inner());
         for (k, v) in updates {

@@ -41,6 +41,18 @@ pub enum PluginError {
         #[source]
         source: sqlx::Error,
     },
+    /// A server's host key is unknown or changed.
+    #[error("{message}")]
+    HostKey {
+        /// What happened, the fingerprint and how to trust it.
+        message: String,
+    },
+    /// Authentication was refused.
+    #[error("{message}")]
+    Auth {
+        /// Who, what was tried, and what to check.
+        message: String,
+    },
     /// Another process changed shared state while this one worked.
     #[error("{message}")]
     Conflict {

@@ -7,6 +7,7 @@
 //! | operator | feature | what it does |
 //! |----------|---------|--------------|
 //! | `files.CsvDownloader` | `files` | CSV/TSV files on the local filesystem |
+//! | `sftp.CsvDownloader` | `sftp` | CSV/TSV files on SFTP servers |
 //! | `sql.Uploader` | `sql` | datastore -> PostgreSQL, MySQL/MariaDB, SQLite |
 
 #[cfg(feature = "files")]
@@ -14,6 +15,8 @@ pub mod delimited;
 pub mod error;
 #[cfg(feature = "files")]
 pub mod files;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 #[cfg(feature = "sql")]
 pub mod sql;
 
@@ -26,6 +29,8 @@ pub fn registry() -> Registry {
     let r = Registry::new();
     #[cfg(feature = "files")]
     let r = r.with(files::SPEC);
+    #[cfg(feature = "sftp")]
+    let r = r.with(sftp::SPEC);
     #[cfg(feature = "sql")]
     let r = r.with(sql::SPEC);
     r
