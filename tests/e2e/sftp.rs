@@ -1,0 +1,218 @@
+//! sftp.CsvDownloader against the real OpenSSH server script/test starts on 127.0.0.1
+//! (its own config, host key and user). A missing server fails the test.
+
+use std::path::PathBuf;
+
+use anchovy_core::Value;
+
+use crate::{Env, committed, results};
+
+struct Server {
+    port: String,
+    user: String,
+    password: String,
+    key: String,
+    known_hosts: String,
+    dir: PathBuf,
+}
+
+fn server() -> Server {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run the tests with script/test, which starts an SFTP server (script/services.sh)"));
+    Server {
+        port: var("SFTP_PORT"),
+        user: var("SFTP_USER"),
+        password: var("SFTP_PASSWORD"),
+        key: var("SFTP_KEY"),
+        known_hosts: var("SFTP_KNOWN_HOSTS"),
+        dir: PathBuf::from(var("SFTP_DIR")),
+    }
+}
+
+impl Server {
+    /// A fresh remote folder for one test; returns its absolute path.
+    fn folder(&self, env: &Env) -> PathBuf {
+        let d = self.dir.join(env.nonce());
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn put(&self, path: &std::path::Path, content: impl AsRef<[u8]>) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    fn uri(&self, with_password: bool) -> String {
+        if with_password {
+            format!("sftp://{}:{}@127.0.0.1:{}", self.user, self.password, self.port)
+        } else {
+            format!("sftp://{}@127.0.0.1:{}", self.user, self.port)
+        }
+    }
+}
+
+fn run_key(env: &Env, s: &Server, id: &str) -> std::process::Output {
+    env.cmd()
+        .args(["start", "-op", "sftp.CsvDownloader", "--id", id])
+        .env("ACHVY_CNXN__URI", s.uri(false))
+        .env("ACHVY_CNXN__PPK_PATH", &s.key)
+        .env("ACHVY_CNXN__KNOWN_HOSTS", &s.known_hosts)
+        .output()
+        .unwrap()
+}
+
+fn tbl_data(r: &serde_json::Value, tbl: &str) -> serde_json::Value {
+    r["batches"][0]["tasks"].as_array().unwrap().iter().find(|t| t["tbl"] == tbl).unwrap()["data"].clone()
+}
+
+/// The README's getting-started example, as written (a key through the README's own
+/// `ANCHY_CNXN__PPK_PATH` spelling, a TSV with `delimiter: /t`), then with a password.
+#[test]
+fn the_readme_example_with_key_and_with_password() {
+    let s = server();
+    let env = Env::new();
+    let dir = s.folder(&env);
+    s.put(&dir.join("sales/2024-06.tsv"), "order_num\ttrans_num\tline_item_num\tupdated_at\n5001\t1\t1\t2024-06-01\n5001\t1\t2\t2024-06-01\n");
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls: \n  sales: \n    # sftp plugin settings\n    path: {}/sales/*.tsv\n    delimiter: /t\n    # general settings\n    autodiscover: true # future functionality\n    set_by: order_num\n    sort_by: -trans_num, line_item_num, -updated_at\n",
+            dir.display()
+        ),
+    );
+    let out = env
+        .cmd()
+        .args(["start", "-op", "sftp.CsvDownloader", "--id", "sales_sftp"])
+        .env("ACHVY_CNXN__URI", s.uri(false))
+        .env("ANCHY_CNXN__PPK_PATH", &s.key)
+        .env("ACHVY_CNXN__KNOWN_HOSTS", &s.known_hosts)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert_eq!(tbl_data(&results(&out), "sales")["rows"], 2);
+    let rows = committed(&env.home(), "tester", "sales_sftp");
+    assert_eq!(rows["sales"][1]["line_item_num"], Value::from("2"));
+    // A rerun reads nothing.
+    let out = run_key(&env, &s, "sales_sftp");
+    assert!(out.status.success());
+    assert_eq!(tbl_data(&results(&out), "sales")["files_read"], 0);
+    // Password authentication.
+    let out = env
+        .cmd()
+        .args(["start", "-op", "sftp.CsvDownloader", "--id", "sales_pw"])
+        .env("ACHVY_CNXN__URI", s.uri(true))
+        .env("ACHVY_CNXN__KNOWN_HOSTS", &s.known_hosts)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert_eq!(tbl_data(&results(&out), "sales")["rows"], 2);
+    assert!(!crate::stderr(&out).contains(&s.password), "the password leaked into the logs");
+    // A wrong password is refused with a clear message.
+    let out = env
+        .cmd()
+        .args(["start", "-op", "sftp.CsvDownloader", "--id", "sales_bad"])
+        .env("ACHVY_CNXN__URI", s.uri(false).replacen('@', ":Wrong-Passw0rd@", 1))
+        .env("ACHVY_CNXN__KNOWN_HOSTS", &s.known_hosts)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::stderr(&out);
+    assert!(err.contains("authentication failed for sftp://"), "{err}");
+    assert!(!err.contains("Wrong-Passw0rd"), "{err}");
+}
+
+#[test]
+fn unknown_and_changed_host_keys_are_refused() {
+    let s = server();
+    let env = Env::new();
+    let dir = s.folder(&env);
+    s.put(&dir.join("a.csv"), "id\n1\n");
+    env.write("config.yaml", format!("tbls:\n  t:\n    path: {}/*.csv\n", dir.display()));
+    let run = |kh: &str| {
+        env.cmd()
+            .args(["start", "-op", "sftp.CsvDownloader", "--id", "hk"])
+            .env("ACHVY_CNXN__URI", s.uri(true))
+            .env("ACHVY_CNXN__KNOWN_HOSTS", kh)
+            .output()
+            .unwrap()
+    };
+    let empty = env.write("empty_known_hosts", "");
+    let out = run(empty.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::stderr(&out);
+    assert!(err.contains("unknown host key for 127.0.0.1") && err.contains("SHA256:") && err.contains("ssh-keyscan -p"), "{err}");
+    // Another key for the same host: "changed".
+    let other = env.path().join("other_key");
+    let st = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).status().unwrap();
+    assert!(st.success());
+    let pubkey = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let mut parts = pubkey.split_whitespace();
+    let line = format!("[127.0.0.1]:{} {} {}\n", s.port, parts.next().unwrap(), parts.next().unwrap());
+    let changed = env.write("changed_known_hosts", line);
+    let out = run(changed.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::stderr(&out);
+    assert!(err.contains("CHANGED"), "{err}");
+    assert!(committed(&env.home(), "tester", "hk").is_empty(), "nothing was downloaded");
+    // The explicit opt-out works, and says so.
+    let out = run("insecure-skip");
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(crate::stderr(&out).contains("host key NOT verified"));
+}
+
+#[test]
+fn globs_incremental_reruns_and_changed_files() {
+    let s = server();
+    let env = Env::new();
+    let dir = s.folder(&env);
+    s.put(&dir.join("2024/01/a.csv"), "id,v\n1,x\n");
+    s.put(&dir.join("2024/02/b.csv"), "id,v\n2,y\n");
+    s.put(&dir.join("2024/02/c.txt"), "not csv\n");
+    env.write("config.yaml", format!("tbls:\n  t:\n    path: {}/**/[ab].csv\n    provenance: true\n", dir.display()));
+    let out = run_key(&env, &s, "g");
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert_eq!(tbl_data(&results(&out), "t")["files_read"], 2);
+    let out = run_key(&env, &s, "g");
+    assert_eq!(tbl_data(&results(&out), "t")["files_read"], 0);
+    // A new file and a modified one (SFTP mtimes have whole seconds: move it on).
+    s.put(&dir.join("2024/03/a.csv"), "id,v\n3,z\n");
+    s.put(&dir.join("2024/01/a.csv"), "id,v\n1,x2\n");
+    let st = std::process::Command::new("touch").args(["-m", "-d", "+10 seconds"]).arg(dir.join("2024/01/a.csv")).status().unwrap();
+    assert!(st.success());
+    let out = run_key(&env, &s, "g");
+    assert_eq!(tbl_data(&results(&out), "t")["files_read"], 2);
+    let rows = committed(&env.home(), "tester", "g");
+    let vs: Vec<Value> = rows["t"].iter().map(|r| r["v"].clone()).collect();
+    assert_eq!(vs, vec![Value::from("x"), Value::from("y"), Value::from("x2"), Value::from("z")]);
+    assert!(matches!(&rows["t"][0]["_file"], Value::String(f) if f.ends_with("2024/01/a.csv")));
+}
+
+#[test]
+fn csv_edge_cases_over_sftp() {
+    let s = server();
+    let env = Env::new();
+    let dir = s.folder(&env);
+    s.put(&dir.join("ok/q.csv"), "\u{feff}id,note\n1,\"a, \"\"b\"\"\nc\"\n");
+    s.put(&dir.join("ok/l.csv"), b"id,note\n2,caf\xe9\n".to_vec());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, b"id,note\n3,zipped\n").unwrap();
+    s.put(&dir.join("gz/z.csv.gz"), gz.finish().unwrap());
+    s.put(&dir.join("bad/r.csv"), "id,note\n1,a\n2\n");
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  q:\n    path: {d}/ok/q.csv\n  l:\n    path: {d}/ok/l.csv\n    encoding: latin-1\n  z:\n    path: {d}/gz/*.gz\n  bad:\n    path: {d}/bad/*.csv\n",
+            d = dir.display()
+        ),
+    );
+    let out = run_key(&env, &s, "e");
+    assert_eq!(out.status.code(), Some(1), "the ragged file fails its table");
+    let r = results(&out);
+    let bad = r["batches"][0]["tasks"].as_array().unwrap().iter().find(|t| t["tbl"] == "bad").unwrap();
+    assert!(bad["error"].as_str().unwrap().contains("bad/r.csv:3: the row has 1 fields"), "{bad}");
+    let rows = committed(&env.home(), "tester", "e");
+    assert_eq!(rows["q"][0]["note"], Value::from("a, \"b\"\nc"));
+    assert!(rows["q"][0].contains_key("id"), "the BOM was stripped");
+    assert_eq!(rows["l"][0]["note"], Value::from("café"));
+    assert_eq!(rows["z"][0]["note"], Value::from("zipped"));
+    assert!(!rows.contains_key("bad"));
+}
