@@ -1,9 +1,11 @@
 //! Named failpoints for crash tests: `ACHVY_FAILPOINT=<name>[:<action>]`.
 //!
 //! Actions: `exit` (default: the process exits at once with code 86, as a kill -9
-//! would leave it, no cleanup), `error` (the operation fails with an error), or
+//! would leave it, no cleanup), `error` (the operation fails with an error),
+//! `sleep-<ms>` (the calling thread pauses, to open a race window on purpose), or
 //! `<n>` a number: exit on the n-th hit. Names used by the core: `commit.before`,
-//! `commit.after`, `checkpoint.mirrors`, `datafile.finish`, `source.batch`.
+//! `commit.after`, `checkpoint.mirrors`, `datafile.finish`, `source.batch`; plugins add
+//! their own (`upload.*`, `sftp.listed`).
 //! Unset in production: each hit is one cached lookup.
 
 use std::sync::OnceLock;
@@ -39,6 +41,11 @@ pub fn hit(name: &str) -> Result<()> {
             reason: format!("failpoint {name}"),
         }),
         "exit" => std::process::exit(86),
+        a if a.starts_with("sleep-") => {
+            let ms: u64 = a["sleep-".len()..].parse().unwrap_or(1000);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(())
+        }
         count => {
             let want: u64 = count.parse().unwrap_or(1);
             if HITS.fetch_add(1, Ordering::SeqCst) + 1 >= want {

@@ -16,8 +16,17 @@ struct Server {
     dir: PathBuf,
 }
 
+/// SFTP tests run one at a time: one of them kills every session of the test user.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn server() -> Server {
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run the tests with script/test, which starts an SFTP server (script/services.sh)"));
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run the tests with script/test, which starts an SFTP server (script/services.sh)"))
+    };
     Server {
         port: var("SFTP_PORT"),
         user: var("SFTP_USER"),
@@ -43,7 +52,10 @@ impl Server {
 
     fn uri(&self, with_password: bool) -> String {
         if with_password {
-            format!("sftp://{}:{}@127.0.0.1:{}", self.user, self.password, self.port)
+            format!(
+                "sftp://{}:{}@127.0.0.1:{}",
+                self.user, self.password, self.port
+            )
         } else {
             format!("sftp://{}@127.0.0.1:{}", self.user, self.port)
         }
@@ -61,13 +73,20 @@ fn run_key(env: &Env, s: &Server, id: &str) -> std::process::Output {
 }
 
 fn tbl_data(r: &serde_json::Value, tbl: &str) -> serde_json::Value {
-    r["batches"][0]["tasks"].as_array().unwrap().iter().find(|t| t["tbl"] == tbl).unwrap()["data"].clone()
+    r["batches"][0]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tbl"] == tbl)
+        .unwrap()["data"]
+        .clone()
 }
 
 /// The README's getting-started example, as written (a key through the README's own
 /// `ANCHY_CNXN__PPK_PATH` spelling, a TSV with `delimiter: /t`), then with a password.
 #[test]
 fn the_readme_example_with_key_and_with_password() {
+    let _one = lock();
     let s = server();
     let env = Env::new();
     let dir = s.folder(&env);
@@ -105,12 +124,18 @@ fn the_readme_example_with_key_and_with_password() {
         .unwrap();
     assert!(out.status.success(), "{}", crate::stderr(&out));
     assert_eq!(tbl_data(&results(&out), "sales")["rows"], 2);
-    assert!(!crate::stderr(&out).contains(&s.password), "the password leaked into the logs");
+    assert!(
+        !crate::stderr(&out).contains(&s.password),
+        "the password leaked into the logs"
+    );
     // A wrong password is refused with a clear message.
     let out = env
         .cmd()
         .args(["start", "-op", "sftp.CsvDownloader", "--id", "sales_bad"])
-        .env("ACHVY_CNXN__URI", s.uri(false).replacen('@', ":Wrong-Passw0rd@", 1))
+        .env(
+            "ACHVY_CNXN__URI",
+            s.uri(false).replacen('@', ":Wrong-Passw0rd@", 1),
+        )
         .env("ACHVY_CNXN__KNOWN_HOSTS", &s.known_hosts)
         .output()
         .unwrap();
@@ -122,11 +147,15 @@ fn the_readme_example_with_key_and_with_password() {
 
 #[test]
 fn unknown_and_changed_host_keys_are_refused() {
+    let _one = lock();
     let s = server();
     let env = Env::new();
     let dir = s.folder(&env);
     s.put(&dir.join("a.csv"), "id\n1\n");
-    env.write("config.yaml", format!("tbls:\n  t:\n    path: {}/*.csv\n", dir.display()));
+    env.write(
+        "config.yaml",
+        format!("tbls:\n  t:\n    path: {}/*.csv\n", dir.display()),
+    );
     let run = |kh: &str| {
         env.cmd()
             .args(["start", "-op", "sftp.CsvDownloader", "--id", "hk"])
@@ -139,20 +168,37 @@ fn unknown_and_changed_host_keys_are_refused() {
     let out = run(empty.to_str().unwrap());
     assert_eq!(out.status.code(), Some(1));
     let err = crate::stderr(&out);
-    assert!(err.contains("unknown host key for 127.0.0.1") && err.contains("SHA256:") && err.contains("ssh-keyscan -p"), "{err}");
+    assert!(
+        err.contains("unknown host key for 127.0.0.1")
+            && err.contains("SHA256:")
+            && err.contains("ssh-keyscan -p"),
+        "{err}"
+    );
     // Another key for the same host: "changed".
     let other = env.path().join("other_key");
-    let st = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).status().unwrap();
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
     assert!(st.success());
     let pubkey = std::fs::read_to_string(other.with_extension("pub")).unwrap();
     let mut parts = pubkey.split_whitespace();
-    let line = format!("[127.0.0.1]:{} {} {}\n", s.port, parts.next().unwrap(), parts.next().unwrap());
+    let line = format!(
+        "[127.0.0.1]:{} {} {}\n",
+        s.port,
+        parts.next().unwrap(),
+        parts.next().unwrap()
+    );
     let changed = env.write("changed_known_hosts", line);
     let out = run(changed.to_str().unwrap());
     assert_eq!(out.status.code(), Some(1));
     let err = crate::stderr(&out);
     assert!(err.contains("CHANGED"), "{err}");
-    assert!(committed(&env.home(), "tester", "hk").is_empty(), "nothing was downloaded");
+    assert!(
+        committed(&env.home(), "tester", "hk").is_empty(),
+        "nothing was downloaded"
+    );
     // The explicit opt-out works, and says so.
     let out = run("insecure-skip");
     assert!(out.status.success(), "{}", crate::stderr(&out));
@@ -161,13 +207,20 @@ fn unknown_and_changed_host_keys_are_refused() {
 
 #[test]
 fn globs_incremental_reruns_and_changed_files() {
+    let _one = lock();
     let s = server();
     let env = Env::new();
     let dir = s.folder(&env);
     s.put(&dir.join("2024/01/a.csv"), "id,v\n1,x\n");
     s.put(&dir.join("2024/02/b.csv"), "id,v\n2,y\n");
     s.put(&dir.join("2024/02/c.txt"), "not csv\n");
-    env.write("config.yaml", format!("tbls:\n  t:\n    path: {}/**/[ab].csv\n    provenance: true\n", dir.display()));
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  t:\n    path: {}/**/[ab].csv\n    provenance: true\n",
+            dir.display()
+        ),
+    );
     let out = run_key(&env, &s, "g");
     assert!(out.status.success(), "{}", crate::stderr(&out));
     assert_eq!(tbl_data(&results(&out), "t")["files_read"], 2);
@@ -176,22 +229,38 @@ fn globs_incremental_reruns_and_changed_files() {
     // A new file and a modified one (SFTP mtimes have whole seconds: move it on).
     s.put(&dir.join("2024/03/a.csv"), "id,v\n3,z\n");
     s.put(&dir.join("2024/01/a.csv"), "id,v\n1,x2\n");
-    let st = std::process::Command::new("touch").args(["-m", "-d", "+10 seconds"]).arg(dir.join("2024/01/a.csv")).status().unwrap();
+    let st = std::process::Command::new("touch")
+        .args(["-m", "-d", "+10 seconds"])
+        .arg(dir.join("2024/01/a.csv"))
+        .status()
+        .unwrap();
     assert!(st.success());
     let out = run_key(&env, &s, "g");
     assert_eq!(tbl_data(&results(&out), "t")["files_read"], 2);
     let rows = committed(&env.home(), "tester", "g");
     let vs: Vec<Value> = rows["t"].iter().map(|r| r["v"].clone()).collect();
-    assert_eq!(vs, vec![Value::from("x"), Value::from("y"), Value::from("x2"), Value::from("z")]);
+    assert_eq!(
+        vs,
+        vec![
+            Value::from("x"),
+            Value::from("y"),
+            Value::from("x2"),
+            Value::from("z")
+        ]
+    );
     assert!(matches!(&rows["t"][0]["_file"], Value::String(f) if f.ends_with("2024/01/a.csv")));
 }
 
 #[test]
 fn csv_edge_cases_over_sftp() {
+    let _one = lock();
     let s = server();
     let env = Env::new();
     let dir = s.folder(&env);
-    s.put(&dir.join("ok/q.csv"), "\u{feff}id,note\n1,\"a, \"\"b\"\"\nc\"\n");
+    s.put(
+        &dir.join("ok/q.csv"),
+        "\u{feff}id,note\n1,\"a, \"\"b\"\"\nc\"\n",
+    );
     s.put(&dir.join("ok/l.csv"), b"id,note\n2,caf\xe9\n".to_vec());
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, b"id,note\n3,zipped\n").unwrap();
@@ -205,14 +274,148 @@ fn csv_edge_cases_over_sftp() {
         ),
     );
     let out = run_key(&env, &s, "e");
-    assert_eq!(out.status.code(), Some(1), "the ragged file fails its table");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the ragged file fails its table"
+    );
     let r = results(&out);
-    let bad = r["batches"][0]["tasks"].as_array().unwrap().iter().find(|t| t["tbl"] == "bad").unwrap();
-    assert!(bad["error"].as_str().unwrap().contains("bad/r.csv:3: the row has 1 fields"), "{bad}");
+    let bad = r["batches"][0]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tbl"] == "bad")
+        .unwrap();
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad/r.csv:3: the row has 1 fields"),
+        "{bad}"
+    );
     let rows = committed(&env.home(), "tester", "e");
     assert_eq!(rows["q"][0]["note"], Value::from("a, \"b\"\nc"));
     assert!(rows["q"][0].contains_key("id"), "the BOM was stripped");
     assert_eq!(rows["l"][0]["note"], Value::from("café"));
     assert_eq!(rows["z"][0]["note"], Value::from("zipped"));
     assert!(!rows.contains_key("bad"));
+}
+
+/// A file that grows between the listing and the read is skipped, then read next run.
+#[test]
+fn a_file_still_being_written_is_skipped_then_read() {
+    let _one = lock();
+    let s = server();
+    let env = Env::new();
+    let dir = s.folder(&env);
+    let f = dir.join("in/growing.csv");
+    s.put(&f, "id\n1\n");
+    s.put(&dir.join("in/done.csv"), "id\n9\n");
+    env.write(
+        "config.yaml",
+        format!("tbls:\n  t:\n    path: {}/in/*.csv\n", dir.display()),
+    );
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("anchovy"))
+        .args(["start", "-op", "sftp.CsvDownloader", "--id", "grow"])
+        .current_dir(env.path())
+        .env_clear()
+        .env("HOME", env.path().join("home"))
+        .env("USER", "tester")
+        .env("ACHVY_CNXN__URI", s.uri(false))
+        .env("ACHVY_CNXN__PPK_PATH", &s.key)
+        .env("ACHVY_CNXN__KNOWN_HOSTS", &s.known_hosts)
+        // Hold the reader between the listing and the reads.
+        .env("ACHVY_FAILPOINT", "sftp.listed:sleep-1500")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .unwrap()
+        .write_all(b"2\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let d = tbl_data(&results(&out), "t");
+    assert_eq!(
+        (
+            d["files_read"].as_u64(),
+            d["files_skipped_in_progress"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{d}"
+    );
+    let out = run_key(&env, &s, "grow");
+    assert_eq!(tbl_data(&results(&out), "t")["files_read"], 1);
+    let ids: Vec<Value> = committed(&env.home(), "tester", "grow")["t"]
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![Value::from("9"), Value::from("1"), Value::from("2")]
+    );
+}
+
+/// The server drops the connection mid-file: a clear error, nothing of that file
+/// committed, and the rerun loads it exactly once.
+#[test]
+fn a_connection_dropped_mid_file_loses_and_doubles_nothing() {
+    let _one = lock();
+    let s = server();
+    let env = Env::new();
+    let dir = s.folder(&env);
+    let mut body = String::with_capacity(40 << 20);
+    body.push_str("id,pad\n");
+    for i in 0..600_000 {
+        body.push_str(&format!("{i},{}\n", "p".repeat(40)));
+    }
+    s.put(&dir.join("big/big.csv"), body);
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  t:\n    path: {}/big/*.csv\n    columns: {{id: int}}\n",
+            dir.display()
+        ),
+    );
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("anchovy"))
+        .args(["start", "-op", "sftp.CsvDownloader", "--id", "drop"])
+        .current_dir(env.path())
+        .env_clear()
+        .env("HOME", env.path().join("home"))
+        .env("USER", "tester")
+        .env("ACHVY_CNXN__URI", s.uri(false))
+        .env("ACHVY_CNXN__PPK_PATH", &s.key)
+        .env("ACHVY_CNXN__KNOWN_HOSTS", &s.known_hosts)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let the transfer start, then kill the server side of every session of the user
+    // (the listening sshd stays up for the rerun).
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let killed = std::process::Command::new("pkill")
+        .args(["-9", "-u", &s.user])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        killed.success(),
+        "no session to kill: the download ended too early"
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", crate::stderr(&out));
+    let err = crate::stderr(&out);
+    assert!(err.contains("table t") && err.contains("big.csv"), "{err}");
+    assert!(
+        committed(&env.home(), "tester", "drop").is_empty(),
+        "a partial file was committed"
+    );
+    let out = run_key(&env, &s, "drop");
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let rows = committed(&env.home(), "tester", "drop");
+    assert_eq!(rows["t"].len(), 600_000);
 }

@@ -181,6 +181,7 @@ impl Source for SftpSource {
         let reader = tokio::task::spawn_blocking(move || -> Result<(), PluginError> {
             let (_session, sftp) = target.connect()?;
             let files: Vec<RemoteFile> = conn::list(&sftp, &pattern)?;
+            anchovy_core::failpoint::hit("sftp.listed")?;
             if files.is_empty() {
                 tracing::warn!(table = %table, path = %pattern, host = %target.host, "no remote file matches the path glob");
             }
