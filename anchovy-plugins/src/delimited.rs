@@ -577,7 +577,13 @@ mod tests {
     fn compressed_inputs_stream() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut gz, b"a\n1\n").unwrap();
-        let rows = read(&gz.finish().unwrap(), opts(serde_json::json!({})), &[], "x.csv.gz").unwrap();
+        let rows = read(
+            &gz.finish().unwrap(),
+            opts(serde_json::json!({})),
+            &[],
+            "x.csv.gz",
+        )
+        .unwrap();
         assert_eq!(rows[0][0].1, s("1"));
         let z = zstd::stream::encode_all(&b"a\n2\n"[..], 3).unwrap();
         let rows = read(&z, opts(serde_json::json!({})), &[], "x.csv.zst").unwrap();

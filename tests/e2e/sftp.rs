@@ -419,3 +419,69 @@ fn a_connection_dropped_mid_file_loses_and_doubles_nothing() {
     let rows = committed(&env.home(), "tester", "drop");
     assert_eq!(rows["t"].len(), 600_000);
 }
+
+#[test]
+fn after_load_deletes_or_moves_only_committed_files() {
+    let _one = lock();
+    let s = server();
+    let env = Env::new();
+    let dir = s.folder(&env);
+    s.put(&dir.join("del/a.csv"), "id\n1\n");
+    s.put(&dir.join("mv/b.csv"), "id\n2\n");
+    std::fs::create_dir_all(dir.join("done")).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    for d in ["del", "mv", "done"] {
+        std::fs::set_permissions(
+            dir.join(d),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+    }
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  d:\n    path: {p}/del/*.csv\n    after_load: delete\n  m:\n    path: {p}/mv/*.csv\n    after_load: move:{p}/done\n",
+            p = dir.display()
+        ),
+    );
+    // A crash before the commit: the files stay where they are.
+    let out = run_key_with(&env, &s, "al", &[("ACHVY_FAILPOINT", "commit.before")]);
+    assert_eq!(out.status.code(), Some(86));
+    assert!(dir.join("del/a.csv").exists() && dir.join("mv/b.csv").exists());
+    let out = run_key(&env, &s, "al");
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(!dir.join("del/a.csv").exists(), "a.csv was not deleted");
+    assert!(
+        !dir.join("mv/b.csv").exists() && dir.join("done/b.csv").exists(),
+        "b.csv was not moved"
+    );
+    let rows = committed(&env.home(), "tester", "al");
+    assert_eq!((rows["d"].len(), rows["m"].len()), (1, 1));
+    // A bad value is named.
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  d:\n    path: {}/del/*.csv\n    after_load: archive\n",
+            dir.display()
+        ),
+    );
+    let out = run_key(&env, &s, "al");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        crate::stderr(&out).contains("`archive` is not keep, delete or move:<remote dir>"),
+        "{}",
+        crate::stderr(&out)
+    );
+}
+
+fn run_key_with(env: &Env, s: &Server, id: &str, extra: &[(&str, &str)]) -> std::process::Output {
+    let mut c = env.cmd();
+    c.args(["start", "-op", "sftp.CsvDownloader", "--id", id])
+        .env("ACHVY_CNXN__URI", s.uri(false))
+        .env("ACHVY_CNXN__PPK_PATH", &s.key)
+        .env("ACHVY_CNXN__KNOWN_HOSTS", &s.known_hosts);
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}

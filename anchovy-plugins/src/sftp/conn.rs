@@ -446,6 +446,45 @@ pub fn list(sftp: &Sftp, pattern: &str) -> Result<Vec<RemoteFile>, PluginError> 
     Ok(out)
 }
 
+/// Deletes or moves loaded files over one connection; returns how many were handled.
+/// A file already gone is fine (an earlier run got to it first).
+///
+/// # Errors
+/// Connection errors, or a failed delete/move naming the file.
+pub(crate) fn after_load(
+    target: &SftpTarget,
+    files: &[super::Pending],
+) -> Result<u64, PluginError> {
+    let (_s, sftp) = target.connect()?;
+    let mut n = 0;
+    for p in files {
+        let src = Path::new(&p.file.path);
+        let r = match &p.action {
+            super::AfterLoad::Keep => continue,
+            super::AfterLoad::Delete => sftp.unlink(src),
+            super::AfterLoad::Move(dir) => {
+                let name = src
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                sftp.rename(src, Path::new(&format!("{dir}/{name}")), None)
+            }
+        };
+        match r {
+            Ok(()) => n += 1,
+            Err(_) if sftp.stat(src).is_err() => {}
+            Err(e) => {
+                return Err(PluginError::Io {
+                    op: "after_load",
+                    path: format!("{} ({:?})", p.file.path, p.action),
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Reads a whole small remote file (for tests and tools).
 ///
 /// # Errors

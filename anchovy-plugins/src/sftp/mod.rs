@@ -21,17 +21,21 @@
 //!   listing and the read is still being written: it is skipped this run. A file that
 //!   changes while it is read, or a connection that drops mid-file, fails the table:
 //!   nothing of that file is committed, and the next run reads it again.
+//! - **After load**: `after_load: delete` or `move:<dir>` acts at XCLOSE on the files
+//!   whose checkpoints are committed (a crash before the commit leaves them untouched;
+//!   after it, the next run finishes the job).
 //! - **Streaming**: ssh2 is blocking, so one thread per table task owns the session and
 //!   hands batches out through a bounded channel; memory stays flat.
 
 pub mod conn;
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use anchovy_core::operator::OperatorKind;
 use anchovy_core::{
     BoxError, Emitter, Operator, OperatorSpec, OptionDoc, SessionCtx, Source, TaskCtx, TaskType,
-    async_trait,
+    Tbl, async_trait,
 };
 use serde::Deserialize;
 
@@ -59,27 +63,63 @@ pub const SPEC: OperatorSpec = OperatorSpec {
             doc: "connection id (default: the default connection, ACHVY_CNXN__URI)",
         },
         OptionDoc {
+            key: "after_load",
+            doc: "keep (default), delete, or move:<remote dir>; done only once the file's rows are committed",
+        },
+        OptionDoc {
             key: "delimiter, quote, header, names, skip_lines, encoding, empty_as_null, provenance, columns",
             doc: "as files.CsvDownloader",
         },
     ],
-    build: |_| Ok(Arc::new(SftpDownloader)),
+    build: |_| Ok(Arc::new(SftpDownloader::default())),
 };
 
-/// The operator.
-pub struct SftpDownloader;
+/// What happens to a remote file once its rows are committed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterLoad {
+    /// Leave it (default).
+    Keep,
+    /// Delete it.
+    Delete,
+    /// Move it into this remote directory.
+    Move(String),
+}
 
-/// The table options: the SFTP-specific keys plus the shared CSV options.
+/// A remote file to delete or move once its checkpoint is committed.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    connection: String,
+    key: String,
+    pub(crate) file: RemoteFile,
+    pub(crate) action: AfterLoad,
+}
+
+/// The operator.
+#[derive(Default)]
+pub struct SftpDownloader {
+    /// Files read (or found committed) this batch whose `after_load` is due at XCLOSE.
+    pending: Arc<Mutex<Vec<Pending>>>,
+}
+
+/// The table options: the SFTP keys, then the shared CSV options (checked strictly).
 #[derive(Debug, Deserialize)]
-struct SftpOptions {
+struct RawOptions {
     #[serde(default)]
     connection: Option<String>,
+    #[serde(default)]
+    after_load: Option<String>,
     #[serde(flatten)]
     csv: serde_json::Map<String, serde_json::Value>,
 }
 
-fn options(tbl: &anchovy_core::Tbl) -> Result<(String, CsvOptions), PluginError> {
-    let o: SftpOptions = tbl.plugin_options()?;
+struct TableOptions {
+    connection: String,
+    after_load: AfterLoad,
+    csv: CsvOptions,
+}
+
+fn options(tbl: &Tbl) -> Result<TableOptions, PluginError> {
+    let o: RawOptions = tbl.plugin_options()?;
     let csv: CsvOptions =
         serde_json::from_value(serde_json::Value::Object(o.csv)).map_err(|e| {
             PluginError::Option {
@@ -87,26 +127,75 @@ fn options(tbl: &anchovy_core::Tbl) -> Result<(String, CsvOptions), PluginError>
                 message: e.to_string(),
             }
         })?;
-    Ok((
-        o.connection
+    let after_load = match o.after_load.as_deref() {
+        None | Some("keep") => AfterLoad::Keep,
+        Some("delete") => AfterLoad::Delete,
+        Some(m) if m.starts_with("move:") && m.len() > 5 => {
+            AfterLoad::Move(m[5..].trim_end_matches('/').to_string())
+        }
+        Some(other) => {
+            return Err(PluginError::Option {
+                key: "after_load".into(),
+                message: format!("`{other}` is not keep, delete or move:<remote dir>"),
+            });
+        }
+    };
+    Ok(TableOptions {
+        connection: o
+            .connection
             .unwrap_or_else(|| anchovy_core::connection::DEFAULT_ID.to_string()),
+        after_load,
         csv,
-    ))
+    })
+}
+
+fn committed_state(ctx: &SessionCtx, key: &str) -> Option<FileState> {
+    ctx.checkpoint(key)
+        .and_then(|v| serde_json::from_value(v).ok())
 }
 
 #[async_trait]
 impl Operator for SftpDownloader {
     fn sources(&self) -> Vec<Arc<dyn Source>> {
-        vec![Arc::new(SftpSource)]
+        vec![Arc::new(SftpSource {
+            pending: self.pending.clone(),
+        })]
     }
 
-    /// Fails fast at XOPEN when a table's connection is missing or malformed.
     async fn on_task(&self, ctx: &TaskCtx) -> Result<(), BoxError> {
-        if ctx.task_type == TaskType::Xopen {
-            for t in ctx.session.config_tbls.iter() {
-                let (cnxn, _) = options(t)?;
-                SftpTarget::from_connection(&ctx.session, &cnxn)?;
+        match ctx.task_type {
+            // Fail fast when a table's connection is missing or malformed.
+            TaskType::Xopen => {
+                for t in ctx.session.config_tbls.iter() {
+                    let o = options(t)?;
+                    SftpTarget::from_connection(&ctx.session, &o.connection)?;
+                }
             }
+            // Every table task has committed by now: act on the files whose rows are durable.
+            TaskType::Xclose => {
+                let due: Vec<Pending> =
+                    std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+                let mut by_cnxn: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+                for p in due {
+                    let durable = committed_state(&ctx.session, &p.key)
+                        .is_some_and(|s| s.size == p.file.size && s.mtime_ns == p.file.mtime_ns);
+                    if durable {
+                        by_cnxn.entry(p.connection.clone()).or_default().push(p);
+                    }
+                }
+                for (cnxn, files) in by_cnxn {
+                    let target = SftpTarget::from_connection(&ctx.session, &cnxn)?;
+                    let done =
+                        tokio::task::spawn_blocking(move || conn::after_load(&target, &files))
+                            .await
+                            .map_err(|e| PluginError::Data {
+                                location: "after_load".into(),
+                                message: e.to_string(),
+                            })??;
+                    ctx.log_add("files_after_load", done);
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -116,12 +205,12 @@ impl Operator for SftpDownloader {
         for t in ctx.config_tbls.iter() {
             let name = format!("table {}", t.name);
             let r: Result<String, PluginError> = async {
-                let (cnxn, csv) = options(t)?;
-                let target = SftpTarget::from_connection(ctx, &cnxn)?;
-                let pattern = csv.path.clone();
+                let o = options(t)?;
+                let target = SftpTarget::from_connection(ctx, &o.connection)?;
+                let pattern = o.csv.path.clone();
                 let files = tokio::task::spawn_blocking(move || {
-                    let s = target.connect()?;
-                    conn::list(&s.1, &pattern)
+                    let (_s, sftp) = target.connect()?;
+                    conn::list(&sftp, &pattern)
                 })
                 .await
                 .map_err(|e| PluginError::Data {
@@ -131,7 +220,7 @@ impl Operator for SftpDownloader {
                 Ok(format!(
                     "host key verified; {} files match {}",
                     files.len(),
-                    csv.path
+                    o.csv.path
                 ))
             }
             .await;
@@ -151,6 +240,12 @@ enum Item {
     Done {
         key: String,
         state: FileState,
+        file: RemoteFile,
+    },
+    /// A file an earlier run committed.
+    Committed {
+        key: String,
+        file: RemoteFile,
     },
     /// A file was skipped this run.
     Skipped {
@@ -159,17 +254,39 @@ enum Item {
     },
 }
 
-struct SftpSource;
+struct SftpSource {
+    pending: Arc<Mutex<Vec<Pending>>>,
+}
+
+impl SftpSource {
+    fn after_load(&self, connection: &str, action: &AfterLoad, key: String, file: RemoteFile) {
+        if *action != AfterLoad::Keep {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Pending {
+                    connection: connection.to_string(),
+                    key,
+                    file,
+                    action: action.clone(),
+                });
+        }
+    }
+}
 
 #[async_trait]
 impl Source for SftpSource {
     async fn run(&self, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
         let tbl = ctx.tbl().clone();
-        let (cnxn, opts) = options(&tbl)?;
-        let target = SftpTarget::from_connection(&ctx.session, &cnxn)?;
-        let format = CsvFormat::new(&opts, &tbl.columns)?;
+        let TableOptions {
+            connection,
+            after_load,
+            csv,
+        } = options(&tbl)?;
+        let target = SftpTarget::from_connection(&ctx.session, &connection)?;
+        let format = CsvFormat::new(&csv, &tbl.columns)?;
         // What earlier runs committed, so the reader can skip unchanged files.
-        let seen: std::collections::HashMap<String, FileState> = ctx
+        let seen: HashMap<String, FileState> = ctx
             .checkpoints_matching(&format!("{}:*", tbl.name))
             .into_iter()
             .filter_map(|(k, v)| Some((k, serde_json::from_value(v).ok()?)))
@@ -177,7 +294,7 @@ impl Source for SftpSource {
         let batch_size = ctx.session.settings.batch_size;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(READ_AHEAD);
         let table = tbl.name.clone();
-        let pattern = opts.path.clone();
+        let pattern = csv.path.clone();
         let reader = tokio::task::spawn_blocking(move || -> Result<(), PluginError> {
             let (_session, sftp) = target.connect()?;
             let files: Vec<RemoteFile> = conn::list(&sftp, &pattern)?;
@@ -191,6 +308,10 @@ impl Source for SftpSource {
                     .get(&key)
                     .is_some_and(|s| s.size == f.size && s.mtime_ns == f.mtime_ns)
                 {
+                    // Loaded by an earlier run (its after_load may still be due).
+                    if tx.blocking_send(Item::Committed { key, file: f }).is_err() {
+                        return Ok(());
+                    }
                     continue;
                 }
                 // Still being written? Its size or mtime moved since the listing.
@@ -231,7 +352,14 @@ impl Source for SftpSource {
                     mtime_ns: f.mtime_ns,
                     rows,
                 };
-                if tx.blocking_send(Item::Done { key, state }).is_err() {
+                if tx
+                    .blocking_send(Item::Done {
+                        key,
+                        state,
+                        file: f,
+                    })
+                    .is_err()
+                {
                     return Ok(());
                 }
             }
@@ -241,10 +369,14 @@ impl Source for SftpSource {
         while let Some(item) = rx.recv().await {
             match item {
                 Item::Batch(b) => out.send_batch(b).await?,
-                Item::Done { key, state } => {
+                Item::Done { key, state, file } => {
                     rows += state.rows;
                     read += 1;
-                    out.checkpoint(&key, state).await?;
+                    out.checkpoint(&key, &state).await?;
+                    self.after_load(&connection, &after_load, key, file);
+                }
+                Item::Committed { key, file } => {
+                    self.after_load(&connection, &after_load, key, file)
                 }
                 Item::Skipped { path, reason } => {
                     skipped += 1;
