@@ -106,7 +106,8 @@ fn uri_password(value: &str) -> Option<String> {
     (!pw.is_empty()).then(|| percent_decode(pw))
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes (as in URI user names and passwords); invalid escapes stay.
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anchovy_core::SessionCtx;
+use anchovy_core::connection::percent_decode;
 use anchovy_core::secret::Secret;
 use base64::Engine;
 use ssh2::{CheckResult, HashType, KnownHostFileKind, Session, Sftp};
@@ -81,27 +82,6 @@ pub fn parse_uri(uri: &str) -> Option<(String, Option<String>, String, u16)> {
         }
     };
     (!user.is_empty() && !host.is_empty()).then(|| (percent_decode(&user), password, host, port))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let Some(h) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(h);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl SftpTarget {
@@ -285,15 +265,15 @@ impl SftpTarget {
                 tracing::debug!(error = %e, "key authentication failed");
             }
         }
-        if !s.authenticated() {
-            if let Some(pw) = &self.password {
-                tried.push("password");
-                if s.userauth_password(&self.user, pw.expose()).is_err() {
-                    // Some servers only offer keyboard-interactive for passwords.
-                    tried.push("keyboard-interactive");
-                    let mut p = Prompter(pw.expose().to_string());
-                    let _ = s.userauth_keyboard_interactive(&self.user, &mut p);
-                }
+        if !s.authenticated()
+            && let Some(pw) = &self.password
+        {
+            tried.push("password");
+            if s.userauth_password(&self.user, pw.expose()).is_err() {
+                // Some servers only offer keyboard-interactive for passwords.
+                tried.push("keyboard-interactive");
+                let mut p = Prompter(pw.expose().to_string());
+                let _ = s.userauth_keyboard_interactive(&self.user, &mut p);
             }
         }
         if s.authenticated() {
