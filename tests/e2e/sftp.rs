@@ -261,7 +261,7 @@ fn csv_edge_cases_over_sftp() {
         &dir.join("ok/q.csv"),
         "\u{feff}id,note\n1,\"a, \"\"b\"\"\nc\"\n",
     );
-    s.put(&dir.join("ok/l.csv"), b"id,note\n2,caf\xe9\n".to_vec());
+    s.put(&dir.join("ok/l.csv"), b"id,note\n2,caf\xe9\n");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, b"id,note\n3,zipped\n").unwrap();
     s.put(&dir.join("gz/z.csv.gz"), gz.finish().unwrap());
