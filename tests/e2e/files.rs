@@ -208,17 +208,10 @@ fn service_mode_runs_batches_until_sigterm() {
     let env = Env::new();
     env.write("in/a.csv", "id\n1\n");
     env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
-    let bin = assert_cmd::cargo::cargo_bin("anchovy");
-    let child = std::process::Command::new(bin)
-        .args(["start", "-op", "files.CsvDownloader", "--id", "svc", "-S"])
-        .current_dir(env.path())
-        .env_clear()
-        .env("HOME", env.path().join("home"))
-        .env("USER", "tester")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn(
+        &["start", "-op", "files.CsvDownloader", "--id", "svc", "-S"],
+        &[],
+    );
     let area = env.area("tester", "svc");
     let t0 = std::time::Instant::now();
     while commit_count(&area) == 0 {

@@ -62,6 +62,26 @@ impl Server {
     }
 }
 
+/// The environment of a key-authenticated connection to the test server.
+fn key_env(s: &Server) -> Vec<(&'static str, String)> {
+    vec![
+        ("ACHVY_CNXN__URI", s.uri(false)),
+        ("ACHVY_CNXN__PPK_PATH", s.key.clone()),
+        ("ACHVY_CNXN__KNOWN_HOSTS", s.known_hosts.clone()),
+    ]
+}
+
+/// `base` plus `extra`, as the borrowed pairs [`Env::spawn`] takes.
+fn with<'a>(
+    base: &'a [(&'static str, String)],
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    base.iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(extra.iter().copied())
+        .collect()
+}
+
 fn run_key(env: &Env, s: &Server, id: &str) -> std::process::Output {
     env.cmd()
         .args(["start", "-op", "sftp.CsvDownloader", "--id", id])
@@ -315,21 +335,14 @@ fn a_file_still_being_written_is_skipped_then_read() {
         "config.yaml",
         format!("tbls:\n  t:\n    path: {}/in/*.csv\n", dir.display()),
     );
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("anchovy"))
-        .args(["start", "-op", "sftp.CsvDownloader", "--id", "grow"])
-        .current_dir(env.path())
-        .env_clear()
-        .env("HOME", env.path().join("home"))
-        .env("USER", "tester")
-        .env("ACHVY_CNXN__URI", s.uri(false))
-        .env("ACHVY_CNXN__PPK_PATH", &s.key)
-        .env("ACHVY_CNXN__KNOWN_HOSTS", &s.known_hosts)
+    let child = env.spawn(
+        &["start", "-op", "sftp.CsvDownloader", "--id", "grow"],
         // Hold the reader between the listing and the reads.
-        .env("ACHVY_FAILPOINT", "sftp.listed:sleep-1500")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        &with(
+            &key_env(&s),
+            &[("ACHVY_FAILPOINT", "sftp.listed:sleep-1500")],
+        ),
+    );
     std::thread::sleep(std::time::Duration::from_millis(700));
     use std::io::Write;
     std::fs::OpenOptions::new()
@@ -382,19 +395,10 @@ fn a_connection_dropped_mid_file_loses_and_doubles_nothing() {
             dir.display()
         ),
     );
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("anchovy"))
-        .args(["start", "-op", "sftp.CsvDownloader", "--id", "drop"])
-        .current_dir(env.path())
-        .env_clear()
-        .env("HOME", env.path().join("home"))
-        .env("USER", "tester")
-        .env("ACHVY_CNXN__URI", s.uri(false))
-        .env("ACHVY_CNXN__PPK_PATH", &s.key)
-        .env("ACHVY_CNXN__KNOWN_HOSTS", &s.known_hosts)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn(
+        &["start", "-op", "sftp.CsvDownloader", "--id", "drop"],
+        &with(&key_env(&s), &[]),
+    );
     // Let the transfer start, then kill the server side of every session of the user
     // (the listening sshd stays up for the rerun).
     std::thread::sleep(std::time::Duration::from_millis(400));

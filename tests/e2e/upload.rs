@@ -745,15 +745,15 @@ fn exactly_once_when_killed_at_random() {
         .nonce()
         .bytes()
         .fold(7, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
-    let bin = assert_cmd::cargo::cargo_bin("anchovy");
+    let url = target.url().unwrap();
     let mut killed = 0;
     for _ in 0..12 {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let delay = std::time::Duration::from_millis(5 + (seed >> 33) % 60);
-        let mut child = std::process::Command::new(&bin)
-            .args([
+        let mut child = env.spawn(
+            &[
                 "start",
                 "-op",
                 "sql.Uploader",
@@ -763,16 +763,9 @@ fn exactly_once_when_killed_at_random() {
                 &up,
                 "-c",
                 "upload.yaml",
-            ])
-            .current_dir(env.path())
-            .env_clear()
-            .env("HOME", env.path().join("home"))
-            .env("USER", "tester")
-            .env("ACHVY_CNXN__DB__URI", target.url().unwrap())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            ],
+            &[("ACHVY_CNXN__DB__URI", &url)],
+        );
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
