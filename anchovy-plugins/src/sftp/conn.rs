@@ -465,6 +465,87 @@ pub(crate) fn after_load(
     Ok(n)
 }
 
+/// Bytes asked of the server per read.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Reads a remote file in large chunks into `out` until the end, an error, or the
+/// receiver going away (the parser stopped).
+pub(crate) fn read_ahead(
+    mut file: ssh2::File,
+    out: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+) {
+    loop {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut filled = 0;
+        while filled < READ_CHUNK {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = out.send(Err(e));
+                    return;
+                }
+            }
+        }
+        buf.truncate(filled);
+        let end = filled < READ_CHUNK;
+        if !buf.is_empty() && out.send(Ok(buf)).is_err() {
+            return;
+        }
+        if end {
+            // The end marker: without it the reader knows the file was cut short.
+            let _ = out.send(Ok(Vec::new()));
+            return;
+        }
+    }
+}
+
+/// A `Read` over the chunks [`read_ahead`] sends; an empty chunk marks the end.
+pub(crate) struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ChunkReader {
+    pub(crate) fn new(rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>) -> ChunkReader {
+        ChunkReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.cur = chunk?;
+                    self.pos = 0;
+                    self.done = self.cur.is_empty();
+                }
+                Err(_) => {
+                    return Err(std::io::Error::other(
+                        "the SFTP read stopped before the end of the file",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Reads a whole small remote file (for tests and tools).
 ///
 /// # Errors
@@ -487,6 +568,22 @@ pub fn read_to_string(sftp: &Sftp, path: &str) -> Result<String, PluginError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_cut_short_is_an_error_not_an_end() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        tx.send(Ok(b"ab".to_vec())).unwrap();
+        drop(tx);
+        let mut s = String::new();
+        assert!(ChunkReader::new(rx).read_to_string(&mut s).is_err());
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        tx.send(Ok(b"ab".to_vec())).unwrap();
+        tx.send(Ok(Vec::new())).unwrap();
+        drop(tx);
+        let mut s = String::new();
+        ChunkReader::new(rx).read_to_string(&mut s).unwrap();
+        assert_eq!(s, "ab");
+    }
 
     #[test]
     fn uris() {

@@ -332,10 +332,22 @@ impl Source for SftpSource {
                     .open(std::path::Path::new(&f.path))
                     .map_err(|e| conn::ssh_err(&target, &format!("open {}", f.path), e))?;
                 let mut stopped = false;
-                let rows = format.read(Box::new(file), &f.path, &table, batch_size, &mut |b| {
-                    let ok = tx.blocking_send(Item::Batch(b)).is_ok();
-                    stopped |= !ok;
-                    ok
+                // Network reads on their own thread, overlapping the parsing.
+                let rows = std::thread::scope(|scope| {
+                    let (chunks_tx, chunks_rx) =
+                        std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(4);
+                    scope.spawn(move || conn::read_ahead(file, &chunks_tx));
+                    format.read(
+                        Box::new(conn::ChunkReader::new(chunks_rx)),
+                        &f.path,
+                        &table,
+                        batch_size,
+                        &mut |b| {
+                            let ok = tx.blocking_send(Item::Batch(b)).is_ok();
+                            stopped |= !ok;
+                            ok
+                        },
+                    )
                 })?;
                 if stopped {
                     return Ok(());
