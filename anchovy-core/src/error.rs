@@ -261,10 +261,18 @@ impl Error {
             Error::Datastore { .. } | Error::CommitConflict { .. } => exit::DATASTORE,
             Error::ExecutionTimeout { .. } => exit::TIMEOUT,
             Error::Cancelled { .. } => exit::INTERRUPTED,
-            Error::Operator { source, .. } => match source.downcast_ref::<Error>() {
-                Some(inner) => inner.exit_code(),
-                None => exit::FAILED,
-            },
+            // A core error anywhere in an operator's chain keeps its own code (a missing
+            // connection reported by a plugin is still a configuration error).
+            Error::Operator { source, .. } => {
+                let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+                while let Some(e) = cur {
+                    if let Some(inner) = e.downcast_ref::<Error>() {
+                        return inner.exit_code();
+                    }
+                    cur = e.source();
+                }
+                exit::FAILED
+            }
             _ => exit::FAILED,
         }
     }

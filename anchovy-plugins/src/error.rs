@@ -59,7 +59,11 @@ pub enum PluginError {
         /// What happened and what to do.
         message: String,
     },
-    /// Anything from anchovy-core.
-    #[error(transparent)]
-    Core(#[from] anchovy_core::Error),
+    /// Anything from anchovy-core (its own source, so exit codes see through it).
+    #[error("{0}")]
+    Core(
+        #[from]
+        #[source]
+        anchovy_core::Error,
+    ),
 }

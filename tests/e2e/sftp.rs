@@ -489,3 +489,72 @@ fn run_key_with(env: &Env, s: &Server, id: &str, extra: &[(&str, &str)]) -> std:
     }
     c.output().unwrap()
 }
+
+/// A passphrase-protected key on a named per-table connection; the healthcheck
+/// connects, verifies the host key and lists; a wrong passphrase is a clear error.
+#[test]
+fn passphrase_keys_named_connections_and_healthcheck() {
+    let _one = lock();
+    let s = server();
+    let env = Env::new();
+    let dir = s.folder(&env);
+    s.put(&dir.join("p/a.csv"), "id\n1\n");
+    let key = env.path().join("partner_key");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "correct horse battery", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Authorize it on the test server (script/services.sh keeps authorized_keys beside the client key).
+    let authorized = std::path::Path::new(&s.key).with_file_name("authorized_keys");
+    let mut auth = std::fs::read_to_string(&authorized).unwrap();
+    auth.push_str(&std::fs::read_to_string(key.with_extension("pub")).unwrap());
+    std::fs::write(&authorized, auth).unwrap();
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  t:\n    path: {}/p/*.csv\n    connection: partner\n",
+            dir.display()
+        ),
+    );
+    let run = |verb: &str, passphrase: &str| {
+        env.cmd()
+            .args([verb, "-op", "sftp.CsvDownloader", "--id", "named"])
+            .env("ACHVY_CNXN__PARTNER__URI", s.uri(false))
+            .env("ACHVY_CNXN__PARTNER__PPK_PATH", &key)
+            .env("ACHVY_CNXN__PARTNER__PASSPHRASE", passphrase)
+            .env("ACHVY_CNXN__PARTNER__KNOWN_HOSTS", &s.known_hosts)
+            .output()
+            .unwrap()
+    };
+    let out = run("healthcheck", "correct horse battery");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ok   table t: host key verified; 1 files match"),
+        "{text}"
+    );
+    let out = run("start", "correct horse battery");
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert_eq!(committed(&env.home(), "tester", "named")["t"].len(), 1);
+    let out = run("start", "wrong passphrase");
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::stderr(&out);
+    assert!(
+        err.contains("authentication failed") && !err.contains("wrong passphrase"),
+        "{err}"
+    );
+    // A missing named connection names its variables, before anything runs.
+    let out = env
+        .cmd()
+        .args(["start", "-op", "sftp.CsvDownloader", "--id", "named2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        crate::stderr(&out).contains("ACHVY_CNXN__PARTNER__URI"),
+        "{}",
+        crate::stderr(&out)
+    );
+}
