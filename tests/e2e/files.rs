@@ -2,7 +2,7 @@
 
 use anchovy_core::Value;
 
-use crate::{Env, commit_count, committed, results};
+use crate::{Env, commit_count, committed, results, tbl_data};
 
 fn run(env: &Env, id: &str) -> serde_json::Value {
     let out = env
@@ -12,16 +12,6 @@ fn run(env: &Env, id: &str) -> serde_json::Value {
         .unwrap();
     assert!(out.status.success(), "{}", crate::stderr(&out));
     results(&out)
-}
-
-fn tbl_data(r: &serde_json::Value, tbl: &str) -> serde_json::Value {
-    r["batches"][0]["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["tbl"] == tbl)
-        .unwrap()["data"]
-        .clone()
 }
 
 #[test]

@@ -47,12 +47,7 @@ fn continue_logs_the_failed_table_and_finishes_the_others() {
             ("SHUTDOWN", None, "OK"),
         ]
     );
-    let bad = r["batches"][0]["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["tbl"] == "a_bad")
-        .unwrap();
+    let bad = crate::tbl_task(&r, "a_bad");
     let e = bad["error"].as_str().unwrap();
     assert!(
         e.contains("bad/x.csv:3: the row has 1 fields but the header has 2"),
@@ -95,12 +90,7 @@ fn raise_stops_the_batch_and_runs_error_and_xclose() {
             "STARTUP", "XOPEN", "TBL", "TBL", "ERROR", "XCLOSE", "SHUTDOWN"
         ]
     );
-    let good = r["batches"][0]["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["tbl"] == "b_good")
-        .unwrap();
+    let good = crate::tbl_task(&r, "b_good");
     assert_eq!(good["status"], "ERR");
     assert!(
         good["error"]

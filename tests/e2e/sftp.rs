@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anchovy_core::Value;
 
-use crate::{Env, committed, results};
+use crate::{Env, committed, results, tbl_data};
 
 struct Server {
     port: String,
@@ -90,16 +90,6 @@ fn run_key(env: &Env, s: &Server, id: &str) -> std::process::Output {
         .env("ACHVY_CNXN__KNOWN_HOSTS", &s.known_hosts)
         .output()
         .unwrap()
-}
-
-fn tbl_data(r: &serde_json::Value, tbl: &str) -> serde_json::Value {
-    r["batches"][0]["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["tbl"] == tbl)
-        .unwrap()["data"]
-        .clone()
 }
 
 /// The README's getting-started example, as written (a key through the README's own
@@ -300,12 +290,7 @@ fn csv_edge_cases_over_sftp() {
         "the ragged file fails its table"
     );
     let r = results(&out);
-    let bad = r["batches"][0]["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["tbl"] == "bad")
-        .unwrap();
+    let bad = crate::tbl_task(&r, "bad");
     assert!(
         bad["error"]
             .as_str()

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use crate::{Env, results};
+use crate::{Env, results, tbl_task};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Target {
@@ -171,15 +171,6 @@ fn upload_ok(env: &Env, target: Target, id: &str, up: &str) -> serde_json::Value
     results(&out)
 }
 
-fn tbl_log<'a>(r: &'a serde_json::Value, tbl: &str) -> &'a serde_json::Value {
-    r["batches"][0]["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["tbl"] == tbl)
-        .unwrap_or_else(|| panic!("no task for {tbl}: {r}"))
-}
-
 fn merge_scenario(target: Target) {
     let env = Env::new();
     let up = format!("src_{target:?}_{}", env.nonce()).to_lowercase();
@@ -194,7 +185,7 @@ fn merge_scenario(target: Target) {
     env.write("cu/1.csv", "id,name\n1,Ada\n2,Bob\n");
     download(&env, &up);
     let r = upload_ok(&env, target, "wh", &up);
-    let o = tbl_log(&r, &format!("{up}.orders"));
+    let o = tbl_task(&r, &format!("{up}.orders"));
     assert_eq!(o["data"]["rows_inserted"], 2, "{o}");
 
     let q = |sql: String| fetch(target, &env, &sql);
@@ -220,7 +211,7 @@ fn merge_scenario(target: Target) {
     env.write("cu/2.csv", "id,name\n1,Ada L.\n");
     download(&env, &up);
     let r = upload_ok(&env, target, "wh", &up);
-    let o = &tbl_log(&r, &format!("{up}.orders"))["data"];
+    let o = &tbl_task(&r, &format!("{up}.orders"))["data"];
     assert_eq!(
         (
             o["rows_inserted"].as_u64(),
@@ -248,7 +239,7 @@ fn merge_scenario(target: Target) {
         vec![vec![s("10"), s("1"), s("Z")], vec![s("11"), s("1"), s("C")]]
     );
     assert_eq!(
-        tbl_log(&r, &format!("{up}.lines"))["data"]["rows_deleted"],
+        tbl_task(&r, &format!("{up}.lines"))["data"]["rows_deleted"],
         2
     );
     assert_eq!(
@@ -269,7 +260,7 @@ fn merge_scenario(target: Target) {
     let r = upload_ok(&env, target, "wh", &up);
     for tbl in ["events", "orders", "lines", "customers"] {
         assert!(
-            tbl_log(&r, &format!("{up}.{tbl}"))["data"]["rows_inserted"].is_null(),
+            tbl_task(&r, &format!("{up}.{tbl}"))["data"]["rows_inserted"].is_null(),
             "{r}"
         );
     }
@@ -327,7 +318,7 @@ fn schema_evolution_and_names_that_need_quotes() {
         env.write("in/2.csv", "id,a b,qty,we\"ird\n2,y,2.5,q\n");
         download(&env, &up);
         let r = upload_ok(&env, target, "wh", &up);
-        let changes = tbl_log(&r, &format!("{up}.order"))["data"]["schema_changes"].to_string();
+        let changes = tbl_task(&r, &format!("{up}.order"))["data"]["schema_changes"].to_string();
         assert!(
             changes.contains("widened column qty from int to decimal"),
             "{target:?}: {changes}"
@@ -341,7 +332,7 @@ fn schema_evolution_and_names_that_need_quotes() {
         env.write("in/3.csv", "id,a b,qty\n3,z,lots\n");
         download(&env, &up);
         let r = upload_ok(&env, target, "wh", &up);
-        let changes = tbl_log(&r, &format!("{up}.order"))["data"]["schema_changes"].to_string();
+        let changes = tbl_task(&r, &format!("{up}.order"))["data"]["schema_changes"].to_string();
         if target == Target::Sqlite {
             // SQLite keeps exact decimals as TEXT already: nothing to widen.
             assert_eq!(changes, "[]", "{target:?}");
@@ -584,7 +575,7 @@ fn a_refused_password_or_a_dead_database_is_a_clear_error() {
     assert!(t0.elapsed() < std::time::Duration::from_secs(40));
     // Nothing was loaded and no position moved: the good run loads everything.
     let r = upload_ok(&env, Target::Pg, "wh", &up);
-    assert_eq!(tbl_log(&r, &format!("{up}.t"))["data"]["rows_inserted"], 1);
+    assert_eq!(tbl_task(&r, &format!("{up}.t"))["data"]["rows_inserted"], 1);
 }
 
 #[test]
@@ -674,7 +665,7 @@ fn history_keeps_superseded_versions_until_their_ttl() {
         env.write("in/2.csv", "id,v\n1,2\n2,0\n3,1\n");
         download(&env, &up);
         let r = upload_ok(&env, target, "wh", &up);
-        let d = &tbl_log(&r, &format!("{up}.cust"))["data"];
+        let d = &tbl_task(&r, &format!("{up}.cust"))["data"];
         assert_eq!(
             (
                 d["rows_inserted"].as_u64(),
