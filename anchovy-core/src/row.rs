@@ -26,7 +26,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat};
+use chrono::{
+    DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Timelike,
+};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -274,6 +276,8 @@ pub fn canonical_decimal(text: &str) -> Option<String> {
 pub struct Schema {
     names: Vec<Arc<str>>,
     index: HashMap<Arc<str>, usize>,
+    /// `"name":` per column, escaped once for the encoder.
+    json_keys: Vec<Box<str>>,
 }
 
 impl Schema {
@@ -315,6 +319,10 @@ impl Schema {
         let i = self.names.len();
         self.names.push(n.clone());
         self.index.insert(n, i);
+        let mut key = String::with_capacity(name.len() + 3);
+        write_json_str(&mut key, name);
+        key.push(':');
+        self.json_keys.push(key.into_boxed_str());
         i
     }
 }
@@ -452,74 +460,170 @@ pub fn encode_row(schema: &Schema, row: &[Value], out: &mut Vec<u8>) {
 }
 
 /// Appends one row as a JSON line (with `\n`) to a reusable text buffer (no allocation
-/// per row beyond the buffer's growth and annotated values).
+/// per row beyond the buffer's growth).
 pub fn encode_row_into(schema: &Schema, row: &[Value], s: &mut String) {
-    s.push('{');
-    let mut types: Vec<(usize, &'static str)> = Vec::new();
-    for (i, name) in schema.names().iter().enumerate() {
-        let v = row.get(i).unwrap_or(&Value::Null);
-        if i > 0 {
-            s.push(',');
-        }
-        write_json_str(s, name);
-        s.push(':');
-        if let Some(code) = v.annotation() {
-            types.push((i, code));
-        }
-        match v {
-            Value::Null => s.push_str("null"),
-            Value::Bool(b) => s.push_str(if *b { "true" } else { "false" }),
-            Value::Int(i) => {
-                let _ = write!(s, "{i}");
-            }
-            Value::Float(f) if f.is_finite() => s.push_str(&float_text(*f)),
-            Value::String(t) => write_json_str(s, t),
-            Value::Json(j) => {
-                let _ = write!(s, "{j}");
-            }
-            other => write_json_str(s, &other.text()),
-        }
-    }
-    if !types.is_empty() {
-        if !schema.is_empty() {
-            s.push(',');
-        }
-        write_json_str(s, TYPES_FIELD);
-        s.push_str(":[");
-        for (n, (i, code)) in types.iter().enumerate() {
-            if n > 0 {
-                s.push(',');
-            }
-            s.push('"');
-            let start = s.len();
-            write_json_str(s, &schema.names()[*i]);
-            // Drop the quotes write_json_str added around the name.
-            s.remove(start);
-            s.pop();
-            s.push('@');
-            s.push_str(code);
-            s.push('"');
-        }
-        s.push(']');
-    }
-    s.push_str("}\n");
+    RowEncoder::default().encode(schema, row, s);
 }
 
+/// Encodes rows of one stream, remembering the `_types` suffix of the previous row: in
+/// a typed stream every row carries the same annotations, so they are written once per
+/// change, not escaped again for every row.
+#[derive(Debug, Default)]
+pub struct RowEncoder {
+    types: Vec<(usize, &'static str)>,
+    last_types: Vec<(usize, &'static str)>,
+    suffix: String,
+}
+
+impl RowEncoder {
+    /// Appends one row as a JSON line (with `\n`) to `s`.
+    pub fn encode(&mut self, schema: &Schema, row: &[Value], s: &mut String) {
+        s.push('{');
+        self.types.clear();
+        for (i, key) in schema.json_keys.iter().enumerate() {
+            let v = row.get(i).unwrap_or(&Value::Null);
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(key);
+            if let Some(code) = v.annotation() {
+                self.types.push((i, code));
+            }
+            write_json_value(s, v);
+        }
+        if !self.types.is_empty() {
+            if self.types != self.last_types {
+                self.suffix.clear();
+                if !schema.is_empty() {
+                    self.suffix.push(',');
+                }
+                write_json_str(&mut self.suffix, TYPES_FIELD);
+                self.suffix.push_str(":[");
+                for (n, (i, code)) in self.types.iter().enumerate() {
+                    if n > 0 {
+                        self.suffix.push(',');
+                    }
+                    let mut entry = String::with_capacity(schema.names()[*i].len() + 3);
+                    entry.push_str(&schema.names()[*i]);
+                    entry.push('@');
+                    entry.push_str(code);
+                    write_json_str(&mut self.suffix, &entry);
+                }
+                self.suffix.push(']');
+                std::mem::swap(&mut self.types, &mut self.last_types);
+                self.types.clone_from(&self.last_types);
+            }
+            s.push_str(&self.suffix);
+        }
+        s.push_str("}\n");
+    }
+}
+
+/// Writes a value's JSON form (annotated values as strings).
+fn write_json_value(s: &mut String, v: &Value) {
+    match v {
+        Value::Null => s.push_str("null"),
+        Value::Bool(b) => s.push_str(if *b { "true" } else { "false" }),
+        Value::Int(i) => s.push_str(itoa::Buffer::new().format(*i)),
+        Value::Float(f) if f.is_finite() => {
+            if let Some(n) = serde_json::Number::from_f64(*f) {
+                let _ = write!(s, "{n}");
+            }
+        }
+        Value::String(t) | Value::Decimal(t) => write_json_str(s, t),
+        Value::Json(j) => {
+            let _ = write!(s, "{j}");
+        }
+        Value::Date(d) if (0..=9999).contains(&d.year()) => {
+            s.push('"');
+            write_date(s, *d);
+            s.push('"');
+        }
+        Value::DateTime(dt)
+            if (0..=9999).contains(&dt.year()) && dt.nanosecond() < 1_000_000_000 =>
+        {
+            s.push('"');
+            write_date(s, dt.date());
+            s.push('T');
+            write_time(s, dt.time());
+            s.push('"');
+        }
+        other => write_json_str(s, &other.text()),
+    }
+}
+
+/// `YYYY-MM-DD` for years 0..=9999, as chrono's `%Y-%m-%d` writes them.
+fn write_date(s: &mut String, d: NaiveDate) {
+    let mut b = [0u8; 10];
+    put_digits(&mut b[0..4], d.year() as u32);
+    b[4] = b'-';
+    put_digits(&mut b[5..7], d.month());
+    b[7] = b'-';
+    put_digits(&mut b[8..10], d.day());
+    s.push_str(std::str::from_utf8(&b).unwrap_or_default());
+}
+
+/// `HH:MM:SS[.fff|.ffffff|.fffffffff]`, as chrono's `%H:%M:%S%.f` writes it (no
+/// fraction when zero; 3, 6 or 9 digits otherwise). Leap seconds are not handled here.
+fn write_time(s: &mut String, t: NaiveTime) {
+    let mut b = [0u8; 18];
+    put_digits(&mut b[0..2], t.hour());
+    b[2] = b':';
+    put_digits(&mut b[3..5], t.minute());
+    b[5] = b':';
+    put_digits(&mut b[6..8], t.second());
+    let ns = t.nanosecond();
+    let n = if ns == 0 {
+        8
+    } else {
+        b[8] = b'.';
+        if ns % 1_000_000 == 0 {
+            put_digits(&mut b[9..12], ns / 1_000_000);
+            12
+        } else if ns % 1_000 == 0 {
+            put_digits(&mut b[9..15], ns / 1_000);
+            15
+        } else {
+            put_digits(&mut b[9..18], ns);
+            18
+        }
+    };
+    s.push_str(std::str::from_utf8(&b[..n]).unwrap_or_default());
+}
+
+/// Writes `v` as exactly `out.len()` decimal digits, zero-padded.
+fn put_digits(out: &mut [u8], mut v: u32) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// Appends `text` as a JSON string: runs without escapes are copied whole.
 fn write_json_str(s: &mut String, text: &str) {
     s.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            '\n' => s.push_str("\\n"),
-            '\r' => s.push_str("\\r"),
-            '\t' => s.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(s, "\\u{:04x}", c as u32);
-            }
-            c => s.push(c),
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // Escaped bytes are ASCII, so `i` is a char boundary.
+        s.push_str(&text[start..i]);
+        if esc.is_empty() {
+            let _ = write!(s, "\\u{:04x}", b);
+        } else {
+            s.push_str(esc);
         }
+        start = i + 1;
     }
+    s.push_str(&text[start..]);
     s.push('"');
 }
 
@@ -806,6 +910,58 @@ pub fn parse_datetime(text: &str) -> Option<Value> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fast_date_time_text_matches_chrono() {
+        let days = [
+            (0, 1, 1),
+            (1970, 1, 1),
+            (2024, 2, 29),
+            (9999, 12, 31),
+            (33, 7, 4),
+        ];
+        let nanos = [
+            0,
+            1,
+            999,
+            1_000,
+            120_000,
+            5_000_000,
+            500_000_000,
+            999_999_999,
+            123_456_789,
+        ];
+        for (y, m, d) in days {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            for ns in nanos {
+                let dt = date.and_hms_nano_opt(23, 5, 9, ns).unwrap();
+                for v in [Value::Date(date), Value::DateTime(dt)] {
+                    let mut fast = String::new();
+                    write_json_value(&mut fast, &v);
+                    let mut slow = String::new();
+                    write_json_str(&mut slow, &v.text());
+                    assert_eq!(fast, slow, "{v:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_strings_escape_like_serde_json() {
+        for t in [
+            "plain",
+            "a\"b",
+            "back\\slash",
+            "nl\n cr\r tab\t",
+            "\u{1}\u{1f}x",
+            "é ü 😀",
+            "",
+        ] {
+            let mut s = String::new();
+            write_json_str(&mut s, t);
+            assert_eq!(s, serde_json::to_string(t).unwrap());
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 

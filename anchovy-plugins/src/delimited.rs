@@ -20,6 +20,9 @@ use serde::Deserialize;
 
 use crate::error::PluginError;
 
+/// Bytes read from the (decoded) input at a time.
+const READ_BUFFER: usize = 256 << 10;
+
 /// The CSV options of a table (`tbls.<name>.*`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,23 +165,48 @@ impl CsvFormat {
         batch_size: usize,
         emit: &mut dyn FnMut(Batch) -> bool,
     ) -> Result<u64, PluginError> {
-        // Large reads from the source: one SFTP round trip per MiB, not per 8 KiB.
-        let input: Box<dyn Read + Send> = Box::new(BufReader::with_capacity(1 << 20, input));
         // Compressed files are decompressed as they stream, never landing on disk.
-        let input: Box<dyn Read + Send> = if label.ends_with(".gz") {
+        let mut input: Box<dyn Read + Send> = if label.ends_with(".gz") {
             Box::new(flate2::read::MultiGzDecoder::new(input))
         } else if label.ends_with(".zst") {
             Box::new(zstd::stream::read::Decoder::new(input).map_err(|e| io_err(label, e))?)
         } else {
             input
         };
-        let decoded = encoding_rs_io::DecodeReaderBytesBuilder::new()
-            .encoding(self.encoding)
-            .bom_sniffing(true)
-            .strip_bom(true)
-            .utf8_passthru(true)
-            .build(input);
-        let mut buffered = BufReader::with_capacity(256 << 10, decoded);
+        // UTF-8 (the common case) passes through untouched, its BOM dropped; other
+        // encodings, and UTF-16 files recognised by their BOM, are transcoded to UTF-8.
+        let mut head = [0u8; 3];
+        let mut got = 0;
+        while got < head.len() {
+            match input.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(label, e)),
+            }
+        }
+        let head = &head[..got];
+        let utf16 = head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]);
+        let decoded: Box<dyn Read + Send> = if self.encoding.is_none() && !utf16 {
+            let keep = if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+                3
+            } else {
+                0
+            };
+            Box::new(std::io::Cursor::new(head[keep..].to_vec()).chain(input))
+        } else {
+            Box::new(
+                encoding_rs_io::DecodeReaderBytesBuilder::new()
+                    .encoding(self.encoding)
+                    .bom_sniffing(true)
+                    .strip_bom(true)
+                    .utf8_passthru(true)
+                    .build(std::io::Cursor::new(head.to_vec()).chain(input)),
+            )
+        };
+        // The csv reader asks for whole buffers of this size, which BufReader hands
+        // straight through once the skipped lines are consumed: no extra copy.
+        let mut buffered = BufReader::with_capacity(READ_BUFFER, decoded);
         let mut skipped = 0u64;
         for _ in 0..self.skip_lines {
             let mut sink = Vec::new();
@@ -329,11 +357,7 @@ impl<R: Read> Read for LineCounter<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         let mut nl = self.newlines.borrow_mut();
-        for (i, b) in buf[..n].iter().enumerate() {
-            if *b == b'\n' {
-                nl.push_back(self.offset + i as u64);
-            }
-        }
+        nl.extend(memchr::memchr_iter(b'\n', &buf[..n]).map(|i| self.offset + i as u64));
         self.offset += n as u64;
         Ok(n)
     }
@@ -478,6 +502,32 @@ mod tests {
         assert_eq!(rows[0][1].1, s("a, b"));
         assert_eq!(rows[1][1].1, s("say \"hi\""));
         assert_eq!(rows[2][1].1, s("multi\nline"));
+    }
+
+    #[test]
+    fn utf16_files_are_recognised_by_their_bom_and_tiny_files_read() {
+        let mut le = vec![0xFF, 0xFE];
+        for u in "id,name\n1,Zoë\n".encode_utf16() {
+            le.extend_from_slice(&u.to_le_bytes());
+        }
+        let rows = read(&le, opts(serde_json::json!({})), &[], "f.csv").unwrap();
+        assert_eq!(rows[0][1], ("name".into(), s("Zoë")));
+        // Fewer bytes than a BOM, with and without a header.
+        assert!(
+            read(b"a", opts(serde_json::json!({})), &[], "f.csv")
+                .unwrap()
+                .is_empty()
+        );
+        let rows = read(
+            b"a",
+            opts(serde_json::json!({"header": false})),
+            &[],
+            "f.csv",
+        )
+        .unwrap();
+        assert_eq!(rows[0][0].1, s("a"));
+        let rows = read(b"\xEF\xBB\xBF", opts(serde_json::json!({})), &[], "f.csv").unwrap();
+        assert!(rows.is_empty());
     }
 
     #[test]

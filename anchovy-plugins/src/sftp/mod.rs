@@ -336,9 +336,10 @@ impl Source for SftpSource {
                 let rows = std::thread::scope(|scope| {
                     let (chunks_tx, chunks_rx) =
                         std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(4);
-                    scope.spawn(move || conn::read_ahead(file, &chunks_tx));
+                    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+                    scope.spawn(move || conn::read_ahead(file, &chunks_tx, &spare_rx));
                     format.read(
-                        Box::new(conn::ChunkReader::new(chunks_rx)),
+                        Box::new(conn::ChunkReader::new(chunks_rx, spare_tx)),
                         &f.path,
                         &table,
                         batch_size,
