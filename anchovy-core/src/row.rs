@@ -577,10 +577,10 @@ fn write_time(s: &mut String, t: NaiveTime) {
         8
     } else {
         b[8] = b'.';
-        if ns % 1_000_000 == 0 {
+        if ns.is_multiple_of(1_000_000) {
             put_digits(&mut b[9..12], ns / 1_000_000);
             12
-        } else if ns % 1_000 == 0 {
+        } else if ns.is_multiple_of(1_000) {
             put_digits(&mut b[9..15], ns / 1_000);
             15
         } else {
