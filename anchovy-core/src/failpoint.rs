@@ -5,7 +5,7 @@
 //! `sleep-<ms>` (the calling thread pauses, to open a race window on purpose), or
 //! `<n>` a number: exit on the n-th hit. Names used by the core: `commit.before`,
 //! `commit.after`, `checkpoint.mirrors`, `datafile.finish`, `source.batch`; plugins add
-//! their own (`upload.*`, `sftp.listed`).
+//! their own (`upload.*`, `sftp.listed`, `sftp.chunk` after each 1 MiB read).
 //! Unset in production: each hit is one cached lookup.
 
 use std::sync::OnceLock;

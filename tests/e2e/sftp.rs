@@ -359,14 +359,9 @@ fn a_file_still_being_written_is_skipped_then_read() {
     );
 }
 
-/// The server drops the connection mid-file: a clear error, nothing of that file
-/// committed, and the rerun loads it exactly once.
-#[test]
-fn a_connection_dropped_mid_file_loses_and_doubles_nothing() {
-    let _one = lock();
-    let s = server();
-    let env = Env::new();
-    let dir = s.folder(&env);
+/// A 600k-row CSV of ~27 MiB in `<dir>/big/`, and a config reading it.
+fn big_file(s: &Server, env: &Env) {
+    let dir = s.folder(env);
     let mut body = String::with_capacity(40 << 20);
     body.push_str("id,pad\n");
     for i in 0..600_000 {
@@ -380,33 +375,122 @@ fn a_connection_dropped_mid_file_loses_and_doubles_nothing() {
             dir.display()
         ),
     );
-    let child = env.spawn(
-        &["start", "-op", "sftp.CsvDownloader", "--id", "drop"],
-        &with(&key_env(&s), &[]),
+}
+
+/// Every id of [`big_file`] committed exactly once.
+fn assert_big_file_once(env: &Env, id: &str) {
+    let rows = committed(&env.home(), "tester", id);
+    let mut ids: Vec<i64> = rows["t"]
+        .iter()
+        .map(|r| match r.get("id") {
+            Some(Value::Int(i)) => *i,
+            other => panic!("id {other:?}"),
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 600_000);
+    assert!(
+        ids.iter().enumerate().all(|(n, i)| *i == n as i64),
+        "ids lost or doubled"
     );
-    // Let the transfer start, then kill the server side of every session of the user
-    // (the listening sshd stays up for the rerun).
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    let killed = std::process::Command::new("pkill")
+}
+
+/// Kills the server side of every session of the test user (not the listener).
+fn kill_sessions(s: &Server) -> bool {
+    std::process::Command::new("pkill")
         .args(["-9", "-u", &s.user])
         .status()
-        .unwrap();
+        .unwrap()
+        .success()
+}
+
+/// The connection drops mid-file while the server stays up: the read resumes on a
+/// new connection at the byte where it stopped; every row lands exactly once.
+#[test]
+fn a_connection_dropped_mid_file_resumes_exactly_once() {
+    let _one = lock();
+    let s = server();
+    let env = Env::new();
+    big_file(&s, &env);
+    // 100 ms after each MiB read: the kill lands mid-file, deterministically.
+    let child = env.spawn(
+        &["start", "-op", "sftp.CsvDownloader", "--id", "drop"],
+        &with(&key_env(&s), &[("ACHVY_FAILPOINT", "sftp.chunk:sleep-100")]),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let killed = kill_sessions(&s);
     let out = child.wait_with_output().unwrap();
+    assert!(killed, "no session to kill: the download ended too early");
+    let err = crate::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("read resumed on a new connection"), "{err}");
+    assert_big_file_once(&env, "drop");
+}
+
+/// Restarts the test sshd if a test stopped it (also when the test fails).
+struct Restart(PathBuf);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        let root = &self.0;
+        let pid = std::fs::read_to_string(root.join("sshd.pid")).unwrap_or_default();
+        let alive = !pid.trim().is_empty()
+            && std::path::Path::new(&format!("/proc/{}", pid.trim())).exists();
+        if !alive {
+            let ok = std::process::Command::new("/usr/sbin/sshd")
+                .arg("-f")
+                .arg(root.join("sshd_config"))
+                .arg("-E")
+                .arg(root.join("sshd.log"))
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "could not restart the test sshd");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+}
+
+/// The server goes away mid-file (listener and sessions): resuming fails after its
+/// retries, the table fails with a clear error naming the file, nothing of it is
+/// committed; once the server is back the rerun loads it exactly once.
+#[test]
+fn the_server_stopped_mid_file_fails_cleanly_and_the_rerun_loads_once() {
+    let _one = lock();
+    let s = server();
+    let env = Env::new();
+    big_file(&s, &env);
+    let root = s.dir.parent().unwrap().parent().unwrap().to_path_buf();
+    let child = env.spawn(
+        &["start", "-op", "sftp.CsvDownloader", "--id", "down"],
+        &with(&key_env(&s), &[("ACHVY_FAILPOINT", "sftp.chunk:sleep-100")]),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let restart = Restart(root.clone());
+    let pid = std::fs::read_to_string(root.join("sshd.pid")).unwrap();
+    let stopped = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(stopped, "could not stop the test sshd");
     assert!(
-        killed.success(),
+        kill_sessions(&s),
         "no session to kill: the download ended too early"
     );
-    assert_eq!(out.status.code(), Some(1), "{}", crate::stderr(&out));
+    let out = child.wait_with_output().unwrap();
+    drop(restart);
     let err = crate::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("table t") && err.contains("big.csv"), "{err}");
+    assert!(err.contains("attempts to resume"), "{err}");
     assert!(
-        committed(&env.home(), "tester", "drop").is_empty(),
+        committed(&env.home(), "tester", "down").is_empty(),
         "a partial file was committed"
     );
-    let out = run_key(&env, &s, "drop");
+    let out = run_key(&env, &s, "down");
     assert!(out.status.success(), "{}", crate::stderr(&out));
-    let rows = committed(&env.home(), "tester", "drop");
-    assert_eq!(rows["t"].len(), 600_000);
+    assert_big_file_once(&env, "down");
 }
 
 #[test]
@@ -542,4 +626,103 @@ fn passphrase_keys_named_connections_and_healthcheck() {
         "{}",
         crate::stderr(&out)
     );
+}
+
+/// A second sshd (the test server's config and host key on the next port) that takes
+/// passwords only through keyboard-interactive (PAM), as many appliance servers do.
+/// Stopped when dropped.
+struct KbdServer {
+    pid_file: PathBuf,
+    port: u16,
+    known_hosts: PathBuf,
+    log: PathBuf,
+}
+
+impl KbdServer {
+    fn start(s: &Server, env: &Env) -> KbdServer {
+        let root = s.dir.parent().unwrap().parent().unwrap();
+        let port: u16 = s.port.parse::<u16>().unwrap() + 7;
+        let pid_file = env.path().join("kbd.pid");
+        let conf: Vec<String> = std::fs::read_to_string(root.join("sshd_config"))
+            .unwrap()
+            .lines()
+            .map(|l| match l.split_whitespace().next() {
+                Some("Port") => format!("Port {port}"),
+                Some("PidFile") => format!("PidFile {}", pid_file.display()),
+                Some("UsePAM") => "UsePAM yes".into(),
+                Some("PasswordAuthentication") => "PasswordAuthentication no".into(),
+                Some("PubkeyAuthentication") => "PubkeyAuthentication no".into(),
+                Some("KbdInteractiveAuthentication") => "KbdInteractiveAuthentication yes".into(),
+                _ => l.to_string(),
+            })
+            .collect();
+        let config = env.write("kbd_sshd_config", conf.join("\n") + "\n");
+        let log = env.path().join("kbd_sshd.log");
+        let ok = std::process::Command::new("/usr/sbin/sshd")
+            .arg("-f")
+            .arg(&config)
+            .arg("-E")
+            .arg(&log)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "could not start the keyboard-interactive sshd");
+        // Same host key, so the known_hosts line only changes its port.
+        let kh = std::fs::read_to_string(&s.known_hosts)
+            .unwrap()
+            .replace(&format!("]:{}", s.port), &format!("]:{port}"));
+        let known_hosts = env.write("kbd_known_hosts", kh);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        KbdServer {
+            pid_file,
+            port,
+            known_hosts,
+            log,
+        }
+    }
+}
+
+impl Drop for KbdServer {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+#[test]
+fn keyboard_interactive_when_the_server_asks_for_it() {
+    let _one = lock();
+    let s = server();
+    let env = Env::new();
+    let kbd = KbdServer::start(&s, &env);
+    let dir = s.folder(&env);
+    s.put(&dir.join("k/a.csv"), "id,name\n1,alpha\n2,beta\n");
+    env.write(
+        "config.yaml",
+        format!("tbls:\n  k:\n    path: {}/k/*.csv\n", dir.display()),
+    );
+    let run = |id: &str, password: &str| {
+        env.cmd()
+            .args(["start", "-op", "sftp.CsvDownloader", "--id", id])
+            .env(
+                "ACHVY_CNXN__URI",
+                format!("sftp://{}:{password}@127.0.0.1:{}", s.user, kbd.port),
+            )
+            .env("ACHVY_CNXN__KNOWN_HOSTS", &kbd.known_hosts)
+            .output()
+            .unwrap()
+    };
+    let out = run("kbd", &s.password);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert_eq!(tbl_data(&results(&out), "k")["rows"], 2);
+    let log = std::fs::read_to_string(&kbd.log).unwrap();
+    assert!(log.contains("Accepted keyboard-interactive"), "{log}");
+    // A wrong password through keyboard-interactive is refused, and never shown.
+    let out = run("kbd_bad", "Wrong-Passw0rd");
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::stderr(&out);
+    assert!(err.contains("authentication failed for sftp://"), "{err}");
+    assert!(err.contains("keyboard-interactive"), "{err}");
+    assert!(!err.contains("Wrong-Passw0rd"), "{err}");
 }

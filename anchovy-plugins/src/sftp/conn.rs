@@ -136,13 +136,18 @@ impl SftpTarget {
     /// # Errors
     /// Unreachable host, refused or unknown host key, failed authentication.
     pub fn connect(&self) -> Result<(Session, Sftp), PluginError> {
+        self.connect_within(CONNECT_ATTEMPTS)
+    }
+
+    /// [`SftpTarget::connect`] with at most `attempts` TCP connection attempts.
+    pub(crate) fn connect_within(&self, attempts: u32) -> Result<(Session, Sftp), PluginError> {
         let mut delay = Duration::from_millis(500);
         let mut attempt = 0;
         let tcp = loop {
             attempt += 1;
             match self.tcp() {
                 Ok(t) => break t,
-                Err(e) if attempt < 4 => {
+                Err(e) if attempt < attempts => {
                     tracing::warn!(target = %self.display(), attempt, error = %e, "connect failed; retrying");
                     std::thread::sleep(delay);
                     delay *= 2;
@@ -495,16 +500,47 @@ fn prefer_fast_ciphers(s: &Session) {
     }
 }
 
+/// Checks that `f` still has the size and mtime it was listed with.
+///
+/// # Errors
+/// [`PluginError::Data`] when it changed (it is read again on the next run),
+/// [`PluginError::Io`] when it cannot be stat'ed.
+pub(crate) fn unchanged(sftp: &Sftp, f: &RemoteFile) -> Result<(), PluginError> {
+    let now = stat(sftp, &f.path)?;
+    if now.size != f.size || now.mtime_ns != f.mtime_ns {
+        return Err(PluginError::Data {
+            location: f.path.clone(),
+            message: "the file changed while it was being read; nothing of it is committed, it is read again on the next run".into(),
+        });
+    }
+    Ok(())
+}
+
+/// TCP connection attempts (with 0.5 s, 1 s, 2 s between them) before a table fails.
+const CONNECT_ATTEMPTS: u32 = 4;
+
+/// Times a read that failed mid-file is resumed before the table fails.
+pub(crate) const READ_RETRIES: u32 = 3;
+
 /// Reads a remote file in large chunks into `out` until the end, an error, or the
 /// receiver going away (the parser stopped).
+///
+/// A read that fails mid-file (a dropped connection, a timeout) is resumed: `reopen`
+/// connects again, checks the file is unchanged and opens it at the byte where the
+/// read stopped; every byte is handed out exactly once. After [`READ_RETRIES`] failed
+/// attempts the error goes to the reader, which fails the table (nothing of the file
+/// is committed; the next run reads it again).
 ///
 /// Chunks the reader has consumed come back through `spare`, so a download uses the
 /// same few buffers from start to end.
 pub(crate) fn read_ahead(
     mut file: ssh2::File,
+    reopen: &mut dyn FnMut(u64) -> Result<ssh2::File, PluginError>,
     out: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
     spare: &std::sync::mpsc::Receiver<Vec<u8>>,
 ) {
+    let mut offset = 0u64; // bytes read so far
+    let mut failures = 0u32;
     loop {
         let mut buf = spare.try_recv().unwrap_or_default();
         buf.resize(READ_CHUNK, 0);
@@ -512,17 +548,44 @@ pub(crate) fn read_ahead(
         while filled < READ_CHUNK {
             match file.read(&mut buf[filled..]) {
                 Ok(0) => break,
-                Ok(n) => filled += n,
+                Ok(n) => {
+                    filled += n;
+                    offset += n as u64;
+                    failures = 0;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let _ = out.send(Err(e));
-                    return;
+                    failures += 1;
+                    let resumed = if failures <= READ_RETRIES {
+                        tracing::warn!(error = %e, offset, attempt = failures, "SFTP read failed mid-file; reconnecting to resume at this byte");
+                        std::thread::sleep(Duration::from_millis(250 << failures));
+                        reopen(offset).map_err(|r| {
+                            tracing::warn!(error = %r, "resuming the SFTP read failed");
+                        })
+                    } else {
+                        Err(())
+                    };
+                    match resumed {
+                        Ok(f) => file = f,
+                        Err(()) if failures <= READ_RETRIES => {}
+                        Err(()) => {
+                            let _ = out.send(Err(std::io::Error::new(
+                                e.kind(),
+                                format!("{e} (at byte {offset}, after {READ_RETRIES} attempts to resume)"),
+                            )));
+                            return;
+                        }
+                    }
                 }
             }
         }
         buf.truncate(filled);
         let end = filled < READ_CHUNK;
         if !buf.is_empty() && out.send(Ok(buf)).is_err() {
+            return;
+        }
+        if let Err(e) = anchovy_core::failpoint::hit("sftp.chunk") {
+            let _ = out.send(Err(std::io::Error::other(e.to_string())));
             return;
         }
         if end {

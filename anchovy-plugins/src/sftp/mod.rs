@@ -296,8 +296,9 @@ impl Source for SftpSource {
         let table = tbl.name.clone();
         let pattern = csv.path.clone();
         let reader = tokio::task::spawn_blocking(move || -> Result<(), PluginError> {
-            let (_session, sftp) = target.connect()?;
-            let files: Vec<RemoteFile> = conn::list(&sftp, &pattern)?;
+            // The live connection; replaced when a read resumes on a new one.
+            let mut live = target.connect()?;
+            let files: Vec<RemoteFile> = conn::list(&live.1, &pattern)?;
             anchovy_core::failpoint::hit("sftp.listed")?;
             if files.is_empty() {
                 tracing::warn!(table = %table, path = %pattern, host = %target.host, "no remote file matches the path glob");
@@ -315,7 +316,7 @@ impl Source for SftpSource {
                     continue;
                 }
                 // Still being written? Its size or mtime moved since the listing.
-                let now = conn::stat(&sftp, &f.path)?;
+                let now = conn::stat(&live.1, &f.path)?;
                 if now.size != f.size || now.mtime_ns != f.mtime_ns {
                     if tx
                         .blocking_send(Item::Skipped {
@@ -328,16 +329,36 @@ impl Source for SftpSource {
                     }
                     continue;
                 }
-                let file = sftp
+                let file = live
+                    .1
                     .open(std::path::Path::new(&f.path))
                     .map_err(|e| conn::ssh_err(&target, &format!("open {}", f.path), e))?;
                 let mut stopped = false;
+                let mut resumed = None;
                 // Network reads on their own thread, overlapping the parsing.
                 let rows = std::thread::scope(|scope| {
                     let (chunks_tx, chunks_rx) =
                         std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(4);
                     let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-                    scope.spawn(move || conn::read_ahead(file, &chunks_tx, &spare_rx));
+                    let (target, f, resumed) = (&target, &f, &mut resumed);
+                    let mut reopen = move |offset: u64| {
+                        let (session, sftp) = target.connect_within(1)?;
+                        conn::unchanged(&sftp, f)?;
+                        let mut file = sftp
+                            .open(std::path::Path::new(&f.path))
+                            .map_err(|e| conn::ssh_err(target, &format!("open {}", f.path), e))?;
+                        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(
+                            |source| PluginError::Io {
+                                op: "seek",
+                                path: f.path.clone(),
+                                source,
+                            },
+                        )?;
+                        tracing::info!(file = %f.path, offset, "SFTP read resumed on a new connection");
+                        *resumed = Some((session, sftp));
+                        Ok(file)
+                    };
+                    scope.spawn(move || conn::read_ahead(file, &mut reopen, &chunks_tx, &spare_rx));
                     format.read(
                         Box::new(conn::ChunkReader::new(chunks_rx, spare_tx)),
                         &f.path,
@@ -350,16 +371,19 @@ impl Source for SftpSource {
                         },
                     )
                 })?;
+                if let Some(l) = resumed {
+                    live = l;
+                }
                 if stopped {
                     return Ok(());
                 }
-                let after = conn::stat(&sftp, &f.path)?;
-                if after.size != f.size || after.mtime_ns != f.mtime_ns {
-                    return Err(PluginError::Data {
+                conn::unchanged(&live.1, &f).map_err(|e| match e {
+                    PluginError::Data { message, .. } => PluginError::Data {
                         location: format!("{}{}", target.display(), f.path),
-                        message: "the file changed while it was being read; nothing of it is committed, it is read again on the next run".into(),
-                    });
-                }
+                        message,
+                    },
+                    e => e,
+                })?;
                 let state = FileState {
                     size: f.size,
                     mtime_ns: f.mtime_ns,
