@@ -152,6 +152,10 @@ pub struct ConfigArgs {
     /// Time between commits while a table streams [env: ACHVY_COMMIT_INTERVAL] (5s).
     #[arg(long, value_name = "DURATION")]
     pub commit_interval: Option<String>,
+    /// How long a killed run's lease blocks the next start on an object store
+    /// [env: ACHVY_LEASE_TTL] (60s).
+    #[arg(long, value_name = "DURATION")]
+    pub lease_ttl: Option<String>,
 }
 
 impl ConfigArgs {
@@ -179,7 +183,8 @@ impl ConfigArgs {
             .set_opt("max_concurrency", self.max_concurrency.clone())
             .set_opt("batch_size", self.batch_size.clone())
             .set_opt("file_max_bytes", self.file_max_bytes.clone())
-            .set_opt("commit_interval", self.commit_interval.clone());
+            .set_opt("commit_interval", self.commit_interval.clone())
+            .set_opt("lease_ttl", self.lease_ttl.clone());
         l
     }
 }

@@ -169,6 +169,7 @@ mod tests {
             "batch_size" => (vec!["--batch-size", "10"], "20", json!(30)),
             "file_max_bytes" => (vec!["--file-max-bytes", "100000"], "200000", json!(300000)),
             "commit_interval" => (vec!["--commit-interval", "1s"], "2s", json!("3s")),
+            "lease_ttl" => (vec!["--lease-ttl", "10s"], "20s", json!("30s")),
             other => panic!("no sample for settings key {other}: add one"),
         }
     }

@@ -50,6 +50,9 @@ pub struct CommitRecord {
     /// Checkpoint updates covered by these files (`null` deletes a key).
     #[serde(default)]
     pub checkpoints: BTreeMap<String, Option<serde_json::Value>>,
+    /// The fencing token of the run lease this commit was made under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<u64>,
 }
 
 /// Who is committing (stamped on every record).
@@ -72,6 +75,7 @@ pub struct Committer {
     ds: Datastore,
     next: tokio::sync::Mutex<u64>,
     checkpoints: Arc<Checkpoints>,
+    lease: Option<Arc<crate::lease::Lease>>,
 }
 
 impl Committer {
@@ -81,7 +85,15 @@ impl Committer {
             ds,
             next: tokio::sync::Mutex::new(last_seq + 1),
             checkpoints,
+            lease: None,
         }
+    }
+
+    /// Fences every commit with `lease`: it is renewed (conditionally) before each
+    /// commit record is written, so a run that lost its lease cannot commit.
+    pub fn with_lease(mut self, lease: Arc<crate::lease::Lease>) -> Committer {
+        self.lease = Some(lease);
+        self
     }
 
     /// The checkpoint state this committer advances.
@@ -103,6 +115,9 @@ impl Committer {
     ) -> Result<CommitRecord> {
         let mut next = self.next.lock().await;
         crate::failpoint::hit("commit.before")?;
+        if let Some(l) = &self.lease {
+            l.renew().await?;
+        }
         let record = CommitRecord {
             seq: *next,
             anchovy_id: meta.anchovy_id.clone(),
@@ -113,6 +128,7 @@ impl Committer {
             committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             files,
             checkpoints,
+            lease_token: self.lease.as_ref().map(|l| l.token()),
         };
         // Machine state: stored exactly (redacting would corrupt keys that merely
         // contain a secret's text). Operators must not put secrets into checkpoints.

@@ -206,6 +206,13 @@ pub const KEYS: &[KeyDef] = &[
         list: false,
         doc: "time between commits while a table streams (default 5s)",
     },
+    KeyDef {
+        key: "lease_ttl",
+        env: env::LEASE_TTL,
+        cli: "--lease-ttl",
+        list: false,
+        doc: "how long a killed run's lease blocks the next start on an object store (default 60s; renewed every third of it)",
+    },
 ];
 
 /// Accepted spellings that map to a canonical key (the original README's typo included).
@@ -377,6 +384,8 @@ pub struct Settings {
     pub file_max_bytes: u64,
     /// Time between commits while streaming.
     pub commit_interval: Duration,
+    /// Run lease time to live.
+    pub lease_ttl: Duration,
     /// Which layer each key came from (key -> origin), for `--explain`-style output.
     pub origins: BTreeMap<String, String>,
 }
@@ -543,6 +552,20 @@ impl Settings {
             })?,
             None => Duration::from_secs(5),
         };
+        let lease_ttl = match pick("lease_ttl", &mut origins) {
+            Some((v, o)) => parse_duration(&as_string(&v))
+                .filter(|d| *d >= Duration::from_secs(1))
+                .ok_or_else(|| {
+                    Error::config(
+                        "lease_ttl",
+                        format!(
+                            "`{}` from {o} is not a duration of at least 1s",
+                            as_string(&v)
+                        ),
+                    )
+                })?,
+            None => Duration::from_secs(60),
+        };
         Ok(Settings {
             id,
             user,
@@ -564,6 +587,7 @@ impl Settings {
             batch_size,
             file_max_bytes,
             commit_interval,
+            lease_ttl,
             origins,
         })
     }

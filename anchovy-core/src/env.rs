@@ -47,6 +47,8 @@ pub const BATCH_SIZE: &str = "ACHVY_BATCH_SIZE";
 pub const FILE_MAX_BYTES: &str = "ACHVY_FILE_MAX_BYTES";
 /// Seconds between commits while a table streams (default 5); the task end always commits.
 pub const COMMIT_INTERVAL: &str = "ACHVY_COMMIT_INTERVAL";
+/// How long a run lease lives without renewal (`lease_ttl`).
+pub const LEASE_TTL: &str = "ACHVY_LEASE_TTL";
 /// The config file path when `--config-file` is not given (default `./config.yaml`).
 pub const CONFIG_FILE: &str = "ACHVY_CONFIG_FILE";
 /// The prefix of connection variables: `ACHVY_CNXN__<ID>__<ATTR>` or `ACHVY_CNXN__<ATTR>`.
@@ -78,5 +80,6 @@ pub const ALL: &[&str] = &[
     BATCH_SIZE,
     FILE_MAX_BYTES,
     COMMIT_INTERVAL,
+    LEASE_TTL,
     CONFIG_FILE,
 ];

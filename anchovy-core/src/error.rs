@@ -26,6 +26,10 @@ pub mod exit {
     pub const TIMEOUT: u8 = 3;
     /// The datastore could not be read or written (startup or commit).
     pub const DATASTORE: u8 = 4;
+    /// Another run of the same anchovy (user and id) holds the run lease: this run
+    /// did nothing and wrote nothing. Also: this run lost its lease mid-run (another
+    /// process took it over after it expired) and stopped before committing more.
+    pub const LOCKED: u8 = 5;
     /// Interrupted by SIGINT/SIGTERM before the run finished.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -104,6 +108,31 @@ pub enum Error {
         /// The object_store error.
         #[source]
         source: object_store::Error,
+    },
+
+    /// Another run of the same anchovy holds the run lease.
+    #[error(
+        "another run of this anchovy is in progress: {holder} holds the run lease of {store} until {expires_at} (it is renewed while that run lives; a killed run's lease expires and is taken over)"
+    )]
+    Locked {
+        /// The anchovy's datastore area.
+        store: String,
+        /// Who holds it (host, pid, session).
+        holder: String,
+        /// When the holder's lease expires unless renewed (RFC 3339).
+        expires_at: String,
+    },
+
+    /// This run's lease was taken over (it expired while the process was paused or cut
+    /// off); the run stops before committing anything more.
+    #[error(
+        "this run lost the run lease of {store} (token {token}): another run took it over after it expired; nothing more is committed by this run"
+    )]
+    LeaseLost {
+        /// The anchovy's datastore area.
+        store: String,
+        /// The fencing token this run held.
+        token: u64,
     },
 
     /// Another process committed to the same anchovy at the same time.
@@ -259,6 +288,7 @@ impl Error {
             | Error::ConnectionAttr { .. }
             | Error::NoSource { .. } => exit::CONFIG,
             Error::Datastore { .. } | Error::CommitConflict { .. } => exit::DATASTORE,
+            Error::Locked { .. } | Error::LeaseLost { .. } => exit::LOCKED,
             Error::ExecutionTimeout { .. } => exit::TIMEOUT,
             Error::Cancelled { .. } => exit::INTERRUPTED,
             // A core error anywhere in an operator's chain keeps its own code (a missing

@@ -52,6 +52,7 @@ pub mod datastore;
 pub mod env;
 pub mod error;
 pub mod failpoint;
+pub mod lease;
 pub mod operator;
 pub mod results;
 pub mod row;

@@ -24,6 +24,7 @@ use crate::connection::Connections;
 use crate::context::{SessionCtx, TaskCtx};
 use crate::datastore::{Datastore, layout};
 use crate::error::{Error, Result, exit};
+use crate::lease::Lease;
 use crate::operator::{Operator, OperatorSpec, Registry};
 use crate::results::{BatchResult, SessionResult};
 use crate::stream::{Sink, Source, run_pipeline, wrap};
@@ -39,6 +40,14 @@ pub struct Session {
     ctx: Arc<SessionCtx>,
     operator: Arc<dyn Operator>,
     tasks: TaskStore,
+    lease: Arc<Lease>,
+    keep_alive: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.keep_alive.abort();
+    }
 }
 
 type Inflight = Arc<Mutex<BTreeMap<(u8, String), Instant>>>;
@@ -101,24 +110,47 @@ impl Session {
         for c in spec.connections {
             connections.require(c, spec.name)?;
         }
-        let (root, store, cps, last) = open_store(&settings).await?;
-        let committer = Arc::new(Committer::new(store.clone(), cps, last));
-        let ctx = Arc::new(SessionCtx {
-            operator: spec.name.to_string(),
-            kind: spec.kind,
-            session_id: new_session_id(),
-            config_tbls: doc.tbl_set(),
-            settings,
-            connections,
-            datastore: root,
-            store: store.clone(),
-            committer,
-        });
-        let operator = (spec.build)(&ctx)?;
+        let root = Datastore::open(&settings.datastore)?;
+        let store = root.for_anchovy(&settings.user, &settings.id);
+        let session_id = new_session_id();
+        // The lease first: a second run of this anchovy stops here, having written nothing.
+        let lease = Lease::acquire(&store, &session_id, settings.lease_ttl).await?;
+        let keep_alive = lease.keep_alive();
+        let built = async {
+            let (cps, last) = Checkpoints::load(&store).await?;
+            let committer = Arc::new(
+                Committer::new(store.clone(), Arc::new(cps), last).with_lease(lease.clone()),
+            );
+            let ctx = Arc::new(SessionCtx {
+                operator: spec.name.to_string(),
+                kind: spec.kind,
+                session_id,
+                config_tbls: doc.tbl_set(),
+                settings,
+                connections,
+                datastore: root,
+                store: store.clone(),
+                committer,
+            });
+            let operator = (spec.build)(&ctx)?;
+            Ok::<_, Error>((ctx, operator))
+        }
+        .await;
+        let (ctx, operator) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                // Nothing ran: hand the lease back so the next start need not wait.
+                keep_alive.abort();
+                let _ = lease.release().await;
+                return Err(e);
+            }
+        };
         Ok(Session {
             ctx,
             operator,
             tasks: TaskStore::new(store),
+            lease,
+            keep_alive,
         })
     }
 
@@ -181,10 +213,17 @@ impl Session {
         }
         let (log, _) = self.hook_task(TaskType::Shutdown, 0, empty).await;
         session_tasks.push(log);
+        self.keep_alive.abort();
+        if !self.lease.is_lost()
+            && let Err(e) = self.lease.release().await
+        {
+            tracing::warn!(error = %e.chain(), "releasing the run lease failed; it expires on its own");
+        }
 
         let all_ok = session_tasks.iter().all(|t| t.status == Status::Ok)
             && batches.iter().all(|b| b.status == Status::Ok);
         let exit_code = match &fatal {
+            _ if self.lease.is_lost() => exit::LOCKED,
             Some(e) => e.exit_code().max(exit::FAILED),
             None if all_ok => exit::OK,
             None => exit::FAILED,

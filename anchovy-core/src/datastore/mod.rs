@@ -19,13 +19,13 @@
 //! conditional create (exactly one of several racing writers wins).
 
 pub mod layout;
+pub mod url;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
@@ -46,6 +46,9 @@ pub struct Datastore {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     location: String,
+    /// Path parts of `prefix` that `location` already shows (a URL's own prefix).
+    shown: usize,
+    local: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Datastore {
@@ -55,43 +58,49 @@ impl std::fmt::Debug for Datastore {
 }
 
 impl Datastore {
-    /// Opens a datastore from a location: a filesystem path or a `file://` URL.
-    /// The directory is created when missing.
+    /// Opens a datastore from a location: a local path, `file://`, `s3://`, `az://`
+    /// (and the other Azure forms), or `gs://` URL (see [`url`]). A local directory is
+    /// created when missing.
     ///
     /// # Errors
-    /// [`Error::Config`] for a URL scheme this build does not support yet, [`Error::Io`]
-    /// when the directory cannot be created.
+    /// [`Error::Config`] for a URL that is not understood, [`Error::Io`] when the
+    /// directory cannot be created, [`Error::Datastore`] when the client cannot be built.
     pub fn open(location: &str) -> Result<Datastore> {
-        let path = if let Some(p) = location.strip_prefix("file://") {
-            PathBuf::from(p)
-        } else if let Some((scheme, _)) = location.split_once("://") {
-            return Err(Error::config(
-                "datastore",
-                format!(
-                    "`{scheme}://` datastores are not supported by this build yet; use a local path or file:// URL"
-                ),
-            ));
-        } else {
-            PathBuf::from(location)
-        };
-        std::fs::create_dir_all(&path).map_err(|source| Error::Io {
-            op: "create datastore directory",
-            path: path.clone(),
-            source,
-        })?;
-        let path = path.canonicalize().map_err(|source| Error::Io {
-            op: "resolve datastore directory",
-            path: path.clone(),
-            source,
-        })?;
-        let fs = LocalFileSystem::new_with_prefix(&path)
-            .map_err(|e| Error::datastore("open", path.display().to_string(), e))?
-            .with_automatic_cleanup(true);
+        Datastore::open_with(location, None)
+    }
+
+    /// [`Datastore::open`] with credentials from a named connection.
+    ///
+    /// # Errors
+    /// As [`Datastore::open`].
+    pub fn open_with(
+        location: &str,
+        conn: Option<&crate::connection::Connection>,
+    ) -> Result<Datastore> {
+        let o = url::open(location, conn)?;
         Ok(Datastore {
-            store: Arc::new(fs),
-            prefix: Path::default(),
-            location: format!("file://{}", path.display()),
+            shown: o.prefix.parts().count(),
+            store: o.store,
+            prefix: o.prefix,
+            location: o.location.trim_end_matches('/').to_string(),
+            local: o.local,
         })
+    }
+
+    /// The directory of a local filesystem datastore (`None` for object stores).
+    pub fn local_dir(&self) -> Option<PathBuf> {
+        let root = self.local.as_ref()?;
+        Some(
+            self.prefix
+                .parts()
+                .fold(root.clone(), |p, part| p.join(part.as_ref())),
+        )
+    }
+
+    /// The underlying store and the full path of `key` in it, for conditional writes
+    /// that need versions ([`crate::lease`]).
+    pub fn raw(&self, key: &str) -> (Arc<dyn ObjectStore>, Path) {
+        (self.store.clone(), self.full(key))
     }
 
     /// A datastore over any object store (for other backends and tests).
@@ -100,6 +109,8 @@ impl Datastore {
             store,
             prefix: Path::default(),
             location: location.into(),
+            shown: 0,
+            local: None,
         }
     }
 
@@ -116,15 +127,23 @@ impl Datastore {
             store: self.store.clone(),
             prefix: Path::from_iter(p),
             location: self.location.clone(),
+            shown: self.shown,
+            local: self.local.clone(),
         }
     }
 
     /// A printable location (`file:///home/me/.anchovies/me/sales`), without secrets.
     pub fn location(&self) -> String {
-        if self.prefix.as_ref().is_empty() {
+        let rest: Vec<String> = self
+            .prefix
+            .parts()
+            .skip(self.shown)
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        if rest.is_empty() {
             self.location.clone()
         } else {
-            format!("{}/{}", self.location.trim_end_matches('/'), self.prefix)
+            format!("{}/{}", self.location.trim_end_matches('/'), rest.join("/"))
         }
     }
 

@@ -2,6 +2,7 @@
 //! checkpoints against data, hooks and discovery, failures and panics.
 #![allow(missing_docs)]
 
+mod datastores;
 mod pipeline;
 
 use std::collections::BTreeMap;

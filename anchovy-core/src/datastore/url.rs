@@ -1,0 +1,284 @@
+//! Object stores by URL: the one place that turns `s3://`, `az://`, `gs://`, `file://`
+//! and plain paths into an [`ObjectStore`] and a prefix inside it. The datastore and
+//! the blob downloaders both open their stores here.
+//!
+//! | URL | store |
+//! |-----|-------|
+//! | `/path`, `~/x`, `file:///path` | local filesystem (directory created when missing) |
+//! | `s3://bucket/prefix`, `s3a://`, `https://s3.<region>.amazonaws.com/bucket/prefix` | Amazon S3 and S3-compatible servers |
+//! | `az://container/prefix`, `abfs://`, `abfss://container@account.dfs.core.windows.net/prefix`, `https://<account>.blob.core.windows.net/container/prefix` | Azure Blob Storage (and Azurite) |
+//! | `gs://bucket/prefix` | Google Cloud Storage |
+//!
+//! Credentials come from the providers' usual environment variables, as `object_store`
+//! reads them (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT`,
+//! `AWS_REGION`, `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`,
+//! `AZURE_STORAGE_SAS_KEY`, `AZURE_STORAGE_USE_EMULATOR`, `GOOGLE_SERVICE_ACCOUNT`,
+//! ...), then from a named connection whose attributes are the same keys without the
+//! provider prefix (`ACHVY_CNXN__LAKE__ACCESS_KEY_ID`, `..__ACCOUNT_KEY`, `..__ENDPOINT`);
+//! a connection attribute wins over the environment. Secret values from either source
+//! are registered for redaction.
+//!
+//! Every request is retried on 5xx, 429/503 throttling, timeouts and dropped
+//! connections with jittered exponential backoff (0.1 s doubling up to 15 s, at most 6
+//! retries, 3 minutes in all), then fails with the URL (never a credential) and status.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreScheme, RetryConfig};
+
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+
+/// An opened object store and the prefix a URL points at inside it.
+#[derive(Clone)]
+pub struct Opened {
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// The prefix inside the store (empty for a bucket's root).
+    pub prefix: Path,
+    /// The URL without query string or credentials, for messages.
+    pub location: String,
+    /// The directory, for a local filesystem store.
+    pub local: Option<PathBuf>,
+}
+
+/// Environment variables whose values are secrets, registered for redaction.
+const SECRET_VARS: &[&str] = &[
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_MASTER_KEY",
+    "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_CLIENT_SECRET",
+    "GOOGLE_SERVICE_ACCOUNT_KEY",
+];
+
+/// The retry policy of every object store request.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: 6,
+        retry_timeout: Duration::from_secs(180),
+    }
+}
+
+/// Client timeouts, as config keys so the builders' own environment settings (proxy,
+/// `allow_http`, ...) stay in place.
+const TIMEOUTS: [(&str, &str); 2] = [("connect_timeout", "10s"), ("timeout", "120s")];
+
+/// True when `location` names a remote object store rather than a local path.
+pub fn is_remote(location: &str) -> bool {
+    location
+        .split_once("://")
+        .is_some_and(|(scheme, _)| scheme != "file")
+}
+
+/// Opens the store a URL (or local path) points at.
+///
+/// # Errors
+/// [`Error::Config`] naming the URL for an unknown scheme or a malformed URL, with the
+/// forms accepted; [`Error::Io`] when a local directory cannot be created;
+/// [`Error::Datastore`] when the provider's client cannot be built (missing region,
+/// bad credentials format).
+pub fn open(location: &str, conn: Option<&Connection>) -> Result<Opened> {
+    for v in SECRET_VARS {
+        if let Ok(s) = std::env::var(v) {
+            crate::secret::register(&s);
+        }
+    }
+    if !is_remote(location) {
+        return open_local(location.strip_prefix("file://").unwrap_or(location));
+    }
+    let bad = |why: String| {
+        Error::config(
+            "datastore",
+            format!(
+                "`{}`: {why}; use s3://bucket/prefix, az://container/prefix, \
+                 https://<account>.blob.core.windows.net/container/prefix, gs://bucket/prefix, \
+                 file:///path or a local path",
+                printable(location)
+            ),
+        )
+    };
+    let url = url::Url::parse(location).map_err(|e| bad(e.to_string()))?;
+    let (scheme, prefix) = ObjectStoreScheme::parse(&url).map_err(|e| bad(e.to_string()))?;
+    let attrs: Vec<(String, String)> = conn
+        .map(|c| {
+            c.attr_names()
+                .filter(|a| *a != "uri" && *a != "url")
+                .filter_map(|a| Some((a.to_string(), c.get(a)?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let id = conn.map(|c| c.id.clone()).unwrap_or_default();
+    let unknown = |attr: &str| {
+        Error::config(
+            "connection",
+            format!(
+                "`ACHVY_CNXN__{}__{}` is not a setting of this object store; use the \
+                 provider's key without its prefix (access_key_id, secret_access_key, \
+                 endpoint, region, account_name, account_key, sas_key, use_emulator, ...)",
+                id.to_ascii_uppercase(),
+                attr.to_ascii_uppercase()
+            ),
+        )
+    };
+    let store: Arc<dyn ObjectStore> = match scheme {
+        ObjectStoreScheme::AmazonS3 => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_url(location)
+                .with_retry(retry_config());
+            for (k, v) in TIMEOUTS {
+                if let Ok(key) = k.parse() {
+                    b = b.with_config(key, v);
+                }
+            }
+            for (k, v) in &attrs {
+                let key = with_prefix("aws_", k).parse().map_err(|_| unknown(k))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(
+                b.build()
+                    .map_err(|e| Error::datastore("open", printable(location), e))?,
+            )
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(location)
+                .with_retry(retry_config());
+            for (k, v) in TIMEOUTS {
+                if let Ok(key) = k.parse() {
+                    b = b.with_config(key, v);
+                }
+            }
+            for (k, v) in &attrs {
+                let key = with_prefix("azure_storage_", k)
+                    .parse()
+                    .or_else(|_| k.parse())
+                    .map_err(|_| unknown(k))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(
+                b.build()
+                    .map_err(|e| Error::datastore("open", printable(location), e))?,
+            )
+        }
+        ObjectStoreScheme::GoogleCloudStorage => {
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_url(location)
+                .with_retry(retry_config());
+            for (k, v) in TIMEOUTS {
+                if let Ok(key) = k.parse() {
+                    b = b.with_config(key, v);
+                }
+            }
+            for (k, v) in &attrs {
+                let key = with_prefix("google_", k)
+                    .parse()
+                    .or_else(|_| k.parse())
+                    .map_err(|_| unknown(k))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(
+                b.build()
+                    .map_err(|e| Error::datastore("open", printable(location), e))?,
+            )
+        }
+        ObjectStoreScheme::Local => return open_local(url.path()),
+        other => return Err(bad(format!("{other:?} stores are not supported"))),
+    };
+    Ok(Opened {
+        store,
+        prefix,
+        location: printable(location),
+        local: None,
+    })
+}
+
+fn with_prefix(prefix: &str, key: &str) -> String {
+    let k = key.to_ascii_lowercase();
+    if k.starts_with(prefix) {
+        k
+    } else {
+        format!("{prefix}{k}")
+    }
+}
+
+fn open_local(path: &str) -> Result<Opened> {
+    let path = PathBuf::from(path);
+    std::fs::create_dir_all(&path).map_err(|source| Error::Io {
+        op: "create datastore directory",
+        path: path.clone(),
+        source,
+    })?;
+    let path = path.canonicalize().map_err(|source| Error::Io {
+        op: "resolve datastore directory",
+        path: path.clone(),
+        source,
+    })?;
+    let fs = LocalFileSystem::new_with_prefix(&path)
+        .map_err(|e| Error::datastore("open", path.display().to_string(), e))?
+        .with_automatic_cleanup(true);
+    Ok(Opened {
+        store: Arc::new(fs),
+        prefix: Path::default(),
+        location: format!("file://{}", path.display()),
+        local: Some(path),
+    })
+}
+
+/// A URL without its query string (SAS tokens) or user info (credentials).
+pub fn printable(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut u) if u.scheme() != "file" => {
+            u.set_query(None);
+            let _ = u.set_password(None);
+            if !u.username().is_empty() && u.scheme() != "abfs" && u.scheme() != "abfss" {
+                let _ = u.set_username("");
+            }
+            u.to_string()
+        }
+        _ => location.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_users_paste_are_understood() {
+        // Building needs no network; credentials for the builders come from here.
+        let opened = open("s3://bucket/some/prefix", None).unwrap();
+        assert_eq!(opened.prefix.as_ref(), "some/prefix");
+        let opened = open("az://container/p", None);
+        // Azure needs an account name: the error names the URL.
+        if let Err(e) = opened {
+            assert!(e.to_string().contains("az://container/p"), "{e}");
+        }
+        let e = open("ftp://x/y", None).err().unwrap().to_string();
+        assert!(
+            e.contains("ftp://x/y") && e.contains("s3://bucket/prefix"),
+            "{e}"
+        );
+        assert_eq!(
+            printable("https://acct.blob.core.windows.net/c/p?sv=2020&sig=SECRET"),
+            "https://acct.blob.core.windows.net/c/p"
+        );
+        assert_eq!(printable("s3://key:secret@bucket/p"), "s3://bucket/p");
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/ds", dir.path().display());
+        let o = open(&url, None).unwrap();
+        assert!(o.local.unwrap().ends_with("ds"));
+    }
+}
