@@ -165,14 +165,7 @@ impl CsvFormat {
         batch_size: usize,
         emit: &mut dyn FnMut(Batch) -> bool,
     ) -> Result<u64, PluginError> {
-        // Compressed files are decompressed as they stream, never landing on disk.
-        let mut input: Box<dyn Read + Send> = if label.ends_with(".gz") {
-            Box::new(flate2::read::MultiGzDecoder::new(input))
-        } else if label.ends_with(".zst") {
-            Box::new(zstd::stream::read::Decoder::new(input).map_err(|e| io_err(label, e))?)
-        } else {
-            input
-        };
+        let mut input = decompressed(input, label)?;
         // UTF-8 (the common case) passes through untouched, its BOM dropped; other
         // encodings, and UTF-16 files recognised by their BOM, are transcoded to UTF-8.
         let mut head = [0u8; 3];
@@ -434,7 +427,25 @@ pub fn convert(text: &str, ty: Option<ColType>, empty_as_null: bool) -> Option<V
     })
 }
 
-fn io_err(label: &str, e: std::io::Error) -> PluginError {
+/// `input` decompressed by `label`'s extension (`.gz`, `.zst`), as it streams: a
+/// compressed file never lands on disk.
+///
+/// # Errors
+/// [`PluginError::Data`] when the zstd header cannot be read.
+pub fn decompressed(
+    input: Box<dyn Read + Send>,
+    label: &str,
+) -> Result<Box<dyn Read + Send>, PluginError> {
+    Ok(if label.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(input))
+    } else if label.ends_with(".zst") {
+        Box::new(zstd::stream::read::Decoder::new(input).map_err(|e| io_err(label, e))?)
+    } else {
+        input
+    })
+}
+
+pub(crate) fn io_err(label: &str, e: std::io::Error) -> PluginError {
     PluginError::Data {
         location: label.to_string(),
         message: format!("read failed: {e}"),

@@ -8,13 +8,20 @@
 //! |----------|---------|--------------|
 //! | `files.CsvDownloader` | `files` | CSV/TSV files on the local filesystem |
 //! | `sftp.CsvDownloader` | `sftp` | CSV/TSV files on SFTP servers |
+//! | `blob.CsvDownloader`, `blob.JsonDownloader` | `blob` | CSV and JSON objects on S3, Azure Blob, GCS |
 //! | `sql.Uploader` | `sql` | datastore -> PostgreSQL, MySQL/MariaDB, SQLite |
 
+#[cfg(feature = "blob")]
+pub mod blob;
+#[cfg(feature = "files")]
+pub mod chunks;
 #[cfg(feature = "files")]
 pub mod delimited;
 pub mod error;
 #[cfg(feature = "files")]
 pub mod files;
+#[cfg(feature = "files")]
+pub mod json;
 #[cfg(feature = "sftp")]
 pub mod sftp;
 #[cfg(feature = "sql")]
@@ -31,6 +38,8 @@ pub fn registry() -> Registry {
     let r = r.with(files::SPEC);
     #[cfg(feature = "sftp")]
     let r = r.with(sftp::SPEC);
+    #[cfg(feature = "blob")]
+    let r = r.with(blob::CSV_SPEC).with(blob::JSON_SPEC);
     #[cfg(feature = "sql")]
     let r = r.with(sql::SPEC);
     r

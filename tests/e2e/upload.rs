@@ -22,7 +22,7 @@ fn server_url(var: &str) -> String {
 
 impl Target {
     /// `None` for SQLite: the uploader's embedded default (a file in the datastore).
-    fn url(self) -> Option<String> {
+    pub fn url(self) -> Option<String> {
         match self {
             Target::Sqlite => None,
             Target::Pg => Some(server_url("PG_URL")),

@@ -360,7 +360,7 @@ impl Source for SftpSource {
                     };
                     scope.spawn(move || conn::read_ahead(file, &mut reopen, &chunks_tx, &spare_rx));
                     format.read(
-                        Box::new(conn::ChunkReader::new(chunks_rx, spare_tx)),
+                        Box::new(crate::chunks::ChunkReader::new(chunks_rx, spare_tx)),
                         &f.path,
                         &table,
                         batch_size,

@@ -1,0 +1,378 @@
+//! JSON records to typed batches: the reader of `blob.JsonDownloader` (and of any
+//! downloader that gets JSON files).
+//!
+//! A file is read in one of three shapes, told apart by its first bytes:
+//! - **NDJSON**: one object per line (blank lines skipped); `_line` is the line;
+//! - **a JSON array** of objects (`[{...}, {...}]`), streamed element by element, never
+//!   held whole; `_line` is the element's position (1-based);
+//! - **JSON documents**: one object per file (pretty-printed or not), or several in a
+//!   row; `_line` is the document's position.
+//!
+//! With `records: <field>` each document's `<field>` (a dotted path) holds the array of
+//! records, and the document's other top-level scalar fields are copied into every
+//! record (e.g. a session id beside its events). Nested objects and arrays stay JSON
+//! ([`Value::Json`]); `columns:` types convert text values (dates, decimals, ...) on read,
+//! with an error naming the file, record, column and value when one does not parse.
+//! `.gz` and `.zst` files are decompressed as they stream.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+
+use anchovy_core::row::BatchBuilder;
+use anchovy_core::{Batch, ColType, Value};
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+
+use crate::delimited::{convert, decompressed, io_err};
+use crate::error::PluginError;
+
+/// The JSON options of a table (`tbls.<name>.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonOptions {
+    /// The object URL glob (`az://container/logs/*.json`). Required.
+    pub path: String,
+    /// Connection id with the store's credentials (default: the provider's env vars).
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// A dotted path to the array of records inside each document.
+    #[serde(default)]
+    pub records: Option<String>,
+    /// Add `_file` and `_line` columns.
+    #[serde(default)]
+    pub provenance: bool,
+}
+
+/// How one table's JSON files become rows.
+#[derive(Debug, Clone)]
+pub struct JsonFormat {
+    records: Option<Vec<String>>,
+    provenance: bool,
+    columns: BTreeMap<String, ColType>,
+}
+
+/// Bytes read at a time.
+const READ_BUFFER: usize = 256 << 10;
+
+impl JsonFormat {
+    /// The format of a table: its options and `columns:` types.
+    pub fn new(o: &JsonOptions, columns: &BTreeMap<String, ColType>) -> JsonFormat {
+        JsonFormat {
+            records: o
+                .records
+                .as_ref()
+                .map(|r| r.split('.').map(String::from).collect()),
+            provenance: o.provenance,
+            columns: columns.clone(),
+        }
+    }
+
+    /// Reads one file into batches of `batch_size` rows for `table`; `emit` returning
+    /// false stops the read. Returns the number of records.
+    ///
+    /// # Errors
+    /// [`PluginError::Data`] naming `label:line` (or the record's position) for
+    /// malformed JSON, a record that is not an object, or a value of a typed column
+    /// that does not parse.
+    pub fn read(
+        &self,
+        input: Box<dyn Read + Send>,
+        label: &str,
+        table: &str,
+        batch_size: usize,
+        emit: &mut dyn FnMut(Batch) -> bool,
+    ) -> Result<u64, PluginError> {
+        let mut input = BufReader::with_capacity(READ_BUFFER, decompressed(input, label)?);
+        let mut out = Out {
+            fmt: self,
+            label,
+            b: BatchBuilder::new(Arc::<str>::from(table)),
+            batch_size,
+            emit,
+            count: 0,
+            stopped: false,
+        };
+        // Skip a UTF-8 BOM and leading whitespace to see the shape.
+        let first = loop {
+            let buf = input.fill_buf().map_err(|e| io_err(label, e))?;
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            let skip = if buf.starts_with(&[0xEF, 0xBB, 0xBF]) {
+                3
+            } else {
+                buf.iter().take_while(|b| b.is_ascii_whitespace()).count()
+            };
+            if skip == 0 {
+                break buf[0];
+            }
+            input.consume(skip);
+        };
+        if first == b'[' && self.records.is_none() {
+            let mut de = serde_json::Deserializer::from_reader(input);
+            serde::Deserializer::deserialize_seq(&mut de, ArrayRecords { out: &mut out })
+                .map_err(|e| json_err(label, &e))?;
+            de.end().map_err(|e| json_err(label, &e))?;
+        } else if self.records.is_none() && self.ndjson(&mut input)? {
+            let mut line = String::new();
+            let mut n = 0u64;
+            loop {
+                line.clear();
+                let got = input.read_line(&mut line).map_err(|e| io_err(label, e))?;
+                if got == 0 {
+                    break;
+                }
+                n += 1;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v: serde_json::Value =
+                    serde_json::from_str(&line).map_err(|e| PluginError::Data {
+                        location: format!("{label}:{n}"),
+                        message: format!("not a JSON object: {e}"),
+                    })?;
+                out.record(v, n, &[])?;
+                if out.stopped {
+                    return Ok(out.count);
+                }
+            }
+        } else {
+            let stream =
+                serde_json::Deserializer::from_reader(input).into_iter::<serde_json::Value>();
+            for (i, doc) in stream.enumerate() {
+                let doc = doc.map_err(|e| json_err(label, &e))?;
+                out.document(doc, i as u64 + 1)?;
+                if out.stopped {
+                    return Ok(out.count);
+                }
+            }
+        }
+        out.flush();
+        Ok(out.count)
+    }
+
+    /// True when the first line is a complete JSON value (NDJSON); false for a
+    /// document spread over lines. Looks without consuming.
+    fn ndjson(&self, input: &mut BufReader<Box<dyn Read + Send>>) -> Result<bool, PluginError> {
+        let buf = input.fill_buf().map_err(|e| io_err("", e))?;
+        let end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+        Ok(
+            serde_json::from_slice::<serde::de::IgnoredAny>(&buf[..end]).is_ok()
+                && memchr::memchr(b'\n', buf).is_some(),
+        )
+    }
+}
+
+struct Out<'a> {
+    fmt: &'a JsonFormat,
+    label: &'a str,
+    b: BatchBuilder,
+    batch_size: usize,
+    emit: &'a mut dyn FnMut(Batch) -> bool,
+    count: u64,
+    stopped: bool,
+}
+
+impl Out<'_> {
+    /// One record; `inherited` are fields copied from its document.
+    fn record(
+        &mut self,
+        v: serde_json::Value,
+        pos: u64,
+        inherited: &[(String, serde_json::Value)],
+    ) -> Result<(), PluginError> {
+        let serde_json::Value::Object(map) = v else {
+            return Err(PluginError::Data {
+                location: format!("{}:{pos}", self.label),
+                message: format!("record {pos} is not a JSON object"),
+            });
+        };
+        let mut pairs: Vec<(String, Value)> = Vec::with_capacity(map.len() + inherited.len() + 2);
+        for (k, v) in inherited.iter().cloned().chain(map) {
+            let value = match (self.fmt.columns.get(&k), v) {
+                (Some(t), serde_json::Value::String(s)) => convert(&s, Some(*t), false)
+                    .ok_or_else(|| PluginError::Data {
+                        location: format!("{}:{pos}", self.label),
+                        message: format!("column `{k}`: `{s}` is not a valid {t}"),
+                    })?,
+                (_, v) => Value::from_json(v),
+            };
+            pairs.push((k, value));
+        }
+        if self.fmt.provenance {
+            pairs.push(("_file".into(), Value::String(self.label.to_string())));
+            pairs.push(("_line".into(), Value::Int(pos as i64)));
+        }
+        self.b.push_pairs(pairs);
+        self.count += 1;
+        if self.b.len() >= self.batch_size {
+            self.stopped = !(self.emit)(self.b.take());
+        }
+        Ok(())
+    }
+
+    /// One document: a record, or (with `records:`) the records inside it.
+    fn document(&mut self, doc: serde_json::Value, pos: u64) -> Result<(), PluginError> {
+        let Some(path) = &self.fmt.records else {
+            return self.record(doc, pos, &[]);
+        };
+        let mut cur = &doc;
+        for p in path {
+            cur = cur.get(p).ok_or_else(|| PluginError::Data {
+                location: format!("{}:{pos}", self.label),
+                message: format!("document {pos} has no `{}` (records:)", path.join(".")),
+            })?;
+        }
+        let serde_json::Value::Array(items) = cur else {
+            return Err(PluginError::Data {
+                location: format!("{}:{pos}", self.label),
+                message: format!("`{}` in document {pos} is not an array", path.join(".")),
+            });
+        };
+        let inherited: Vec<(String, serde_json::Value)> = doc
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, v)| **k != path[0] && !v.is_object() && !v.is_array())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (i, item) in items.iter().enumerate() {
+            self.record(item.clone(), i as u64 + 1, &inherited)?;
+            if self.stopped {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if !self.b.is_empty() && !self.stopped {
+            (self.emit)(self.b.take());
+        }
+    }
+}
+
+/// Streams the elements of a top-level array into records, one at a time.
+struct ArrayRecords<'o, 'a> {
+    out: &'o mut Out<'a>,
+}
+
+impl<'de> Visitor<'de> for ArrayRecords<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of JSON objects")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut pos = 0u64;
+        while let Some(v) = seq.next_element_seed(ValueSeed)? {
+            pos += 1;
+            if self.out.stopped {
+                continue;
+            }
+            self.out
+                .record(v, pos, &[])
+                .map_err(|e| serde::de::Error::custom(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+struct ValueSeed;
+
+impl<'de> DeserializeSeed<'de> for ValueSeed {
+    type Value = serde_json::Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        serde_json::Value::deserialize(d)
+    }
+}
+
+fn json_err(label: &str, e: &serde_json::Error) -> PluginError {
+    PluginError::Data {
+        location: if e.line() > 0 {
+            format!("{label}:{}", e.line())
+        } else {
+            label.to_string()
+        },
+        message: format!("malformed JSON: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(data: &[u8], opts: serde_json::Value, label: &str) -> Result<Vec<Batch>, PluginError> {
+        let mut o = serde_json::json!({"path": "x"});
+        o.as_object_mut()
+            .unwrap()
+            .extend(opts.as_object().unwrap().clone());
+        let o: JsonOptions = serde_json::from_value(o).unwrap();
+        let mut cols = BTreeMap::new();
+        cols.insert("at".to_string(), ColType::DateTime);
+        let f = JsonFormat::new(&o, &cols);
+        let mut out = vec![];
+        f.read(
+            Box::new(std::io::Cursor::new(data.to_vec())),
+            label,
+            "t",
+            2,
+            &mut |b| {
+                out.push(b);
+                true
+            },
+        )?;
+        Ok(out)
+    }
+
+    fn rows(bs: &[Batch]) -> Vec<Vec<(String, Value)>> {
+        bs.iter().flat_map(|b| b.records()).collect()
+    }
+
+    #[test]
+    fn ndjson_arrays_and_documents() {
+        let nd = b"{\"id\":1,\"at\":\"2024-01-02T03:04:05Z\"}\n\n{\"id\":2,\"tags\":[\"a\"]}\n{\"id\":3}\n";
+        let r = rows(&read(nd, serde_json::json!({"provenance": true}), "f.ndjson").unwrap());
+        assert_eq!(r.len(), 3);
+        assert!(matches!(r[0][1].1, Value::DateTimeTz(_)));
+        assert_eq!(
+            r[2].iter().find(|(k, _)| k == "_line").unwrap().1,
+            Value::Int(4)
+        );
+        let arr = b" [ {\"id\": 1}, {\"id\": 2, \"n\": {\"x\": 1}} ] ";
+        let r = rows(&read(arr, serde_json::json!({}), "f.json").unwrap());
+        assert_eq!(r.len(), 2);
+        assert!(matches!(r[1][1].1, Value::Json(_)));
+        let doc = b"{\n  \"session\": \"s1\",\n  \"user\": \"u\",\n  \"events\": [\n    {\"id\": \"e1\"}, {\"id\": \"e2\"}\n  ]\n}\n";
+        let r = rows(&read(doc, serde_json::json!({}), "s.json").unwrap());
+        assert_eq!(r.len(), 1);
+        let r = rows(&read(doc, serde_json::json!({"records": "events"}), "s.json").unwrap());
+        assert_eq!(r.len(), 2);
+        assert!(r[1].contains(&("session".to_string(), Value::String("s1".into()))));
+        assert!(r[1].contains(&("id".to_string(), Value::String("e2".into()))));
+        assert!(rows(&read(b"", serde_json::json!({}), "e.json").unwrap()).is_empty());
+    }
+
+    #[test]
+    fn bad_json_names_file_and_line() {
+        let e = read(b"{\"id\":1}\n{\"id\":\n", serde_json::json!({}), "f.ndjson").unwrap_err();
+        assert!(e.to_string().contains("f.ndjson:2"), "{e}");
+        let e = read(b"[{\"id\":1}, 7]", serde_json::json!({}), "a.json").unwrap_err();
+        assert!(e.to_string().contains("not a JSON object"), "{e}");
+        let e = read(
+            b"{\"at\":\"yesterday\"}\n",
+            serde_json::json!({}),
+            "f.ndjson",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`yesterday` is not a valid datetime"),
+            "{e}"
+        );
+        let e = read(b"{\"a\":[1,2", serde_json::json!({}), "t.json").unwrap_err();
+        assert!(e.to_string().contains("t.json"), "{e}");
+    }
+}
