@@ -148,14 +148,14 @@ mod tests {
                 json!("datastore"),
             ),
             "task_store_cls" => (
-                vec!["--task-store-cls", "datastore"],
-                "datastore",
-                json!("datastore"),
+                vec!["--task-store-cls", "s3://cli/meta"],
+                "az://env/meta",
+                json!("gs://file/meta"),
             ),
             "tbl_store_cls" => (
-                vec!["--tbl-store-cls", "datastore"],
-                "datastore",
-                json!("datastore"),
+                vec!["--tbl-store-cls", "s3://cli/meta"],
+                "az://env/meta",
+                json!("gs://file/meta"),
             ),
             "data_buffer_cls" => (
                 vec!["--data-buffer-cls", "ndjson.gz"],

@@ -134,14 +134,14 @@ pub const KEYS: &[KeyDef] = &[
         env: env::TASK_STORE_CLS,
         cli: "--task-store-cls",
         list: false,
-        doc: "task log store implementation (datastore)",
+        doc: "where task logs go: datastore (default) or a datastore URL of their own",
     },
     KeyDef {
         key: "tbl_store_cls",
         env: env::TBL_STORE_CLS,
         cli: "--tbl-store-cls",
         list: false,
-        doc: "table metadata store implementation (datastore)",
+        doc: "where table metadata goes: datastore (default) or a datastore URL of its own",
     },
     KeyDef {
         key: "data_buffer_cls",
@@ -486,20 +486,23 @@ impl Settings {
             Some((v, _)) => as_string(&v),
             None => home.to_string_lossy().into_owned(),
         };
-        let checkpoint_cls = one_of(
-            "checkpoint_cls",
-            string("checkpoint_cls", "datastore", &mut origins),
-            STORE_CLS,
-        )?;
-        let task_store_cls = one_of(
+        let checkpoint_cls = string("checkpoint_cls", "datastore", &mut origins);
+        if checkpoint_cls.contains("://") {
+            return Err(Error::config(
+                "checkpoint_cls",
+                "checkpoints cannot live apart from the data: each commit record carries the \
+                 checkpoints of the data files it commits, in one atomic write; use `datastore` \
+                 (task_store_cls and tbl_store_cls take a URL)",
+            ));
+        }
+        let checkpoint_cls = one_of("checkpoint_cls", checkpoint_cls, STORE_CLS)?;
+        let task_store_cls = store_cls(
             "task_store_cls",
             string("task_store_cls", "datastore", &mut origins),
-            STORE_CLS,
         )?;
-        let tbl_store_cls = one_of(
+        let tbl_store_cls = store_cls(
             "tbl_store_cls",
             string("tbl_store_cls", "datastore", &mut origins),
-            STORE_CLS,
         )?;
         let data_buffer_cls = one_of(
             "data_buffer_cls",
@@ -628,6 +631,15 @@ fn parse_num(key: &str, v: Option<(serde_json::Value, String)>, default: u64) ->
                     format!("`{}` from {o} is not a whole number", as_string(&v)),
                 )
             }),
+    }
+}
+
+/// `datastore`, or a datastore URL/path of its own for this kind of metadata.
+fn store_cls(key: &str, v: String) -> Result<String> {
+    if v.contains("://") || v.starts_with('/') {
+        Ok(v)
+    } else {
+        one_of(key, v, STORE_CLS)
     }
 }
 

@@ -32,6 +32,9 @@ pub struct SessionCtx {
     pub datastore: Datastore,
     /// This anchovy's area: `<datastore>/<user>/<id>`.
     pub store: Datastore,
+    /// Where table metadata (`$tables`) lives: the datastore, or the root that
+    /// `tbl_store_cls` names.
+    pub tbl_root: Datastore,
     /// Tables from the config document (before discovery and filtering).
     pub config_tbls: TblSet,
     pub(crate) committer: Arc<Committer>,
@@ -63,6 +66,12 @@ impl SessionCtx {
     /// The area of another anchovy of the same user (an upstream).
     pub fn upstream_store(&self, id: &str) -> Datastore {
         self.datastore.for_anchovy(&self.settings.user, id)
+    }
+
+    /// Where an anchovy of this user keeps its table metadata (this one's with
+    /// `self.settings.id`).
+    pub fn tbl_store(&self, id: &str) -> Datastore {
+        self.tbl_root.for_anchovy(&self.settings.user, id)
     }
 }
 

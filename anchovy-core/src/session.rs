@@ -112,6 +112,16 @@ impl Session {
         }
         let root = Datastore::open(&settings.datastore)?;
         let store = root.for_anchovy(&settings.user, &settings.id);
+        // Metadata a user asked to keep apart from the data (task logs, table metadata).
+        let apart = |cls: &str| -> Result<Datastore> {
+            if cls == "datastore" {
+                Ok(root.clone())
+            } else {
+                Datastore::open(cls)
+            }
+        };
+        let task_root = apart(&settings.task_store_cls)?;
+        let tbl_root = apart(&settings.tbl_store_cls)?;
         let session_id = new_session_id();
         // The lease first: a second run of this anchovy stops here, having written nothing.
         let lease = Lease::acquire(&store, &session_id, settings.lease_ttl).await?;
@@ -129,6 +139,7 @@ impl Session {
                 settings,
                 connections,
                 datastore: root,
+                tbl_root,
                 store: store.clone(),
                 committer,
             });
@@ -145,10 +156,11 @@ impl Session {
                 return Err(e);
             }
         };
+        let tasks = TaskStore::new(task_root.for_anchovy(&ctx.settings.user, &ctx.settings.id));
         Ok(Session {
             ctx,
             operator,
-            tasks: TaskStore::new(store),
+            tasks,
             lease,
             keep_alive,
         })
@@ -631,7 +643,7 @@ async fn run_table(
             })?;
         run_pipeline(ctx.clone(), source.clone(), sinks, &mut sink).await?;
         sink.commit().await?;
-        let store = TblStore::new(sess.store.clone());
+        let store = TblStore::new(sess.tbl_store(&sess.settings.id));
         let mut written: Vec<String> = sink.stats.keys().cloned().collect();
         if !written.contains(&name) {
             written.push(name.clone());

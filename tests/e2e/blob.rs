@@ -333,3 +333,61 @@ fn count(target: Target, env: &Env, table: &str) -> i64 {
     );
     rows[0][0].as_ref().unwrap().parse().unwrap()
 }
+
+/// Task logs and table metadata kept apart from the data (`task_store_cls`,
+/// `tbl_store_cls` as URLs): they land there, and the uploader still finds its
+/// upstream's tables and loads them.
+#[test]
+fn task_logs_and_table_metadata_live_apart_from_the_data() {
+    let env = Env::new();
+    let nonce = env.nonce();
+    let tasks_url = format!("az://{}/meta/{nonce}", need("AZURE_CONTAINER"));
+    let tbls_url = format!("s3://{}/meta/{nonce}", need("S3_BUCKET"));
+    env.write("in/a.csv", "id,name\n1,alpha\n2,beta\n");
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    unique_by: id\n    columns: {id: int}\n",
+    );
+    let apart = [
+        ("ACHVY_TASK_STORE_CLS", tasks_url.as_str()),
+        ("ACHVY_TBL_STORE_CLS", tbls_url.as_str()),
+    ];
+    ok(run(&env, "files.CsvDownloader", "src", &apart));
+    let area = env.home().join("tester/src");
+    assert!(
+        area.join("$commits").exists(),
+        "the data stays in the datastore"
+    );
+    assert!(!area.join("$task_logs").exists() && !area.join("$tables").exists());
+    let list = |url: &str, folder: &str| {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            anchovy_core::Datastore::open(url)
+                .unwrap()
+                .for_anchovy("tester", "src")
+                .list(folder)
+                .await
+                .unwrap()
+                .len()
+        })
+    };
+    assert!(list(&tasks_url, "$task_logs") >= 5);
+    assert_eq!(list(&tbls_url, "$tables"), 1);
+    let mut c = env.cmd();
+    c.args(["start", "-op", "sql.Uploader", "--id", "wh", "-U", "src"]);
+    for k in PASS {
+        if let Ok(v) = std::env::var(k) {
+            c.env(k, v);
+        }
+    }
+    let r = ok(c.envs(apart).output().unwrap());
+    assert_eq!(tbl_data(&r, "src.t")["rows_inserted"], 2, "{r}");
+    // Checkpoints cannot move away from the commit record: a clear refusal.
+    let out = run(
+        &env,
+        "files.CsvDownloader",
+        "src",
+        &[("ACHVY_CHECKPOINT_CLS", &tasks_url)],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(crate::stderr(&out).contains("checkpoints cannot live apart"));
+}

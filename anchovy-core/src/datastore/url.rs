@@ -26,6 +26,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreScheme, RetryConfig};
@@ -69,6 +72,50 @@ pub fn retry_config() -> RetryConfig {
         },
         max_retries: 6,
         retry_timeout: Duration::from_secs(180),
+    }
+}
+
+/// Longest `Retry-After` honoured; longer waits are capped to this.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
+
+/// The default HTTP client, plus: a throttled response (429, 503) that says when to
+/// come back (`Retry-After: <seconds>`) waits that long (at most 30 s) before
+/// `object_store`'s own retry (with its jittered backoff) sends the request again.
+#[derive(Debug, Default)]
+pub struct RetryAfterConnector;
+
+impl HttpConnector for RetryAfterConnector {
+    fn connect(&self, options: &object_store::ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(RetryAfter { inner }))
+    }
+}
+
+#[derive(Debug)]
+struct RetryAfter {
+    inner: HttpClient,
+}
+
+#[async_trait::async_trait]
+impl HttpService for RetryAfter {
+    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let resp = self.inner.execute(req).await?;
+        if matches!(resp.status().as_u16(), 429 | 503)
+            && let Some(wait) = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            let wait = Duration::from_secs(wait).min(RETRY_AFTER_CAP);
+            tracing::info!(
+                status = resp.status().as_u16(),
+                wait_s = wait.as_secs(),
+                "throttled by the object store; waiting as Retry-After asks"
+            );
+            tokio::time::sleep(wait).await;
+        }
+        Ok(resp)
     }
 }
 
@@ -137,7 +184,8 @@ pub fn open(location: &str, conn: Option<&Connection>) -> Result<Opened> {
         ObjectStoreScheme::AmazonS3 => {
             let mut b = object_store::aws::AmazonS3Builder::from_env()
                 .with_url(location)
-                .with_retry(retry_config());
+                .with_retry(retry_config())
+                .with_http_connector(RetryAfterConnector);
             for (k, v) in TIMEOUTS {
                 if let Ok(key) = k.parse() {
                     b = b.with_config(key, v);
@@ -155,7 +203,8 @@ pub fn open(location: &str, conn: Option<&Connection>) -> Result<Opened> {
         ObjectStoreScheme::MicrosoftAzure => {
             let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_url(location)
-                .with_retry(retry_config());
+                .with_retry(retry_config())
+                .with_http_connector(RetryAfterConnector);
             for (k, v) in TIMEOUTS {
                 if let Ok(key) = k.parse() {
                     b = b.with_config(key, v);
@@ -176,7 +225,8 @@ pub fn open(location: &str, conn: Option<&Connection>) -> Result<Opened> {
         ObjectStoreScheme::GoogleCloudStorage => {
             let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_url(location)
-                .with_retry(retry_config());
+                .with_retry(retry_config())
+                .with_http_connector(RetryAfterConnector);
             for (k, v) in TIMEOUTS {
                 if let Ok(key) = k.parse() {
                     b = b.with_config(key, v);
@@ -255,6 +305,53 @@ pub fn printable(location: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that throttles the first request (503, `Retry-After: 1`) and then
+    /// serves the object: the read waits the second it was asked to, then succeeds.
+    #[tokio::test]
+    async fn throttled_requests_wait_for_retry_after_then_succeed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            for n in 0..2 {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 8192];
+                let _ = sock.read(&mut buf).await.unwrap();
+                let reply = if n == 0 {
+                    "HTTP/1.1 503 Slow Down\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"e1\"\r\nLast-Modified: Mon, 23 Nov 2026 10:00:00 GMT\r\nConnection: close\r\n\r\nhello".to_string()
+                };
+                sock.write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name("b")
+            .with_region("us-east-1")
+            .with_endpoint(format!("http://127.0.0.1:{port}"))
+            .with_allow_http(true)
+            .with_access_key_id("k")
+            .with_secret_access_key("s")
+            .with_retry(retry_config())
+            .with_http_connector(RetryAfterConnector)
+            .build()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let got = object_store::ObjectStoreExt::get(&store, &Path::from("x"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(&got[..], b"hello");
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        server.await.unwrap();
+    }
 
     #[test]
     fn urls_users_paste_are_understood() {

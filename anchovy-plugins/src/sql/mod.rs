@@ -156,7 +156,7 @@ impl Operator for Uploader {
         }
         let mut out = Vec::new();
         for up in &s.upstream {
-            let tbls = TblStore::new(ctx.session.upstream_store(up)).list().await?;
+            let tbls = TblStore::new(ctx.session.tbl_store(up)).list().await?;
             if tbls.is_empty() {
                 tracing::warn!(upstream = %up, datastore = %ctx.session.upstream_store(up).location(), "the upstream anchovy has no tables yet");
             }
@@ -191,7 +191,7 @@ impl Operator for Uploader {
             )),
         }
         for up in &ctx.settings.upstream {
-            match TblStore::new(ctx.upstream_store(up)).list().await {
+            match TblStore::new(ctx.tbl_store(up)).list().await {
                 Ok(t) => out.push((format!("upstream {up}"), Ok(format!("{} tables", t.len())))),
                 Err(e) => out.push((format!("upstream {up}"), Err(e.chain()))),
             }
