@@ -72,11 +72,25 @@ fn task_order(t: TaskType) -> u8 {
 /// [`Error::Config`]/[`Error::Io`] for the location, [`Error::Datastore`] for I/O.
 pub async fn open_store(
     settings: &Settings,
+    connections: &Connections,
 ) -> Result<(Datastore, Datastore, Arc<Checkpoints>, u64)> {
-    let root = Datastore::open(&settings.datastore)?;
+    let root = open_datastore(settings, connections)?;
     let store = root.for_anchovy(&settings.user, &settings.id);
     let (cps, last) = Checkpoints::load(&store).await?;
     Ok((root, store, Arc::new(cps), last))
+}
+
+/// The connection whose attributes, when set, carry the datastore's credentials
+/// (`ACHVY_CNXN__DATASTORE__ACCESS_KEY_ID`, `..__ACCOUNT_KEY`, ...).
+pub const DATASTORE_CONNECTION: &str = "datastore";
+
+/// Opens the datastore the settings name, with the `datastore` connection's
+/// credentials when one is configured.
+///
+/// # Errors
+/// As [`Datastore::open`].
+pub fn open_datastore(settings: &Settings, connections: &Connections) -> Result<Datastore> {
+    Datastore::open_with(&settings.datastore, connections.get(DATASTORE_CONNECTION))
 }
 
 impl Session {
@@ -110,14 +124,14 @@ impl Session {
         for c in spec.connections {
             connections.require(c, spec.name)?;
         }
-        let root = Datastore::open(&settings.datastore)?;
+        let root = open_datastore(&settings, &connections)?;
         let store = root.for_anchovy(&settings.user, &settings.id);
         // Metadata a user asked to keep apart from the data (task logs, table metadata).
         let apart = |cls: &str| -> Result<Datastore> {
             if cls == "datastore" {
                 Ok(root.clone())
             } else {
-                Datastore::open(cls)
+                Datastore::open_with(cls, connections.get(DATASTORE_CONNECTION))
             }
         };
         let task_root = apart(&settings.task_store_cls)?;

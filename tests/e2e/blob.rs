@@ -391,3 +391,61 @@ fn task_logs_and_table_metadata_live_apart_from_the_data() {
     assert_eq!(out.status.code(), Some(2));
     assert!(crate::stderr(&out).contains("checkpoints cannot live apart"));
 }
+
+/// The datastore's credentials from a connection (`ACHVY_CNXN__DATASTORE__*`) instead
+/// of the provider's variables; the secret never shows in any output.
+#[test]
+fn datastore_credentials_from_a_connection() {
+    let env = Env::new();
+    let url = format!("s3://{}/cnxn/{}", need("S3_BUCKET"), env.nonce());
+    env.write("in/a.csv", "id\n1\n2\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    let secret = "Sup3r-S3cret-Key-9876";
+    let out = env
+        .cmd()
+        .args([
+            "start",
+            "-op",
+            "files.CsvDownloader",
+            "--id",
+            "cx",
+            "--datastore",
+            &url,
+        ])
+        .env("ACHVY_CNXN__DATASTORE__ACCESS_KEY_ID", "cnxn-key")
+        .env("ACHVY_CNXN__DATASTORE__SECRET_ACCESS_KEY", secret)
+        .env("ACHVY_CNXN__DATASTORE__ENDPOINT", need("AWS_ENDPOINT"))
+        .env("ACHVY_CNXN__DATASTORE__ALLOW_HTTP", "true")
+        .env("ACHVY_CNXN__DATASTORE__REGION", "us-east-1")
+        .env(
+            "ACHVY_CNXN__DATASTORE__VIRTUAL_HOSTED_STYLE_REQUEST",
+            "false",
+        )
+        .output()
+        .unwrap();
+    let r = ok(out.clone());
+    assert_eq!(tbl_data(&r, "t")["rows"], 2);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        crate::stderr(&out)
+    );
+    assert!(!all.contains(secret), "the secret leaked");
+    // An attribute that is no setting of the store is a configuration error naming it.
+    let out = env
+        .cmd()
+        .args([
+            "start",
+            "-op",
+            "files.CsvDownloader",
+            "--id",
+            "cx2",
+            "--datastore",
+            &url,
+        ])
+        .env("ACHVY_CNXN__DATASTORE__ACCES_KEY_ID", "typo")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", crate::stderr(&out));
+    assert!(crate::stderr(&out).contains("ACHVY_CNXN__DATASTORE__ACCES_KEY_ID"));
+}

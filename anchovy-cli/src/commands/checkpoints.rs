@@ -15,7 +15,7 @@ use crate::args::CheckpointsArgs;
 /// Lists or deletes checkpoints.
 pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
     let s = &loaded.settings;
-    let (_, store, cps, last) = match open_store(s).await {
+    let (_, store, cps, last) = match open_store(s, &loaded.connections).await {
         Ok(x) => x,
         Err(e) => return crate::report(&e),
     };

@@ -46,7 +46,7 @@ pub async fn run(registry: &Registry, loaded: Loaded) -> ExitCode {
             }
         }
     }
-    match open_store(s).await {
+    match open_store(s, &loaded.connections).await {
         Ok((_, store, _, last)) => match store.probe().await {
             Ok(()) => lines.push((
                 true,
