@@ -174,6 +174,22 @@ fn deleting_a_checkpoint_rereads_that_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(crate::stderr(&out).contains("pass -y"));
+    // While a run holds the lease, a deletion waits its turn: exit 5, nothing deleted.
+    // (The run pauses at its first batch, of a new file, and is then killed.)
+    env.write("in/c.csv", "id\n3\n");
+    let mut running = env.spawn(
+        &["start", "-op", "files.CsvDownloader", "--id", "d"],
+        &[("ACHVY_FAILPOINT", "source.batch:sleep-3000")],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let out = env
+        .cmd()
+        .args(["checkpoints", "--id", "d", "-D", "-y", "t:in/b.csv"])
+        .output()
+        .unwrap();
+    running.kill().unwrap();
+    running.wait().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", crate::stderr(&out));
     let out = env
         .cmd()
         .args(["checkpoints", "--id", "d", "-D", "-y", "t:in/b.csv"])
@@ -182,14 +198,19 @@ fn deleting_a_checkpoint_rereads_that_file() {
     assert!(out.status.success(), "{}", crate::stderr(&out));
     assert!(crate::stderr(&out).contains("deleted 1 checkpoints"));
     let r = run(&env, "d");
-    assert_eq!(tbl_data(&r, "t")["files_read"], 1);
+    assert_eq!(tbl_data(&r, "t")["files_read"], 2, "b.csv again, and c.csv");
     let ids: Vec<Value> = committed(&env.home(), "tester", "d")["t"]
         .iter()
         .map(|r| r["id"].clone())
         .collect();
     assert_eq!(
         ids,
-        vec![Value::from("1"), Value::from("2"), Value::from("2")]
+        vec![
+            Value::from("1"),
+            Value::from("2"),
+            Value::from("2"),
+            Value::from("3")
+        ]
     );
 }
 

@@ -5,8 +5,10 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anchovy_core::checkpoint::Checkpoints;
 use anchovy_core::commit::{CommitMeta, Committer};
 use anchovy_core::error::exit;
+use anchovy_core::lease::Lease;
 use anchovy_core::session::open_store;
 
 use crate::Loaded;
@@ -15,7 +17,7 @@ use crate::args::CheckpointsArgs;
 /// Lists or deletes checkpoints.
 pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
     let s = &loaded.settings;
-    let (_, store, cps, last) = match open_store(s, &loaded.connections).await {
+    let (_, store, cps, _) = match open_store(s, &loaded.connections).await {
         Ok(x) => x,
         Err(e) => return crate::report(&e),
     };
@@ -74,7 +76,18 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
             return ExitCode::from(exit::OK);
         }
     }
-    let committer = Committer::new(store.clone(), Arc::clone(&cps), last);
+    // Like a run, a deletion holds the run lease: it never races a running anchovy.
+    let lease = match Lease::acquire(&store, "anchovy-checkpoints-cli", s.lease_ttl).await {
+        Ok(l) => l,
+        Err(e) => return crate::report(&e),
+    };
+    // Reload under the lease: a run may have committed since the listing.
+    let (cps, last) = match Checkpoints::load(&store).await {
+        Ok(x) => x,
+        Err(e) => return crate::report(&e),
+    };
+    let entries = cps.list(&args.glob);
+    let committer = Committer::new(store.clone(), Arc::new(cps), last).with_lease(lease.clone());
     let meta = CommitMeta {
         anchovy_id: s.id.clone(),
         anchovy_user: s.user.clone(),
@@ -91,9 +104,13 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
         .await
     {
         Ok(rec) => {
+            let _ = lease.release().await;
             eprintln!("deleted {} checkpoints (commit {})", entries.len(), rec.seq);
             ExitCode::from(exit::OK)
         }
-        Err(e) => crate::report(&e),
+        Err(e) => {
+            let _ = lease.release().await;
+            crate::report(&e)
+        }
     }
 }
