@@ -35,6 +35,16 @@ pub enum Command {
     Healthcheck(HealthcheckArgs),
     /// List (or delete with -D) an anchovy's checkpoints.
     Checkpoints(CheckpointsArgs),
+    /// List every operator: what it does, the variables it reads, its table options.
+    Plugins(PluginsArgs),
+}
+
+/// Arguments of `anchovy plugins`.
+#[derive(Debug, Args)]
+pub struct PluginsArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `anchovy start`.

@@ -83,6 +83,8 @@ pub fn main_with(registry: Registry) -> ExitCode {
     };
     let vars: BTreeMap<String, String> = std::env::vars().collect();
     let config = match &cli.command {
+        // Needs no configuration.
+        Command::Plugins(a) => return commands::plugins::run(&registry, a),
         Command::Start(a) => &a.config,
         Command::Healthcheck(a) => &a.config,
         Command::Checkpoints(a) => &a.config,
@@ -115,6 +117,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
             Command::Start(a) => commands::start::run(&registry, loaded, &a).await,
             Command::Healthcheck(_) => commands::healthcheck::run(&registry, loaded).await,
             Command::Checkpoints(a) => commands::checkpoints::run(loaded, &a).await,
+            Command::Plugins(a) => commands::plugins::run(&registry, &a),
         }
     });
     // Blocking readers notice their closed channel and stop; do not wait on them forever.

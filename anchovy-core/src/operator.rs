@@ -79,6 +79,9 @@ pub struct OperatorSpec {
     pub connections: &'static [ConnectionSpec],
     /// The table options it reads.
     pub table_options: &'static [OptionDoc],
+    /// Environment variables it reads beyond the settings (optional connections,
+    /// credentials), for `anchovy plugins`; `key` is the variable.
+    pub env_vars: &'static [OptionDoc],
     /// The constructor.
     pub build: BuildFn,
 }

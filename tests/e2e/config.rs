@@ -200,6 +200,7 @@ fn every_verb_has_help() {
         vec!["run", "--help"],
         vec!["healthcheck", "--help"],
         vec!["checkpoints", "--help"],
+        vec!["plugins", "--help"],
     ] {
         let out = env.cmd().args(&verb).output().unwrap();
         assert!(out.status.success(), "{verb:?}");
@@ -309,4 +310,39 @@ fn json_logs_on_request() {
             assert!(v.get("level").is_some());
         }
     }
+}
+
+/// `anchovy plugins` follows the registry: every operator, as text and as JSON, with
+/// the variables and table options it reads.
+#[test]
+fn plugins_lists_every_operator_from_the_registry() {
+    let env = Env::new();
+    let names: Vec<&str> = anchovy_plugins::registry()
+        .specs()
+        .iter()
+        .map(|s| s.name)
+        .collect();
+    assert!(names.len() >= 5);
+    let out = env.cmd().arg("plugins").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for n in &names {
+        assert!(text.contains(&format!("{n}  (")), "{n} missing:\n{text}");
+    }
+    assert!(text.contains("ACHVY_CNXN__DB__URI") && text.contains("after_load"));
+    let out = env.cmd().args(["plugins", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, names);
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["table_options"].is_array())
+    );
 }

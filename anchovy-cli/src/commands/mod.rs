@@ -2,6 +2,7 @@
 
 pub mod checkpoints;
 pub mod healthcheck;
+pub mod plugins;
 pub mod start;
 
 /// Renders rows as an aligned text table with a header.

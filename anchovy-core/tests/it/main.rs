@@ -64,6 +64,7 @@ impl Harness {
             kind: OperatorKind::Downloader,
             connections: &[],
             table_options: &[],
+            env_vars: &[],
             build: |_| Ok(CURRENT.lock().unwrap().clone().unwrap()),
         };
         let registry = Registry::new().with(spec);

@@ -29,6 +29,7 @@ pub const SPEC: OperatorSpec = OperatorSpec {
     description: "Downloads CSV/TSV files from the local filesystem (glob per table), incrementally: a rerun reads only new or changed files.",
     kind: OperatorKind::Downloader,
     connections: &[],
+    env_vars: &[],
     table_options: &[
         OptionDoc {
             key: "path",

@@ -53,6 +53,24 @@ pub const SPEC: OperatorSpec = OperatorSpec {
     description: "Downloads CSV/TSV files from SFTP servers (remote glob per table), incrementally, with verified host keys.",
     kind: OperatorKind::Downloader,
     connections: &[],
+    env_vars: &[
+        OptionDoc {
+            key: "ACHVY_CNXN__URI",
+            doc: "sftp://user[:password]@host[:port] of the default connection (ACHVY_CNXN__<ID>__URI for `connection: <id>`)",
+        },
+        OptionDoc {
+            key: "ACHVY_CNXN__PPK_PATH, ACHVY_CNXN__PASSPHRASE",
+            doc: "private key file and its passphrase (or a password in the URI / ACHVY_CNXN__PASSWORD)",
+        },
+        OptionDoc {
+            key: "ACHVY_CNXN__KNOWN_HOSTS",
+            doc: "known_hosts file (default ~/.ssh/known_hosts); `insecure-skip` turns host-key checks off",
+        },
+        OptionDoc {
+            key: "ACHVY_CNXN__CONNECT_TIMEOUT",
+            doc: "connect and read timeout (default 15s)",
+        },
+    ],
     table_options: &[
         OptionDoc {
             key: "path",

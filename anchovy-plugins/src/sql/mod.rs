@@ -43,6 +43,16 @@ pub const SPEC: OperatorSpec = OperatorSpec {
     description: "Merges the tables of upstream downloaders (-U) from the datastore into PostgreSQL, MySQL/MariaDB or SQLite (ACHVY_CNXN__DB__URI; default: a SQLite file in the datastore), every committed row exactly once.",
     kind: OperatorKind::Uploader,
     connections: &[],
+    env_vars: &[
+        OptionDoc {
+            key: "ACHVY_CNXN__DB__URI",
+            doc: "postgres://, mysql:// or sqlite:// URL of the target (default: SQLite at <datastore>/<user>/warehouse.sqlite)",
+        },
+        OptionDoc {
+            key: "ACHVY_CNXN__SCHEMAS__<UPSTREAM>",
+            doc: "load upstream <UPSTREAM> into this schema instead of its id",
+        },
+    ],
     table_options: &[
         OptionDoc {
             key: "unique_by",

@@ -208,6 +208,7 @@ const SPEC: OperatorSpec = OperatorSpec {
         optional: &["token"],
         description: "the tickets API: URI (https://user:password@host/path) and an optional TOKEN",
     }],
+    env_vars: &[],
     table_options: &[
         OptionDoc {
             key: "fail_page",
