@@ -166,6 +166,16 @@ pub struct ConfigArgs {
     /// [env: ACHVY_LEASE_TTL] (60s).
     #[arg(long, value_name = "DURATION")]
     pub lease_ttl: Option<String>,
+    /// Budget: take no new work after this long; exit 6 = more work pending
+    /// [env: ACHVY_MAX_DURATION].
+    #[arg(long, value_name = "DURATION")]
+    pub max_duration: Option<String>,
+    /// Budget: take no new work after this many rows [env: ACHVY_MAX_ROWS].
+    #[arg(long, value_name = "N")]
+    pub max_rows: Option<String>,
+    /// Budget: take no new work after this many bytes [env: ACHVY_MAX_BYTES].
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes: Option<String>,
 }
 
 impl ConfigArgs {
@@ -194,7 +204,10 @@ impl ConfigArgs {
             .set_opt("batch_size", self.batch_size.clone())
             .set_opt("file_max_bytes", self.file_max_bytes.clone())
             .set_opt("commit_interval", self.commit_interval.clone())
-            .set_opt("lease_ttl", self.lease_ttl.clone());
+            .set_opt("lease_ttl", self.lease_ttl.clone())
+            .set_opt("max_duration", self.max_duration.clone())
+            .set_opt("max_rows", self.max_rows.clone())
+            .set_opt("max_bytes", self.max_bytes.clone());
         l
     }
 }

@@ -173,6 +173,9 @@ mod tests {
             "file_max_bytes" => (vec!["--file-max-bytes", "100000"], "200000", json!(300000)),
             "commit_interval" => (vec!["--commit-interval", "1s"], "2s", json!("3s")),
             "lease_ttl" => (vec!["--lease-ttl", "10s"], "20s", json!("30s")),
+            "max_duration" => (vec!["--max-duration", "1m"], "2m", json!("3m")),
+            "max_rows" => (vec!["--max-rows", "100"], "200", json!(300)),
+            "max_bytes" => (vec!["--max-bytes", "1000"], "2000", json!(3000)),
             other => panic!("no sample for settings key {other}: add one"),
         }
     }

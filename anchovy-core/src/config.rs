@@ -213,6 +213,27 @@ pub const KEYS: &[KeyDef] = &[
         list: false,
         doc: "how long a killed run's lease blocks the next start on an object store (default 60s; renewed every third of it)",
     },
+    KeyDef {
+        key: "max_duration",
+        env: env::MAX_DURATION,
+        cli: "--max-duration",
+        list: false,
+        doc: "budget: take no new file/object/commit after this long; the run exits 6 (more work pending)",
+    },
+    KeyDef {
+        key: "max_rows",
+        env: env::MAX_ROWS,
+        cli: "--max-rows",
+        list: false,
+        doc: "budget: take no new file/object/commit after this many rows; exits 6",
+    },
+    KeyDef {
+        key: "max_bytes",
+        env: env::MAX_BYTES,
+        cli: "--max-bytes",
+        list: false,
+        doc: "budget: take no new file/object/commit after this many bytes; exits 6",
+    },
 ];
 
 /// Accepted spellings that map to a canonical key (the original README's typo included).
@@ -386,6 +407,12 @@ pub struct Settings {
     pub commit_interval: Duration,
     /// Run lease time to live.
     pub lease_ttl: Duration,
+    /// Budget: wall time.
+    pub max_duration: Option<Duration>,
+    /// Budget: rows.
+    pub max_rows: Option<u64>,
+    /// Budget: bytes.
+    pub max_bytes: Option<u64>,
     /// Which layer each key came from (key -> origin), for `--explain`-style output.
     pub origins: BTreeMap<String, String>,
 }
@@ -569,6 +596,23 @@ impl Settings {
                 })?,
             None => Duration::from_secs(60),
         };
+        let max_duration = match pick("max_duration", &mut origins) {
+            Some((v, o)) => Some(parse_duration(&as_string(&v)).ok_or_else(|| {
+                Error::config(
+                    "max_duration",
+                    format!("`{}` from {o} is not a duration", as_string(&v)),
+                )
+            })?),
+            None => None,
+        };
+        let max_rows = match pick("max_rows", &mut origins) {
+            Some(p) => Some(parse_num("max_rows", Some(p), 0)?),
+            None => None,
+        };
+        let max_bytes = match pick("max_bytes", &mut origins) {
+            Some(p) => Some(parse_num("max_bytes", Some(p), 0)?),
+            None => None,
+        };
         Ok(Settings {
             id,
             user,
@@ -591,6 +635,9 @@ impl Settings {
             file_max_bytes,
             commit_interval,
             lease_ttl,
+            max_duration,
+            max_rows,
+            max_bytes,
             origins,
         })
     }

@@ -38,6 +38,72 @@ pub struct SessionCtx {
     /// Tables from the config document (before discovery and filtering).
     pub config_tbls: TblSet,
     pub(crate) committer: Arc<Committer>,
+    /// The run's budget (`max_duration`, `max_rows`, `max_bytes`).
+    pub budget: Budget,
+}
+
+/// A task-mode budget: sources ask [`SessionCtx::stop_for_budget`] before each unit of
+/// work (a file, an object, an upstream commit) and stop taking new units once the run
+/// has spent its time, rows or bytes; what they did is committed as usual, and the run
+/// exits 6 (more work pending) so the next start resumes from the checkpoints.
+#[derive(Debug)]
+pub struct Budget {
+    started: std::time::Instant,
+    max_duration: Option<std::time::Duration>,
+    max_rows: Option<u64>,
+    max_bytes: Option<u64>,
+    rows: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+    pending: std::sync::atomic::AtomicBool,
+}
+
+impl Budget {
+    /// The budget the settings give (no limits: never exhausted).
+    pub fn new(s: &Settings) -> Budget {
+        Budget {
+            started: std::time::Instant::now(),
+            max_duration: s.max_duration,
+            max_rows: s.max_rows,
+            max_bytes: s.max_bytes,
+            rows: Default::default(),
+            bytes: Default::default(),
+            pending: Default::default(),
+        }
+    }
+
+    /// Counts work done (rows and bytes moved). Sources report each finished unit
+    /// (the built-in ones do), so the check before the next unit is exact.
+    pub fn spend(&self, rows: u64, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.rows.fetch_add(rows, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Which limit is spent, if any.
+    pub fn exhausted(&self) -> Option<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(d) = self.max_duration
+            && self.started.elapsed() >= d
+        {
+            return Some(format!("max_duration {d:?}"));
+        }
+        if let Some(n) = self.max_rows
+            && self.rows.load(Relaxed) >= n
+        {
+            return Some(format!("max_rows {n}"));
+        }
+        if let Some(n) = self.max_bytes
+            && self.bytes.load(Relaxed) >= n
+        {
+            return Some(format!("max_bytes {n}"));
+        }
+        None
+    }
+
+    /// True once a source stopped with work left.
+    pub fn pending(&self) -> bool {
+        self.pending.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl SessionCtx {
@@ -61,6 +127,26 @@ impl SessionCtx {
     /// The committed value of a checkpoint.
     pub fn checkpoint(&self, key: &str) -> Option<serde_json::Value> {
         self.committer.checkpoints().get(key)
+    }
+
+    /// Asked by a source before a unit of work (file, object, commit) when `done` units
+    /// are already behind it in this task: true when the budget is spent and at least
+    /// one unit was done (so every run makes progress), after which the source stops
+    /// and the run reports more work pending.
+    pub fn stop_for_budget(&self, table: &str, done: u64) -> bool {
+        if done == 0 || self.settings.service {
+            return false;
+        }
+        match self.budget.exhausted() {
+            Some(why) => {
+                self.budget
+                    .pending
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!(table, budget = %why, "budget spent: this table stops here; the next run resumes");
+                true
+            }
+            None => false,
+        }
     }
 
     /// The area of another anchovy of the same user (an upstream).

@@ -47,6 +47,12 @@ pub const BATCH_SIZE: &str = "ACHVY_BATCH_SIZE";
 pub const FILE_MAX_BYTES: &str = "ACHVY_FILE_MAX_BYTES";
 /// Seconds between commits while a table streams (default 5); the task end always commits.
 pub const COMMIT_INTERVAL: &str = "ACHVY_COMMIT_INTERVAL";
+/// Budget: stop taking new work after this long (`max_duration`).
+pub const MAX_DURATION: &str = "ACHVY_MAX_DURATION";
+/// Budget: stop taking new work after this many rows (`max_rows`).
+pub const MAX_ROWS: &str = "ACHVY_MAX_ROWS";
+/// Budget: stop taking new work after this many bytes (`max_bytes`).
+pub const MAX_BYTES: &str = "ACHVY_MAX_BYTES";
 /// How long a run lease lives without renewal (`lease_ttl`).
 pub const LEASE_TTL: &str = "ACHVY_LEASE_TTL";
 /// The config file path when `--config-file` is not given (default `./config.yaml`).
@@ -81,5 +87,8 @@ pub const ALL: &[&str] = &[
     FILE_MAX_BYTES,
     COMMIT_INTERVAL,
     LEASE_TTL,
+    MAX_DURATION,
+    MAX_ROWS,
+    MAX_BYTES,
     CONFIG_FILE,
 ];

@@ -26,6 +26,9 @@ pub mod exit {
     pub const TIMEOUT: u8 = 3;
     /// The datastore could not be read or written (startup or commit).
     pub const DATASTORE: u8 = 4;
+    /// A budget (`--max-duration`, `--max-rows`, `--max-bytes`) stopped the run with
+    /// work left: everything done is committed; run again to continue. Not a failure.
+    pub const PENDING: u8 = 6;
     /// Another run of the same anchovy (user and id) holds the run lease: this run
     /// did nothing and wrote nothing. Also: this run lost its lease mid-run (another
     /// process took it over after it expired) and stopped before committing more.

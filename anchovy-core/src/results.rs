@@ -33,6 +33,9 @@ pub struct SessionResult {
     pub status: Status,
     /// The documented process exit code for this result.
     pub exit_code: u8,
+    /// A budget stopped the run with work left (exit code 6): run again to continue.
+    #[serde(default)]
+    pub more_work_pending: bool,
     /// When the run started (RFC 3339).
     pub started_at: String,
     /// When it finished.

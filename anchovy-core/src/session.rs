@@ -140,6 +140,7 @@ impl Session {
         // The lease first: a second run of this anchovy stops here, having written nothing.
         let lease = Lease::acquire(&store, &session_id, settings.lease_ttl).await?;
         let keep_alive = lease.keep_alive();
+        let settings_for_budget = settings.clone();
         let built = async {
             let (cps, last) = Checkpoints::load(&store).await?;
             let committer = Arc::new(
@@ -156,6 +157,7 @@ impl Session {
                 tbl_root,
                 store: store.clone(),
                 committer,
+                budget: crate::context::Budget::new(&settings_for_budget),
             });
             let operator = (spec.build)(&ctx)?;
             Ok::<_, Error>((ctx, operator))
@@ -251,6 +253,7 @@ impl Session {
         let exit_code = match &fatal {
             _ if self.lease.is_lost() => exit::LOCKED,
             Some(e) => e.exit_code().max(exit::FAILED),
+            None if all_ok && self.ctx.budget.pending() => exit::PENDING,
             None if all_ok => exit::OK,
             None => exit::FAILED,
         };
@@ -259,7 +262,8 @@ impl Session {
             anchovy_user: self.ctx.settings.user.clone(),
             session_id: self.ctx.session_id.clone(),
             operator: self.ctx.operator.clone(),
-            status: if exit_code == exit::OK {
+            more_work_pending: self.ctx.budget.pending(),
+            status: if exit_code == exit::OK || exit_code == exit::PENDING {
                 Status::Ok
             } else {
                 Status::Err

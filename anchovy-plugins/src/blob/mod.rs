@@ -324,6 +324,9 @@ impl Source for BlobSource {
                 unchanged += 1;
                 continue;
             }
+            if ctx.session.stop_for_budget(&tbl.name, read) {
+                break;
+            }
             // Read exactly the version listed.
             let opts = GetOptions {
                 if_match: meta.e_tag.clone(),
@@ -368,6 +371,7 @@ impl Source for BlobSource {
                 rows,
             };
             out.checkpoint(&key, state).await?;
+            ctx.session.budget.spend(rows, meta.size);
             read += 1;
             ctx.log_add("rows_read", rows);
         }

@@ -147,6 +147,9 @@ impl Source for FileSource {
                 skipped += 1;
                 continue;
             }
+            if ctx.session.stop_for_budget(&tbl.name, read) {
+                break;
+            }
             let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
             let (fmt, p, table) = (format.clone(), path.clone(), tbl.name.clone());
             let reader = tokio::task::spawn_blocking(move || -> Result<u64, PluginError> {
@@ -176,6 +179,7 @@ impl Source for FileSource {
                 .into());
             }
             out.checkpoint(&key, FileState { rows, ..before }).await?;
+            ctx.session.budget.spend(rows, before.size);
             read += 1;
             ctx.log_add("rows_read", rows);
         }

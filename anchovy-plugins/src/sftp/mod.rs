@@ -313,7 +313,9 @@ impl Source for SftpSource {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(READ_AHEAD);
         let table = tbl.name.clone();
         let pattern = csv.path.clone();
+        let session = ctx.session.clone();
         let reader = tokio::task::spawn_blocking(move || -> Result<(), PluginError> {
+            let mut read = 0u64;
             // The live connection; replaced when a read resumes on a new one.
             let mut live = target.connect()?;
             let files: Vec<RemoteFile> = conn::list(&live.1, &pattern)?;
@@ -332,6 +334,9 @@ impl Source for SftpSource {
                         return Ok(());
                     }
                     continue;
+                }
+                if session.stop_for_budget(&table, read) {
+                    return Ok(());
                 }
                 // Still being written? Its size or mtime moved since the listing.
                 let now = conn::stat(&live.1, &f.path)?;
@@ -402,6 +407,8 @@ impl Source for SftpSource {
                     },
                     e => e,
                 })?;
+                read += 1;
+                session.budget.spend(rows, f.size);
                 let state = FileState {
                     size: f.size,
                     mtime_ns: f.mtime_ns,

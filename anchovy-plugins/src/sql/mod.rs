@@ -283,8 +283,21 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
         })?,
         None => UNIT_ROWS,
     };
+    let mut done = 0u64;
     for unit in units(&commits, name, last, max_rows) {
+        if ctx.session.stop_for_budget(&full, done) {
+            break;
+        }
+        let (rows0, bytes0) = (
+            totals.inserted + totals.updated + totals.skipped,
+            totals.bytes,
+        );
         job.load_unit(tbl, &unit, expected, &mut totals).await?;
+        ctx.session.budget.spend(
+            totals.inserted + totals.updated + totals.skipped - rows0,
+            totals.bytes - bytes0,
+        );
+        done += 1;
         expected = unit.end;
         out.checkpoint(&full, json!({"seq": unit.end, "upstream": job.upstream}))
             .await?;
@@ -306,7 +319,7 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
     ctx.log("files_consumed", totals.files);
     ctx.log("bytes_consumed", totals.bytes);
     ctx.log("commits_consumed", totals.commits);
-    ctx.log("position", last);
+    ctx.log("position", expected);
     ctx.log("schema_changes", totals.schema_changes);
     Ok(())
 }
