@@ -283,9 +283,11 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
         })?,
         None => UNIT_ROWS,
     };
-    let mut done = 0u64;
-    for unit in units(&commits, name, last, max_rows) {
-        if ctx.session.stop_for_budget(&full, done) {
+    for (done, unit) in units(&commits, name, last, max_rows)
+        .into_iter()
+        .enumerate()
+    {
+        if ctx.session.stop_for_budget(&full, done as u64) {
             break;
         }
         let (rows0, bytes0) = (
@@ -297,7 +299,6 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
             totals.inserted + totals.updated + totals.skipped - rows0,
             totals.bytes - bytes0,
         );
-        done += 1;
         expected = unit.end;
         out.checkpoint(&full, json!({"seq": unit.end, "upstream": job.upstream}))
             .await?;
