@@ -166,6 +166,13 @@ pub struct ConfigArgs {
     /// [env: ACHVY_LEASE_TTL] (60s).
     #[arg(long, value_name = "DURATION")]
     pub lease_ttl: Option<String>,
+    /// Service mode: pause between batches [env: ACHVY_SERVICE_PAUSE] (10s).
+    #[arg(long, value_name = "DURATION")]
+    pub service_pause: Option<String>,
+    /// Service mode: how long a stop signal lets the current batch finish
+    /// [env: ACHVY_STOP_GRACE] (30s).
+    #[arg(long, value_name = "DURATION")]
+    pub stop_grace: Option<String>,
     /// Budget: take no new work after this long; exit 6 = more work pending
     /// [env: ACHVY_MAX_DURATION].
     #[arg(long, value_name = "DURATION")]
@@ -205,6 +212,8 @@ impl ConfigArgs {
             .set_opt("file_max_bytes", self.file_max_bytes.clone())
             .set_opt("commit_interval", self.commit_interval.clone())
             .set_opt("lease_ttl", self.lease_ttl.clone())
+            .set_opt("service_pause", self.service_pause.clone())
+            .set_opt("stop_grace", self.stop_grace.clone())
             .set_opt("max_duration", self.max_duration.clone())
             .set_opt("max_rows", self.max_rows.clone())
             .set_opt("max_bytes", self.max_bytes.clone());

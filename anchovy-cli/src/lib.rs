@@ -174,6 +174,8 @@ mod tests {
             "commit_interval" => (vec!["--commit-interval", "1s"], "2s", json!("3s")),
             "lease_ttl" => (vec!["--lease-ttl", "10s"], "20s", json!("30s")),
             "max_duration" => (vec!["--max-duration", "1m"], "2m", json!("3m")),
+            "service_pause" => (vec!["--service-pause", "1s"], "2s", json!("3s")),
+            "stop_grace" => (vec!["--stop-grace", "4s"], "5s", json!("6s")),
             "max_rows" => (vec!["--max-rows", "100"], "200", json!(300)),
             "max_bytes" => (vec!["--max-bytes", "1000"], "2000", json!(3000)),
             other => panic!("no sample for settings key {other}: add one"),

@@ -214,6 +214,20 @@ pub const KEYS: &[KeyDef] = &[
         doc: "how long a killed run's lease blocks the next start on an object store (default 60s; renewed every third of it)",
     },
     KeyDef {
+        key: "service_pause",
+        env: env::SERVICE_PAUSE,
+        cli: "--service-pause",
+        list: false,
+        doc: "service mode: pause between batches (default 10s; doubles after each failed batch, up to 5m)",
+    },
+    KeyDef {
+        key: "stop_grace",
+        env: env::STOP_GRACE,
+        cli: "--stop-grace",
+        list: false,
+        doc: "service mode: how long SIGTERM/SIGINT lets the current batch finish before cancelling it (default 30s)",
+    },
+    KeyDef {
         key: "max_duration",
         env: env::MAX_DURATION,
         cli: "--max-duration",
@@ -407,6 +421,10 @@ pub struct Settings {
     pub commit_interval: Duration,
     /// Run lease time to live.
     pub lease_ttl: Duration,
+    /// Service mode: pause between batches.
+    pub service_pause: Duration,
+    /// Service mode: grace period after a stop signal.
+    pub stop_grace: Duration,
     /// Budget: wall time.
     pub max_duration: Option<Duration>,
     /// Budget: rows.
@@ -596,6 +614,30 @@ impl Settings {
                 })?,
             None => Duration::from_secs(60),
         };
+        let duration_or = |key: &str,
+                           v: Option<(serde_json::Value, String)>,
+                           default: Duration|
+         -> Result<Duration> {
+            match v {
+                Some((v, o)) => parse_duration(&as_string(&v)).ok_or_else(|| {
+                    Error::config(
+                        key,
+                        format!("`{}` from {o} is not a duration", as_string(&v)),
+                    )
+                }),
+                None => Ok(default),
+            }
+        };
+        let service_pause = duration_or(
+            "service_pause",
+            pick("service_pause", &mut origins),
+            Duration::from_secs(10),
+        )?;
+        let stop_grace = duration_or(
+            "stop_grace",
+            pick("stop_grace", &mut origins),
+            Duration::from_secs(30),
+        )?;
         let max_duration = match pick("max_duration", &mut origins) {
             Some((v, o)) => Some(parse_duration(&as_string(&v)).ok_or_else(|| {
                 Error::config(
@@ -635,6 +677,8 @@ impl Settings {
             file_max_bytes,
             commit_interval,
             lease_ttl,
+            service_pause,
+            stop_grace,
             max_duration,
             max_rows,
             max_bytes,

@@ -47,6 +47,10 @@ pub const BATCH_SIZE: &str = "ACHVY_BATCH_SIZE";
 pub const FILE_MAX_BYTES: &str = "ACHVY_FILE_MAX_BYTES";
 /// Seconds between commits while a table streams (default 5); the task end always commits.
 pub const COMMIT_INTERVAL: &str = "ACHVY_COMMIT_INTERVAL";
+/// Service mode: pause between batches (`service_pause`).
+pub const SERVICE_PAUSE: &str = "ACHVY_SERVICE_PAUSE";
+/// Service mode: how long a stop signal lets the current batch finish (`stop_grace`).
+pub const STOP_GRACE: &str = "ACHVY_STOP_GRACE";
 /// Budget: stop taking new work after this long (`max_duration`).
 pub const MAX_DURATION: &str = "ACHVY_MAX_DURATION";
 /// Budget: stop taking new work after this many rows (`max_rows`).
@@ -87,6 +91,8 @@ pub const ALL: &[&str] = &[
     FILE_MAX_BYTES,
     COMMIT_INTERVAL,
     LEASE_TTL,
+    SERVICE_PAUSE,
+    STOP_GRACE,
     MAX_DURATION,
     MAX_ROWS,
     MAX_BYTES,

@@ -32,8 +32,8 @@ use crate::task::{Status, TaskLog, TaskStore, TaskType};
 use crate::tbl::{Tbl, TblSet};
 use crate::tbl_store::TblStore;
 
-/// Pause between batches in service mode.
-pub const SERVICE_PAUSE: Duration = Duration::from_secs(10);
+/// The longest pause between batches after repeated failures in service mode.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// A prepared run.
 pub struct Session {
@@ -195,6 +195,17 @@ impl Session {
     /// Runs the lifecycle until done (task mode), or until `cancel` (service mode).
     /// Never fails: errors become ERR tasks and the result's status and exit code.
     pub async fn run(&self, cancel: CancellationToken) -> SessionResult {
+        self.run_with(CancellationToken::new(), cancel).await
+    }
+
+    /// [`Session::run`] with a graceful stop as well: once `stop` fires, a service
+    /// finishes its current batch and starts no other (then exits 0); `cancel` cancels
+    /// the work in flight at once (uncommitted work is redone by the next run).
+    pub async fn run_with(
+        &self,
+        stop: CancellationToken,
+        cancel: CancellationToken,
+    ) -> SessionResult {
         let started = Instant::now();
         let started_at = now_rfc3339();
         let empty = Arc::new(TblSet::default());
@@ -207,14 +218,20 @@ impl Session {
             fatal = Some(e);
         } else {
             let mut batch_id = 0;
+            let mut failures = 0u32;
             loop {
                 batch_id += 1;
-                let (b, stop) = self.run_batch(batch_id, &cancel).await;
+                let (b, stopped) = self.run_batch(batch_id, &cancel).await;
+                failures = if b.status == Status::Ok {
+                    0
+                } else {
+                    failures + 1
+                };
                 batches.push(b);
                 if batches.len() > 100 {
                     batches.remove(0);
                 }
-                if let Some(e) = stop {
+                if let Some(e) = stopped {
                     let cancelled = matches!(e, Error::Cancelled { .. });
                     if !self.ctx.settings.service || cancelled {
                         fatal = Some(e);
@@ -222,12 +239,28 @@ impl Session {
                     }
                     tracing::warn!(batch = batch_id, error = %e.chain(), "batch stopped; the service goes on");
                 }
-                if !self.ctx.settings.service || cancel.is_cancelled() {
+                if !self.ctx.settings.service || cancel.is_cancelled() || stop.is_cancelled() {
                     break;
                 }
+                // After failed batches the pause doubles (a database down, a server
+                // throttling), up to MAX_BACKOFF; one good batch resets it.
+                let base = self.ctx.settings.service_pause;
+                let pause = if failures == 0 {
+                    base
+                } else {
+                    (base * 2u32.saturating_pow(failures.min(16))).min(MAX_BACKOFF.max(base))
+                };
+                if failures > 0 {
+                    tracing::warn!(
+                        failures,
+                        pause_s = pause.as_secs_f64(),
+                        "batch failed; backing off before the next one"
+                    );
+                }
                 tokio::select! {
-                    _ = tokio::time::sleep(SERVICE_PAUSE) => {}
+                    _ = tokio::time::sleep(pause) => {}
                     _ = cancel.cancelled() => break,
+                    _ = stop.cancelled() => break,
                 }
             }
         }
@@ -252,6 +285,8 @@ impl Session {
             && batches.iter().all(|b| b.status == Status::Ok);
         let exit_code = match &fatal {
             _ if self.lease.is_lost() => exit::LOCKED,
+            // A service stopped by a signal: a clean stop, whatever the last batch did.
+            _ if self.ctx.settings.service && stop.is_cancelled() => exit::OK,
             Some(e) => e.exit_code().max(exit::FAILED),
             None if all_ok && self.ctx.budget.pending() => exit::PENDING,
             None if all_ok => exit::OK,

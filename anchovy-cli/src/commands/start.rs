@@ -23,9 +23,10 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitC
         datastore = %session.ctx().store.location(),
         "anchovy starting"
     );
-    let cancel = CancellationToken::new();
-    tokio::spawn(watch_signals(cancel.clone()));
-    let result = session.run(cancel).await;
+    let (stop, cancel) = (CancellationToken::new(), CancellationToken::new());
+    let grace = s.service.then_some(s.stop_grace);
+    tokio::spawn(watch_signals(stop.clone(), cancel.clone(), grace));
+    let result = session.run_with(stop, cancel).await;
     let text = if args.compact {
         serde_json::to_string(&result)
     } else {
@@ -44,7 +45,14 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitC
     ExitCode::from(result.exit_code)
 }
 
-async fn watch_signals(cancel: CancellationToken) {
+/// The first SIGINT/SIGTERM stops the run: a service (`grace` set) finishes its current
+/// batch, cancelling it only once the grace period is over; a task-mode run cancels at
+/// once. A second signal exits at once (code 130).
+async fn watch_signals(
+    stop: CancellationToken,
+    cancel: CancellationToken,
+    grace: Option<std::time::Duration>,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -59,19 +67,37 @@ async fn watch_signals(cancel: CancellationToken) {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
-            if n == 0 {
-                tracing::warn!(
-                    "signal received: stopping the current batch (send again to exit at once)"
-                );
-                cancel.cancel();
-            } else {
+            if n > 0 {
                 std::process::exit(anchovy_core::error::exit::INTERRUPTED as i32);
+            }
+            stop.cancel();
+            match grace {
+                Some(g) => {
+                    tracing::warn!(
+                        grace_s = g.as_secs_f64(),
+                        "signal received: finishing the current batch, then stopping (send again to exit at once)"
+                    );
+                    let cancel = cancel.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(g).await;
+                        tracing::warn!("grace period over: cancelling the current batch");
+                        cancel.cancel();
+                    });
+                }
+                None => {
+                    tracing::warn!(
+                        "signal received: stopping the current batch (send again to exit at once)"
+                    );
+                    cancel.cancel();
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = grace;
         if tokio::signal::ctrl_c().await.is_ok() {
+            stop.cancel();
             cancel.cancel();
         }
     }
