@@ -37,6 +37,47 @@ pub enum Command {
     Checkpoints(CheckpointsArgs),
     /// List every operator: what it does, the variables it reads, its table options.
     Plugins(PluginsArgs),
+    /// List an anchovy's task logs (filter by table, status, task type, time).
+    Logs(LogsArgs),
+    /// List an anchovy's tables with their settings and last load.
+    Tables(TablesArgs),
+}
+
+/// Arguments of `anchovy logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Only tasks of tables matching this wildcard.
+    #[arg(long, short = 'T')]
+    pub table: Option<String>,
+    /// Only OK or ERR tasks.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this task type: STARTUP, XOPEN, TBL, XCLOSE, ERROR, SHUTDOWN.
+    #[arg(long = "type", value_name = "TASK_TYPE")]
+    pub task_type: Option<String>,
+    /// Only tasks since a duration ago (1h, 2d) or a UTC time (2026-11-23T10:00).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many (the newest).
+    #[arg(long, default_value_t = 200)]
+    pub limit: usize,
+    /// One JSON task log per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Settings shared by every verb.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Arguments of `anchovy tables`.
+#[derive(Debug, Args)]
+pub struct TablesArgs {
+    /// One JSON object per table instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Settings shared by every verb.
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// Arguments of `anchovy plugins`.
@@ -61,6 +102,10 @@ pub struct StartArgs {
 /// Arguments of `anchovy healthcheck`.
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
+    /// Fail when a table's last successful load is older than this (`30m`, `2h`);
+    /// `tbls.<name>.max_lag` sets it per table. For Kubernetes probes and cron alerts.
+    #[arg(long, value_name = "DURATION")]
+    pub max_lag: Option<String>,
     /// Settings shared by every verb.
     #[command(flatten)]
     pub config: ConfigArgs,

@@ -88,6 +88,8 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Start(a) => &a.config,
         Command::Healthcheck(a) => &a.config,
         Command::Checkpoints(a) => &a.config,
+        Command::Logs(a) => &a.config,
+        Command::Tables(a) => &a.config,
     };
     let loaded = match load(config, &vars) {
         Ok(l) => l,
@@ -115,9 +117,11 @@ pub fn main_with(registry: Registry) -> ExitCode {
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Start(a) => commands::start::run(&registry, loaded, &a).await,
-            Command::Healthcheck(_) => commands::healthcheck::run(&registry, loaded).await,
+            Command::Healthcheck(a) => commands::healthcheck::run(&registry, loaded, &a).await,
             Command::Checkpoints(a) => commands::checkpoints::run(loaded, &a).await,
             Command::Plugins(a) => commands::plugins::run(&registry, &a),
+            Command::Logs(a) => commands::logs::run(loaded, &a).await,
+            Command::Tables(a) => commands::tables::run(loaded, &a).await,
         }
     });
     // Blocking readers notice their closed channel and stop; do not wait on them forever.

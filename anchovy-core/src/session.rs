@@ -40,13 +40,15 @@ pub struct Session {
     ctx: Arc<SessionCtx>,
     operator: Arc<dyn Operator>,
     tasks: TaskStore,
-    lease: Arc<Lease>,
-    keep_alive: tokio::task::JoinHandle<()>,
+    lease: Option<Arc<Lease>>,
+    keep_alive: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.keep_alive.abort();
+        if let Some(k) = &self.keep_alive {
+            k.abort();
+        }
     }
 }
 
@@ -106,6 +108,30 @@ impl Session {
         doc: ConfigDoc,
         connections: Connections,
     ) -> Result<Session> {
+        Session::open_inner(registry, settings, doc, connections, true).await
+    }
+
+    /// [`Session::open`] for checks (`anchovy healthcheck`): takes no run lease, so it
+    /// works while the anchovy runs. Such a session must not be run.
+    ///
+    /// # Errors
+    /// As [`Session::open`] (never [`Error::Locked`]).
+    pub async fn open_for_check(
+        registry: &Registry,
+        settings: Settings,
+        doc: ConfigDoc,
+        connections: Connections,
+    ) -> Result<Session> {
+        Session::open_inner(registry, settings, doc, connections, false).await
+    }
+
+    async fn open_inner(
+        registry: &Registry,
+        settings: Settings,
+        doc: ConfigDoc,
+        connections: Connections,
+        take_lease: bool,
+    ) -> Result<Session> {
         let name = settings.operator.clone().ok_or_else(|| {
             Error::config(
                 "operator_cls",
@@ -138,14 +164,19 @@ impl Session {
         let tbl_root = apart(&settings.tbl_store_cls)?;
         let session_id = new_session_id();
         // The lease first: a second run of this anchovy stops here, having written nothing.
-        let lease = Lease::acquire(&store, &session_id, settings.lease_ttl).await?;
-        let keep_alive = lease.keep_alive();
+        let lease = if take_lease {
+            Some(Lease::acquire(&store, &session_id, settings.lease_ttl).await?)
+        } else {
+            None
+        };
+        let keep_alive = lease.as_ref().map(Lease::keep_alive);
         let settings_for_budget = settings.clone();
         let built = async {
             let (cps, last) = Checkpoints::load(&store).await?;
-            let committer = Arc::new(
-                Committer::new(store.clone(), Arc::new(cps), last).with_lease(lease.clone()),
-            );
+            let committer = Arc::new(match &lease {
+                Some(l) => Committer::new(store.clone(), Arc::new(cps), last).with_lease(l.clone()),
+                None => Committer::new(store.clone(), Arc::new(cps), last),
+            });
             let ctx = Arc::new(SessionCtx {
                 operator: spec.name.to_string(),
                 kind: spec.kind,
@@ -167,8 +198,10 @@ impl Session {
             Ok(b) => b,
             Err(e) => {
                 // Nothing ran: hand the lease back so the next start need not wait.
-                keep_alive.abort();
-                let _ = lease.release().await;
+                if let (Some(k), Some(l)) = (&keep_alive, &lease) {
+                    k.abort();
+                    let _ = l.release().await;
+                }
                 return Err(e);
             }
         };
@@ -274,9 +307,12 @@ impl Session {
         }
         let (log, _) = self.hook_task(TaskType::Shutdown, 0, empty).await;
         session_tasks.push(log);
-        self.keep_alive.abort();
-        if !self.lease.is_lost()
-            && let Err(e) = self.lease.release().await
+        if let Some(k) = &self.keep_alive {
+            k.abort();
+        }
+        if let Some(l) = &self.lease
+            && !l.is_lost()
+            && let Err(e) = l.release().await
         {
             tracing::warn!(error = %e.chain(), "releasing the run lease failed; it expires on its own");
         }
@@ -284,7 +320,7 @@ impl Session {
         let all_ok = session_tasks.iter().all(|t| t.status == Status::Ok)
             && batches.iter().all(|b| b.status == Status::Ok);
         let exit_code = match &fatal {
-            _ if self.lease.is_lost() => exit::LOCKED,
+            _ if self.lease.as_ref().is_some_and(|l| l.is_lost()) => exit::LOCKED,
             // A service stopped by a signal: a clean stop, whatever the last batch did.
             _ if self.ctx.settings.service && stop.is_cancelled() => exit::OK,
             Some(e) => e.exit_code().max(exit::FAILED),

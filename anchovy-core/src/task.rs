@@ -112,13 +112,61 @@ impl TaskStore {
     /// # Errors
     /// [`crate::Error::Datastore`] or [`crate::Error::Json`].
     pub async fn read_all(&self) -> Result<Vec<TaskLog>> {
-        let mut out = Vec::new();
-        for e in self.ds.list(layout::TASK_LOGS).await? {
-            if let Some(l) = self.ds.get_json::<TaskLog>(&e.key).await? {
+        self.read_since(None).await
+    }
+
+    /// Reads the task logs written at or after `since`, oldest first; the objects are
+    /// fetched 16 at a time. (Every key is listed: a service's session id is the time
+    /// it started, so a key prefix cannot tell a recent task of a long-lived service.)
+    ///
+    /// # Errors
+    /// [`crate::Error::Datastore`] or [`crate::Error::Json`].
+    pub async fn read_since(
+        &self,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<TaskLog>> {
+        use futures::StreamExt;
+        let entries = self.ds.list(layout::TASK_LOGS).await?;
+        let ds = &self.ds;
+        let logs: Vec<Result<Option<TaskLog>>> = futures::stream::iter(entries)
+            .map(|e| async move { ds.get_json::<TaskLog>(&e.key).await })
+            .buffered(16)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(logs.len());
+        for l in logs {
+            if let Some(l) = l? {
                 out.push(l);
             }
+        }
+        if let Some(t) = since {
+            let t = t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            out.retain(|l| l.timestamp >= t);
         }
         out.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
         Ok(out)
     }
+
+    /// The latest TBL task of each table, and the latest successful one.
+    pub fn last_loads(logs: &[TaskLog]) -> std::collections::BTreeMap<String, LastLoad> {
+        let mut out: std::collections::BTreeMap<String, LastLoad> = Default::default();
+        for l in logs.iter().filter(|l| l.task_type == TaskType::Tbl) {
+            let Some(t) = &l.tbl else { continue };
+            let e = out.entry(t.clone()).or_default();
+            e.last = Some(l.clone());
+            if l.status == Status::Ok {
+                e.last_ok = Some(l.clone());
+            }
+        }
+        out
+    }
+}
+
+/// What the task logs say about one table's loads.
+#[derive(Debug, Clone, Default)]
+pub struct LastLoad {
+    /// The latest TBL task.
+    pub last: Option<TaskLog>,
+    /// The latest successful TBL task.
+    pub last_ok: Option<TaskLog>,
 }

@@ -227,6 +227,10 @@ pub struct Tbl {
     /// Sort order among rows (`-col` descending).
     #[serde(default, skip_serializing_if = "SortedColSelect::is_empty")]
     pub sort_by: SortedColSelect,
+    /// Freshness: `anchovy healthcheck` fails when the table's last successful load is
+    /// older than this (`30m`, `2h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag: Option<String>,
     /// Plugin-specific keys (`path`, `delimiter`, ...), kept as given.
     #[serde(flatten)]
     pub options: serde_json::Map<String, serde_json::Value>,

@@ -8,9 +8,10 @@ use anchovy_core::session::open_store;
 use anchovy_core::{Registry, Session};
 
 use crate::Loaded;
+use crate::args::HealthcheckArgs;
 
 /// Runs every check and prints `ok`/`FAIL` lines.
-pub async fn run(registry: &Registry, loaded: Loaded) -> ExitCode {
+pub async fn run(registry: &Registry, loaded: Loaded, args: &HealthcheckArgs) -> ExitCode {
     let mut lines: Vec<(bool, String, String)> = Vec::new();
     let s = &loaded.settings;
     lines.push((
@@ -57,8 +58,27 @@ pub async fn run(registry: &Registry, loaded: Loaded) -> ExitCode {
         },
         Err(e) => lines.push((false, "datastore".into(), e.chain())),
     }
+    if let Ok(store) = anchovy_core::session::open_datastore(s, &loaded.connections) {
+        let area = store.for_anchovy(&s.user, &s.id);
+        match area
+            .get_json::<anchovy_core::lease::LeaseDoc>(anchovy_core::lease::LEASE_KEY)
+            .await
+        {
+            Ok(Some(l)) if !l.released => lines.push((
+                true,
+                "lease".into(),
+                format!(
+                    "held by pid {} on {} (session {}, token {}) until {}",
+                    l.pid, l.host, l.session_id, l.token, l.expires_at
+                ),
+            )),
+            Ok(_) => lines.push((true, "lease".into(), "free".into())),
+            Err(e) => lines.push((false, "lease".into(), e.chain())),
+        }
+    }
+    freshness(&loaded, args, &mut lines).await;
     if lines.iter().all(|l| l.0) && matches!(spec, Some(Ok(_))) {
-        match Session::open(
+        match Session::open_for_check(
             registry,
             loaded.settings.clone(),
             loaded.doc.clone(),
@@ -86,4 +106,97 @@ pub async fn run(registry: &Registry, loaded: Loaded) -> ExitCode {
         );
     }
     ExitCode::from(if ok { exit::OK } else { exit::FAILED })
+}
+
+/// Fails a table whose last successful load (per the task logs) is older than its
+/// `max_lag` (table setting) or `--max-lag`.
+async fn freshness(
+    loaded: &Loaded,
+    args: &HealthcheckArgs,
+    lines: &mut Vec<(bool, String, String)>,
+) {
+    let default = match args.max_lag.as_deref().map(|v| {
+        anchovy_core::config::parse_duration(v)
+            .ok_or_else(|| format!("--max-lag `{v}` is not a duration"))
+    }) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(m)) => {
+            lines.push((false, "freshness".into(), m));
+            return;
+        }
+    };
+    let per_table: Vec<(String, std::time::Duration)> = loaded
+        .doc
+        .tbls
+        .iter()
+        .filter_map(|(name, t)| {
+            let d = anchovy_core::config::parse_duration(t.max_lag.as_deref()?)?;
+            Some((name.clone(), d))
+        })
+        .collect();
+    if default.is_none() && per_table.is_empty() {
+        return;
+    }
+    let logs = match super::task_store(loaded) {
+        Ok(ds) => anchovy_core::task::TaskStore::new(ds).read_all().await,
+        Err(e) => Err(e),
+    };
+    let loads = match logs {
+        Ok(l) => anchovy_core::task::TaskStore::last_loads(&l),
+        Err(e) => {
+            lines.push((false, "freshness".into(), e.chain()));
+            return;
+        }
+    };
+    // Every configured table and every table with a load; uploader tables are
+    // `<upstream>.<table>` and take the setting of `<table>`.
+    let mut names: Vec<String> = loaded.doc.tbls.keys().cloned().collect();
+    for n in loads.keys() {
+        if !names
+            .iter()
+            .any(|x| x == n || n.ends_with(&format!(".{x}")))
+        {
+            names.push(n.clone());
+        }
+    }
+    let now = chrono::Utc::now();
+    for name in names {
+        let limit = per_table
+            .iter()
+            .find(|(t, _)| *t == name)
+            .map(|(_, d)| *d)
+            .or(default);
+        let Some(limit) = limit else { continue };
+        let mine: Vec<(&String, &anchovy_core::task::LastLoad)> = loads
+            .iter()
+            .filter(|(n, _)| **n == name || n.ends_with(&format!(".{name}")))
+            .collect();
+        let last_ok = mine
+            .iter()
+            .filter_map(|(_, l)| l.last_ok.as_ref())
+            .filter_map(|t| chrono::DateTime::parse_from_rfc3339(&t.timestamp).ok())
+            .max();
+        match last_ok {
+            None => lines.push((
+                false,
+                format!("freshness {name}"),
+                "never loaded successfully".into(),
+            )),
+            Some(t) => {
+                let age = (now - t.with_timezone(&chrono::Utc))
+                    .to_std()
+                    .unwrap_or_default();
+                lines.push((
+                    age <= limit,
+                    format!("freshness {name}"),
+                    format!(
+                        "last successful load {}s ago (max lag {}s)",
+                        age.as_secs(),
+                        limit.as_secs()
+                    ),
+                ));
+            }
+        }
+    }
 }

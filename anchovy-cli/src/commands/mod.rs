@@ -2,8 +2,35 @@
 
 pub mod checkpoints;
 pub mod healthcheck;
+pub mod logs;
 pub mod plugins;
 pub mod start;
+pub mod tables;
+
+use anchovy_core::{Datastore, Error};
+
+use crate::Loaded;
+
+/// The root where metadata of a `*_store_cls` setting lives: the datastore, or its own
+/// URL.
+pub fn meta_root(loaded: &Loaded, cls: &str) -> Result<Datastore, Error> {
+    if cls == "datastore" {
+        anchovy_core::session::open_datastore(&loaded.settings, &loaded.connections)
+    } else {
+        Datastore::open_with(
+            cls,
+            loaded
+                .connections
+                .get(anchovy_core::session::DATASTORE_CONNECTION),
+        )
+    }
+}
+
+/// This anchovy's task log area.
+pub fn task_store(loaded: &Loaded) -> Result<Datastore, Error> {
+    let s = &loaded.settings;
+    Ok(meta_root(loaded, &s.task_store_cls)?.for_anchovy(&s.user, &s.id))
+}
 
 /// Renders rows as an aligned text table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
