@@ -23,7 +23,9 @@ pub const EXIT_CODES: &str = "Exit codes:
   2  bad usage or configuration (flags, config.yaml, env vars, unknown operator, missing connection)
   3  a batch hit the execution timeout (-t / ACHVY_EXECUTION_TIMEOUT)
   4  the datastore could not be read or written
-  130 interrupted (SIGINT/SIGTERM)";
+  5  another run of this anchovy holds the run lease (or this run lost it)
+  6  a budget (--max-duration/--max-rows/--max-bytes) stopped the run with work pending
+  130 interrupted (SIGINT/SIGTERM; in service mode a second signal)";
 
 /// The verbs.
 #[derive(Debug, Subcommand)]
@@ -41,6 +43,41 @@ pub enum Command {
     Logs(LogsArgs),
     /// List an anchovy's tables with their settings and last load.
     Tables(TablesArgs),
+    /// Run a set of anchovies (a school) as a DAG ordered by their -U upstreams.
+    School(SchoolArgs),
+}
+
+/// Arguments of `anchovy school`.
+#[derive(Debug, Args)]
+pub struct SchoolArgs {
+    /// What to do with the school.
+    #[command(subcommand)]
+    pub command: SchoolCommand,
+}
+
+/// `anchovy school` verbs.
+#[derive(Debug, clap::Subcommand)]
+pub enum SchoolCommand {
+    /// Run every member once, upstreams first, independent ones side by side.
+    Run(SchoolRunArgs),
+}
+
+/// Arguments of `anchovy school run`.
+#[derive(Debug, Args)]
+pub struct SchoolRunArgs {
+    /// The school file (YAML): `anchovies:` (command lines), `parallel:`, `policy:`, `env:`.
+    #[arg(short = 'f', long = "file", value_name = "SCHOOL_YAML")]
+    pub file: std::path::PathBuf,
+    /// Members at the same time (overrides `parallel:`; default 4).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// RAISE (start nothing new after a failure) or CONTINUE (default; skip only the
+    /// failed members' dependents).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `anchovy logs`.

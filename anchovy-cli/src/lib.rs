@@ -85,6 +85,16 @@ pub fn main_with(registry: Registry) -> ExitCode {
     let config = match &cli.command {
         // Needs no configuration.
         Command::Plugins(a) => return commands::plugins::run(&registry, a),
+        Command::School(a) => {
+            logging::init("info", anchovy_core::config::LogFormat::Text);
+            return match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt.block_on(commands::school::run(a)),
+                Err(e) => {
+                    eprintln!("anchovy: error: cannot start the async runtime: {e}");
+                    ExitCode::from(exit::FAILED)
+                }
+            };
+        }
         Command::Start(a) => &a.config,
         Command::Healthcheck(a) => &a.config,
         Command::Checkpoints(a) => &a.config,
@@ -119,9 +129,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
             Command::Start(a) => commands::start::run(&registry, loaded, &a).await,
             Command::Healthcheck(a) => commands::healthcheck::run(&registry, loaded, &a).await,
             Command::Checkpoints(a) => commands::checkpoints::run(loaded, &a).await,
-            Command::Plugins(a) => commands::plugins::run(&registry, &a),
             Command::Logs(a) => commands::logs::run(loaded, &a).await,
             Command::Tables(a) => commands::tables::run(loaded, &a).await,
+            Command::Plugins(_) | Command::School(_) => unreachable!("handled before loading"),
         }
     });
     // Blocking readers notice their closed channel and stop; do not wait on them forever.

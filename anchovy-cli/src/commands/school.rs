@@ -1,0 +1,378 @@
+//! `anchovy school run -f school.yaml`: a set of anchovies run as a DAG.
+//!
+//! ```yaml
+//! parallel: 2              # anchovies at the same time (default 4)
+//! policy: CONTINUE         # or RAISE: after a failure start nothing new
+//! env: {ACHVY_HOME: /data} # for every member (each member can add its own)
+//! anchovies:
+//!   - start -op files.CsvDownloader --id quickstart
+//!   - run: start -op sql.Uploader --id warehouse -U quickstart
+//!     env: {ACHVY_CNXN__DB__URI: "postgres://..."}
+//! ```
+//!
+//! Each member is an `anchovy start` command line (a string, or `run:` with `env:`).
+//! A member waits for the members whose ids it names with `-U` (its upstreams); the
+//! others run side by side up to `parallel`. Every member is its own process of this
+//! binary, so each has its run lease, logs and results. A member whose upstream failed
+//! is skipped. Under `RAISE` nothing new starts after a failure. The summary table goes
+//! to stdout (`--json` for JSON); the exit code is 0 when every member succeeded (or
+//! stopped on a budget, 6), else 1; 2 for a bad school file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anchovy_core::Error;
+use anchovy_core::config::BatchPolicy;
+use anchovy_core::error::exit;
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::args::{Cli, Command, SchoolArgs, SchoolCommand};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchoolFile {
+    #[serde(default)]
+    parallel: Option<usize>,
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    anchovies: Vec<Member>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Member {
+    Line(String),
+    Entry {
+        run: String,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+    },
+}
+
+/// One member, parsed.
+#[derive(Debug, Clone)]
+struct Job {
+    id: String,
+    operator: String,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    upstream: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Ok,
+    Pending,
+    Failed(i32),
+    Skipped(String),
+}
+
+impl Outcome {
+    fn label(&self) -> String {
+        match self {
+            Outcome::Ok => "OK".into(),
+            Outcome::Pending => "OK (more work pending)".into(),
+            Outcome::Failed(c) => format!("FAILED (exit {c})"),
+            Outcome::Skipped(why) => format!("SKIPPED ({why})"),
+        }
+    }
+    fn good(&self) -> bool {
+        matches!(self, Outcome::Ok | Outcome::Pending)
+    }
+}
+
+/// Runs `anchovy school ...`.
+pub async fn run(args: &SchoolArgs) -> ExitCode {
+    let SchoolCommand::Run(r) = &args.command;
+    let (jobs, parallel, policy, env) = match load(&r.file, r.parallel, r.policy.as_deref()) {
+        Ok(x) => x,
+        Err(e) => return crate::report(&e),
+    };
+    let results = execute(&jobs, parallel, policy, &env).await;
+    let all_good = results.values().all(|(o, _, _)| o.good());
+    if r.json {
+        let v: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|j| {
+                let (o, ms, rows) = &results[&j.id];
+                serde_json::json!({"id": j.id, "operator": j.operator, "outcome": o.label(), "ok": o.good(), "duration_ms": ms, "rows": rows})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        let rows: Vec<Vec<String>> = jobs
+            .iter()
+            .map(|j| {
+                let (o, ms, rows) = &results[&j.id];
+                vec![
+                    j.id.clone(),
+                    j.operator.clone(),
+                    j.upstream.join(","),
+                    o.label(),
+                    format!("{:.1}", *ms as f64 / 1000.0),
+                    rows.map(|r| r.to_string()).unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            super::table(
+                &[
+                    "ANCHOVY", "OPERATOR", "UPSTREAM", "OUTCOME", "SECONDS", "ROWS"
+                ],
+                &rows
+            )
+        );
+    }
+    ExitCode::from(if all_good { exit::OK } else { exit::FAILED })
+}
+
+type Loaded = (Vec<Job>, usize, BatchPolicy, BTreeMap<String, String>);
+
+fn load(
+    path: &std::path::Path,
+    parallel: Option<usize>,
+    policy: Option<&str>,
+) -> Result<Loaded, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        op: "read the school file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let origin = path.display().to_string();
+    let f: SchoolFile = serde_saphyr::from_str(&text).map_err(|e| Error::ConfigSyntax {
+        origin: origin.clone(),
+        message: e.to_string(),
+    })?;
+    let bad = |m: String| Error::config(origin.clone(), m);
+    let policy = match policy
+        .or(f.policy.as_deref())
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        None | Some("CONTINUE") => BatchPolicy::Continue,
+        Some("RAISE") => BatchPolicy::Raise,
+        Some(p) => return Err(bad(format!("policy `{p}` is not RAISE or CONTINUE"))),
+    };
+    let parallel = parallel.or(f.parallel).unwrap_or(4).max(1);
+    let mut jobs: Vec<Job> = Vec::new();
+    for (i, m) in f.anchovies.into_iter().enumerate() {
+        let (line, env) = match m {
+            Member::Line(l) => (l, BTreeMap::new()),
+            Member::Entry { run, env } => (run, env),
+        };
+        // Split like a POSIX shell would (quotes, escapes), without running one.
+        let mut args: Vec<String> = shlex::split(&line)
+            .ok_or_else(|| bad(format!("anchovies[{i}] `{line}`: unbalanced quotes")))?;
+        if args.first().map(String::as_str) == Some("anchovy") {
+            args.remove(0);
+        }
+        let what = format!("anchovies[{i}] `{line}`");
+        let argv = std::iter::once("anchovy".to_string()).chain(args.iter().cloned());
+        let parsed =
+            Cli::try_parse_from(crate::args::rewrite_args(argv.map(Into::into))).map_err(|e| {
+                bad(format!(
+                    "{what}: {}",
+                    e.render().to_string().lines().next().unwrap_or_default()
+                ))
+            })?;
+        let Command::Start(a) = parsed.command else {
+            return Err(bad(format!(
+                "{what}: a member is an `anchovy start` command line"
+            )));
+        };
+        let id = a
+            .config
+            .id
+            .clone()
+            .ok_or_else(|| bad(format!("{what}: give every member an --id")))?;
+        if jobs.iter().any(|j| j.id == id) {
+            return Err(bad(format!("{what}: the id `{id}` is used twice")));
+        }
+        let upstream: Vec<String> = a
+            .config
+            .upstream
+            .iter()
+            .flat_map(|u| u.split(',').map(|s| s.trim().to_string()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        jobs.push(Job {
+            id,
+            operator: a.config.operator.clone().unwrap_or_default(),
+            args,
+            env,
+            upstream,
+        });
+    }
+    // Upstreams outside the school are someone else's: not waited for.
+    let ids: BTreeSet<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    for j in &mut jobs {
+        j.upstream.retain(|u| ids.contains(u));
+    }
+    if let Some(cycle) = find_cycle(&jobs) {
+        return Err(bad(format!(
+            "the upstreams form a cycle: {}",
+            cycle.join(" -> ")
+        )));
+    }
+    Ok((jobs, parallel, policy, f.env))
+}
+
+fn find_cycle(jobs: &[Job]) -> Option<Vec<String>> {
+    fn visit(
+        id: &str,
+        jobs: &[Job],
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == id) {
+            let mut c = path[i..].to_vec();
+            c.push(id.to_string());
+            return Some(c);
+        }
+        if done.contains(id) {
+            return None;
+        }
+        path.push(id.to_string());
+        if let Some(j) = jobs.iter().find(|j| j.id == id) {
+            for u in &j.upstream {
+                if let Some(c) = visit(u, jobs, path, done) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        done.insert(id.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    jobs.iter()
+        .find_map(|j| visit(&j.id, jobs, &mut Vec::new(), &mut done))
+}
+
+type Results = BTreeMap<String, (Outcome, u64, Option<u64>)>;
+
+async fn execute(
+    jobs: &[Job],
+    parallel: usize,
+    policy: BatchPolicy,
+    env: &BTreeMap<String, String>,
+) -> Results {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "anchovy".into());
+    let mut results: Results = BTreeMap::new();
+    let mut running = tokio::task::JoinSet::new();
+    let mut raised = false;
+    let mut started: BTreeSet<String> = BTreeSet::new();
+    loop {
+        // Skip members whose upstream did not succeed; start the ready ones.
+        for j in jobs {
+            if results.contains_key(&j.id) || started.contains(&j.id) {
+                continue;
+            }
+            if let Some(u) = j
+                .upstream
+                .iter()
+                .find(|u| results.get(*u).is_some_and(|(o, _, _)| !o.good()))
+            {
+                results.insert(
+                    j.id.clone(),
+                    (
+                        Outcome::Skipped(format!("upstream {u} did not succeed")),
+                        0,
+                        None,
+                    ),
+                );
+            } else if raised {
+                results.insert(
+                    j.id.clone(),
+                    (
+                        Outcome::Skipped("policy RAISE after a failure".into()),
+                        0,
+                        None,
+                    ),
+                );
+            }
+        }
+        for j in jobs {
+            if running.len() >= parallel || raised {
+                break;
+            }
+            let ready = j
+                .upstream
+                .iter()
+                .all(|u| results.get(u).is_some_and(|(o, _, _)| o.good()));
+            if results.contains_key(&j.id) || started.contains(&j.id) || !ready {
+                continue;
+            }
+            started.insert(j.id.clone());
+            tracing::info!(anchovy = %j.id, "school: starting");
+            let mut cmd = tokio::process::Command::new(&exe);
+            cmd.args(&j.args)
+                .arg("--compact")
+                .envs(env)
+                .envs(&j.env)
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            let id = j.id.clone();
+            running.spawn(async move {
+                let t0 = Instant::now();
+                let out = cmd.output().await;
+                let ms = t0.elapsed().as_millis() as u64;
+                let (outcome, rows) = match out {
+                    Ok(o) => {
+                        let r: Option<serde_json::Value> = serde_json::from_slice(&o.stdout).ok();
+                        let rows = r.as_ref().map(total_rows);
+                        let outcome = match o.status.code() {
+                            Some(0) => Outcome::Ok,
+                            Some(6) => Outcome::Pending,
+                            Some(c) => Outcome::Failed(c),
+                            None => Outcome::Failed(-1),
+                        };
+                        (outcome, rows)
+                    }
+                    Err(e) => {
+                        tracing::error!(anchovy = %id, error = %e, "school: cannot start the member");
+                        (Outcome::Failed(-1), None)
+                    }
+                };
+                (id, outcome, ms, rows)
+            });
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        if let Ok((id, outcome, ms, rows)) = done {
+            tracing::info!(anchovy = %id, outcome = %outcome.label(), "school: finished");
+            if !outcome.good() && policy == BatchPolicy::Raise {
+                raised = true;
+            }
+            results.insert(id, (outcome, ms, rows));
+        }
+    }
+    // Anything never started (cannot happen without a cycle) is reported, not lost.
+    for j in jobs {
+        results
+            .entry(j.id.clone())
+            .or_insert((Outcome::Skipped("never ready".into()), 0, None));
+    }
+    results
+}
+
+/// Rows a member moved, from its run results (downloaders: `rows`; uploaders: rows
+/// inserted and updated).
+fn total_rows(r: &serde_json::Value) -> u64 {
+    let mut n = 0;
+    for b in r["batches"].as_array().into_iter().flatten() {
+        for t in b["tasks"].as_array().into_iter().flatten() {
+            let d = &t["data"];
+            n += d["rows"].as_u64().unwrap_or(0)
+                + d["rows_inserted"].as_u64().unwrap_or(0)
+                + d["rows_updated"].as_u64().unwrap_or(0);
+        }
+    }
+    n
+}
