@@ -248,6 +248,15 @@ pub struct ConfigArgs {
     /// [env: ACHVY_LEASE_TTL] (60s).
     #[arg(long, value_name = "DURATION")]
     pub lease_ttl: Option<String>,
+    /// Service mode: port of /healthz, /readyz, /metrics [env: ACHVY_PORT] (8080; 0 = off).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<String>,
+    /// Service mode: address the endpoint listens on [env: ACHVY_BIND] (127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Write the run's metrics to this Prometheus textfile [env: ACHVY_METRICS_FILE].
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<String>,
     /// Service mode: pause between batches [env: ACHVY_SERVICE_PAUSE] (10s).
     #[arg(long, value_name = "DURATION")]
     pub service_pause: Option<String>,
@@ -294,6 +303,9 @@ impl ConfigArgs {
             .set_opt("file_max_bytes", self.file_max_bytes.clone())
             .set_opt("commit_interval", self.commit_interval.clone())
             .set_opt("lease_ttl", self.lease_ttl.clone())
+            .set_opt("port", self.port.clone())
+            .set_opt("bind", self.bind.clone())
+            .set_opt("metrics_file", self.metrics_file.clone())
             .set_opt("service_pause", self.service_pause.clone())
             .set_opt("stop_grace", self.stop_grace.clone())
             .set_opt("max_duration", self.max_duration.clone())

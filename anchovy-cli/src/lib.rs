@@ -7,6 +7,7 @@
 pub mod args;
 pub mod commands;
 pub mod logging;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -189,6 +190,13 @@ mod tests {
             "lease_ttl" => (vec!["--lease-ttl", "10s"], "20s", json!("30s")),
             "max_duration" => (vec!["--max-duration", "1m"], "2m", json!("3m")),
             "service_pause" => (vec!["--service-pause", "1s"], "2s", json!("3s")),
+            "port" => (vec!["--port", "9001"], "9002", json!(9003)),
+            "bind" => (vec!["--bind", "0.0.0.0"], "::", json!("127.0.0.2")),
+            "metrics_file" => (
+                vec!["--metrics-file", "/a.prom"],
+                "/b.prom",
+                json!("/c.prom"),
+            ),
             "stop_grace" => (vec!["--stop-grace", "4s"], "5s", json!("6s")),
             "max_rows" => (vec!["--max-rows", "100"], "200", json!(300)),
             "max_bytes" => (vec!["--max-bytes", "1000"], "2000", json!(3000)),

@@ -214,6 +214,27 @@ pub const KEYS: &[KeyDef] = &[
         doc: "how long a killed run's lease blocks the next start on an object store (default 60s; renewed every third of it)",
     },
     KeyDef {
+        key: "port",
+        env: env::PORT,
+        cli: "--port",
+        list: false,
+        doc: "service mode: port of /healthz, /readyz and /metrics (default 8080; 0 turns the endpoint off)",
+    },
+    KeyDef {
+        key: "bind",
+        env: env::BIND,
+        cli: "--bind",
+        list: false,
+        doc: "service mode: address the endpoint listens on (default 127.0.0.1; 0.0.0.0 in a container)",
+    },
+    KeyDef {
+        key: "metrics_file",
+        env: env::METRICS_FILE,
+        cli: "--metrics-file",
+        list: false,
+        doc: "write the run's metrics to this Prometheus textfile at the end (node_exporter's textfile collector)",
+    },
+    KeyDef {
         key: "service_pause",
         env: env::SERVICE_PAUSE,
         cli: "--service-pause",
@@ -421,6 +442,12 @@ pub struct Settings {
     pub commit_interval: Duration,
     /// Run lease time to live.
     pub lease_ttl: Duration,
+    /// Service mode: endpoint port (0: off).
+    pub port: u16,
+    /// Service mode: endpoint address.
+    pub bind: String,
+    /// A Prometheus textfile to write at the end of the run.
+    pub metrics_file: Option<String>,
     /// Service mode: pause between batches.
     pub service_pause: Duration,
     /// Service mode: grace period after a stop signal.
@@ -628,6 +655,17 @@ impl Settings {
                 None => Ok(default),
             }
         };
+        let port = parse_num("port", pick("port", &mut origins), 8080)?;
+        let port = u16::try_from(port)
+            .map_err(|_| Error::config("port", format!("{port} is not a port (0-65535)")))?;
+        let bind = string("bind", "127.0.0.1", &mut origins);
+        if bind.parse::<std::net::IpAddr>().is_err() {
+            return Err(Error::config(
+                "bind",
+                format!("`{bind}` is not an IP address (127.0.0.1, 0.0.0.0, ::)"),
+            ));
+        }
+        let metrics_file = pick("metrics_file", &mut origins).map(|(v, _)| as_string(&v));
         let service_pause = duration_or(
             "service_pause",
             pick("service_pause", &mut origins),
@@ -677,6 +715,9 @@ impl Settings {
             file_max_bytes,
             commit_interval,
             lease_ttl,
+            port,
+            bind,
+            metrics_file,
             service_pause,
             stop_grace,
             max_duration,

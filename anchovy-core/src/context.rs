@@ -40,6 +40,8 @@ pub struct SessionCtx {
     pub(crate) committer: Arc<Committer>,
     /// The run's budget (`max_duration`, `max_rows`, `max_bytes`).
     pub budget: Budget,
+    /// The run's metrics (served by a service, written to `metrics_file`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A task-mode budget: sources ask [`SessionCtx::stop_for_budget`] before each unit of

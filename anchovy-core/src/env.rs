@@ -47,6 +47,12 @@ pub const BATCH_SIZE: &str = "ACHVY_BATCH_SIZE";
 pub const FILE_MAX_BYTES: &str = "ACHVY_FILE_MAX_BYTES";
 /// Seconds between commits while a table streams (default 5); the task end always commits.
 pub const COMMIT_INTERVAL: &str = "ACHVY_COMMIT_INTERVAL";
+/// Service mode: port of the health and metrics endpoint (`port`).
+pub const PORT: &str = "ACHVY_PORT";
+/// Service mode: address the endpoint binds to (`bind`).
+pub const BIND: &str = "ACHVY_BIND";
+/// Task mode: write the run's metrics to this Prometheus textfile (`metrics_file`).
+pub const METRICS_FILE: &str = "ACHVY_METRICS_FILE";
 /// Service mode: pause between batches (`service_pause`).
 pub const SERVICE_PAUSE: &str = "ACHVY_SERVICE_PAUSE";
 /// Service mode: how long a stop signal lets the current batch finish (`stop_grace`).
@@ -91,6 +97,9 @@ pub const ALL: &[&str] = &[
     FILE_MAX_BYTES,
     COMMIT_INTERVAL,
     LEASE_TTL,
+    PORT,
+    BIND,
+    METRICS_FILE,
     SERVICE_PAUSE,
     STOP_GRACE,
     MAX_DURATION,

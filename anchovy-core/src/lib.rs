@@ -53,6 +53,7 @@ pub mod env;
 pub mod error;
 pub mod failpoint;
 pub mod lease;
+pub mod metrics;
 pub mod operator;
 pub mod results;
 pub mod row;

@@ -189,6 +189,11 @@ impl Session {
                 store: store.clone(),
                 committer,
                 budget: crate::context::Budget::new(&settings_for_budget),
+                metrics: crate::metrics::Metrics::new(
+                    &settings_for_budget.id,
+                    &settings_for_budget.user,
+                    spec.name,
+                ),
             });
             let operator = (spec.build)(&ctx)?;
             Ok::<_, Error>((ctx, operator))
@@ -213,6 +218,11 @@ impl Session {
             lease,
             keep_alive,
         })
+    }
+
+    /// True while this session holds its run lease (always false for check sessions).
+    pub fn lease_held(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| !l.is_lost())
     }
 
     /// The session context.
@@ -250,6 +260,7 @@ impl Session {
         if let Some(e) = err {
             fatal = Some(e);
         } else {
+            self.ctx.metrics.set_started();
             let mut batch_id = 0;
             let mut failures = 0u32;
             loop {
@@ -260,6 +271,7 @@ impl Session {
                 } else {
                     failures + 1
                 };
+                self.ctx.metrics.record_batch(&b);
                 batches.push(b);
                 if batches.len() > 100 {
                     batches.remove(0);

@@ -141,3 +141,196 @@ fn failed_batches_back_off() {
     assert!(err.contains("failures=1 pause_s=0.2"), "{err}");
     assert!(err.contains("failures=2 pause_s=0.4"), "{err}");
 }
+
+/// A free local port for a service's endpoint.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over plain HTTP/1.1: (status, body).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// Every sample line is `name{labels} value`, every family has HELP and TYPE.
+fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
+    let mut out = vec![];
+    let mut typed = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut p = rest.split_whitespace();
+            let name = p.next().unwrap();
+            assert!(matches!(p.next(), Some("counter" | "gauge")), "{line}");
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad metric name in {line}"
+        );
+        assert!(labels.ends_with('}'), "{line}");
+        assert!(typed.contains(name), "{name} has no TYPE");
+        out.push((name.to_string(), labels.to_string(), value.parse().unwrap()));
+    }
+    out
+}
+
+#[test]
+fn health_ready_and_metrics_endpoints() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n2\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    let port = free_port();
+    let p = port.to_string();
+    let child = env.spawn(
+        &[
+            "start",
+            "-op",
+            "files.CsvDownloader",
+            "--id",
+            "m",
+            "-S",
+            "--service-pause",
+            "200ms",
+            "--port",
+            &p,
+        ],
+        &[],
+    );
+    wait_for("the endpoint", || {
+        get(port, "/healthz").is_some_and(|(s, _)| s == 200)
+    });
+    wait_for("readiness", || {
+        get(port, "/readyz").is_some_and(|(s, _)| s == 200)
+    });
+    let (status, body) = get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let samples = parse_prometheus(&body);
+    let rows = samples
+        .iter()
+        .find(|(n, l, _)| n == "anchovy_rows_total" && l.contains("table=\"t\""))
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(rows.2, 2.0);
+    assert!(
+        samples
+            .iter()
+            .any(|(n, _, v)| n == "anchovy_lease_held" && *v == 1.0)
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|(n, _, _)| n == "anchovy_last_success_timestamp_seconds")
+    );
+    assert_eq!(get(port, "/nope").unwrap().0, 404);
+    // A failing batch makes the service not ready; it stays alive.
+    env.write("in/b.csv", "id,x\n1\n");
+    wait_for("not ready after a failed batch", || {
+        get(port, "/readyz").is_some_and(|(s, b)| s == 503 && b.contains("the last batch failed"))
+    });
+    assert_eq!(get(port, "/healthz").unwrap().0, 200);
+    let body = get(port, "/metrics").unwrap().1;
+    assert!(
+        parse_prometheus(&body)
+            .iter()
+            .any(|(n, l, v)| n == "anchovy_batches_total"
+                && l.contains("status=\"err\"")
+                && *v >= 1.0)
+    );
+    term(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", crate::stderr(&out));
+}
+
+#[test]
+fn task_mode_writes_a_metrics_textfile() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n2\n3\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    let file = env.path().join("anchovy.prom");
+    let out = env
+        .cmd()
+        .args([
+            "start",
+            "-op",
+            "files.CsvDownloader",
+            "--id",
+            "tf",
+            "--metrics-file",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let samples = parse_prometheus(&text);
+    assert!(
+        samples.iter().any(|(n, l, v)| n == "anchovy_rows_total"
+            && l.contains("anchovy=\"tf\"")
+            && *v == 3.0)
+    );
+}
+
+/// `anchovy healthcheck -S` while the service runs: it asks the service's `/readyz`.
+#[test]
+fn healthcheck_asks_a_running_service() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    let p = free_port().to_string();
+    let child = env.spawn(
+        &[
+            "start",
+            "-op",
+            "files.CsvDownloader",
+            "--id",
+            "hs",
+            "-S",
+            "--port",
+            &p,
+        ],
+        &[],
+    );
+    let port: u16 = p.parse().unwrap();
+    wait_for("readiness", || {
+        get(port, "/readyz").is_some_and(|(s, _)| s == 200)
+    });
+    let out = env
+        .cmd()
+        .args([
+            "healthcheck",
+            "-op",
+            "files.CsvDownloader",
+            "--id",
+            "hs",
+            "-S",
+            "--port",
+            &p,
+        ])
+        .output()
+        .unwrap();
+    term(&child);
+    let _ = child.wait_with_output();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ok   service: ready"), "{text}");
+}

@@ -64,14 +64,33 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &HealthcheckArgs) ->
             .get_json::<anchovy_core::lease::LeaseDoc>(anchovy_core::lease::LEASE_KEY)
             .await
         {
-            Ok(Some(l)) if !l.released => lines.push((
-                true,
-                "lease".into(),
-                format!(
-                    "held by pid {} on {} (session {}, token {}) until {}",
-                    l.pid, l.host, l.session_id, l.token, l.expires_at
-                ),
-            )),
+            Ok(Some(l)) if !l.released => {
+                lines.push((
+                    true,
+                    "lease".into(),
+                    format!(
+                        "held by pid {} on {} (session {}, token {}) until {}",
+                        l.pid, l.host, l.session_id, l.token, l.expires_at
+                    ),
+                ));
+                // A service of this anchovy on this host: ask its endpoint too.
+                let here = gethostname();
+                if s.service && s.port > 0 && l.host == here {
+                    lines.push(match readyz(&s.bind, s.port).await {
+                        Ok((200, body)) => (true, "service".into(), body.trim().to_string()),
+                        Ok((code, body)) => (
+                            false,
+                            "service".into(),
+                            format!("/readyz {code}: {}", body.trim()),
+                        ),
+                        Err(e) => (
+                            false,
+                            "service".into(),
+                            format!("no answer on {}:{}: {e}", s.bind, s.port),
+                        ),
+                    });
+                }
+            }
             Ok(_) => lines.push((true, "lease".into(), "free".into())),
             Err(e) => lines.push((false, "lease".into(), e.chain())),
         }
@@ -199,4 +218,38 @@ async fn freshness(
             }
         }
     }
+}
+
+fn gethostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// `GET /readyz` of a local service: (status, body), within 3 s.
+async fn readyz(bind: &str, port: u16) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = if bind == "0.0.0.0" || bind == "::" {
+        "127.0.0.1"
+    } else {
+        bind
+    };
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect((host, port)).await?;
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: anchovy\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await?;
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
+        Ok((code, body))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), fut)
+        .await
+        .map_err(|_| std::io::Error::other("timed out"))?
 }

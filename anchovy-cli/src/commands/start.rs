@@ -25,8 +25,34 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitC
     );
     let (stop, cancel) = (CancellationToken::new(), CancellationToken::new());
     let grace = s.service.then_some(s.stop_grace);
+    let (service, bind, port, metrics_file) =
+        (s.service, s.bind.clone(), s.port, s.metrics_file.clone());
+    let session = std::sync::Arc::new(session);
+    if service && port > 0 {
+        match crate::serve::spawn(session.clone(), &bind, port).await {
+            Ok(addr) => {
+                tracing::info!(%addr, "health and metrics endpoint: /healthz /readyz /metrics")
+            }
+            Err(e) => {
+                return crate::report(&anchovy_core::Error::config(
+                    "port",
+                    format!(
+                        "cannot listen on {bind}:{port}: {e}; set --port/ACHVY_PORT (0 turns the endpoint off)"
+                    ),
+                ));
+            }
+        }
+    }
     tokio::spawn(watch_signals(stop.clone(), cancel.clone(), grace));
     let result = session.run_with(stop, cancel).await;
+    if let Some(path) = metrics_file {
+        let text = session.ctx().metrics.render(session.lease_held());
+        let tmp = format!("{path}.tmp.{}", std::process::id());
+        // Written whole then renamed, so a collector never reads half a file.
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path)) {
+            tracing::error!(path = %path, error = %e, "cannot write the metrics file");
+        }
+    }
     let text = if args.compact {
         serde_json::to_string(&result)
     } else {

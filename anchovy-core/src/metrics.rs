@@ -1,0 +1,245 @@
+//! Run metrics in the Prometheus text format: served by a service's `/metrics`
+//! endpoint, written to a textfile by task-mode runs (`metrics_file`), both from the
+//! same state, which the session updates after every batch.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use crate::results::BatchResult;
+use crate::task::{Status, TaskType};
+
+#[derive(Debug, Default, Clone)]
+struct TableState {
+    rows: u64,
+    bytes: u64,
+    files: u64,
+    errors: u64,
+    last_duration_s: f64,
+    last_success: Option<f64>,
+    lag_s: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    started: bool,
+    batches_ok: u64,
+    batches_err: u64,
+    last_batch_ok: Option<bool>,
+    tables: BTreeMap<String, TableState>,
+}
+
+/// The metrics of one run.
+#[derive(Debug)]
+pub struct Metrics {
+    labels: Vec<(&'static str, String)>,
+    state: Mutex<State>,
+}
+
+impl Metrics {
+    /// Metrics labelled with the anchovy's id, user and operator.
+    pub fn new(id: &str, user: &str, operator: &str) -> Metrics {
+        Metrics {
+            labels: vec![
+                ("anchovy", id.to_string()),
+                ("user", user.to_string()),
+                ("operator", operator.to_string()),
+            ],
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// STARTUP succeeded.
+    pub fn set_started(&self) {
+        self.state().started = true;
+    }
+
+    /// Folds one finished batch in.
+    pub fn record_batch(&self, b: &BatchResult) {
+        let mut s = self.state();
+        let ok = b.status == Status::Ok;
+        if ok {
+            s.batches_ok += 1;
+        } else {
+            s.batches_err += 1;
+        }
+        s.last_batch_ok = Some(ok);
+        for t in b.tasks.iter().filter(|t| t.task_type == TaskType::Tbl) {
+            let Some(name) = &t.tbl else { continue };
+            let e = s.tables.entry(name.clone()).or_default();
+            let n = |k: &str| t.data.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            e.rows += n("rows") + n("rows_inserted") + n("rows_updated");
+            e.bytes += n("bytes") + n("bytes_consumed");
+            e.files += n("files") + n("files_consumed");
+            e.last_duration_s = t.duration as f64 / 1000.0;
+            if let Some(l) = t.data.get("lag_seconds").and_then(|v| v.as_f64()) {
+                e.lag_s = Some(l);
+            }
+            if t.status == Status::Ok {
+                e.last_success = chrono::DateTime::parse_from_rfc3339(&t.timestamp)
+                    .ok()
+                    .map(|d| d.timestamp_millis() as f64 / 1000.0);
+            } else {
+                e.errors += 1;
+            }
+        }
+    }
+
+    /// Ready: started, and the last batch (if any) succeeded.
+    pub fn ready(&self) -> (bool, String) {
+        let s = self.state();
+        if !s.started {
+            return (false, "starting".into());
+        }
+        match s.last_batch_ok {
+            Some(false) => (false, "the last batch failed".into()),
+            Some(true) => (true, "ok".into()),
+            None => (true, "started; no batch finished yet".into()),
+        }
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    pub fn render(&self, lease_held: bool) -> String {
+        let (ready, _) = self.ready();
+        let s = self.state();
+        let base = label_text(&self.labels, &[]);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {}", num(v));
+            }
+        };
+        metric(
+            "anchovy_up",
+            "gauge",
+            "1 while the anchovy process runs.",
+            vec![(base.clone(), 1.0)],
+        );
+        metric(
+            "anchovy_ready",
+            "gauge",
+            "1 when started, holding its lease, and the last batch succeeded.",
+            vec![(base.clone(), f(ready && lease_held))],
+        );
+        metric(
+            "anchovy_lease_held",
+            "gauge",
+            "1 while this process holds the run lease.",
+            vec![(base.clone(), f(lease_held))],
+        );
+        metric(
+            "anchovy_batches_total",
+            "counter",
+            "Finished batches by outcome.",
+            vec![
+                (
+                    label_text(&self.labels, &[("status", "ok")]),
+                    s.batches_ok as f64,
+                ),
+                (
+                    label_text(&self.labels, &[("status", "err")]),
+                    s.batches_err as f64,
+                ),
+            ],
+        );
+        let per = |get: &dyn Fn(&TableState) -> Option<f64>| -> Vec<(String, f64)> {
+            s.tables
+                .iter()
+                .filter_map(|(t, st)| Some((label_text(&self.labels, &[("table", t)]), get(st)?)))
+                .collect()
+        };
+        metric(
+            "anchovy_rows_total",
+            "counter",
+            "Rows written (downloaders) or merged (uploaders).",
+            per(&|t| Some(t.rows as f64)),
+        );
+        metric(
+            "anchovy_bytes_total",
+            "counter",
+            "Bytes written (downloaders) or read (uploaders).",
+            per(&|t| Some(t.bytes as f64)),
+        );
+        metric(
+            "anchovy_files_total",
+            "counter",
+            "Data files written or consumed.",
+            per(&|t| Some(t.files as f64)),
+        );
+        metric(
+            "anchovy_table_errors_total",
+            "counter",
+            "Failed table tasks.",
+            per(&|t| Some(t.errors as f64)),
+        );
+        metric(
+            "anchovy_task_duration_seconds",
+            "gauge",
+            "Duration of the table's last task.",
+            per(&|t| Some(t.last_duration_s)),
+        );
+        metric(
+            "anchovy_last_success_timestamp_seconds",
+            "gauge",
+            "When the table last loaded successfully (Unix time).",
+            per(&|t| t.last_success),
+        );
+        metric(
+            "anchovy_lag_seconds",
+            "gauge",
+            "Uploaders: age of the newest upstream commit loaded.",
+            per(&|t| t.lag_s),
+        );
+        out
+    }
+}
+
+fn f(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+fn num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// `{a="x",b="y"}` with Prometheus escaping (backslash, quote, newline).
+fn label_text(base: &[(&'static str, String)], extra: &[(&str, &str)]) -> String {
+    let esc = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let parts: Vec<String> = base
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+        .chain(extra.iter().map(|(k, v)| format!("{k}=\"{}\"", esc(v))))
+        .collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped_and_every_sample_line_parses() {
+        let m = Metrics::new("a\"b", "u", "op");
+        m.set_started();
+        let text = m.render(true);
+        assert!(text.contains("anchovy=\"a\\\"b\""));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, v) = line.rsplit_once(' ').unwrap();
+            v.parse::<f64>().unwrap();
+        }
+    }
+}
