@@ -157,6 +157,12 @@ pub struct CheckpointsArgs {
     /// Delete the matching checkpoints (asks first; the next run starts over for them).
     #[arg(short = 'D', long)]
     pub delete: bool,
+    /// Set a checkpoint: `KEY=VALUE`, VALUE as JSON (or text); repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Put back the values the last change (-D, --set, --undo) replaced.
+    #[arg(long, conflicts_with_all = ["delete", "set"])]
+    pub undo: bool,
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,

@@ -279,3 +279,42 @@ fn redaction_never_rewrites_checkpoints() {
     );
     assert_eq!(committed(&env.home(), "tester", "r")["t"].len(), 1);
 }
+
+#[test]
+fn setting_a_checkpoint_and_undoing_it() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n");
+    env.write("in/b.csv", "id\n2\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    run(&env, "s");
+    let cp = |args: &[&str]| {
+        env.cmd()
+            .args(["checkpoints", "--id", "s"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let value = || {
+        let out = cp(&["--json", "t:in/a.csv"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["value"].clone()
+    };
+    let original = value();
+    let set = r#"t:in/a.csv={"size":1,"mtime_ns":1,"rows":0}"#;
+    let out = cp(&["--set", set]);
+    assert_eq!(out.status.code(), Some(2), "asks first");
+    let out = cp(&["--set", set, "-y"]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(crate::stderr(&out).contains("--undo"));
+    assert_eq!(value()["size"], 1);
+    // Undo: the previous value is back, and a rerun reads nothing.
+    let out = cp(&["--undo", "-y"]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert_eq!(value(), original);
+    let r = run(&env, "s");
+    assert_eq!(tbl_data(&r, "t")["files_read"], 0);
+    // Set again and keep it: the next run reads that file again.
+    assert!(cp(&["--set", set, "-y"]).status.success());
+    let r = run(&env, "s");
+    assert_eq!(tbl_data(&r, "t")["files_read"], 1);
+}

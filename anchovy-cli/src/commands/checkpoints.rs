@@ -1,6 +1,9 @@
-//! `anchovy checkpoints [GLOB]`: list an anchovy's checkpoints; `-D` deletes them
-//! (through a commit, like any checkpoint change) after a confirmation.
+//! `anchovy checkpoints [GLOB]`: list an anchovy's checkpoints; `-D` deletes them,
+//! `--set KEY=VALUE` sets them, `--undo` puts back the values the last change replaced;
+//! every change goes through a commit (like any checkpoint change), holds the run
+//! lease, and asks first.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -51,20 +54,49 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
             super::table(&["KEY", "VALUE", "COMMIT", "UPDATED_AT"], &rows)
         );
     }
-    if !args.delete || entries.is_empty() {
+    let undo_key = "$undo/checkpoints.json";
+    // What to change: delete (-D), set (--set KEY=VALUE), or undo the last change.
+    let (verb, changes): (&str, BTreeMap<String, Option<serde_json::Value>>) = if args.undo {
+        match store.get_json::<Undo>(undo_key).await {
+            Ok(Some(u)) => ("restore", u.previous),
+            Ok(None) => {
+                eprintln!("nothing to undo in {}", store.location());
+                return ExitCode::from(exit::OK);
+            }
+            Err(e) => return crate::report(&e),
+        }
+    } else if !args.set.is_empty() {
+        let mut m = BTreeMap::new();
+        for kv in &args.set {
+            let Some((k, v)) = kv.split_once('=') else {
+                return crate::report(&anchovy_core::Error::config(
+                    "--set",
+                    format!("`{kv}` is not KEY=VALUE (VALUE is JSON, or taken as text)"),
+                ));
+            };
+            let v = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.into()));
+            m.insert(k.to_string(), Some(v));
+        }
+        ("set", m)
+    } else if args.delete && !entries.is_empty() {
+        (
+            "delete",
+            entries.iter().map(|e| (e.key.clone(), None)).collect(),
+        )
+    } else {
         return ExitCode::from(exit::OK);
-    }
+    };
     if !args.yes {
         if !std::io::stdin().is_terminal() {
             eprintln!(
-                "anchovy: error: refusing to delete {} checkpoints without confirmation; pass -y",
-                entries.len()
+                "anchovy: error: refusing to {verb} {} checkpoints without confirmation; pass -y",
+                changes.len()
             );
             return ExitCode::from(exit::CONFIG);
         }
         eprint!(
-            "Delete {} checkpoints of {}/{}? The next run starts over for them. [y/N] ",
-            entries.len(),
+            "{verb} {} checkpoints of {}/{}? The next run continues from the new values. [y/N] ",
+            changes.len(),
             s.user,
             s.id
         );
@@ -72,11 +104,11 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
         let mut answer = String::new();
         let _ = std::io::stdin().lock().read_line(&mut answer);
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            eprintln!("nothing deleted");
+            eprintln!("nothing changed");
             return ExitCode::from(exit::OK);
         }
     }
-    // Like a run, a deletion holds the run lease: it never races a running anchovy.
+    // Like a run, a change holds the run lease: it never races a running anchovy.
     let lease = match Lease::acquire(&store, "anchovy-checkpoints-cli", s.lease_ttl).await {
         Ok(l) => l,
         Err(e) => return crate::report(&e),
@@ -86,7 +118,8 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
         Ok(x) => x,
         Err(e) => return crate::report(&e),
     };
-    let entries = cps.list(&args.glob);
+    let previous: BTreeMap<String, Option<serde_json::Value>> =
+        changes.keys().map(|k| (k.clone(), cps.get(k))).collect();
     let committer = Committer::new(store.clone(), Arc::new(cps), last).with_lease(lease.clone());
     let meta = CommitMeta {
         anchovy_id: s.id.clone(),
@@ -95,22 +128,38 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
         batch_id: 0,
         tbl: None,
     };
-    match committer
-        .commit(
-            &meta,
-            Vec::new(),
-            entries.iter().map(|e| (e.key.clone(), None)).collect(),
-        )
-        .await
-    {
+    let n = changes.len();
+    let result = committer.commit(&meta, Vec::new(), changes).await;
+    let code = match result {
         Ok(rec) => {
-            let _ = lease.release().await;
-            eprintln!("deleted {} checkpoints (commit {})", entries.len(), rec.seq);
+            // The values before this change, for `--undo` (an undo can be undone too).
+            let undo = Undo {
+                commit: rec.seq,
+                previous,
+            };
+            if let Err(e) = store.put_json(undo_key, &undo).await {
+                tracing::warn!(error = %e.chain(), "cannot keep the previous values for --undo");
+            }
+            let past = match verb {
+                "delete" => "deleted",
+                "restore" => "restored",
+                _ => "set",
+            };
+            eprintln!(
+                "{past} {n} checkpoints (commit {}); `anchovy checkpoints --undo` puts the previous values back",
+                rec.seq
+            );
             ExitCode::from(exit::OK)
         }
-        Err(e) => {
-            let _ = lease.release().await;
-            crate::report(&e)
-        }
-    }
+        Err(e) => crate::report(&e),
+    };
+    let _ = lease.release().await;
+    code
+}
+
+/// The values a checkpoint change replaced (`null`: the key did not exist).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Undo {
+    commit: u64,
+    previous: BTreeMap<String, Option<serde_json::Value>>,
 }
