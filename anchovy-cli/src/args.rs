@@ -134,6 +134,9 @@ pub struct StartArgs {
     /// Print the run results as one JSON line instead of pretty JSON.
     #[arg(long)]
     pub compact: bool,
+    /// No progress bars (they are drawn only when stderr is a terminal and logs are text).
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 /// Arguments of `anchovy healthcheck`.

@@ -7,6 +7,7 @@
 pub mod args;
 pub mod commands;
 pub mod logging;
+pub mod progress;
 pub mod serve;
 
 use std::collections::BTreeMap;

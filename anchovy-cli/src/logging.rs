@@ -13,7 +13,12 @@ pub struct RedactingStderr;
 impl Write for RedactingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(anchovy_core::secret::redact(&text).as_bytes())?;
+        let text = anchovy_core::secret::redact(&text);
+        match crate::progress::MULTI.get() {
+            // Above the progress bars, which are redrawn below.
+            Some(m) => m.suspend(|| std::io::stderr().write_all(text.as_bytes()))?,
+            None => std::io::stderr().write_all(text.as_bytes())?,
+        }
         Ok(buf.len())
     }
 

@@ -140,7 +140,14 @@ impl Terminal for DatastoreSink {
             .open
             .get_mut(&batch.table)
             .unwrap_or_else(|| unreachable!());
+        let before = w.raw_bytes();
         w.write(&batch).await?;
+        self.ctx.session.progress(
+            self.ctx.tbl_name(),
+            batch.rows.len() as u64,
+            w.raw_bytes() - before,
+            false,
+        );
         if w.raw_bytes() >= max
             && let Some(w) = self.open.remove(&batch.table)
         {

@@ -42,6 +42,27 @@ pub struct SessionCtx {
     pub budget: Budget,
     /// The run's metrics (served by a service, written to `metrics_file`).
     pub metrics: crate::metrics::Metrics,
+    /// Where progress goes (the CLI draws bars on a terminal); `None` when nobody looks.
+    pub progress: std::sync::OnceLock<Arc<dyn Progress>>,
+}
+
+/// Progress of table tasks, for a display. Called often: implementations must be cheap.
+pub trait Progress: Send + Sync {
+    /// A table task started.
+    fn start(&self, table: &str);
+    /// `rows` and `bytes` more moved for `table` (and a file, when `file`).
+    fn advance(&self, table: &str, rows: u64, bytes: u64, file: bool);
+    /// The table task ended.
+    fn finish(&self, table: &str, ok: bool);
+}
+
+impl SessionCtx {
+    /// Reports progress to the display, if one is attached.
+    pub fn progress(&self, table: &str, rows: u64, bytes: u64, file: bool) {
+        if let Some(p) = self.progress.get() {
+            p.advance(table, rows, bytes, file);
+        }
+    }
 }
 
 /// A task-mode budget: sources ask [`SessionCtx::stop_for_budget`] before each unit of

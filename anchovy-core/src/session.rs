@@ -189,6 +189,7 @@ impl Session {
                 store: store.clone(),
                 committer,
                 budget: crate::context::Budget::new(&settings_for_budget),
+                progress: std::sync::OnceLock::new(),
                 metrics: crate::metrics::Metrics::new(
                     &settings_for_budget.id,
                     &settings_for_budget.user,
@@ -732,6 +733,9 @@ async fn run_table(
         Some(tbl),
     ));
     let t0 = Instant::now();
+    if let Some(p) = sess.progress.get() {
+        p.start(&name);
+    }
     let mut sink = DatastoreSink::new(ctx.clone());
     let result: Result<()> = async {
         let source = sources
@@ -763,6 +767,9 @@ async fn run_table(
     .await;
     if result.is_err() {
         sink.abort().await;
+    }
+    if let Some(p) = sess.progress.get() {
+        p.finish(&name, result.is_ok());
     }
     let mut data = ctx.take_data();
     let (rows, bytes, files) = sink.stats.values().fold((0, 0, 0), |(r, b, f), s| {

@@ -334,3 +334,44 @@ fn healthcheck_asks_a_running_service() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("ok   service: ready"), "{text}");
 }
+
+/// Progress bars appear on a terminal (a pty from `script`), never when stderr is not
+/// one, and not with `--no-progress`.
+#[test]
+fn progress_bars_only_on_a_terminal() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n2\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    let bin = assert_cmd::cargo::cargo_bin("anchovy");
+    let on_tty = |extra: &str, id: &str| {
+        let log = env.path().join(format!("tty-{id}.out"));
+        let cmd = format!(
+            "env HOME={} USER=tester ACHVY_PORT=0 {} start -op files.CsvDownloader --id {id} {extra}",
+            env.path().join("home").display(),
+            bin.display()
+        );
+        let ok = std::process::Command::new("script")
+            .args(["-qec", &cmd])
+            .arg(&log)
+            .current_dir(env.path())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("`script` (util-linux) runs the command on a pty")
+            .success();
+        assert!(ok);
+        String::from_utf8_lossy(&std::fs::read(log).unwrap()).into_owned()
+    };
+    let shown = on_tty("", "p1");
+    assert!(
+        shown.contains("rows/s") && shown.contains("done:"),
+        "{shown}"
+    );
+    let hidden = on_tty("--no-progress", "p2");
+    assert!(!hidden.contains("rows/s"), "{hidden}");
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "p3"])
+        .output()
+        .unwrap();
+    assert!(!crate::stderr(&out).contains("rows/s"));
+}

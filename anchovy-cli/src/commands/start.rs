@@ -43,6 +43,15 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitC
             }
         }
     }
+    if !args.no_progress
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && session.ctx().settings.log_format == anchovy_core::LogFormat::Text
+    {
+        let _ = session
+            .ctx()
+            .progress
+            .set(std::sync::Arc::new(crate::progress::Bars::new()));
+    }
     tokio::spawn(watch_signals(stop.clone(), cancel.clone(), grace));
     let result = session.run_with(stop, cancel).await;
     if let Some(path) = metrics_file {

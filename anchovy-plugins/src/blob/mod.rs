@@ -372,6 +372,7 @@ impl Source for BlobSource {
             };
             out.checkpoint(&key, state).await?;
             ctx.session.budget.spend(rows, meta.size);
+            ctx.session.progress(&tbl.name, 0, 0, true);
             read += 1;
             ctx.log_add("rows_read", rows);
         }

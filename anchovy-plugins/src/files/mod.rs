@@ -180,6 +180,7 @@ impl Source for FileSource {
             }
             out.checkpoint(&key, FileState { rows, ..before }).await?;
             ctx.session.budget.spend(rows, before.size);
+            ctx.session.progress(&tbl.name, 0, 0, true);
             read += 1;
             ctx.log_add("rows_read", rows);
         }

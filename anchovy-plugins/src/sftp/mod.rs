@@ -409,6 +409,7 @@ impl Source for SftpSource {
                 })?;
                 read += 1;
                 session.budget.spend(rows, f.size);
+                session.progress(&table, 0, 0, true);
                 let state = FileState {
                     size: f.size,
                     mtime_ns: f.mtime_ns,

@@ -295,10 +295,12 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
             totals.bytes,
         );
         job.load_unit(tbl, &unit, expected, &mut totals).await?;
-        ctx.session.budget.spend(
+        let (rows, bytes) = (
             totals.inserted + totals.updated + totals.skipped - rows0,
             totals.bytes - bytes0,
         );
+        ctx.session.budget.spend(rows, bytes);
+        ctx.session.progress(&full, rows, bytes, true);
         expected = unit.end;
         out.checkpoint(&full, json!({"seq": unit.end, "upstream": job.upstream}))
             .await?;
