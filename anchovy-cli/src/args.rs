@@ -273,6 +273,9 @@ pub struct ConfigArgs {
     /// [env: ACHVY_STOP_GRACE] (30s).
     #[arg(long, value_name = "DURATION")]
     pub stop_grace: Option<String>,
+    /// Service mode: reuse discovered tables for this long [env: ACHVY_DISCOVERY_TTL] (0s).
+    #[arg(long, value_name = "DURATION")]
+    pub discovery_ttl: Option<String>,
     /// Budget: take no new work after this long; exit 6 = more work pending
     /// [env: ACHVY_MAX_DURATION].
     #[arg(long, value_name = "DURATION")]
@@ -317,6 +320,7 @@ impl ConfigArgs {
             .set_opt("metrics_file", self.metrics_file.clone())
             .set_opt("service_pause", self.service_pause.clone())
             .set_opt("stop_grace", self.stop_grace.clone())
+            .set_opt("discovery_ttl", self.discovery_ttl.clone())
             .set_opt("max_duration", self.max_duration.clone())
             .set_opt("max_rows", self.max_rows.clone())
             .set_opt("max_bytes", self.max_bytes.clone());

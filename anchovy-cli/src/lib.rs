@@ -199,6 +199,7 @@ mod tests {
                 json!("/c.prom"),
             ),
             "stop_grace" => (vec!["--stop-grace", "4s"], "5s", json!("6s")),
+            "discovery_ttl" => (vec!["--discovery-ttl", "7s"], "8s", json!("9s")),
             "max_rows" => (vec!["--max-rows", "100"], "200", json!(300)),
             "max_bytes" => (vec!["--max-bytes", "1000"], "2000", json!(3000)),
             other => panic!("no sample for settings key {other}: add one"),

@@ -249,6 +249,13 @@ pub const KEYS: &[KeyDef] = &[
         doc: "service mode: how long SIGTERM/SIGINT lets the current batch finish before cancelling it (default 30s)",
     },
     KeyDef {
+        key: "discovery_ttl",
+        env: env::DISCOVERY_TTL,
+        cli: "--discovery-ttl",
+        list: false,
+        doc: "service mode: reuse the tables an operator discovered for this long (default 0s: discover every batch)",
+    },
+    KeyDef {
         key: "max_duration",
         env: env::MAX_DURATION,
         cli: "--max-duration",
@@ -452,6 +459,8 @@ pub struct Settings {
     pub service_pause: Duration,
     /// Service mode: grace period after a stop signal.
     pub stop_grace: Duration,
+    /// Service mode: how long discovered tables are reused.
+    pub discovery_ttl: Duration,
     /// Budget: wall time.
     pub max_duration: Option<Duration>,
     /// Budget: rows.
@@ -676,6 +685,11 @@ impl Settings {
             pick("stop_grace", &mut origins),
             Duration::from_secs(30),
         )?;
+        let discovery_ttl = duration_or(
+            "discovery_ttl",
+            pick("discovery_ttl", &mut origins),
+            Duration::ZERO,
+        )?;
         let max_duration = match pick("max_duration", &mut origins) {
             Some((v, o)) => Some(parse_duration(&as_string(&v)).ok_or_else(|| {
                 Error::config(
@@ -720,6 +734,7 @@ impl Settings {
             metrics_file,
             service_pause,
             stop_grace,
+            discovery_ttl,
             max_duration,
             max_rows,
             max_bytes,

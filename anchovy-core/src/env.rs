@@ -53,6 +53,8 @@ pub const PORT: &str = "ACHVY_PORT";
 pub const BIND: &str = "ACHVY_BIND";
 /// Task mode: write the run's metrics to this Prometheus textfile (`metrics_file`).
 pub const METRICS_FILE: &str = "ACHVY_METRICS_FILE";
+/// Service mode: reuse discovered tables for this long (`discovery_ttl`).
+pub const DISCOVERY_TTL: &str = "ACHVY_DISCOVERY_TTL";
 /// Service mode: pause between batches (`service_pause`).
 pub const SERVICE_PAUSE: &str = "ACHVY_SERVICE_PAUSE";
 /// Service mode: how long a stop signal lets the current batch finish (`stop_grace`).
@@ -102,6 +104,7 @@ pub const ALL: &[&str] = &[
     METRICS_FILE,
     SERVICE_PAUSE,
     STOP_GRACE,
+    DISCOVERY_TTL,
     MAX_DURATION,
     MAX_ROWS,
     MAX_BYTES,

@@ -42,6 +42,8 @@ pub struct Session {
     tasks: TaskStore,
     lease: Option<Arc<Lease>>,
     keep_alive: Option<tokio::task::JoinHandle<()>>,
+    /// Tables the operator discovered, and when (reused for `discovery_ttl`).
+    discovered: std::sync::Mutex<Option<(Instant, Option<Vec<Tbl>>)>>,
 }
 
 impl Drop for Session {
@@ -218,6 +220,7 @@ impl Session {
             tasks,
             lease,
             keep_alive,
+            discovered: std::sync::Mutex::new(None),
         })
     }
 
@@ -483,11 +486,28 @@ impl Session {
                 .on_task(&xctx)
                 .await
                 .map_err(|e| wrap("hook xopen".into(), e))?;
-            let discovered = self
-                .operator
-                .discover_tbls(&xctx)
-                .await
-                .map_err(|e| wrap("discover_tbls".into(), e))?;
+            // In service mode discovered tables may be reused for `discovery_ttl`.
+            let ttl = if s.service { s.discovery_ttl } else { Duration::ZERO };
+            let cached = self
+                .discovered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .filter(|(at, _)| !ttl.is_zero() && at.elapsed() < ttl)
+                .map(|(_, t)| t.clone());
+            let discovered = match cached {
+                Some(t) => t,
+                None => {
+                    let found = self
+                        .operator
+                        .discover_tbls(&xctx)
+                        .await
+                        .map_err(|e| wrap("discover_tbls".into(), e))?;
+                    *self.discovered.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((Instant::now(), found.clone()));
+                    found
+                }
+            };
             let mut tbls: BTreeMap<String, Tbl> = BTreeMap::new();
             match discovered {
                 // With discovery the discovered tables are the tables; config entries of

@@ -55,6 +55,17 @@ impl Harness {
         yaml: &str,
         extra: &[(&str, serde_json::Value)],
     ) -> SessionResult {
+        self.run_for(op, yaml, extra, None).await
+    }
+
+    /// [`Harness::run`], cancelled after `stop_after` (for service mode).
+    pub async fn run_for(
+        &self,
+        op: Arc<dyn Operator>,
+        yaml: &str,
+        extra: &[(&str, serde_json::Value)],
+        stop_after: Option<std::time::Duration>,
+    ) -> SessionResult {
         // Specs take a plain fn, so hand the operator over through a static.
         let _guard = LOCK.lock().await;
         *CURRENT.lock().unwrap() = Some(op);
@@ -72,7 +83,15 @@ impl Harness {
         let session = Session::open(&registry, self.settings(extra), doc, Connections::default())
             .await
             .unwrap();
-        session.run(CancellationToken::new()).await
+        let stop = CancellationToken::new();
+        if let Some(d) = stop_after {
+            let s = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                s.cancel();
+            });
+        }
+        session.run_with(stop, CancellationToken::new()).await
     }
 
     /// Committed rows by table.

@@ -115,6 +115,7 @@ struct Op {
     phases: Arc<Mutex<Vec<String>>>,
     fail_xopen: bool,
     discovered: Option<Vec<Tbl>>,
+    discover_calls: Arc<AtomicUsize>,
 }
 
 impl Op {
@@ -125,6 +126,7 @@ impl Op {
             phases: Arc::default(),
             fail_xopen: false,
             discovered: None,
+            discover_calls: Arc::default(),
         }
     }
 }
@@ -148,6 +150,7 @@ impl Operator for Op {
         Ok(())
     }
     async fn discover_tbls(&self, _ctx: &TaskCtx) -> Result<Option<Vec<Tbl>>, BoxError> {
+        self.discover_calls.fetch_add(1, Ordering::SeqCst);
         Ok(self.discovered.clone())
     }
 }
@@ -412,4 +415,40 @@ async fn data_files_rotate_by_size_and_commit_together() {
         ints(&h.committed().await["t"], "i"),
         (0..5000).collect::<Vec<_>>()
     );
+}
+
+/// In service mode discovered tables are reused for `discovery_ttl`; with no TTL the
+/// operator discovers every batch.
+#[tokio::test]
+async fn service_mode_reuses_discovered_tables_for_their_ttl() {
+    for (ttl, many) in [("1h", false), ("0s", true)] {
+        let h = Harness::new();
+        let mut op = Op::new(Counter {
+            n: 1,
+            every: 1,
+            fail_after: None,
+            panic_table: None,
+        });
+        op.discovered = Some(vec![Tbl::named("nums")]);
+        let calls = op.discover_calls.clone();
+        let r = h
+            .run_for(
+                Arc::new(op),
+                "tbls: {}",
+                &[
+                    ("is_task_executor", false.into()),
+                    ("service_pause", "20ms".into()),
+                    ("discovery_ttl", ttl.into()),
+                ],
+                Some(std::time::Duration::from_millis(400)),
+            )
+            .await;
+        assert!(r.batches.len() >= 3, "{}", r.batches.len());
+        let n = calls.load(Ordering::SeqCst);
+        if many {
+            assert_eq!(n, r.batches.len(), "once per batch without a TTL");
+        } else {
+            assert_eq!(n, 1, "once within the TTL");
+        }
+    }
 }
