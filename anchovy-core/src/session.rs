@@ -291,6 +291,12 @@ impl Session {
                 if !self.ctx.settings.service || cancel.is_cancelled() || stop.is_cancelled() {
                     break;
                 }
+                if self.lease.as_ref().is_some_and(|l| l.is_lost()) {
+                    tracing::error!(
+                        "the run lease was taken over by another run: this service stops (exit 5)"
+                    );
+                    break;
+                }
                 // After failed batches the pause doubles (a database down, a server
                 // throttling), up to MAX_BACKOFF; one good batch resets it.
                 let base = self.ctx.settings.service_pause;

@@ -219,3 +219,56 @@ fn a_paused_holder_is_fenced_out_and_commits_nothing() {
         assert_once(&ds);
     }
 }
+
+/// A service paused past its lease TTL while another run takes the lease over: when it
+/// wakes its renewal fails, `/readyz` would report the lost lease, and it stops with
+/// exit 5 instead of looping on commits it may no longer make.
+#[test]
+fn a_service_that_loses_its_lease_stops_with_exit_5() {
+    let env = setup();
+    let ds = format!("az://{}/lease/{}", need("AZURE_CONTAINER"), env.nonce());
+    let v = vars(&ds, &[("ACHVY_SERVICE_PAUSE", "100ms".into())]);
+    let pairs: Vec<(&str, &str)> = v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let svc = env.spawn(
+        &["start", "-S", "-op", "files.CsvDownloader", "--id", "once"],
+        &pairs,
+    );
+    let area = anchovy_core::Datastore::open(&ds)
+        .unwrap()
+        .for_anchovy("tester", "once");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t0 = std::time::Instant::now();
+    while rt.block_on(area.list("$commits")).unwrap().is_empty() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "no commit from the service"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = svc.id().to_string();
+    let signal = |s: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([s, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let plain = vars(&ds, &[]);
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "once"])
+        .envs(plain.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    signal("-CONT");
+    let out = svc.wait_with_output().unwrap();
+    let err = crate::stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("run lease"), "{err}");
+    assert_once(&ds);
+}
