@@ -67,6 +67,8 @@ pub struct DataFileWriter {
     raw_bytes: u64,
     bytes: u64,
     columns: Vec<(String, ColType)>,
+    /// Position of each column in `columns` (wide tables: no quadratic search).
+    column_index: std::collections::HashMap<String, usize>,
 }
 
 impl DataFileWriter {
@@ -122,6 +124,7 @@ impl DataFileWriter {
             raw_bytes: 0,
             bytes: 0,
             columns: Vec::new(),
+            column_index: std::collections::HashMap::new(),
         }
     }
 
@@ -152,9 +155,13 @@ impl DataFileWriter {
         }
         for (name, t) in batch.schema.names().iter().zip(seen) {
             if let Some(t) = t {
-                match self.columns.iter_mut().find(|(c, _)| **c == **name) {
-                    Some((_, e)) => *e = e.widen(t),
-                    None => self.columns.push((name.to_string(), t)),
+                match self.column_index.get(&**name) {
+                    Some(&i) => self.columns[i].1 = self.columns[i].1.widen(t),
+                    None => {
+                        self.column_index
+                            .insert(name.to_string(), self.columns.len());
+                        self.columns.push((name.to_string(), t));
+                    }
                 }
             }
         }

@@ -848,6 +848,28 @@ fn exact_line(line: &str) -> std::result::Result<Line, serde_json::Error> {
     Ok(line_out)
 }
 
+/// Decodes one JSON object from a source (not the datastore's typed NDJSON): members in
+/// order, integers of any length exact (longer than i64: decimals), nested values as
+/// JSON.
+///
+/// # Errors
+/// The parser's message for malformed JSON or a value that is not an object; a member
+/// named `_types` (reserved by the datastore format) is refused.
+pub fn decode_json_object(text: &str) -> std::result::Result<Vec<(String, Value)>, String> {
+    let line = if has_long_number(text) {
+        exact_line(text)
+    } else {
+        serde_json::from_str::<Line>(text)
+    }
+    .map_err(|e| e.to_string())?;
+    if !line.types.is_empty() {
+        return Err(format!(
+            "the field `{TYPES_FIELD}` is reserved by the datastore format; rename it at the source"
+        ));
+    }
+    Ok(line.members)
+}
+
 /// Applies a `_types` code to a plainly decoded value.
 fn annotate(v: Value, code: &str) -> Option<Value> {
     match v {

@@ -212,11 +212,12 @@ impl CsvFormat {
             }
             skipped += 1;
         }
-        let newlines = Rc::new(RefCell::new(VecDeque::new()));
+        let scan = Rc::new(RefCell::new(Scan::default()));
         let counter = LineCounter {
             inner: buffered,
             offset: 0,
-            newlines: newlines.clone(),
+            quote: self.quote,
+            scan: scan.clone(),
         };
         let mut rdr = csv::ReaderBuilder::new()
             .delimiter(self.delimiter)
@@ -226,6 +227,8 @@ impl CsvFormat {
             .flexible(true)
             .from_reader(counter);
         let mut lines_before = 0u64;
+        // Quote characters before the current record, and where it starts.
+        let (mut quotes_before, mut last_line) = (0u64, None::<u64>);
 
         let mut record = csv::ByteRecord::new();
         let mut first = true;
@@ -241,6 +244,17 @@ impl CsvFormat {
                 .read_byte_record(&mut record)
                 .map_err(|e| csv_err(label, skipped, e))?;
             if !more {
+                // A quoted field that never closes swallows the rest of the file into
+                // one value: the quotes of the last record do not pair up.
+                let total = scan.borrow().quotes;
+                if let Some(line) = last_line
+                    && (total - quotes_before) % 2 == 1
+                {
+                    return Err(PluginError::Data {
+                        location: format!("{label}:{line}"),
+                        message: "a quoted field opened on this line never closes (an unbalanced quote); if quotes are literal in this file, set `quote: none`".into(),
+                    });
+                }
                 break;
             }
             // The line of the record's first byte. csv's own line count is wrong on CRLF input, and
@@ -248,13 +262,16 @@ impl CsvFormat {
             // so a newline at `start` belongs to the previous line.
             let start = record.position().map(|p| p.byte()).unwrap_or(0);
             {
-                let mut nl = newlines.borrow_mut();
-                while nl.front().is_some_and(|o| *o <= start) {
-                    nl.pop_front();
+                let mut sc = scan.borrow_mut();
+                while sc.newlines.front().is_some_and(|(o, _)| *o <= start) {
+                    if let Some((_, q)) = sc.newlines.pop_front() {
+                        quotes_before = q;
+                    }
                     lines_before += 1;
                 }
             }
             let line = skipped + lines_before + 1;
+            last_line = Some(line);
             if first {
                 first = false;
                 names = if self.header {
@@ -298,6 +315,15 @@ impl CsvFormat {
                         names[i]
                     ),
                 })?;
+                if memchr::memchr(0, field).is_some() {
+                    return Err(PluginError::Data {
+                        location: format!("{label}:{line}"),
+                        message: format!(
+                            "column `{}` contains a NUL byte: not text (a binary file, or UTF-16 without a BOM?)",
+                            names[i]
+                        ),
+                    });
+                }
                 row.push(convert(text, types[i], self.empty_as_null).ok_or_else(|| {
                     PluginError::Data {
                         location: format!("{label}:{line}"),
@@ -338,19 +364,45 @@ impl CsvFormat {
     }
 }
 
+/// What [`LineCounter`] has seen: newline offsets not yet passed (bounded by the
+/// read-ahead), each with the number of quote characters up to it, and all quotes.
+#[derive(Default)]
+struct Scan {
+    newlines: VecDeque<(u64, u64)>,
+    quotes: u64,
+}
+
 /// Records the offsets of newline bytes as they are read, so the reader can tell the
-/// line of any record start. Only offsets not yet passed are kept (bounded by read-ahead).
+/// line of any record start, and counts quote characters, so it can tell a quoted
+/// field that never closes.
 struct LineCounter<R> {
     inner: R,
     offset: u64,
-    newlines: Rc<RefCell<VecDeque<u64>>>,
+    quote: Option<u8>,
+    scan: Rc<RefCell<Scan>>,
 }
 
 impl<R: Read> Read for LineCounter<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let mut nl = self.newlines.borrow_mut();
-        nl.extend(memchr::memchr_iter(b'\n', &buf[..n]).map(|i| self.offset + i as u64));
+        let mut sc = self.scan.borrow_mut();
+        match self.quote {
+            Some(q) => {
+                for i in memchr::memchr2_iter(b'\n', q, &buf[..n]) {
+                    if buf[i] == q {
+                        sc.quotes += 1;
+                    } else {
+                        let quotes = sc.quotes;
+                        sc.newlines.push_back((self.offset + i as u64, quotes));
+                    }
+                }
+            }
+            None => {
+                let base = self.offset;
+                sc.newlines
+                    .extend(memchr::memchr_iter(b'\n', &buf[..n]).map(|i| (base + i as u64, 0)));
+            }
+        }
         self.offset += n as u64;
         Ok(n)
     }
@@ -362,6 +414,7 @@ fn header_names(
     line: u64,
 ) -> Result<Vec<String>, PluginError> {
     let mut names: Vec<String> = Vec::with_capacity(record.len());
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (i, f) in record.iter().enumerate() {
         let n = std::str::from_utf8(f).map_err(|_| PluginError::Data {
             location: format!("{label}:{line}"),
@@ -373,7 +426,7 @@ fn header_names(
         } else {
             n.to_string()
         };
-        if names.contains(&n) {
+        if !seen.insert(n.clone()) {
             return Err(PluginError::Data {
                 location: format!("{label}:{line}"),
                 message: format!("the header has column `{n}` twice"),

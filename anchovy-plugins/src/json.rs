@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
-use anchovy_core::row::BatchBuilder;
+use anchovy_core::row::{BatchBuilder, decode_json_object};
 use anchovy_core::{Batch, ColType, Value};
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+use serde::de::{SeqAccess, Visitor};
 
 use crate::delimited::{convert, decompressed, io_err};
 use crate::error::PluginError;
@@ -127,22 +127,21 @@ impl JsonFormat {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let v: serde_json::Value =
-                    serde_json::from_str(&line).map_err(|e| PluginError::Data {
-                        location: format!("{label}:{n}"),
-                        message: format!("not a JSON object: {e}"),
-                    })?;
-                out.record(v, n, &[])?;
+                let members = decode_json_object(&line).map_err(|e| PluginError::Data {
+                    location: format!("{label}:{n}"),
+                    message: format!("malformed JSON: {e}"),
+                })?;
+                out.members(members, n, &[])?;
                 if out.stopped {
                     return Ok(out.count);
                 }
             }
         } else {
-            let stream =
-                serde_json::Deserializer::from_reader(input).into_iter::<serde_json::Value>();
+            let stream = serde_json::Deserializer::from_reader(input)
+                .into_iter::<Box<serde_json::value::RawValue>>();
             for (i, doc) in stream.enumerate() {
                 let doc = doc.map_err(|e| json_err(label, &e))?;
-                out.document(doc, i as u64 + 1)?;
+                out.document(&doc, i as u64 + 1)?;
                 if out.stopped {
                     return Ok(out.count);
                 }
@@ -175,28 +174,38 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    /// One record; `inherited` are fields copied from its document.
+    /// One record from its JSON text; `inherited` are fields copied from its document.
     fn record(
         &mut self,
-        v: serde_json::Value,
+        text: &str,
         pos: u64,
-        inherited: &[(String, serde_json::Value)],
+        inherited: &[(String, Value)],
     ) -> Result<(), PluginError> {
-        let serde_json::Value::Object(map) = v else {
-            return Err(PluginError::Data {
-                location: format!("{}:{pos}", self.label),
-                message: format!("record {pos} is not a JSON object"),
-            });
-        };
-        let mut pairs: Vec<(String, Value)> = Vec::with_capacity(map.len() + inherited.len() + 2);
-        for (k, v) in inherited.iter().cloned().chain(map) {
+        let members = decode_json_object(text).map_err(|e| PluginError::Data {
+            location: format!("{}:{pos}", self.label),
+            message: format!("malformed JSON in record {pos}: {e}"),
+        })?;
+        self.members(members, pos, inherited)
+    }
+
+    /// One record's members (integers exact); text values of typed columns converted.
+    fn members(
+        &mut self,
+        members: Vec<(String, Value)>,
+        pos: u64,
+        inherited: &[(String, Value)],
+    ) -> Result<(), PluginError> {
+        let mut pairs: Vec<(String, Value)> =
+            Vec::with_capacity(members.len() + inherited.len() + 2);
+        for (k, v) in inherited.iter().cloned().chain(members) {
             let value = match (self.fmt.columns.get(&k), v) {
-                (Some(t), serde_json::Value::String(s)) => convert(&s, Some(*t), false)
-                    .ok_or_else(|| PluginError::Data {
+                (Some(t), Value::String(s)) => {
+                    convert(&s, Some(*t), false).ok_or_else(|| PluginError::Data {
                         location: format!("{}:{pos}", self.label),
                         message: format!("column `{k}`: `{s}` is not a valid {t}"),
-                    })?,
-                (_, v) => Value::from_json(v),
+                    })?
+                }
+                (_, v) => v,
             };
             pairs.push((k, value));
         }
@@ -213,10 +222,14 @@ impl Out<'_> {
     }
 
     /// One document: a record, or (with `records:`) the records inside it.
-    fn document(&mut self, doc: serde_json::Value, pos: u64) -> Result<(), PluginError> {
+    fn document(&mut self, raw: &serde_json::value::RawValue, pos: u64) -> Result<(), PluginError> {
         let Some(path) = &self.fmt.records else {
-            return self.record(doc, pos, &[]);
+            return self.record(raw.get(), pos, &[]);
         };
+        // Navigating to the records goes through serde_json values (integers longer
+        // than 17 digits inside them lose precision; top-level documents do not).
+        let doc: serde_json::Value =
+            serde_json::from_str(raw.get()).map_err(|e| json_err(self.label, &e))?;
         let mut cur = &doc;
         for p in path {
             cur = cur.get(p).ok_or_else(|| PluginError::Data {
@@ -230,17 +243,17 @@ impl Out<'_> {
                 message: format!("`{}` in document {pos} is not an array", path.join(".")),
             });
         };
-        let inherited: Vec<(String, serde_json::Value)> = doc
+        let inherited: Vec<(String, Value)> = doc
             .as_object()
             .map(|m| {
                 m.iter()
                     .filter(|(k, v)| **k != path[0] && !v.is_object() && !v.is_array())
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .map(|(k, v)| (k.clone(), Value::from_json(v.clone())))
                     .collect()
             })
             .unwrap_or_default();
         for (i, item) in items.iter().enumerate() {
-            self.record(item.clone(), i as u64 + 1, &inherited)?;
+            self.record(&item.to_string(), i as u64 + 1, &inherited)?;
             if self.stopped {
                 break;
             }
@@ -267,25 +280,16 @@ impl<'de> Visitor<'de> for ArrayRecords<'_, '_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut pos = 0u64;
-        while let Some(v) = seq.next_element_seed(ValueSeed)? {
+        while let Some(v) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
             pos += 1;
             if self.out.stopped {
                 continue;
             }
             self.out
-                .record(v, pos, &[])
+                .record(v.get(), pos, &[])
                 .map_err(|e| serde::de::Error::custom(e.to_string()))?;
         }
         Ok(())
-    }
-}
-
-struct ValueSeed;
-
-impl<'de> DeserializeSeed<'de> for ValueSeed {
-    type Value = serde_json::Value;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        serde_json::Value::deserialize(d)
     }
 }
 
@@ -360,7 +364,7 @@ mod tests {
         let e = read(b"{\"id\":1}\n{\"id\":\n", serde_json::json!({}), "f.ndjson").unwrap_err();
         assert!(e.to_string().contains("f.ndjson:2"), "{e}");
         let e = read(b"[{\"id\":1}, 7]", serde_json::json!({}), "a.json").unwrap_err();
-        assert!(e.to_string().contains("not a JSON object"), "{e}");
+        assert!(e.to_string().contains("expected a JSON object"), "{e}");
         let e = read(
             b"{\"at\":\"yesterday\"}\n",
             serde_json::json!({}),
