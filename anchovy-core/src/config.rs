@@ -932,6 +932,12 @@ impl ConfigDoc {
         })?;
         let mut tbls = BTreeMap::new();
         for (name, v) in raw.tbls.unwrap_or_default() {
+            if name.trim().is_empty() {
+                return Err(Error::config(
+                    format!("tbls of {origin}"),
+                    "a table name is empty; give every table a name",
+                ));
+            }
             tbls.insert(name.clone(), Tbl::from_json(&name, v)?);
         }
         Ok(ConfigDoc {

@@ -23,6 +23,10 @@ pub const DATA: &str = "data";
 
 /// One user-supplied name as a single safe path segment.
 pub fn segment(name: &str) -> String {
+    if name.is_empty() {
+        // Never an empty path segment (a key `data//x` does not parse).
+        return "%00".to_string();
+    }
     PathPart::from(name).as_ref().to_string()
 }
 
@@ -76,6 +80,9 @@ mod tests {
             let seg = &k["$tables/".len()..];
             assert!(seg != ".." && seg != ".", "{k}");
         }
+        // Found by fuzz/datastore_keys: an empty name made an empty path segment.
+        let k = data_key("", "f.ndjson.gz");
+        assert!(object_store::path::Path::parse(&k).is_ok(), "{k}");
         assert_eq!(commit_seq(&commit_key(42)), Some(42));
         assert!(commit_key(9) < commit_key(10));
     }
