@@ -190,31 +190,8 @@ fn a_paused_holder_is_fenced_out_and_commits_nothing() {
             &[("ACHVY_FAILPOINT", "commit.before:sleep-2000".into())],
         );
         let holder = spawn(&env, &v);
-        let pid = holder.id().to_string();
         std::thread::sleep(std::time::Duration::from_millis(1000));
-        let signal = |s: &str| {
-            assert!(
-                std::process::Command::new("kill")
-                    .args([s, &pid])
-                    .status()
-                    .unwrap()
-                    .success()
-            )
-        };
-        signal("-STOP");
-        std::thread::sleep(std::time::Duration::from_millis(3500));
-        let plain = vars(&ds, &[]);
-        let out = env
-            .cmd()
-            .args(["start", "-op", "files.CsvDownloader", "--id", "once"])
-            .envs(plain.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{ds}: {}", crate::stderr(&out));
-        signal("-CONT");
-        let out = holder.wait_with_output().unwrap();
-        let err = crate::stderr(&out);
-        assert_eq!(out.status.code(), Some(5), "{ds}: {err}");
+        let err = pause_past_ttl_while_another_run_takes_over(&env, &ds, holder);
         assert!(err.contains("lost the run lease"), "{err}");
         assert_once(&ds);
     }
@@ -245,30 +222,41 @@ fn a_service_that_loses_its_lease_stops_with_exit_5() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let pid = svc.id().to_string();
+    let err = pause_past_ttl_while_another_run_takes_over(&env, &ds, svc);
+    assert!(err.contains("run lease"), "{err}");
+    assert_once(&ds);
+}
+
+/// SIGSTOPs `holder` for longer than its lease TTL, runs the same anchovy to completion
+/// meanwhile (it takes the lease over), wakes the holder and checks it exits 5; returns
+/// the holder's stderr.
+fn pause_past_ttl_while_another_run_takes_over(
+    env: &Env,
+    ds: &str,
+    holder: std::process::Child,
+) -> String {
+    let pid = holder.id().to_string();
     let signal = |s: &str| {
-        assert!(
-            std::process::Command::new("kill")
-                .args([s, &pid])
-                .status()
-                .unwrap()
-                .success()
-        )
+        let ok = std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {s} {pid}");
     };
     signal("-STOP");
     std::thread::sleep(std::time::Duration::from_millis(3500));
-    let plain = vars(&ds, &[]);
+    let plain = vars(ds, &[]);
     let out = env
         .cmd()
         .args(["start", "-op", "files.CsvDownloader", "--id", "once"])
         .envs(plain.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(out.status.success(), "{ds}: {}", crate::stderr(&out));
     signal("-CONT");
-    let out = svc.wait_with_output().unwrap();
+    let out = holder.wait_with_output().unwrap();
     let err = crate::stderr(&out);
-    assert_eq!(out.status.code(), Some(5), "{err}");
-    assert!(err.contains("run lease"), "{err}");
-    assert_once(&ds);
+    assert_eq!(out.status.code(), Some(5), "{ds}: {err}");
+    err
 }

@@ -180,9 +180,12 @@ pub fn open(location: &str, conn: Option<&Connection>) -> Result<Opened> {
             ),
         )
     };
-    let store: Arc<dyn ObjectStore> = match scheme {
-        ObjectStoreScheme::AmazonS3 => {
-            let mut b = object_store::aws::AmazonS3Builder::from_env()
+    // The three providers' builders share no trait: one macro gives each the same
+    // environment, retries, timeouts and connection attributes (`prefix` + key, or
+    // the key as given).
+    macro_rules! build {
+        ($builder:ty, $prefix:literal) => {{
+            let mut b = <$builder>::from_env()
                 .with_url(location)
                 .with_retry(retry_config())
                 .with_http_connector(RetryAfterConnector);
@@ -192,26 +195,7 @@ pub fn open(location: &str, conn: Option<&Connection>) -> Result<Opened> {
                 }
             }
             for (k, v) in &attrs {
-                let key = with_prefix("aws_", k).parse().map_err(|_| unknown(k))?;
-                b = b.with_config(key, v);
-            }
-            Arc::new(
-                b.build()
-                    .map_err(|e| Error::datastore("open", printable(location), e))?,
-            )
-        }
-        ObjectStoreScheme::MicrosoftAzure => {
-            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_url(location)
-                .with_retry(retry_config())
-                .with_http_connector(RetryAfterConnector);
-            for (k, v) in TIMEOUTS {
-                if let Ok(key) = k.parse() {
-                    b = b.with_config(key, v);
-                }
-            }
-            for (k, v) in &attrs {
-                let key = with_prefix("azure_storage_", k)
+                let key = with_prefix($prefix, k)
                     .parse()
                     .or_else(|_| k.parse())
                     .map_err(|_| unknown(k))?;
@@ -220,29 +204,16 @@ pub fn open(location: &str, conn: Option<&Connection>) -> Result<Opened> {
             Arc::new(
                 b.build()
                     .map_err(|e| Error::datastore("open", printable(location), e))?,
-            )
+            ) as Arc<dyn ObjectStore>
+        }};
+    }
+    let store: Arc<dyn ObjectStore> = match scheme {
+        ObjectStoreScheme::AmazonS3 => build!(object_store::aws::AmazonS3Builder, "aws_"),
+        ObjectStoreScheme::MicrosoftAzure => {
+            build!(object_store::azure::MicrosoftAzureBuilder, "azure_storage_")
         }
         ObjectStoreScheme::GoogleCloudStorage => {
-            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_url(location)
-                .with_retry(retry_config())
-                .with_http_connector(RetryAfterConnector);
-            for (k, v) in TIMEOUTS {
-                if let Ok(key) = k.parse() {
-                    b = b.with_config(key, v);
-                }
-            }
-            for (k, v) in &attrs {
-                let key = with_prefix("google_", k)
-                    .parse()
-                    .or_else(|_| k.parse())
-                    .map_err(|_| unknown(k))?;
-                b = b.with_config(key, v);
-            }
-            Arc::new(
-                b.build()
-                    .map_err(|e| Error::datastore("open", printable(location), e))?,
-            )
+            build!(object_store::gcp::GoogleCloudStorageBuilder, "google_")
         }
         ObjectStoreScheme::Local => return open_local(url.path()),
         other => return Err(bad(format!("{other:?} stores are not supported"))),
