@@ -4,12 +4,13 @@
 # Usage:  source script/services.sh; install_services; start_services; ...; stop_services
 # Assumes: Debian 12 image, running as root (CI), PostgreSQL 15 + node/npm + python3 already present.
 
-# What the tests need: PostgreSQL is on the image; MariaDB and OpenSSH come from Debian.
+# What the tests need: PostgreSQL is on the image; MariaDB, OpenSSH and faketime come from Debian.
 install_test_services() {
   local want=()
   [ -x /usr/sbin/mariadbd ] || want+=(mariadb-server)
   [ -x /usr/sbin/sshd ] || want+=(openssh-server openssh-sftp-server)
   command -v ssh-keyscan >/dev/null || want+=(openssh-client)
+  command -v faketime >/dev/null || want+=(faketime)   # clock-skew tests (libfaketime)
   [ ${#want[@]} -eq 0 ] && return 0
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null

@@ -2,9 +2,12 @@
 //!
 //! Actions: `exit` (default: the process exits at once with code 86, as a kill -9
 //! would leave it, no cleanup), `error` (the operation fails with an error),
-//! `sleep-<ms>` (the calling thread pauses, to open a race window on purpose), or
-//! `<n>` a number: exit on the n-th hit. Names used by the core: `commit.before`,
-//! `commit.after`, `checkpoint.mirrors`, `datafile.finish`, `source.batch`; plugins add
+//! `sleep-<ms>` (the calling thread pauses, to open a race window on purpose),
+//! `<n>` a number: exit on the n-th hit, or `pause@<n>`: on the n-th hit print
+//! `anchovy failpoint <name> paused` on stderr and block the calling thread for good, so
+//! a test can `kill -9` the process at exactly that point while its other threads run
+//! on. Names used by the core: `commit.before`, `commit.after`, `checkpoint.mirrors`,
+//! `datafile.finish`, `source.batch`, `tasklog.write`, `session.shutdown`; plugins add
 //! their own (`upload.*`, `sftp.listed`, `sftp.chunk` after each 1 MiB read).
 //! Unset in production: each hit is one cached lookup.
 
@@ -41,6 +44,19 @@ pub fn hit(name: &str) -> Result<()> {
             reason: format!("failpoint {name}"),
         }),
         "exit" => std::process::exit(86),
+        a if a.starts_with("pause") => {
+            let want: u64 = a
+                .strip_prefix("pause@")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            if HITS.fetch_add(1, Ordering::SeqCst) + 1 == want {
+                eprintln!("anchovy failpoint {name} paused");
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
+            Ok(())
+        }
         a if a.starts_with("sleep-") => {
             let ms: u64 = a["sleep-".len()..].parse().unwrap_or(1000);
             std::thread::sleep(std::time::Duration::from_millis(ms));

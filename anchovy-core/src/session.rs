@@ -329,6 +329,8 @@ impl Session {
         }
         let (log, _) = self.hook_task(TaskType::Shutdown, 0, empty).await;
         session_tasks.push(log);
+        // Between SHUTDOWN and the lease release: a crash here leaves a held lease.
+        let _ = crate::failpoint::hit("session.shutdown");
         if let Some(k) = &self.keep_alive {
             k.abort();
         }

@@ -101,6 +101,7 @@ impl TaskStore {
     /// # Errors
     /// [`crate::Error::Datastore`].
     pub async fn write(&self, log: &TaskLog) -> Result<()> {
+        crate::failpoint::hit("tasklog.write")?;
         let rand = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let ts = log.timestamp.replace([':', '-'], "");
         let key = layout::task_log_key(&log.session_id, log.batch_id, &ts, rand);

@@ -8,7 +8,7 @@ use anchovy_core::Value;
 use crate::{Env, committed};
 
 /// The object store variables script/test exports, passed through to the binary.
-const PASS: &[&str] = &[
+pub(crate) const PASS: &[&str] = &[
     "AZURE_STORAGE_USE_EMULATOR",
     "AZURITE_BLOB_STORAGE_URL",
     "AWS_ENDPOINT",
@@ -19,7 +19,7 @@ const PASS: &[&str] = &[
     "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
 ];
 
-fn need(var: &str) -> String {
+pub(crate) fn need(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the tests with script/test, which starts Azurite and moto")
     })

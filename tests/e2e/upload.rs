@@ -30,7 +30,7 @@ impl Target {
         }
     }
 
-    fn sqlite_file(self, env: &Env) -> String {
+    pub fn sqlite_file(self, env: &Env) -> String {
         format!(
             "sqlite://{}",
             env.home().join("tester/warehouse.sqlite").display()

@@ -212,22 +212,38 @@ impl Db {
         r.map_err(|e| db_err("begin a transaction", e))
     }
 
-    /// Reads the committed position of one (uploader, upstream, table).
+    /// Reads the committed position of `upstream` in `target` (a quoted table name).
     ///
     /// # Errors
     /// [`PluginError::Db`].
-    pub async fn position(
-        &self,
-        uploader: &str,
-        upstream: &str,
-        tbl: &str,
-    ) -> Result<u64, PluginError> {
+    pub async fn position(&self, target: &str, upstream: &str) -> Result<u64, PluginError> {
         let sql = position_select(self.dialect(), false);
-        let r: Option<i64> = each_db!(self, p => {
-            sqlx::query_scalar(safe(&sql)).bind(uploader).bind(upstream).bind(tbl).fetch_optional(p).await
+        let r: Option<(i64, String)> = each_db!(self, p => {
+            sqlx::query_as(safe(&sql)).bind(target).bind(upstream).fetch_optional(p).await
         })
         .map_err(|e| db_err("read the upload position", e))?;
-        Ok(r.unwrap_or(0).max(0) as u64)
+        Ok(r.map_or(0, |(s, _)| s.max(0) as u64))
+    }
+
+    /// Checks that `_anchovies_positions` has the current shape (a table made by a
+    /// build before positions were keyed by target table has no `target` column).
+    ///
+    /// # Errors
+    /// [`PluginError::Option`] naming the table and the fix.
+    pub async fn check_positions(&self) -> Result<(), PluginError> {
+        let d = self.dialect();
+        let sql = format!(
+            "SELECT target, upstream, tbl, seq, updated_at, uploader FROM {} WHERE 1 = 0",
+            d.ident(super::dialect::POSITIONS)
+        );
+        self.exec(&sql).await.map(|_| ()).map_err(|_| PluginError::Option {
+            key: "ACHVY_CNXN__DB__URI".into(),
+            message: format!(
+                "the target's {} table has an older layout (keyed by uploader id); rename it (e.g. to {}_old) and its rows' loads start over, or point the uploader at another database",
+                super::dialect::POSITIONS,
+                super::dialect::POSITIONS
+            ),
+        })
     }
     /// Closes the pool.
     pub async fn close(&self) {
@@ -243,11 +259,10 @@ fn safe(sql: &str) -> sqlx::AssertSqlSafe<String> {
 
 fn position_select(d: Dialect, lock: bool) -> String {
     format!(
-        "SELECT seq FROM {} WHERE uploader = {} AND upstream = {} AND tbl = {}{}",
+        "SELECT seq, uploader FROM {} WHERE target = {} AND upstream = {}{}",
         d.ident(super::dialect::POSITIONS),
         d.param(1),
         d.param(2),
-        d.param(3),
         if lock && d != Dialect::Sqlite {
             " FOR UPDATE"
         } else {
@@ -313,41 +328,45 @@ impl Tx {
             each_tx!(self, t => sqlx::query_as(safe(sql)).fetch_one(&mut **t).await);
         r.map_err(|e| db_err(format!("run `{}`", short(sql)), e))
     }
-    /// Locks the position row (creating it at 0) and returns its value. Concurrent
-    /// uploaders of the same id wait here; the one that finds the position moved stops.
+    /// Locks the position row of `upstream` in `target` (creating it at 0) and returns
+    /// its value and the uploader that set it. Concurrent loads of one target table wait
+    /// here (SQLite: the write transaction); the one that finds the position moved stops.
     ///
     /// # Errors
     /// [`PluginError::Db`].
     pub async fn lock_position(
         &mut self,
-        uploader: &str,
+        target: &str,
         upstream: &str,
         tbl: &str,
-    ) -> Result<u64, PluginError> {
+        uploader: &str,
+    ) -> Result<(u64, String), PluginError> {
         let d = self.dialect();
         let now = chrono::Utc::now().to_rfc3339();
         let insert = match d {
             Dialect::MySql => format!(
-                "INSERT IGNORE INTO {} (uploader, upstream, tbl, seq, updated_at) VALUES (?, ?, ?, 0, ?)",
+                "INSERT IGNORE INTO {} (target, upstream, tbl, seq, updated_at, uploader) VALUES (?, ?, ?, 0, ?, ?)",
                 d.ident(super::dialect::POSITIONS)
             ),
             _ => format!(
-                "INSERT INTO {} (uploader, upstream, tbl, seq, updated_at) VALUES ({}, {}, {}, 0, {}) ON CONFLICT DO NOTHING",
+                "INSERT INTO {} (target, upstream, tbl, seq, updated_at, uploader) VALUES ({}, {}, {}, 0, {}, {}) ON CONFLICT DO NOTHING",
                 d.ident(super::dialect::POSITIONS),
                 d.param(1),
                 d.param(2),
                 d.param(3),
-                d.param(4)
+                d.param(4),
+                d.param(5)
             ),
         };
         let select = position_select(d, true);
-        let r: Result<i64, sqlx::Error> = each_tx!(self, t => {
-            match sqlx::query(safe(&insert)).bind(uploader).bind(upstream).bind(tbl).bind(&now).execute(&mut **t).await {
-                Ok(_) => sqlx::query_scalar(safe(&select)).bind(uploader).bind(upstream).bind(tbl).fetch_one(&mut **t).await,
+        let r: Result<(i64, String), sqlx::Error> = each_tx!(self, t => {
+            match sqlx::query(safe(&insert)).bind(target).bind(upstream).bind(tbl).bind(&now).bind(uploader).execute(&mut **t).await {
+                Ok(_) => sqlx::query_as(safe(&select)).bind(target).bind(upstream).fetch_one(&mut **t).await,
                 Err(e) => Err(e),
             }
         });
-        Ok(r.map_err(|e| db_err("lock the upload position", e))?.max(0) as u64)
+        let (seq, by) = r.map_err(|e| db_err("lock the upload position", e))?;
+        Ok((seq.max(0) as u64, by))
     }
 
     /// Sets the position (inside the load's transaction).
@@ -356,14 +375,14 @@ impl Tx {
     /// [`PluginError::Db`].
     pub async fn set_position(
         &mut self,
-        uploader: &str,
+        target: &str,
         upstream: &str,
-        tbl: &str,
         seq: u64,
+        uploader: &str,
     ) -> Result<(), PluginError> {
         let d = self.dialect();
         let sql = format!(
-            "UPDATE {} SET seq = {}, updated_at = {} WHERE uploader = {} AND upstream = {} AND tbl = {}",
+            "UPDATE {} SET seq = {}, updated_at = {}, uploader = {} WHERE target = {} AND upstream = {}",
             d.ident(super::dialect::POSITIONS),
             d.param(1),
             d.param(2),
@@ -374,7 +393,7 @@ impl Tx {
         let now = chrono::Utc::now().to_rfc3339();
         let seq = seq as i64;
         let r = each_tx!(self, t => {
-            sqlx::query(safe(&sql)).bind(seq).bind(&now).bind(uploader).bind(upstream).bind(tbl).execute(&mut **t).await.map(|_| ())
+            sqlx::query(safe(&sql)).bind(seq).bind(&now).bind(uploader).bind(target).bind(upstream).execute(&mut **t).await.map(|_| ())
         });
         r.map_err(|e| db_err("advance the upload position", e))
     }

@@ -7,9 +7,13 @@
 //! - **Where.** Upstream id `U` loads into schema `U` (PostgreSQL), database `U` (MySQL)
 //!   or tables prefixed `U__` (SQLite). `ACHVY_CNXN__SCHEMAS__<U>=<name>` renames it;
 //!   for any user but `prod` the schema gets a `__<user>` suffix.
-//! - **Exactly once.** The position (last upstream commit loaded) of each table lives in
-//!   `_anchovies_positions` in the target and advances in the same transaction as the
-//!   merge. Commits are loaded in order; files not in a commit are never read.
+//! - **Exactly once.** The position (last upstream commit loaded) of each target table
+//!   lives in `_anchovies_positions` in the target and advances in the same transaction
+//!   as the merge. It is keyed by the target table, not the uploader id: two uploaders
+//!   loading one upstream into the same target share it (the second loads only what
+//!   the first has not; at the same moment, one waits for the other's transaction and
+//!   then stops that table). Commits are loaded in order; files not in a commit are
+//!   never read.
 //! - **Merge.** no keys: append; `unique_by`: upsert; `+ sort_by`: the first row by
 //!   `sort_by` wins, within the data and against stored rows; `set_by`: the incoming
 //!   sets replace the stored ones. Everything is staged (COPY on PostgreSQL) and merged
@@ -126,6 +130,7 @@ async fn connect_once<'a>(
         let url = target_url(ctx)?;
         let db = Db::connect(&url).await?;
         db.exec(&db.dialect().create_positions()).await?;
+        db.check_positions().await?;
         tracing::info!(target = %db::display_url(&url), "connected to the target database");
         Ok::<Db, PluginError>(db)
     })
@@ -268,7 +273,9 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
         batch_size: s.batch_size,
         history: history_option(tbl)?,
     };
-    let pos = db.position(&job.uploader, &job.upstream, name).await?;
+    let pos = db
+        .position(&job.d.table(&job.target), &job.upstream)
+        .await?;
     let commits = read_commits(&job.ds, pos).await?;
     let Some(last) = commits.last().map(|c| c.seq) else {
         ctx.log("position", pos);
@@ -294,7 +301,19 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
             totals.inserted + totals.updated + totals.skipped,
             totals.bytes,
         );
-        job.load_unit(tbl, &unit, expected, &mut totals).await?;
+        if let Some((at, by)) = job.load_unit(tbl, &unit, expected, &mut totals).await? {
+            // Another uploader loads the same target table and got there first: what it
+            // loaded is not loaded again; the next run continues from its position.
+            tracing::warn!(
+                table = %full,
+                position = at,
+                by = %by,
+                "another uploader loaded commits of this table into the same target meanwhile; stopping this table here (nothing is loaded twice, the next run continues)"
+            );
+            ctx.log("position_moved_by", by);
+            expected = at;
+            break;
+        }
         let (rows, bytes) = (
             totals.inserted + totals.updated + totals.skipped - rows0,
             totals.bytes - bytes0,
@@ -460,28 +479,35 @@ struct Job<'a> {
 
 impl Job<'_> {
     /// One transaction: lock the position (it must still be `expected`), stage the
-    /// unit's files, merge, advance the position, commit.
+    /// unit's files, merge, advance the position, commit. `Some((position, uploader))`
+    /// when another uploader moved the position past `expected` meanwhile (nothing of
+    /// the unit is loaded then).
     async fn load_unit(
         &self,
         tbl: &Tbl,
         unit: &Unit,
         expected: u64,
         totals: &mut Totals,
-    ) -> Result<(), PluginError> {
+    ) -> Result<Option<(u64, String)>, PluginError> {
         let cols = if unit.files.is_empty() {
             Vec::new()
         } else {
             // DDL first, outside the transaction: MySQL commits implicitly on DDL.
             self.ensure_table(&unit_columns(unit, tbl), totals).await?
         };
+        let target = self.d.table(&self.target);
         let mut tx = self.db.begin().await?;
-        let at = tx
-            .lock_position(&self.uploader, &self.upstream, &self.name)
+        let (at, by) = tx
+            .lock_position(&target, &self.upstream, &self.name, &self.uploader)
             .await?;
+        if at > expected {
+            drop(tx); // rolled back: nothing of this run was written
+            return Ok(Some((at, by)));
+        }
         if at != expected {
             return Err(PluginError::Conflict {
                 message: format!(
-                    "the position of {} moved from commit {expected} to {at} while loading: another uploader with the same --user/--id ran at the same time; nothing was loaded, rerun to continue",
+                    "the position of {} in {target} went back from commit {expected} to {at} while loading (changed by {by}); nothing was loaded, rerun to continue",
                     self.name
                 ),
             });
@@ -489,13 +515,13 @@ impl Job<'_> {
         if !unit.files.is_empty() {
             self.stage_and_merge(&mut tx, &cols, unit, totals).await?;
         }
-        tx.set_position(&self.uploader, &self.upstream, &self.name, unit.end)
+        tx.set_position(&target, &self.upstream, unit.end, &self.uploader)
             .await?;
         anchovy_core::failpoint::hit("upload.before_commit")?;
         tx.commit().await?;
         anchovy_core::failpoint::hit("upload.after_commit")?;
         totals.commits += unit.commits;
-        Ok(())
+        Ok(None)
     }
 
     /// Reads and decodes the unit's files in their own task, handing batches over a
