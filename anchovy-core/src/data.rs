@@ -53,6 +53,8 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 pub struct DataFileWriter {
     tbl: Arc<str>,
     key: String,
+    /// Where the file goes, for errors (`<datastore location>/<key>`).
+    full_key: String,
     raw_tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
     gz_rx: tokio::sync::mpsc::UnboundedReceiver<std::io::Result<Vec<u8>>>,
     compressor: Option<std::thread::JoinHandle<()>>,
@@ -111,6 +113,7 @@ impl DataFileWriter {
             .ok();
         DataFileWriter {
             out: ds.writer(&key),
+            full_key: format!("{}/{key}", ds.location()),
             tbl,
             key,
             raw_tx: Some(raw_tx),
@@ -204,7 +207,7 @@ impl DataFileWriter {
         self.out.write_all(buf).await.map_err(|e| {
             Error::datastore(
                 "write",
-                &self.key,
+                &self.full_key,
                 object_store::Error::Generic {
                     store: "datastore",
                     source: Box::new(e),
@@ -232,7 +235,7 @@ impl DataFileWriter {
         self.out.shutdown().await.map_err(|e| {
             Error::datastore(
                 "complete",
-                &self.key,
+                &self.full_key,
                 object_store::Error::Generic {
                     store: "datastore",
                     source: Box::new(e),

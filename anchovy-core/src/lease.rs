@@ -171,7 +171,7 @@ impl Lease {
             match raw
                 .put_opts(
                     &path,
-                    body.into(),
+                    body.clone().into(),
                     PutOptions {
                         mode,
                         ..Default::default()
@@ -193,9 +193,23 @@ impl Lease {
                         lost: Default::default(),
                     }));
                 }
-                // Another starter won the race: look again (it will be live).
+                // Another starter won the race: look again (it will be live), unless
+                // the lease stored is exactly ours (a retry of a write that landed).
                 Err(object_store::Error::AlreadyExists { .. })
-                | Err(object_store::Error::Precondition { .. }) => continue,
+                | Err(object_store::Error::Precondition { .. }) => {
+                    if let Some(version) = own_write(&raw, &path, &body).await {
+                        return Ok(Arc::new(Lease {
+                            store: store.clone(),
+                            kind: Kind::Blob {
+                                version: Mutex::new(version),
+                            },
+                            doc: std::sync::Mutex::new(doc),
+                            ttl,
+                            lost: Default::default(),
+                        }));
+                    }
+                    continue;
+                }
                 Err(e) => return Err(Error::datastore("put", LEASE_KEY, e)),
             }
         }
@@ -289,7 +303,7 @@ impl Lease {
         match raw
             .put_opts(
                 &path,
-                body.into(),
+                body.clone().into(),
                 PutOptions {
                     mode: PutMode::Update(v.clone()),
                     ..Default::default()
@@ -306,6 +320,12 @@ impl Lease {
             }
             Err(object_store::Error::Precondition { .. })
             | Err(object_store::Error::NotFound { .. }) => {
+                // A retried write whose first attempt landed (its answer was lost)
+                // fails its own precondition: the stored lease is then exactly ours.
+                if let Some(version) = own_write(&raw, &path, &body).await {
+                    *v = version;
+                    return Ok(());
+                }
                 self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
                 Err(Error::LeaseLost {
                     store: self.store.location(),
@@ -315,6 +335,20 @@ impl Lease {
             Err(e) => Err(Error::datastore("renew lease", LEASE_KEY, e)),
         }
     }
+}
+
+/// The version of the lease object if it holds exactly `body` (this run's own write).
+async fn own_write(
+    raw: &Arc<dyn object_store::ObjectStore>,
+    path: &object_store::path::Path,
+    body: &Bytes,
+) -> Option<UpdateVersion> {
+    let r = raw.get(path).await.ok()?;
+    let version = UpdateVersion {
+        e_tag: r.meta.e_tag.clone(),
+        version: r.meta.version.clone(),
+    };
+    (r.bytes().await.ok()? == *body).then_some(version)
 }
 
 fn poisoned() -> Error {

@@ -132,7 +132,7 @@ fn an_uploader_never_sees_a_commit_being_written() {
     let area = env.area("tester", &up);
     let t0 = Instant::now();
     let data_files = || {
-        walk(&area.join("ev"))
+        walk(&area.join("data/ev"))
             .iter()
             .filter(|p| p.to_string_lossy().ends_with(".gz"))
             .count()
@@ -197,6 +197,12 @@ fn a_downloader_service_and_its_uploader_run_side_by_side() {
             &[],
         );
         let vars = db_env(target);
+        let area = env.area("tester", &up);
+        let t0 = Instant::now();
+        while crate::commit_count(&area) == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "no first commit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let mut uploads = 0;
         for f in 1..=12i64 {
             drop_file(&env, &format!("f{f:02}"), f * 100..f * 100 + 100);

@@ -97,6 +97,11 @@ impl Datastore {
         )
     }
 
+    /// `<location>/<key>`: how errors name an object.
+    fn at(&self, key: &str) -> String {
+        format!("{}/{key}", self.location())
+    }
+
     /// The underlying store and the full path of `key` in it, for conditional writes
     /// that need versions ([`crate::lease`]).
     pub fn raw(&self, key: &str) -> (Arc<dyn ObjectStore>, Path) {
@@ -170,10 +175,10 @@ impl Datastore {
             Ok(r) => Ok(Some(
                 r.bytes()
                     .await
-                    .map_err(|e| Error::datastore("get", key, e))?,
+                    .map_err(|e| Error::datastore("get", self.at(key), e))?,
             )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::datastore("get", key, e)),
+            Err(e) => Err(Error::datastore("get", self.at(key), e)),
         }
     }
 
@@ -199,7 +204,7 @@ impl Datastore {
             .put(&self.full(key), data.into())
             .await
             .map(|_| ())
-            .map_err(|e| Error::datastore("put", key, e))
+            .map_err(|e| Error::datastore("put", self.at(key), e))
     }
 
     /// Writes JSON (pretty) atomically, exactly as given: for machine state (table
@@ -226,21 +231,28 @@ impl Datastore {
     /// Creates an object only if it does not exist. Returns false when it already
     /// existed (another writer won).
     ///
+    /// An object that exists with exactly `data` counts as created: that is this very
+    /// write, whose answer was lost (a timeout or a 5xx after the store had stored it)
+    /// and which the HTTP client retried. The contents must therefore be unique to the
+    /// writer (commit records carry the session and a timestamp).
+    ///
     /// # Errors
     /// [`Error::Datastore`] for other failures.
-    pub async fn create(&self, key: &str, data: impl Into<PutPayload>) -> Result<bool> {
+    pub async fn create(&self, key: &str, data: Bytes) -> Result<bool> {
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
         match self
             .store
-            .put_opts(&self.full(key), data.into(), opts)
+            .put_opts(&self.full(key), data.clone().into(), opts)
             .await
         {
             Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(Error::datastore("create", key, e)),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Ok(self.get(key).await?.is_some_and(|b| b == data))
+            }
+            Err(e) => Err(Error::datastore("create", self.at(key), e)),
         }
     }
 
@@ -269,7 +281,7 @@ impl Datastore {
             })
             .try_collect()
             .await
-            .map_err(|e| Error::datastore("list", prefix, e))?;
+            .map_err(|e| Error::datastore("list", self.at(prefix), e))?;
         out.retain(|e| !e.key.contains('#'));
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -282,7 +294,7 @@ impl Datastore {
     pub async fn delete(&self, key: &str) -> Result<()> {
         match self.store.delete(&self.full(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Error::datastore("delete", key, e)),
+            Err(e) => Err(Error::datastore("delete", self.at(key), e)),
         }
     }
 
@@ -304,8 +316,8 @@ impl Datastore {
             .store
             .get(&self.full(key))
             .await
-            .map_err(|e| Error::datastore("get", key, e))?;
-        let k = key.to_string();
+            .map_err(|e| Error::datastore("get", self.at(key), e))?;
+        let k = self.at(key);
         Ok(r.into_stream()
             .map(move |b| b.map_err(|e| Error::datastore("read", k.clone(), e)))
             .boxed())
