@@ -10,24 +10,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::upload::{Target, fetch};
-use crate::{Env, committed, results, tbl_data};
-
-const PASS: &[&str] = &[
-    "AZURE_STORAGE_USE_EMULATOR",
-    "AZURITE_BLOB_STORAGE_URL",
-    "AWS_ENDPOINT",
-    "AWS_ALLOW_HTTP",
-    "AWS_REGION",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
-];
-
-fn need(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the tests with script/test, which starts Azurite and moto")
-    })
-}
+use crate::{Env, PASS, committed, need, results, tbl_data};
 
 /// A store at `url` (`az://container`, `s3://bucket`) for seeding objects.
 struct Bucket {

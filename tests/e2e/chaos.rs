@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use anchovy_core::Value;
 
 use crate::Env;
-use crate::lease::{PASS, need};
 use crate::upload::{Target, fetch};
+use crate::{PASS, need};
 
 /// Named failpoints of a download, with how many times each is hit at least in one
 /// round of the scenario below (the hit to stop at is drawn from 1..=n).

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anchovy_core::Value;
 
-use crate::lease::{PASS, need};
 use crate::upload::{Target, fetch};
 use crate::{Env, committed};
+use crate::{PASS, need};
 
 // ---------------------------------------------------------------------------------
 // A fault-injecting HTTP proxy.
@@ -122,9 +122,9 @@ async fn handle(
     let m = mode.load(Ordering::SeqCst);
     let before = match m {
         DOWN => Some(500),
-        FLAKY if n % 5 == 0 => Some(500),
-        FLAKY if n % 11 == 0 => Some(503),
-        FLAKY if n % 13 == 0 => Some(429),
+        FLAKY if n.is_multiple_of(5) => Some(500),
+        FLAKY if n.is_multiple_of(11) => Some(503),
+        FLAKY if n.is_multiple_of(13) => Some(429),
         _ => None,
     };
     if let Some(code) = before {
@@ -136,7 +136,7 @@ async fn handle(
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let resp = sender.send_request(req).await?;
-    if m == FLAKY && n % 17 == 0 {
+    if m == FLAKY && n.is_multiple_of(17) {
         // The request reached the server; its answer is lost.
         let _ = resp.into_body().collect().await;
         injected.fetch_add(1, Ordering::SeqCst);

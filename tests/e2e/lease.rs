@@ -5,25 +5,7 @@ use std::path::PathBuf;
 
 use anchovy_core::Value;
 
-use crate::{Env, committed};
-
-/// The object store variables script/test exports, passed through to the binary.
-pub(crate) const PASS: &[&str] = &[
-    "AZURE_STORAGE_USE_EMULATOR",
-    "AZURITE_BLOB_STORAGE_URL",
-    "AWS_ENDPOINT",
-    "AWS_ALLOW_HTTP",
-    "AWS_REGION",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
-];
-
-pub(crate) fn need(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the tests with script/test, which starts Azurite and moto")
-    })
-}
+use crate::{Env, PASS, committed, need};
 
 /// A datastore URL per backend, fresh for this test.
 fn datastores(env: &Env) -> Vec<String> {

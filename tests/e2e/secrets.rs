@@ -4,16 +4,11 @@
 
 use std::path::Path;
 
-use crate::Env;
+use crate::{Env, need};
 
 /// The Azurite account key (public, but a secret to us: it must never be printed).
 const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-fn need(var: &str) -> String {
-    std::env::var(var)
-        .unwrap_or_else(|_| panic!("{var} is not set: run the tests with script/test"))
-}
 
 /// Every text file under `dir` (metadata, logs, results; data files are gzip).
 fn texts(dir: &Path, out: &mut Vec<(String, String)>) {

@@ -365,6 +365,12 @@ mod tests {
                 .await
                 .unwrap()
         );
+        // The same bytes again: a retry of the write that landed (its answer was lost).
+        assert!(
+            ds.create("$commits/1", Bytes::from_static(b"a"))
+                .await
+                .unwrap()
+        );
         assert!(
             !ds.create("$commits/1", Bytes::from_static(b"b"))
                 .await
