@@ -126,14 +126,29 @@ impl Db {
                     .create_if_missing(true)
                     .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .busy_timeout(Duration::from_secs(30));
-                Db::Lite(
-                    SqlitePoolOptions::new()
+                // Another process opening the same file at the same moment (two
+                // uploaders sharing the default SQLite target) can make the switch to
+                // WAL fail with SQLITE_BUSY before any busy handler applies: retry.
+                let started = std::time::Instant::now();
+                let mut pause = Duration::from_millis(50);
+                let pool = loop {
+                    match SqlitePoolOptions::new()
                         .max_connections(4)
                         .acquire_timeout(CONNECT_TIMEOUT)
-                        .connect_with(opts)
+                        .connect_with(opts.clone())
                         .await
-                        .map_err(|e| db_err(ctx(), e))?,
-                )
+                    {
+                        Err(sqlx::Error::Database(d))
+                            if d.code().as_deref() == Some("5")
+                                && started.elapsed() < CONNECT_TIMEOUT =>
+                        {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(1));
+                        }
+                        r => break r.map_err(|e| db_err(ctx(), e))?,
+                    }
+                };
+                Db::Lite(pool)
             }
         };
         Ok(db)
@@ -290,6 +305,29 @@ impl PluginError {
     /// True for a primary-key or unique-constraint violation.
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, PluginError::Db { source: sqlx::Error::Database(e), .. } if e.is_unique_violation())
+    }
+
+    /// True when a DDL statement lost a race with the same DDL from another process
+    /// (two uploaders creating one schema, table or column at the same moment):
+    /// PostgreSQL's catalog unique violation or duplicate object, MySQL's "already
+    /// exists"/duplicate column, SQLite's "already exists"/"duplicate column".
+    pub fn is_concurrent_ddl(&self) -> bool {
+        let PluginError::Db {
+            source: sqlx::Error::Database(e),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        let code = e.code().unwrap_or_default();
+        let msg = e.message();
+        e.is_unique_violation()
+            || matches!(
+                code.as_ref(),
+                "42P06" | "42P07" | "42701" | "42710" | "1050" | "1060" | "1007"
+            )
+            || msg.contains("already exists")
+            || msg.contains("duplicate column")
     }
 }
 

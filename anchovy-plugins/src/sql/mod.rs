@@ -129,7 +129,13 @@ async fn connect_once<'a>(
     cell.get_or_try_init(|| async {
         let url = target_url(ctx)?;
         let db = Db::connect(&url).await?;
-        db.exec(&db.dialect().create_positions()).await?;
+        let create = db.dialect().create_positions();
+        if let Err(e) = db.exec(&create).await {
+            // Another uploader created it at the same moment: it exists now.
+            if !e.is_concurrent_ddl() {
+                return Err(e);
+            }
+        }
         db.check_positions().await?;
         tracing::info!(target = %db::display_url(&url), "connected to the target database");
         Ok::<Db, PluginError>(db)
@@ -737,8 +743,27 @@ impl Job<'_> {
     }
 
     /// Creates the schema and table, adds new columns and widens changed ones. Returns
-    /// the columns as they are in the target after the changes.
+    /// the columns as they are in the target after the changes. DDL that loses a race
+    /// with another uploader's identical DDL is redone against the new state.
     async fn ensure_table(
+        &self,
+        cols: &[(String, ColType)],
+        totals: &mut Totals,
+    ) -> Result<Vec<(String, ColType)>, PluginError> {
+        let mut attempt = 0;
+        loop {
+            match self.ensure_table_once(cols, totals).await {
+                Err(e) if e.is_concurrent_ddl() && attempt < 3 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "DDL raced with another uploader; looking again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn ensure_table_once(
         &self,
         cols: &[(String, ColType)],
         totals: &mut Totals,
