@@ -171,6 +171,18 @@ pub async fn read_committed(
     Ok(out)
 }
 
+/// The identity of an anchovy's commit history: the session and time of its first
+/// commit (`None` before any). A datastore area that was wiped and written again has a
+/// different origin, so a consumer that remembers a position can tell that the
+/// sequence numbers it holds no longer mean the same commits.
+///
+/// # Errors
+/// [`Error::Datastore`] or [`Error::Json`] for an unreadable record.
+pub async fn origin(ds: &Datastore) -> Result<Option<String>> {
+    let first: Option<CommitRecord> = ds.get_json(&layout::commit_key(1)).await?;
+    Ok(first.map(|c| format!("{} {}", c.session_id, c.committed_at)))
+}
+
 /// Every commit after `after_seq`, in order.
 ///
 /// # Errors

@@ -780,3 +780,57 @@ fn exactly_once_when_killed_at_random() {
     );
     assert!(killed > 0, "no run was killed: the test proves nothing");
 }
+
+/// An upstream whose datastore area was wiped and written again restarts its commit
+/// numbers: the uploader refuses (it would otherwise skip the new commits as already
+/// loaded), names the fix, and after it loads the new history.
+#[test]
+fn a_reset_upstream_is_refused_not_skipped() {
+    let env = Env::new();
+    let up = format!("reset_{}", env.nonce());
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    columns: {id: int}\n",
+    );
+    env.write("upload.yaml", "tbls: {}\n");
+    env.write("in/1.csv", "id\n1\n2\n");
+    download(&env, &up);
+    upload_ok(&env, Target::Sqlite, "wh", &up);
+    std::fs::remove_dir_all(env.area("tester", &up)).unwrap();
+    std::fs::remove_file(env.path().join("in/1.csv")).unwrap();
+    env.write("in/2.csv", "id\n3\n");
+    download(&env, &up);
+    let out = upload(&env, Target::Sqlite, "wh", &up, &[]);
+    let err = crate::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("was reset") && err.contains("_anchovies_positions"),
+        "{err}"
+    );
+    let ids = |env: &Env| {
+        fetch(
+            Target::Sqlite,
+            env,
+            &format!(
+                "SELECT CAST(id AS TEXT) FROM {} ORDER BY id",
+                Target::Sqlite.table(&up, "t")
+            ),
+        )
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&env),
+        ["1", "2"],
+        "the refused upload changed the target"
+    );
+    // The fix the error names: forget the position, then the new history loads.
+    fetch(
+        Target::Sqlite,
+        &env,
+        &format!("DELETE FROM _anchovies_positions WHERE upstream = 'tester/{up}'"),
+    );
+    upload_ok(&env, Target::Sqlite, "wh", &up);
+    assert_eq!(ids(&env), ["1", "2", "3"]);
+}

@@ -227,34 +227,38 @@ impl Db {
         r.map_err(|e| db_err("begin a transaction", e))
     }
 
-    /// Reads the committed position of `upstream` in `target` (a quoted table name).
+    /// Reads the committed position of `upstream` in `target` (a quoted table name)
+    /// and the upstream origin it counts in (empty before the first load).
     ///
     /// # Errors
     /// [`PluginError::Db`].
-    pub async fn position(&self, target: &str, upstream: &str) -> Result<u64, PluginError> {
+    pub async fn position(
+        &self,
+        target: &str,
+        upstream: &str,
+    ) -> Result<(u64, String), PluginError> {
         let sql = position_select(self.dialect(), false);
-        let r: Option<(i64, String)> = each_db!(self, p => {
+        let r: Option<(i64, String, String)> = each_db!(self, p => {
             sqlx::query_as(safe(&sql)).bind(target).bind(upstream).fetch_optional(p).await
         })
         .map_err(|e| db_err("read the upload position", e))?;
-        Ok(r.map_or(0, |(s, _)| s.max(0) as u64))
+        Ok(r.map_or((0, String::new()), |(s, _, o)| (s.max(0) as u64, o)))
     }
 
     /// Checks that `_anchovies_positions` has the current shape (a table made by a
     /// build before positions were keyed by target table has no `target` column).
     ///
     /// # Errors
-    /// [`PluginError::Option`] naming the table and the fix.
+    /// [`PluginError::Conflict`] naming the table and the fix.
     pub async fn check_positions(&self) -> Result<(), PluginError> {
         let d = self.dialect();
         let sql = format!(
-            "SELECT target, upstream, tbl, seq, updated_at, uploader FROM {} WHERE 1 = 0",
+            "SELECT target, upstream, tbl, seq, updated_at, uploader, origin FROM {} WHERE 1 = 0",
             d.ident(super::dialect::POSITIONS)
         );
-        self.exec(&sql).await.map(|_| ()).map_err(|_| PluginError::Option {
-            key: "ACHVY_CNXN__DB__URI".into(),
+        self.exec(&sql).await.map(|_| ()).map_err(|_| PluginError::Conflict {
             message: format!(
-                "the target's {} table has an older layout (keyed by uploader id); rename it (e.g. to {}_old) and its rows' loads start over, or point the uploader at another database",
+                "the target's {} table has an older layout (before positions were keyed by target table and upstream history); rename it (e.g. to {}_old), and the tables it tracked load again from the start (empty them first), or point the uploader at another database",
                 super::dialect::POSITIONS,
                 super::dialect::POSITIONS
             ),
@@ -274,7 +278,7 @@ fn safe(sql: &str) -> sqlx::AssertSqlSafe<String> {
 
 fn position_select(d: Dialect, lock: bool) -> String {
     format!(
-        "SELECT seq, uploader FROM {} WHERE target = {} AND upstream = {}{}",
+        "SELECT seq, uploader, origin FROM {} WHERE target = {} AND upstream = {}{}",
         d.ident(super::dialect::POSITIONS),
         d.param(1),
         d.param(2),
@@ -383,11 +387,11 @@ impl Tx {
         let now = chrono::Utc::now().to_rfc3339();
         let insert = match d {
             Dialect::MySql => format!(
-                "INSERT IGNORE INTO {} (target, upstream, tbl, seq, updated_at, uploader) VALUES (?, ?, ?, 0, ?, ?)",
+                "INSERT IGNORE INTO {} (target, upstream, tbl, seq, updated_at, uploader, origin) VALUES (?, ?, ?, 0, ?, ?, '')",
                 d.ident(super::dialect::POSITIONS)
             ),
             _ => format!(
-                "INSERT INTO {} (target, upstream, tbl, seq, updated_at, uploader) VALUES ({}, {}, {}, 0, {}, {}) ON CONFLICT DO NOTHING",
+                "INSERT INTO {} (target, upstream, tbl, seq, updated_at, uploader, origin) VALUES ({}, {}, {}, 0, {}, {}, '') ON CONFLICT DO NOTHING",
                 d.ident(super::dialect::POSITIONS),
                 d.param(1),
                 d.param(2),
@@ -397,13 +401,13 @@ impl Tx {
             ),
         };
         let select = position_select(d, true);
-        let r: Result<(i64, String), sqlx::Error> = each_tx!(self, t => {
+        let r: Result<(i64, String, String), sqlx::Error> = each_tx!(self, t => {
             match sqlx::query(safe(&insert)).bind(target).bind(upstream).bind(tbl).bind(&now).bind(uploader).execute(&mut **t).await {
                 Ok(_) => sqlx::query_as(safe(&select)).bind(target).bind(upstream).fetch_one(&mut **t).await,
                 Err(e) => Err(e),
             }
         });
-        let (seq, by) = r.map_err(|e| db_err("lock the upload position", e))?;
+        let (seq, by, _) = r.map_err(|e| db_err("lock the upload position", e))?;
         Ok((seq.max(0) as u64, by))
     }
 
@@ -417,21 +421,23 @@ impl Tx {
         upstream: &str,
         seq: u64,
         uploader: &str,
+        origin: &str,
     ) -> Result<(), PluginError> {
         let d = self.dialect();
         let sql = format!(
-            "UPDATE {} SET seq = {}, updated_at = {}, uploader = {} WHERE target = {} AND upstream = {}",
+            "UPDATE {} SET seq = {}, updated_at = {}, uploader = {}, origin = {} WHERE target = {} AND upstream = {}",
             d.ident(super::dialect::POSITIONS),
             d.param(1),
             d.param(2),
             d.param(3),
             d.param(4),
-            d.param(5)
+            d.param(5),
+            d.param(6)
         );
         let now = chrono::Utc::now().to_rfc3339();
         let seq = seq as i64;
         let r = each_tx!(self, t => {
-            sqlx::query(safe(&sql)).bind(seq).bind(&now).bind(uploader).bind(target).bind(upstream).execute(&mut **t).await.map(|_| ())
+            sqlx::query(safe(&sql)).bind(seq).bind(&now).bind(uploader).bind(origin).bind(target).bind(upstream).execute(&mut **t).await.map(|_| ())
         });
         r.map_err(|e| db_err("advance the upload position", e))
     }

@@ -617,7 +617,8 @@ impl Dialect {
     /// The position table: one row per (target table, upstream). Keyed by the table
     /// the rows land in, not by the uploader: any uploader that loads one upstream table
     /// into the same target table continues from the same position, so no commit is
-    /// loaded twice whatever the uploader ids. `uploader` records who advanced it last.
+    /// loaded twice whatever the uploader ids. `uploader` records who advanced it last,
+    /// `origin` the upstream's commit history it counts in ([`anchovy_core::commit::origin`]).
     pub fn create_positions(self) -> String {
         let txt = if self == Dialect::MySql {
             "VARCHAR(255)"
@@ -625,7 +626,7 @@ impl Dialect {
             "TEXT"
         };
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (target {txt} NOT NULL, upstream {txt} NOT NULL, tbl {txt} NOT NULL, seq BIGINT NOT NULL, updated_at {txt} NOT NULL, uploader {txt} NOT NULL, PRIMARY KEY (target, upstream))",
+            "CREATE TABLE IF NOT EXISTS {} (target {txt} NOT NULL, upstream {txt} NOT NULL, tbl {txt} NOT NULL, seq BIGINT NOT NULL, updated_at {txt} NOT NULL, uploader {txt} NOT NULL, origin {txt} NOT NULL, PRIMARY KEY (target, upstream))",
             self.ident(POSITIONS)
         )
     }

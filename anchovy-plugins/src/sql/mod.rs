@@ -260,7 +260,7 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
         ),
     })?;
     let tbl = ctx.tbl();
-    let job = Job {
+    let mut job = Job {
         db,
         d: db.dialect(),
         ds: ctx.session.upstream_store(up),
@@ -278,10 +278,25 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
         },
         batch_size: s.batch_size,
         history: history_option(tbl)?,
+        origin: String::new(),
     };
-    let pos = db
+    let (pos, loaded_from) = db
         .position(&job.d.table(&job.target), &job.upstream)
         .await?;
+    let origin = anchovy_core::commit::origin(&job.ds).await?;
+    if pos > 0 && !loaded_from.is_empty() && origin.as_deref() != Some(loaded_from.as_str()) {
+        return Err(PluginError::Conflict {
+            message: format!(
+                "the upstream {} was reset: {} holds its commits up to {pos} from the history that began with {loaded_from}, but the datastore's history now {}; its commit numbers no longer mean the same data, so nothing was loaded. To load the new history from the start, delete the row of this table from {} (and the rows it loaded, or they may be loaded twice); to keep the old, point the uploader at the old datastore",
+                job.upstream,
+                job.d.table(&job.target),
+                origin.map_or("has no commits".to_string(), |o| format!("begins with {o}")),
+                dialect::POSITIONS
+            ),
+        }
+        .into());
+    }
+    job.origin = origin.unwrap_or_default();
     let commits = read_commits(&job.ds, pos).await?;
     let Some(last) = commits.last().map(|c| c.seq) else {
         ctx.log("position", pos);
@@ -481,6 +496,9 @@ struct Job<'a> {
     batch_size: usize,
     /// `history: true`: keep superseded versions; `Some(ttl seconds)` drops old ones.
     history: Option<Option<u64>>,
+    /// The upstream's commit history ([`anchovy_core::commit::origin`]), stored with
+    /// the position.
+    origin: String,
 }
 
 impl Job<'_> {
@@ -521,8 +539,14 @@ impl Job<'_> {
         if !unit.files.is_empty() {
             self.stage_and_merge(&mut tx, &cols, unit, totals).await?;
         }
-        tx.set_position(&target, &self.upstream, unit.end, &self.uploader)
-            .await?;
+        tx.set_position(
+            &target,
+            &self.upstream,
+            unit.end,
+            &self.uploader,
+            &self.origin,
+        )
+        .await?;
         anchovy_core::failpoint::hit("upload.before_commit")?;
         tx.commit().await?;
         anchovy_core::failpoint::hit("upload.after_commit")?;
