@@ -1,8 +1,9 @@
 //! The crash matrix: `kill -9` at every named failpoint and at random moments of the
 //! whole pipeline (download, commit, checkpoint, task logs, shutdown, upload), on the
-//! filesystem and Azurite datastores, into SQLite and PostgreSQL; after each kill the
-//! run is repeated until it succeeds, and the datastore and the target are checked
-//! against the source: no row lost, none doubled, every update applied.
+//! filesystem and Azurite datastores, into SQLite and PostgreSQL, from local files and
+//! (every third trial) from the SFTP server; after each kill the run is repeated until
+//! it succeeds, and the datastore and the target are checked against the source: no
+//! row lost, none doubled, every update applied.
 //!
 //! `CHAOS_KILLS` sets how many kills to land (default 24: CI's quick sample);
 //! `script/chaos [N]` runs the long version. `CHAOS_SEED` replays a run (the seed is
@@ -30,6 +31,9 @@ const DOWNLOAD_POINTS: &[(&str, u64)] = &[
     ("tasklog.write", 4),
     ("session.shutdown", 1),
 ];
+
+/// The extra failpoints of an SFTP download (listing, and after each read chunk).
+const SFTP_POINTS: &[(&str, u64)] = &[("sftp.listed", 2), ("sftp.chunk", 4)];
 
 /// Named failpoints of an upload.
 const UPLOAD_POINTS: &[(&str, u64)] = &[
@@ -176,7 +180,14 @@ struct Source {
 }
 
 impl Source {
-    fn add_round(&mut self, env: &Env, round: i64) {
+    fn add_round(&mut self, root: &std::path::Path, round: i64) {
+        let write = |name: String, body: String| {
+            std::fs::create_dir_all(root).unwrap();
+            // Whole files only: written aside, then renamed into the glob.
+            let tmp = root.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, body).unwrap();
+            std::fs::rename(tmp, root.join(name)).unwrap();
+        };
         for f in 0..3 {
             let mut s = String::from("id,note\n");
             for _ in 0..250 {
@@ -184,7 +195,7 @@ impl Source {
                 self.events.push(id);
                 s.push_str(&format!("{id},\"r{round} f{f}, \"\"quoted\"\"\"\n"));
             }
-            env.write(&format!("in/ev_{round}_{f}.csv"), s);
+            write(format!("ev_{round}_{f}.csv"), s);
         }
         let mut s = String::from("id,v\n");
         for id in round * 60..round * 60 + 120 {
@@ -192,11 +203,17 @@ impl Source {
             self.orders.insert(id, round);
             self.order_rows += 1;
         }
-        env.write(&format!("in/od_{round}.csv"), s);
+        write(format!("od_{round}.csv"), s);
     }
 }
 
-const CONFIG: &str = "config:\n  commit_interval: 0\n  batch_size: 200\ntbls:\n  ev:\n    path: in/ev_*.csv\n    columns: {id: int}\n  od:\n    path: in/od_*.csv\n    unique_by: id\n    sort_by: -v\n    columns: {id: int, v: int}\n";
+/// The downloader's config, its files under `root`.
+fn config(root: &std::path::Path) -> String {
+    let r = root.display();
+    format!(
+        "config:\n  commit_interval: 0\n  batch_size: 200\ntbls:\n  ev:\n    path: {r}/ev_*.csv\n    columns: {{id: int}}\n  od:\n    path: {r}/od_*.csv\n    unique_by: id\n    sort_by: -v\n    columns: {{id: int, v: int}}\n"
+    )
+}
 const UPLOAD: &str = "config:\n  batch_size: 200\ntbls:\n  ev:\n    max_rows_per_load: 300\n  od:\n    max_rows_per_load: 100\n";
 
 /// The datastore holds every source row exactly once.
@@ -265,6 +282,17 @@ fn draw(rng: &mut Rng, points: &[(&'static str, u64)], typical: Duration) -> Kil
     }
 }
 
+/// Removes a trial's SFTP folder (the server's directory outlives the trial).
+struct Cleanup(Option<std::path::PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
 #[test]
 fn no_row_lost_or_doubled_whatever_the_kill() {
     let want: usize = std::env::var("CHAOS_KILLS")
@@ -295,7 +323,10 @@ fn no_row_lost_or_doubled_whatever_the_kill() {
     let t0 = Instant::now();
     while landed < want {
         let (store, target) = combos[trial % combos.len()];
+        let sftp = trial % 3 == 2;
         trial += 1;
+        // SFTP trials run alone: an SFTP test kills every session of the test user.
+        let _sftp_lock = sftp.then(crate::sftp::lock);
         let env = Env::new();
         let up = format!("chaos_{}", env.nonce());
         let ds = match store {
@@ -318,9 +349,35 @@ fn no_row_lost_or_doubled_whatever_the_kill() {
                 _ => target.url().unwrap(),
             },
         ));
-        env.write("config.yaml", CONFIG);
+        let (root, op) = if sftp {
+            for (k, v) in [
+                (
+                    "ACHVY_CNXN__URI",
+                    format!(
+                        "sftp://{}@127.0.0.1:{}",
+                        need("SFTP_USER"),
+                        need("SFTP_PORT")
+                    ),
+                ),
+                ("ACHVY_CNXN__PPK_PATH", need("SFTP_KEY")),
+                ("ACHVY_CNXN__KNOWN_HOSTS", need("SFTP_KNOWN_HOSTS")),
+            ] {
+                vars.push((k.into(), v));
+            }
+            let root =
+                std::path::PathBuf::from(need("SFTP_DIR")).join(format!("chaos-{}", env.nonce()));
+            (root, "sftp.CsvDownloader")
+        } else {
+            (env.path().join("in"), "files.CsvDownloader")
+        };
+        let source = if sftp { "SFTP, " } else { "" };
+        env.write("config.yaml", config(&root));
         env.write("upload.yaml", UPLOAD);
-        let down: Vec<&str> = vec!["start", "-op", "files.CsvDownloader", "--id", &up];
+        let down: Vec<&str> = vec!["start", "-op", op, "--id", &up];
+        let mut down_points: Vec<(&'static str, u64)> = DOWNLOAD_POINTS.to_vec();
+        if sftp {
+            down_points.extend_from_slice(SFTP_POINTS);
+        }
         let upl: Vec<&str> = vec![
             "start",
             "-op",
@@ -333,12 +390,15 @@ fn no_row_lost_or_doubled_whatever_the_kill() {
             "upload.yaml",
         ];
         let mut src = Source::default();
+        let _cleanup = Cleanup(sftp.then(|| root.clone()));
         for round in 0..2 {
-            src.add_round(&env, round);
-            for (step, args, points) in [(0, &down, DOWNLOAD_POINTS), (1, &upl, UPLOAD_POINTS)] {
+            src.add_round(&root, round);
+            for (step, args, points) in
+                [(0, &down, down_points.as_slice()), (1, &upl, UPLOAD_POINTS)]
+            {
                 let kill = draw(&mut rng, points, typical[step]);
                 let what = format!(
-                    "trial {trial} ({store:?} -> {target:?}) round {round}: {} killed at {} ({kill:?})",
+                    "trial {trial} ({source}{store:?} -> {target:?}) round {round}: {} killed at {} ({kill:?})",
                     if step == 0 { "download" } else { "upload" },
                     kill.label()
                 );
@@ -355,6 +415,9 @@ fn no_row_lost_or_doubled_whatever_the_kill() {
                     *by_combo
                         .entry(format!("{store:?} -> {target:?}"))
                         .or_default() += 1;
+                    if sftp {
+                        *by_combo.entry("from SFTP".into()).or_default() += 1;
+                    }
                 } else {
                     // The run ended before the kill point: it must have succeeded.
                     assert_eq!(r.code, Some(0), "{what}: {}", r.stderr);
