@@ -102,6 +102,11 @@ fn run(env: &Env, args: &[&str], vars: &[(String, String)], kill: Option<&Kill>)
     let t0 = Instant::now();
     let mut child = env.spawn(args, &pairs);
     let err = child.stderr.take().unwrap();
+    // The run results on stdout are drained too, so a full pipe never blocks the run.
+    let mut stdout = child.stdout.take().unwrap();
+    let drain = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    });
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(err).lines() {
@@ -142,6 +147,7 @@ fn run(env: &Env, args: &[&str], vars: &[(String, String)], kill: Option<&Kill>)
         }
     };
     let _ = reader.join();
+    let _ = drain.join();
     stderr.extend(rx.try_iter().map(|l| l + "\n"));
     Run {
         killed: status.signal() == Some(9),
