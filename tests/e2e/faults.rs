@@ -279,28 +279,19 @@ fn blob_store_500s_429s_and_an_outage() {
     for f in 4..6 {
         put(&format!("f{f}.csv"), csv(f * 200..f * 200 + 200));
     }
-    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("anchovy"));
-    c.args(down)
-        .current_dir(env.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", env.path().join("home"))
-        .env("USER", "tester")
-        .env("ACHVY_PORT", "0")
-        .env("AZURITE_BLOB_STORAGE_URL", proxy.url())
-        .env("ACHVY_DATASTORE", &ds)
-        .env("ACHVY_LEASE_TTL", "2s")
-        .env("ACHVY_FAILPOINT", "source.batch:sleep-1000")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for k in PASS {
-        if k != &"AZURITE_BLOB_STORAGE_URL"
-            && let Ok(v) = std::env::var(k)
-        {
-            c.env(k, v);
-        }
-    }
-    let child = c.spawn().unwrap();
+    let mut vars: Vec<(&str, String)> = PASS
+        .iter()
+        .filter_map(|k| Some((*k, std::env::var(k).ok()?)))
+        .collect();
+    vars.extend([
+        ("AZURITE_BLOB_STORAGE_URL", proxy.url()),
+        ("ACHVY_DATASTORE", ds.clone()),
+        ("ACHVY_LEASE_TTL", "2s".into()),
+        ("ACHVY_FAILPOINT", "source.batch:sleep-1000".into()),
+    ]);
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // (Later variables win: the proxy replaces the direct Azurite URL.)
+    let child = env.spawn(&down, &pairs);
     std::thread::sleep(Duration::from_millis(600));
     proxy.set(DOWN);
     let t0 = Instant::now();
