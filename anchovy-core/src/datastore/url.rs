@@ -249,7 +249,11 @@ fn open_local(path: &str) -> Result<Opened> {
     })?;
     let fs = LocalFileSystem::new_with_prefix(&path)
         .map_err(|e| Error::datastore("open", path.display().to_string(), e))?
-        .with_automatic_cleanup(true);
+        .with_automatic_cleanup(true)
+        // Every write is durable when it returns (file and directory entry fsynced), as
+        // on an object store: a commit record can never survive a power cut that its
+        // data files did not, and checkpoints never get ahead of durable data.
+        .with_fsync(true);
     Ok(Opened {
         store: Arc::new(fs),
         prefix: Path::default(),
