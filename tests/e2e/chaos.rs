@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anchovy_core::Value;
 
 use crate::Env;
-use crate::upload::{Target, fetch};
+use crate::upload::{Target, fetch, upload_args};
 use crate::{PASS, need};
 
 /// Named failpoints of a download, with how many times each is hit at least in one
@@ -384,17 +384,7 @@ fn no_row_lost_or_doubled_whatever_the_kill() {
         if sftp {
             down_points.extend_from_slice(SFTP_POINTS);
         }
-        let upl: Vec<&str> = vec![
-            "start",
-            "-op",
-            "sql.Uploader",
-            "--id",
-            "wh",
-            "-U",
-            &up,
-            "-c",
-            "upload.yaml",
-        ];
+        let upl: Vec<&str> = upload_args("wh", &up).to_vec();
         let mut src = Source::default();
         let _cleanup = Cleanup(sftp.then(|| root.clone()));
         for round in 0..2 {

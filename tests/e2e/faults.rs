@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anchovy_core::Value;
 
-use crate::upload::{Target, fetch};
+use crate::upload::{Target, fetch, upload_args};
 use crate::{Env, committed};
 use crate::{PASS, need};
 
@@ -224,17 +224,7 @@ fn blob_store_500s_429s_and_an_outage() {
         c.output().unwrap()
     };
     let down = ["start", "-op", "blob.CsvDownloader", "--id", "flaky"];
-    let up = [
-        "start",
-        "-op",
-        "sql.Uploader",
-        "--id",
-        "wh",
-        "-U",
-        "flaky",
-        "-c",
-        "upload.yaml",
-    ];
+    let up = upload_args("wh", "flaky");
 
     proxy.set(FLAKY);
     let out = run(&down, &[]);
@@ -429,17 +419,7 @@ fn database_restarted_mid_upload() {
             .unwrap();
         assert!(out.status.success(), "{}", crate::stderr(&out));
     }
-    let args = [
-        "start",
-        "-op",
-        "sql.Uploader",
-        "--id",
-        "wh",
-        "-U",
-        "src",
-        "-c",
-        "upload.yaml",
-    ];
+    let args = upload_args("wh", "src");
     // Each load pauses 1.5 s after staging its file: the restart lands in the second.
     let child = env.spawn(
         &args,
@@ -654,17 +634,7 @@ fn clock_skew_between_runs() {
         );
         for db in [None, Some(pg.as_str())] {
             let mut c = skewed(&env, offset);
-            c.args([
-                "start",
-                "-op",
-                "sql.Uploader",
-                "--id",
-                "wh",
-                "-U",
-                &up,
-                "-c",
-                "upload.yaml",
-            ]);
+            c.args(upload_args("wh", &up));
             if let Some(u) = db {
                 c.env("ACHVY_CNXN__DB__URI", u);
             }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::Env;
-use crate::upload::{Target, fetch, upload};
+use crate::upload::{Target, fetch, upload, upload_args};
 
 /// Writes `in/<name>.csv` with ids `from..to` atomically (a file appears whole).
 fn drop_file(env: &Env, name: &str, ids: std::ops::Range<i64>) {
@@ -29,22 +29,6 @@ fn setup() -> Env {
 
 fn download(env: &Env, up: &str, extra: &[(&str, &str)]) -> std::process::Child {
     env.spawn(&["start", "-op", "files.CsvDownloader", "--id", up], extra)
-}
-
-fn upload_args(id: &str, up: &str) -> Vec<String> {
-    [
-        "start",
-        "-op",
-        "sql.Uploader",
-        "--id",
-        id,
-        "-U",
-        up,
-        "-c",
-        "upload.yaml",
-    ]
-    .map(String::from)
-    .to_vec()
 }
 
 /// The ids in the target table, sorted; panics on a duplicate.
@@ -94,7 +78,6 @@ fn a_double_fired_uploader_runs_once() {
             "upload.before_commit:sleep-1500".into(),
         ));
         let args = upload_args("wh", &up);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let a = env.spawn(&args, &pairs(&vars));
         std::thread::sleep(Duration::from_millis(300));
         let b = env.spawn(&args, &pairs(&vars)).wait_with_output().unwrap();
@@ -256,8 +239,6 @@ fn two_uploaders_of_one_upstream_share_the_target_position() {
             "upload.staged_file:sleep-150".into(),
         ));
         let (a, b) = (upload_args("wh_a", &up), upload_args("wh_b", &up));
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        let b: Vec<&str> = b.iter().map(String::as_str).collect();
         let ca = env.spawn(&a, &pairs(&vars));
         let cb = env.spawn(&b, &pairs(&vars));
         let (oa, ob) = (

@@ -131,16 +131,9 @@ pub fn download(env: &Env, id: &str) {
     );
 }
 
-/// Runs the uploader `id` over upstream `up`; returns the results.
-pub fn upload(
-    env: &Env,
-    target: Target,
-    id: &str,
-    up: &str,
-    extra: &[(&str, &str)],
-) -> std::process::Output {
-    let mut c = env.cmd();
-    c.args([
+/// The command line of uploader `id` over upstream `up` with `upload.yaml`.
+pub fn upload_args<'a>(id: &'a str, up: &'a str) -> [&'a str; 9] {
+    [
         "start",
         "-op",
         "sql.Uploader",
@@ -150,7 +143,19 @@ pub fn upload(
         up,
         "-c",
         "upload.yaml",
-    ]);
+    ]
+}
+
+/// Runs the uploader `id` over upstream `up`; returns the results.
+pub fn upload(
+    env: &Env,
+    target: Target,
+    id: &str,
+    up: &str,
+    extra: &[(&str, &str)],
+) -> std::process::Output {
+    let mut c = env.cmd();
+    c.args(upload_args(id, up));
     if let Some(u) = target.url() {
         c.env("ACHVY_CNXN__DB__URI", u);
     }
@@ -743,20 +748,7 @@ fn exactly_once_when_killed_at_random() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let delay = std::time::Duration::from_millis(5 + (seed >> 33) % 60);
-        let mut child = env.spawn(
-            &[
-                "start",
-                "-op",
-                "sql.Uploader",
-                "--id",
-                "wh",
-                "-U",
-                &up,
-                "-c",
-                "upload.yaml",
-            ],
-            &[("ACHVY_CNXN__DB__URI", &url)],
-        );
+        let mut child = env.spawn(&upload_args("wh", &up), &[("ACHVY_CNXN__DB__URI", &url)]);
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
@@ -833,4 +825,30 @@ fn a_reset_upstream_is_refused_not_skipped() {
     );
     upload_ok(&env, Target::Sqlite, "wh", &up);
     assert_eq!(ids(&env), ["1", "2", "3"]);
+}
+
+/// A target whose `_anchovies_positions` has the layout of older builds (keyed by
+/// uploader id) is refused with the migration to do, before anything loads.
+#[test]
+fn a_positions_table_of_the_old_layout_is_refused_with_the_fix() {
+    let env = Env::new();
+    let up = format!("old_{}", env.nonce());
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    env.write("upload.yaml", "tbls: {}\n");
+    env.write("in/1.csv", "id\n1\n");
+    download(&env, &up);
+    upload_ok(&env, Target::Sqlite, "wh", &up);
+    fetch(Target::Sqlite, &env, "DROP TABLE _anchovies_positions");
+    fetch(
+        Target::Sqlite,
+        &env,
+        "CREATE TABLE _anchovies_positions (uploader TEXT NOT NULL, upstream TEXT NOT NULL, tbl TEXT NOT NULL, seq BIGINT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (uploader, upstream, tbl))",
+    );
+    let out = upload(&env, Target::Sqlite, "wh", &up, &[]);
+    let err = crate::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("older layout") && err.contains("rename it"),
+        "{err}"
+    );
 }

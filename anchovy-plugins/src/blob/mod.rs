@@ -45,22 +45,25 @@ const CONNECTION_DOC: OptionDoc = OptionDoc {
     doc: "connection id with the store's credentials (default: the provider's env vars)",
 };
 
+/// The variables both blob downloaders read.
+const ENV_VARS: &[OptionDoc] = &[
+    OptionDoc {
+        key: "AWS_*, AZURE_STORAGE_*, GOOGLE_*",
+        doc: "the providers' credentials and endpoints, as object_store reads them",
+    },
+    OptionDoc {
+        key: "ACHVY_CNXN__<ID>__<KEY>",
+        doc: "credentials of `connection: <id>`: the provider key without its prefix (ACCESS_KEY_ID, ACCOUNT_KEY, ...)",
+    },
+];
+
 /// `blob.CsvDownloader`.
 pub const CSV_SPEC: OperatorSpec = OperatorSpec {
     name: "blob.CsvDownloader",
     description: "Downloads CSV/TSV objects from S3, Azure Blob or GCS (URL glob per table), incrementally by etag.",
     kind: OperatorKind::Downloader,
     connections: &[],
-    env_vars: &[
-        OptionDoc {
-            key: "AWS_*, AZURE_STORAGE_*, GOOGLE_*",
-            doc: "the providers' credentials and endpoints, as object_store reads them",
-        },
-        OptionDoc {
-            key: "ACHVY_CNXN__<ID>__<KEY>",
-            doc: "credentials of `connection: <id>`: the provider key without its prefix (ACCESS_KEY_ID, ACCOUNT_KEY, ...)",
-        },
-    ],
+    env_vars: ENV_VARS,
     table_options: &[
         PATH_DOC,
         CONNECTION_DOC,
@@ -78,16 +81,7 @@ pub const JSON_SPEC: OperatorSpec = OperatorSpec {
     description: "Downloads JSON objects (NDJSON, arrays, one document per file) from S3, Azure Blob or GCS, incrementally by etag.",
     kind: OperatorKind::Downloader,
     connections: &[],
-    env_vars: &[
-        OptionDoc {
-            key: "AWS_*, AZURE_STORAGE_*, GOOGLE_*",
-            doc: "the providers' credentials and endpoints, as object_store reads them",
-        },
-        OptionDoc {
-            key: "ACHVY_CNXN__<ID>__<KEY>",
-            doc: "credentials of `connection: <id>`: the provider key without its prefix (ACCESS_KEY_ID, ACCOUNT_KEY, ...)",
-        },
-    ],
+    env_vars: ENV_VARS,
     table_options: &[
         PATH_DOC,
         CONNECTION_DOC,

@@ -256,7 +256,18 @@ impl Db {
             "SELECT target, upstream, tbl, seq, updated_at, uploader, origin FROM {} WHERE 1 = 0",
             d.ident(super::dialect::POSITIONS)
         );
-        self.exec(&sql).await.map(|_| ()).map_err(|_| PluginError::Conflict {
+        let Err(e) = self.exec(&sql).await else {
+            return Ok(());
+        };
+        // Only a missing column means the old layout; anything else (a dropped
+        // connection, a permission) is reported as itself.
+        let missing_column = matches!(&e, PluginError::Db { source: sqlx::Error::Database(d), .. }
+            if matches!(d.code().as_deref(), Some("42703") | Some("1054"))
+                || d.message().contains("no such column"));
+        if !missing_column {
+            return Err(e);
+        }
+        Err(PluginError::Conflict {
             message: format!(
                 "the target's {} table has an older layout (before positions were keyed by target table and upstream history); rename it (e.g. to {}_old), and the tables it tracked load again from the start (empty them first), or point the uploader at another database",
                 super::dialect::POSITIONS,
