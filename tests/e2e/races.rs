@@ -259,7 +259,7 @@ fn two_uploaders_of_one_upstream_share_the_target_position() {
             let own = format!("{up}_copy");
             let out = env
                 .cmd()
-                .args(&a)
+                .args(a)
                 .envs(vars.clone())
                 .env(format!("ACHVY_CNXN__SCHEMAS__{up}"), &own)
                 .output()
