@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{MySql, Postgres, QueryBuilder, Sqlite};
 
-use super::dialect::{Dialect, ORD, TableRef};
+use super::dialect::{Dialect, ORD, TableRef, VER};
 use crate::error::PluginError;
 
 /// How long to wait for a connection before giving up.
@@ -125,7 +125,9 @@ impl Db {
                     .map_err(|e| db_err(ctx(), e))?
                     .create_if_missing(true)
                     .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                    .busy_timeout(Duration::from_secs(30));
+                    .busy_timeout(Duration::from_secs(30))
+                    .collation(super::dialect::DECIMAL_COLLATION, super::collate::decimal)
+                    .collation(super::dialect::DATETIME_COLLATION, super::collate::datetime);
                 // Another process opening the same file at the same moment (two
                 // uploaders sharing the default SQLite target) can make the switch to
                 // WAL fail with SQLITE_BUSY before any busy handler applies: retry.
@@ -455,8 +457,9 @@ impl Tx {
 
     /// Streams batches from `rx` into `into` (a quoted table name: the staging table,
     /// or the target itself): one `COPY` for the whole load on PostgreSQL, multi-row
-    /// `INSERT`s elsewhere. `cols` are the columns; `with_ord` adds the row-order column
-    /// of staging tables. Returns the rows written.
+    /// `INSERT`s elsewhere. `cols` are the columns; `with_ord` adds the row-order and
+    /// version columns of staging tables (each batch comes with the upstream commit
+    /// it belongs to). Returns the rows written.
     ///
     /// # Errors
     /// [`PluginError::Db`] (a value that does not fit its column is reported here), or
@@ -466,7 +469,7 @@ impl Tx {
         into: &str,
         cols: &[(String, ColType)],
         with_ord: bool,
-        rx: &mut tokio::sync::mpsc::Receiver<Result<Batch, PluginError>>,
+        rx: &mut tokio::sync::mpsc::Receiver<Result<(u64, Batch), PluginError>>,
     ) -> Result<i64, PluginError> {
         let d = self.dialect();
         let mut ord = 0i64;
@@ -474,14 +477,16 @@ impl Tx {
         let mut names: Vec<String> = cols.iter().map(|(c, _)| d.ident(c)).collect();
         if with_ord {
             names.push(d.ident(ORD));
+            names.push(d.ident(VER));
         }
         let head = format!("INSERT INTO {into} ({}) ", names.join(", "));
         // One body for both bind-parameter backends (their query builders are typed).
         macro_rules! insert_batches {
             ($t:ident, $max_params:expr) => {{
-                let per = ($max_params / (cols.len() + 1)).max(1);
+                let per = ($max_params / (cols.len() + 2)).max(1);
                 while let Some(batch) = rx.recv().await {
-                    let batch = batch?;
+                    let (ver, batch) = batch?;
+                    let ver = ver as i64;
                     let idx = column_index(cols, &batch);
                     for chunk in batch.rows.chunks(per) {
                         let mut qb = QueryBuilder::new(head.clone());
@@ -498,6 +503,7 @@ impl Tx {
                             }
                             if with_ord {
                                 b.push_bind(ord);
+                                b.push_bind(ver);
                             }
                             ord += 1;
                         });
@@ -518,7 +524,7 @@ impl Tx {
                 let mut copy = t.copy_in_raw(&sql).await.map_err(|e| db_err(ctx(), e))?;
                 let mut buf = String::new();
                 while let Some(batch) = rx.recv().await {
-                    let batch = match batch {
+                    let (ver, batch) = match batch {
                         Ok(b) => b,
                         Err(e) => {
                             let _ = copy.abort("anchovies: reading the data failed").await;
@@ -535,8 +541,8 @@ impl Tx {
                             csv_field(&mut buf, cell(&idx, row, i), *ty);
                         }
                         if with_ord {
-                            buf.push(',');
-                            buf.push_str(&ord.to_string());
+                            use std::fmt::Write as _;
+                            let _ = write!(buf, ",{ord},{ver}");
                         }
                         buf.push('\n');
                         ord += 1;

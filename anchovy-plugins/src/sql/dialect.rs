@@ -38,7 +38,21 @@ pub struct MergeSpec {
     pub sets: Vec<String>,
     /// Sort order (`sort_by`): the first row wins within the data and against stored rows.
     pub sort: Vec<SortCol>,
+    /// The type of each `sort` column (same order; missing = text). Ordering follows
+    /// the type: on SQLite, decimals and datetimes compare through the collations of
+    /// [`SQLITE_COLLATIONS`], never as text of unequal shape.
+    pub sort_types: Vec<ColType>,
 }
+
+/// The staging table's version column: the upstream commit a row came in. `set_by`
+/// keeps each set's newest version, `history` inserts one version per commit.
+pub const VER: &str = "_anchovies_ver";
+
+/// SQLite collation comparing decimal text as numbers (registered on every connection).
+pub const DECIMAL_COLLATION: &str = "anchovies_decimal";
+/// SQLite collation comparing datetime text as instants (a value without an offset
+/// counts as UTC, as PostgreSQL's `timestamptz` with `TimeZone=UTC` reads it).
+pub const DATETIME_COLLATION: &str = "anchovies_datetime";
 
 /// The staging table's row-order column.
 pub const ORD: &str = "_anchovies_ord";
@@ -101,12 +115,20 @@ impl Dialect {
                 Bytes => "LONGBLOB",
                 Object => "JSON",
             },
-            // SQLite is dynamically typed; exact decimals and dates stay text.
+            // SQLite is dynamically typed: exact decimals, dates and times stay text
+            // (TEXT affinity: the declared name contains TEXT and no INT), and the
+            // name says which type they hold, so the uploader reads it back and
+            // orders them by type.
             Dialect::Sqlite => match t {
                 Int | Bool => "INTEGER",
                 Float => "REAL",
                 Bytes => "BLOB",
-                _ => "TEXT",
+                Str => "TEXT",
+                Decimal => "DECIMAL TEXT",
+                Date => "DATE TEXT",
+                DateTime => "DATETIME TEXT",
+                Time => "TIME TEXT",
+                Object => "JSON TEXT",
             },
         }
     }
@@ -134,7 +156,7 @@ impl Dialect {
         if t.starts_with("timestamp") || t.starts_with("datetime") {
             return ColType::DateTime;
         }
-        if t == "date" {
+        if t == "date" || t.starts_with("date ") {
             return ColType::Date;
         }
         if t.starts_with("time") {
@@ -273,6 +295,7 @@ impl Dialect {
             .map(|(c, ty)| format!("{} {}", self.ident(c), self.sql_type(*ty, false)))
             .collect();
         parts.push(format!("{} BIGINT", self.ident(ORD)));
+        parts.push(format!("{} BIGINT", self.ident(VER)));
         let temp = match self {
             Dialect::Postgres => "CREATE TEMPORARY TABLE",
             Dialect::MySql => "CREATE TEMPORARY TABLE",
@@ -321,49 +344,92 @@ impl Dialect {
         }
     }
 
+    /// The `COLLATE` clause that makes SQLite compare a column by its type.
+    pub fn collate(self, ty: ColType) -> String {
+        match (self, ty) {
+            (Dialect::Sqlite, ColType::Decimal) => format!(" COLLATE {DECIMAL_COLLATION}"),
+            (Dialect::Sqlite, ColType::DateTime) => format!(" COLLATE {DATETIME_COLLATION}"),
+            _ => String::new(),
+        }
+    }
+
+    /// The sort columns with the collation of their type.
+    fn sort_cols<'m>(self, m: &'m MergeSpec) -> impl Iterator<Item = (&'m SortCol, String)> {
+        m.sort.iter().enumerate().map(move |(i, s)| {
+            let ty = m.sort_types.get(i).copied().unwrap_or(ColType::Str);
+            (s, self.collate(ty))
+        })
+    }
+
     /// `ORDER BY` terms: sort_by (nulls last), then the latest row first.
-    fn order_terms(self, sort: &[SortCol], alias: &str) -> String {
+    fn order_terms(self, m: &MergeSpec, alias: &str) -> String {
         let mut terms: Vec<String> = Vec::new();
-        for s in sort {
+        for (s, coll) in self.sort_cols(m) {
             let c = format!("{alias}{}", self.ident(&s.name));
             terms.push(format!("CASE WHEN {c} IS NULL THEN 1 ELSE 0 END"));
-            terms.push(format!("{c} {}", if s.descending { "DESC" } else { "ASC" }));
+            terms.push(format!(
+                "{c}{coll} {}",
+                if s.descending { "DESC" } else { "ASC" }
+            ));
         }
         terms.push(format!("{alias}{} DESC", self.ident(ORD)));
         terms.join(", ")
     }
 
-    /// The staged rows, one per key: the first by `sort_by`, ties to the latest.
-    /// Without keys: every staged row in arrival order.
-    pub fn deduped(self, stage: &str, cols: &[String], m: &MergeSpec) -> String {
-        let list = self.list(cols);
-        if m.keys.is_empty() {
-            return format!(
-                "SELECT {list} FROM {} ORDER BY {}",
-                self.ident(stage),
-                self.ident(ORD)
-            );
+    /// The staged rows a merge reads, as a `FROM` item: the whole stage, or with
+    /// `set_by` only each set's newest version (the rows of the last commit that
+    /// delivered the set: an older commit's rows of that set are replaced by it).
+    /// `only_ver` restricts it to one commit (history loads version by version).
+    pub fn source(self, stage: &str, m: &MergeSpec, only_ver: Option<u64>) -> String {
+        let s = self.ident(stage);
+        let v = self.ident(VER);
+        if let Some(ver) = only_ver {
+            return format!("(SELECT * FROM {s} WHERE {v} = {ver}) _src");
+        }
+        if m.sets.is_empty() {
+            return s;
         }
         format!(
-            "SELECT {list} FROM (SELECT {list}, ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {}) AS _anchovies_rn FROM {}) _d WHERE _anchovies_rn = 1",
-            self.list(&m.keys),
-            self.order_terms(&m.sort, ""),
-            self.ident(stage)
+            "(SELECT * FROM (SELECT _x.*, MAX(_x.{v}) OVER (PARTITION BY {}) AS _anchovies_mv FROM {s} _x) _v WHERE {v} = _anchovies_mv) _src",
+            self.qualified("_x", &m.sets)
         )
     }
 
-    /// True when row `n` (new) sorts first or ties with row `o` (old) by `sort`.
-    fn sorts_first(self, sort: &[SortCol], n: &str, o: &str) -> String {
+    /// The rows of `src` (a [`Dialect::source`]), one per key: the first by `sort_by`,
+    /// ties to the latest. Without keys: every row in arrival order.
+    pub fn deduped(self, src: &str, cols: &[String], m: &MergeSpec) -> String {
+        let list = self.list(cols);
+        if m.keys.is_empty() {
+            return format!("SELECT {list} FROM {src} ORDER BY {}", self.ident(ORD));
+        }
+        format!(
+            "SELECT {list} FROM (SELECT {list}, ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {}) AS _anchovies_rn FROM {src}) _d WHERE _anchovies_rn = 1",
+            self.list(&m.keys),
+            self.order_terms(m, ""),
+        )
+    }
+
+    /// True when row `n` (new) sorts first or ties with row `o` (old) by `sort_by`,
+    /// comparing each column by its type.
+    fn sorts_first(self, m: &MergeSpec, n: &str, o: &str) -> String {
         // Built from the last column backwards: first(i) = better(i) OR (equal(i) AND first(i+1)).
         let mut expr = "1=1".to_string();
-        for s in sort.iter().rev() {
+        let cols: Vec<_> = self.sort_cols(m).collect();
+        for (s, coll) in cols.into_iter().rev() {
             let (nc, oc) = (
                 format!("{n}.{}", self.ident(&s.name)),
                 format!("{o}.{}", self.ident(&s.name)),
             );
             let op = if s.descending { ">" } else { "<" };
-            let better = format!("({nc} {op} {oc} OR ({oc} IS NULL AND {nc} IS NOT NULL))");
-            expr = format!("({better} OR ({} AND {expr}))", self.eq(&nc, &oc));
+            // Never NULL (three-valued logic would make `NOT first` keep a loser):
+            // a NULL sorts last.
+            let better = format!(
+                "({nc} IS NOT NULL AND ({oc} IS NULL OR {nc}{coll} {op} {oc}))"
+            );
+            expr = format!(
+                "({better} OR ({} AND {expr}))",
+                self.eq(&format!("{nc}{coll}"), &oc)
+            );
         }
         expr
     }
@@ -381,6 +447,7 @@ impl Dialect {
     ) -> Vec<String> {
         let t = self.table(target);
         let s = self.ident(stage);
+        let src = self.source(stage, m, None);
         let list = self.list(cols);
         let mut out = Vec::new();
         if !m.sets.is_empty() {
@@ -412,14 +479,14 @@ impl Dialect {
         if m.keys.is_empty() {
             out.push(format!(
                 "INSERT INTO {t} ({list}) {}",
-                self.deduped(stage, cols, m)
+                self.deduped(&src, cols, m)
             ));
             return out;
         }
         let deduped = if keys_unique {
-            format!("SELECT {list} FROM {s}")
+            format!("SELECT {list} FROM {src}")
         } else {
-            self.deduped(stage, cols, m)
+            self.deduped(&src, cols, m)
         };
         match self {
             Dialect::Postgres | Dialect::Sqlite => {
@@ -434,7 +501,7 @@ impl Dialect {
                     let guard = if m.sort.is_empty() {
                         String::new()
                     } else {
-                        format!(" WHERE {}", self.sorts_first(&m.sort, "excluded", "_t"))
+                        format!(" WHERE {}", self.sorts_first(m, "excluded", "_t"))
                     };
                     format!("DO UPDATE SET {}{guard}", sets.join(", "))
                 };
@@ -466,7 +533,7 @@ impl Dialect {
                     out.push(format!(
                         "DELETE _n FROM {w} AS _n JOIN {t} AS _t ON {} WHERE NOT ({})",
                         keyeq.join(" AND "),
-                        self.sorts_first(&m.sort, "_n", "_t")
+                        self.sorts_first(m, "_n", "_t")
                     ));
                 }
                 out.push(format!(
@@ -523,11 +590,12 @@ impl Dialect {
         )
     }
 
-    /// Statements of a history merge: pick one winner per key, drop winners older than
-    /// the current stored version (`sort_by`), stamp `_del` on the versions they
-    /// supersede, insert them as version `seq`, and drop versions superseded longer than
-    /// `ttl` seconds ago (`(seq, ttl)`). Returns the statements and the indexes of the supersede and
-    /// insert statements (for counting).
+    /// Statements of a history merge of the staged rows of one upstream commit `seq`:
+    /// pick one winner per key, drop winners older than the current stored version
+    /// (`sort_by`), stamp `_del` on the versions they supersede, insert them as version
+    /// `seq`, and drop versions superseded longer than `ttl` seconds ago (`(seq, ttl)`).
+    /// A load of several commits runs these once per commit, oldest first. Returns the
+    /// statements and the indexes of the supersede and insert statements (for counting).
     pub fn merge_history(
         self,
         target: &TableRef,
@@ -540,10 +608,11 @@ impl Dialect {
         let t = self.table(target);
         let win = self.ident(&format!("{stage}_win"));
         let list = self.list(cols);
+        let src = self.source(stage, m, Some(seq));
         let deduped = if keys_unique {
-            format!("SELECT {list} FROM {}", self.ident(stage))
+            format!("SELECT {list} FROM {src}")
         } else {
-            self.deduped(stage, cols, m)
+            self.deduped(&src, cols, m)
         };
         let keyeq: Vec<String> = m
             .keys
@@ -564,7 +633,7 @@ impl Dialect {
             },
         ];
         if !m.sort.is_empty() {
-            let first = self.sorts_first(&m.sort, "_n", "_t");
+            let first = self.sorts_first(m, "_n", "_t");
             out.push(match self {
                 Dialect::MySql => format!("DELETE _n FROM {win} AS _n JOIN {t} AS _t ON {keyeq} AND _t.{del} IS NULL WHERE NOT ({first})"),
                 _ => format!("DELETE FROM {win} AS _n WHERE EXISTS (SELECT 1 FROM {t} AS _t WHERE {keyeq} AND _t.{del} IS NULL AND NOT ({first}))"),
@@ -710,6 +779,7 @@ mod tests {
             keys: vec!["id".into()],
             sets: vec![],
             sort: SortedColSelect::parse("-updated_at").0,
+            sort_types: vec![ColType::DateTime],
         };
         let sql = Dialect::Postgres.merge(
             &TableRef {

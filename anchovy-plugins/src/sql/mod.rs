@@ -19,6 +19,7 @@
 //!   sets replace the stored ones. Everything is staged (COPY on PostgreSQL) and merged
 //!   with set-based statements.
 
+pub mod collate;
 pub mod db;
 pub mod dialect;
 
@@ -275,6 +276,7 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
             keys: tbl.unique_by.0.clone(),
             sets: tbl.set_by.0.clone(),
             sort: tbl.sort_by.0.clone(),
+            sort_types: Vec::new(),
         },
         batch_size: s.batch_size,
         history: history_option(tbl)?,
@@ -424,7 +426,8 @@ fn history_option(tbl: &Tbl) -> Result<Option<Option<u64>>, PluginError> {
 
 /// Consecutive commits loaded in one transaction.
 struct Unit {
-    files: Vec<FileEntry>,
+    /// The table's files with the upstream commit each belongs to, in commit order.
+    files: Vec<(u64, FileEntry)>,
     end: u64,
     commits: u64,
 }
@@ -441,8 +444,13 @@ fn units(commits: &[CommitRecord], tbl: &str, last: u64, max_rows: u64) -> Vec<U
     };
     let mut rows = 0u64;
     for c in commits {
-        let files: Vec<FileEntry> = c.files.iter().filter(|f| f.tbl == tbl).cloned().collect();
-        let n: u64 = files.iter().map(|f| f.rows).sum();
+        let files: Vec<(u64, FileEntry)> = c
+            .files
+            .iter()
+            .filter(|f| f.tbl == tbl)
+            .map(|f| (c.seq, f.clone()))
+            .collect();
+        let n: u64 = files.iter().map(|(_, f)| f.rows).sum();
         if rows > 0 && rows + n > max_rows {
             out.push(std::mem::replace(
                 &mut cur,
@@ -467,7 +475,7 @@ fn units(commits: &[CommitRecord], tbl: &str, last: u64, max_rows: u64) -> Vec<U
 /// The columns of a unit in first-seen order, typed: declared type, else inferred.
 fn unit_columns(unit: &Unit, tbl: &Tbl) -> Vec<(String, ColType)> {
     let mut cols: Vec<(String, ColType)> = Vec::new();
-    for f in &unit.files {
+    for (_, f) in &unit.files {
         for (c, t) in &f.columns {
             match cols.iter_mut().find(|(n, _)| n == c) {
                 Some((_, e)) => *e = e.widen(*t),
@@ -478,6 +486,12 @@ fn unit_columns(unit: &Unit, tbl: &Tbl) -> Vec<(String, ColType)> {
     for (c, t) in cols.iter_mut() {
         if let Some(declared) = tbl.columns.get(c) {
             *t = *declared;
+        }
+    }
+    // A declared column whose values were all NULL in this unit is still a column.
+    for (c, t) in &tbl.columns {
+        if !cols.iter().any(|(n, _)| n == c) {
+            cols.push((c.clone(), *t));
         }
     }
     cols
@@ -560,14 +574,15 @@ impl Job<'_> {
         &self,
         unit: &Unit,
     ) -> (
-        tokio::sync::mpsc::Receiver<Result<anchovy_core::Batch, PluginError>>,
+        tokio::sync::mpsc::Receiver<Result<(u64, anchovy_core::Batch), PluginError>>,
         tokio::task::JoinHandle<()>,
     ) {
-        let (txb, rxb) = tokio::sync::mpsc::channel::<Result<anchovy_core::Batch, PluginError>>(4);
+        let (txb, rxb) =
+            tokio::sync::mpsc::channel::<Result<(u64, anchovy_core::Batch), PluginError>>(4);
         let (ds, name, batch_size) = (self.ds.clone(), self.name.clone(), self.batch_size);
-        let files: Vec<FileEntry> = unit.files.clone();
+        let files: Vec<(u64, FileEntry)> = unit.files.clone();
         let reader = tokio::spawn(async move {
-            for f in files {
+            for (seq, f) in files {
                 let mut r = match DataFileReader::open(&ds, &name, &f.key, batch_size).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -578,7 +593,7 @@ impl Job<'_> {
                 loop {
                     match r.next_batch().await {
                         Ok(Some(b)) => {
-                            if txb.send(Ok(b)).await.is_err() {
+                            if txb.send(Ok((seq, b))).await.is_err() {
                                 return;
                             }
                         }
@@ -606,8 +621,18 @@ impl Job<'_> {
         totals: &mut Totals,
     ) -> Result<(), PluginError> {
         let d = self.d;
-        let spec = &self.spec;
-        for f in &unit.files {
+        let mut typed = self.spec.clone();
+        typed.sort_types = typed
+            .sort
+            .iter()
+            .map(|s| {
+                cols.iter()
+                    .find(|(c, _)| *c == s.name)
+                    .map_or(ColType::Str, |(_, t)| *t)
+            })
+            .collect();
+        let spec = &typed;
+        for (_, f) in &unit.files {
             totals.files += 1;
             totals.bytes += f.bytes;
         }
@@ -657,12 +682,12 @@ impl Job<'_> {
         let ord = staged?;
         tracing::debug!(rows = ord, ms = t0.elapsed().as_millis() as u64, table = %self.name, "staged");
         let names: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
-        let incoming = if self.spec.keys.is_empty() {
+        let incoming = if spec.keys.is_empty() {
             ord as u64
         } else {
             let distinct = format!(
                 "SELECT COUNT(*) FROM (SELECT DISTINCT {} FROM {}) _k",
-                self.spec
+                spec
                     .keys
                     .iter()
                     .map(|k| d.ident(k))
@@ -679,34 +704,34 @@ impl Job<'_> {
             n
         };
         // Keys already unique in the data: no need to pick a winner per key.
-        let unique = !self.spec.keys.is_empty() && incoming == ord as u64;
+        let unique = !spec.keys.is_empty() && incoming == ord as u64;
         // A plain upsert on PostgreSQL counts its inserts and updates itself.
         let pg_upsert = d == Dialect::Postgres
-            && !self.spec.keys.is_empty()
-            && self.spec.sets.is_empty()
+            && !spec.keys.is_empty()
+            && spec.sets.is_empty()
             && self.history.is_none();
-        let existing = match d.count_existing(&self.target, &stage, &self.spec) {
-            Some(sql) if self.spec.sets.is_empty() && !pg_upsert => {
+        let existing = match d.count_existing(&self.target, &stage, spec) {
+            Some(sql) if spec.sets.is_empty() && !pg_upsert => {
                 tx.scalar(&sql).await?.max(0) as u64
             }
             _ => 0,
         };
         if let Some(ttl) = self.history {
-            let (stmts, supersede, insert) = d.merge_history(
-                &self.target,
-                &stage,
-                &names,
-                &self.spec,
-                unique,
-                (unit.end, ttl),
-            );
+            // One version per upstream commit, oldest first: each commit's winner per
+            // key supersedes the version before it.
+            let mut vers: Vec<u64> = unit.files.iter().map(|(seq, _)| *seq).collect();
+            vers.dedup();
             let (mut superseded, mut versions) = (0, 0);
-            for (i, sql) in stmts.iter().enumerate() {
-                let n = tx.exec(sql).await?;
-                if i == supersede {
-                    superseded = n;
-                } else if i == insert {
-                    versions = n;
+            for ver in vers {
+                let (stmts, supersede, insert) =
+                    d.merge_history(&self.target, &stage, &names, spec, unique, (ver, ttl));
+                for (i, sql) in stmts.iter().enumerate() {
+                    let n = tx.exec(sql).await?;
+                    if i == supersede {
+                        superseded += n;
+                    } else if i == insert {
+                        versions += n;
+                    }
                 }
             }
             if let Some(sql) = d.drop_stage(&stage) {
@@ -717,7 +742,7 @@ impl Job<'_> {
             totals.skipped += incoming.saturating_sub(versions);
             return Ok(());
         }
-        let stmts = d.merge(&self.target, &stage, &names, &self.spec, unique);
+        let stmts = d.merge(&self.target, &stage, &names, spec, unique);
         if pg_upsert && stmts.len() == 1 {
             let sql = format!(
                 "WITH _m AS ({} RETURNING (xmax = 0) AS _ins) SELECT COUNT(*) FILTER (WHERE _ins), COUNT(*) FILTER (WHERE NOT _ins) FROM _m",
@@ -741,7 +766,7 @@ impl Job<'_> {
                 statement = i,
                 "merged"
             );
-            if i == 0 && !self.spec.sets.is_empty() {
+            if i == 0 && !spec.sets.is_empty() {
                 deleted = n;
             }
             written = n;
@@ -749,7 +774,7 @@ impl Job<'_> {
         if let Some(sql) = d.drop_stage(&stage) {
             tx.exec(&sql).await?;
         }
-        if self.spec.keys.is_empty() || !self.spec.sets.is_empty() {
+        if spec.keys.is_empty() || !spec.sets.is_empty() {
             totals.inserted += written;
             totals.deleted += deleted;
         } else {
@@ -868,6 +893,13 @@ impl Job<'_> {
                         }
                     }
                 }
+            }
+        }
+        // Stored columns this unit has no value for are NULL in its rows: staged as
+        // such, so an upsert replaces the whole row, not only the columns it carried.
+        for (c, sql_type) in &existing {
+            if c != dialect::SEQ && c != dialect::DEL && !out.iter().any(|(n, _)| n == c) {
+                out.push((c.clone(), d.col_type_of(sql_type)));
             }
         }
         Ok(out)

@@ -1,0 +1,756 @@
+//! The merge semantics of `sql.Uploader`, written down as a small reference model, and
+//! a seeded differential test that holds the real uploader against it on SQLite,
+//! PostgreSQL and MariaDB.
+//!
+//! A schedule is a random sequence of downloads (each commits a random batch of rows:
+//! repeated keys, NULLs, ties, out-of-order versions, decimals of many scales,
+//! datetimes with offsets and fractions) and uploads, either of which may be
+//! interrupted at a random moment (the session is cancelled mid-work: whatever it had
+//! not committed must leave no trace). After every upload the target must equal the
+//! model applied to the upstream commits up to the uploader's position, row for row and
+//! value for value; at the end a clean upload must reach the last commit.
+//!
+//! `MERGE_SCHEDULES` (per database, default 60 SQLite / 40 PostgreSQL / 40 MariaDB) and
+//! `MERGE_SEED` (the first seed; each failure prints the seed that replays it) scale it:
+//! `script/merge-model` runs thousands.
+#![allow(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use anchovy_core::operator::OperatorKind;
+use anchovy_core::{
+    BoxError, CancellationToken, ConfigDoc, Connections, Emitter, Layer, Operator, OperatorSpec,
+    Session, Settings, Source, TaskCtx, Value, async_trait,
+};
+use anchovy_core::chrono::{self, FixedOffset, NaiveDate, TimeZone};
+use anchovy_plugins::sql::db::Db;
+use anchovy_plugins::sql::dialect::TableRef;
+
+// ---------------------------------------------------------------------------------
+// The reference model
+// ---------------------------------------------------------------------------------
+
+/// The columns every generated row has, with their declared types.
+const COLS: [(&str, Ty); 6] = [
+    ("k", Ty::Int),
+    ("g", Ty::Int),
+    ("d", Ty::Dec),
+    ("ts", Ty::Ts),
+    ("s", Ty::Text),
+    ("n", Ty::Int),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ty {
+    Int,
+    Dec,
+    Ts,
+    Text,
+}
+
+/// A value as the model compares it: canonical text (decimals without trailing zeros,
+/// datetimes as the UTC instant), `None` for NULL.
+type Cell = Option<String>;
+/// A row in [`COLS`] order.
+type Row = Vec<Cell>;
+
+/// What a table does on load.
+#[derive(Debug, Clone)]
+struct Spec {
+    keys: Vec<usize>,
+    sets: Vec<usize>,
+    /// (column, descending)
+    sort: Vec<(usize, bool)>,
+    history: bool,
+}
+
+impl Spec {
+    fn yaml(&self) -> String {
+        let names = |v: &[usize]| {
+            v.iter()
+                .map(|i| COLS[*i].0.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut y = String::from(
+            "tbls:\n  t:\n    columns: {k: int, g: int, d: decimal, ts: datetime, s: str, n: int}\n",
+        );
+        if !self.keys.is_empty() {
+            y += &format!("    unique_by: [{}]\n", names(&self.keys));
+        }
+        if !self.sets.is_empty() {
+            y += &format!("    set_by: [{}]\n", names(&self.sets));
+        }
+        if !self.sort.is_empty() {
+            let s: Vec<String> = self
+                .sort
+                .iter()
+                .map(|(i, desc)| format!("{}{}", if *desc { "-" } else { "" }, COLS[*i].0))
+                .collect();
+            y += &format!("    sort_by: \"{}\"\n", s.join(", "));
+        }
+        if self.history {
+            y += "    history: true\n";
+        }
+        y
+    }
+}
+
+/// Compares two non-null cells of a type.
+fn cmp_typed(ty: Ty, a: &str, b: &str) -> std::cmp::Ordering {
+    match ty {
+        Ty::Int => a.parse::<i64>().unwrap().cmp(&b.parse::<i64>().unwrap()),
+        Ty::Dec => dec_cmp(a, b),
+        // Canonical instants are fixed-width UTC text: text order is time order.
+        Ty::Ts | Ty::Text => a.cmp(b),
+    }
+}
+
+fn dec_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let split = |s: &str| -> (bool, String, String) {
+        let (neg, body) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
+        let (i, f) = body.split_once('.').unwrap_or((body, ""));
+        (neg, i.trim_start_matches('0').to_string(), f.to_string())
+    };
+    let (an, ai, af) = split(a);
+    let (bn, bi, bf) = split(b);
+    if an != bn {
+        return if an {
+            std::cmp::Ordering::Less
+        } else {
+            std::cmp::Ordering::Greater
+        };
+    }
+    let width = af.len().max(bf.len());
+    let m = ai
+        .len()
+        .cmp(&bi.len())
+        .then(ai.cmp(&bi))
+        .then(format!("{af:0<width$}").cmp(&format!("{bf:0<width$}")));
+    if an { m.reverse() } else { m }
+}
+
+/// `sort_by`: true when `n` sorts first or ties with `o` (NULLs last, typed, `-col`
+/// descending). A tie goes to the newer row.
+fn first_or_tie(spec: &Spec, n: &Row, o: &Row) -> bool {
+    for &(c, desc) in &spec.sort {
+        match (&n[c], &o[c]) {
+            (None, None) => continue,
+            (None, Some(_)) => return false,
+            (Some(_), None) => return true,
+            (Some(a), Some(b)) => {
+                let mut ord = cmp_typed(COLS[c].1, a, b);
+                if desc {
+                    ord = ord.reverse();
+                }
+                match ord {
+                    std::cmp::Ordering::Less => return true,
+                    std::cmp::Ordering::Greater => return false,
+                    std::cmp::Ordering::Equal => continue,
+                }
+            }
+        }
+    }
+    true
+}
+
+fn key_of(cols: &[usize], r: &Row) -> Vec<Cell> {
+    cols.iter().map(|c| r[*c].clone()).collect()
+}
+
+/// The target as the model says it is: a row plus, for history tables, its `_seq` and
+/// whether it is superseded (`_del` set).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct TRow {
+    row: Row,
+    seq: Option<u64>,
+    del: bool,
+}
+
+/// Upserts one row by key: a new key is inserted; a stored key is replaced unless
+/// `sort_by` says the stored row comes first.
+fn upsert(spec: &Spec, target: &mut Vec<TRow>, r: &Row) {
+    let k = key_of(&spec.keys, r);
+    match target.iter_mut().find(|t| key_of(&spec.keys, &t.row) == k) {
+        None => target.push(TRow {
+            row: r.clone(),
+            seq: None,
+            del: false,
+        }),
+        Some(t) => {
+            if first_or_tie(spec, r, &t.row) {
+                t.row = r.clone();
+            }
+        }
+    }
+}
+
+/// Applies one upstream commit (its rows in order) to the model target: the whole
+/// semantics of the merge modes.
+///
+/// - append (no keys): every row is added.
+/// - `unique_by`: one row per key; a later row replaces the stored one unless
+///   `sort_by` puts the stored row first (ties: the later row).
+/// - `set_by`: every set the commit delivers replaces the stored rows of that set
+///   (NULL is a set of its own); with `unique_by` too, the set's rows are upserted.
+/// - `history`: per key, the commit's winner (as `unique_by`) becomes the current
+///   version (`_seq` = the commit) and supersedes the previous current one, unless
+///   `sort_by` puts the previous one first (then the commit's version is dropped).
+fn apply(spec: &Spec, target: &mut Vec<TRow>, seq: u64, rows: &[Row]) {
+    if spec.history {
+        let mut winners: Vec<TRow> = Vec::new();
+        for r in rows {
+            upsert(spec, &mut winners, r);
+        }
+        for w in winners {
+            let k = key_of(&spec.keys, &w.row);
+            let cur = target
+                .iter_mut()
+                .find(|t| !t.del && key_of(&spec.keys, &t.row) == k);
+            if let Some(cur) = cur {
+                if !spec.sort.is_empty() && !first_or_tie(spec, &w.row, &cur.row) {
+                    continue;
+                }
+                cur.del = true;
+            }
+            target.push(TRow {
+                row: w.row,
+                seq: Some(seq),
+                del: false,
+            });
+        }
+        return;
+    }
+    if !spec.sets.is_empty() {
+        let sets: Vec<Vec<Cell>> = rows.iter().map(|r| key_of(&spec.sets, r)).collect();
+        target.retain(|t| !sets.contains(&key_of(&spec.sets, &t.row)));
+    }
+    for r in rows {
+        if spec.keys.is_empty() {
+            target.push(TRow {
+                row: r.clone(),
+                seq: None,
+                del: false,
+            });
+        } else {
+            upsert(spec, target, r);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Canonical values
+// ---------------------------------------------------------------------------------
+
+fn canon_dec(s: &str) -> String {
+    let (neg, body) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
+    let (i, f) = body.split_once('.').unwrap_or((body, ""));
+    let i = i.trim_start_matches('0');
+    let f = f.trim_end_matches('0');
+    let i = if i.is_empty() { "0" } else { i };
+    let mut out = String::new();
+    if neg && !(i == "0" && f.is_empty()) {
+        out.push('-');
+    }
+    out.push_str(i);
+    if !f.is_empty() {
+        out.push('.');
+        out.push_str(f);
+    }
+    out
+}
+
+fn canon_ts(s: &str) -> String {
+    use chrono::{DateTime, NaiveDateTime};
+    let s = s.trim();
+    let utc = if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+        d.naive_utc()
+    } else if let Ok(d) = DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z") {
+        d.naive_utc()
+    } else if let Ok(d) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+        d
+    } else {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+            .unwrap_or_else(|e| panic!("`{s}` is not a datetime: {e}"))
+    };
+    utc.format("%Y-%m-%dT%H:%M:%S%.9f").to_string()
+}
+
+fn canon(ty: Ty, s: &str) -> String {
+    match ty {
+        Ty::Int => s.parse::<i64>().unwrap_or_else(|_| panic!("`{s}` is not an int")).to_string(),
+        Ty::Dec => canon_dec(s),
+        Ty::Ts => canon_ts(s),
+        Ty::Text => s.to_string(),
+    }
+}
+
+fn canon_value(ty: Ty, v: &Value) -> Cell {
+    match v {
+        Value::Null => None,
+        Value::Int(i) => Some(i.to_string()),
+        Value::Decimal(d) => Some(canon_dec(d)),
+        Value::String(s) => Some(canon(ty, s)),
+        Value::DateTimeTz(d) => Some(d.naive_utc().format("%Y-%m-%dT%H:%M:%S%.9f").to_string()),
+        Value::DateTime(d) => Some(d.format("%Y-%m-%dT%H:%M:%S%.9f").to_string()),
+        other => panic!("unexpected value {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Generation
+// ---------------------------------------------------------------------------------
+
+/// splitmix64: small, seeded, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+    fn pick<T: Clone>(&mut self, v: &[T]) -> T {
+        v[self.below(v.len() as u64) as usize].clone()
+    }
+}
+
+fn gen_spec(r: &mut Rng) -> Spec {
+    let sorts: Vec<Vec<(usize, bool)>> = vec![
+        vec![],
+        vec![(2, true)],
+        vec![(3, false)],
+        vec![(3, true), (5, false)],
+        vec![(2, false), (5, true)],
+        vec![(3, true)],
+    ];
+    match r.below(5) {
+        0 => Spec {
+            keys: vec![],
+            sets: vec![],
+            sort: vec![],
+            history: false,
+        },
+        1 => Spec {
+            keys: if r.chance(70) { vec![0] } else { vec![0, 1] },
+            sets: vec![],
+            sort: r.pick(&sorts),
+            history: false,
+        },
+        2 => Spec {
+            keys: vec![],
+            sets: vec![1],
+            sort: vec![],
+            history: false,
+        },
+        3 => Spec {
+            keys: vec![1, 0],
+            sets: vec![1],
+            sort: r.pick(&sorts),
+            history: false,
+        },
+        _ => Spec {
+            keys: vec![0],
+            sets: vec![],
+            sort: r.pick(&sorts),
+            history: true,
+        },
+    }
+}
+
+fn gen_value(r: &mut Rng, col: usize, spec: &Spec) -> Value {
+    let key = spec.keys.contains(&col);
+    let nullable = !key;
+    if nullable && r.chance(12) {
+        return Value::Null;
+    }
+    match col {
+        0 => Value::Int(r.below(5) as i64),
+        1 => Value::Int(r.below(3) as i64),
+        2 => {
+            // Decimals of many scales, with ties in value but not in text (9.5 / 9.50).
+            let int = r.below(12) as i64 - 2;
+            let scale = r.below(4) as usize;
+            let frac: String = (0..scale)
+                .map(|i| if i == 0 { r.pick(&['0', '5']) } else { r.pick(&['0', '0', '3']) })
+                .collect();
+            let s = if scale == 0 {
+                int.to_string()
+            } else {
+                format!("{int}.{frac}")
+            };
+            Value::Decimal(s)
+        }
+        3 => {
+            // Instants from a small set (ties), spelled with different offsets and
+            // fractions; some without offset (read as UTC).
+            let base = NaiveDate::from_ymd_opt(2024, 3, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap();
+            let secs = r.below(6) as i64 * 3600 + r.pick(&[0i64, 0, 1, 59]);
+            let nanos = r.pick(&[0u32, 0, 500_000_000, 123_456_000]);
+            let t = base + chrono::Duration::seconds(secs) + chrono::Duration::nanoseconds(nanos as i64);
+            let off = r.pick(&[None, Some(0), Some(-5 * 3600), Some(2 * 3600), Some(5 * 3600 + 1800)]);
+            match off {
+                None => Value::DateTime(t),
+                Some(o) => {
+                    let fo = FixedOffset::east_opt(o).unwrap();
+                    Value::DateTimeTz(fo.from_utc_datetime(&t))
+                }
+            }
+        }
+        4 => Value::String(r.pick(&["a", "b,c", "say \"hi\"", "", "ünï", "line\nbreak"]).to_string()),
+        _ => Value::Int(r.below(4) as i64 - 1),
+    }
+}
+
+fn gen_rows(r: &mut Rng, spec: &Spec) -> Vec<Vec<Value>> {
+    let n = r.below(7);
+    (0..n)
+        .map(|_| (0..COLS.len()).map(|c| gen_value(r, c, spec)).collect())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------
+// The downloader side: a test operator that commits the rows it is handed
+// ---------------------------------------------------------------------------------
+
+/// Rows for the next download of each anchovy id.
+static FEED: Mutex<BTreeMap<String, Vec<Vec<Value>>>> = Mutex::new(BTreeMap::new());
+
+struct Feed(Vec<Vec<Value>>);
+
+#[async_trait]
+impl Source for Feed {
+    async fn run(&self, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
+        for row in &self.0 {
+            out.push(COLS.iter().map(|c| c.0).zip(row.iter().cloned()))
+                .await?;
+        }
+        let n = ctx.checkpoint("runs").and_then(|v| v.as_u64()).unwrap_or(0);
+        out.checkpoint("runs", n + 1).await?;
+        Ok(())
+    }
+}
+
+struct FeedOp(Vec<Vec<Value>>);
+
+#[async_trait]
+impl Operator for FeedOp {
+    fn sources(&self) -> Vec<Arc<dyn Source>> {
+        vec![Arc::new(Feed(self.0.clone()))]
+    }
+}
+
+const FEED_SPEC: OperatorSpec = OperatorSpec {
+    name: "test.Feed",
+    description: "commits the rows the test hands it",
+    kind: OperatorKind::Downloader,
+    connections: &[],
+    table_options: &[],
+    env_vars: &[],
+    build: |ctx| {
+        let rows = FEED
+            .lock()
+            .unwrap()
+            .remove(&ctx.settings.id)
+            .unwrap_or_default();
+        Ok(Arc::new(FeedOp(rows)))
+    },
+};
+
+// ---------------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Target {
+    Sqlite,
+    Postgres,
+    MariaDb,
+}
+
+struct Schedule {
+    seed: u64,
+    target: Target,
+    dir: tempfile::TempDir,
+    id: String,
+    url: String,
+    spec: Spec,
+}
+
+impl Schedule {
+    fn settings(&self, op: &str) -> Settings {
+        let mut l = Layer::new("test");
+        l.set("id", if op == "test.Feed" { self.id.clone() } else { format!("{}_up", self.id) })
+            .set("user", "tester")
+            .set("operator_cls", op)
+            .set("commit_interval", "0s")
+            .set("upstream", serde_json::json!([self.id]))
+            .set("datastore", self.dir.path().to_str().unwrap());
+        Settings::resolve(&[&l], &BTreeMap::new()).unwrap()
+    }
+
+    /// Runs one session, cancelled after `kill_after_ms` when set.
+    async fn run(&self, op: &str, kill_after_ms: Option<u64>) {
+        let registry = anchovy_plugins::registry().with(FEED_SPEC);
+        let doc = ConfigDoc::parse(&self.spec.yaml(), "schedule.yaml").unwrap();
+        let conns = Connections::from_env([("ACHVY_CNXN__DB__URI", self.url.as_str())]).unwrap();
+        let session = Session::open(&registry, self.settings(op), doc, conns)
+            .await
+            .unwrap_or_else(|e| panic!("seed {}: {op} did not start: {e}", self.seed));
+        let stop = CancellationToken::new();
+        if let Some(ms) = kill_after_ms {
+            let s = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                s.cancel();
+            });
+        }
+        let r = session.run_with(stop, CancellationToken::new()).await;
+        if kill_after_ms.is_none() {
+            let failed: Vec<String> = r
+                .all_tasks()
+                .iter()
+                .filter(|t| t.status == anchovy_core::Status::Err)
+                .map(|t| format!("{:?} {:?}: {:?}", t.task_type, t.tbl, t.error))
+                .collect();
+            assert!(failed.is_empty(), "seed {}: {op} failed: {failed:?}", self.seed);
+        }
+    }
+
+    /// Every upstream commit of table `t` with its rows, in order.
+    async fn commits(&self) -> Vec<(u64, Vec<Row>)> {
+        let ds = anchovy_core::Datastore::open(self.dir.path().to_str().unwrap())
+            .unwrap()
+            .for_anchovy("tester", &self.id);
+        let mut out = Vec::new();
+        for rec in anchovy_core::commit::read_commits(&ds, 0).await.unwrap() {
+            let mut rows = Vec::new();
+            for f in rec.files.iter().filter(|f| f.tbl == "t") {
+                let r = anchovy_core::data::DataFileReader::open(&ds, "t", &f.key, 1024)
+                    .await
+                    .unwrap();
+                for b in r.read_all().await.unwrap() {
+                    for row in &b.rows {
+                        rows.push(
+                            COLS.iter()
+                                .map(|(c, ty)| {
+                                    let v = b.schema.index_of(c).map_or(&Value::Null, |i| &row[i]);
+                                    canon_value(*ty, v)
+                                })
+                                .collect(),
+                        );
+                    }
+                }
+            }
+            out.push((rec.seq, rows));
+        }
+        out
+    }
+
+    fn table(&self) -> TableRef {
+        TableRef {
+            schema: format!("{}__tester", self.id),
+            name: "t".into(),
+        }
+    }
+
+    /// The uploader's position and the target's rows, canonical.
+    async fn target(&self, db: &Db) -> (u64, Vec<TRow>) {
+        let t = self.table();
+        let d = db.dialect();
+        let pos_sql = format!(
+            "SELECT seq FROM {} WHERE upstream = {}",
+            d.ident("_anchovies_positions"),
+            d.param(1)
+        );
+        let up = format!("tester/{}", self.id);
+        let pos: Option<i64> = match db {
+            Db::Pg(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(pos_sql)).bind(&up).fetch_optional(p).await,
+            Db::My(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(pos_sql)).bind(&up).fetch_optional(p).await,
+            Db::Lite(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(pos_sql)).bind(&up).fetch_optional(p).await,
+        }
+        .unwrap_or(None);
+        let Some(existing) = db.columns(&t).await.unwrap() else {
+            return (pos.unwrap_or(0) as u64, Vec::new());
+        };
+        let has = |c: &str| existing.iter().any(|(n, _)| n == c);
+        let cast = |c: &str| -> String {
+            if !has(c) {
+                return "NULL".into();
+            }
+            match d {
+                anchovy_plugins::sql::dialect::Dialect::MySql => format!("CAST({} AS CHAR)", d.ident(c)),
+                _ => format!("CAST({} AS TEXT)", d.ident(c)),
+            }
+        };
+        let mut sel: Vec<String> = COLS.iter().map(|(c, _)| cast(c)).collect();
+        sel.push(cast("_seq"));
+        sel.push(cast("_del"));
+        let sql = format!("SELECT {} FROM {}", sel.join(", "), d.table(&t));
+        type R = Vec<Option<String>>;
+        let rows: Vec<R> = match db {
+            Db::Pg(p) => {
+                use sqlx::Row as _;
+                sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(p).await.unwrap().iter().map(|r| (0..8).map(|i| r.get::<Option<String>, _>(i)).collect()).collect()
+            }
+            Db::My(p) => {
+                use sqlx::Row as _;
+                sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(p).await.unwrap().iter().map(|r| (0..8).map(|i| r.get::<Option<String>, _>(i)).collect()).collect()
+            }
+            Db::Lite(p) => {
+                use sqlx::Row as _;
+                sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(p).await.unwrap().iter().map(|r| (0..8).map(|i| r.get::<Option<String>, _>(i)).collect()).collect()
+            }
+        };
+        let rows = rows
+            .into_iter()
+            .map(|r| TRow {
+                row: COLS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, ty))| r[i].as_deref().map(|v| canon(*ty, v)))
+                    .collect(),
+                seq: r[6].as_deref().map(|s| s.parse().unwrap()),
+                del: r[7].is_some(),
+            })
+            .collect();
+        (pos.unwrap_or(0) as u64, rows)
+    }
+
+    async fn check(&self, db: &Db, when: &str) -> u64 {
+        let (pos, mut got) = self.target(db).await;
+        let mut want: Vec<TRow> = Vec::new();
+        for (seq, rows) in self.commits().await.iter().filter(|(s, _)| *s <= pos) {
+            apply(&self.spec, &mut want, *seq, rows);
+        }
+        got.sort();
+        want.sort();
+        if got != want {
+            let show = |v: &[TRow]| {
+                v.iter()
+                    .map(|t| format!("  {:?} seq={:?} del={}", t.row, t.seq, t.del))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            let commits: Vec<String> = self
+                .commits()
+                .await
+                .iter()
+                .map(|(s, rows)| format!("  commit {s}: {rows:?}"))
+                .collect();
+            panic!(
+                "seed {} ({:?}): {when}: the target differs from the model at position {pos}\nspec: {}\nwant ({}):\n{}\ngot ({}):\n{}\ncommits:\n{}",
+                self.seed,
+                self.target,
+                self.spec.yaml().replace('\n', " | "),
+                want.len(),
+                show(&want),
+                got.len(),
+                show(&got),
+                commits.join("\n")
+            );
+        }
+        pos
+    }
+}
+
+fn url_for(target: Target, dir: &std::path::Path) -> String {
+    match target {
+        Target::Sqlite => format!("sqlite://{}", dir.join("target.sqlite").display()),
+        Target::Postgres => need("PG_URL"),
+        Target::MariaDb => need("MYSQL_URL"),
+    }
+}
+
+fn need(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with script/test, which starts the services (see script/services.sh)")
+    })
+}
+
+/// Runs one schedule end to end and checks it.
+async fn schedule(seed: u64, target: Target) {
+    let mut r = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = gen_spec(&mut r);
+    let s = Schedule {
+        seed,
+        target,
+        url: url_for(target, dir.path()),
+        id: format!("m{seed}_{}", std::process::id()),
+        dir,
+        spec,
+    };
+    let db = Db::connect(&s.url).await.unwrap();
+    let steps = 2 + r.below(8);
+    for step in 0..steps {
+        if r.chance(60) {
+            let rows = gen_rows(&mut r, &s.spec);
+            FEED.lock().unwrap().insert(s.id.clone(), rows);
+            let kill = r.chance(15).then(|| r.below(15));
+            s.run("test.Feed", kill).await;
+        } else {
+            let kill = r.chance(30).then(|| r.below(40));
+            s.run("sql.Uploader", kill).await;
+            s.check(&db, &format!("after upload step {step}")).await;
+        }
+    }
+    s.run("sql.Uploader", None).await;
+    let pos = s.check(&db, "after the final upload").await;
+    let last = s.commits().await.last().map_or(0, |c| c.0);
+    assert_eq!(pos, last, "seed {seed}: the final upload did not reach the last commit");
+    // Leave shared servers tidy.
+    let t = s.table();
+    let d = db.dialect();
+    let drop = match target {
+        Target::Sqlite => None,
+        Target::Postgres => Some(format!("DROP SCHEMA IF EXISTS {} CASCADE", d.ident(&t.schema))),
+        Target::MariaDb => Some(format!("DROP DATABASE IF EXISTS {}", d.ident(&t.schema))),
+    };
+    if let Some(sql) = drop {
+        let _ = db.exec(&sql).await;
+    }
+    db.close().await;
+}
+
+async fn many(target: Target, default: u64) {
+    let n: u64 = std::env::var("MERGE_SCHEDULES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    let first: u64 = std::env::var("MERGE_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for seed in first..first + n {
+        schedule(seed, target).await;
+    }
+    eprintln!("merge model: {n} schedules on {target:?} (seeds {first}..{}) match", first + n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_matches_the_model() {
+    many(Target::Sqlite, 60).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_matches_the_model() {
+    many(Target::Postgres, 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_matches_the_model() {
+    many(Target::MariaDb, 40).await;
+}
