@@ -78,7 +78,11 @@ impl Dec<'_> {
         let an = *an && !a_zero;
         let bn = *bn && !b_zero;
         if an != bn {
-            return if an { Ordering::Less } else { Ordering::Greater };
+            return if an {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
         }
         let mag = ai
             .len()
@@ -92,7 +96,11 @@ impl Dec<'_> {
 fn parse_decimal(s: &str) -> Option<Dec<'_>> {
     let t = s.trim();
     if t.contains(['e', 'E']) {
-        return t.parse::<f64>().ok().filter(|f| f.is_finite()).map(Dec::Float);
+        return t
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Dec::Float);
     }
     let (neg, body) = match t.as_bytes().first()? {
         b'-' => (true, &t[1..]),
@@ -180,9 +188,15 @@ mod tests {
             datetime("2024-01-01T07:30:00+00:00", "2024-01-01T02:30:00-05:00"),
             Equal
         );
-        assert_eq!(datetime("2024-01-01 00:00:01", "2024-01-01T00:00:00Z"), Greater);
+        assert_eq!(
+            datetime("2024-01-01 00:00:01", "2024-01-01T00:00:00Z"),
+            Greater
+        );
         assert_eq!(datetime("2024-01-02", "2024-01-01T23:59:59Z"), Greater);
-        assert_eq!(datetime("2024-01-01 05:00:00+00", "2024-01-01T05:00:00Z"), Equal);
+        assert_eq!(
+            datetime("2024-01-01 05:00:00+00", "2024-01-01T05:00:00Z"),
+            Equal
+        );
         assert_eq!(datetime("garbage", "2024-01-01"), Greater);
     }
 }

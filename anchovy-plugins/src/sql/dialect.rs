@@ -423,9 +423,7 @@ impl Dialect {
             let op = if s.descending { ">" } else { "<" };
             // Never NULL (three-valued logic would make `NOT first` keep a loser):
             // a NULL sorts last.
-            let better = format!(
-                "({nc} IS NOT NULL AND ({oc} IS NULL OR {nc}{coll} {op} {oc}))"
-            );
+            let better = format!("({nc} IS NOT NULL AND ({oc} IS NULL OR {nc}{coll} {op} {oc}))");
             expr = format!(
                 "({better} OR ({} AND {expr}))",
                 self.eq(&format!("{nc}{coll}"), &oc)

@@ -687,8 +687,7 @@ impl Job<'_> {
         } else {
             let distinct = format!(
                 "SELECT COUNT(*) FROM (SELECT DISTINCT {} FROM {}) _k",
-                spec
-                    .keys
+                spec.keys
                     .iter()
                     .map(|k| d.ident(k))
                     .collect::<Vec<_>>()
@@ -711,9 +710,7 @@ impl Job<'_> {
             && spec.sets.is_empty()
             && self.history.is_none();
         let existing = match d.count_existing(&self.target, &stage, spec) {
-            Some(sql) if spec.sets.is_empty() && !pg_upsert => {
-                tx.scalar(&sql).await?.max(0) as u64
-            }
+            Some(sql) if spec.sets.is_empty() && !pg_upsert => tx.scalar(&sql).await?.max(0) as u64,
             _ => 0,
         };
         if let Some(ttl) = self.history {
