@@ -162,7 +162,7 @@ pub async fn read_committed(
     let mut out = Vec::new();
     for rec in read_commits(ds, after_seq).await? {
         for f in rec.files {
-            let r = crate::data::DataFileReader::open(ds, &f.tbl, &f.key, 4096).await?;
+            let r = crate::data::DataFileReader::open_committed(ds, &f, rec.seq, 4096).await?;
             for b in r.read_all().await? {
                 out.push((f.tbl.clone(), b));
             }

@@ -35,6 +35,11 @@ pub struct FileEntry {
     /// Column types seen in the file (inferred from the values), in column order.
     #[serde(default)]
     pub columns: Vec<(String, ColType)>,
+    /// CRC-32 (the gzip polynomial) of the file's bytes as stored. Readers check it,
+    /// with `rows` and `bytes`, before anything of the file is used. Absent in commit
+    /// records written before it existed (then rows and bytes are still checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<u32>,
 }
 
 /// NDJSON bytes handed to the compressor at a time.
@@ -68,6 +73,7 @@ pub struct DataFileWriter {
     rows: u64,
     raw_bytes: u64,
     bytes: u64,
+    crc: libdeflater::Crc,
     columns: Vec<(String, ColType)>,
     /// Position of each column in `columns` (wide tables: no quadratic search).
     column_index: std::collections::HashMap<String, usize>,
@@ -126,6 +132,7 @@ impl DataFileWriter {
             rows: 0,
             raw_bytes: 0,
             bytes: 0,
+            crc: libdeflater::Crc::new(),
             columns: Vec::new(),
             column_index: std::collections::HashMap::new(),
         }
@@ -204,6 +211,7 @@ impl DataFileWriter {
 
     async fn upload(&mut self, buf: &[u8]) -> Result<()> {
         self.bytes += buf.len() as u64;
+        self.crc.update(buf);
         self.out.write_all(buf).await.map_err(|e| {
             Error::datastore(
                 "write",
@@ -249,6 +257,7 @@ impl DataFileWriter {
             bytes: self.bytes,
             raw_bytes: self.raw_bytes,
             columns: self.columns,
+            crc32: Some(self.crc.sum()),
         })
     }
 
@@ -270,9 +279,84 @@ pub struct DataFileReader {
     eof: bool,
     builder: BatchBuilder,
     batch_size: usize,
+    /// What the commit record says of the file, checked at its end.
+    expect: Option<Expect>,
+    bytes: u64,
+    crc: libdeflater::Crc,
+    rows: u64,
+}
+
+/// A file's size, checksum and rows as its commit record lists them.
+struct Expect {
+    entry: FileEntry,
+    commit: u64,
 }
 
 impl DataFileReader {
+    /// Opens a committed file and verifies it against its commit record (`commit` is
+    /// the record's sequence number, for messages): its byte size and CRC-32 when the
+    /// stream ends, its row count when the last row is decoded. A file that does not
+    /// match fails the read before the caller sees the end of it.
+    ///
+    /// # Errors
+    /// [`Error::Datastore`] when the file cannot be opened.
+    pub async fn open_committed(
+        ds: &Datastore,
+        entry: &FileEntry,
+        commit: u64,
+        batch_size: usize,
+    ) -> Result<DataFileReader> {
+        let mut r = DataFileReader::open(ds, &entry.tbl, &entry.key, batch_size).await?;
+        r.expect = Some(Expect {
+            entry: entry.clone(),
+            commit,
+        });
+        Ok(r)
+    }
+
+    fn mismatch(&self, what: String) -> Error {
+        let commit = self.expect.as_ref().map_or(0, |e| e.commit);
+        Error::data(
+            &self.key,
+            format!(
+                "the data file does not match commit record {commit}: {what}. It was cut or changed after it was committed, so none of it is used; restore it from a copy of the datastore, or re-download its rows (`anchovy checkpoints -D` on the downloader's checkpoints for that source file) and re-upload"
+            ),
+        )
+    }
+
+    /// Checks size and checksum once the stream has ended.
+    fn check_stream(&self) -> Result<()> {
+        let Some(e) = &self.expect else {
+            return Ok(());
+        };
+        if self.bytes != e.entry.bytes {
+            return Err(self.mismatch(format!(
+                "{} bytes stored, the record says {}",
+                self.bytes, e.entry.bytes
+            )));
+        }
+        if let Some(want) = e.entry.crc32
+            && want != self.crc.sum()
+        {
+            return Err(self.mismatch(format!(
+                "CRC-32 {:08x}, the record says {want:08x}",
+                self.crc.sum()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the row count once every row is decoded.
+    fn check_rows(&self) -> Result<()> {
+        match &self.expect {
+            Some(e) if e.entry.rows != self.rows => Err(self.mismatch(format!(
+                "{} rows, the record says {}",
+                self.rows, e.entry.rows
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Opens `key` in `ds` for table `tbl`.
     ///
     /// # Errors
@@ -293,6 +377,10 @@ impl DataFileReader {
             eof: false,
             builder: BatchBuilder::new(tbl.to_string()),
             batch_size: batch_size.max(1),
+            expect: None,
+            bytes: 0,
+            crc: libdeflater::Crc::new(),
+            rows: 0,
         })
     }
 
@@ -314,6 +402,7 @@ impl DataFileReader {
                 if !line.trim().is_empty() {
                     let (key, n) = (&self.key, self.line);
                     decode_row(line, &mut self.builder, &|| format!("{key}:{n}"))?;
+                    self.rows += 1;
                 }
                 self.pos = end + 1;
                 continue;
@@ -332,11 +421,24 @@ impl DataFileReader {
             }
             match self.stream.next().await {
                 Some(chunk) => {
-                    self.dec
-                        .write_all(&chunk?)
-                        .map_err(|e| Error::data(&self.key, format!("corrupt gzip data: {e}")))?;
+                    let chunk = chunk?;
+                    self.bytes += chunk.len() as u64;
+                    self.crc.update(&chunk);
+                    if let Err(e) = self.dec.write_all(&chunk) {
+                        // A checksum mismatch says more than the gzip error it causes.
+                        if self.expect.is_some() {
+                            while let Some(rest) = self.stream.next().await {
+                                let rest = rest?;
+                                self.bytes += rest.len() as u64;
+                                self.crc.update(&rest);
+                            }
+                            self.check_stream()?;
+                        }
+                        return Err(Error::data(&self.key, format!("corrupt gzip data: {e}")));
+                    }
                 }
                 None => {
+                    self.check_stream()?;
                     self.dec
                         .try_finish()
                         .map_err(|e| Error::data(&self.key, format!("truncated gzip data: {e}")))?;
@@ -348,6 +450,7 @@ impl DataFileReader {
             out.clear();
         }
         if self.builder.is_empty() {
+            self.check_rows()?;
             Ok(None)
         } else {
             Ok(Some(self.builder.take()))

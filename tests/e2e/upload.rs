@@ -338,15 +338,11 @@ fn schema_evolution_and_names_that_need_quotes() {
         download(&env, &up);
         let r = upload_ok(&env, target, "wh", &up);
         let changes = tbl_task(&r, &format!("{up}.order"))["data"]["schema_changes"].to_string();
-        if target == Target::Sqlite {
-            // SQLite keeps exact decimals as TEXT already: nothing to widen.
-            assert_eq!(changes, "[]", "{target:?}");
-        } else {
-            assert!(
-                changes.contains("widened column qty from decimal to str"),
-                "{target:?}: {changes}"
-            );
-        }
+        // SQLite too: its decimal column is declared `DECIMAL TEXT` (ordered as numbers).
+        assert!(
+            changes.contains("widened column qty from decimal to str"),
+            "{target:?}: {changes}"
+        );
         let rows = fetch(
             target,
             &env,
@@ -851,4 +847,77 @@ fn a_positions_table_of_the_old_layout_is_refused_with_the_fix() {
         err.contains("older layout") && err.contains("rename it"),
         "{err}"
     );
+}
+
+#[test]
+fn a_data_file_cut_after_its_commit_is_refused_before_anything_loads() {
+    let env = Env::new();
+    let up = format!("cut_{}", env.nonce());
+    env.write(
+        "config.yaml",
+        "tbls:\n  ev:\n    path: in/*.csv\n    columns: {n: int}\n",
+    );
+    env.write("upload.yaml", "tbls: {}\n");
+    let mut csv = String::from("n,note\n");
+    for i in 0..20_000 {
+        csv += &format!("{i},a note long enough to need several gzip members - row {i}\n");
+    }
+    env.write("in/1.csv", csv);
+    download(&env, &up);
+    let dir = env.area("tester", &up).join("data/ev");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let whole = std::fs::read(&file).unwrap();
+    // Cut at the start of the second gzip member: what is left is a valid gzip stream
+    // of fewer rows, which a reader that trusts the file loads without a word.
+    let cut = 1 + whole[1..]
+        .windows(3)
+        .position(|w| w == [0x1f, 0x8b, 0x08])
+        .expect("several gzip members");
+    std::fs::write(&file, &whole[..cut]).unwrap();
+    let out = upload(&env, Target::Sqlite, "wh", &up, &[]);
+    let all = format!(
+        "{}{}",
+        crate::stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("does not match commit record 1")
+            && all.contains(&format!("bytes stored, the record says {}", whole.len())),
+        "{all}"
+    );
+    let count = || {
+        fetch(
+            Target::Sqlite,
+            &env,
+            &format!(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM {}",
+                Target::Sqlite.table(&up, "ev")
+            ),
+        )[0][0]
+            .clone()
+    };
+    assert_eq!(count(), s("0"), "nothing of the cut file is loaded");
+    // Same size, one byte changed: the checksum says so.
+    let mut flipped = whole.clone();
+    flipped[cut + 20] ^= 0x55;
+    std::fs::write(&file, &flipped).unwrap();
+    let out = upload(&env, Target::Sqlite, "wh", &up, &[]);
+    let all = format!(
+        "{}{}",
+        crate::stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("CRC-32"), "{all}");
+    assert_eq!(count(), s("0"));
+    // Restored: every row loads once.
+    std::fs::write(&file, &whole).unwrap();
+    upload_ok(&env, Target::Sqlite, "wh", &up);
+    assert_eq!(count(), s("20000"));
 }

@@ -579,11 +579,11 @@ impl Job<'_> {
     ) {
         let (txb, rxb) =
             tokio::sync::mpsc::channel::<Result<(u64, anchovy_core::Batch), PluginError>>(4);
-        let (ds, name, batch_size) = (self.ds.clone(), self.name.clone(), self.batch_size);
+        let (ds, batch_size) = (self.ds.clone(), self.batch_size);
         let files: Vec<(u64, FileEntry)> = unit.files.clone();
         let reader = tokio::spawn(async move {
             for (seq, f) in files {
-                let mut r = match DataFileReader::open(&ds, &name, &f.key, batch_size).await {
+                let mut r = match DataFileReader::open_committed(&ds, &f, seq, batch_size).await {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = txb.send(Err(e.into())).await;
