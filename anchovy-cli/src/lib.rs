@@ -116,6 +116,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
     for w in &loaded.connections.warnings {
         tracing::warn!("{w}");
     }
+    for w in anchovy_core::env::unknown(vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

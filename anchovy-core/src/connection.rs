@@ -62,6 +62,7 @@ impl Connection {
             id: self.id.clone(),
             needed_by: None,
             vars: vec![var_name(&self.id, attr)],
+            hint: String::new(),
         })
     }
 
@@ -230,6 +231,14 @@ impl Connections {
         for (id, attr, v) in singles {
             out.entry(&id).set(&attr, v);
         }
+        // `URL` is the original tool's spelling of `URI`.
+        for c in out.by_id.values_mut() {
+            if !c.attrs.contains_key("uri")
+                && let Some(u) = c.attrs.get("url").cloned()
+            {
+                c.attrs.insert("uri".into(), u);
+            }
+        }
         Ok(out)
     }
 
@@ -252,21 +261,72 @@ impl Connections {
     /// # Errors
     /// [`Error::MissingConnection`] with the exact variable names to set.
     pub fn require(&self, spec: &ConnectionSpec, operator: &str) -> Result<&Connection> {
-        let missing = || Error::MissingConnection {
-            id: spec.id.to_string(),
-            needed_by: Some(operator.to_string()),
-            vars: spec
+        let missing = || {
+            let vars: Vec<String> = spec
                 .required_any
                 .iter()
                 .map(|a| var_name(spec.id, a))
                 .chain(std::iter::once(var_name(spec.id, "JSONDATA")))
-                .collect(),
+                .collect();
+            Error::MissingConnection {
+                id: spec.id.to_string(),
+                needed_by: Some(operator.to_string()),
+                hint: self.near_miss(&vars),
+                vars,
+            }
         };
         let c = self.get(spec.id).ok_or_else(missing)?;
         if !spec.required_any.is_empty() && !spec.required_any.iter().any(|a| c.get(a).is_some()) {
             return Err(missing());
         }
         Ok(c)
+    }
+
+    /// A configured variable that looks like a typo of one of `wanted` (e.g.
+    /// `ACHVY_CNXN__DB_URI`, one underscore short, for `ACHVY_CNXN__DB__URI`), as a
+    /// hint for a missing-connection error; empty when there is none.
+    fn near_miss(&self, wanted: &[String]) -> String {
+        let lower: Vec<String> = wanted.iter().map(|w| w.to_ascii_lowercase()).collect();
+        for c in self.by_id.values() {
+            for a in c.attr_names() {
+                let set = var_name(&c.id, a);
+                if wanted.contains(&set) {
+                    continue;
+                }
+                if let Some(m) = crate::config::closest(&set, lower.iter().map(String::as_str)) {
+                    return format!(" ({set} is set: did you mean {}?)", m.to_ascii_uppercase());
+                }
+            }
+        }
+        String::new()
+    }
+
+    /// Warnings for attributes of `spec`'s connection that the operator does not read
+    /// (a typo such as `ACHVY_CNXN__DB__URL2`), naming the closest one it does read.
+    pub fn unknown_attrs(&self, spec: &ConnectionSpec) -> Vec<String> {
+        let Some(c) = self.get(spec.id) else {
+            return Vec::new();
+        };
+        let known: Vec<&str> = spec
+            .required_any
+            .iter()
+            .chain(spec.optional)
+            .copied()
+            .collect();
+        c.attr_names()
+            .filter(|a| !known.contains(a) && *a != "url")
+            .map(|a| {
+                let hint = crate::config::closest(a, known.iter().copied())
+                    .map(|k| format!("; did you mean {}?", var_name(spec.id, &k)))
+                    .unwrap_or_default();
+                format!(
+                    "{} is set, but the connection \"{}\" has no attribute `{a}` (it reads {}){hint}",
+                    var_name(spec.id, a),
+                    spec.id,
+                    known.join(", ")
+                )
+            })
+            .collect()
     }
 
     /// All connections, by id.

@@ -144,6 +144,7 @@ impl SessionCtx {
                     crate::connection::var_name(id, "URI"),
                     crate::connection::var_name(id, "JSONDATA"),
                 ],
+                hint: String::new(),
             })
     }
 

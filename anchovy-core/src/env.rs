@@ -110,3 +110,27 @@ pub const ALL: &[&str] = &[
     MAX_BYTES,
     CONFIG_FILE,
 ];
+
+/// Variables the core reads beyond the settings (tests and crash drills).
+const OTHER: &[&str] = &[crate::failpoint::VAR];
+
+/// Warnings for `ACHVY_*` variables that are no setting (a typo such as
+/// `ACHVY_BATCHSIZE`), each naming the closest known variable.
+pub fn unknown<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    vars.into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            k.starts_with("ACHVY_")
+                && !k.starts_with(CNXN_PREFIX)
+                && !ALL.contains(k)
+                && !OTHER.contains(k)
+        })
+        .map(|k| {
+            let lower: Vec<String> = ALL.iter().map(|a| a.to_ascii_lowercase()).collect();
+            let hint = crate::config::closest(k, lower.iter().map(String::as_str))
+                .map(|m| format!("; did you mean {}?", m.to_ascii_uppercase()))
+                .unwrap_or_default();
+            format!("{k} is set but is no anchovies setting, so it is ignored{hint}")
+        })
+        .collect()
+}

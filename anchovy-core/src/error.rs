@@ -80,7 +80,7 @@ pub enum Error {
     },
 
     /// A connection the operator needs is not configured.
-    #[error("connection \"{id}\" is not configured{}; set {}", describe_for(.needed_by), .vars.join(" or "))]
+    #[error("connection \"{id}\" is not configured{}; set {}{hint}", describe_for(.needed_by), .vars.join(" or "))]
     MissingConnection {
         /// The connection id (`default` for `ACHVY_CNXN__<ATTR>`).
         id: String,
@@ -88,6 +88,9 @@ pub enum Error {
         needed_by: Option<String>,
         /// The exact environment variables that would configure it.
         vars: Vec<String>,
+        /// A configured variable that looks like a typo of one of `vars`, as
+        /// ` (ACHVY_CNXN__DB_URI is set: did you mean ACHVY_CNXN__DB__URI?)`, or empty.
+        hint: String,
     },
 
     /// A connection attribute has an invalid value.

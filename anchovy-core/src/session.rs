@@ -151,6 +151,9 @@ impl Session {
         let spec: OperatorSpec = registry.find(&name)?.clone();
         for c in spec.connections {
             connections.require(c, spec.name)?;
+            for w in connections.unknown_attrs(c) {
+                tracing::warn!("{w}");
+            }
         }
         let root = open_datastore(&settings, &connections)?;
         let store = root.for_anchovy(&settings.user, &settings.id);

@@ -9,7 +9,7 @@ A=${ANCHOVY_BIN:-anchovy}
 "$A" start -op blob.JsonDownloader --id chat_logs -c config.yaml --compact >/dev/null
 down=$?
 # Upload even after a partial download: what was committed is complete.
-"$A" start -op sql.Uploader --id chat_warehouse -U chat_logs -c config.yaml --compact >/dev/null
+ACHVY_CNXN__DB__URI="${ACHVY_CNXN__DB__URI:-sqlite://}" "$A" start -op sql.Uploader --id chat_warehouse -U chat_logs -c config.yaml --compact >/dev/null
 up=$?
 # 5 = the previous run is still going: not a failure for cron.
 for c in $down $up; do

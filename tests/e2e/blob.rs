@@ -356,7 +356,8 @@ fn task_logs_and_table_metadata_live_apart_from_the_data() {
     assert!(list(&tasks_url, "$task_logs") >= 5);
     assert_eq!(list(&tbls_url, "$tables"), 1);
     let mut c = env.cmd();
-    c.args(["start", "-op", "sql.Uploader", "--id", "wh", "-U", "src"]);
+    c.args(["start", "-op", "sql.Uploader", "--id", "wh", "-U", "src"])
+        .env("ACHVY_CNXN__DB__URI", "sqlite://");
     for k in PASS {
         if let Ok(v) = std::env::var(k) {
             c.env(k, v);

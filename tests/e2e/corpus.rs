@@ -262,6 +262,7 @@ fn hostile_table_and_column_names_stay_data() {
             "--config",
             "{}",
         ])
+        .env("ACHVY_CNXN__DB__URI", "sqlite://")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", crate::stderr(&out));

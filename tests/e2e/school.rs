@@ -49,7 +49,7 @@ fn upstreams_first_independent_members_in_parallel() {
     // Three downloaders that each take >= 1 s, and an uploader of two of them.
     let yaml = r#"
 parallel: 3
-env: {ACHVY_FAILPOINT: "source.batch:sleep-1000"}
+env: {ACHVY_FAILPOINT: "source.batch:sleep-1000", ACHVY_CNXN__DB__URI: "sqlite://"}
 anchovies:
   - start -op sql.Uploader --id wh -U a -U b --config '{}'
   - start -op files.CsvDownloader --id a --config '{"tbls":{"t":{"path":"a/*.csv"}}}'

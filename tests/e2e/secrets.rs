@@ -115,6 +115,7 @@ fn no_operator_leaks_a_secret_anywhere() {
                 "--config",
                 "{}",
             ])
+            .env("ACHVY_CNXN__DB__URI", "sqlite://")
             .env("ACHVY_CNXN__API__TOKEN", token)
             .output()
             .unwrap(),

@@ -21,10 +21,11 @@ fn server_url(var: &str) -> String {
 }
 
 impl Target {
-    /// `None` for SQLite: the uploader's embedded default (a file in the datastore).
+    /// The target URL; for SQLite `sqlite://`, the opt-in to the uploader's embedded
+    /// default (a file in the datastore).
     pub fn url(self) -> Option<String> {
         match self {
-            Target::Sqlite => None,
+            Target::Sqlite => Some("sqlite://".into()),
             Target::Pg => Some(server_url("PG_URL")),
             Target::My => Some(server_url("MYSQL_URL")),
         }
@@ -642,6 +643,7 @@ fn an_uploader_without_upstreams_says_how_to_set_them() {
     let out = env
         .cmd()
         .args(["start", "-op", "core.sql.Uploader", "--id", "wh"])
+        .env("ACHVY_CNXN__DB__URI", "sqlite://")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -920,4 +922,65 @@ fn a_data_file_cut_after_its_commit_is_refused_before_anything_loads() {
     std::fs::write(&file, &whole).unwrap();
     upload_ok(&env, Target::Sqlite, "wh", &up);
     assert_eq!(count(), s("20000"));
+}
+
+#[test]
+fn an_uploader_needs_a_named_target() {
+    let env = Env::new();
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    env.write("upload.yaml", "tbls: {}\n");
+    env.write("in/1.csv", "id\n1\n");
+    download(&env, "src");
+    let run = |vars: &[(&str, &str)]| {
+        let mut c = env.cmd();
+        c.args(upload_args("wh", "src"));
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // No target: exit 2 with the README's message, and no SQLite file appears.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", crate::stderr(&out));
+    assert!(
+        crate::stderr(&out).contains("anchovy: error: connection \"db\" is not configured (needed by sql.Uploader); set ACHVY_CNXN__DB__URI or ACHVY_CNXN__DB__JSONDATA"),
+        "{}",
+        crate::stderr(&out)
+    );
+    assert!(!env.home().join("tester/warehouse.sqlite").exists());
+    // A typo is named.
+    let out = run(&[("ACHVY_CNXN__DB_URI", "sqlite://")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        crate::stderr(&out)
+            .contains("(ACHVY_CNXN__DB_URI is set: did you mean ACHVY_CNXN__DB__URI?)"),
+        "{}",
+        crate::stderr(&out)
+    );
+    // The original tool's URL spelling works.
+    let file = env.path().join("w.sqlite");
+    let out = run(&[(
+        "ACHVY_CNXN__DB__URL",
+        &format!("sqlite://{}", file.display()),
+    )]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(file.exists());
+    // sqlite:// alone is the embedded default; unknown variables and attributes are
+    // warned about with the closest known name.
+    let out = run(&[
+        ("ACHVY_CNXN__DB__URI", "sqlite://"),
+        ("ACHVY_BATCHSIZE", "10"),
+        ("ACHVY_CNXN__DB__URII", "x"),
+    ]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(env.home().join("tester/warehouse.sqlite").exists());
+    let err = crate::stderr(&out);
+    assert!(
+        err.contains("ACHVY_BATCHSIZE is set but is no anchovies setting, so it is ignored; did you mean ACHVY_BATCH_SIZE?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ACHVY_CNXN__DB__URII is set, but the connection \"db\" has no attribute `urii` (it reads uri); did you mean ACHVY_CNXN__DB__URI?"),
+        "{err}"
+    );
 }

@@ -354,7 +354,7 @@ impl Dialect {
     }
 
     /// The sort columns with the collation of their type.
-    fn sort_cols<'m>(self, m: &'m MergeSpec) -> impl Iterator<Item = (&'m SortCol, String)> {
+    fn sort_cols(self, m: &MergeSpec) -> impl Iterator<Item = (&SortCol, String)> {
         m.sort.iter().enumerate().map(move |(i, s)| {
             let ty = m.sort_types.get(i).copied().unwrap_or(ColType::Str);
             (s, self.collate(ty))

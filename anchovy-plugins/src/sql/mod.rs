@@ -45,13 +45,18 @@ pub const UNIT_ROWS: u64 = 2_000_000;
 /// The registry entry.
 pub const SPEC: OperatorSpec = OperatorSpec {
     name: "sql.Uploader",
-    description: "Merges the tables of upstream downloaders (-U) from the datastore into PostgreSQL, MySQL/MariaDB or SQLite (ACHVY_CNXN__DB__URI; default: a SQLite file in the datastore), every committed row exactly once.",
+    description: "Merges the tables of upstream downloaders (-U) from the datastore into PostgreSQL, MySQL/MariaDB or SQLite (ACHVY_CNXN__DB__URI, required; sqlite:// alone is the embedded SQLite file in the datastore), every committed row exactly once.",
     kind: OperatorKind::Uploader,
-    connections: &[],
+    connections: &[anchovy_core::ConnectionSpec {
+        id: "db",
+        required_any: &["uri"],
+        optional: &[],
+        description: "the target database: postgres://, mysql:// or sqlite:// URL (URL is accepted for URI)",
+    }],
     env_vars: &[
         OptionDoc {
             key: "ACHVY_CNXN__DB__URI",
-            doc: "postgres://, mysql:// or sqlite:// URL of the target (default: SQLite at <datastore>/<user>/warehouse.sqlite)",
+            doc: "postgres://, mysql:// or sqlite:// URL of the target (required; `ACHVY_CNXN__DB__URL` is accepted too); `sqlite://` alone means the embedded SQLite file <datastore>/<user>/warehouse.sqlite",
         },
         OptionDoc {
             key: "ACHVY_CNXN__SCHEMAS__<UPSTREAM>",
@@ -85,15 +90,18 @@ pub struct Uploader {
     db: Arc<tokio::sync::OnceCell<Db>>,
 }
 
-/// The target URL: `ACHVY_CNXN__DB__URI`, or a SQLite file next to the datastore.
+/// The target URL: `ACHVY_CNXN__DB__URI` (required; the startup check names it when
+/// missing). `sqlite://` (or `sqlite:`) alone opts in to the embedded default, a SQLite
+/// file next to the datastore: `<datastore>/<user>/warehouse.sqlite`.
 pub fn target_url(ctx: &SessionCtx) -> Result<String, PluginError> {
-    if let Some(u) = ctx.connections.get("db").and_then(|c| c.get("uri")) {
+    let u = ctx.connection("db")?.require("uri")?;
+    if !matches!(u.trim(), "sqlite://" | "sqlite:" | "sqlite") {
         return Ok(u.to_string());
     }
     let loc = ctx.datastore.location();
     let root = loc.strip_prefix("file://").ok_or_else(|| PluginError::Option {
         key: "ACHVY_CNXN__DB__URI".into(),
-        message: format!("no target database configured and the datastore {loc} is not local; set ACHVY_CNXN__DB__URI"),
+        message: format!("`sqlite://` alone is a SQLite file in a local datastore, and the datastore {loc} is not local; give the file: ACHVY_CNXN__DB__URI=sqlite:///path/to/warehouse.sqlite"),
     })?;
     let dir = std::path::Path::new(root).join(&ctx.settings.user);
     std::fs::create_dir_all(&dir).map_err(|source| PluginError::Io {
@@ -497,6 +505,9 @@ fn unit_columns(unit: &Unit, tbl: &Tbl) -> Vec<(String, ColType)> {
     cols
 }
 
+/// Batches of a unit's files, each with the upstream commit it belongs to.
+type Versioned = tokio::sync::mpsc::Receiver<Result<(u64, anchovy_core::Batch), PluginError>>;
+
 /// Everything one table's load needs.
 struct Job<'a> {
     db: &'a Db,
@@ -570,13 +581,7 @@ impl Job<'_> {
 
     /// Reads and decodes the unit's files in their own task, handing batches over a
     /// bounded channel, so the database ingests while the next batch is decoded.
-    fn read_unit(
-        &self,
-        unit: &Unit,
-    ) -> (
-        tokio::sync::mpsc::Receiver<Result<(u64, anchovy_core::Batch), PluginError>>,
-        tokio::task::JoinHandle<()>,
-    ) {
+    fn read_unit(&self, unit: &Unit) -> (Versioned, tokio::task::JoinHandle<()>) {
         let (txb, rxb) =
             tokio::sync::mpsc::channel::<Result<(u64, anchovy_core::Batch), PluginError>>(4);
         let (ds, batch_size) = (self.ds.clone(), self.batch_size);
