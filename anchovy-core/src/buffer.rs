@@ -50,6 +50,8 @@ pub struct DatastoreSink {
     pub commits: u64,
     /// Rows dropped because their table is disabled.
     pub dropped_rows: u64,
+    /// Rows of the task's own table seen so far (for messages).
+    seen_rows: u64,
 }
 
 impl DatastoreSink {
@@ -64,6 +66,7 @@ impl DatastoreSink {
             stats: BTreeMap::new(),
             commits: 0,
             dropped_rows: 0,
+            seen_rows: 0,
         }
     }
 
@@ -104,6 +107,51 @@ impl DatastoreSink {
         Ok(())
     }
 
+    /// Every row of the task's table has a value in each `unique_by` column: a NULL
+    /// key cannot be merged (there is no row it is the same as), so it is refused here,
+    /// before anything of the run is committed, instead of failing or vanishing in the
+    /// uploader later.
+    fn check_keys(&self, batch: &Batch) -> Result<()> {
+        let keys = &self.ctx.tbl().unique_by.0;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let idx: Vec<(usize, &String)> = keys
+            .iter()
+            .filter_map(|k| batch.schema.index_of(k).map(|i| (i, k)))
+            .collect();
+        for (n, row) in batch.rows.iter().enumerate() {
+            let missing = keys
+                .iter()
+                .find(|k| !idx.iter().any(|(_, i)| i == k))
+                .or_else(|| {
+                    idx.iter()
+                        .find(|(i, _)| matches!(row.get(*i), None | Some(crate::Value::Null)))
+                        .map(|(_, k)| *k)
+                });
+            if let Some(k) = missing {
+                let at = ["_file", "_line"]
+                    .iter()
+                    .filter_map(|c| batch.schema.index_of(c).map(|i| row[i].text().into_owned()))
+                    .collect::<Vec<_>>()
+                    .join(":");
+                let at = if at.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({at})")
+                };
+                return Err(crate::Error::data(
+                    format!("table {}", batch.table),
+                    format!(
+                        "row {} of this run{at} has no value in unique_by column `{k}`; a row without its key cannot be merged, so nothing of this run was committed. Give the row a key in the source, or take `{k}` out of unique_by",
+                        self.seen_rows + n as u64 + 1
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Abandons open files (the task failed): nothing uncommitted becomes visible.
     pub(crate) async fn abort(&mut self) {
         for (_, w) in std::mem::take(&mut self.open) {
@@ -123,6 +171,10 @@ impl Terminal for DatastoreSink {
         {
             self.dropped_rows += batch.rows.len() as u64;
             return Ok(());
+        }
+        if *batch.table == *self.ctx.tbl_name() {
+            self.check_keys(&batch)?;
+            self.seen_rows += batch.rows.len() as u64;
         }
         let max = s.file_max_bytes;
         if !self.open.contains_key(&batch.table) {

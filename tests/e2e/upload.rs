@@ -984,3 +984,152 @@ fn an_uploader_needs_a_named_target() {
         "{err}"
     );
 }
+
+#[test]
+fn names_never_collide_silently() {
+    // PostgreSQL cuts identifiers at 63 bytes: two tables sharing their first 63
+    // characters stay two tables, and a long column loads on every run.
+    let env = Env::new();
+    let up = format!("nm_{}", env.nonce());
+    let (a, b) = (
+        format!("{}_alpha", "t".repeat(60)),
+        format!("{}_beta", "t".repeat(60)),
+    );
+    let long_col = "c".repeat(70);
+    env.write(
+        "config.yaml",
+        format!("tbls:\n  {a}:\n    path: a/*.csv\n  {b}:\n    path: b/*.csv\n"),
+    );
+    env.write("upload.yaml", "tbls: {}\n");
+    env.write("a/1.csv", format!("id,{long_col}\n1,a1\n"));
+    env.write("b/1.csv", format!("id,{long_col}\n2,b1\n"));
+    download(&env, &up);
+    upload_ok(&env, Target::Pg, "wh", &up);
+    env.write("a/2.csv", format!("id,{long_col}\n3,a2\n"));
+    download(&env, &up);
+    upload_ok(&env, Target::Pg, "wh", &up);
+    let fit = |n: &str| {
+        format!(
+            "{}_{:08x}",
+            &n[..54],
+            anchovy_plugins::sql::dialect::name_hash(n)
+        )
+    };
+    let rows = fetch(
+        Target::Pg,
+        &env,
+        &format!(
+            "SELECT id::text, {} FROM \"{up}__tester\".\"{}\" ORDER BY id",
+            Target::Pg.q(&fit(&long_col)),
+            fit(&a)
+        ),
+    );
+    assert_eq!(rows, vec![vec![s("1"), s("a1")], vec![s("3"), s("a2")]]);
+    let rows = fetch(
+        Target::Pg,
+        &env,
+        &format!("SELECT id::text FROM \"{up}__tester\".\"{}\"", fit(&b)),
+    );
+    assert_eq!(rows, vec![vec![s("2")]]);
+
+    // SQLite compares names without regard to case: `Orders` and `orders` are refused
+    // rather than merged; columns `Name` and `name` both arrive.
+    let env = Env::new();
+    env.write(
+        "config.yaml",
+        "tbls:\n  Orders:\n    path: o1/*.csv\n  orders:\n    path: o2/*.csv\n  people:\n    path: p/*.csv\n",
+    );
+    env.write("upload.yaml", "tbls: {}\n");
+    env.write("o1/1.csv", "id\n1\n");
+    env.write("o2/1.csv", "id\n2\n");
+    env.write("p/1.csv", "id,Name,name\n1,Ada,ada\n");
+    download(&env, "src");
+    let out = upload(
+        &env,
+        Target::Sqlite,
+        "wh",
+        "src",
+        &[("ACHVY_MAX_CONCURRENCY", "1")],
+    );
+    let all = format!(
+        "{}{}",
+        crate::stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("the upstream table `orders` would load into \"src__tester__orders\"")
+            && all.contains("already holds `src__tester__Orders`"),
+        "{all}"
+    );
+    let rows = fetch(
+        Target::Sqlite,
+        &env,
+        "SELECT CAST(id AS TEXT) FROM \"src__tester__Orders\"",
+    );
+    assert_eq!(rows, vec![vec![s("1")]], "Orders keeps only its own rows");
+    let suffixed = format!(
+        "name_{:08x}",
+        anchovy_plugins::sql::dialect::name_hash("name")
+    );
+    let rows = fetch(
+        Target::Sqlite,
+        &env,
+        &format!("SELECT \"Name\", \"{suffixed}\" FROM \"src__tester__people\""),
+    );
+    assert_eq!(rows, vec![vec![s("Ada"), s("ada")]]);
+}
+
+#[test]
+fn a_null_key_is_refused_with_the_row_never_dropped() {
+    let env = Env::new();
+    let src = format!("nk_{}", env.nonce());
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    unique_by: id\n    provenance: true\n    columns: {id: int}\n",
+    );
+    env.write("in/1.csv", "id,v\n1,a\n,b\n");
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", &src])
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        crate::stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("row 2 of this run (in/1.csv:3) has no value in unique_by column `id`"),
+        "{all}"
+    );
+    assert_eq!(crate::commit_count(&env.area("tester", &src)), 0);
+    // A key the uploader adds in its own config is checked there, on every database.
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    columns: {id: int}\n",
+    );
+    download(&env, &src);
+    env.write("upload.yaml", "tbls:\n  t:\n    unique_by: id\n");
+    for target in ALL {
+        let out = upload(
+            &env,
+            target,
+            &format!("wh{target:?}").to_lowercase(),
+            &src,
+            &[],
+        );
+        let all = format!(
+            "{}{}",
+            crate::stderr(&out),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(out.status.code(), Some(1), "{target:?}: {all}");
+        assert!(
+            all.contains("the row has no value in unique_by column `id`")
+                && all.contains(":2 (commit 1)"),
+            "{target:?}: {all}"
+        );
+    }
+}

@@ -216,6 +216,32 @@ impl Db {
         Ok(if rows.is_empty() { None } else { Some(rows) })
     }
 
+    /// On SQLite, which compares table names without regard to case: the name of a
+    /// table that equals `t` but for case (`Orders` for `orders`), if there is one.
+    /// `None` on the other databases (PostgreSQL's quoted names are case-sensitive;
+    /// MySQL's follow its `lower_case_table_names`).
+    ///
+    /// # Errors
+    /// [`PluginError::Db`].
+    pub async fn table_differing_in_case(
+        &self,
+        t: &TableRef,
+    ) -> Result<Option<String>, PluginError> {
+        let Db::Lite(p) = self else {
+            return Ok(None);
+        };
+        let name = format!("{}__{}", t.schema, t.name);
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE AND name <> ?",
+        )
+        .bind(&name)
+        .bind(&name)
+        .fetch_optional(p)
+        .await
+        .map_err(|e| db_err("look up the table name", e))?;
+        Ok(found)
+    }
+
     /// Starts a transaction.
     ///
     /// # Errors

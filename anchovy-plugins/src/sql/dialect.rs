@@ -69,6 +69,59 @@ impl Dialect {
         })
     }
 
+    /// The target's identifier limit: PostgreSQL 63 bytes, MySQL 64 characters,
+    /// SQLite none.
+    fn ident_limit(self) -> Option<usize> {
+        match self {
+            Dialect::Postgres => Some(63),
+            Dialect::MySql => Some(64),
+            Dialect::Sqlite => None,
+        }
+    }
+
+    /// True when the target compares column names without regard to case (SQLite
+    /// and MySQL; PostgreSQL's quoted names are case-sensitive).
+    pub fn folds_column_case(self) -> bool {
+        self != Dialect::Postgres
+    }
+
+    /// A source name as the target can hold it, by one deterministic rule: a name
+    /// within the target's identifier limit is kept as it is; a longer one is cut and
+    /// gets `_` plus 8 hex digits of a hash of the whole name ([`name_hash`]), so two
+    /// long names that share a prefix never become one (the database would otherwise
+    /// truncate both to the same identifier).
+    pub fn fit(self, name: &str) -> String {
+        match self.ident_limit() {
+            Some(limit) if self.ident_len(name) > limit => self.suffixed(name),
+            _ => name.to_string(),
+        }
+    }
+
+    /// `name` cut to fit with `_<hash>` appended (always), for long names and for a
+    /// name that would collide with another in the target.
+    pub fn suffixed(self, name: &str) -> String {
+        let tail = format!("_{:08x}", name_hash(name));
+        let Some(limit) = self.ident_limit() else {
+            return format!("{name}{tail}");
+        };
+        let room = limit - tail.len();
+        let mut cut = String::new();
+        for c in name.chars() {
+            if self.ident_len(&cut) + self.ident_len(c.encode_utf8(&mut [0; 4])) > room {
+                break;
+            }
+            cut.push(c);
+        }
+        format!("{cut}{tail}")
+    }
+
+    fn ident_len(self, s: &str) -> usize {
+        match self {
+            Dialect::MySql => s.chars().count(),
+            _ => s.len(),
+        }
+    }
+
     /// Quotes an identifier (doubling the quote character inside it).
     pub fn ident(self, name: &str) -> String {
         match self {
@@ -712,6 +765,17 @@ pub const SEQ: &str = "_seq";
 /// History column: when a version was superseded (null for the current version).
 pub const DEL: &str = "_del";
 
+/// FNV-1a (32 bits) of a name: the stable hash of [`Dialect::fit`]'s rule (it never
+/// changes between versions, so a mapped name never changes for an existing table).
+pub fn name_hash(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
 /// The name of the position table in the target's default schema.
 pub const POSITIONS: &str = "_anchovies_positions";
 
@@ -756,6 +820,25 @@ mod tests {
         };
         assert_eq!(Dialect::Sqlite.table(&t), "\"s__my table\"");
         assert_eq!(Dialect::Postgres.table(&t), "\"s\".\"my table\"");
+    }
+
+    #[test]
+    fn long_names_are_cut_with_a_hash_of_the_whole_name() {
+        let a = format!("{}_alpha", "x".repeat(60));
+        let b = format!("{}_beta", "x".repeat(60));
+        let (fa, fb) = (Dialect::Postgres.fit(&a), Dialect::Postgres.fit(&b));
+        assert_eq!(fa.len(), 63);
+        assert_ne!(fa, fb);
+        assert_eq!(fa, format!("{}_{:08x}", "x".repeat(54), name_hash(&a)));
+        assert_eq!(Dialect::Postgres.fit("short"), "short");
+        assert_eq!(Dialect::Sqlite.fit(&a), a);
+        // Multi-byte characters: PostgreSQL counts bytes and never cuts a character.
+        let e = "é".repeat(40);
+        let fe = Dialect::Postgres.fit(&e);
+        assert!(fe.len() <= 63, "{fe}");
+        assert_eq!(Dialect::MySql.fit(&e), e, "MySQL counts characters");
+        // Pinned: the rule must never change for existing tables.
+        assert_eq!(name_hash("orders"), 0x325e_96ec);
     }
 
     #[test]

@@ -276,9 +276,12 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
         uploader: format!("{}/{}", s.user, s.id),
         upstream: format!("{}/{up}", s.user),
         name: name.to_string(),
-        target: TableRef {
-            schema: schema_for(&ctx.session, up),
-            name: name.to_string(),
+        target: {
+            let d = db.dialect();
+            TableRef {
+                schema: d.fit(&schema_for(&ctx.session, up)),
+                name: d.fit(name),
+            }
         },
         spec: MergeSpec {
             keys: tbl.unique_by.0.clone(),
@@ -505,6 +508,116 @@ fn unit_columns(unit: &Unit, tbl: &Tbl) -> Vec<(String, ColType)> {
     cols
 }
 
+/// Refuses a batch with a NULL `unique_by` value (downloaders refuse them before
+/// committing; this guards data committed by older builds or other writers, and keys
+/// added by the uploader's own config): a row without its key cannot be merged, and
+/// is never dropped silently.
+fn null_keys(
+    b: &anchovy_core::Batch,
+    keys: &[String],
+    file: &str,
+    seq: u64,
+    row0: u64,
+) -> Result<(), PluginError> {
+    for k in keys {
+        let i = b.schema.index_of(k);
+        if let Some(n) = b.rows.iter().position(|r| {
+            i.is_none_or(|i| matches!(r.get(i), None | Some(anchovy_core::Value::Null)))
+        }) {
+            return Err(PluginError::Data {
+                location: format!("{file}:{} (commit {seq})", row0 + n as u64 + 1),
+                message: format!(
+                    "the row has no value in unique_by column `{k}`; a row without its key cannot be merged, so nothing of this load was written. Take `{k}` out of unique_by in the uploader's tbls:"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Source column names -> target column names, by the documented rule: a name is
+/// kept when the target can hold it as it is ([`Dialect::fit`] cuts a too-long name
+/// and appends a hash of it); a name that would still collide with another column of
+/// the table (one differing only by case, on SQLite and MySQL, which compare column
+/// names without regard to case; or a column the uploader reserves: `_seq`/`_del` of
+/// history tables, its staging columns) gets `_<hash>` appended instead. A stored
+/// column keeps its name, so the mapping of an existing table never changes.
+#[derive(Debug, Clone, Default)]
+struct Names {
+    map: std::collections::HashMap<String, String>,
+}
+
+impl Names {
+    fn new(
+        d: Dialect,
+        src: &[(String, ColType)],
+        existing: &[(String, String)],
+        history: bool,
+    ) -> Names {
+        let fold = |s: &str| {
+            if d.folds_column_case() {
+                s.to_lowercase()
+            } else {
+                s.to_string()
+            }
+        };
+        let mut reserved: Vec<&str> = vec![dialect::ORD, dialect::VER];
+        if history {
+            reserved.extend([dialect::SEQ, dialect::DEL]);
+        }
+        let mut taken: std::collections::HashSet<String> =
+            existing.iter().map(|(c, _)| fold(c)).collect();
+        taken.extend(reserved.iter().map(|r| fold(r)));
+        let mut map = std::collections::HashMap::new();
+        for (c, _) in src {
+            let base = d.fit(c);
+            let stored = existing.iter().any(|(e, _)| *e == base)
+                && !reserved.iter().any(|r| fold(r) == fold(&base));
+            let name = if stored || !taken.contains(&fold(&base)) {
+                base
+            } else {
+                d.suffixed(c)
+            };
+            taken.insert(fold(&name));
+            if name != *c {
+                map.insert(c.clone(), name);
+            }
+        }
+        Names { map }
+    }
+
+    fn get(&self, c: &str) -> String {
+        self.map.get(c).cloned().unwrap_or_else(|| c.to_string())
+    }
+
+    /// The merge spec in target names.
+    fn spec(&self, m: &MergeSpec) -> MergeSpec {
+        MergeSpec {
+            keys: m.keys.iter().map(|k| self.get(k)).collect(),
+            sets: m.sets.iter().map(|k| self.get(k)).collect(),
+            sort: m
+                .sort
+                .iter()
+                .map(|s| anchovy_core::tbl::SortCol {
+                    name: self.get(&s.name),
+                    descending: s.descending,
+                })
+                .collect(),
+            sort_types: m.sort_types.clone(),
+        }
+    }
+
+    /// A batch with its columns renamed (once per batch, not per row).
+    fn apply(&self, mut b: anchovy_core::Batch) -> anchovy_core::Batch {
+        if self.map.is_empty() || !b.schema.names().iter().any(|n| self.map.contains_key(&**n)) {
+            return b;
+        }
+        let names: Vec<String> = b.schema.names().iter().map(|n| self.get(n)).collect();
+        b.schema = Arc::new(anchovy_core::Schema::new(names));
+        b
+    }
+}
+
 /// Batches of a unit's files, each with the upstream commit it belongs to.
 type Versioned = tokio::sync::mpsc::Receiver<Result<(u64, anchovy_core::Batch), PluginError>>;
 
@@ -538,11 +651,22 @@ impl Job<'_> {
         expected: u64,
         totals: &mut Totals,
     ) -> Result<Option<(u64, String)>, PluginError> {
-        let cols = if unit.files.is_empty() {
-            Vec::new()
+        let (cols, names) = if unit.files.is_empty() {
+            (Vec::new(), Names::default())
         } else {
+            let src = unit_columns(unit, tbl);
+            self.check_keys(&src)?;
+            self.check_table_name().await?;
+            let existing = self.db.columns(&self.target).await?.unwrap_or_default();
+            let names = Names::new(self.d, &src, &existing, self.history.is_some());
+            let mapped: Vec<(String, ColType)> =
+                src.iter().map(|(c, t)| (names.get(c), *t)).collect();
             // DDL first, outside the transaction: MySQL commits implicitly on DDL.
-            self.ensure_table(&unit_columns(unit, tbl), totals).await?
+            let spec = names.spec(&self.spec);
+            let cols = self.ensure_table(&mapped, &spec, totals).await?;
+            // Again after the DDL: two tables differing only by case created at once.
+            self.check_table_name().await?;
+            (cols, names)
         };
         let target = self.d.table(&self.target);
         let mut tx = self.db.begin().await?;
@@ -562,7 +686,8 @@ impl Job<'_> {
             });
         }
         if !unit.files.is_empty() {
-            self.stage_and_merge(&mut tx, &cols, unit, totals).await?;
+            self.stage_and_merge(&mut tx, &cols, &names, unit, totals)
+                .await?;
         }
         tx.set_position(
             &target,
@@ -581,13 +706,16 @@ impl Job<'_> {
 
     /// Reads and decodes the unit's files in their own task, handing batches over a
     /// bounded channel, so the database ingests while the next batch is decoded.
-    fn read_unit(&self, unit: &Unit) -> (Versioned, tokio::task::JoinHandle<()>) {
+    fn read_unit(&self, unit: &Unit, names: &Names) -> (Versioned, tokio::task::JoinHandle<()>) {
         let (txb, rxb) =
             tokio::sync::mpsc::channel::<Result<(u64, anchovy_core::Batch), PluginError>>(4);
         let (ds, batch_size) = (self.ds.clone(), self.batch_size);
         let files: Vec<(u64, FileEntry)> = unit.files.clone();
+        let names = names.clone();
+        let keys = names.spec(&self.spec).keys;
         let reader = tokio::spawn(async move {
             for (seq, f) in files {
+                let mut row0 = 0u64;
                 let mut r = match DataFileReader::open_committed(&ds, &f, seq, batch_size).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -598,6 +726,12 @@ impl Job<'_> {
                 loop {
                     match r.next_batch().await {
                         Ok(Some(b)) => {
+                            let b = names.apply(b);
+                            if let Err(e) = null_keys(&b, &keys, &f.key, seq, row0) {
+                                let _ = txb.send(Err(e)).await;
+                                return;
+                            }
+                            row0 += b.rows.len() as u64;
                             if txb.send(Ok((seq, b))).await.is_err() {
                                 return;
                             }
@@ -622,11 +756,12 @@ impl Job<'_> {
         &self,
         tx: &mut db::Tx,
         cols: &[(String, ColType)],
+        names: &Names,
         unit: &Unit,
         totals: &mut Totals,
     ) -> Result<(), PluginError> {
         let d = self.d;
-        let mut typed = self.spec.clone();
+        let mut typed = names.spec(&self.spec);
         typed.sort_types = typed
             .sort
             .iter()
@@ -643,7 +778,7 @@ impl Job<'_> {
         }
         // Append tables need no staging: the rows go straight into the target.
         if spec.keys.is_empty() && spec.sets.is_empty() && self.history.is_none() {
-            let (mut rx, reader) = self.read_unit(unit);
+            let (mut rx, reader) = self.read_unit(unit, names);
             let n = tx.stage(&d.table(&self.target), cols, false, &mut rx).await;
             reader.abort();
             totals.inserted += n? as u64;
@@ -658,7 +793,7 @@ impl Job<'_> {
             );
             if tx.scalar(&probe).await? == 0 {
                 tx.exec("SAVEPOINT anchovies_direct").await?;
-                let (mut rx, reader) = self.read_unit(unit);
+                let (mut rx, reader) = self.read_unit(unit, names);
                 let r = tx.stage(&d.table(&self.target), cols, false, &mut rx).await;
                 reader.abort();
                 match r {
@@ -681,7 +816,7 @@ impl Job<'_> {
         }
         tx.exec(&d.create_stage(&stage, cols)).await?;
         let t0 = std::time::Instant::now();
-        let (mut rxb, reader) = self.read_unit(unit);
+        let (mut rxb, reader) = self.read_unit(unit, names);
         let staged = tx.stage(&d.ident(&stage), cols, true, &mut rxb).await;
         reader.abort();
         let ord = staged?;
@@ -793,17 +928,60 @@ impl Job<'_> {
         Ok(())
     }
 
+    /// `unique_by`, `set_by` and `sort_by` name columns of the data.
+    fn check_keys(&self, cols: &[(String, ColType)]) -> Result<(), PluginError> {
+        let spec = &self.spec;
+        for k in spec
+            .keys
+            .iter()
+            .chain(&spec.sets)
+            .chain(spec.sort.iter().map(|s| &s.name))
+        {
+            if !cols.iter().any(|(c, _)| c == k) {
+                return Err(PluginError::Option {
+                    key: "unique_by/set_by/sort_by".into(),
+                    message: format!(
+                        "column `{k}` is not in the data of {}; its columns are: {}",
+                        self.d.table(&self.target),
+                        cols.iter()
+                            .map(|c| c.0.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// SQLite compares table names without regard to case: a table that differs from
+    /// this one only by case belongs to another source table, and loading into it
+    /// would merge the two. Refused, with both names and the fix.
+    async fn check_table_name(&self) -> Result<(), PluginError> {
+        let Some(other) = self.db.table_differing_in_case(&self.target).await? else {
+            return Ok(());
+        };
+        Err(PluginError::Conflict {
+            message: format!(
+                "the upstream table `{}` would load into {}, but the database compares table names without regard to case and already holds `{other}` (from another source table): the two would become one. Rename one of the tables in the downloader's tbls:, or load this upstream into another schema (ACHVY_CNXN__SCHEMAS__<upstream>)",
+                self.name,
+                self.d.table(&self.target)
+            ),
+        })
+    }
+
     /// Creates the schema and table, adds new columns and widens changed ones. Returns
     /// the columns as they are in the target after the changes. DDL that loses a race
     /// with another uploader's identical DDL is redone against the new state.
     async fn ensure_table(
         &self,
         cols: &[(String, ColType)],
+        spec: &MergeSpec,
         totals: &mut Totals,
     ) -> Result<Vec<(String, ColType)>, PluginError> {
         let mut attempt = 0;
         loop {
-            match self.ensure_table_once(cols, totals).await {
+            match self.ensure_table_once(cols, spec, totals).await {
                 Err(e) if e.is_concurrent_ddl() && attempt < 3 => {
                     attempt += 1;
                     tracing::debug!(error = %e, "DDL raced with another uploader; looking again");
@@ -817,29 +995,10 @@ impl Job<'_> {
     async fn ensure_table_once(
         &self,
         cols: &[(String, ColType)],
+        spec: &MergeSpec,
         totals: &mut Totals,
     ) -> Result<Vec<(String, ColType)>, PluginError> {
-        let (d, target, spec) = (self.d, &self.target, &self.spec);
-        for k in spec
-            .keys
-            .iter()
-            .chain(&spec.sets)
-            .chain(spec.sort.iter().map(|s| &s.name))
-        {
-            if !cols.iter().any(|(c, _)| c == k) {
-                return Err(PluginError::Option {
-                    key: "unique_by/set_by/sort_by".into(),
-                    message: format!(
-                        "column `{k}` is not in the data of {}; its columns are: {}",
-                        d.table(target),
-                        cols.iter()
-                            .map(|c| c.0.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
-            }
-        }
+        let (d, target) = (self.d, &self.target);
         if let Some(sql) = d.create_schema(&target.schema) {
             self.db.exec(&sql).await?;
         }
