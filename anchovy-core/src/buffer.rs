@@ -172,6 +172,16 @@ impl Terminal for DatastoreSink {
             self.dropped_rows += batch.rows.len() as u64;
             return Ok(());
         }
+        if batch.schema.index_of(crate::row::TYPES_FIELD).is_some() {
+            return Err(crate::Error::data(
+                format!("table {}", batch.table),
+                format!(
+                    "the source has a column `{0}`, a name the data files reserve for type annotations; nothing was committed. Rename it (for CSV tables: `rename: {{{0}: types}}` under tbls.{1})",
+                    crate::row::TYPES_FIELD,
+                    batch.table
+                ),
+            ));
+        }
         if *batch.table == *self.ctx.tbl_name() {
             self.check_keys(&batch)?;
             self.seen_rows += batch.rows.len() as u64;

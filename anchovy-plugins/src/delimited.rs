@@ -56,6 +56,10 @@ pub struct CsvOptions {
     /// Reserved for automatic schema discovery (accepted, not used yet).
     #[serde(default)]
     pub autodiscover: Option<bool>,
+    /// Source column -> column name to use (`{_types: types}`): for names that are
+    /// reserved (`_types`; `_file`/`_line` with `provenance`) or unwanted.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
 }
 
 fn default_delimiter() -> String {
@@ -107,6 +111,7 @@ pub struct CsvFormat {
     empty_as_null: bool,
     provenance: bool,
     columns: BTreeMap<String, ColType>,
+    rename: BTreeMap<String, String>,
 }
 
 impl CsvFormat {
@@ -147,6 +152,7 @@ impl CsvFormat {
             empty_as_null: o.empty_as_null,
             provenance: o.provenance,
             columns: columns.clone(),
+            rename: o.rename.clone(),
         })
     }
 
@@ -282,6 +288,30 @@ impl CsvFormat {
                         None => (1..=record.len()).map(|i| format!("column_{i}")).collect(),
                     }
                 };
+                if !self.rename.is_empty() {
+                    for n in names.iter_mut() {
+                        if let Some(to) = self.rename.get(n.as_str()) {
+                            *n = to.clone();
+                        }
+                    }
+                    let mut seen = std::collections::HashSet::new();
+                    if let Some(d) = names.iter().find(|n| !seen.insert(n.as_str())) {
+                        return Err(PluginError::Data {
+                            location: format!("{label}:{line}"),
+                            message: format!("after `rename:` the header has column `{d}` twice"),
+                        });
+                    }
+                }
+                if self.provenance
+                    && let Some(r) = names.iter().find(|n| *n == "_file" || *n == "_line")
+                {
+                    return Err(PluginError::Data {
+                        location: format!("{label}:{line}"),
+                        message: format!(
+                            "the file has a column `{r}`, which `provenance: true` adds itself; rename it (`rename: {{{r}: source{r}}}`) or turn provenance off"
+                        ),
+                    });
+                }
                 let mut all = names.clone();
                 if self.provenance {
                     all.push("_file".into());

@@ -1133,3 +1133,65 @@ fn a_null_key_is_refused_with_the_row_never_dropped() {
         );
     }
 }
+
+#[test]
+fn reserved_column_names_are_refused_at_download_with_the_fix() {
+    let env = Env::new();
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    env.write("in/1.csv", "id,_types\n1,x\n");
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "src"])
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        crate::stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("the source has a column `_types`") && all.contains("rename: {_types: types}"),
+        "{all}"
+    );
+    assert_eq!(crate::commit_count(&env.area("tester", "src")), 0);
+    // The fix works, and provenance collisions are named the same way.
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    rename: {_types: types}\n    provenance: true\n",
+    );
+    env.write("in/2.csv", "id,_file\n2,y\n");
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "src"])
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        crate::stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        all.contains("in/2.csv:1: the file has a column `_file`, which `provenance: true` adds itself; rename it (`rename: {_file: source_file}`)"),
+        "{all}"
+    );
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    rename: {_types: types, _file: source_file}\n    provenance: true\n",
+    );
+    download(&env, "src");
+    env.write("upload.yaml", "tbls: {}\n");
+    upload_ok(&env, Target::Sqlite, "wh", "src");
+    let rows = fetch(
+        Target::Sqlite,
+        &env,
+        "SELECT CAST(id AS TEXT), types, source_file, _file FROM \"src__tester__t\" ORDER BY id",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![s("1"), s("x"), None, s("in/1.csv")],
+            vec![s("2"), None, s("y"), s("in/2.csv")]
+        ]
+    );
+}

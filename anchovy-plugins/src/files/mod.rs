@@ -68,6 +68,10 @@ pub const SPEC: OperatorSpec = OperatorSpec {
             doc: "add _file and _line columns (default false)",
         },
         OptionDoc {
+            key: "rename",
+            doc: "source column -> name to use, e.g. {_types: types}: for reserved names (_types; _file/_line with provenance)",
+        },
+        OptionDoc {
             key: "columns",
             doc: "column -> type, applied on read (str, int, float, decimal, bool, date, datetime, time, bytes, object)",
         },
