@@ -157,7 +157,9 @@ pub struct CheckpointsArgs {
     /// Only checkpoints whose key matches this wildcard (`*` for all).
     #[arg(default_value = "*")]
     pub glob: String,
-    /// Delete the matching checkpoints (asks first; the next run starts over for them).
+    /// Delete the matching checkpoints (asks first): the next run starts over for them.
+    /// A downloader reads those sources again; an uploader deletes the table's rows in
+    /// the target and loads it again from the first upstream commit.
     #[arg(short = 'D', long)]
     pub delete: bool,
     /// Set a checkpoint: `KEY=VALUE`, VALUE as JSON (or text); repeatable.

@@ -1195,3 +1195,70 @@ fn reserved_column_names_are_refused_at_download_with_the_fix() {
         ]
     );
 }
+
+#[test]
+fn the_target_is_checked_not_trusted() {
+    for target in [Target::Sqlite, Target::Pg] {
+        let env = Env::new();
+        let up = format!("chk_{target:?}_{}", env.nonce()).to_lowercase();
+        env.write(
+            "config.yaml",
+            "tbls:\n  ev:\n    path: ev/*.csv\n  cu:\n    path: cu/*.csv\n    unique_by: id\n",
+        );
+        env.write("upload.yaml", "tbls: {}\n");
+        env.write("ev/1.csv", "n\n1\n2\n");
+        env.write("cu/1.csv", "id,name\n1,Ada\n");
+        download(&env, &up);
+        upload_ok(&env, target, "wh", &up);
+        env.write("ev/2.csv", "n\n3\n");
+        download(&env, &up);
+        upload_ok(&env, target, "wh", &up);
+        let count = |t: &str| {
+            fetch(
+                target,
+                &env,
+                &format!(
+                    "SELECT {} FROM {}",
+                    target.text("COUNT(*)"),
+                    target.table(&up, t)
+                ),
+            )[0][0]
+                .clone()
+        };
+        assert_eq!(count("ev"), s("3"));
+        // Dropped by hand: the next run says so and loads it again, whole.
+        fetch(
+            target,
+            &env,
+            &format!("DROP TABLE {}", target.table(&up, "ev")),
+        );
+        let out = upload(&env, target, "wh", &up, &[]);
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+        assert!(
+            crate::stderr(&out)
+                .contains("the target table is missing although commits were loaded into it"),
+            "{}",
+            crate::stderr(&out)
+        );
+        assert_eq!(
+            tbl_task(&results(&out), &format!("{up}.ev"))["data"]["reloaded_from_start"],
+            true
+        );
+        assert_eq!(count("ev"), s("3"));
+        assert_eq!(count("cu"), s("1"));
+        // `checkpoints -D` on the uploader starts the table over: rows once, not twice.
+        let out = env
+            .cmd()
+            .args(["checkpoints", "--id", "wh", "-D", "-y", &format!("{up}.ev")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+        let out = upload(&env, target, "wh", &up, &[]);
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+        assert!(crate::stderr(&out).contains("checkpoint of the table was deleted"));
+        assert_eq!(count("ev"), s("3"));
+        // And only that table.
+        let r = results(&out);
+        assert!(tbl_task(&r, &format!("{up}.cu"))["data"]["reloaded_from_start"].is_null());
+    }
+}

@@ -264,13 +264,45 @@ impl Db {
         &self,
         target: &str,
         upstream: &str,
-    ) -> Result<(u64, String), PluginError> {
+    ) -> Result<(u64, String, String), PluginError> {
         let sql = position_select(self.dialect(), false);
         let r: Option<(i64, String, String)> = each_db!(self, p => {
             sqlx::query_as(safe(&sql)).bind(target).bind(upstream).fetch_optional(p).await
         })
         .map_err(|e| db_err("read the upload position", e))?;
-        Ok(r.map_or((0, String::new()), |(s, _, o)| (s.max(0) as u64, o)))
+        Ok(r.map_or((0, String::new(), String::new()), |(s, by, o)| {
+            (s.max(0) as u64, o, by)
+        }))
+    }
+
+    /// Starts a table over, in one transaction: deletes its rows (when it exists) and
+    /// its position, so the next load begins at the first upstream commit.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`].
+    pub async fn reset(
+        &self,
+        t: &TableRef,
+        target: &str,
+        upstream: &str,
+        exists: bool,
+    ) -> Result<(), PluginError> {
+        let d = self.dialect();
+        let mut tx = self.begin().await?;
+        if exists {
+            tx.exec(&format!("DELETE FROM {}", d.table(t))).await?;
+        }
+        let sql = format!(
+            "DELETE FROM {} WHERE target = {} AND upstream = {}",
+            d.ident(super::dialect::POSITIONS),
+            d.param(1),
+            d.param(2)
+        );
+        let r = each_tx!(&mut tx, c => {
+            sqlx::query(safe(&sql)).bind(target).bind(upstream).execute(&mut **c).await.map(|_| ())
+        });
+        r.map_err(|e| db_err("reset the upload position", e))?;
+        tx.commit().await
     }
 
     /// Checks that `_anchovies_positions` has the current shape (a table made by a

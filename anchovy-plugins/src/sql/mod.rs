@@ -293,9 +293,55 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
         history: history_option(tbl)?,
         origin: String::new(),
     };
-    let (pos, loaded_from) = db
+    let (mut pos, loaded_from, by) = db
         .position(&job.d.table(&job.target), &job.upstream)
         .await?;
+    // The target is checked, not trusted: a position that says commits were loaded
+    // into a table that is gone (dropped by hand), or a position of this uploader whose
+    // checkpoint was deleted (`anchovy checkpoints -D`: "start over"), reloads the
+    // table from the first commit; the datastore holds every commit.
+    if pos > 0 {
+        let exists = db.columns(&job.target).await?.is_some();
+        // Deleted, not merely not yet written (a run killed between its load and its
+        // checkpoint commit): the last change to the key in this uploader's own
+        // commits is a deletion.
+        let reset_by_user = by == job.uploader
+            && ctx.checkpoint(&full).is_none()
+            && read_commits(&ctx.session.store, 0)
+                .await?
+                .iter()
+                .rev()
+                .find_map(|c| c.checkpoints.get(&full))
+                .is_some_and(|v| v.is_none());
+        let had_rows = !exists && {
+            let past = read_commits(&job.ds, 0).await?;
+            past.iter()
+                .filter(|c| c.seq <= pos)
+                .any(|c| c.files.iter().any(|f| f.tbl == name))
+        };
+        if reset_by_user || had_rows {
+            tracing::warn!(
+                table = %full,
+                target = %job.d.table(&job.target),
+                position = pos,
+                "{}; loading the table again from the first commit",
+                if reset_by_user {
+                    "this uploader's checkpoint of the table was deleted (anchovy checkpoints -D): its rows in the target are deleted"
+                } else {
+                    "the target table is missing although commits were loaded into it"
+                }
+            );
+            ctx.log("reloaded_from_start", true);
+            db.reset(
+                &job.target,
+                &job.d.table(&job.target),
+                &job.upstream,
+                exists,
+            )
+            .await?;
+            pos = 0;
+        }
+    }
     let origin = anchovy_core::commit::origin(&job.ds).await?;
     if pos > 0 && !loaded_from.is_empty() && origin.as_deref() != Some(loaded_from.as_str()) {
         return Err(PluginError::Conflict {
