@@ -533,9 +533,20 @@ impl Schedule {
         let registry = anchovy_plugins::registry().with(FEED_SPEC);
         let doc = ConfigDoc::parse(&self.spec.yaml(), "schedule.yaml").unwrap();
         let conns = Connections::from_env([("ACHVY_CNXN__DB__URI", self.url.as_str())]).unwrap();
-        let session = Session::open(&registry, self.settings(op), doc, conns)
-            .await
-            .unwrap_or_else(|e| panic!("seed {}: {op} did not start: {e}", self.seed));
+        // A cancelled session of the same anchovy may still be letting go of its run
+        // lease (in one process the lock goes with the last handle): wait, as a rerun
+        // after a kill would.
+        let mut tries = 0;
+        let session = loop {
+            match Session::open(&registry, self.settings(op), doc.clone(), conns.clone()).await {
+                Ok(s) => break s,
+                Err(anchovy_core::Error::Locked { .. }) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("seed {}: {op} did not start: {e}", self.seed),
+            }
+        };
         let stop = CancellationToken::new();
         if let Some(ms) = kill_after_ms {
             let s = stop.clone();

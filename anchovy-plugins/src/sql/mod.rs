@@ -904,6 +904,22 @@ impl Job<'_> {
             // key supersedes the version before it.
             let mut vers: Vec<u64> = unit.files.iter().map(|(seq, _)| *seq).collect();
             vers.dedup();
+            // One candidate per key and commit.
+            let incoming = if vers.len() > 1 {
+                let sql = format!(
+                    "SELECT COUNT(*) FROM (SELECT DISTINCT {}, {} FROM {}) _k",
+                    spec.keys
+                        .iter()
+                        .map(|k| d.ident(k))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    d.ident(dialect::VER),
+                    d.ident(&stage)
+                );
+                tx.scalar(&sql).await?.max(0) as u64
+            } else {
+                incoming
+            };
             let (mut superseded, mut versions) = (0, 0);
             for ver in vers {
                 let (stmts, supersede, insert) =
@@ -960,6 +976,10 @@ impl Job<'_> {
         if spec.keys.is_empty() || !spec.sets.is_empty() {
             totals.inserted += written;
             totals.deleted += deleted;
+            if spec.keys.is_empty() {
+                // Rows of a set that a newer commit of the same load replaced.
+                totals.skipped += (ord as u64).saturating_sub(written);
+            }
         } else {
             // Upserts: keys not stored before are inserts; stored keys that were
             // written are updates; stored keys not written lost to a newer stored row.
