@@ -40,7 +40,7 @@ pub struct MergeSpec {
     pub sort: Vec<SortCol>,
     /// The type of each `sort` column (same order; missing = text). Ordering follows
     /// the type: on SQLite, decimals and datetimes compare through the collations of
-    /// [`SQLITE_COLLATIONS`], never as text of unequal shape.
+    /// [`super::collate`], never as text of unequal shape.
     pub sort_types: Vec<ColType>,
 }
 
