@@ -897,30 +897,22 @@ async fn regressions(t: Target) {
     .await;
     assert_eq!(rows.len(), 1, "{t:?}: {rows:?}");
     assert_eq!(rows[0].row[2].as_deref(), Some("99"));
-    // history across commits: v1, v2, v3 of one key, one upload: three versions.
+    // history across commits: v1 .. v6 of one key, one upload: six versions (more
+    // than four commits: the load indexes its stage by commit).
     let rows = fixed(
         t,
         spec(&[0], &[], &[], true),
-        vec![
-            vec![row(1, 0, "1", "", "v1")],
-            vec![row(1, 0, "2", "", "v2")],
-            vec![row(1, 0, "3", "", "v3")],
-        ],
+        (1..=6)
+            .map(|i| vec![row(1, 0, &i.to_string(), "", &format!("v{i}"))])
+            .collect(),
     )
     .await;
     let versions: Vec<_> = rows
         .iter()
         .map(|r| (r.row[4].clone().unwrap(), r.del))
         .collect();
-    assert_eq!(
-        versions,
-        vec![
-            ("v1".into(), true),
-            ("v2".into(), true),
-            ("v3".into(), false)
-        ],
-        "{t:?}"
-    );
+    let want: Vec<(String, bool)> = (1..=6).map(|i| (format!("v{i}"), i < 6)).collect();
+    assert_eq!(versions, want, "{t:?}");
     // sort_by on a decimal: 10.5 beats 9.5 (text order says otherwise), in one load and
     // across loads.
     let rows = fixed(

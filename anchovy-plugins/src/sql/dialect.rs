@@ -362,6 +362,18 @@ impl Dialect {
         format!("{temp} {} ({}){tail}", self.ident(stage), parts.join(", "))
     }
 
+    /// An index on the staging table's version column, for loads that read the stage
+    /// commit by commit (history over many commits).
+    pub fn index_stage_versions(self, stage: &str) -> String {
+        let (s, v) = (self.ident(stage), self.ident(VER));
+        let ix = self.ident(&format!("{stage}_ver"));
+        match self {
+            Dialect::Postgres => format!("CREATE INDEX ON {s} ({v})"),
+            Dialect::MySql => format!("CREATE INDEX {ix} ON {s} ({v})"),
+            Dialect::Sqlite => format!("CREATE INDEX temp.{ix} ON {s} ({v})"),
+        }
+    }
+
     /// `DROP TABLE` of the staging table (MySQL and SQLite keep temp tables per connection).
     pub fn drop_stage(self, stage: &str) -> Option<String> {
         match self {

@@ -904,6 +904,10 @@ impl Job<'_> {
             // key supersedes the version before it.
             let mut vers: Vec<u64> = unit.files.iter().map(|(seq, _)| *seq).collect();
             vers.dedup();
+            // Each commit reads its slice of the stage: index it when there are many.
+            if vers.len() > 4 {
+                tx.exec(&d.index_stage_versions(&stage)).await?;
+            }
             // One candidate per key and commit.
             let incoming = if vers.len() > 1 {
                 let sql = format!(
