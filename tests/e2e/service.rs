@@ -223,6 +223,13 @@ fn health_ready_and_metrics_endpoints() {
     wait_for("readiness", || {
         get(port, "/readyz").is_some_and(|(s, _)| s == 200)
     });
+    // Ready (started, lease held) can come before the first batch has finished.
+    wait_for("the first batch's rows in the metrics", || {
+        get(port, "/metrics").is_some_and(|(_, b)| {
+            b.lines()
+                .any(|l| l.starts_with("anchovy_rows_total{") && l.contains("table=\"t\""))
+        })
+    });
     let (status, body) = get(port, "/metrics").unwrap();
     assert_eq!(status, 200);
     let samples = parse_prometheus(&body);
