@@ -120,15 +120,14 @@ impl DatastoreSink {
             .iter()
             .filter_map(|k| batch.schema.index_of(k).map(|i| (i, k)))
             .collect();
+        // A key column the batch lacks is NULL in every row (decided once per batch).
+        let absent = keys.iter().find(|k| !idx.iter().any(|(_, i)| i == k));
         for (n, row) in batch.rows.iter().enumerate() {
-            let missing = keys
-                .iter()
-                .find(|k| !idx.iter().any(|(_, i)| i == k))
-                .or_else(|| {
-                    idx.iter()
-                        .find(|(i, _)| matches!(row.get(*i), None | Some(crate::Value::Null)))
-                        .map(|(_, k)| *k)
-                });
+            let missing = absent.or_else(|| {
+                idx.iter()
+                    .find(|(i, _)| matches!(row.get(*i), None | Some(crate::Value::Null)))
+                    .map(|(_, k)| *k)
+            });
             if let Some(k) = missing {
                 let at = ["_file", "_line"]
                     .iter()
