@@ -547,18 +547,25 @@ impl Settings {
             Some((v, o)) => !parse_bool(&v, "is_task_executor", &o)?,
             None => false,
         };
-        let execution_timeout = match pick("execution_timeout", &mut origins) {
-            Some((v, o)) => Some(parse_duration(&as_string(&v)).ok_or_else(|| {
-                Error::config(
-                    "execution_timeout",
-                    format!(
-                        "`{}` from {o} is not a duration; use seconds (300) or 90s, 15m, 2h",
-                        as_string(&v)
-                    ),
-                )
-            })?),
-            None => None,
+        // Every number and duration is range-checked here, where it is parsed: a value
+        // outside its range is a configuration error (exit 2) naming the range, never a
+        // panic or a silent clamp further in.
+        let duration =
+            |key: &str, range: (Duration, Duration), origins: &mut BTreeMap<String, String>| {
+                pick(key, origins)
+                    .map(|(v, o)| duration_in(key, &as_string(&v), &o, range))
+                    .transpose()
+            };
+        let number = |key: &str, range: (u64, u64), origins: &mut BTreeMap<String, String>| {
+            pick(key, origins)
+                .map(|(v, o)| number_in(key, &as_string(&v), &o, range))
+                .transpose()
         };
+        let execution_timeout = duration(
+            "execution_timeout",
+            (Duration::from_millis(100), MAX_DURATION),
+            &mut origins,
+        )?;
         let home = match pick("home", &mut origins) {
             Some((v, _)) => expand_home(&as_string(&v), vars),
             None => expand_home("~/.anchovies", vars),
@@ -567,6 +574,12 @@ impl Settings {
             Some((v, _)) => as_string(&v),
             None => home.to_string_lossy().into_owned(),
         };
+        if datastore.trim().is_empty() {
+            return Err(Error::config(
+                "datastore",
+                "is empty; give a path or a URL (s3://, az://, gs://, file://), or unset it                  for the default ~/.anchovies",
+            ));
+        }
         let checkpoint_cls = string("checkpoint_cls", "datastore", &mut origins);
         if checkpoint_cls.contains("://") {
             return Err(Error::config(
@@ -590,7 +603,7 @@ impl Settings {
             string("data_buffer_cls", "ndjson.gz", &mut origins),
             DATA_BUFFER_CLS,
         )?;
-        let log_level = string("log_level", "info", &mut origins);
+        let log_level = check_log_level(string("log_level", "info", &mut origins))?;
         let log_format = match string("log_format", "text", &mut origins)
             .to_ascii_lowercase()
             .as_str()
@@ -618,55 +631,24 @@ impl Settings {
             }
         };
         let max_concurrency =
-            parse_num("max_concurrency", pick("max_concurrency", &mut origins), 4)?.max(1) as usize;
+            number("max_concurrency", (1, 1024), &mut origins)?.unwrap_or(4) as usize;
         let batch_size =
-            parse_num("batch_size", pick("batch_size", &mut origins), 4096)?.max(1) as usize;
-        let file_max_bytes = parse_num(
-            "file_max_bytes",
-            pick("file_max_bytes", &mut origins),
-            128 << 20,
+            number("batch_size", (1, 1_000_000), &mut origins)?.unwrap_or(4096) as usize;
+        let file_max_bytes =
+            number("file_max_bytes", (1 << 10, 1 << 40), &mut origins)?.unwrap_or(128 << 20);
+        let commit_interval = duration(
+            "commit_interval",
+            (Duration::from_millis(10), MAX_DURATION),
+            &mut origins,
         )?
-        .max(1024);
-        let commit_interval = match pick("commit_interval", &mut origins) {
-            Some((v, o)) => parse_duration(&as_string(&v)).ok_or_else(|| {
-                Error::config(
-                    "commit_interval",
-                    format!("`{}` from {o} is not a duration", as_string(&v)),
-                )
-            })?,
-            None => Duration::from_secs(5),
-        };
-        let lease_ttl = match pick("lease_ttl", &mut origins) {
-            Some((v, o)) => parse_duration(&as_string(&v))
-                .filter(|d| *d >= Duration::from_secs(1))
-                .ok_or_else(|| {
-                    Error::config(
-                        "lease_ttl",
-                        format!(
-                            "`{}` from {o} is not a duration of at least 1s",
-                            as_string(&v)
-                        ),
-                    )
-                })?,
-            None => Duration::from_secs(60),
-        };
-        let duration_or = |key: &str,
-                           v: Option<(serde_json::Value, String)>,
-                           default: Duration|
-         -> Result<Duration> {
-            match v {
-                Some((v, o)) => parse_duration(&as_string(&v)).ok_or_else(|| {
-                    Error::config(
-                        key,
-                        format!("`{}` from {o} is not a duration", as_string(&v)),
-                    )
-                }),
-                None => Ok(default),
-            }
-        };
-        let port = parse_num("port", pick("port", &mut origins), 8080)?;
-        let port = u16::try_from(port)
-            .map_err(|_| Error::config("port", format!("{port} is not a port (0-65535)")))?;
+        .unwrap_or(Duration::from_secs(5));
+        let lease_ttl = duration(
+            "lease_ttl",
+            (Duration::from_secs(1), MAX_DURATION),
+            &mut origins,
+        )?
+        .unwrap_or(Duration::from_secs(60));
+        let port = number("port", (0, u16::MAX.into()), &mut origins)?.unwrap_or(8080) as u16;
         let bind = string("bind", "127.0.0.1", &mut origins);
         if bind.parse::<std::net::IpAddr>().is_err() {
             return Err(Error::config(
@@ -675,38 +657,23 @@ impl Settings {
             ));
         }
         let metrics_file = pick("metrics_file", &mut origins).map(|(v, _)| as_string(&v));
-        let service_pause = duration_or(
+        let service_pause = duration(
             "service_pause",
-            pick("service_pause", &mut origins),
-            Duration::from_secs(10),
-        )?;
-        let stop_grace = duration_or(
-            "stop_grace",
-            pick("stop_grace", &mut origins),
-            Duration::from_secs(30),
-        )?;
-        let discovery_ttl = duration_or(
+            (Duration::ZERO, MAX_DURATION),
+            &mut origins,
+        )?
+        .unwrap_or(Duration::from_secs(10));
+        let stop_grace = duration("stop_grace", (Duration::ZERO, MAX_DURATION), &mut origins)?
+            .unwrap_or(Duration::from_secs(30));
+        let discovery_ttl = duration(
             "discovery_ttl",
-            pick("discovery_ttl", &mut origins),
-            Duration::ZERO,
-        )?;
-        let max_duration = match pick("max_duration", &mut origins) {
-            Some((v, o)) => Some(parse_duration(&as_string(&v)).ok_or_else(|| {
-                Error::config(
-                    "max_duration",
-                    format!("`{}` from {o} is not a duration", as_string(&v)),
-                )
-            })?),
-            None => None,
-        };
-        let max_rows = match pick("max_rows", &mut origins) {
-            Some(p) => Some(parse_num("max_rows", Some(p), 0)?),
-            None => None,
-        };
-        let max_bytes = match pick("max_bytes", &mut origins) {
-            Some(p) => Some(parse_num("max_bytes", Some(p), 0)?),
-            None => None,
-        };
+            (Duration::ZERO, MAX_DURATION),
+            &mut origins,
+        )?
+        .unwrap_or(Duration::ZERO);
+        let max_duration = duration("max_duration", (Duration::ZERO, MAX_DURATION), &mut origins)?;
+        let max_rows = number("max_rows", (0, u64::MAX), &mut origins)?;
+        let max_bytes = number("max_bytes", (0, u64::MAX), &mut origins)?;
         Ok(Settings {
             id,
             user,
@@ -765,19 +732,113 @@ fn parse_bool(v: &serde_json::Value, key: &str, origin: &str) -> Result<bool> {
     }
 }
 
-fn parse_num(key: &str, v: Option<(serde_json::Value, String)>, default: u64) -> Result<u64> {
-    match v {
-        None => Ok(default),
-        Some((v, o)) => as_string(&v)
-            .trim()
-            .replace('_', "")
-            .parse::<u64>()
-            .map_err(|_| {
-                Error::config(
-                    key,
-                    format!("`{}` from {o} is not a whole number", as_string(&v)),
-                )
-            }),
+/// The longest duration any setting takes: one year. Longer values are typos (a
+/// duration in milliseconds given as seconds) and would overflow deadlines.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
+/// Parses a duration setting and checks it against `range` (inclusive).
+fn duration_in(
+    key: &str,
+    text: &str,
+    origin: &str,
+    range: (Duration, Duration),
+) -> Result<Duration> {
+    let (min, max) = range;
+    let show = human_duration;
+    match duration_secs(text) {
+        Some(secs) if secs >= min.as_secs_f64() && secs <= max.as_secs_f64() => {
+            Ok(Duration::from_secs_f64(secs))
+        }
+        Some(_) => Err(Error::config(
+            key,
+            format!(
+                "`{}` from {origin} is out of range; use a duration from {} to {}",
+                printable(text),
+                show(min),
+                show(max)
+            ),
+        )),
+        None => Err(Error::config(
+            key,
+            format!(
+                "`{}` from {origin} is not a duration; use seconds (300) or 90s, 15m, 2h, 1d \
+                 (from {} to {})",
+                printable(text),
+                show(min),
+                show(max)
+            ),
+        )),
+    }
+}
+
+/// Parses a whole-number setting (`_` separators allowed) and checks it against `range`.
+fn number_in(key: &str, text: &str, origin: &str, range: (u64, u64)) -> Result<u64> {
+    let (min, max) = range;
+    let bounds = if max == u64::MAX {
+        format!("{min} or more")
+    } else {
+        format!("from {min} to {max}")
+    };
+    match text.trim().replace('_', "").parse::<u64>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        Ok(_) => Err(Error::config(
+            key,
+            format!(
+                "`{}` from {origin} is out of range; use a whole number {bounds}",
+                printable(text)
+            ),
+        )),
+        Err(_) => Err(Error::config(
+            key,
+            format!(
+                "`{}` from {origin} is not a whole number; use one {bounds}",
+                printable(text)
+            ),
+        )),
+    }
+}
+
+/// A user's value quoted in a message: control characters escaped, long values cut.
+fn printable(text: &str) -> String {
+    let escaped: String = text.chars().flat_map(char::escape_debug).collect();
+    if escaped.chars().count() > 60 {
+        format!("{}...", escaped.chars().take(60).collect::<String>())
+    } else {
+        escaped
+    }
+}
+
+/// `error`..`trace`, or a tracing filter (`info,anchovy_plugins=debug`): directives of
+/// `target=level` separated by commas. Anything else is refused here rather than
+/// silently logging at `info`.
+fn check_log_level(level: String) -> Result<String> {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    let ok = !level.trim().is_empty()
+        && level.split(',').all(|d| {
+            let d = d.trim();
+            let (target, lvl) = match d.rsplit_once('=') {
+                Some((t, l)) => (t, Some(l)),
+                None if LEVELS.contains(&d.to_ascii_lowercase().as_str()) => ("", None),
+                None => (d, None),
+            };
+            let target_ok = target
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-' | '.'));
+            let level_ok =
+                lvl.is_none_or(|l| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str()));
+            !d.is_empty() && target_ok && level_ok
+        });
+    if ok {
+        Ok(level)
+    } else {
+        Err(Error::config(
+            "log_level",
+            format!(
+                "`{}` is not a log level; use error, warn, info, debug or trace, or a filter \
+                 such as info,anchovy_plugins=debug",
+                printable(&level)
+            ),
+        ))
     }
 }
 
@@ -824,8 +885,18 @@ fn check_name(key: &str, v: &str) -> Result<()> {
     }
 }
 
-/// Parses `300`, `1.5`, `90s`, `500ms`, `15m`, `2h`, `7d`.
+/// Parses `300`, `1.5`, `90s`, `500ms`, `15m`, `2h`, `7d`. `None` for anything else,
+/// including anything over 100 years, so that adding the result to a clock or a
+/// deadline can never overflow.
 pub fn parse_duration(s: &str) -> Option<Duration> {
+    const CENTURY: f64 = 100.0 * 366.0 * 86_400.0;
+    duration_secs(s)
+        .filter(|n| *n <= CENTURY)
+        .map(Duration::from_secs_f64)
+}
+
+/// The seconds a duration text stands for (finite, not negative), unbounded.
+fn duration_secs(s: &str) -> Option<f64> {
     let s = s.trim();
     let (num, mult) = if let Some(n) = s.strip_suffix('d') {
         (n, 86_400.0)
@@ -840,8 +911,34 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     } else {
         (s, 1.0)
     };
-    let n: f64 = num.trim().parse().ok()?;
-    (n.is_finite() && n >= 0.0).then(|| Duration::from_secs_f64(n * mult))
+    let num = num.trim();
+    // Digits, one dot, an exponent: no `inf`, `nan` or `+` spellings.
+    if num.is_empty()
+        || !num
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-'))
+    {
+        return None;
+    }
+    let n: f64 = num.parse().ok()?;
+    let secs = n * mult;
+    (secs.is_finite() && secs >= 0.0).then_some(secs)
+}
+
+/// `250ms`, `90s`, `15m`, `2h`, `366d`: the largest unit that divides evenly.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, name) in [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ] {
+        if ms >= unit && ms % unit == 0 {
+            return format!("{}{name}", ms / unit);
+        }
+    }
+    format!("{ms}ms")
 }
 
 fn expand_home(p: &str, vars: &BTreeMap<String, String>) -> PathBuf {
@@ -970,12 +1067,48 @@ impl ConfigDoc {
     /// # Errors
     /// [`Error::Io`] when it cannot be read, else as [`ConfigDoc::parse`].
     pub fn load(path: &Path) -> Result<ConfigDoc> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            op: "read config file",
-            path: path.to_path_buf(),
-            source,
+        let shown = path.display().to_string();
+        let refuse = |message: String| Error::Config {
+            what: format!("config file {shown}"),
+            message,
+        };
+        if path.is_dir() {
+            return Err(refuse(
+                "is a directory; give the YAML file itself (-c dir/config.yaml)".into(),
+            ));
+        }
+        let bytes = std::fs::read(path).map_err(|e| {
+            refuse(match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "does not exist; check the path given to -c/--config-file or \
+                     ACHVY_CONFIG_FILE (relative paths start at the working directory)"
+                        .into()
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "cannot be read: permission denied; make it readable by this user".into()
+                }
+                _ => format!("cannot be read: {e}"),
+            })
         })?;
-        ConfigDoc::parse(&text, &path.display().to_string())
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+        let utf16 = bytes.starts_with(b"\xFF\xFE")
+            || bytes.starts_with(b"\xFE\xFF")
+            || bytes.iter().take(64).any(|b| *b == 0);
+        let text = match std::str::from_utf8(bytes) {
+            Ok(_) if utf16 => None,
+            Ok(t) => Some(t),
+            Err(_) => None,
+        };
+        let Some(text) = text else {
+            return Err(refuse(if utf16 {
+                "is UTF-16 text; save it as UTF-8 (in PowerShell: Set-Content -Encoding utf8, \
+                 or iconv -f UTF-16 -t UTF-8)"
+                    .into()
+            } else {
+                "is not UTF-8 text; save it as UTF-8".into()
+            }));
+        };
+        ConfigDoc::parse(text, &shown)
     }
 
     /// The `config:` map as a settings layer.
@@ -1150,5 +1283,19 @@ mod tests {
         assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("-1"), None);
         assert_eq!(parse_duration("x"), None);
+        for hostile in [
+            "1e30",
+            "99999999999999999999",
+            "NaN",
+            "inf",
+            "",
+            "1e30s",
+            "-0.5",
+            "5 s s",
+        ] {
+            assert_eq!(parse_duration(hostile), None, "{hostile}");
+        }
+        assert_eq!(human_duration(Duration::from_millis(100)), "100ms");
+        assert_eq!(human_duration(MAX_DURATION), "366d");
     }
 }

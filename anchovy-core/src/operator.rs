@@ -54,10 +54,12 @@ pub enum OperatorKind {
     Uploader,
 }
 
-/// A table option an operator reads, for docs and `anchovy plugins`.
+/// A table option an operator reads, for docs, `anchovy plugins` and the startup
+/// check of `tbls:` keys ([`Registry::check_table_options`]).
 #[derive(Debug, Clone, Copy)]
 pub struct OptionDoc {
-    /// The key under `tbls.<name>`.
+    /// The key under `tbls.<name>`, or several keys sharing one doc, separated by
+    /// `", "` (`delimiter, quote, header`).
     pub key: &'static str,
     /// What it does, with its default.
     pub doc: &'static str,
@@ -123,6 +125,56 @@ impl Registry {
     /// All specs.
     pub fn specs(&self) -> &[OperatorSpec] {
         &self.specs
+    }
+
+    /// Every table option key some registered operator reads, plus the core keys.
+    pub fn table_option_keys(&self) -> Vec<&'static str> {
+        let mut keys: Vec<&'static str> = crate::tbl::CORE_KEYS.to_vec();
+        for spec in &self.specs {
+            for o in spec.table_options {
+                keys.extend(o.key.split(',').map(str::trim).filter(|k| !k.is_empty()));
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// Refuses `tbls:` keys no registered operator reads (a typo such as `delimter:`),
+    /// at startup, naming the table and the closest key `spec` reads. Keys of other
+    /// operators pass, so one config.yaml can serve a downloader and its uploader.
+    ///
+    /// # Errors
+    /// [`Error::UnknownKey`] (exit 2).
+    pub fn check_table_options(&self, spec: &OperatorSpec, doc: &crate::ConfigDoc) -> Result<()> {
+        let known = self.table_option_keys();
+        let mut own: Vec<&str> = Vec::new();
+        for k in spec
+            .table_options
+            .iter()
+            .flat_map(|o| o.key.split(',').map(str::trim))
+            .chain(crate::tbl::CORE_KEYS.iter().copied())
+        {
+            if !own.contains(&k) {
+                own.push(k);
+            }
+        }
+        for (name, tbl) in &doc.tbls {
+            if let Some(key) = tbl.options.keys().find(|k| !known.contains(&k.as_str())) {
+                return Err(Error::UnknownKey {
+                    key: key.clone(),
+                    place: format!(
+                        "tbls.{name} of {} (table options of {}: {})",
+                        doc.origin,
+                        spec.name,
+                        own.join(", ")
+                    ),
+                    suggestion: crate::config::closest(key, own.iter().copied())
+                        .or_else(|| crate::config::closest(key, known.iter().copied())),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Finds an operator by name. The original tool's `core.` prefix

@@ -149,6 +149,7 @@ impl Session {
             )
         })?;
         let spec: OperatorSpec = registry.find(&name)?.clone();
+        registry.check_table_options(&spec, &doc)?;
         for c in spec.connections {
             connections.require(c, spec.name)?;
             for w in connections.unknown_attrs(c) {

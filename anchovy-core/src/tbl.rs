@@ -205,6 +205,17 @@ impl<'de> Deserialize<'de> for SortedColSelect {
     }
 }
 
+/// The table keys the core reads for every operator.
+pub const CORE_KEYS: &[&str] = &[
+    "columns",
+    "unique_by",
+    "set_by",
+    "sort_by",
+    "max_lag",
+    "name",
+    "updated_at",
+];
+
 /// One table's settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tbl {

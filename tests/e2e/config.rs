@@ -394,3 +394,133 @@ fn deploy_examples_match_the_binary() {
     let docker = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
     assert!(docker.contains("USER 10001") && docker.contains("ACHVY_BIND=0.0.0.0"));
 }
+
+/// Every setting, through the environment and config.yaml, with hostile values: the
+/// process never panics (101) or dies of a signal; numbers and durations out of range
+/// exit 2 before anything runs, with a message naming the setting and its range.
+#[test]
+fn hostile_values_for_every_setting_exit_2_never_panic() {
+    use anchovy_core::config::KEYS;
+    const HOSTILE: &[&str] = &[
+        "0",
+        "-1",
+        "18446744073709551616",
+        "99999999999999999999",
+        "1e30",
+        "1e30s",
+        "NaN",
+        "ñ€✓",
+        "",
+        "[[[[",
+    ];
+    // Numbers and durations where 0 is a valid value (an off switch or no pause).
+    const ZERO_OK: &[&str] = &[
+        "port",
+        "service_pause",
+        "stop_grace",
+        "discovery_ttl",
+        "max_duration",
+        "max_rows",
+        "max_bytes",
+    ];
+    const RANGED: &[&str] = &[
+        "execution_timeout",
+        "max_concurrency",
+        "batch_size",
+        "file_max_bytes",
+        "commit_interval",
+        "lease_ttl",
+        "port",
+        "service_pause",
+        "stop_grace",
+        "discovery_ttl",
+        "max_duration",
+        "max_rows",
+        "max_bytes",
+    ];
+    let env = Env::new();
+    std::fs::create_dir_all(env.path().join("in")).unwrap();
+    let mut cases = Vec::new();
+    for def in KEYS {
+        for v in HOSTILE {
+            // `is_task_executor` false (0, empty) is service mode, which does not end.
+            if def.key == "is_task_executor" && matches!(*v, "0" | "") {
+                continue;
+            }
+            cases.push((def, *v, false));
+            if RANGED.contains(&def.key) {
+                cases.push((def, *v, true));
+            }
+        }
+    }
+    let failures = std::sync::Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((def, v, in_file)) = cases.get(i) else {
+                        break;
+                    };
+                    let mut c = env.cmd();
+                    c.args([
+                        "start",
+                        "-op",
+                        "files.CsvDownloader",
+                        "-i",
+                        &format!("sweep{i}"),
+                    ])
+                    .timeout(std::time::Duration::from_secs(30));
+                    let table = "tbls:\n  t:\n    path: in/*.csv\n";
+                    if *in_file {
+                        let doc = serde_json::json!({ "config": { def.key: v } }).to_string();
+                        // JSON is YAML; the table map is added as a second document key.
+                        let doc = format!(
+                            "{}, \"tbls\": {{\"t\": {{\"path\": \"in/*.csv\"}}}}}}",
+                            &doc[..doc.len() - 1]
+                        );
+                        // env.cmd() sets ACHVY_PORT, which would win over the file.
+                        c.args(["--config", &doc]).env_remove("ACHVY_PORT");
+                    } else {
+                        c.env(def.env, v).args(["--config", table]);
+                    }
+                    let out = c.output().unwrap();
+                    let code = out.status.code();
+                    let err = crate::stderr(&out);
+                    let route = if *in_file {
+                        format!("config: {}", def.key)
+                    } else {
+                        def.env.to_string()
+                    };
+                    let must_refuse = (RANGED.contains(&def.key)
+                        && !(*v == "0" && ZERO_OK.contains(&def.key)))
+                        || (def.key == "log_level" && matches!(*v, "[[[[" | "" | "ñ€✓"));
+                    let bad = match code {
+                        None | Some(101) => Some("crashed"),
+                        _ if err.contains("panicked") => Some("panicked"),
+                        Some(2) if must_refuse && !err.contains(def.key) => {
+                            Some("refused without naming the setting")
+                        }
+                        Some(2) => None,
+                        _ if must_refuse => Some("accepted an out-of-range value"),
+                        _ => None,
+                    };
+                    if let Some(why) = bad {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{route}={v:?}: {why} (exit {code:?}): {err}"));
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -68,7 +68,7 @@ pub const CSV_SPEC: OperatorSpec = OperatorSpec {
         PATH_DOC,
         CONNECTION_DOC,
         OptionDoc {
-            key: "delimiter, quote, header, names, skip_lines, encoding, empty_as_null, provenance, rename, columns",
+            key: "delimiter, quote, header, names, skip_lines, encoding, empty_as_null, provenance, rename, columns, autodiscover",
             doc: "as files.CsvDownloader",
         },
     ],

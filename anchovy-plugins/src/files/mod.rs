@@ -75,6 +75,10 @@ pub const SPEC: OperatorSpec = OperatorSpec {
             key: "columns",
             doc: "column -> type, applied on read (str, int, float, decimal, bool, date, datetime, time, bytes, object)",
         },
+        OptionDoc {
+            key: "autodiscover",
+            doc: "accepted for the original's config files; types come from `columns`",
+        },
     ],
     build: |_| Ok(Arc::new(CsvDownloader)),
 };

@@ -85,7 +85,7 @@ pub const SPEC: OperatorSpec = OperatorSpec {
             doc: "keep (default), delete, or move:<remote dir>; done only once the file's rows are committed",
         },
         OptionDoc {
-            key: "delimiter, quote, header, names, skip_lines, encoding, empty_as_null, provenance, rename, columns",
+            key: "delimiter, quote, header, names, skip_lines, encoding, empty_as_null, provenance, rename, columns, autodiscover",
             doc: "as files.CsvDownloader",
         },
     ],
