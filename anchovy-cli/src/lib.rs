@@ -4,6 +4,34 @@
 //! binary passes the built-in plugins; a user's own binary passes them plus its own
 //! operators (see `examples/custom_downloader`). One file per verb under `commands/`.
 
+/// `println!` that never panics: a closed stdout (`anchovy logs | head`) stops the
+/// output quietly and the exit code stays the run's own.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics (see [`outln!`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics on a closed stderr.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod args;
 pub mod commands;
 pub mod logging;
@@ -65,7 +93,7 @@ pub fn load(args: &ConfigArgs, vars: &BTreeMap<String, String>) -> Result<Loaded
 
 /// Prints an error chain (secrets redacted) and returns its exit code.
 pub fn report(e: &Error) -> ExitCode {
-    eprintln!("anchovy: error: {}", e.chain());
+    errln!("anchovy: error: {}", e.chain());
     ExitCode::from(e.exit_code())
 }
 
@@ -92,7 +120,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
             return match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt.block_on(commands::school::run(a)),
                 Err(e) => {
-                    eprintln!("anchovy: error: cannot start the async runtime: {e}");
+                    errln!("anchovy: error: cannot start the async runtime: {e}");
                     ExitCode::from(exit::FAILED)
                 }
             };
@@ -107,7 +135,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Ok(l) => l,
         // A healthcheck reports a broken configuration as a failed check.
         Err(e) if matches!(cli.command, Command::Healthcheck(_)) => {
-            println!("FAIL config: {}", e.chain());
+            outln!("FAIL config: {}", e.chain());
             return ExitCode::from(exit::FAILED);
         }
         Err(e) => return report(&e),
@@ -125,7 +153,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("anchovy: error: cannot start the async runtime: {e}");
+            errln!("anchovy: error: cannot start the async runtime: {e}");
             return ExitCode::from(exit::FAILED);
         }
     };

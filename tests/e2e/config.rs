@@ -524,3 +524,37 @@ fn hostile_values_for_every_setting_exit_2_never_panic() {
         failures.join("\n")
     );
 }
+
+/// `anchovy ... | true`: a closed stdout is no failure; the exit code is the run's own
+/// and nothing panics.
+#[test]
+fn a_closed_pipe_is_no_crash() {
+    let env = env_with_table();
+    env.write("config.yaml", CSV_TABLE);
+    let closed = |args: &[&str]| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("anchovy"));
+        c.args(args)
+            .current_dir(env.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", env.path().join("home"))
+            .env("USER", "tester")
+            .env("ACHVY_PORT", "0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        drop(child.stdout.take()); // the reader went away
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), crate::stderr(&out))
+    };
+    let (code, err) = closed(&["start", "-op", "files.CsvDownloader", "-i", "p"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for args in [&["logs", "-i", "p"][..], &["plugins"], &["tables", "-i", "p"], &["--help"]] {
+        let (code, err) = closed(args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // The committed run is there.
+    assert_eq!(crate::commit_count(&env.area("tester", "p")), 1);
+}

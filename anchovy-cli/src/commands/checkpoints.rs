@@ -26,12 +26,12 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
     };
     let entries = cps.list(&args.glob);
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&entries).unwrap_or_default()
         );
     } else if entries.is_empty() {
-        eprintln!(
+        crate::errln!(
             "no checkpoints match `{}` in {}",
             args.glob,
             store.location()
@@ -49,7 +49,7 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
                 vec![e.key.clone(), v, e.commit.to_string(), e.updated_at.clone()]
             })
             .collect();
-        print!(
+        crate::out!(
             "{}",
             super::table(&["KEY", "VALUE", "COMMIT", "UPDATED_AT"], &rows)
         );
@@ -60,7 +60,7 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
         match store.get_json::<Undo>(undo_key).await {
             Ok(Some(u)) => ("restore", u.previous),
             Ok(None) => {
-                eprintln!("nothing to undo in {}", store.location());
+                crate::errln!("nothing to undo in {}", store.location());
                 return ExitCode::from(exit::OK);
             }
             Err(e) => return crate::report(&e),
@@ -88,13 +88,14 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
     };
     if !args.yes {
         if !std::io::stdin().is_terminal() {
-            eprintln!(
+            crate::errln!(
                 "anchovy: error: refusing to {verb} {} checkpoints without confirmation; pass -y",
                 changes.len()
             );
             return ExitCode::from(exit::CONFIG);
         }
-        eprint!(
+        let _ = write!(
+            std::io::stderr(),
             "{verb} {} checkpoints of {}/{}? The next run continues from the new values. [y/N] ",
             changes.len(),
             s.user,
@@ -104,7 +105,7 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
         let mut answer = String::new();
         let _ = std::io::stdin().lock().read_line(&mut answer);
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            eprintln!("nothing changed");
+            crate::errln!("nothing changed");
             return ExitCode::from(exit::OK);
         }
     }
@@ -145,7 +146,7 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
                 "restore" => "restored",
                 _ => "set",
             };
-            eprintln!(
+            crate::errln!(
                 "{past} {n} checkpoints (commit {}); `anchovy checkpoints --undo` puts the previous values back",
                 rec.seq
             );

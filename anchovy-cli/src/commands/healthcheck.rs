@@ -118,7 +118,7 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &HealthcheckArgs) ->
     }
     let ok = lines.iter().all(|l| l.0);
     for (good, name, msg) in &lines {
-        println!(
+        crate::outln!(
             "{} {name}: {}",
             if *good { "ok  " } else { "FAIL" },
             anchovy_core::secret::redact(msg)

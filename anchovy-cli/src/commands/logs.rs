@@ -49,7 +49,7 @@ pub async fn run(loaded: Loaded, args: &LogsArgs) -> ExitCode {
     }
     if args.json {
         for l in &logs {
-            println!("{}", serde_json::to_string(l).unwrap_or_default());
+            crate::outln!("{}", serde_json::to_string(l).unwrap_or_default());
         }
         return ExitCode::from(exit::OK);
     }
@@ -76,7 +76,7 @@ pub async fn run(loaded: Loaded, args: &LogsArgs) -> ExitCode {
             ]
         })
         .collect();
-    print!(
+    crate::out!(
         "{}",
         super::table(
             &[

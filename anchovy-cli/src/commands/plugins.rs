@@ -32,7 +32,7 @@ pub fn run(registry: &Registry, args: &PluginsArgs) -> ExitCode {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(all));
+        crate::outln!("{}", serde_json::Value::Array(all));
         return ExitCode::from(exit::OK);
     }
     let mut out = String::new();
@@ -73,7 +73,7 @@ pub fn run(registry: &Registry, args: &PluginsArgs) -> ExitCode {
         }
         out.push('\n');
     }
-    print!("{out}");
+    crate::out!("{out}");
     ExitCode::from(exit::OK)
 }
 

@@ -102,7 +102,7 @@ pub async fn run(args: &SchoolArgs) -> ExitCode {
                 serde_json::json!({"id": j.id, "operator": j.operator, "outcome": o.label(), "ok": o.good(), "duration_ms": ms, "rows": rows})
             })
             .collect();
-        println!("{}", serde_json::Value::Array(v));
+        crate::outln!("{}", serde_json::Value::Array(v));
     } else {
         let rows: Vec<Vec<String>> = jobs
             .iter()
@@ -118,7 +118,7 @@ pub async fn run(args: &SchoolArgs) -> ExitCode {
                 ]
             })
             .collect();
-        print!(
+        crate::out!(
             "{}",
             super::table(
                 &[

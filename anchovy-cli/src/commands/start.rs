@@ -68,7 +68,7 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitC
         serde_json::to_string_pretty(&result)
     }
     .unwrap_or_default();
-    println!("{}", anchovy_core::secret::redact(&text));
+    crate::outln!("{}", anchovy_core::secret::redact(&text));
     match &result.error {
         Some(e) => {
             tracing::error!(status = ?result.status, exit_code = result.exit_code, "run failed: {e}")

@@ -40,7 +40,7 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
                 "last_load": l.and_then(|l| l.last.as_ref()),
                 "last_ok_at": l.and_then(|l| l.last_ok.as_ref()).map(|t| t.timestamp.clone()),
             });
-            println!("{v}");
+            crate::outln!("{v}");
         }
         return ExitCode::from(exit::OK);
     }
@@ -72,7 +72,7 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
             ]
         })
         .collect();
-    print!(
+    crate::out!(
         "{}",
         super::table(
             &[
