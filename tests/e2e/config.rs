@@ -550,7 +550,12 @@ fn a_closed_pipe_is_no_crash() {
     let (code, err) = closed(&["start", "-op", "files.CsvDownloader", "-i", "p"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    for args in [&["logs", "-i", "p"][..], &["plugins"], &["tables", "-i", "p"], &["--help"]] {
+    for args in [
+        &["logs", "-i", "p"][..],
+        &["plugins"],
+        &["tables", "-i", "p"],
+        &["--help"],
+    ] {
         let (code, err) = closed(args);
         assert_eq!(code, Some(0), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");

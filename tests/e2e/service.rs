@@ -340,6 +340,35 @@ fn healthcheck_asks_a_running_service() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("ok   service: ready"), "{text}");
+    // The service is gone: a probe built on `healthcheck -S` must fire.
+    let down = |extra: &[&str]| {
+        let out = env
+            .cmd()
+            .args([
+                "healthcheck",
+                "-op",
+                "files.CsvDownloader",
+                "--id",
+                "hs",
+                "-S",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = down(&["--port", &p]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("FAIL service: no service answers on 127.0.0.1:"),
+        "{text}"
+    );
+    let (code, text) = down(&["--port", "0"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("FAIL service: the endpoint is off"), "{text}");
 }
 
 /// Progress bars appear on a terminal (a pty from `script`), never when stderr is not

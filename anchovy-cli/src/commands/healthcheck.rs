@@ -73,27 +73,45 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &HealthcheckArgs) ->
                         l.pid, l.host, l.session_id, l.token, l.expires_at
                     ),
                 ));
-                // A service of this anchovy on this host: ask its endpoint too.
-                let here = gethostname();
-                if s.service && s.port > 0 && l.host == here {
-                    lines.push(match readyz(&s.bind, s.port).await {
-                        Ok((200, body)) => (true, "service".into(), body.trim().to_string()),
-                        Ok((code, body)) => (
-                            false,
-                            "service".into(),
-                            format!("/readyz {code}: {}", body.trim()),
-                        ),
-                        Err(e) => (
-                            false,
-                            "service".into(),
-                            format!("no answer on {}:{}: {e}", s.bind, s.port),
-                        ),
-                    });
-                }
             }
             Ok(_) => lines.push((true, "lease".into(), "free".into())),
             Err(e) => lines.push((false, "lease".into(), e.chain())),
         }
+    }
+    // `-S`: the service this probe runs next to must answer, and be ready.
+    if s.service {
+        lines.push(if s.port == 0 {
+            (
+                false,
+                "service".into(),
+                "the endpoint is off (port 0), so the service cannot be checked; set \
+                 --port/ACHVY_PORT to the service's port"
+                    .into(),
+            )
+        } else {
+            match readyz(&s.bind, s.port).await {
+                Ok((200, body)) => (true, "service".into(), body.trim().to_string()),
+                Ok((code, body)) => (
+                    false,
+                    "service".into(),
+                    format!(
+                        "/readyz on {}:{} says {code}: {}",
+                        s.bind,
+                        s.port,
+                        body.trim()
+                    ),
+                ),
+                Err(e) => (
+                    false,
+                    "service".into(),
+                    format!(
+                        "no service answers on {}:{} ({e}); is `anchovy start -S` running \
+                         with this --port/--bind?",
+                        s.bind, s.port
+                    ),
+                ),
+            }
+        });
     }
     freshness(&loaded, args, &mut lines).await;
     if lines.iter().all(|l| l.0) && matches!(spec, Some(Ok(_))) {
@@ -218,10 +236,6 @@ async fn freshness(
             }
         }
     }
-}
-
-fn gethostname() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 /// `GET /readyz` of a local service: (status, body), within 3 s.
