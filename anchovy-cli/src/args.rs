@@ -243,6 +243,10 @@ pub struct ConfigArgs {
     /// CONTINUE or RAISE when a table fails [env: ACHVY_BATCH_POLICY].
     #[arg(long, value_name = "POLICY")]
     pub batch_policy: Option<String>,
+    /// Exit 2 when -e/-d match no table or an upstream (-U) has no tables, instead of
+    /// a warning; for cron jobs [env: ACHVY_STRICT].
+    #[arg(long)]
+    pub strict: bool,
     /// Tables run at the same time [env: ACHVY_MAX_CONCURRENCY] (4).
     #[arg(long, value_name = "N")]
     pub max_concurrency: Option<String>,
@@ -312,6 +316,7 @@ impl ConfigArgs {
             .set_opt("log_level", self.log_level.clone())
             .set_opt("log_format", self.log_format.clone())
             .set_opt("batch_policy", self.batch_policy.clone())
+            .set_opt("strict", self.strict.then_some(true))
             .set_opt("max_concurrency", self.max_concurrency.clone())
             .set_opt("batch_size", self.batch_size.clone())
             .set_opt("file_max_bytes", self.file_max_bytes.clone())

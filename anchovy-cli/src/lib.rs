@@ -215,6 +215,7 @@ mod tests {
             "log_level" => (vec!["--log-level", "debug"], "warn", json!("error")),
             "log_format" => (vec!["--log-format", "json"], "text", json!("json")),
             "batch_policy" => (vec!["--batch-policy", "raise"], "RAISE", json!("CONTINUE")),
+            "strict" => (vec!["--strict"], "true", json!(false)),
             "max_concurrency" => (vec!["--max-concurrency", "1"], "2", json!(3)),
             "batch_size" => (vec!["--batch-size", "10"], "20", json!(30)),
             "file_max_bytes" => (vec!["--file-max-bytes", "100000"], "200000", json!(300000)),

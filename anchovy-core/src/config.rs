@@ -179,6 +179,13 @@ pub const KEYS: &[KeyDef] = &[
         doc: "CONTINUE (default) or RAISE when a table fails",
     },
     KeyDef {
+        key: "strict",
+        env: env::STRICT,
+        cli: "--strict",
+        list: false,
+        doc: "exit 2 when -e/-d match no table or an upstream (-U) has no tables",
+    },
+    KeyDef {
         key: "max_concurrency",
         env: env::MAX_CONCURRENCY,
         cli: "--max-concurrency",
@@ -439,6 +446,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Batch policy.
     pub batch_policy: BatchPolicy,
+    /// "Matched nothing" (`-e`, `-d`, `-U`, undiscovered tables) is an error, not a
+    /// warning.
+    pub strict: bool,
     /// Tables at once.
     pub max_concurrency: usize,
     /// Rows per batch.
@@ -630,6 +640,10 @@ impl Settings {
                 ));
             }
         };
+        let strict = match pick("strict", &mut origins) {
+            Some((v, o)) => parse_bool(&v, "strict", &o)?,
+            None => false,
+        };
         let max_concurrency =
             number("max_concurrency", (1, 1024), &mut origins)?.unwrap_or(4) as usize;
         let batch_size =
@@ -691,6 +705,7 @@ impl Settings {
             log_level,
             log_format,
             batch_policy,
+            strict,
             max_concurrency,
             batch_size,
             file_max_bytes,

@@ -39,6 +39,9 @@ pub const LOG_LEVEL: &str = "ACHVY_LOG_LEVEL";
 pub const LOG_FORMAT: &str = "ACHVY_LOG_FORMAT";
 /// What a failing table does to its batch: `CONTINUE` (default) or `RAISE`.
 pub const BATCH_POLICY: &str = "ACHVY_BATCH_POLICY";
+/// `true` turns "matched nothing" warnings (`-e`/`-d` patterns, `-U` upstreams without
+/// tables, configured tables not discovered) into exit 2 (`--strict`).
+pub const STRICT: &str = "ACHVY_STRICT";
 /// How many tables run at the same time (default 4).
 pub const MAX_CONCURRENCY: &str = "ACHVY_MAX_CONCURRENCY";
 /// Rows per in-flight batch between source and sinks (default 4096).
@@ -94,6 +97,7 @@ pub const ALL: &[&str] = &[
     LOG_LEVEL,
     LOG_FORMAT,
     BATCH_POLICY,
+    STRICT,
     MAX_CONCURRENCY,
     BATCH_SIZE,
     FILE_MAX_BYTES,

@@ -535,7 +535,11 @@ impl Session {
                     for t in self.ctx.config_tbls.iter() {
                         let used = tbls.contains_key(&t.name) || tbls.keys().any(|k| k.ends_with(&format!(".{}", t.name)));
                         if !used {
-                            tracing::warn!(table = %t.name, "table in the config file was not discovered by the operator; skipped");
+                            matched_nothing(
+                                s,
+                                "tbls",
+                                format!("table `{}` of the config file was not discovered by the operator; it is skipped", t.name),
+                            )?;
                         }
                     }
                 }
@@ -545,7 +549,23 @@ impl Session {
                     }
                 }
             }
-            Ok(TblSet::new(tbls.into_values()).filter(&s.enabled, &s.disabled))
+            let all = TblSet::new(tbls.into_values());
+            for (what, patterns) in [("--enable", &s.enabled), ("--disable", &s.disabled)] {
+                let unmatched = all.unmatched(patterns);
+                if !unmatched.is_empty() {
+                    let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
+                    matched_nothing(
+                        s,
+                        what,
+                        format!(
+                            "{} matches no table; tables: {}",
+                            unmatched.join(", "),
+                            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                        ),
+                    )?;
+                }
+            }
+            Ok(all.filter(&s.enabled, &s.disabled))
         }
         .await;
         inflight
@@ -850,4 +870,18 @@ async fn run_table(
         }
     }
     (log, result.err())
+}
+
+/// A pattern or an upstream that matched nothing: a warning, or with `--strict` a
+/// configuration error (exit 2) so that a cron job notices the typo.
+///
+/// # Errors
+/// [`Error::Config`] under `--strict`.
+pub fn matched_nothing(settings: &Settings, what: &str, message: String) -> Result<()> {
+    if settings.strict {
+        Err(Error::config(what, format!("{message} (--strict)")))
+    } else {
+        tracing::warn!("{what}: {message}");
+        Ok(())
+    }
 }

@@ -367,6 +367,18 @@ impl TblSet {
         }
     }
 
+    /// The patterns that match no table of this set (typos in `-e`/`-d`).
+    pub fn unmatched<'a>(&self, patterns: &'a [String]) -> Vec<&'a str> {
+        patterns
+            .iter()
+            .filter(|p| {
+                let w = wildmatch::WildMatch::new(p);
+                !self.tbls.keys().any(|n| w.matches(n))
+            })
+            .map(String::as_str)
+            .collect()
+    }
+
     /// Whether a table name passes the same enabled/disabled rule.
     pub fn allows(name: &str, enabled: &[String], disabled: &[String]) -> bool {
         (enabled.is_empty()

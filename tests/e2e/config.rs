@@ -563,3 +563,53 @@ fn a_closed_pipe_is_no_crash() {
     // The committed run is there.
     assert_eq!(crate::commit_count(&env.area("tester", "p")), 1);
 }
+
+/// `-e`/`-d`/`-U` that match nothing warn; `--strict` (ACHVY_STRICT) makes them exit 2,
+/// so that a cron job notices the typo.
+#[test]
+fn strict_turns_matched_nothing_into_exit_2() {
+    let env = env_with_table();
+    env.write("config.yaml", CSV_TABLE);
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let out = env
+            .cmd()
+            .arg("start")
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("ACHVY_CNXN__DB__URI", "sqlite://")
+            .output()
+            .unwrap();
+        (out.status.code(), crate::stderr(&out))
+    };
+    let dl = ["-op", "files.CsvDownloader", "-i", "s"];
+    let (code, err) = run(&[&dl[..], &["-e", "tt"]].concat(), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("--enable: tt matches no table; tables: t"),
+        "{err}"
+    );
+    let (code, err) = run(&[&dl[..], &["-e", "tt", "--strict"]].concat(), &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("tt matches no table"), "{err}");
+    let (code, err) = run(
+        &[&dl[..], &["-d", "nope"]].concat(),
+        &[("ACHVY_STRICT", "true")],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--disable: nope matches no table"), "{err}");
+    // The table itself still loads under --strict.
+    let (code, err) = run(&[&dl[..], &["-e", "t", "--strict"]].concat(), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let up = ["-op", "sql.Uploader", "-i", "w"];
+    let (code, err) = run(&[&up[..], &["-U", "s", "-U", "sx"]].concat(), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("the upstream anchovy `sx` has no tables"),
+        "{err}"
+    );
+    let (code, err) = run(
+        &[&up[..], &["-U", "s", "-U", "sx", "--strict"]].concat(),
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+}

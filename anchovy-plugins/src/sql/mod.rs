@@ -188,7 +188,14 @@ impl Operator for Uploader {
         for up in &s.upstream {
             let tbls = TblStore::new(ctx.session.tbl_store(up)).list().await?;
             if tbls.is_empty() {
-                tracing::warn!(upstream = %up, datastore = %ctx.session.upstream_store(up).location(), "the upstream anchovy has no tables yet");
+                anchovy_core::session::matched_nothing(
+                    s,
+                    "--upstream",
+                    format!(
+                        "the upstream anchovy `{up}` has no tables in {} (a typo in -U, another --user, or it has not run yet)",
+                        ctx.session.upstream_store(up).location()
+                    ),
+                )?;
             }
             for t in tbls {
                 let mut merged = match ctx.session.config_tbls.get(&t.name) {
