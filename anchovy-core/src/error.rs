@@ -116,6 +116,16 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    /// The datastore location cannot be used at all (a file where a directory must be,
+    /// a read-only file system, no permission).
+    #[error("the datastore {location} cannot be used: {message}")]
+    DatastoreUnusable {
+        /// The datastore location as configured.
+        location: String,
+        /// What is wrong and the fix.
+        message: String,
+    },
+
     /// Another run of the same anchovy holds the run lease.
     #[error(
         "another run of this anchovy is in progress: {holder} holds the run lease of {store} until {expires_at} (it is renewed while that run lives; a killed run's lease expires and is taken over)"
@@ -293,7 +303,9 @@ impl Error {
             | Error::MissingConnection { .. }
             | Error::ConnectionAttr { .. }
             | Error::NoSource { .. } => exit::CONFIG,
-            Error::Datastore { .. } | Error::CommitConflict { .. } => exit::DATASTORE,
+            Error::Datastore { .. }
+            | Error::DatastoreUnusable { .. }
+            | Error::CommitConflict { .. } => exit::DATASTORE,
             Error::Locked { .. } | Error::LeaseLost { .. } => exit::LOCKED,
             Error::ExecutionTimeout { .. } => exit::TIMEOUT,
             Error::Cancelled { .. } => exit::INTERRUPTED,

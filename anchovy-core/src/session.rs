@@ -157,6 +157,9 @@ impl Session {
             }
         }
         let root = open_datastore(&settings, &connections)?;
+        if take_lease {
+            root.check_writable()?;
+        }
         let store = root.for_anchovy(&settings.user, &settings.id);
         // Metadata a user asked to keep apart from the data (task logs, table metadata).
         let apart = |cls: &str| -> Result<Datastore> {

@@ -717,3 +717,54 @@ fn a_skewed_clock_taking_over_a_live_lease_is_fenced() {
     let rows = committed(std::path::Path::new(&ds), "tester", "sk");
     assert_eq!(ids_of(rows.get("t")), (0..500).collect::<Vec<_>>());
 }
+
+/// A datastore that cannot be used at all exits 4 before anything runs, saying what is
+/// wrong: a file where the directory must be, a read-only file system. Reading verbs
+/// (`logs`) still work on a read-only datastore.
+#[test]
+fn an_unusable_datastore_exits_4_with_the_reason() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    let start = |ds: &std::path::Path| {
+        let out = env
+            .cmd()
+            .args([
+                "start",
+                "-op",
+                "files.CsvDownloader",
+                "-i",
+                "u",
+                "--datastore",
+            ])
+            .arg(ds)
+            .output()
+            .unwrap();
+        (out.status.code(), crate::stderr(&out))
+    };
+    let file = env.write("a-file", "x");
+    let (code, err) = start(&file.join("ds"));
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("a-file is a file, not a directory"), "{err}");
+    let fs = Tmpfs::mount(&env.path().join("ro"), "1m");
+    let (code, err) = start(&env.path().join("ro"));
+    assert_eq!(code, Some(0), "{err}");
+    let ok = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&fs.0)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let (code, err) = start(&env.path().join("ro"));
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("read-only file system"), "{err}");
+    let out = env
+        .cmd()
+        .args(["logs", "-i", "u", "--datastore"])
+        .arg(env.path().join("ro"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("TBL"));
+}

@@ -87,6 +87,19 @@ impl Datastore {
         })
     }
 
+    /// Fails early, with what is wrong and the fix, when a local datastore directory
+    /// cannot be written (read-only mount, permissions, a full disk). Object stores
+    /// are not probed: the run lease is their first write and says the same.
+    ///
+    /// # Errors
+    /// [`Error::DatastoreUnusable`] (exit 4).
+    pub fn check_writable(&self) -> Result<()> {
+        match &self.local {
+            Some(root) => url::check_writable_local(root),
+            None => Ok(()),
+        }
+    }
+
     /// The directory of a local filesystem datastore (`None` for object stores).
     pub fn local_dir(&self) -> Option<PathBuf> {
         let root = self.local.as_ref()?;

@@ -237,11 +237,34 @@ fn with_prefix(prefix: &str, key: &str) -> String {
 
 fn open_local(path: &str) -> Result<Opened> {
     let path = PathBuf::from(path);
-    std::fs::create_dir_all(&path).map_err(|source| Error::Io {
-        op: "create datastore directory",
-        path: path.clone(),
-        source,
+    let unusable = |message: String| Error::DatastoreUnusable {
+        location: path.display().to_string(),
+        message,
+    };
+    // A file where the datastore directory (or one of its parents) must be.
+    if let Some(file) = path.ancestors().find(|p| p.is_file()) {
+        return Err(unusable(format!(
+            "{} is a file, not a directory; point --datastore/ACHVY_DATASTORE at a directory \
+             (it is created when missing)",
+            file.display()
+        )));
+    }
+    std::fs::create_dir_all(&path).map_err(|e| {
+        unusable(match e.kind() {
+            std::io::ErrorKind::PermissionDenied => format!(
+                "permission denied creating the directory; give this user (uid {}) write access \
+                 or choose another --datastore",
+                current_uid()
+            ),
+            std::io::ErrorKind::ReadOnlyFilesystem => {
+                "it is on a read-only file system; mount it read-write or choose another \
+                 --datastore"
+                    .into()
+            }
+            _ => format!("cannot create the directory: {e}"),
+        })
     })?;
+
     let path = path.canonicalize().map_err(|source| Error::Io {
         op: "resolve datastore directory",
         path: path.clone(),
@@ -275,6 +298,49 @@ pub fn printable(location: &str) -> String {
         }
         _ => location.to_string(),
     }
+}
+
+/// Whether a local datastore directory can be written: a file created and removed.
+///
+/// # Errors
+/// [`Error::DatastoreUnusable`] saying why (permissions, read-only, full) and the fix.
+pub(crate) fn check_writable_local(path: &std::path::Path) -> Result<()> {
+    let unusable = |message: String| Error::DatastoreUnusable {
+        location: path.display().to_string(),
+        message,
+    };
+    let probe = path.join(format!(".anchovy-write-probe-{}", std::process::id()));
+    if let Err(e) = std::fs::write(&probe, b"").and_then(|_| std::fs::remove_file(&probe)) {
+        return Err(unusable(match e.kind() {
+            std::io::ErrorKind::PermissionDenied => format!(
+                "the directory is not writable by this user (uid {}); fix its permissions or \
+                 choose another --datastore",
+                current_uid()
+            ),
+            std::io::ErrorKind::ReadOnlyFilesystem => {
+                "it is on a read-only file system; mount it read-write or choose another \
+                 --datastore"
+                    .into()
+            }
+            std::io::ErrorKind::StorageFull => {
+                "the file system is full; free space or choose another --datastore".into()
+            }
+            _ => format!("the directory cannot be written: {e}"),
+        }));
+    }
+    Ok(())
+}
+
+/// The effective user id, for messages about permissions.
+fn current_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(String::from))
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 #[cfg(test)]
