@@ -688,6 +688,12 @@ impl Settings {
         let max_duration = duration("max_duration", (Duration::ZERO, MAX_DURATION), &mut origins)?;
         let max_rows = number("max_rows", (0, u64::MAX), &mut origins)?;
         let max_bytes = number("max_bytes", (0, u64::MAX), &mut origins)?;
+        // A SAS signature or a password in a store URL is a secret like any other.
+        for url in [&datastore, &task_store_cls, &tbl_store_cls] {
+            for s in crate::connection::uri_secrets(url) {
+                crate::secret::register(&s);
+            }
+        }
         Ok(Settings {
             id,
             user,

@@ -86,7 +86,7 @@ impl Connection {
 
     fn set(&mut self, attr: &str, value: String) {
         let attr = attr.to_ascii_lowercase();
-        if let Some(pw) = uri_password(&value) {
+        for pw in uri_secrets(&value) {
             secret::register(&pw);
         }
         let v = if secret::is_secret_attr(&attr) {
@@ -98,13 +98,54 @@ impl Connection {
     }
 }
 
-/// The password in `scheme://user:password@host...`, percent-decoded.
-fn uri_password(value: &str) -> Option<String> {
-    let rest = value.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let userinfo = authority.rsplit_once('@')?.0;
-    let pw = userinfo.split_once(':')?.1;
-    (!pw.is_empty()).then(|| percent_decode(pw))
+/// Every secret inside a URI-like value, as written and percent-decoded, whether or not
+/// the URI parses: the password of `scheme://user:password@host` (also when it holds
+/// unencoded `#`, `/`, `?` or `@`, which break parsers), and the values of secret-looking
+/// query parameters (`password=`, `sslpassword=`, `pwd=`, `token=`, `sig=` ...).
+pub fn uri_secrets(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |raw: &str| {
+        if !raw.is_empty() {
+            out.push(raw.to_string());
+            let decoded = percent_decode(raw);
+            if decoded != raw {
+                out.push(decoded);
+            }
+        }
+    };
+    let Some((_, rest)) = value.split_once("://") else {
+        return out;
+    };
+    // As a parser reads it: the authority ends at the first `/`, `?` or `#`.
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && let Some((_, pw)) = userinfo.split_once(':')
+    {
+        add(pw);
+    }
+    // As a user meant it: the password runs to the last `@` before the host (an `@`
+    // after a `name=` belongs to the query).
+    let host_at = rest
+        .char_indices()
+        .filter(|(i, c)| *c == '@' && !rest[..*i].contains('='))
+        .map(|(i, _)| i)
+        .last();
+    if let Some(at) = host_at
+        && let Some((_, pw)) = rest[..at].split_once(':')
+    {
+        add(pw);
+    }
+    if let Some((_, query)) = rest.split_once('?') {
+        for pair in query.split(['&', ';']) {
+            if let Some((k, v)) = pair.split_once('=') {
+                let k = percent_decode(k).to_ascii_lowercase();
+                if secret::is_secret_attr(&k) || matches!(k.as_str(), "sig" | "signature") {
+                    add(v.split('#').next().unwrap_or(v));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Decodes `%XX` escapes (as in URI user names and passwords); invalid escapes stay.
@@ -338,6 +379,35 @@ impl Connections {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_found_in_uris_that_do_not_parse() {
+        let has = |uri: &str, want: &str| {
+            let found = uri_secrets(uri);
+            assert!(found.iter().any(|f| f == want), "{uri}: {found:?}");
+        };
+        has("postgres://u:Pg#Passw0rd@127.0.0.1:5432/wh", "Pg#Passw0rd");
+        has("postgres://u:pa/ss?w@rd@h:5432/wh", "pa/ss?w@rd");
+        has("mysql://u:a@b#c@h/db", "a@b#c");
+        has("postgres://u:p%23w%2Fd@h/db", "p#w/d");
+        has(
+            "postgres://u@h/db?password=S3cr3t&sslmode=require",
+            "S3cr3t",
+        );
+        has(
+            "postgres://u@h/db?sslmode=require&sslpassword=K3yPass",
+            "K3yPass",
+        );
+        has("mysql://u@h/db?pwd=My%20Pw&x=1", "My Pw");
+        has(
+            "https://acct.blob.core.windows.net/c?sv=2022&sig=AbC%2BdEf%3D",
+            "AbC+dEf=",
+        );
+        has("sftp://u:Pw:With:Colons@h:22", "Pw:With:Colons");
+        // A query with an address in it is no password.
+        assert!(uri_secrets("postgres://h/db?application_name=a@b").is_empty());
+        assert!(uri_secrets("sqlite:///tmp/x.db").is_empty());
+    }
 
     #[test]
     fn default_named_and_jsondata() {

@@ -33,13 +33,12 @@ pub enum PluginError {
     },
     /// A database operation failed.
     #[cfg(feature = "sql")]
-    #[error("{context}")]
+    #[error("{context}: {}", describe_db_error(.cause))]
     Db {
         /// What was being done (never contains a password).
         context: String,
-        /// The driver's error.
-        #[source]
-        source: sqlx::Error,
+        /// The driver's error (shown as a sentence, without the server's source line).
+        cause: sqlx::Error,
     },
     /// A server's host key is unknown or changed.
     #[error("{message}")]
@@ -66,4 +65,37 @@ pub enum PluginError {
         #[source]
         anchovy_core::Error,
     ),
+}
+
+/// A driver error as a user reads it: the server's message with its detail, hint and
+/// SQLSTATE, without the driver's prefixes or the server's internal source line
+/// (`... at line 334`).
+#[cfg(feature = "sql")]
+pub fn describe_db_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => {
+            let mut out = d.message().trim_end_matches('.').to_string();
+            if let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                if let Some(detail) = pg.detail() {
+                    out.push_str(&format!("; {}", detail.trim_end_matches('.')));
+                }
+                if let Some(hint) = pg.hint() {
+                    out.push_str(&format!("; hint: {}", hint.trim_end_matches('.')));
+                }
+            }
+            if let Some(code) = d.code() {
+                out.push_str(&format!(" (SQLSTATE {code})"));
+            }
+            out
+        }
+        sqlx::Error::PoolTimedOut => {
+            "no connection within the connect timeout (is the server up and reachable?)".into()
+        }
+        sqlx::Error::Configuration(c) => format!(
+            "the connection URI is not valid: {c}; characters such as # / ? @ : in the user \
+             or password must be percent-encoded (# as %23, / as %2F, ? as %3F, @ as %40, \
+             : as %3A)"
+        ),
+        other => other.to_string(),
+    }
 }

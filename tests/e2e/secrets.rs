@@ -215,3 +215,178 @@ fn no_operator_leaks_a_secret_anywhere() {
     );
     assert_clean(&env, &outs, &[pw, wrong, token, &sftp_pw, AZURITE_KEY]);
 }
+
+/// Connection values that do not parse still never leak: unencoded `#`, `/`, `@` in
+/// passwords, passwords in query parameters, for PostgreSQL, MySQL, SFTP and an object
+/// store; through a task run, a service, a healthcheck, logs, results and metrics.
+#[test]
+fn malformed_connection_values_never_leak() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    let dl = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "f"])
+        .output()
+        .unwrap();
+    assert!(dl.status.success());
+    let pg = need("PG_URL");
+    let my = need("MYSQL_URL");
+    let hostport = |url: &str| {
+        let after = url.split_once('@').unwrap().1;
+        after.split('/').next().unwrap().to_string()
+    };
+    let (pgh, myh) = (hostport(&pg), hostport(&my));
+    let secrets = [
+        "Pg#Passw0rd-1",
+        "Pg/Passw0rd-2",
+        "Pg-Query-Pw-3",
+        "Pg-SslPw-4",
+        "My#Passw0rd-5",
+        "My-Query-Pw-6",
+        "Sf#tp/Pw-7",
+        "Sas-Sig-Secret-8",
+    ];
+    let uris = [
+        format!("postgres://anchovies:{}@{pgh}/anchovies", secrets[0]),
+        format!("postgres://anchovies:{}@{pgh}/anchovies", secrets[1]),
+        format!(
+            "postgres://anchovies@{pgh}/anchovies?password={}",
+            secrets[2]
+        ),
+        format!(
+            "postgres://anchovies@{pgh}/anchovies?sslmode=disable&sslpassword={}",
+            secrets[3]
+        ),
+        format!("mysql://anchovies:{}@{myh}/anchovies", secrets[4]),
+        format!("mysql://anchovies@{myh}/anchovies?password={}", secrets[5]),
+    ];
+    let metrics = env.path().join("m.prom");
+    let mut outs = vec![dl];
+    for (i, uri) in uris.iter().enumerate() {
+        outs.push(
+            env.cmd()
+                .args([
+                    "start",
+                    "-op",
+                    "sql.Uploader",
+                    "--id",
+                    &format!("u{i}"),
+                    "-U",
+                    "f",
+                ])
+                .args(["--config", "{}", "--metrics-file"])
+                .arg(&metrics)
+                .env("ACHVY_CNXN__DB__URI", uri)
+                .output()
+                .unwrap(),
+        );
+        assert_ne!(
+            outs.last().unwrap().status.code(),
+            Some(0),
+            "{uri} cannot work"
+        );
+        outs.push(
+            env.cmd()
+                .args([
+                    "healthcheck",
+                    "-op",
+                    "sql.Uploader",
+                    "--id",
+                    &format!("u{i}"),
+                    "-U",
+                    "f",
+                ])
+                .env("ACHVY_CNXN__DB__URI", uri)
+                .output()
+                .unwrap(),
+        );
+        outs.push(
+            env.cmd()
+                .args(["logs", "--id", &format!("u{i}")])
+                .env("ACHVY_CNXN__DB__URI", uri)
+                .output()
+                .unwrap(),
+        );
+    }
+    // A service with a broken URI: its batches fail, its endpoint and logs stay clean.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    let child = env.spawn(
+        &[
+            "start",
+            "-op",
+            "sql.Uploader",
+            "--id",
+            "svc",
+            "-U",
+            "f",
+            "-S",
+            "--port",
+            &port,
+            "--service-pause",
+            "200ms",
+            "--config",
+            "{}",
+        ],
+        &[("ACHVY_CNXN__DB__URI", &uris[0])],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut body = String::new();
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        if let Ok(mut s) = std::net::TcpStream::connect(format!("127.0.0.1:{port}")) {
+            use std::io::{Read, Write};
+            let _ = write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
+            let _ = s.read_to_string(&mut body);
+        }
+    }
+    sigterm(child.id());
+    outs.push(child.wait_with_output().unwrap());
+    // SFTP with a `#` and a `/` in the password, and an object store SAS.
+    outs.push(
+        env.cmd()
+            .args(["start", "-op", "sftp.CsvDownloader", "--id", "s"])
+            .env(
+                "ACHVY_CNXN__URI",
+                format!(
+                    "sftp://{}:{}@127.0.0.1:{}",
+                    need("SFTP_USER"),
+                    secrets[6],
+                    need("SFTP_PORT")
+                ),
+            )
+            .env("ACHVY_CNXN__KNOWN_HOSTS", need("SFTP_KNOWN_HOSTS"))
+            .output()
+            .unwrap(),
+    );
+    outs.push(
+        env.cmd()
+            .args([
+                "start",
+                "-op",
+                "files.CsvDownloader",
+                "--id",
+                "sas",
+                "--datastore",
+            ])
+            .arg(format!(
+                "https://devstoreaccount1.blob.core.windows.net/none/p?sv=2022-11-02&sig={}",
+                secrets[7]
+            ))
+            .output()
+            .unwrap(),
+    );
+    std::fs::write(env.path().join("service-endpoint.txt"), &body).unwrap();
+    assert_clean(&env, &outs, &secrets);
+}
+
+fn sigterm(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status();
+}

@@ -68,7 +68,7 @@ macro_rules! each_db {
 fn db_err(context: impl Into<String>, e: sqlx::Error) -> PluginError {
     PluginError::Db {
         context: context.into(),
-        source: e,
+        cause: e,
     }
 }
 
@@ -321,7 +321,7 @@ impl Db {
         };
         // Only a missing column means the old layout; anything else (a dropped
         // connection, a permission) is reported as itself.
-        let missing_column = matches!(&e, PluginError::Db { source: sqlx::Error::Database(d), .. }
+        let missing_column = matches!(&e, PluginError::Db { cause: sqlx::Error::Database(d), .. }
             if matches!(d.code().as_deref(), Some("42703") | Some("1054"))
                 || d.message().contains("no such column"));
         if !missing_column {
@@ -379,7 +379,7 @@ fn short(sql: &str) -> String {
 impl PluginError {
     /// True for a primary-key or unique-constraint violation.
     pub fn is_unique_violation(&self) -> bool {
-        matches!(self, PluginError::Db { source: sqlx::Error::Database(e), .. } if e.is_unique_violation())
+        matches!(self, PluginError::Db { cause: sqlx::Error::Database(e), .. } if e.is_unique_violation())
     }
 
     /// True when a DDL statement lost a race with the same DDL from another process
@@ -388,7 +388,7 @@ impl PluginError {
     /// exists"/duplicate column, SQLite's "already exists"/"duplicate column".
     pub fn is_concurrent_ddl(&self) -> bool {
         let PluginError::Db {
-            source: sqlx::Error::Database(e),
+            cause: sqlx::Error::Database(e),
             ..
         } = self
         else {
