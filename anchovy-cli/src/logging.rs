@@ -38,7 +38,7 @@ impl<'a> MakeWriter<'a> for RedactingStderr {
 pub fn init(level: &str, format: LogFormat) {
     let filter = match level.to_ascii_lowercase().as_str() {
         l @ ("error" | "warn" | "info" | "debug" | "trace") => EnvFilter::new(format!(
-            "{l},object_store=warn,hyper=warn,hyper_util=warn,reqwest=warn,sqlx=warn,h2=warn,rustls=warn"
+            "{l},object_store=warn,hyper=warn,hyper_util=warn,reqwest=warn,sqlx=error,h2=warn,rustls=warn"
         )),
         other => EnvFilter::try_new(other).unwrap_or_else(|_| EnvFilter::new("info")),
     };

@@ -24,10 +24,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A connection pool to the target.
 #[derive(Clone)]
 pub enum Db {
-    /// PostgreSQL.
-    Pg(sqlx::PgPool),
-    /// MySQL or MariaDB.
-    My(sqlx::MySqlPool),
+    /// PostgreSQL, and how to cancel its running statements.
+    Pg(sqlx::PgPool, std::sync::Arc<Canceller>),
+    /// MySQL or MariaDB, and how to cancel its running statements.
+    My(sqlx::MySqlPool, std::sync::Arc<Canceller>),
     /// SQLite.
     Lite(sqlx::SqlitePool),
 }
@@ -58,8 +58,8 @@ macro_rules! each_tx {
 macro_rules! each_db {
     ($db:expr, $p:ident => $body:expr) => {
         match $db {
-            Db::Pg($p) => $body,
-            Db::My($p) => $body,
+            Db::Pg($p, _) => $body,
+            Db::My($p, _) => $body,
             Db::Lite($p) => $body,
         }
     };
@@ -94,31 +94,54 @@ impl Db {
         let ctx = || format!("connect to {}", display_url(url));
         let db = match dialect {
             Dialect::Postgres => {
+                // A name of this pool's own, so that a cancel finds its sessions.
+                let app = unique_app_name();
                 let opts = PgConnectOptions::from_str(url)
                     .map_err(|e| db_err(ctx(), e))?
-                    .options([("TimeZone", "UTC")]);
-                Db::Pg(
-                    PgPoolOptions::new()
-                        .max_connections(8)
-                        .acquire_timeout(CONNECT_TIMEOUT)
-                        .connect_with(opts)
-                        .await
-                        .map_err(|e| db_err(ctx(), e))?,
-                )
+                    .options([("TimeZone", "UTC")])
+                    .application_name(&app);
+                let pool = PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect_with(opts.clone())
+                    .await
+                    .map_err(|e| db_err(ctx(), e))?;
+                let canceller = Canceller {
+                    pg: Some((opts, app)),
+                    ..Canceller::default()
+                };
+                Db::Pg(pool, std::sync::Arc::new(canceller))
             }
             Dialect::MySql => {
                 let url = url.replacen("mariadb://", "mysql://", 1);
                 let opts = MySqlConnectOptions::from_str(&url)
                     .map_err(|e| db_err(ctx(), e))?
                     .timezone(Some("+00:00".into()));
-                Db::My(
-                    MySqlPoolOptions::new()
-                        .max_connections(8)
-                        .acquire_timeout(CONNECT_TIMEOUT)
-                        .connect_with(opts)
-                        .await
-                        .map_err(|e| db_err(ctx(), e))?,
-                )
+                let canceller = std::sync::Arc::new(Canceller {
+                    my: Some(opts.clone()),
+                    ..Canceller::default()
+                });
+                let ids = canceller.clone();
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .after_connect(move |conn, _| {
+                        let ids = ids.clone();
+                        Box::pin(async move {
+                            let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+                                .fetch_one(&mut *conn)
+                                .await?;
+                            ids.my_ids
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(id);
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| db_err(ctx(), e))?;
+                Db::My(pool, canceller)
             }
             Dialect::Sqlite => {
                 let opts = SqliteConnectOptions::from_str(url)
@@ -159,8 +182,8 @@ impl Db {
     /// The SQL dialect.
     pub fn dialect(&self) -> Dialect {
         match self {
-            Db::Pg(_) => Dialect::Postgres,
-            Db::My(_) => Dialect::MySql,
+            Db::Pg(..) => Dialect::Postgres,
+            Db::My(..) => Dialect::MySql,
             Db::Lite(_) => Dialect::Sqlite,
         }
     }
@@ -183,7 +206,7 @@ impl Db {
     ) -> Result<Option<Vec<(String, String)>>, PluginError> {
         let ctx = || format!("describe table {}", self.dialect().table(t));
         let rows: Vec<(String, String)> = match self {
-            Db::Pg(p) => sqlx::query_as(
+            Db::Pg(p, _) => sqlx::query_as(
                 "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
             )
             .bind(&t.schema)
@@ -191,7 +214,7 @@ impl Db {
             .fetch_all(p)
             .await
             .map_err(|e| db_err(ctx(), e))?,
-            Db::My(p) => {
+            Db::My(p, _) => {
                 let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
                     "SELECT CAST(column_name AS BINARY), CAST(column_type AS BINARY) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
                 )
@@ -248,8 +271,8 @@ impl Db {
     /// [`PluginError::Db`].
     pub async fn begin(&self) -> Result<Tx, PluginError> {
         let r = match self {
-            Db::Pg(p) => p.begin().await.map(Tx::Pg),
-            Db::My(p) => p.begin().await.map(Tx::My),
+            Db::Pg(p, _) => p.begin().await.map(Tx::Pg),
+            Db::My(p, _) => p.begin().await.map(Tx::My),
             Db::Lite(p) => p.begin().await.map(Tx::Lite),
         };
         r.map_err(|e| db_err("begin a transaction", e))
@@ -335,10 +358,106 @@ impl Db {
             ),
         })
     }
-    /// Closes the pool.
+    /// Closes the pool, waiting at most a second for connections still busy (a
+    /// statement stuck on a lock after a cancel must not hold the process).
     pub async fn close(&self) {
-        each_db!(self, p => p.close().await)
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            each_db!(self, p => p.close().await)
+        })
+        .await;
     }
+
+    /// Cancels the statements this pool's connections are running (a timeout or a
+    /// signal stopped the batch whose futures issued them): PostgreSQL's cancel
+    /// request (`pg_cancel_backend`) for the sessions of this pool's own
+    /// `application_name`, MySQL's `KILL QUERY` for this pool's busy connections, over
+    /// a fresh connection, within 2 s. Their transactions roll back. SQLite runs in
+    /// this process: its statements end with it ([`Db::close`] does not wait on them).
+    pub async fn cancel_running(&self) {
+        let work = async {
+            match self {
+                Db::Pg(_, c) => {
+                    let Some((opts, app)) = &c.pg else {
+                        return Ok(0);
+                    };
+                    let mut conn =
+                        <sqlx::PgConnection as sqlx::Connection>::connect_with(opts).await?;
+                    let n: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM (SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+                         WHERE application_name = $1 AND state <> 'idle' AND pid <> pg_backend_pid()) c",
+                    )
+                    .bind(app)
+                    .fetch_one(&mut conn)
+                    .await?;
+                    let _ = sqlx::Connection::close(conn).await;
+                    Ok(n as usize)
+                }
+                Db::My(_, c) => {
+                    let Some(opts) = &c.my else { return Ok(0) };
+                    let ids: Vec<u64> = c.my_ids.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if ids.is_empty() {
+                        return Ok(0);
+                    }
+                    let mut conn =
+                        <sqlx::MySqlConnection as sqlx::Connection>::connect_with(opts).await?;
+                    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+                    // Only connections running something: KILL QUERY is for statements.
+                    let busy: Vec<u64> = sqlx::query_scalar(safe(&format!(
+                        "SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN ({}) \
+                         AND COMMAND <> 'Sleep'",
+                        list.join(",")
+                    )))
+                    .fetch_all(&mut conn)
+                    .await?;
+                    for id in &busy {
+                        let _ = sqlx::query(safe(&format!("KILL QUERY {id}")))
+                            .execute(&mut conn)
+                            .await;
+                    }
+                    let _ = sqlx::Connection::close(conn).await;
+                    Ok(busy.len())
+                }
+                Db::Lite(_) => Ok::<usize, sqlx::Error>(0),
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(2), work).await {
+            Ok(Ok(n)) if n > 0 => {
+                tracing::info!(statements = n, "cancelled the running statements")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::error::describe_db_error(&e), "could not cancel the running statements")
+            }
+            Err(_) => tracing::warn!("could not cancel the running statements within 2 s"),
+        }
+    }
+}
+
+/// `anchovy-<pid>-<time>-<n>`: unique per pool across the hosts sharing a server.
+fn unique_app_name() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "anchovy-{}-{:x}-{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// What [`Db::cancel_running`] needs: how to open a side connection and whom to
+/// cancel.
+#[derive(Debug, Default)]
+pub struct Canceller {
+    /// PostgreSQL: the options and the pool's unique `application_name`.
+    pg: Option<(PgConnectOptions, String)>,
+    /// MySQL: the options.
+    my: Option<MySqlConnectOptions>,
+    /// MySQL: the connection ids of the pool (ids are never reused by a server).
+    my_ids: std::sync::Mutex<Vec<u64>>,
 }
 
 /// Marks generated SQL as audited: every identifier in it went through

@@ -165,6 +165,13 @@ impl Operator for Uploader {
             TaskType::Xopen => {
                 connect_once(&self.db, &ctx.session).await?;
             }
+            // A timeout, a signal or a failure stopped the batch: its futures are gone,
+            // but the statements they sent may still wait on a lock in the server.
+            TaskType::Error => {
+                if let Some(db) = self.db.get() {
+                    db.cancel_running().await;
+                }
+            }
             TaskType::Shutdown => {
                 if let Some(db) = self.db.get() {
                     db.close().await;
