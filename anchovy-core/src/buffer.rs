@@ -44,6 +44,8 @@ pub struct DatastoreSink {
     done: Vec<FileEntry>,
     pending: BTreeMap<String, Option<serde_json::Value>>,
     last_commit: Instant,
+    /// Rows this sink itself rejects (NULL keys), created on the first.
+    rejects: Option<crate::reject::Rejects>,
     /// Committed totals by table.
     pub stats: BTreeMap<String, TableStats>,
     /// Commits made.
@@ -63,6 +65,7 @@ impl DatastoreSink {
             done: Vec::new(),
             pending: BTreeMap::new(),
             last_commit: Instant::now(),
+            rejects: None,
             stats: BTreeMap::new(),
             commits: 0,
             dropped_rows: 0,
@@ -81,6 +84,7 @@ impl DatastoreSink {
 
     /// Finishes open files and commits them with the pending checkpoints.
     pub(crate) async fn commit(&mut self) -> Result<()> {
+        self.check_reject_share(false)?;
         self.close_all().await?;
         if self.done.is_empty() && self.pending.is_empty() {
             return Ok(());
@@ -108,10 +112,12 @@ impl DatastoreSink {
     }
 
     /// Every row of the task's table has a value in each `unique_by` column: a NULL
-    /// key cannot be merged (there is no row it is the same as), so it is refused here,
-    /// before anything of the run is committed, instead of failing or vanishing in the
-    /// uploader later.
-    fn check_keys(&self, batch: &Batch) -> Result<()> {
+    /// key cannot be merged (there is no row it is the same as). Under the table's
+    /// `on_bad_record: fail` (default) such a row fails the task before anything of
+    /// the run is committed, instead of failing or vanishing in the uploader later;
+    /// under `skip` or `quarantine` it is taken out of the batch and rejected (the
+    /// quarantined ones go to the table's rejects, in the same commit).
+    async fn check_keys(&mut self, batch: &mut Batch) -> Result<()> {
         let keys = &self.ctx.tbl().unique_by.0;
         if keys.is_empty() {
             return Ok(());
@@ -122,6 +128,7 @@ impl DatastoreSink {
             .collect();
         // A key column the batch lacks is NULL in every row (decided once per batch).
         let absent = keys.iter().find(|k| !idx.iter().any(|(_, i)| i == k));
+        let mut bad: Vec<(usize, String)> = Vec::new();
         for (n, row) in batch.rows.iter().enumerate() {
             let missing = absent.or_else(|| {
                 idx.iter()
@@ -129,24 +136,135 @@ impl DatastoreSink {
                     .map(|(_, k)| *k)
             });
             if let Some(k) = missing {
-                let at = ["_file", "_line"]
-                    .iter()
-                    .filter_map(|c| batch.schema.index_of(c).map(|i| row[i].text().into_owned()))
-                    .collect::<Vec<_>>()
-                    .join(":");
+                bad.push((n, k.clone()));
+            }
+        }
+        if bad.is_empty() {
+            return Ok(());
+        }
+        if self.rejects.is_none() {
+            self.rejects = Some(self.ctx.rejects()?);
+        }
+        let rejects = self.rejects.as_mut().unwrap_or_else(|| unreachable!());
+        let at_of = |row: &crate::row::Row| {
+            ["_file", "_line"]
+                .iter()
+                .filter_map(|c| batch.schema.index_of(c).map(|i| row[i].text().into_owned()))
+                .collect::<Vec<_>>()
+        };
+        for (n, k) in &bad {
+            let row = &batch.rows[*n];
+            let at = at_of(row);
+            let mut raw = String::new();
+            crate::row::encode_row_into(&batch.schema, row, &mut raw);
+            let raw = raw.trim_end().to_string();
+            let (source, line) = match at.as_slice() {
+                [f, l] => (f.clone(), l.parse().unwrap_or(0)),
+                _ => (
+                    format!("row {} of this run", self.seen_rows + *n as u64 + 1),
+                    0,
+                ),
+            };
+            let reason = format!(
+                "no value in unique_by column `{k}`; a row without its key cannot be merged"
+            );
+            if let Err((_, why)) = rejects.reject(crate::reject::Reject {
+                source: &source,
+                line,
+                reason: reason.clone(),
+                raw,
+                header: None,
+            }) {
                 let at = if at.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({at})")
+                    format!(" ({})", at.join(":"))
                 };
-                return Err(crate::Error::data(
-                    format!("table {}", batch.table),
+                let why = if why == reason {
                     format!(
-                        "row {} of this run{at} has no value in unique_by column `{k}`; a row without its key cannot be merged, so nothing of this run was committed. Give the row a key in the source, or take `{k}` out of unique_by",
-                        self.seen_rows + n as u64 + 1
-                    ),
-                ));
+                        "row {} of this run{at} has no value in unique_by column `{k}`; a row without its key cannot be merged, so nothing of this run was committed. Give the row a key in the source, take `{k}` out of unique_by, or set `on_bad_record: quarantine`",
+                        self.seen_rows + *n as u64 + 1
+                    )
+                } else {
+                    why
+                };
+                return Err(crate::Error::data(format!("table {}", batch.table), why));
             }
+        }
+        let drop: std::collections::HashSet<usize> = bad.iter().map(|b| b.0).collect();
+        let rows = std::mem::take(&mut batch.rows);
+        batch.rows = rows
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !drop.contains(i))
+            .map(|(_, r)| r)
+            .collect();
+        if let Some(b) = self.rejects.as_mut().and_then(|r| r.take_batch()) {
+            self.write_file(b).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends a batch to its table's open data file (rotating at `file_max_bytes`).
+    /// A table's rejects ([`crate::reject`]) go under `$rejects/<table>/`.
+    async fn write_file(&mut self, batch: Batch) -> Result<()> {
+        if batch.rows.is_empty() {
+            return Ok(());
+        }
+        let max = self.ctx.session.settings.file_max_bytes;
+        if !self.open.contains_key(&batch.table) {
+            let name = format!(
+                "{}.{:06}.{}.ndjson.gz",
+                self.ctx.session.session_id,
+                self.ctx.batch_id,
+                uuid::Uuid::now_v7().simple()
+            );
+            let key = match crate::reject::rejected_table(&batch.table) {
+                Some(owner) => layout::rejects_key(owner, &name),
+                None => layout::data_key(&batch.table, &name),
+            };
+            let w = DataFileWriter::create(&self.ctx.session.store, batch.table.clone(), key);
+            self.open.insert(batch.table.clone(), w);
+        }
+        let w = self
+            .open
+            .get_mut(&batch.table)
+            .unwrap_or_else(|| unreachable!());
+        let before = w.raw_bytes();
+        w.write(&batch).await?;
+        if crate::reject::rejected_table(&batch.table).is_none() {
+            self.ctx.session.progress(
+                self.ctx.tbl_name(),
+                batch.rows.len() as u64,
+                w.raw_bytes() - before,
+                false,
+            );
+        }
+        if w.raw_bytes() >= max
+            && let Some(w) = self.open.remove(&batch.table)
+        {
+            self.done.push(w.finish().await?);
+        }
+        Ok(())
+    }
+
+    /// Fails the task when its readers rejected more than `max_rejects` allows (a
+    /// share is judged once 100 records are read, and on any number at the end).
+    pub(crate) fn check_reject_share(&self, done: bool) -> Result<()> {
+        let rejected = self.ctx.rejected();
+        if rejected == 0 {
+            return Ok(());
+        }
+        let policy = crate::reject::RejectPolicy::of(self.ctx.tbl())?;
+        let read = self.seen_rows + rejected;
+        if policy.over(rejected, read, done) {
+            return Err(crate::Error::data(
+                format!("table {}", self.ctx.tbl_name()),
+                format!(
+                    "{rejected} of {read} records read were rejected, over max_rejects {}: the data looks mostly bad, so the table fails and nothing more of this run is committed (fix the source or the table's options, or raise max_rejects)",
+                    policy.limit_text()
+                ),
+            ));
         }
         Ok(())
     }
@@ -165,6 +283,13 @@ impl DatastoreSink {
 impl Terminal for DatastoreSink {
     async fn write(&mut self, batch: Batch) -> Result<()> {
         let s = &self.ctx.session.settings;
+        if let Some(owner) = crate::reject::rejected_table(&batch.table) {
+            if owner != self.ctx.tbl_name() && !TblSet::allows(owner, &s.enabled, &s.disabled) {
+                self.dropped_rows += batch.rows.len() as u64;
+                return Ok(());
+            }
+            return self.write_file(batch).await;
+        }
         if *batch.table != *self.ctx.tbl_name()
             && !TblSet::allows(&batch.table, &s.enabled, &s.disabled)
         {
@@ -182,39 +307,12 @@ impl Terminal for DatastoreSink {
             ));
         }
         if *batch.table == *self.ctx.tbl_name() {
-            self.check_keys(&batch)?;
+            let mut batch = batch;
+            self.check_keys(&mut batch).await?;
             self.seen_rows += batch.rows.len() as u64;
+            return self.write_file(batch).await;
         }
-        let max = s.file_max_bytes;
-        if !self.open.contains_key(&batch.table) {
-            let name = format!(
-                "{}.{:06}.{}.ndjson.gz",
-                self.ctx.session.session_id,
-                self.ctx.batch_id,
-                uuid::Uuid::now_v7().simple()
-            );
-            let key = layout::data_key(&batch.table, &name);
-            let w = DataFileWriter::create(&self.ctx.session.store, batch.table.clone(), key);
-            self.open.insert(batch.table.clone(), w);
-        }
-        let w = self
-            .open
-            .get_mut(&batch.table)
-            .unwrap_or_else(|| unreachable!());
-        let before = w.raw_bytes();
-        w.write(&batch).await?;
-        self.ctx.session.progress(
-            self.ctx.tbl_name(),
-            batch.rows.len() as u64,
-            w.raw_bytes() - before,
-            false,
-        );
-        if w.raw_bytes() >= max
-            && let Some(w) = self.open.remove(&batch.table)
-        {
-            self.done.push(w.finish().await?);
-        }
-        Ok(())
+        self.write_file(batch).await
     }
 
     async fn checkpoint(

@@ -198,6 +198,7 @@ pub struct TaskCtx {
     tbl: Option<Tbl>,
     data: Mutex<serde_json::Map<String, serde_json::Value>>,
     staged: Mutex<BTreeMap<String, Option<serde_json::Value>>>,
+    rejected: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TaskCtx {
@@ -216,7 +217,28 @@ impl TaskCtx {
             tbl,
             data: Mutex::new(Default::default()),
             staged: Mutex::new(BTreeMap::new()),
+            rejected: Arc::default(),
         }
+    }
+
+    /// A bad-record collector for this task's table under its `on_bad_record` and
+    /// `max_rejects` options, for a format reader (one per file or object read).
+    /// Every downloader reads through one: see [`crate::reject`].
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] for a bad option value.
+    pub fn rejects(&self) -> crate::Result<crate::reject::Rejects> {
+        let policy = crate::reject::RejectPolicy::of(self.tbl())?;
+        Ok(crate::reject::Rejects::with_total(
+            self.tbl_name(),
+            policy,
+            self.rejected.clone(),
+        ))
+    }
+
+    /// Records this task's readers rejected (skipped or quarantined) so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The task's table (TBL tasks); an empty table otherwise.

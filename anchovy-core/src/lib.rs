@@ -55,6 +55,7 @@ pub mod failpoint;
 pub mod lease;
 pub mod metrics;
 pub mod operator;
+pub mod reject;
 pub mod results;
 pub mod row;
 pub mod secret;

@@ -14,6 +14,7 @@ struct TableState {
     rows: u64,
     bytes: u64,
     files: u64,
+    rejected: u64,
     errors: u64,
     last_duration_s: f64,
     last_success: Option<f64>,
@@ -75,6 +76,7 @@ impl Metrics {
             e.rows += n("rows") + n("rows_inserted") + n("rows_updated");
             e.bytes += n("bytes") + n("bytes_consumed");
             e.files += n("files") + n("files_consumed");
+            e.rejected += n("rejected");
             e.last_duration_s = t.duration as f64 / 1000.0;
             if let Some(l) = t.data.get("lag_seconds").and_then(|v| v.as_f64()) {
                 e.lag_s = Some(l);
@@ -165,6 +167,12 @@ impl Metrics {
             "counter",
             "Bytes written (downloaders) or read (uploaders).",
             per(&|t| Some(t.bytes as f64)),
+        );
+        metric(
+            "anchovy_rejected_records_total",
+            "counter",
+            "Records a downloader could not read and skipped or quarantined (on_bad_record).",
+            per(&|t| Some(t.rejected as f64)),
         );
         metric(
             "anchovy_files_total",

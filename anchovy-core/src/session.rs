@@ -802,9 +802,16 @@ async fn run_table(
                 patterns: sources.iter().map(|s| s.tables().to_string()).collect(),
             })?;
         run_pipeline(ctx.clone(), source.clone(), sinks, &mut sink).await?;
+        sink.check_reject_share(true)?;
         sink.commit().await?;
         let store = TblStore::new(sess.tbl_store(&sess.settings.id));
-        let mut written: Vec<String> = sink.stats.keys().cloned().collect();
+        // A table's rejects are no table of their own.
+        let mut written: Vec<String> = sink
+            .stats
+            .keys()
+            .filter(|t| crate::reject::rejected_table(t).is_none())
+            .cloned()
+            .collect();
         if !written.contains(&name) {
             written.push(name.clone());
         }
@@ -827,9 +834,24 @@ async fn run_table(
         p.finish(&name, result.is_ok());
     }
     let mut data = ctx.take_data();
-    let (rows, bytes, files) = sink.stats.values().fold((0, 0, 0), |(r, b, f), s| {
-        (r + s.rows, b + s.bytes, f + s.files)
-    });
+    let (rows, bytes, files) = sink
+        .stats
+        .iter()
+        .filter(|(t, _)| crate::reject::rejected_table(t).is_none())
+        .fold((0, 0, 0), |(r, b, f), (_, s)| {
+            (r + s.rows, b + s.bytes, f + s.files)
+        });
+    let rejected = ctx.rejected();
+    if rejected > 0 {
+        data.insert("rejected".into(), rejected.into());
+        let quarantined: u64 = sink
+            .stats
+            .iter()
+            .filter(|(t, _)| crate::reject::rejected_table(t).is_some())
+            .map(|(_, s)| s.rows)
+            .sum();
+        data.insert("quarantined".into(), quarantined.into());
+    }
     // What the default sink wrote to the datastore (an uploader writes only positions).
     if sess.kind == crate::operator::OperatorKind::Downloader || files > 0 {
         data.insert("rows".into(), rows.into());
@@ -837,7 +859,11 @@ async fn run_table(
         data.insert("files".into(), files.into());
         data.insert("commits".into(), sink.commits.into());
     }
-    if sink.stats.len() > 1 || sink.stats.keys().any(|k| *k != name) {
+    if sink
+        .stats
+        .keys()
+        .any(|k| *k != name && crate::reject::rejected_table(k).is_none())
+    {
         data.insert(
             "tables".into(),
             serde_json::to_value(&sink.stats).unwrap_or_default(),

@@ -212,6 +212,8 @@ pub const CORE_KEYS: &[&str] = &[
     "set_by",
     "sort_by",
     "max_lag",
+    "on_bad_record",
+    "max_rejects",
     "name",
     "updated_at",
 ];
@@ -303,7 +305,11 @@ impl Tbl {
     /// # Errors
     /// [`Error::Config`] naming the table and the bad key.
     pub fn plugin_options<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_value(serde_json::Value::Object(self.options.clone()))
+        let mut own = self.options.clone();
+        for k in CORE_KEYS {
+            own.remove(*k);
+        }
+        serde_json::from_value(serde_json::Value::Object(own))
             .map_err(|e| Error::config(format!("tbls.{}", self.name), e.to_string()))
     }
 

@@ -19,6 +19,7 @@ use anchovy_core::{Batch, ColType, Schema, Value};
 use serde::Deserialize;
 
 use crate::error::PluginError;
+use anchovy_core::reject::{Reject, Rejects};
 
 /// Bytes read from the (decoded) input at a time.
 const READ_BUFFER: usize = 256 << 10;
@@ -163,12 +164,18 @@ impl CsvFormat {
     ///
     /// # Errors
     /// [`PluginError::Data`] naming `label:line` for malformed or mistyped rows.
+    ///
+    /// A record that cannot be taken (a ragged row, a field that is not UTF-8 or holds
+    /// a NUL, a value of a typed column that does not parse) goes to `rejects`, which
+    /// fails the read, skips it or quarantines it per the table's `on_bad_record`;
+    /// quarantined records are emitted as batches of the rejects table.
     pub fn read(
         &self,
         input: Box<dyn Read + Send>,
         label: &str,
         table: &str,
         batch_size: usize,
+        rejects: &mut Rejects,
         emit: &mut dyn FnMut(Batch) -> bool,
     ) -> Result<u64, PluginError> {
         let mut input = decompressed(input, label)?;
@@ -326,52 +333,36 @@ impl CsvFormat {
             if record.len() == 1 && record.get(0) == Some(b"") {
                 continue; // a blank line
             }
-            if record.len() != names.len() {
-                return Err(PluginError::Data {
-                    location: format!("{label}:{line}"),
-                    message: format!(
-                        "the row has {} fields but the header has {} (a ragged row or an unbalanced quote)",
-                        record.len(),
-                        names.len()
-                    ),
-                });
-            }
-            let mut row: Vec<Value> = Vec::with_capacity(schema.len());
-            for (i, field) in record.iter().enumerate() {
-                let text = std::str::from_utf8(field).map_err(|_| PluginError::Data {
-                    location: format!("{label}:{line}"),
-                    message: format!(
-                        "column `{}` is not valid UTF-8; set `encoding:` (e.g. latin-1) for this table",
-                        names[i]
-                    ),
-                })?;
-                if memchr::memchr(0, field).is_some() {
-                    return Err(PluginError::Data {
-                        location: format!("{label}:{line}"),
-                        message: format!(
-                            "column `{}` contains a NUL byte: not text (a binary file, or UTF-16 without a BOM?)",
-                            names[i]
-                        ),
-                    });
-                }
-                row.push(convert(text, types[i], self.empty_as_null).ok_or_else(|| {
-                    PluginError::Data {
-                        location: format!("{label}:{line}"),
-                        message: format!(
-                            "column `{}`: `{}` is not a valid {}",
-                            names[i],
-                            truncate(text, 80),
-                            types[i].map(|t| t.to_string()).unwrap_or_default()
-                        ),
+            match self.row(&record, &names, &types, schema.len()) {
+                Ok(mut row) => {
+                    if self.provenance {
+                        row.push(file_value.clone());
+                        row.push(Value::Int(line as i64));
                     }
-                })?);
+                    rows.push(row);
+                    count += 1;
+                }
+                Err(reason) => {
+                    let header = self
+                        .header
+                        .then(|| self.encode(names.iter().map(String::as_bytes)));
+                    rejects
+                        .reject(Reject {
+                            source: label,
+                            line,
+                            reason,
+                            raw: self.encode(record.iter()),
+                            header,
+                        })
+                        .map_err(|(location, message)| PluginError::Data { location, message })?;
+                    if rejects.pending() >= batch_size
+                        && let Some(b) = rejects.take_batch()
+                        && !emit(b)
+                    {
+                        return Ok(count);
+                    }
+                }
             }
-            if self.provenance {
-                row.push(file_value.clone());
-                row.push(Value::Int(line as i64));
-            }
-            rows.push(row);
-            count += 1;
             if rows.len() >= batch_size {
                 let b = Batch {
                     table: table.clone(),
@@ -383,14 +374,78 @@ impl CsvFormat {
                 }
             }
         }
-        if !rows.is_empty() {
-            emit(Batch {
+        if !rows.is_empty()
+            && !emit(Batch {
                 table,
                 schema,
                 rows,
-            });
+            })
+        {
+            return Ok(count);
+        }
+        if let Some(b) = rejects.take_batch() {
+            emit(b);
         }
         Ok(count)
+    }
+
+    /// One record's values, or why it cannot be taken.
+    fn row(
+        &self,
+        record: &csv::ByteRecord,
+        names: &[String],
+        types: &[Option<ColType>],
+        width: usize,
+    ) -> Result<Vec<Value>, String> {
+        if record.len() != names.len() {
+            return Err(format!(
+                "the row has {} fields but the header has {} (a ragged row or an unbalanced quote)",
+                record.len(),
+                names.len()
+            ));
+        }
+        let mut row: Vec<Value> = Vec::with_capacity(width);
+        for (i, field) in record.iter().enumerate() {
+            let text = std::str::from_utf8(field).map_err(|_| {
+                format!(
+                    "column `{}` is not valid UTF-8; set `encoding:` (e.g. latin-1) for this table",
+                    names[i]
+                )
+            })?;
+            if memchr::memchr(0, field).is_some() {
+                return Err(format!(
+                    "column `{}` contains a NUL byte: not text (a binary file, or UTF-16 without a BOM?)",
+                    names[i]
+                ));
+            }
+            row.push(convert(text, types[i], self.empty_as_null).ok_or_else(|| {
+                format!(
+                    "column `{}`: `{}` is not a valid {}",
+                    names[i],
+                    truncate(text, 80),
+                    types[i].map(|t| t.to_string()).unwrap_or_default()
+                )
+            })?);
+        }
+        Ok(row)
+    }
+
+    /// Fields as one line of this format (quoted where needed), for a reject's raw text.
+    fn encode<'f>(&self, fields: impl Iterator<Item = &'f [u8]>) -> String {
+        let mut w = csv::WriterBuilder::new()
+            .delimiter(self.delimiter)
+            .quote(self.quote.unwrap_or(b'"'))
+            .quote_style(if self.quote.is_some() {
+                csv::QuoteStyle::Necessary
+            } else {
+                csv::QuoteStyle::Never
+            })
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::new());
+        let _ = w.write_record(fields);
+        let bytes = w.into_inner().unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        text.strip_suffix('\n').unwrap_or(&text).to_string()
     }
 }
 
@@ -575,7 +630,8 @@ mod tests {
             label,
             "t",
             2,
-            &mut |b| {
+            &mut Rejects::failing("t"),
+            &mut |b: Batch| {
                 out.extend(b.records());
                 true
             },

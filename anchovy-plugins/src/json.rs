@@ -26,6 +26,7 @@ use serde::de::{SeqAccess, Visitor};
 
 use crate::delimited::{convert, decompressed, io_err};
 use crate::error::PluginError;
+use anchovy_core::reject::{Reject, Rejects};
 
 /// The JSON options of a table (`tbls.<name>.*`).
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +82,7 @@ impl JsonFormat {
         label: &str,
         table: &str,
         batch_size: usize,
+        rejects: &mut Rejects,
         emit: &mut dyn FnMut(Batch) -> bool,
     ) -> Result<u64, PluginError> {
         let mut input = BufReader::with_capacity(READ_BUFFER, decompressed(input, label)?);
@@ -89,6 +91,7 @@ impl JsonFormat {
             label,
             b: BatchBuilder::new(Arc::<str>::from(table)),
             batch_size,
+            rejects,
             emit,
             count: 0,
             stopped: false,
@@ -127,11 +130,14 @@ impl JsonFormat {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let members = decode_json_object(&line).map_err(|e| PluginError::Data {
-                    location: format!("{label}:{n}"),
-                    message: format!("malformed JSON: {e}"),
-                })?;
-                out.members(members, n, &[])?;
+                match decode_json_object(&line) {
+                    Ok(members) => {
+                        if let Err(reason) = out.members(members, n, &[]) {
+                            out.bad(n, &line, reason)?;
+                        }
+                    }
+                    Err(e) => out.bad(n, &line, format!("malformed JSON: {e}"))?,
+                }
                 if out.stopped {
                     return Ok(out.count);
                 }
@@ -168,6 +174,7 @@ struct Out<'a> {
     label: &'a str,
     b: BatchBuilder,
     batch_size: usize,
+    rejects: &'a mut Rejects,
     emit: &'a mut dyn FnMut(Batch) -> bool,
     count: u64,
     stopped: bool,
@@ -181,30 +188,48 @@ impl Out<'_> {
         pos: u64,
         inherited: &[(String, Value)],
     ) -> Result<(), PluginError> {
-        let members = decode_json_object(text).map_err(|e| PluginError::Data {
-            location: format!("{}:{pos}", self.label),
-            message: format!("malformed JSON in record {pos}: {e}"),
-        })?;
-        self.members(members, pos, inherited)
+        match decode_json_object(text) {
+            Ok(members) => match self.members(members, pos, inherited) {
+                Ok(()) => Ok(()),
+                Err(reason) => self.bad(pos, text, reason),
+            },
+            Err(e) => self.bad(pos, text, format!("malformed JSON in record {pos}: {e}")),
+        }
+    }
+
+    /// A record that cannot be taken: fails, is skipped or quarantined (`on_bad_record`).
+    fn bad(&mut self, pos: u64, raw: &str, reason: String) -> Result<(), PluginError> {
+        self.rejects
+            .reject(Reject {
+                source: self.label,
+                line: pos,
+                reason,
+                raw: raw.trim_end().to_string(),
+                header: None,
+            })
+            .map_err(|(location, message)| PluginError::Data { location, message })?;
+        if self.rejects.pending() >= self.batch_size
+            && let Some(b) = self.rejects.take_batch()
+        {
+            self.stopped = !(self.emit)(b);
+        }
+        Ok(())
     }
 
     /// One record's members (integers exact); text values of typed columns converted.
+    /// `Err` is why the record cannot be taken.
     fn members(
         &mut self,
         members: Vec<(String, Value)>,
         pos: u64,
         inherited: &[(String, Value)],
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), String> {
         let mut pairs: Vec<(String, Value)> =
             Vec::with_capacity(members.len() + inherited.len() + 2);
         for (k, v) in inherited.iter().cloned().chain(members) {
             let value = match (self.fmt.columns.get(&k), v) {
-                (Some(t), Value::String(s)) => {
-                    convert(&s, Some(*t), false).ok_or_else(|| PluginError::Data {
-                        location: format!("{}:{pos}", self.label),
-                        message: format!("column `{k}`: `{s}` is not a valid {t}"),
-                    })?
-                }
+                (Some(t), Value::String(s)) => convert(&s, Some(*t), false)
+                    .ok_or_else(|| format!("column `{k}`: `{s}` is not a valid {t}"))?,
                 (_, v) => v,
             };
             pairs.push((k, value));
@@ -263,7 +288,12 @@ impl Out<'_> {
 
     fn flush(&mut self) {
         if !self.b.is_empty() && !self.stopped {
-            (self.emit)(self.b.take());
+            self.stopped = !(self.emit)(self.b.take());
+        }
+        if !self.stopped
+            && let Some(b) = self.rejects.take_batch()
+        {
+            (self.emit)(b);
         }
     }
 }
@@ -323,6 +353,7 @@ mod tests {
             label,
             "t",
             2,
+            &mut Rejects::failing("t"),
             &mut |b| {
                 out.push(b);
                 true

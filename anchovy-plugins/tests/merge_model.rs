@@ -619,13 +619,13 @@ impl Schedule {
         );
         let up = format!("tester/{}", self.id);
         let pos: Option<i64> = match db {
-            Db::Pg(p) => {
+            Db::Pg(p, _) => {
                 sqlx::query_scalar(sqlx::AssertSqlSafe(pos_sql))
                     .bind(&up)
                     .fetch_optional(p)
                     .await
             }
-            Db::My(p) => {
+            Db::My(p, _) => {
                 sqlx::query_scalar(sqlx::AssertSqlSafe(pos_sql))
                     .bind(&up)
                     .fetch_optional(p)
@@ -672,8 +672,8 @@ impl Schedule {
             }};
         }
         let rows: Vec<R> = match db {
-            Db::Pg(p) => text_rows!(p),
-            Db::My(p) => text_rows!(p),
+            Db::Pg(p, _) => text_rows!(p),
+            Db::My(p, _) => text_rows!(p),
             Db::Lite(p) => text_rows!(p),
         };
         let rows = rows

@@ -27,5 +27,5 @@ fuzz_target!(|data: &[u8]| {
     }
     let f = CsvFormat::new(&opts, &cols).unwrap();
     let label = if knobs & 128 != 0 { "f.csv.gz" } else { "f.csv" };
-    let _ = f.read(Box::new(std::io::Cursor::new(body.to_vec())), label, "t", 7, &mut |_| true);
+    let _ = f.read(Box::new(std::io::Cursor::new(body.to_vec())), label, "t", 7, &mut anchovy_core::reject::Rejects::new("t", anchovy_core::reject::RejectPolicy { on_bad_record: anchovy_core::reject::OnBadRecord::Quarantine, max_rejects: None }), &mut |_| true);
 });

@@ -20,6 +20,8 @@ pub const RESULTS: &str = "$results";
 pub const RUN_RESULTS: &str = "$results/anchovy_run_results.json";
 /// Folder of data files.
 pub const DATA: &str = "data";
+/// Quarantined records, per table, committed like data files.
+pub const REJECTS: &str = "$rejects";
 
 /// One user-supplied name as a single safe path segment.
 pub fn segment(name: &str) -> String {
@@ -52,6 +54,11 @@ pub fn commit_seq(key: &str) -> Option<u64> {
         .strip_suffix(".json")?
         .parse()
         .ok()
+}
+
+/// `$rejects/<tbl>/<name>`: the quarantined records of a table ([`crate::reject`]).
+pub fn rejects_key(tbl: &str, name: &str) -> String {
+    format!("{REJECTS}/{}/{}", segment(tbl), segment(name))
 }
 
 /// `data/<tbl>/<name>`.

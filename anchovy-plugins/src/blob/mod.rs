@@ -139,11 +139,12 @@ impl Format {
         label: &str,
         table: &str,
         batch_size: usize,
+        rejects: &mut anchovy_core::reject::Rejects,
         emit: &mut dyn FnMut(anchovy_core::Batch) -> bool,
     ) -> Result<u64, PluginError> {
         match self {
-            Format::Csv(f) => f.read(input, label, table, batch_size, emit),
-            Format::Json(f) => f.read(input, label, table, batch_size, emit),
+            Format::Csv(f) => f.read(input, label, table, batch_size, rejects, emit),
+            Format::Json(f) => f.read(input, label, table, batch_size, rejects, emit),
         }
     }
 }
@@ -346,10 +347,16 @@ impl Source for BlobSource {
             };
             let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
             let (fmt, table, l) = (format.clone(), tbl.name.clone(), label.clone());
+            let mut rejects = ctx.rejects()?;
             let reader = tokio::task::spawn_blocking(move || -> Result<u64, PluginError> {
-                fmt.read(Box::new(input), &l, &table, batch_size, &mut |b| {
-                    tx.blocking_send(b).is_ok()
-                })
+                fmt.read(
+                    Box::new(input),
+                    &l,
+                    &table,
+                    batch_size,
+                    &mut rejects,
+                    &mut |b| tx.blocking_send(b).is_ok(),
+                )
             });
             while let Some(batch) = rx.recv().await {
                 out.send_batch(batch).await?;

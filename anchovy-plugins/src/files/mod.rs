@@ -160,6 +160,7 @@ impl Source for FileSource {
             }
             let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
             let (fmt, p, table) = (format.clone(), path.clone(), tbl.name.clone());
+            let mut rejects = ctx.rejects()?;
             let reader = tokio::task::spawn_blocking(move || -> Result<u64, PluginError> {
                 let file = std::fs::File::open(&p).map_err(|source| PluginError::Io {
                     op: "open",
@@ -167,9 +168,14 @@ impl Source for FileSource {
                     source,
                 })?;
                 let label = p.display().to_string();
-                fmt.read(Box::new(file), &label, &table, batch_size, &mut |b| {
-                    tx.blocking_send(b).is_ok()
-                })
+                fmt.read(
+                    Box::new(file),
+                    &label,
+                    &table,
+                    batch_size,
+                    &mut rejects,
+                    &mut |b| tx.blocking_send(b).is_ok(),
+                )
             });
             while let Some(batch) = rx.recv().await {
                 out.send_batch(batch).await?;

@@ -314,6 +314,8 @@ impl Source for SftpSource {
         let table = tbl.name.clone();
         let pattern = csv.path.clone();
         let session = ctx.session.clone();
+        // One collector for every file of the task; each read sends its own rejects.
+        let mut rejects = ctx.rejects()?;
         let reader = tokio::task::spawn_blocking(move || -> Result<(), PluginError> {
             let mut read = 0u64;
             // The live connection; replaced when a read resumes on a new one.
@@ -387,6 +389,7 @@ impl Source for SftpSource {
                         &f.path,
                         &table,
                         batch_size,
+                        &mut rejects,
                         &mut |b| {
                             let ok = tx.blocking_send(Item::Batch(b)).is_ok();
                             stopped |= !ok;

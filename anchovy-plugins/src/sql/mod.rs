@@ -80,6 +80,22 @@ pub const SPEC: OperatorSpec = OperatorSpec {
             key: "columns",
             doc: "column -> type; overrides the types inferred from the data",
         },
+        OptionDoc {
+            key: "history",
+            doc: "with unique_by: keep every version of a key (valid_from/valid_to) instead of overwriting (default false)",
+        },
+        OptionDoc {
+            key: "deleted_ttl",
+            doc: "with history: drop superseded versions older than this (12h, 30d)",
+        },
+        OptionDoc {
+            key: "max_rows_per_load",
+            doc: "rows per transaction unit of a load (default 2,000,000; a bigger commit is one unit)",
+        },
+        OptionDoc {
+            key: "load_rejects",
+            doc: "also load the table's quarantined records (on_bad_record: quarantine) into <table>__rejects, appended (default false)",
+        },
     ],
     build: |_| Ok(Arc::new(Uploader::default())),
 };
@@ -210,7 +226,26 @@ impl Operator for Uploader {
                     None => t.clone(),
                 };
                 merged.name = format!("{up}.{}", t.name);
+                // `load_rejects: true`: the table's quarantined records, appended to
+                // `<table>__rejects` like a table of their own.
+                let rejects = merged
+                    .option_str("load_rejects")
+                    .map(|v| match v.trim() {
+                        "true" | "yes" | "1" => Ok(true),
+                        "false" | "no" | "0" => Ok(false),
+                        other => Err(PluginError::Option {
+                            key: "load_rejects".into(),
+                            message: format!("`{other}` is not true or false"),
+                        }),
+                    })
+                    .transpose()?
+                    .unwrap_or(false);
                 out.push(merged);
+                if rejects {
+                    let mut r = Tbl::named(format!("{up}.{}__rejects", t.name));
+                    r.options.insert(REJECTS_OF.into(), t.name.clone().into());
+                    out.push(r);
+                }
             }
         }
         Ok(Some(out))
@@ -271,6 +306,9 @@ impl Source for LoadSource {
     }
 }
 
+/// The internal option of a `<table>__rejects` table: whose rejects it loads.
+const REJECTS_OF: &str = "rejects_of";
+
 /// Loads one table of one upstream, unit by unit, each in one transaction.
 async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
     let s = &ctx.session.settings;
@@ -283,6 +321,11 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
         ),
     })?;
     let tbl = ctx.tbl();
+    // The data files this table loads: its own, or another table's quarantined records.
+    let files_of = match tbl.option_str(REJECTS_OF) {
+        Some(t) => anchovy_core::reject::rejects_table(&t),
+        None => name.to_string(),
+    };
     let mut job = Job {
         db,
         d: db.dialect(),
@@ -331,7 +374,7 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
             let past = read_commits(&job.ds, 0).await?;
             past.iter()
                 .filter(|c| c.seq <= pos)
-                .any(|c| c.files.iter().any(|f| f.tbl == name))
+                .any(|c| c.files.iter().any(|f| f.tbl == files_of))
         };
         if reset_by_user || had_rows {
             tracing::warn!(
@@ -384,7 +427,7 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
         })?,
         None => UNIT_ROWS,
     };
-    for (done, unit) in units(&commits, name, last, max_rows)
+    for (done, unit) in units(&commits, &files_of, last, max_rows)
         .into_iter()
         .enumerate()
     {
@@ -421,7 +464,7 @@ async fn load_table(db: &Db, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), Box
     if let Some(c) = commits
         .iter()
         .rev()
-        .find(|c| c.files.iter().any(|f| f.tbl == name))
+        .find(|c| c.files.iter().any(|f| f.tbl == files_of))
         && let Ok(at) = chrono::DateTime::parse_from_rfc3339(&c.committed_at)
     {
         let lag = chrono::Utc::now() - at.with_timezone(&chrono::Utc);

@@ -1,0 +1,355 @@
+//! Bad records: fail the table, skip them, or quarantine them.
+//!
+//! Every downloader reads through a format reader (CSV, JSON) that hands each record
+//! it cannot parse or type to a [`Rejects`], together with where it came from (file
+//! and line, object and record), its raw text and the reason. What happens is the
+//! table's `on_bad_record` option ([`OnBadRecord`]):
+//!
+//! - `fail` (the default): the table fails with the reason, nothing of the run is
+//!   committed, the next run meets the same record. Loud and safe for data that must
+//!   be complete.
+//! - `skip`: the record is dropped and counted (task log `rejected`, metric
+//!   `anchovy_rejected_records_total`).
+//! - `quarantine`: the record is written, with its source, raw text and reason, into
+//!   the rejects of the table (`$rejects/<table>/` data files) **in the same commit**
+//!   as the good rows around it and the checkpoint that covers them: it is counted once,
+//!   never lost, listed by `anchovy rejects`, and can be loaded by the uploader into a
+//!   `<table>__rejects` table.
+//!
+//! `max_rejects` (a count, `100`, or a share of the records read, `5%`) fails the
+//! table when the data is mostly bad, whatever the policy.
+//!
+//! Reject rows travel through the pipeline as batches of the table
+//! [`rejects_table`]`(<table>)`, a name no user table can have; the default sink
+//! stores them under `$rejects/` and never registers them in `$tables`.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::row::{Batch, Schema, Value};
+use crate::tbl::Tbl;
+
+/// The prefix of the pipeline table that carries a table's rejects.
+pub const REJECTS_PREFIX: &str = "$rejects/";
+
+/// The columns of a reject row, in order.
+pub const COLUMNS: [&str; 6] = ["source", "line", "reason", "raw", "header", "table"];
+
+/// The pipeline table of `table`'s rejects (`$rejects/<table>`).
+pub fn rejects_table(table: &str) -> String {
+    format!("{REJECTS_PREFIX}{table}")
+}
+
+/// The user table whose rejects `pipeline_table` carries, if it is a rejects table.
+pub fn rejected_table(pipeline_table: &str) -> Option<&str> {
+    pipeline_table.strip_prefix(REJECTS_PREFIX)
+}
+
+/// What a table does with a record it cannot read (`on_bad_record`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadRecord {
+    /// Fail the table (default).
+    #[default]
+    Fail,
+    /// Drop the record, count it.
+    Skip,
+    /// Keep the record in `$rejects/<table>/`, committed with the good rows.
+    Quarantine,
+}
+
+/// The most rejects a table run takes before it fails (`max_rejects`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum MaxRejects {
+    /// At most this many rejected records.
+    Count(u64),
+    /// At most this share (0-1) of the records read (good + rejected); checked once
+    /// 100 records are read, and at the end.
+    Share(f64),
+}
+
+/// A table's bad-record policy, from its options.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct RejectPolicy {
+    /// What to do with a bad record.
+    pub on_bad_record: OnBadRecord,
+    /// When to give up.
+    pub max_rejects: Option<MaxRejects>,
+}
+
+impl RejectPolicy {
+    /// The policy of `tbl` (`on_bad_record`, `max_rejects`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the table and the option.
+    pub fn of(tbl: &Tbl) -> Result<RejectPolicy> {
+        let on_bad_record = match tbl.option_str("on_bad_record").as_deref().map(str::trim) {
+            None | Some("fail") => OnBadRecord::Fail,
+            Some("skip") => OnBadRecord::Skip,
+            Some("quarantine") => OnBadRecord::Quarantine,
+            Some(other) => {
+                return Err(Error::config(
+                    format!("tbls.{}.on_bad_record", tbl.name),
+                    format!("`{other}` is not a policy; use fail (default), skip or quarantine"),
+                ));
+            }
+        };
+        let max_rejects = match tbl.option_str("max_rejects") {
+            None => None,
+            Some(v) => Some(parse_max(&v).ok_or_else(|| {
+                Error::config(
+                    format!("tbls.{}.max_rejects", tbl.name),
+                    format!(
+                        "`{v}` is not a limit; use a count (100) or a share of the records read (5%)"
+                    ),
+                )
+            })?),
+        };
+        Ok(RejectPolicy {
+            on_bad_record,
+            max_rejects,
+        })
+    }
+
+    /// Whether `rejected` of `read` records (good + rejected) is over the limit.
+    /// `done` is true at the end of a run (a share is judged on any number then).
+    pub fn over(&self, rejected: u64, read: u64, done: bool) -> bool {
+        match self.max_rejects {
+            None => false,
+            Some(MaxRejects::Count(n)) => rejected > n,
+            Some(MaxRejects::Share(s)) => {
+                (done || read >= 100) && read > 0 && rejected as f64 > s * read as f64
+            }
+        }
+    }
+
+    /// The limit as written, for messages.
+    pub fn limit_text(&self) -> String {
+        match self.max_rejects {
+            None => "none".into(),
+            Some(MaxRejects::Count(n)) => n.to_string(),
+            Some(MaxRejects::Share(s)) => format!("{}%", s * 100.0),
+        }
+    }
+}
+
+fn parse_max(v: &str) -> Option<MaxRejects> {
+    let v = v.trim();
+    if let Some(p) = v.strip_suffix('%') {
+        let p: f64 = p.trim().parse().ok()?;
+        return (p.is_finite() && (0.0..=100.0).contains(&p))
+            .then_some(MaxRejects::Share(p / 100.0));
+    }
+    if let Ok(n) = v.parse::<u64>() {
+        return Some(MaxRejects::Count(n));
+    }
+    let f: f64 = v.parse().ok()?;
+    (f.is_finite() && (0.0..1.0).contains(&f)).then_some(MaxRejects::Share(f))
+}
+
+/// One record a reader could not take.
+#[derive(Debug, Clone)]
+pub struct Reject<'a> {
+    /// The file or object it came from (as in `_file`).
+    pub source: &'a str,
+    /// Its line (or record position for formats without lines).
+    pub line: u64,
+    /// Why it was refused, as a sentence.
+    pub reason: String,
+    /// The record as read (re-encoded as one line of the source format).
+    pub raw: String,
+    /// The header it was read under (CSV), for replaying it.
+    pub header: Option<String>,
+}
+
+/// Collects one reader's bad records under a table's policy. A reader calls
+/// [`Rejects::reject`] for each record it cannot take, and [`Rejects::take_batch`] to
+/// send the quarantined ones on with its good rows (in the same stream, before the
+/// checkpoint that covers them).
+#[derive(Debug)]
+pub struct Rejects {
+    policy: RejectPolicy,
+    table: Arc<str>,
+    pipeline_table: Arc<str>,
+    schema: Arc<Schema>,
+    rows: Vec<Vec<Value>>,
+    /// Records rejected (skipped or quarantined) so far by this reader.
+    pub count: u64,
+    /// The table task's total, shared by its readers (for `max_rejects`).
+    total: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Rejects {
+    /// A collector for `table` under `policy`.
+    pub fn new(table: &str, policy: RejectPolicy) -> Rejects {
+        Rejects::with_total(table, policy, Arc::default())
+    }
+
+    /// A collector whose count also adds to `total` (a table task's running total,
+    /// which `max_rejects` counts against).
+    pub fn with_total(
+        table: &str,
+        policy: RejectPolicy,
+        total: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Rejects {
+        Rejects {
+            policy,
+            table: Arc::from(table),
+            pipeline_table: Arc::from(rejects_table(table)),
+            schema: Arc::new(Schema::new(COLUMNS)),
+            rows: Vec::new(),
+            count: 0,
+            total,
+        }
+    }
+
+    /// A collector that fails on the first bad record (tests, tools).
+    pub fn failing(table: &str) -> Rejects {
+        Rejects::new(table, RejectPolicy::default())
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &RejectPolicy {
+        &self.policy
+    }
+
+    /// Takes a bad record: `Err(reason at source:line)` under `fail` or past a count
+    /// limit, otherwise counts it (and keeps it under `quarantine`).
+    ///
+    /// # Errors
+    /// The record's location and reason, for the caller's error type.
+    pub fn reject(&mut self, r: Reject<'_>) -> std::result::Result<(), (String, String)> {
+        let location = format!("{}:{}", r.source, r.line);
+        if self.policy.on_bad_record == OnBadRecord::Fail {
+            return Err((location, r.reason));
+        }
+        self.count += 1;
+        let total = self
+            .total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if let Some(MaxRejects::Count(n)) = self.policy.max_rejects
+            && total > n
+        {
+            return Err((
+                location,
+                format!(
+                    "{}; that is {total} rejected records in this table's run, over max_rejects {n}: the data looks mostly bad, so the table fails (fix the source or the table's options, or raise max_rejects)",
+                    r.reason
+                ),
+            ));
+        }
+        tracing::debug!(table = %self.table, at = %location, reason = %r.reason, "bad record");
+        if self.policy.on_bad_record == OnBadRecord::Quarantine {
+            self.rows.push(vec![
+                Value::String(r.source.to_string()),
+                Value::Int(r.line.min(i64::MAX as u64) as i64),
+                Value::String(r.reason),
+                Value::String(r.raw),
+                r.header.map(Value::String).unwrap_or(Value::Null),
+                Value::String(self.table.to_string()),
+            ]);
+        }
+        Ok(())
+    }
+
+    /// The quarantined records not yet sent, as a batch of the rejects table.
+    pub fn take_batch(&mut self) -> Option<Batch> {
+        if self.rows.is_empty() {
+            return None;
+        }
+        Some(Batch {
+            table: self.pipeline_table.clone(),
+            schema: self.schema.clone(),
+            rows: std::mem::take(&mut self.rows),
+        })
+    }
+
+    /// Quarantined records waiting to be sent.
+    pub fn pending(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tbl(opts: &[(&str, &str)]) -> Tbl {
+        let mut t = Tbl::named("t");
+        for (k, v) in opts {
+            t.options.insert((*k).into(), (*v).into());
+        }
+        t
+    }
+
+    #[test]
+    fn policies_and_limits_parse() {
+        assert_eq!(
+            RejectPolicy::of(&tbl(&[])).unwrap(),
+            RejectPolicy::default()
+        );
+        let p = RejectPolicy::of(&tbl(&[
+            ("on_bad_record", "quarantine"),
+            ("max_rejects", "5%"),
+        ]))
+        .unwrap();
+        assert_eq!(p.on_bad_record, OnBadRecord::Quarantine);
+        assert_eq!(p.max_rejects, Some(MaxRejects::Share(0.05)));
+        assert!(!p.over(5, 99, false), "a share waits for 100 records");
+        assert!(p.over(6, 100, false));
+        assert!(p.over(1, 2, true));
+        let p = RejectPolicy::of(&tbl(&[("on_bad_record", "skip"), ("max_rejects", "3")])).unwrap();
+        assert_eq!(p.max_rejects, Some(MaxRejects::Count(3)));
+        for bad in [
+            ("on_bad_record", "ignore"),
+            ("max_rejects", "-1"),
+            ("max_rejects", "150%"),
+            ("max_rejects", "lots"),
+        ] {
+            let e = RejectPolicy::of(&tbl(&[bad])).unwrap_err().to_string();
+            assert!(e.contains(bad.0), "{e}");
+        }
+    }
+
+    #[test]
+    fn fail_skip_quarantine() {
+        let r = || Reject {
+            source: "a.csv",
+            line: 3,
+            reason: "ragged".into(),
+            raw: "1,2,3".into(),
+            header: Some("a,b".into()),
+        };
+        let mut fail = Rejects::failing("t");
+        assert_eq!(fail.reject(r()).unwrap_err().0, "a.csv:3");
+        let mut skip = Rejects::new(
+            "t",
+            RejectPolicy {
+                on_bad_record: OnBadRecord::Skip,
+                max_rejects: Some(MaxRejects::Count(1)),
+            },
+        );
+        skip.reject(r()).unwrap();
+        assert!(skip.take_batch().is_none());
+        assert!(
+            skip.reject(r())
+                .unwrap_err()
+                .1
+                .contains("over max_rejects 1")
+        );
+        let mut q = Rejects::new(
+            "t",
+            RejectPolicy {
+                on_bad_record: OnBadRecord::Quarantine,
+                max_rejects: None,
+            },
+        );
+        q.reject(r()).unwrap();
+        let b = q.take_batch().unwrap();
+        assert_eq!(&*b.table, "$rejects/t");
+        assert_eq!(b.rows[0][3], Value::String("1,2,3".into()));
+        assert_eq!(q.count, 1);
+        assert!(q.take_batch().is_none());
+    }
+}
