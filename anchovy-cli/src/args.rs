@@ -45,6 +45,54 @@ pub enum Command {
     Tables(TablesArgs),
     /// Run a set of anchovies (a school) as a DAG ordered by their -U upstreams.
     School(SchoolArgs),
+    /// List a downloader's quarantined records (on_bad_record: quarantine), or replay
+    /// them after the source or the table's options are fixed.
+    Rejects(RejectsArgs),
+}
+
+/// Arguments of `anchovy rejects`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RejectsArgs {
+    /// `replay`: read the records again.
+    #[command(subcommand)]
+    pub action: Option<RejectsAction>,
+    /// Only rejects of tables matching this wildcard.
+    #[arg(value_name = "TABLE")]
+    pub table: Option<String>,
+    /// Also list records already replayed.
+    #[arg(long)]
+    pub all: bool,
+    /// One JSON object per record instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Settings shared by every verb.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `anchovy rejects` verbs.
+#[derive(Debug, clap::Subcommand)]
+pub enum RejectsAction {
+    /// Read every quarantined record not yet replayed again, with the table's current
+    /// options (a fixed `columns:` type, `encoding:`, `delimiter:`): the records that
+    /// read now land in the table, those still bad are quarantined again, each record
+    /// exactly once. Runs like `start` (lease, commit, results; -op is the downloader).
+    Replay(ReplayArgs),
+}
+
+/// Arguments of `anchovy rejects replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Only tables matching this wildcard (default: every table).
+    #[arg(value_name = "TABLE")]
+    pub table: Option<String>,
+    /// Print the run results as one JSON line.
+    #[arg(long)]
+    pub compact: bool,
+    /// Settings shared by every verb.
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// Arguments of `anchovy school`.

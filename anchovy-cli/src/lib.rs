@@ -130,6 +130,10 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Checkpoints(a) => &a.config,
         Command::Logs(a) => &a.config,
         Command::Tables(a) => &a.config,
+        Command::Rejects(a) => match &a.action {
+            Some(args::RejectsAction::Replay(r)) => &r.config,
+            None => &a.config,
+        },
     };
     let loaded = match load(config, &vars) {
         Ok(l) => l,
@@ -164,6 +168,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
             Command::Checkpoints(a) => commands::checkpoints::run(loaded, &a).await,
             Command::Logs(a) => commands::logs::run(loaded, &a).await,
             Command::Tables(a) => commands::tables::run(loaded, &a).await,
+            Command::Rejects(a) => commands::rejects::run(&registry, loaded, &a).await,
             Command::Plugins(_) | Command::School(_) => unreachable!("handled before loading"),
         }
     });

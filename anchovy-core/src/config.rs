@@ -479,6 +479,9 @@ pub struct Settings {
     pub max_bytes: Option<u64>,
     /// Which layer each key came from (key -> origin), for `--explain`-style output.
     pub origins: BTreeMap<String, String>,
+    /// `anchovy rejects replay`: table tasks read their quarantined records again
+    /// instead of the source ([`crate::reject::ReplaySource`]). Not a setting.
+    pub replay_rejects: bool,
 }
 
 impl Settings {
@@ -727,6 +730,7 @@ impl Settings {
             max_rows,
             max_bytes,
             origins,
+            replay_rejects: false,
         })
     }
 }

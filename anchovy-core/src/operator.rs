@@ -39,6 +39,16 @@ pub trait Operator: Send + Sync {
         Ok(None)
     }
 
+    /// The reader that reads a table's quarantined records again with its current
+    /// options (`anchovy rejects replay`); `None` when the operator quarantines
+    /// nothing.
+    fn record_reader(
+        &self,
+        _tbl: &Tbl,
+    ) -> Result<Option<Arc<dyn crate::reject::RecordReader>>, BoxError> {
+        Ok(None)
+    }
+
     /// Operator-specific health checks (`anchovy healthcheck`): `(name, result)`.
     async fn healthcheck(&self, _ctx: &SessionCtx) -> Vec<(String, Result<String, String>)> {
         Vec::new()
@@ -175,6 +185,28 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// The config document's tables as `spec` sees them: options that only other
+    /// registered operators read are left out, so one config.yaml serves a downloader
+    /// and its uploader (`load_rejects:` does not trouble the CSV reader, `delimiter:`
+    /// not the uploader).
+    pub fn own_tables(&self, spec: &OperatorSpec, doc: &crate::ConfigDoc) -> crate::TblSet {
+        let own: Vec<&str> = spec
+            .table_options
+            .iter()
+            .flat_map(|o| o.key.split(',').map(str::trim))
+            .collect();
+        let foreign: Vec<&str> = self
+            .table_option_keys()
+            .into_iter()
+            .filter(|k| !own.contains(k) && !crate::tbl::CORE_KEYS.contains(k))
+            .collect();
+        crate::TblSet::new(doc.tbls.values().map(|t| {
+            let mut t = t.clone();
+            t.options.retain(|k, _| !foreign.contains(&k.as_str()));
+            t
+        }))
     }
 
     /// Finds an operator by name. The original tool's `core.` prefix

@@ -271,6 +271,141 @@ impl Rejects {
     }
 }
 
+/// Reads quarantined records again, as the table's format reads them, for
+/// `anchovy rejects replay`. An operator that quarantines provides one per table
+/// ([`crate::Operator::record_reader`]).
+pub trait RecordReader: Send + Sync {
+    /// Reads `text` (the record's `header` line, when it has one, then its `raw`
+    /// line) for `table`, naming `source` in values and errors, into `emit`; records
+    /// that are still bad go to `rejects`. Returns the rows read.
+    ///
+    /// # Errors
+    /// As the format's own reader (a still-bad record under `on_bad_record: fail`).
+    fn read(
+        &self,
+        text: String,
+        source: &str,
+        table: &str,
+        rejects: &mut Rejects,
+        emit: &mut dyn FnMut(Batch) -> bool,
+    ) -> std::result::Result<u64, crate::BoxError>;
+}
+
+/// The checkpoint key that marks a rejects file as replayed (`<table>:$replayed:<key>`).
+pub fn replayed_key(table: &str, file_key: &str) -> String {
+    format!("{table}:$replayed:{file_key}")
+}
+
+/// The source of a replay run: every committed, not yet replayed rejects file of the
+/// task's table, its records read again with the table's current options. Rows that
+/// now read go to the table; those still bad are rejected again under the table's
+/// policy; the file is marked replayed in the same commit, so each quarantined record
+/// is replayed exactly once.
+pub struct ReplaySource {
+    /// The operator whose [`crate::Operator::record_reader`] reads the records.
+    pub operator: Arc<dyn crate::Operator>,
+}
+
+#[async_trait::async_trait]
+impl crate::Source for ReplaySource {
+    async fn run(
+        &self,
+        ctx: &crate::TaskCtx,
+        out: &mut crate::Emitter,
+    ) -> std::result::Result<(), crate::BoxError> {
+        let table = ctx.tbl_name().to_string();
+        let pipeline = rejects_table(&table);
+        let reader = self.operator.record_reader(ctx.tbl())?.ok_or_else(|| {
+            Error::config(
+                "operator_cls",
+                format!(
+                    "operator {} cannot read quarantined records again",
+                    ctx.session.operator
+                ),
+            )
+        })?;
+        let commits = crate::commit::read_commits(&ctx.session.store, 0).await?;
+        let (mut files, mut replayed, mut still_bad) = (0u64, 0u64, 0u64);
+        for c in &commits {
+            for f in c.files.iter().filter(|f| f.tbl == pipeline) {
+                let key = replayed_key(&table, &f.key);
+                if ctx.checkpoint(&key).is_some() {
+                    continue;
+                }
+                let mut r = crate::data::DataFileReader::open_committed(
+                    &ctx.session.store,
+                    f,
+                    c.seq,
+                    ctx.session.settings.batch_size,
+                )
+                .await?;
+                while let Some(batch) = r.next_batch().await? {
+                    let col = |name: &str| batch.schema.index_of(name);
+                    let (Some(src), Some(line), Some(raw)) =
+                        (col("source"), col("line"), col("raw"))
+                    else {
+                        continue;
+                    };
+                    let header = col("header");
+                    for row in &batch.rows {
+                        let source = row[src].text().into_owned();
+                        let at = match &row[line] {
+                            Value::Int(n) => *n,
+                            _ => 0,
+                        };
+                        let text = match header.map(|h| &row[h]) {
+                            Some(Value::String(h)) => format!("{h}\n{}\n", row[raw].text()),
+                            _ => format!("{}\n", row[raw].text()),
+                        };
+                        let (reader, t, src) = (reader.clone(), table.clone(), source.clone());
+                        let mut rejects = ctx.rejects()?;
+                        let (n, rejects, got) = tokio::task::spawn_blocking(move || {
+                            let mut got: Vec<Batch> = Vec::new();
+                            let n = reader.read(text, &src, &t, &mut rejects, &mut |b| {
+                                got.push(b);
+                                true
+                            });
+                            (n, rejects, got)
+                        })
+                        .await
+                        .map_err(|e| Error::data(source.clone(), format!("replay failed: {e}")))?;
+                        replayed += n?;
+                        still_bad += rejects.count;
+                        // The record keeps its own line, wherever the replay read it.
+                        for mut b in got {
+                            let is_reject = rejected_table(&b.table).is_some();
+                            let (file, line) = if is_reject {
+                                (b.schema.index_of("source"), b.schema.index_of("line"))
+                            } else {
+                                (b.schema.index_of("_file"), b.schema.index_of("_line"))
+                            };
+                            for r in &mut b.rows {
+                                if let Some(i) = file {
+                                    r[i] = Value::String(source.clone());
+                                }
+                                if let Some(i) = line {
+                                    r[i] = Value::Int(at);
+                                }
+                            }
+                            out.send_batch(b).await?;
+                        }
+                    }
+                }
+                out.checkpoint(
+                    &key,
+                    serde_json::json!({"replayed_in": ctx.session.session_id}),
+                )
+                .await?;
+                files += 1;
+            }
+        }
+        ctx.log("rejects_files_replayed", files);
+        ctx.log("rows_replayed", replayed);
+        ctx.log("still_rejected", still_bad);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

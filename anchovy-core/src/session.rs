@@ -190,7 +190,7 @@ impl Session {
                 operator: spec.name.to_string(),
                 kind: spec.kind,
                 session_id,
-                config_tbls: doc.tbl_set(),
+                config_tbls: registry.own_tables(&spec, &doc),
                 settings,
                 connections,
                 datastore: root,
@@ -602,7 +602,13 @@ impl Session {
             );
         }
 
-        let sources = self.operator.sources();
+        let sources: Vec<Arc<dyn crate::stream::Source>> = if s.replay_rejects {
+            vec![Arc::new(crate::reject::ReplaySource {
+                operator: self.operator.clone(),
+            })]
+        } else {
+            self.operator.sources()
+        };
         let sinks = self.operator.sinks();
         // Every table is "in flight" until it finishes: if the batch stops, the ones left
         // (running or never started) are logged as ERR by run_batch.

@@ -449,6 +449,35 @@ impl CsvFormat {
     }
 }
 
+/// Reads quarantined CSV records again (`anchovy rejects replay`): the stored header
+/// line and the record, under the table's current options.
+impl anchovy_core::reject::RecordReader for CsvFormat {
+    fn read(
+        &self,
+        text: String,
+        source: &str,
+        table: &str,
+        rejects: &mut Rejects,
+        emit: &mut dyn FnMut(Batch) -> bool,
+    ) -> Result<u64, anchovy_core::BoxError> {
+        // The text is the record itself: no lines to skip, nothing to decompress or
+        // transcode (it was decoded when first read).
+        let mut f = self.clone();
+        f.skip_lines = 0;
+        f.encoding = None;
+        let label = source.trim_end_matches(".gz").trim_end_matches(".GZ");
+        Ok(CsvFormat::read(
+            &f,
+            Box::new(std::io::Cursor::new(text.into_bytes())),
+            label,
+            table,
+            1024,
+            rejects,
+            emit,
+        )?)
+    }
+}
+
 /// What [`LineCounter`] has seen: newline offsets not yet passed (bounded by the
 /// read-ahead), each with the number of quote characters up to it, and all quotes.
 #[derive(Default)]

@@ -334,6 +334,33 @@ fn json_err(label: &str, e: &serde_json::Error) -> PluginError {
     }
 }
 
+/// Reads quarantined JSON records again (`anchovy rejects replay`): each raw record
+/// as one NDJSON line, under the table's current options.
+impl anchovy_core::reject::RecordReader for JsonFormat {
+    fn read(
+        &self,
+        text: String,
+        source: &str,
+        table: &str,
+        rejects: &mut Rejects,
+        emit: &mut dyn FnMut(Batch) -> bool,
+    ) -> Result<u64, anchovy_core::BoxError> {
+        // A record of a `records:` document is read as a document of its own.
+        let mut f = self.clone();
+        f.records = None;
+        let label = source.trim_end_matches(".gz").trim_end_matches(".GZ");
+        Ok(JsonFormat::read(
+            &f,
+            Box::new(std::io::Cursor::new(text.into_bytes())),
+            label,
+            table,
+            1024,
+            rejects,
+            emit,
+        )?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

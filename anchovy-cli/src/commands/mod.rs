@@ -4,6 +4,7 @@ pub mod checkpoints;
 pub mod healthcheck;
 pub mod logs;
 pub mod plugins;
+pub mod rejects;
 pub mod school;
 pub mod start;
 pub mod tables;

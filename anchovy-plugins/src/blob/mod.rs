@@ -110,6 +110,39 @@ impl Operator for BlobDownloader {
     fn sources(&self) -> Vec<Arc<dyn Source>> {
         vec![Arc::new(BlobSource { json: self.json })]
     }
+
+    fn record_reader(
+        &self,
+        tbl: &anchovy_core::Tbl,
+    ) -> Result<Option<Arc<dyn anchovy_core::reject::RecordReader>>, BoxError> {
+        Ok(Some(match table_format(tbl, self.json)?.2 {
+            Format::Csv(f) => Arc::new(f),
+            Format::Json(f) => Arc::new(f),
+        }))
+    }
+}
+
+/// A table's object URL glob, connection and format.
+fn table_format(
+    tbl: &anchovy_core::Tbl,
+    json: bool,
+) -> Result<(String, Option<String>, Format), PluginError> {
+    Ok(if json {
+        let o: JsonOptions = tbl.plugin_options()?;
+        let f = Format::Json(JsonFormat::new(&o, &tbl.columns));
+        (o.path, o.connection, f)
+    } else {
+        let raw: RawCsvOptions = tbl.plugin_options()?;
+        let o: CsvOptions =
+            serde_json::from_value(serde_json::Value::Object(raw.csv)).map_err(|e| {
+                PluginError::Option {
+                    key: format!("tbls.{}", tbl.name),
+                    message: e.to_string(),
+                }
+            })?;
+        let f = Format::Csv(CsvFormat::new(&o, &tbl.columns)?);
+        (o.path, raw.connection, f)
+    })
 }
 
 /// What an object's checkpoint remembers.
@@ -281,20 +314,7 @@ struct BlobSource {
 impl Source for BlobSource {
     async fn run(&self, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
         let tbl = ctx.tbl();
-        let (path, connection, format) = if self.json {
-            let o: JsonOptions = tbl.plugin_options()?;
-            let f = Format::Json(JsonFormat::new(&o, &tbl.columns));
-            (o.path, o.connection, f)
-        } else {
-            let raw: RawCsvOptions = tbl.plugin_options()?;
-            let o: CsvOptions = serde_json::from_value(serde_json::Value::Object(raw.csv))
-                .map_err(|e| PluginError::Option {
-                    key: format!("tbls.{}", tbl.name),
-                    message: e.to_string(),
-                })?;
-            let f = Format::Csv(CsvFormat::new(&o, &tbl.columns)?);
-            (o.path, raw.connection, f)
-        };
+        let (path, connection, format) = table_format(tbl, self.json)?;
         let conn = match &connection {
             Some(id) => Some(ctx.session.connection(id)?),
             None => None,

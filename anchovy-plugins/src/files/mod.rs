@@ -90,6 +90,14 @@ impl Operator for CsvDownloader {
     fn sources(&self) -> Vec<Arc<dyn Source>> {
         vec![Arc::new(FileSource)]
     }
+
+    fn record_reader(
+        &self,
+        tbl: &anchovy_core::Tbl,
+    ) -> Result<Option<Arc<dyn anchovy_core::reject::RecordReader>>, BoxError> {
+        let opts: CsvOptions = tbl.plugin_options()?;
+        Ok(Some(Arc::new(CsvFormat::new(&opts, &tbl.columns)?)))
+    }
 }
 
 /// What a file's checkpoint remembers.

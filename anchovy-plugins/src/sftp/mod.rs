@@ -180,6 +180,14 @@ impl Operator for SftpDownloader {
         })]
     }
 
+    fn record_reader(
+        &self,
+        tbl: &Tbl,
+    ) -> Result<Option<Arc<dyn anchovy_core::reject::RecordReader>>, BoxError> {
+        let o = options(tbl)?;
+        Ok(Some(Arc::new(CsvFormat::new(&o.csv, &tbl.columns)?)))
+    }
+
     async fn on_task(&self, ctx: &TaskCtx) -> Result<(), BoxError> {
         match ctx.task_type {
             // Fail fast when a table's connection is missing or malformed.
