@@ -655,7 +655,7 @@ impl Settings {
             number("file_max_bytes", (1 << 10, 1 << 40), &mut origins)?.unwrap_or(128 << 20);
         let commit_interval = duration(
             "commit_interval",
-            (Duration::from_millis(10), MAX_DURATION),
+            (Duration::ZERO, MAX_DURATION),
             &mut origins,
         )?
         .unwrap_or(Duration::from_secs(5));

@@ -267,7 +267,7 @@ pub(crate) async fn run_pipeline(
     sinks: &[Arc<dyn Sink>],
     terminal: &mut dyn Terminal,
 ) -> Result<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(CHANNEL_BATCHES);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(CHANNEL_BATCHES);
     let src_ctx = ctx.clone();
     let producer = async move {
         let mut out = Emitter::channel(src_ctx.clone(), tx);
@@ -285,12 +285,16 @@ pub(crate) async fn run_pipeline(
         ctx: ctx.clone(),
     };
     let consumer = async {
+        // Owned here: when routing fails the receiver goes with this future, so the
+        // producer's next send fails (Cancelled) instead of waiting on a full channel.
+        let mut rx = rx;
         while let Some(msg) = rx.recv().await {
             router.route(0, msg, terminal).await?;
         }
         Ok::<(), Error>(())
     };
-    // Both halves run in this task; if either fails the other is dropped (cancelled).
+    // Both halves run in this task; a failure of either ends the other (the consumer's
+    // end closes the channel; the producer's end closes it from the other side).
     let (p, c) = tokio::join!(producer, consumer);
     c?;
     p?;

@@ -416,6 +416,7 @@ fn hostile_values_for_every_setting_exit_2_never_panic() {
     // Numbers and durations where 0 is a valid value (an off switch or no pause).
     const ZERO_OK: &[&str] = &[
         "port",
+        "commit_interval",
         "service_pause",
         "stop_grace",
         "discovery_ttl",
