@@ -88,6 +88,7 @@ pub fn describe_db_error(e: &sqlx::Error) -> String {
             }
             out
         }
+        sqlx::Error::Io(io) => format!("the connection to the database was lost ({io})"),
         sqlx::Error::PoolTimedOut => {
             "no connection within the connect timeout (is the server up and reachable?)".into()
         }

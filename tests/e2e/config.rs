@@ -262,8 +262,9 @@ fn healthcheck_passes_and_fails_with_reasons() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("FAIL datastore: create datastore directory")),
+        text.lines().any(|l| l.starts_with(
+            "FAIL datastore: the datastore not_a_dir cannot be used: not_a_dir is a file"
+        )),
         "{text}"
     );
     env.write("config.yaml", "config:\n  bogus: 1\n");

@@ -154,7 +154,7 @@ fn bad_environment_values_are_configuration_errors() {
         ),
         ("ACHVY_DATASTORE", "ftp://host/x", "`ftp://host/x`"),
         ("ACHVY_LEASE_TTL", "0s", "lease_ttl"),
-        ("ACHVY_PORT", "70000", "is not a port"),
+        ("ACHVY_PORT", "70000", "from 0 to 65535"),
         ("ACHVY_BIND", "localhost:80", "is not an IP address"),
     ] {
         let out = env

@@ -2,7 +2,7 @@
 
 use anchovy_core::Value;
 
-use crate::{Env, commit_count, committed, results, tbl_data};
+use crate::{Env, commit_count, committed, results, tbl_data, tbl_task};
 
 fn run(env: &Env, id: &str) -> serde_json::Value {
     let out = env
@@ -144,10 +144,12 @@ fn unknown_table_option_is_named() {
         .args(["start", "-op", "files.CsvDownloader", "--id", "u"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // At startup, before anything runs, with the closest option.
+    assert_eq!(out.status.code(), Some(2));
     let err = crate::stderr(&out);
     assert!(
-        err.contains("tbls.t") && err.contains("unknown field `delimter`"),
+        err.contains("unknown key `delimter` in tbls.t")
+            && err.contains("did you mean `delimiter`?"),
         "{err}"
     );
 }
@@ -317,4 +319,54 @@ fn setting_a_checkpoint_and_undoing_it() {
     assert!(cp(&["--set", set, "-y"]).status.success());
     let r = run(&env, "s");
     assert_eq!(tbl_data(&r, "t")["files_read"], 1);
+}
+
+/// Globs: a symlink loop under `**` and a second name for a directory read each real
+/// file once (2 rows stay 2 rows, no "File name too long"); a file name that is not
+/// UTF-8 is read, named with its odd byte escaped; a rerun reads nothing again.
+#[test]
+fn symlink_loops_and_odd_names_read_each_file_once() {
+    use std::os::unix::ffi::OsStringExt;
+    let env = Env::new();
+    env.write("in/real/a.csv", "id\n1\n");
+    std::os::unix::fs::symlink(env.path().join("in"), env.path().join("in/real/loop")).unwrap();
+    std::os::unix::fs::symlink(env.path().join("in/real"), env.path().join("in/alias")).unwrap();
+    let odd = env.path().join(std::ffi::OsString::from_vec(
+        b"in/real/caf\xe9.csv".to_vec(),
+    ));
+    std::fs::write(&odd, "id\n2\n").unwrap();
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/**/*.csv\n    columns: {id: int}\n",
+    );
+    let run = || {
+        let out = env
+            .cmd()
+            .args(["start", "-op", "files.CsvDownloader", "--id", "g"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+        out
+    };
+    let out = run();
+    let r = results(&out);
+    assert_eq!(tbl_task(&r, "t")["data"]["rows"], 2, "{r}");
+    let rows = crate::committed(&env.home(), "tester", "g");
+    assert_eq!(rows["t"].len(), 2);
+    let cps = std::fs::read_to_string(
+        std::fs::read_dir(env.area("tester", "g").join("$commits"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
+    assert!(cps.contains("t:in/real/caf\\\\xe9.csv"), "{cps}");
+    assert!(
+        cps.contains("t:in/real/a.csv"),
+        "named by its real path: {cps}"
+    );
+    let out = run();
+    assert_eq!(tbl_task(&results(&out), "t")["data"]["files_read"], 0);
 }

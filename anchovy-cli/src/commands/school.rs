@@ -42,15 +42,60 @@ struct SchoolFile {
     anchovies: Vec<Member>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum Member {
     Line(String),
     Entry {
         run: String,
-        #[serde(default)]
         env: BTreeMap<String, String>,
     },
+}
+
+/// A member is a command line, or `{run: <command line>, env: {NAME: value}}`; any
+/// other shape is refused with a sentence saying which.
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let shape = "each entry of `anchovies:` is a command line (`-op files.CsvDownloader --id sales`) or a map with `run:` (the command line) and optional `env:` (NAME: value)";
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(Member::Line(s)),
+            serde_json::Value::Object(mut m) => {
+                let run = match m.remove("run") {
+                    Some(serde_json::Value::String(r)) => r,
+                    Some(_) => {
+                        return Err(D::Error::custom(format!("`run:` must be text; {shape}")));
+                    }
+                    None => return Err(D::Error::custom(format!("a map without `run:`; {shape}"))),
+                };
+                let env = match m.remove("env") {
+                    None | Some(serde_json::Value::Null) => BTreeMap::new(),
+                    Some(serde_json::Value::Object(e)) => e
+                        .into_iter()
+                        .map(|(k, v)| match v {
+                            serde_json::Value::String(s) => Ok((k, s)),
+                            serde_json::Value::Number(n) => Ok((k, n.to_string())),
+                            serde_json::Value::Bool(b) => Ok((k, b.to_string())),
+                            _ => Err(D::Error::custom(format!(
+                                "`env: {k}:` must be a single value"
+                            ))),
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Some(_) => {
+                        return Err(D::Error::custom(format!(
+                            "`env:` must be a map of NAME: value; {shape}"
+                        )));
+                    }
+                };
+                if let Some(k) = m.keys().next() {
+                    return Err(D::Error::custom(format!(
+                        "unknown key `{k}` in a member; {shape}"
+                    )));
+                }
+                Ok(Member::Entry { run, env })
+            }
+            _ => Err(D::Error::custom(shape)),
+        }
+    }
 }
 
 /// One member, parsed.

@@ -70,6 +70,10 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitC
     .unwrap_or_default();
     crate::outln!("{}", anchovy_core::secret::redact(&text));
     match &result.error {
+        // A clean stop (a service asked to stop between or after its batches).
+        Some(e) if result.exit_code == anchovy_core::error::exit::OK => {
+            tracing::info!(status = ?result.status, exit_code = result.exit_code, "run stopped: {e}")
+        }
         Some(e) => {
             tracing::error!(status = ?result.status, exit_code = result.exit_code, "run failed: {e}")
         }

@@ -7,7 +7,9 @@
 //! changed file is read again whole. A file that changes while it is being read fails
 //! the table (nothing of it is committed) and is read on the next run.
 
-use std::path::{Path, PathBuf};
+mod walk;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -133,7 +135,7 @@ fn stat(path: &Path) -> Result<FileState, PluginError> {
 
 /// The checkpoint key of one file of one table.
 pub fn checkpoint_key(table: &str, path: &Path) -> String {
-    format!("{table}:{}", path.display())
+    format!("{table}:{}", walk::path_text(path))
 }
 
 struct FileSource;
@@ -144,7 +146,7 @@ impl Source for FileSource {
         let tbl = ctx.tbl();
         let opts: CsvOptions = tbl.plugin_options()?;
         let format = Arc::new(CsvFormat::new(&opts, &tbl.columns)?);
-        let files = list(&opts.path)?;
+        let files = walk::list(&opts.path)?;
         if files.is_empty() {
             tracing::warn!(table = %tbl.name, path = %opts.path, "no file matches the path glob");
         }
@@ -175,7 +177,7 @@ impl Source for FileSource {
                     path: p.display().to_string(),
                     source,
                 })?;
-                let label = p.display().to_string();
+                let label = walk::path_text(&p);
                 fmt.read(
                     Box::new(file),
                     &label,
@@ -210,25 +212,4 @@ impl Source for FileSource {
         ctx.log("files_skipped", skipped);
         Ok(())
     }
-}
-
-/// The files a glob matches, sorted.
-fn list(pattern: &str) -> Result<Vec<PathBuf>, PluginError> {
-    let paths = glob::glob(pattern).map_err(|e| PluginError::Option {
-        key: "path".into(),
-        message: format!("`{pattern}` is not a valid glob: {e}"),
-    })?;
-    let mut out = Vec::new();
-    for p in paths {
-        let p = p.map_err(|e| PluginError::Io {
-            op: "list",
-            path: e.path().display().to_string(),
-            source: std::io::Error::new(e.error().kind(), e.error().to_string()),
-        })?;
-        if p.is_file() {
-            out.push(p);
-        }
-    }
-    out.sort();
-    Ok(out)
 }
