@@ -500,7 +500,7 @@ impl Session {
             self.operator
                 .on_task(&xctx)
                 .await
-                .map_err(|e| wrap("hook xopen".into(), e))?;
+                .map_err(|e| wrap(TaskType::Xopen.doing().into(), e))?;
             // In service mode discovered tables may be reused for `discovery_ttl`.
             let ttl = if s.service { s.discovery_ttl } else { Duration::ZERO };
             let cached = self
@@ -718,7 +718,7 @@ impl Session {
             .operator
             .on_task(&ctx)
             .await
-            .map_err(|e| wrap(format!("hook {}", task_type.phase()), e));
+            .map_err(|e| wrap(task_type.doing().to_string(), e));
         let mut log = self.make_log(batch_id, task_type, None, t0.elapsed(), ctx.take_data());
         let err = r.err();
         if let Some(e) = &err {

@@ -28,6 +28,18 @@ pub enum TaskType {
 }
 
 impl TaskType {
+    /// What the operator's hook was doing, for messages (`opening the batch`).
+    pub fn doing(self) -> &'static str {
+        match self {
+            TaskType::Startup => "starting up",
+            TaskType::Xopen => "opening the batch",
+            TaskType::Tbl => "running a table",
+            TaskType::Xclose => "closing the batch",
+            TaskType::Error => "handling a stopped batch",
+            TaskType::Shutdown => "shutting down",
+        }
+    }
+
     /// The lowercase phase name used by hooks (`startup`, `xopen`, ...).
     pub fn phase(self) -> &'static str {
         match self {

@@ -465,17 +465,24 @@ impl anchovy_core::reject::RecordReader for CsvFormat {
         let mut f = self.clone();
         f.skip_lines = 0;
         f.encoding = None;
-        let label = source.trim_end_matches(".gz").trim_end_matches(".GZ");
+        let input = Box::new(std::io::Cursor::new(text.into_bytes()));
         Ok(CsvFormat::read(
             &f,
-            Box::new(std::io::Cursor::new(text.into_bytes())),
-            label,
+            input,
+            replay_label(source),
             table,
             1024,
             rejects,
             emit,
         )?)
     }
+}
+
+/// The label a quarantined record is read again under: its source's name without a
+/// `.gz` (the text is no longer compressed). The replay puts the source's own name
+/// back into `_file`.
+pub(crate) fn replay_label(source: &str) -> &str {
+    source.trim_end_matches(".gz").trim_end_matches(".GZ")
 }
 
 /// What [`LineCounter`] has seen: newline offsets not yet passed (bounded by the

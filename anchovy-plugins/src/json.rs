@@ -345,19 +345,22 @@ impl anchovy_core::reject::RecordReader for JsonFormat {
         rejects: &mut Rejects,
         emit: &mut dyn FnMut(Batch) -> bool,
     ) -> Result<u64, anchovy_core::BoxError> {
-        // A record of a `records:` document is read as a document of its own.
-        let mut f = self.clone();
-        f.records = None;
-        let label = source.trim_end_matches(".gz").trim_end_matches(".GZ");
-        Ok(JsonFormat::read(
-            &f,
-            Box::new(std::io::Cursor::new(text.into_bytes())),
+        // The raw text is one record (also one of a `records:` document): read as
+        // such, so that a record still malformed is rejected again, not the whole read.
+        let label = crate::delimited::replay_label(source);
+        let mut out = Out {
+            fmt: self,
             label,
-            table,
-            1024,
+            b: BatchBuilder::new(Arc::<str>::from(table)),
+            batch_size: 1024,
             rejects,
             emit,
-        )?)
+            count: 0,
+            stopped: false,
+        };
+        out.record(text.trim_end(), 1, &[])?;
+        out.flush();
+        Ok(out.count)
     }
 }
 

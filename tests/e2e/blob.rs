@@ -433,3 +433,66 @@ fn datastore_credentials_from_a_connection() {
     assert_eq!(out.status.code(), Some(2), "{}", crate::stderr(&out));
     assert!(crate::stderr(&out).contains("ACHVY_CNXN__DATASTORE__ACCES_KEY_ID"));
 }
+
+/// Quarantine in the object-store reader: a JSON object with a malformed line and a
+/// bad typed value commits its good records and quarantines the others in the same
+/// commit; replay after the type is fixed lands the typed one exactly once.
+#[test]
+fn json_objects_quarantine_and_replay() {
+    let env = Env::new();
+    let root = format!("az://{}", need("AZURE_CONTAINER"));
+    let b = Bucket::new(&root);
+    let p = format!("blobq/{}", env.nonce());
+    b.put(
+        &format!("{p}/e.json"),
+        "{\"id\": 1, \"at\": \"2024-01-01T00:00:00Z\"}\n{\"id\": 2, \"at\": \"yesterday\"}\n{\"id\": 3,, }\n{\"id\": 4, \"at\": \"2024-01-04T00:00:00Z\"}\n",
+    );
+    let cfg = |at: &str| {
+        format!(
+            "tbls:\n  e:\n    path: {root}/{p}/*.json\n    columns: {{id: int, at: {at}}}\n    on_bad_record: quarantine\n"
+        )
+    };
+    env.write("config.yaml", cfg("datetime"));
+    let r = ok(run(&env, "blob.JsonDownloader", "bq", &[]));
+    assert_eq!(tbl_data(&r, "e")["rejected"], 2, "{r}");
+    assert_eq!(ids(&env, "bq", "e"), vec![1, 4]);
+    let rows = committed(&env.home(), "tester", "bq");
+    let reasons: Vec<String> = rows["$rejects/e"]
+        .iter()
+        .map(|r| r["reason"].text().into_owned())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("`yesterday` is not a valid datetime")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("malformed JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        rows["$rejects/e"]
+            .iter()
+            .all(|r| r["source"].text().ends_with("/e.json"))
+    );
+    env.write("config.yaml", cfg("str"));
+    let mut c = env.cmd();
+    c.args([
+        "rejects",
+        "replay",
+        "-op",
+        "blob.JsonDownloader",
+        "--id",
+        "bq",
+    ]);
+    for k in PASS {
+        if let Ok(v) = std::env::var(k) {
+            c.env(k, v);
+        }
+    }
+    let r = ok(c.output().unwrap());
+    assert_eq!(tbl_data(&r, "e")["rows_replayed"], 1, "{r}");
+    assert_eq!(tbl_data(&r, "e")["still_rejected"], 1, "{r}");
+    assert_eq!(ids(&env, "bq", "e"), vec![1, 2, 4]);
+}

@@ -116,18 +116,8 @@ fn cancel_under_lock(target: Target) {
     );
 
     // SIGTERM while blocked: exit 130 within about 2 s of the signal.
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("anchovy"));
-    cmd.args(upload_args(&up, &id))
-        .current_dir(env.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", env.path().join("home"))
-        .env("USER", "tester")
-        .env("ACHVY_PORT", "0")
-        .env("ACHVY_CNXN__DB__URI", target.url().unwrap())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
+    let url = target.url().unwrap();
+    let child = env.spawn(&upload_args(&up, &id), &[("ACHVY_CNXN__DB__URI", &url)]);
     std::thread::sleep(Duration::from_millis(1500));
     let t0 = Instant::now();
     let _ = std::process::Command::new("kill")

@@ -534,17 +534,7 @@ fn a_closed_pipe_is_no_crash() {
     let env = env_with_table();
     env.write("config.yaml", CSV_TABLE);
     let closed = |args: &[&str]| {
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("anchovy"));
-        c.args(args)
-            .current_dir(env.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", env.path().join("home"))
-            .env("USER", "tester")
-            .env("ACHVY_PORT", "0")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
+        let mut child = env.spawn(args, &[]);
         drop(child.stdout.take()); // the reader went away
         let out = child.wait_with_output().unwrap();
         (out.status.code(), crate::stderr(&out))

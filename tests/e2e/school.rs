@@ -126,4 +126,12 @@ fn a_cycle_or_a_bad_member_is_a_configuration_error() {
     let out = school(&env, "anchovies:\n  - start -op files.CsvDownloader\n", &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(crate::stderr(&out).contains("give every member an --id"));
+    // A member of the wrong shape says which shapes work, not serde's jargon.
+    for member in ["42", "{runn: start}", "{run: [a]}"] {
+        let out = school(&env, &format!("anchovies:\n  - {member}\n"), &[]);
+        let err = crate::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("is a command line"), "{member}: {err}");
+        assert!(!err.contains("untagged"), "{err}");
+    }
 }

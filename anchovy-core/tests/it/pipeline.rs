@@ -286,7 +286,7 @@ async fn hooks_run_in_order_and_error_runs_when_xopen_fails() {
         r.error
             .as_deref()
             .unwrap()
-            .contains("hook xopen: cannot connect")
+            .contains("opening the batch: cannot connect")
     );
     let t: Vec<_> = tasks(&r).into_iter().map(|t| (t.0, t.2)).collect();
     assert_eq!(
