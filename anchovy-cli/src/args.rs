@@ -47,7 +47,7 @@ pub enum Command {
     School(SchoolArgs),
     /// List a downloader's quarantined records (on_bad_record: quarantine), or replay
     /// them after the source or the table's options are fixed.
-    Rejects(RejectsArgs),
+    Rejects(Box<RejectsArgs>),
 }
 
 /// Arguments of `anchovy rejects`.

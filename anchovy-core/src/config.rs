@@ -959,7 +959,7 @@ pub fn human_duration(d: Duration) -> String {
         (60_000, "m"),
         (1000, "s"),
     ] {
-        if ms >= unit && ms % unit == 0 {
+        if ms >= unit && ms.is_multiple_of(unit) {
             return format!("{}{name}", ms / unit);
         }
     }

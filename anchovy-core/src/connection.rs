@@ -127,9 +127,9 @@ pub fn uri_secrets(value: &str) -> Vec<String> {
     // after a `name=` belongs to the query).
     let host_at = rest
         .char_indices()
-        .filter(|(i, c)| *c == '@' && !rest[..*i].contains('='))
-        .map(|(i, _)| i)
-        .last();
+        .rev()
+        .find(|(i, c)| *c == '@' && !rest[..*i].contains('='))
+        .map(|(i, _)| i);
     if let Some(at) = host_at
         && let Some((_, pw)) = rest[..at].split_once(':')
     {
