@@ -304,6 +304,24 @@ fn csv_edge_cases_over_sftp() {
     assert_eq!(rows["l"][0]["note"], Value::from("café"));
     assert_eq!(rows["z"][0]["note"], Value::from("zipped"));
     assert!(!rows.contains_key("bad"));
+    // The same ragged file under quarantine: its good row lands, the bad one is kept.
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  bad:\n    path: {d}/bad/*.csv\n    on_bad_record: quarantine\n",
+            d = dir.display()
+        ),
+    );
+    let out = run_key(&env, &s, "e");
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let rows = committed(&env.home(), "tester", "e");
+    assert_eq!(rows["bad"].len(), 1);
+    let q = &rows["$rejects/bad"];
+    assert_eq!(
+        (q.len(), q[0]["raw"].text().into_owned()),
+        (1, "2".to_string())
+    );
+    assert!(q[0]["source"].text().ends_with("bad/r.csv"), "{q:?}");
 }
 
 /// A file that grows between the listing and the read is skipped, then read next run.
