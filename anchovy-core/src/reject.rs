@@ -29,6 +29,18 @@ use crate::error::{Error, Result};
 use crate::row::{Batch, Schema, Value};
 use crate::tbl::Tbl;
 
+/// The table options every downloader takes for bad records (`anchovy plugins`).
+pub const TABLE_OPTIONS: &[crate::OptionDoc] = &[
+    crate::OptionDoc {
+        key: "on_bad_record",
+        doc: "fail (default), skip or quarantine a record that cannot be read (ragged, bad value, bad encoding, no key)",
+    },
+    crate::OptionDoc {
+        key: "max_rejects",
+        doc: "fail the table past this many rejected records (100) or this share of those read (5%)",
+    },
+];
+
 /// The prefix of the pipeline table that carries a table's rejects.
 pub const REJECTS_PREFIX: &str = "$rejects/";
 

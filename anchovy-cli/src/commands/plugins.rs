@@ -28,7 +28,7 @@ pub fn run(registry: &Registry, args: &PluginsArgs) -> ExitCode {
                         "description": c.description,
                     })).collect::<Vec<_>>(),
                     "env_vars": s.env_vars.iter().map(|o| serde_json::json!({"name": o.key, "doc": o.doc})).collect::<Vec<_>>(),
-                    "table_options": s.table_options.iter().map(|o| serde_json::json!({"key": o.key, "doc": o.doc})).collect::<Vec<_>>(),
+                    "table_options": options(s).map(|o| serde_json::json!({"key": o.key, "doc": o.doc})).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -65,9 +65,9 @@ pub fn run(registry: &Registry, args: &PluginsArgs) -> ExitCode {
                 out.push_str(&format!("    {:<44} {}\n", o.key, o.doc));
             }
         }
-        if !s.table_options.is_empty() {
+        if options(s).next().is_some() {
             out.push_str("  table options (tbls.<name>.*):\n");
-            for o in s.table_options {
+            for o in options(s) {
                 out.push_str(&format!("    {:<44} {}\n", o.key, o.doc));
             }
         }
@@ -75,6 +75,18 @@ pub fn run(registry: &Registry, args: &PluginsArgs) -> ExitCode {
     }
     crate::out!("{out}");
     ExitCode::from(exit::OK)
+}
+
+/// An operator's own table options, and for downloaders the bad-record options every
+/// downloader takes.
+fn options(
+    s: &anchovy_core::OperatorSpec,
+) -> impl Iterator<Item = &'static anchovy_core::OptionDoc> {
+    let shared: &'static [anchovy_core::OptionDoc] = match s.kind {
+        OperatorKind::Downloader => anchovy_core::reject::TABLE_OPTIONS,
+        OperatorKind::Uploader => &[],
+    };
+    s.table_options.iter().chain(shared)
 }
 
 fn kind(k: OperatorKind) -> &'static str {
