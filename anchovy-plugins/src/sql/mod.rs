@@ -1171,8 +1171,20 @@ impl Job<'_> {
                     match widen(cur, *want) {
                         None => out.push((c.clone(), cur)),
                         Some(w) => {
-                            for sql in d.alter_type(target, c, w, spec.keys.contains(c)) {
-                                self.db.exec(&sql).await?;
+                            // SQLite widens in four statements (add, copy, drop,
+                            // rename): one transaction on one connection, so a
+                            // concurrent load or a failure never sees it half done.
+                            let steps = d.alter_type(target, c, w, spec.keys.contains(c));
+                            if steps.len() > 1 {
+                                let mut tx = self.db.begin().await?;
+                                for sql in &steps {
+                                    tx.exec(sql).await?;
+                                }
+                                tx.commit().await?;
+                            } else {
+                                for sql in &steps {
+                                    self.db.exec(sql).await?;
+                                }
                             }
                             totals
                                 .schema_changes
