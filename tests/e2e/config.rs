@@ -396,7 +396,14 @@ fn deploy_examples_match_the_binary() {
     assert!(docker.contains("USER 10001") && docker.contains("ACHVY_BIND=0.0.0.0"));
 }
 
-/// Every setting, through the environment and config.yaml, with hostile values: the
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Route {
+    Env,
+    File,
+    Flag,
+}
+
+/// Every setting, through the environment, config.yaml and the command line, with hostile values: the
 /// process never panics (101) or dies of a signal; numbers and durations out of range
 /// exit 2 before anything runs, with a message naming the setting and its range.
 #[test]
@@ -449,9 +456,10 @@ fn hostile_values_for_every_setting_exit_2_never_panic() {
             if def.key == "is_task_executor" && matches!(*v, "0" | "") {
                 continue;
             }
-            cases.push((def, *v, false));
+            cases.push((def, *v, Route::Env));
             if RANGED.contains(&def.key) {
-                cases.push((def, *v, true));
+                cases.push((def, *v, Route::File));
+                cases.push((def, *v, Route::Flag));
             }
         }
     }
@@ -462,7 +470,7 @@ fn hostile_values_for_every_setting_exit_2_never_panic() {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((def, v, in_file)) = cases.get(i) else {
+                    let Some((def, v, route)) = cases.get(i) else {
                         break;
                     };
                     let mut c = env.cmd();
@@ -475,7 +483,7 @@ fn hostile_values_for_every_setting_exit_2_never_panic() {
                     ])
                     .timeout(std::time::Duration::from_secs(30));
                     let table = "tbls:\n  t:\n    path: in/*.csv\n";
-                    if *in_file {
+                    if *route == Route::File {
                         let doc = serde_json::json!({ "config": { def.key: v } }).to_string();
                         // JSON is YAML; the table map is added as a second document key.
                         let doc = format!(
@@ -484,16 +492,23 @@ fn hostile_values_for_every_setting_exit_2_never_panic() {
                         );
                         // env.cmd() sets ACHVY_PORT, which would win over the file.
                         c.args(["--config", &doc]).env_remove("ACHVY_PORT");
+                    } else if *route == Route::Flag {
+                        // The long flag (`--batch-size` of `--batch-size`, `-t/--execution-timeout`).
+                        let flag = def.cli.rsplit('/').next().unwrap_or(def.cli);
+                        c.arg(format!("{flag}={v}")).args(["--config", table]);
+                        if def.key == "port" {
+                            c.env_remove("ACHVY_PORT");
+                        }
                     } else {
                         c.env(def.env, v).args(["--config", table]);
                     }
                     let out = c.output().unwrap();
                     let code = out.status.code();
                     let err = crate::stderr(&out);
-                    let route = if *in_file {
-                        format!("config: {}", def.key)
-                    } else {
-                        def.env.to_string()
+                    let route = match route {
+                        Route::File => format!("config: {}", def.key),
+                        Route::Flag => format!("flag for {}", def.key),
+                        Route::Env => def.env.to_string(),
                     };
                     let must_refuse = (RANGED.contains(&def.key)
                         && !(*v == "0" && ZERO_OK.contains(&def.key)))
