@@ -148,7 +148,14 @@ pub fn main_with(registry: Registry) -> ExitCode {
     for w in &loaded.connections.warnings {
         tracing::warn!("{w}");
     }
-    for w in anchovy_core::env::unknown(vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+    let unknown = anchovy_core::env::unknown(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if loaded.settings.strict && !unknown.is_empty() {
+        return report(&Error::config(
+            "strict",
+            format!("{} (--strict)", unknown.join("; ")),
+        ));
+    }
+    for w in unknown {
         tracing::warn!("{w}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -619,4 +619,13 @@ fn strict_turns_matched_nothing_into_exit_2() {
         &[],
     );
     assert_eq!(code, Some(2), "{err}");
+    // An unknown ACHVY_* variable: a warning, or exit 2 under --strict.
+    let (code, err) = run(&dl, &[("ACHVY_BATCHSIZE", "10")]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("did you mean ACHVY_BATCH_SIZE?"), "{err}");
+    let (code, err) = run(
+        &[&dl[..], &["--strict"]].concat(),
+        &[("ACHVY_BATCHSIZE", "10")],
+    );
+    assert_eq!(code, Some(2), "{err}");
 }
