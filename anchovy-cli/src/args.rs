@@ -75,7 +75,7 @@ pub struct RejectsArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum RejectsAction {
     /// Read every quarantined record not yet replayed again, with the table's current
-    /// options (a fixed `columns:` type, `encoding:`, `delimiter:`): the records that
+    /// options (a fixed `columns:` type, `delimiter:` or `quote:`): the records that
     /// read now land in the table, those still bad are quarantined again, each record
     /// exactly once. Runs like `start` (lease, commit, results; -op is the downloader).
     Replay(ReplayArgs),
