@@ -174,6 +174,7 @@ impl DatastoreSink {
                 reason: reason.clone(),
                 raw,
                 header: None,
+                format: crate::reject::ROW_FORMAT,
             }) {
                 let at = if at.is_empty() {
                     String::new()

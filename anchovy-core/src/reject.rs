@@ -45,7 +45,13 @@ pub const TABLE_OPTIONS: &[crate::OptionDoc] = &[
 pub const REJECTS_PREFIX: &str = "$rejects/";
 
 /// The columns of a reject row, in order.
-pub const COLUMNS: [&str; 6] = ["source", "line", "reason", "raw", "header", "table"];
+pub const COLUMNS: [&str; 7] = [
+    "source", "line", "reason", "raw", "header", "table", "format",
+];
+
+/// `format` of a record rejected after parsing (a row without its key): `raw` is the
+/// row as a data-file JSON line, replayed as a row, without the source's reader.
+pub const ROW_FORMAT: &str = "row";
 
 /// The pipeline table of `table`'s rejects (`$rejects/<table>`).
 pub fn rejects_table(table: &str) -> String {
@@ -172,6 +178,8 @@ pub struct Reject<'a> {
     pub raw: String,
     /// The header it was read under (CSV), for replaying it.
     pub header: Option<String>,
+    /// What `raw` is: `csv`, `json`, or [`ROW_FORMAT`].
+    pub format: &'static str,
 }
 
 /// Collects one reader's bad records under a table's policy. A reader calls
@@ -260,6 +268,7 @@ impl Rejects {
                 Value::String(r.raw),
                 r.header.map(Value::String).unwrap_or(Value::Null),
                 Value::String(self.table.to_string()),
+                Value::String(r.format.to_string()),
             ]);
         }
         Ok(())
@@ -327,15 +336,7 @@ impl crate::Source for ReplaySource {
     ) -> std::result::Result<(), crate::BoxError> {
         let table = ctx.tbl_name().to_string();
         let pipeline = rejects_table(&table);
-        let reader = self.operator.record_reader(ctx.tbl())?.ok_or_else(|| {
-            Error::config(
-                "operator_cls",
-                format!(
-                    "operator {} cannot read quarantined records again",
-                    ctx.session.operator
-                ),
-            )
-        })?;
+        let reader = self.operator.record_reader(ctx.tbl())?;
         let commits = crate::commit::read_commits(&ctx.session.store, 0).await?;
         let (mut files, mut replayed, mut still_bad) = (0u64, 0u64, 0u64);
         for c in &commits {
@@ -358,12 +359,33 @@ impl crate::Source for ReplaySource {
                     else {
                         continue;
                     };
-                    let header = col("header");
+                    let (header, format) = (col("header"), col("format"));
                     for row in &batch.rows {
                         let source = row[src].text().into_owned();
                         let at = match &row[line] {
                             Value::Int(n) => *n,
                             _ => 0,
+                        };
+                        // A parsed row refused later (no key): sent again as a row; the
+                        // sink takes or rejects it under the table's current options.
+                        if format.is_some_and(|f| row[f].text() == ROW_FORMAT) {
+                            let mut b = crate::row::BatchBuilder::new(table.clone());
+                            crate::row::decode_row(&row[raw].text(), &mut b, &|| {
+                                format!("{source}:{at}")
+                            })?;
+                            replayed += 1;
+                            out.send_batch(b.take()).await?;
+                            continue;
+                        }
+                        let Some(reader) = &reader else {
+                            return Err(Error::config(
+                                "operator_cls",
+                                format!(
+                                    "operator {} cannot read its quarantined records again",
+                                    ctx.session.operator
+                                ),
+                            )
+                            .into());
                         };
                         let text = match header.map(|h| &row[h]) {
                             Some(Value::String(h)) => format!("{h}\n{}\n", row[raw].text()),
@@ -467,6 +489,7 @@ mod tests {
             reason: "ragged".into(),
             raw: "1,2,3".into(),
             header: Some("a,b".into()),
+            format: "csv",
         };
         let mut fail = Rejects::failing("t");
         assert_eq!(fail.reject(r()).unwrap_err().0, "a.csv:3");

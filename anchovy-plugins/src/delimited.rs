@@ -353,6 +353,7 @@ impl CsvFormat {
                             reason,
                             raw: self.encode(record.iter()),
                             header,
+                            format: "csv",
                         })
                         .map_err(|(location, message)| PluginError::Data { location, message })?;
                     if rejects.pending() >= batch_size

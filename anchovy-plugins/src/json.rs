@@ -206,6 +206,7 @@ impl Out<'_> {
                 reason,
                 raw: raw.trim_end().to_string(),
                 header: None,
+                format: "json",
             })
             .map_err(|(location, message)| PluginError::Data { location, message })?;
         if self.rejects.pending() >= self.batch_size

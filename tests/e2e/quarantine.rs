@@ -284,3 +284,56 @@ fn skip_and_max_rejects() {
         crate::stderr(&out)
     );
 }
+
+/// A row without its key is quarantined as a row (it parsed; only the merge refuses
+/// it) and replays as a row once the key is fixed.
+#[test]
+fn a_row_without_its_key_is_quarantined_and_replays() {
+    let env = Env::new();
+    env.write("in/k.csv", "id,v\n1,a\n,b\n3,c\n");
+    let cfg = |key: &str| {
+        format!(
+            "tbls:\n  k:\n    path: in/*.csv\n    unique_by: {key}\n    columns: {{id: int}}\n    on_bad_record: quarantine\n"
+        )
+    };
+    env.write("config.yaml", cfg("id"));
+    let out = start(&env, "nk", &[]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let rows = committed(&env.home(), "tester", "nk");
+    assert_eq!(rows["k"].len(), 2);
+    let q = &rows["$rejects/k"];
+    assert_eq!(q.len(), 1);
+    assert!(
+        q[0]["reason"]
+            .text()
+            .contains("no value in unique_by column `id`"),
+        "{q:?}"
+    );
+    assert_eq!(q[0]["format"].text(), "row");
+    // Still keyless: quarantined again, not lost.
+    let replay = || {
+        let out = env
+            .cmd()
+            .args([
+                "rejects",
+                "replay",
+                "-op",
+                "files.CsvDownloader",
+                "-i",
+                "nk",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+    };
+    replay();
+    let rows = committed(&env.home(), "tester", "nk");
+    assert_eq!((rows["k"].len(), rows["$rejects/k"].len()), (2, 2));
+    // Keyed by `v` now: the row lands, once.
+    env.write("config.yaml", cfg("v"));
+    replay();
+    replay();
+    let rows = committed(&env.home(), "tester", "nk");
+    assert_eq!(rows["k"].len(), 3);
+    assert_eq!(rows["k"][2]["v"], Value::from("b"));
+}
