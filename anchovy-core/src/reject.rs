@@ -228,11 +228,6 @@ impl Rejects {
         Rejects::new(table, RejectPolicy::default())
     }
 
-    /// The policy.
-    pub fn policy(&self) -> &RejectPolicy {
-        &self.policy
-    }
-
     /// Takes a bad record: `Err(reason at source:line)` under `fail` or past a count
     /// limit, otherwise counts it (and keeps it under `quarantine`).
     ///
@@ -381,8 +376,8 @@ impl crate::Source for ReplaySource {
                             return Err(Error::config(
                                 "operator_cls",
                                 format!(
-                                    "operator {} cannot read its quarantined records again",
-                                    ctx.session.operator
+                                    "operator {} cannot read quarantined records again; replay them with the downloader that quarantined them (`anchovy rejects replay -op <that operator> --id {}`)",
+                                    ctx.session.operator, ctx.session.settings.id
                                 ),
                             )
                             .into());

@@ -87,6 +87,17 @@ fn assert_every_record_once(env: &Env, id: &str) {
     assert!(bad.values().all(|n| *n == 1), "a record quarantined twice");
 }
 
+/// `anchovy rejects replay` of downloader `id`; its run results.
+fn replay(env: &Env, id: &str) -> serde_json::Value {
+    let out = env
+        .cmd()
+        .args(["rejects", "replay", "-op", "files.CsvDownloader", "-i", id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    results(&out)
+}
+
 fn start(env: &Env, id: &str, envs: &[(&str, &str)]) -> std::process::Output {
     env.cmd()
         .args(["start", "-op", "files.CsvDownloader", "--id", id])
@@ -170,22 +181,7 @@ fn quarantine_download_upload_fix_replay_exactly_once() {
     // The fix: `v` is text after all. Replay: the type rejects land, the ragged stay.
     let cfg = std::fs::read_to_string(env.path().join("config.yaml")).unwrap();
     env.write("config.yaml", cfg.replace("{id: int, v: int}", "{id: int}"));
-    let replay = || {
-        let out = env
-            .cmd()
-            .args([
-                "rejects",
-                "replay",
-                "-op",
-                "files.CsvDownloader",
-                "-i",
-                "dl",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", crate::stderr(&out));
-        results(&out)
-    };
+    let replay = || replay(&env, "dl");
     let ragged = (1..=FILES * ROWS)
         .filter(|i| bad_kind(*i) == Some("ragged"))
         .count() as u64;
@@ -311,21 +307,7 @@ fn a_row_without_its_key_is_quarantined_and_replays() {
     );
     assert_eq!(q[0]["format"].text(), "row");
     // Still keyless: quarantined again, not lost.
-    let replay = || {
-        let out = env
-            .cmd()
-            .args([
-                "rejects",
-                "replay",
-                "-op",
-                "files.CsvDownloader",
-                "-i",
-                "nk",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", crate::stderr(&out));
-    };
+    let replay = || replay(&env, "nk");
     replay();
     let rows = committed(&env.home(), "tester", "nk");
     assert_eq!((rows["k"].len(), rows["$rejects/k"].len()), (2, 2));
