@@ -13,15 +13,13 @@
 
 #[cfg(feature = "blob")]
 pub mod blob;
-#[cfg(feature = "files")]
-pub mod chunks;
-#[cfg(feature = "files")]
-pub mod delimited;
 pub mod error;
 #[cfg(feature = "files")]
 pub mod files;
 #[cfg(feature = "files")]
-pub mod json;
+pub mod formats;
+#[cfg(feature = "files")]
+pub mod source;
 #[cfg(feature = "sftp")]
 pub mod sftp;
 #[cfg(feature = "sql")]

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 
 use anchovy_core::ColType;
-use anchovy_plugins::delimited::{CsvFormat, CsvOptions};
+use anchovy_plugins::formats::csv::{CsvFormat, CsvOptions};
+use anchovy_plugins::formats::decompressed;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&knobs, body)) = data.split_first() else { return };
     let delimiter = [",", ";", "/t", "|"][(knobs & 3) as usize];
     let opts: CsvOptions = serde_json::from_value(serde_json::json!({
-        "path": "x",
         "delimiter": delimiter,
         "header": knobs & 4 == 0,
         "quote": if knobs & 8 == 0 { "\"" } else { "none" },
@@ -27,5 +27,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let f = CsvFormat::new(&opts, &cols).unwrap();
     let label = if knobs & 128 != 0 { "f.csv.gz" } else { "f.csv" };
-    let _ = f.read(Box::new(std::io::Cursor::new(body.to_vec())), label, "t", 7, &mut anchovy_core::reject::Rejects::new("t", anchovy_core::reject::RejectPolicy { on_bad_record: anchovy_core::reject::OnBadRecord::Quarantine, max_rejects: None }), &mut |_| true);
+    let Ok(input) = decompressed(Box::new(std::io::Cursor::new(body.to_vec())), label) else { return };
+    let _ = f.read(input, label, "t", 7, &mut anchovy_core::reject::Rejects::new("t", anchovy_core::reject::RejectPolicy { on_bad_record: anchovy_core::reject::OnBadRecord::Quarantine, max_rejects: None }), &mut |_| true);
 });

@@ -123,8 +123,9 @@ fn the_example_config_yaml_parses_and_its_tables_are_valid() {
     assert_eq!(doc.tbls.len(), 3);
     doc.layer().unwrap();
     for t in doc.tbls.values() {
-        let o: anchovy_plugins::delimited::CsvOptions = t.plugin_options().unwrap();
-        anchovy_plugins::delimited::CsvFormat::new(&o, &t.columns).unwrap();
+        anchovy_plugins::source::FileDownloader::new(anchovy_plugins::files::TRANSPORT, "csv")
+            .table(t)
+            .unwrap();
     }
     assert_eq!(doc.tbls["sales"].sort_by.0.len(), 3);
 }

@@ -1,12 +1,14 @@
 //! `blob.CsvDownloader` and `blob.JsonDownloader`: files in object stores (S3, Azure
-//! Blob, GCS), read incrementally.
+//! Blob, GCS), read incrementally: the object-store [`Transport`] of the shared file
+//! source ([`crate::source`]).
 //!
 //! - **Tables**: `path:` is an object URL whose last part may be a glob:
 //!   `az://chat/sessions/*.json`, `s3://bucket/exports/**/*.csv.gz`,
 //!   `https://<account>.blob.core.windows.net/logs/2024-*/*.ndjson`. `*` and `?` stay
 //!   within one `/` level, `**` crosses levels, `[a-z]` classes work. Every option of
 //!   `files.CsvDownloader` applies to `blob.CsvDownloader`; `blob.JsonDownloader` reads
-//!   NDJSON, JSON arrays and JSON documents ([`crate::json`]). `.gz`/`.zst` objects are
+//!   NDJSON, JSON arrays and JSON documents ([`crate::formats::json`]); `format: parquet`
+//!   reads Parquet objects with either. `.gz`/`.zst` objects are
 //!   decompressed as they stream.
 //! - **Credentials**: the providers' environment variables, or `connection: <id>` with
 //!   `ACHVY_CNXN__<ID>__<KEY>` (see [`anchovy_core::datastore::url`]).
@@ -14,27 +16,27 @@
 //!   last_modified, rows}`, committed with the object's rows. A rerun reads only new
 //!   objects and objects whose etag changed. An object is read at the version that was
 //!   listed (`If-Match`): one replaced meanwhile is skipped this run and read on the next.
+//!   A read that drops mid-object resumes at the byte where it stopped, still
+//!   `If-Match`, so it never mixes two versions.
+//! - **After load**: `after_load: delete`, or `move:<prefix>` (a key prefix in the same
+//!   bucket or container, e.g. `move:archive/2024`), once the rows are committed.
 //! - **Streaming**: the object's bytes stream into the blocking parser, batches go out
 //!   through a bounded channel; memory stays flat whatever the object size.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anchovy_core::datastore::url::{self, Opened};
+use anchovy_core::datastore::url::{self, Opened as OpenedStore};
 use anchovy_core::operator::OperatorKind;
-use anchovy_core::{
-    BoxError, Emitter, Operator, OperatorSpec, OptionDoc, Source, TaskCtx, async_trait,
-};
+use anchovy_core::{OperatorSpec, OptionDoc};
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectMeta, ObjectStore};
-use serde::{Deserialize, Serialize};
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 
-use crate::delimited::{CsvFormat, CsvOptions};
 use crate::error::PluginError;
-use crate::json::{JsonFormat, JsonOptions};
-
-/// Batches that may wait between the blocking parser and the pipeline.
-const READ_AHEAD: usize = 4;
+use crate::source::{
+    AFTER_LOAD_DOC, AfterLoad, Counters, Entry, FileDownloader, Opened, Transport, TransportSpec,
+};
 
 const PATH_DOC: OptionDoc = OptionDoc {
     key: "path",
@@ -57,22 +59,39 @@ const ENV_VARS: &[OptionDoc] = &[
     },
 ];
 
+/// The table options both blob downloaders read.
+const TABLE_OPTIONS: &[OptionDoc] = &[
+    PATH_DOC,
+    CONNECTION_DOC,
+    AFTER_LOAD_DOC,
+    crate::formats::FORMAT_DOC,
+    OptionDoc {
+        key: "delimiter, quote, header, names, skip_lines, encoding, empty_as_null, rename, autodiscover",
+        doc: "format csv: as files.CsvDownloader",
+    },
+    OptionDoc {
+        key: "records",
+        doc: "format json: dotted path of the array of records inside each document; the document's top-level scalars are copied into each record",
+    },
+    OptionDoc {
+        key: "provenance",
+        doc: "add _file and _line (line, or record position) columns (default false)",
+    },
+    OptionDoc {
+        key: "columns",
+        doc: "column -> type; text values of typed columns are converted on read",
+    },
+];
+
 /// `blob.CsvDownloader`.
 pub const CSV_SPEC: OperatorSpec = OperatorSpec {
     name: "blob.CsvDownloader",
-    description: "Downloads CSV/TSV objects from S3, Azure Blob or GCS (URL glob per table), incrementally by etag.",
+    description: "Downloads CSV/TSV (or `format: json | parquet`) objects from S3, Azure Blob or GCS (URL glob per table), incrementally by etag.",
     kind: OperatorKind::Downloader,
     connections: &[],
     env_vars: ENV_VARS,
-    table_options: &[
-        PATH_DOC,
-        CONNECTION_DOC,
-        OptionDoc {
-            key: "delimiter, quote, header, names, skip_lines, encoding, empty_as_null, provenance, rename, columns, autodiscover",
-            doc: "as files.CsvDownloader",
-        },
-    ],
-    build: |_| Ok(Arc::new(BlobDownloader { json: false })),
+    table_options: TABLE_OPTIONS,
+    build: |_| Ok(Arc::new(FileDownloader::new(TRANSPORT, "csv"))),
 };
 
 /// `blob.JsonDownloader`.
@@ -82,118 +101,35 @@ pub const JSON_SPEC: OperatorSpec = OperatorSpec {
     kind: OperatorKind::Downloader,
     connections: &[],
     env_vars: ENV_VARS,
-    table_options: &[
-        PATH_DOC,
-        CONNECTION_DOC,
-        OptionDoc {
-            key: "records",
-            doc: "dotted path of the array of records inside each document; the document's top-level scalars are copied into each record",
-        },
-        OptionDoc {
-            key: "provenance",
-            doc: "add _file and _line (line, or record position) columns (default false)",
-        },
-        OptionDoc {
-            key: "columns",
-            doc: "column -> type; text values of typed columns are converted on read",
-        },
-    ],
-    build: |_| Ok(Arc::new(BlobDownloader { json: true })),
+    table_options: TABLE_OPTIONS,
+    build: |_| Ok(Arc::new(FileDownloader::new(TRANSPORT, "json"))),
 };
 
-/// The operator (CSV or JSON).
-pub struct BlobDownloader {
-    json: bool,
-}
-
-impl Operator for BlobDownloader {
-    fn sources(&self) -> Vec<Arc<dyn Source>> {
-        vec![Arc::new(BlobSource { json: self.json })]
-    }
-
-    fn record_reader(
-        &self,
-        tbl: &anchovy_core::Tbl,
-    ) -> Result<Option<Arc<dyn anchovy_core::reject::RecordReader>>, BoxError> {
-        Ok(Some(match table_format(tbl, self.json)?.2 {
-            Format::Csv(f) => Arc::new(f),
-            Format::Json(f) => Arc::new(f),
+/// Object stores as a transport.
+pub const TRANSPORT: TransportSpec = TransportSpec {
+    id: "blob",
+    counters: Counters {
+        noun: "objects",
+        read: "objects_read",
+        unchanged: "objects_unchanged",
+        changed: "objects_skipped_changed",
+    },
+    options: &[],
+    connect: |ctx, o| {
+        let conn = match &o.connection {
+            Some(id) => Some(ctx.connection(id)?),
+            None => None,
+        };
+        Ok(Box::new(Objects {
+            glob: ObjectGlob::parse(&o.path, conn)?,
+            rt: tokio::runtime::Handle::current(),
         }))
-    }
-}
-
-/// A table's object URL glob, connection and format.
-fn table_format(
-    tbl: &anchovy_core::Tbl,
-    json: bool,
-) -> Result<(String, Option<String>, Format), PluginError> {
-    Ok(if json {
-        let o: JsonOptions = tbl.plugin_options()?;
-        let f = Format::Json(JsonFormat::new(&o, &tbl.columns));
-        (o.path, o.connection, f)
-    } else {
-        let raw: RawCsvOptions = tbl.plugin_options()?;
-        let o: CsvOptions =
-            serde_json::from_value(serde_json::Value::Object(raw.csv)).map_err(|e| {
-                PluginError::Option {
-                    key: format!("tbls.{}", tbl.name),
-                    message: e.to_string(),
-                }
-            })?;
-        let f = Format::Csv(CsvFormat::new(&o, &tbl.columns)?);
-        (o.path, raw.connection, f)
-    })
-}
-
-/// What an object's checkpoint remembers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ObjectState {
-    /// Size in bytes when read.
-    pub size: u64,
-    /// The entity tag read.
-    pub etag: Option<String>,
-    /// Last modified (RFC 3339).
-    pub last_modified: String,
-    /// Records read from it.
-    #[serde(default)]
-    pub rows: u64,
-}
-
-#[derive(Clone)]
-enum Format {
-    Csv(CsvFormat),
-    Json(JsonFormat),
-}
-
-impl Format {
-    fn read(
-        &self,
-        input: Box<dyn std::io::Read + Send>,
-        label: &str,
-        table: &str,
-        batch_size: usize,
-        rejects: &mut anchovy_core::reject::Rejects,
-        emit: &mut dyn FnMut(anchovy_core::Batch) -> bool,
-    ) -> Result<u64, PluginError> {
-        match self {
-            Format::Csv(f) => f.read(input, label, table, batch_size, rejects, emit),
-            Format::Json(f) => f.read(input, label, table, batch_size, rejects, emit),
-        }
-    }
-}
-
-/// The CSV table options: `connection`, then the shared CSV options (checked strictly).
-#[derive(Debug, Deserialize)]
-struct RawCsvOptions {
-    #[serde(default)]
-    connection: Option<String>,
-    #[serde(flatten)]
-    csv: serde_json::Map<String, serde_json::Value>,
-}
+    },
+};
 
 /// A table's `path:` resolved: the store, the prefix to list and the glob to match.
 pub struct ObjectGlob {
-    opened: Opened,
+    opened: OpenedStore,
     /// The printable URL of the listed prefix (labels are this + the rest of the key).
     base: String,
     pattern: glob::Pattern,
@@ -306,100 +242,107 @@ impl std::io::Read for StreamRead {
     }
 }
 
-struct BlobSource {
-    json: bool,
+/// The objects of one table's URL glob.
+struct Objects {
+    glob: ObjectGlob,
+    rt: tokio::runtime::Handle,
 }
 
-#[async_trait]
-impl Source for BlobSource {
-    async fn run(&self, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
-        let tbl = ctx.tbl();
-        let (path, connection, format) = table_format(tbl, self.json)?;
-        let conn = match &connection {
-            Some(id) => Some(ctx.session.connection(id)?),
-            None => None,
-        };
-        let glob = ObjectGlob::parse(&path, conn)?;
-        let objects = glob.list().await?;
-        if objects.is_empty() {
-            tracing::warn!(table = %tbl.name, path = %path, "no object matches the path glob");
-        }
-        let batch_size = ctx.session.settings.batch_size;
-        let (mut read, mut unchanged, mut skipped) = (0u64, 0u64, 0u64);
-        for meta in objects {
-            let label = glob.label(&meta.location);
-            let key = format!("{}:{label}", tbl.name);
-            let seen: Option<ObjectState> = ctx
-                .checkpoint(&key)
-                .and_then(|v| serde_json::from_value(v).ok());
-            if seen
-                .as_ref()
-                .is_some_and(|s| s.size == meta.size && s.etag == meta.e_tag)
-            {
-                unchanged += 1;
-                continue;
-            }
-            if ctx.session.stop_for_budget(&tbl.name, read) {
-                break;
-            }
-            // Read exactly the version listed.
-            let opts = GetOptions {
-                if_match: meta.e_tag.clone(),
-                ..Default::default()
-            };
-            let got = match glob.store().get_opts(&meta.location, opts).await {
-                Ok(g) => g,
-                Err(object_store::Error::Precondition { .. })
-                | Err(object_store::Error::NotModified { .. })
-                | Err(object_store::Error::NotFound { .. }) => {
-                    skipped += 1;
-                    tracing::info!(table = %tbl.name, object = %label, "skipped: it changed or went away since it was listed; it is read on a later run");
-                    continue;
-                }
-                Err(e) => {
-                    return Err(anchovy_core::Error::datastore("get", label.clone(), e).into());
-                }
-            };
-            let input = StreamRead {
-                rt: tokio::runtime::Handle::current(),
-                stream: got.into_stream(),
-                cur: bytes::Bytes::new(),
-            };
-            let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-            let (fmt, table, l) = (format.clone(), tbl.name.clone(), label.clone());
-            let mut rejects = ctx.rejects()?;
-            let reader = tokio::task::spawn_blocking(move || -> Result<u64, PluginError> {
-                fmt.read(
-                    Box::new(input),
-                    &l,
-                    &table,
-                    batch_size,
-                    &mut rejects,
-                    &mut |b| tx.blocking_send(b).is_ok(),
-                )
+impl Objects {
+    fn key(e: &Entry) -> Path {
+        Path::from(e.location.to_string_lossy().as_ref())
+    }
+}
+
+impl Transport for Objects {
+    fn list(&mut self) -> Result<Vec<Entry>, PluginError> {
+        let objects = self.rt.block_on(self.glob.list())?;
+        Ok(objects
+            .into_iter()
+            .map(|m| Entry {
+                name: self.glob.label(&m.location),
+                location: PathBuf::from(m.location.as_ref()),
+                size: m.size,
+                mtime_ns: None,
+                etag: m.e_tag,
+                last_modified: Some(m.last_modified.to_rfc3339()),
+            })
+            .collect())
+    }
+
+    fn open(&mut self, e: &Entry, offset: u64) -> Result<Opened, PluginError> {
+        if offset > 0 && e.etag.is_none() {
+            return Err(PluginError::Data {
+                location: e.name.clone(),
+                message: "the read failed mid-object and the store gives no etag to resume it safely; it is read again on the next run".into(),
             });
-            while let Some(batch) = rx.recv().await {
-                out.send_batch(batch).await?;
-            }
-            let rows = reader.await.map_err(|e| PluginError::Data {
-                location: label.clone(),
-                message: format!("reader thread failed: {e}"),
-            })??;
-            let state = ObjectState {
-                size: meta.size,
-                etag: meta.e_tag.clone(),
-                last_modified: meta.last_modified.to_rfc3339(),
-                rows,
-            };
-            out.checkpoint(&key, state).await?;
-            ctx.session.budget.spend(rows, meta.size);
-            ctx.session.progress(&tbl.name, 0, 0, true);
-            read += 1;
-            ctx.log_add("rows_read", rows);
         }
-        ctx.log("objects_read", read);
-        ctx.log("objects_unchanged", unchanged);
-        ctx.log("objects_skipped_changed", skipped);
+        // Read exactly the version listed.
+        let opts = GetOptions {
+            if_match: e.etag.clone(),
+            range: (offset > 0).then_some(GetRange::Offset(offset)),
+            ..Default::default()
+        };
+        let got = match self.rt.block_on(self.glob.store().get_opts(&Self::key(e), opts)) {
+            Ok(g) => g,
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::NotModified { .. }
+                | object_store::Error::NotFound { .. },
+            ) if offset == 0 => {
+                return Ok(Opened::Changed(
+                    "it changed or went away since it was listed",
+                ));
+            }
+            Err(err) => {
+                return Err(anchovy_core::Error::datastore("get", e.name.clone(), err).into());
+            }
+        };
+        Ok(Opened::Reader(Box::new(StreamRead {
+            rt: self.rt.clone(),
+            stream: got.into_stream(),
+            cur: bytes::Bytes::new(),
+        })))
+    }
+
+    fn verify(&mut self, _e: &Entry) -> Result<(), PluginError> {
+        // The read was of the listed version (`If-Match`): nothing to check.
         Ok(())
+    }
+
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    fn after_load(&mut self, entries: &[Entry], action: &AfterLoad) -> Result<u64, PluginError> {
+        let store = self.glob.store().clone();
+        let mut n = 0;
+        for e in entries {
+            let from = Self::key(e);
+            let r = self.rt.block_on(async {
+                match action {
+                    AfterLoad::Keep => Ok(false),
+                    AfterLoad::Delete => store.delete(&from).await.map(|()| true),
+                    AfterLoad::Move(prefix) => {
+                        let name = from.filename().unwrap_or_default();
+                        let to = Path::from(format!("{}/{name}", prefix.trim_matches('/')));
+                        store.rename(&from, &to).await.map(|()| true)
+                    }
+                }
+            });
+            match r {
+                Ok(true) => n += 1,
+                Ok(false) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => {
+                    return Err(anchovy_core::Error::datastore(
+                        "after_load",
+                        format!("{} ({action:?})", e.name),
+                        err,
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(n)
     }
 }

@@ -1,34 +1,30 @@
-//! `files.CsvDownloader`: CSV/TSV files on the local filesystem, read incrementally.
+//! `files.CsvDownloader`: files on the local filesystem, read incrementally.
 //!
-//! Each table's `path:` is a glob (`*`, `?`, `**`, `[a-z]`). Files are read in path
-//! order; after each file a checkpoint `<table>:<path>` = `{size, mtime_ns, rows}` is
-//! emitted in-band, so it commits with that file's rows. A rerun skips every file whose
-//! size and modification time match its checkpoint: no new files, nothing written. A
-//! changed file is read again whole. A file that changes while it is being read fails
-//! the table (nothing of it is committed) and is read on the next run.
+//! Each table's `path:` is a glob (`*`, `?`, `**`, `[a-z]`) walked by [`walk`] (each
+//! real file once, symlink loops ended). Everything else is the shared file source
+//! ([`crate::source`]): files in path order, a checkpoint `<table>:<path>` = `{size,
+//! mtime_ns, rows}` committed with each file's rows, unchanged files skipped, changed
+//! files read again whole, a file that changes while it is read failing the table,
+//! `format:` csv (default), json or parquet, and `after_load: delete | move:<dir>`.
 
-mod walk;
+pub mod walk;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use anchovy_core::operator::OperatorKind;
-use anchovy_core::{
-    BoxError, Emitter, Operator, OperatorSpec, OptionDoc, Source, TaskCtx, async_trait,
-};
-use serde::{Deserialize, Serialize};
+use anchovy_core::{OperatorSpec, OptionDoc};
 
-use crate::delimited::{CsvFormat, CsvOptions};
 use crate::error::PluginError;
-
-/// Batches that may wait between the blocking file reader and the pipeline.
-const READ_AHEAD: usize = 4;
+use crate::source::{
+    AFTER_LOAD_DOC, AfterLoad, Counters, Entry, FileDownloader, Opened, Transport, TransportSpec,
+};
 
 /// The registry entry.
 pub const SPEC: OperatorSpec = OperatorSpec {
     name: "files.CsvDownloader",
-    description: "Downloads CSV/TSV files from the local filesystem (glob per table), incrementally: a rerun reads only new or changed files.",
+    description: "Downloads CSV/TSV (or `format: json | parquet`) files from the local filesystem (glob per table), incrementally: a rerun reads only new or changed files.",
     kind: OperatorKind::Downloader,
     connections: &[],
     env_vars: &[],
@@ -37,6 +33,8 @@ pub const SPEC: OperatorSpec = OperatorSpec {
             key: "path",
             doc: "glob of the files to read, e.g. ./data/*.csv or /sales/**/*.tsv (required)",
         },
+        crate::formats::FORMAT_DOC,
+        AFTER_LOAD_DOC,
         OptionDoc {
             key: "delimiter",
             doc: "field delimiter: `,` (default), `;`, `|`, `\\t` or `/t` for tabs",
@@ -78,46 +76,43 @@ pub const SPEC: OperatorSpec = OperatorSpec {
             doc: "column -> type, applied on read (str, int, float, decimal, bool, date, datetime, time, bytes, object)",
         },
         OptionDoc {
+            key: "records",
+            doc: "format json: dotted path of the array of records inside each document",
+        },
+        OptionDoc {
             key: "autodiscover",
             doc: "accepted for the original's config files; types come from `columns`",
         },
     ],
-    build: |_| Ok(Arc::new(CsvDownloader)),
+    build: |_| Ok(Arc::new(FileDownloader::new(TRANSPORT, "csv"))),
 };
 
-/// The operator.
-pub struct CsvDownloader;
+/// Local files as a transport.
+pub const TRANSPORT: TransportSpec = TransportSpec {
+    id: "files",
+    counters: Counters {
+        noun: "files",
+        read: "files_read",
+        unchanged: "files_skipped",
+        changed: "files_skipped_in_progress",
+    },
+    options: &[],
+    connect: |_, o| {
+        Ok(Box::new(LocalFiles {
+            pattern: o.path.clone(),
+        }))
+    },
+};
 
-impl Operator for CsvDownloader {
-    fn sources(&self) -> Vec<Arc<dyn Source>> {
-        vec![Arc::new(FileSource)]
-    }
-
-    fn record_reader(
-        &self,
-        tbl: &anchovy_core::Tbl,
-    ) -> Result<Option<Arc<dyn anchovy_core::reject::RecordReader>>, BoxError> {
-        let opts: CsvOptions = tbl.plugin_options()?;
-        Ok(Some(Arc::new(CsvFormat::new(&opts, &tbl.columns)?)))
-    }
+/// The files of one table's glob.
+struct LocalFiles {
+    pattern: String,
 }
 
-/// What a file's checkpoint remembers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileState {
-    /// Size in bytes when read.
-    pub size: u64,
-    /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: u128,
-    /// Rows read from it.
-    #[serde(default)]
-    pub rows: u64,
-}
-
-fn stat(path: &Path) -> Result<FileState, PluginError> {
+fn stat(path: &Path) -> Result<(u64, u128), PluginError> {
     let m = std::fs::metadata(path).map_err(|source| PluginError::Io {
         op: "stat",
-        path: path.display().to_string(),
+        path: walk::path_text(path),
         source,
     })?;
     let mtime_ns = m
@@ -126,90 +121,84 @@ fn stat(path: &Path) -> Result<FileState, PluginError> {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    Ok(FileState {
-        size: m.len(),
-        mtime_ns,
-        rows: 0,
-    })
+    Ok((m.len(), mtime_ns))
 }
 
-/// The checkpoint key of one file of one table.
-pub fn checkpoint_key(table: &str, path: &Path) -> String {
-    format!("{table}:{}", walk::path_text(path))
+fn unchanged(e: &Entry) -> Result<bool, PluginError> {
+    let (size, mtime_ns) = stat(&e.location)?;
+    Ok(size == e.size && Some(mtime_ns) == e.mtime_ns)
 }
 
-struct FileSource;
+impl Transport for LocalFiles {
+    fn list(&mut self) -> Result<Vec<Entry>, PluginError> {
+        walk::list(&self.pattern)?
+            .into_iter()
+            .map(|p| {
+                let (size, mtime_ns) = stat(&p)?;
+                Ok(Entry {
+                    name: walk::path_text(&p),
+                    location: p,
+                    size,
+                    mtime_ns: Some(mtime_ns),
+                    etag: None,
+                    last_modified: None,
+                })
+            })
+            .collect()
+    }
 
-#[async_trait]
-impl Source for FileSource {
-    async fn run(&self, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
-        let tbl = ctx.tbl();
-        let opts: CsvOptions = tbl.plugin_options()?;
-        let format = Arc::new(CsvFormat::new(&opts, &tbl.columns)?);
-        let files = walk::list(&opts.path)?;
-        if files.is_empty() {
-            tracing::warn!(table = %tbl.name, path = %opts.path, "no file matches the path glob");
+    fn open(&mut self, e: &Entry, offset: u64) -> Result<Opened, PluginError> {
+        if !unchanged(e)? {
+            return Ok(Opened::Changed("it changed since it was listed (still being written?)"));
         }
-        let batch_size = ctx.session.settings.batch_size;
-        let (mut read, mut skipped) = (0u64, 0u64);
-        for path in files {
-            let key = checkpoint_key(&tbl.name, &path);
-            let before = stat(&path)?;
-            let seen: Option<FileState> = ctx
-                .checkpoint(&key)
-                .and_then(|v| serde_json::from_value(v).ok());
-            if seen
-                .as_ref()
-                .is_some_and(|s| s.size == before.size && s.mtime_ns == before.mtime_ns)
-            {
-                skipped += 1;
-                continue;
+        let io = |op| {
+            move |source| PluginError::Io {
+                op,
+                path: e.name.clone(),
+                source,
             }
-            if ctx.session.stop_for_budget(&tbl.name, read) {
-                break;
-            }
-            let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-            let (fmt, p, table) = (format.clone(), path.clone(), tbl.name.clone());
-            let mut rejects = ctx.rejects()?;
-            let reader = tokio::task::spawn_blocking(move || -> Result<u64, PluginError> {
-                let file = std::fs::File::open(&p).map_err(|source| PluginError::Io {
-                    op: "open",
-                    path: p.display().to_string(),
-                    source,
-                })?;
-                let label = walk::path_text(&p);
-                fmt.read(
-                    Box::new(file),
-                    &label,
-                    &table,
-                    batch_size,
-                    &mut rejects,
-                    &mut |b| tx.blocking_send(b).is_ok(),
-                )
-            });
-            while let Some(batch) = rx.recv().await {
-                out.send_batch(batch).await?;
-            }
-            let rows = reader.await.map_err(|e| PluginError::Data {
-                location: path.display().to_string(),
-                message: format!("reader thread failed: {e}"),
-            })??;
-            let after = stat(&path)?;
-            if after.size != before.size || after.mtime_ns != before.mtime_ns {
-                return Err(PluginError::Data {
-                    location: path.display().to_string(),
-                    message: "the file changed while it was being read; nothing of it is committed, it is read again on the next run".into(),
+        };
+        let mut f = std::fs::File::open(&e.location).map_err(io("open"))?;
+        if offset > 0 {
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset)).map_err(io("seek"))?;
+        }
+        Ok(Opened::Reader(Box::new(f)))
+    }
+
+    fn verify(&mut self, e: &Entry) -> Result<(), PluginError> {
+        if unchanged(e)? {
+            return Ok(());
+        }
+        Err(PluginError::Data {
+            location: e.name.clone(),
+            message: "the file changed while it was being read; nothing of it is committed, it is read again on the next run".into(),
+        })
+    }
+
+    fn after_load(&mut self, entries: &[Entry], action: &AfterLoad) -> Result<u64, PluginError> {
+        let mut n = 0;
+        for e in entries {
+            let r = match action {
+                AfterLoad::Keep => continue,
+                AfterLoad::Delete => std::fs::remove_file(&e.location),
+                AfterLoad::Move(dir) => {
+                    let to = Path::new(dir).join(e.location.file_name().unwrap_or_default());
+                    std::fs::create_dir_all(dir).and_then(|()| std::fs::rename(&e.location, to))
                 }
-                .into());
+            };
+            match r {
+                Ok(()) => n += 1,
+                // Already gone: an earlier run got to it first.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(PluginError::Io {
+                        op: "after_load",
+                        path: format!("{} ({action:?})", e.name),
+                        source,
+                    });
+                }
             }
-            out.checkpoint(&key, FileState { rows, ..before }).await?;
-            ctx.session.budget.spend(rows, before.size);
-            ctx.session.progress(&tbl.name, 0, 0, true);
-            read += 1;
-            ctx.log_add("rows_read", rows);
         }
-        ctx.log("files_read", read);
-        ctx.log("files_skipped", skipped);
-        Ok(())
+        Ok(n)
     }
 }

@@ -432,23 +432,24 @@ pub fn list(sftp: &Sftp, pattern: &str) -> Result<Vec<RemoteFile>, PluginError> 
     Ok(out)
 }
 
-/// Deletes or moves loaded files over one connection; returns how many were handled.
-/// A file already gone is fine (an earlier run got to it first).
+/// Deletes or moves loaded files; returns how many were handled. A file already gone
+/// is fine (an earlier run got to it first).
 ///
 /// # Errors
-/// Connection errors, or a failed delete/move naming the file.
+/// A failed delete/move naming the file.
 pub(crate) fn after_load(
-    target: &SftpTarget,
-    files: &[super::Pending],
+    sftp: &Sftp,
+    paths: &[&str],
+    action: &crate::source::AfterLoad,
 ) -> Result<u64, PluginError> {
-    let (_s, sftp) = target.connect()?;
+    use crate::source::AfterLoad;
     let mut n = 0;
-    for p in files {
-        let src = Path::new(&p.file.path);
-        let r = match &p.action {
-            super::AfterLoad::Keep => continue,
-            super::AfterLoad::Delete => sftp.unlink(src),
-            super::AfterLoad::Move(dir) => {
+    for path in paths {
+        let src = Path::new(path);
+        let r = match action {
+            AfterLoad::Keep => continue,
+            AfterLoad::Delete => sftp.unlink(src),
+            AfterLoad::Move(dir) => {
                 let name = src
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -462,7 +463,7 @@ pub(crate) fn after_load(
             Err(e) => {
                 return Err(PluginError::Io {
                     op: "after_load",
-                    path: format!("{} ({:?})", p.file.path, p.action),
+                    path: format!("{path} ({action:?})"),
                     source: std::io::Error::other(e.to_string()),
                 });
             }
@@ -470,9 +471,6 @@ pub(crate) fn after_load(
     }
     Ok(n)
 }
-
-/// Bytes asked of the server per read.
-const READ_CHUNK: usize = 1 << 20;
 
 /// Offers AES-GCM (hardware accelerated on every current x86 and ARM server CPU) ahead
 /// of chacha20-poly1305 (OpenSSH's default, software only): decrypting a download is
@@ -518,83 +516,6 @@ pub(crate) fn unchanged(sftp: &Sftp, f: &RemoteFile) -> Result<(), PluginError> 
 
 /// TCP connection attempts (with 0.5 s, 1 s, 2 s between them) before a table fails.
 const CONNECT_ATTEMPTS: u32 = 4;
-
-/// Times a read that failed mid-file is resumed before the table fails.
-pub(crate) const READ_RETRIES: u32 = 3;
-
-/// Reads a remote file in large chunks into `out` until the end, an error, or the
-/// receiver going away (the parser stopped).
-///
-/// A read that fails mid-file (a dropped connection, a timeout) is resumed: `reopen`
-/// connects again, checks the file is unchanged and opens it at the byte where the
-/// read stopped; every byte is handed out exactly once. After [`READ_RETRIES`] failed
-/// attempts the error goes to the reader, which fails the table (nothing of the file
-/// is committed; the next run reads it again).
-///
-/// Chunks the reader has consumed come back through `spare`, so a download uses the
-/// same few buffers from start to end.
-pub(crate) fn read_ahead(
-    mut file: ssh2::File,
-    reopen: &mut dyn FnMut(u64) -> Result<ssh2::File, PluginError>,
-    out: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
-    spare: &std::sync::mpsc::Receiver<Vec<u8>>,
-) {
-    let mut offset = 0u64; // bytes read so far
-    let mut failures = 0u32;
-    loop {
-        let mut buf = spare.try_recv().unwrap_or_default();
-        buf.resize(READ_CHUNK, 0);
-        let mut filled = 0;
-        while filled < READ_CHUNK {
-            match file.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    filled += n;
-                    offset += n as u64;
-                    failures = 0;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    failures += 1;
-                    let resumed = if failures <= READ_RETRIES {
-                        tracing::warn!(error = %e, offset, attempt = failures, "SFTP read failed mid-file; reconnecting to resume at this byte");
-                        std::thread::sleep(Duration::from_millis(250 << failures));
-                        reopen(offset).map_err(|r| {
-                            tracing::warn!(error = %r, "resuming the SFTP read failed");
-                        })
-                    } else {
-                        Err(())
-                    };
-                    match resumed {
-                        Ok(f) => file = f,
-                        Err(()) if failures <= READ_RETRIES => {}
-                        Err(()) => {
-                            let _ = out.send(Err(std::io::Error::new(
-                                e.kind(),
-                                format!("{e} (at byte {offset}, after {READ_RETRIES} attempts to resume)"),
-                            )));
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-        buf.truncate(filled);
-        let end = filled < READ_CHUNK;
-        if !buf.is_empty() && out.send(Ok(buf)).is_err() {
-            return;
-        }
-        if let Err(e) = anchovy_core::failpoint::hit("sftp.chunk") {
-            let _ = out.send(Err(std::io::Error::other(e.to_string())));
-            return;
-        }
-        if end {
-            // The end marker: without it the reader knows the file was cut short.
-            let _ = out.send(Ok(Vec::new()));
-            return;
-        }
-    }
-}
 
 /// Reads a whole small remote file (for tests and tools).
 ///

@@ -18,6 +18,7 @@ use anchovy_core::row::{canonical_decimal, parse_datetime, parse_typed_text};
 use anchovy_core::{Batch, ColType, Schema, Value};
 use serde::Deserialize;
 
+use super::io_err;
 use crate::error::PluginError;
 use anchovy_core::reject::{Reject, Rejects};
 
@@ -28,8 +29,6 @@ const READ_BUFFER: usize = 256 << 10;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsvOptions {
-    /// Glob of the files to read (`/sales/*.tsv`, `data/**/*.csv`). Required.
-    pub path: String,
     /// Field delimiter: one character, or `\t`, `/t`, `tab`, `comma`, `pipe`, `semicolon`.
     #[serde(default = "default_delimiter")]
     pub delimiter: String,
@@ -178,7 +177,7 @@ impl CsvFormat {
         rejects: &mut Rejects,
         emit: &mut dyn FnMut(Batch) -> bool,
     ) -> Result<u64, PluginError> {
-        let mut input = decompressed(input, label)?;
+        let mut input = input;
         // UTF-8 (the common case) passes through untouched, its BOM dropped; other
         // encodings, and UTF-16 files recognised by their BOM, are transcoded to UTF-8.
         let mut head = [0u8; 3];
@@ -450,6 +449,37 @@ impl CsvFormat {
     }
 }
 
+/// The registry entry (`format: csv`).
+pub const SPEC: super::FormatSpec = super::FormatSpec {
+    name: "csv",
+    options: &[anchovy_core::OptionDoc {
+        key: "delimiter, quote, header, names, skip_lines, encoding, empty_as_null, provenance, rename, autodiscover",
+        doc: "CSV/TSV: delimiter `,` (default) `;` `|` `\\t`; quote `\"` or `none`; header (default true); names; skip_lines; encoding (utf-8, latin-1, ...); empty_as_null; provenance (_file, _line); rename {source: name}",
+    }],
+    build: |table, options, columns| {
+        let o: CsvOptions = super::options(table, options)?;
+        Ok(Arc::new(CsvFormat::new(&o, columns)?))
+    },
+};
+
+impl super::InputFormat for CsvFormat {
+    fn read(
+        &self,
+        input: Box<dyn Read + Send>,
+        label: &str,
+        table: &str,
+        batch_size: usize,
+        rejects: &mut Rejects,
+        emit: &mut dyn FnMut(Batch) -> bool,
+    ) -> Result<u64, PluginError> {
+        CsvFormat::read(self, input, label, table, batch_size, rejects, emit)
+    }
+
+    fn record_reader(self: Arc<Self>) -> Option<Arc<dyn anchovy_core::reject::RecordReader>> {
+        Some(self)
+    }
+}
+
 /// Reads quarantined CSV records again (`anchovy rejects replay`): the stored header
 /// line and the record, under the table's current options.
 impl anchovy_core::reject::RecordReader for CsvFormat {
@@ -602,31 +632,6 @@ pub fn convert(text: &str, ty: Option<ColType>, empty_as_null: bool) -> Option<V
     })
 }
 
-/// `input` decompressed by `label`'s extension (`.gz`, `.zst`), as it streams: a
-/// compressed file never lands on disk.
-///
-/// # Errors
-/// [`PluginError::Data`] when the zstd header cannot be read.
-pub fn decompressed(
-    input: Box<dyn Read + Send>,
-    label: &str,
-) -> Result<Box<dyn Read + Send>, PluginError> {
-    Ok(if label.ends_with(".gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(input))
-    } else if label.ends_with(".zst") {
-        Box::new(zstd::stream::read::Decoder::new(input).map_err(|e| io_err(label, e))?)
-    } else {
-        input
-    })
-}
-
-pub(crate) fn io_err(label: &str, e: std::io::Error) -> PluginError {
-    PluginError::Data {
-        location: label.to_string(),
-        message: format!("read failed: {e}"),
-    }
-}
-
 fn csv_err(label: &str, skipped: u64, e: csv::Error) -> PluginError {
     let line = e.position().map(|p| p.line() + skipped);
     let location = match line {
@@ -645,7 +650,7 @@ mod tests {
     use super::*;
 
     fn opts(extra: serde_json::Value) -> CsvOptions {
-        let mut m = serde_json::json!({"path": "x"});
+        let mut m = serde_json::json!({});
         m.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
@@ -663,7 +668,7 @@ mod tests {
         let f = CsvFormat::new(&o, &cols)?;
         let mut out = Vec::new();
         f.read(
-            Box::new(std::io::Cursor::new(bytes.to_vec())),
+            super::super::decompressed(Box::new(std::io::Cursor::new(bytes.to_vec())), label)?,
             label,
             "t",
             2,
@@ -841,7 +846,7 @@ mod tests {
     #[test]
     fn unknown_option_is_rejected_with_the_valid_ones() {
         let e =
-            serde_json::from_value::<CsvOptions>(serde_json::json!({"path": "x", "delimter": ";"}))
+            serde_json::from_value::<CsvOptions>(serde_json::json!({"delimter": ";"}))
                 .unwrap_err();
         assert!(e.to_string().contains("unknown field `delimter`"), "{e}");
     }

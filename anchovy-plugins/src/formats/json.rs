@@ -24,7 +24,8 @@ use anchovy_core::{Batch, ColType, Value};
 use serde::Deserialize;
 use serde::de::{SeqAccess, Visitor};
 
-use crate::delimited::{convert, decompressed, io_err};
+use super::csv::convert;
+use super::io_err;
 use crate::error::PluginError;
 use anchovy_core::reject::{Reject, Rejects};
 
@@ -32,11 +33,6 @@ use anchovy_core::reject::{Reject, Rejects};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonOptions {
-    /// The object URL glob (`az://container/logs/*.json`). Required.
-    pub path: String,
-    /// Connection id with the store's credentials (default: the provider's env vars).
-    #[serde(default)]
-    pub connection: Option<String>,
     /// A dotted path to the array of records inside each document.
     #[serde(default)]
     pub records: Option<String>,
@@ -85,7 +81,7 @@ impl JsonFormat {
         rejects: &mut Rejects,
         emit: &mut dyn FnMut(Batch) -> bool,
     ) -> Result<u64, PluginError> {
-        let mut input = BufReader::with_capacity(READ_BUFFER, decompressed(input, label)?);
+        let mut input = BufReader::with_capacity(READ_BUFFER, input);
         let mut out = Out {
             fmt: self,
             label,
@@ -335,6 +331,43 @@ fn json_err(label: &str, e: &serde_json::Error) -> PluginError {
     }
 }
 
+/// The registry entry (`format: json`).
+pub const SPEC: super::FormatSpec = super::FormatSpec {
+    name: "json",
+    options: &[
+        anchovy_core::OptionDoc {
+            key: "records",
+            doc: "JSON: dotted path of the array of records inside each document; the document's top-level scalars are copied into each record",
+        },
+        anchovy_core::OptionDoc {
+            key: "provenance",
+            doc: "add _file and _line (line, or record position) columns (default false)",
+        },
+    ],
+    build: |table, options, columns| {
+        let o: JsonOptions = super::options(table, options)?;
+        Ok(Arc::new(JsonFormat::new(&o, columns)))
+    },
+};
+
+impl super::InputFormat for JsonFormat {
+    fn read(
+        &self,
+        input: Box<dyn Read + Send>,
+        label: &str,
+        table: &str,
+        batch_size: usize,
+        rejects: &mut Rejects,
+        emit: &mut dyn FnMut(Batch) -> bool,
+    ) -> Result<u64, PluginError> {
+        JsonFormat::read(self, input, label, table, batch_size, rejects, emit)
+    }
+
+    fn record_reader(self: Arc<Self>) -> Option<Arc<dyn anchovy_core::reject::RecordReader>> {
+        Some(self)
+    }
+}
+
 /// Reads quarantined JSON records again (`anchovy rejects replay`): each raw record
 /// as one NDJSON line, under the table's current options.
 impl anchovy_core::reject::RecordReader for JsonFormat {
@@ -348,7 +381,7 @@ impl anchovy_core::reject::RecordReader for JsonFormat {
     ) -> Result<u64, anchovy_core::BoxError> {
         // The raw text is one record (also one of a `records:` document): read as
         // such, so that a record still malformed is rejected again, not the whole read.
-        let label = crate::delimited::replay_label(source);
+        let label = super::csv::replay_label(source);
         let mut out = Out {
             fmt: self,
             label,
@@ -370,7 +403,7 @@ mod tests {
     use super::*;
 
     fn read(data: &[u8], opts: serde_json::Value, label: &str) -> Result<Vec<Batch>, PluginError> {
-        let mut o = serde_json::json!({"path": "x"});
+        let mut o = serde_json::json!({});
         o.as_object_mut()
             .unwrap()
             .extend(opts.as_object().unwrap().clone());
@@ -380,7 +413,7 @@ mod tests {
         let f = JsonFormat::new(&o, &cols);
         let mut out = vec![];
         f.read(
-            Box::new(std::io::Cursor::new(data.to_vec())),
+            super::super::decompressed(Box::new(std::io::Cursor::new(data.to_vec())), label)?,
             label,
             "t",
             2,

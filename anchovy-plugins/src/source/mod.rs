@@ -1,0 +1,543 @@
+//! The one incremental file source every file-like downloader runs.
+//!
+//! `files.*`, `sftp.*` and `blob.*` differ only in their [`Transport`] (how files are
+//! listed, opened, checked and tidied) and their default [`InputFormat`]. Everything
+//! else lives here, once:
+//!
+//! - **Listing and change detection.** A table's `path:` lists its files, sorted by
+//!   name. A file whose checkpoint `<table>:<name>` ([`EntryState`]) still matches its
+//!   listing (size, and mtime or etag) is skipped; a new or changed file is read whole.
+//! - **The growing-file rule.** A file that changed between the listing and its read
+//!   is skipped this run ([`Opened::Changed`]); one that changes *while* it is read
+//!   fails the table (nothing of it is committed; the next run reads it again).
+//! - **Budgets.** Before each file, once one file is behind the task, a spent run
+//!   budget (`-t`, rows, bytes) stops the table; the next run resumes at that file.
+//! - **Read-ahead and resume.** A thread reads the file in 1 MiB chunks while the
+//!   format parses the previous ones. On a transport that can resume, a read that
+//!   fails mid-file reconnects and goes on at the byte where it stopped (3 times, with
+//!   back-off), every byte handed out exactly once.
+//! - **Decompression** by the name's `.gz`/`.zst`, then the table's `format:`
+//!   ([`crate::formats`]), with bad records going to the table's quarantine.
+//! - **In-band checkpoints.** A file's checkpoint is emitted after its rows, so both
+//!   commit together; budgets are spent and progress shown per file.
+//! - **After load.** `after_load: delete | move:<dir>` acts at XCLOSE on the files
+//!   whose checkpoints are committed (a crash before the commit leaves them; after it,
+//!   the next run finishes the job).
+//!
+//! Memory stays flat: one bounded channel of batches ([`READ_AHEAD`]) and a few
+//! recycled chunk buffers per table task.
+
+pub mod chunks;
+pub mod transport;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anchovy_core::{
+    BoxError, Emitter, Operator, OptionDoc, SessionCtx, Source, TaskCtx, TaskType, Tbl,
+    async_trait,
+};
+use serde::Deserialize;
+
+pub use self::transport::{Counters, Entry, EntryState, Opened, Transport, TransportSpec};
+use crate::error::PluginError;
+use crate::formats::{self, InputFormat};
+
+/// Batches that may wait between a table's reader thread and the pipeline.
+pub const READ_AHEAD: usize = 4;
+
+/// Bytes a read-ahead chunk holds.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Times a read that failed mid-file is resumed before the table fails.
+pub const READ_RETRIES: u32 = 3;
+
+/// The options every file-like source reads; the rest belong to the format.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SourceOptions {
+    /// The glob or URL of the table's files (required).
+    pub path: String,
+    /// The connection id, for transports that have one.
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// `keep` (default), `delete` or `move:<dir>`.
+    #[serde(default)]
+    pub after_load: Option<String>,
+    /// The input format (default: the operator's).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// The format's options.
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The options shared by every file-like source, for docs and the startup check.
+pub const PATH_DOC: OptionDoc = OptionDoc {
+    key: "path",
+    doc: "glob of the files to read (required); see the operator for its form",
+};
+/// `after_load:`.
+pub const AFTER_LOAD_DOC: OptionDoc = OptionDoc {
+    key: "after_load",
+    doc: "keep (default), delete, or move:<dir>; done at the end of the batch, only for files whose rows are committed",
+};
+
+/// What happens to a file once its rows are committed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterLoad {
+    /// Leave it (default).
+    Keep,
+    /// Delete it.
+    Delete,
+    /// Move it into this directory (or prefix), under its own name.
+    Move(String),
+}
+
+impl AfterLoad {
+    /// Parses `after_load:`.
+    ///
+    /// # Errors
+    /// [`PluginError::Option`] for anything but keep, delete, move:<dir>.
+    pub fn parse(s: Option<&str>) -> Result<AfterLoad, PluginError> {
+        Ok(match s {
+            None | Some("keep") => AfterLoad::Keep,
+            Some("delete") => AfterLoad::Delete,
+            Some(m) if m.starts_with("move:") && m.len() > 5 => {
+                AfterLoad::Move(m[5..].trim_end_matches('/').to_string())
+            }
+            Some(other) => {
+                return Err(PluginError::Option {
+                    key: "after_load".into(),
+                    message: format!("`{other}` is not keep, delete or move:<dir>"),
+                });
+            }
+        })
+    }
+}
+
+/// A table's source, resolved from its options.
+pub struct TableSource {
+    /// Its options.
+    pub options: SourceOptions,
+    /// Its format.
+    pub format: Arc<dyn InputFormat>,
+    /// What to do after load.
+    pub after_load: AfterLoad,
+}
+
+/// A file-like downloader: one transport, a default format.
+pub struct FileDownloader {
+    transport: TransportSpec,
+    format: &'static str,
+    /// Files read (or found committed) this batch whose `after_load` is due at XCLOSE.
+    pending: Arc<Mutex<Vec<Pending>>>,
+}
+
+/// A file to delete or move once its checkpoint is committed.
+#[derive(Debug, Clone)]
+struct Pending {
+    table: String,
+    key: String,
+    entry: Entry,
+}
+
+impl FileDownloader {
+    /// The downloader over `transport` whose tables default to `format`.
+    pub fn new(transport: TransportSpec, format: &'static str) -> FileDownloader {
+        FileDownloader {
+            transport,
+            format,
+            pending: Arc::default(),
+        }
+    }
+
+    /// Resolves a table's options and format.
+    ///
+    /// # Errors
+    /// [`PluginError::Option`] naming the bad option.
+    pub fn table(&self, tbl: &Tbl) -> Result<TableSource, PluginError> {
+        let mut options: SourceOptions = tbl.plugin_options()?;
+        let rest = std::mem::take(&mut options.rest);
+        let format = formats::build(
+            options.format.as_deref().unwrap_or(self.format),
+            &tbl.name,
+            rest,
+            &tbl.columns,
+        )?;
+        let after_load = AfterLoad::parse(options.after_load.as_deref()).map_err(|e| match e {
+            PluginError::Option { message, .. } => PluginError::Option {
+                key: format!("tbls.{}.after_load", tbl.name),
+                message,
+            },
+            e => e,
+        })?;
+        Ok(TableSource {
+            options,
+            format,
+            after_load,
+        })
+    }
+}
+
+#[async_trait]
+impl Operator for FileDownloader {
+    fn sources(&self) -> Vec<Arc<dyn Source>> {
+        vec![Arc::new(FileSource {
+            downloader: FileDownloader {
+                transport: self.transport,
+                format: self.format,
+                pending: self.pending.clone(),
+            },
+        })]
+    }
+
+    fn record_reader(
+        &self,
+        tbl: &Tbl,
+    ) -> Result<Option<Arc<dyn anchovy_core::reject::RecordReader>>, BoxError> {
+        Ok(self.table(tbl)?.format.record_reader())
+    }
+
+    async fn on_task(&self, ctx: &TaskCtx) -> Result<(), BoxError> {
+        match ctx.task_type {
+            // Fail fast when a table's connection is missing or malformed.
+            TaskType::Xopen => {
+                for t in ctx.session.config_tbls.iter() {
+                    let s = self.table(t)?;
+                    (self.transport.connect)(&ctx.session, &s.options)?;
+                }
+            }
+            // Every table task has committed by now: act on the files whose rows are durable.
+            TaskType::Xclose => {
+                let due: Vec<Pending> =
+                    std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+                let mut by_table: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+                for p in due {
+                    let durable = ctx
+                        .session
+                        .checkpoint(&p.key)
+                        .and_then(|v| serde_json::from_value::<EntryState>(v).ok())
+                        .is_some_and(|s| s.matches(&p.entry));
+                    if durable {
+                        by_table.entry(p.table).or_default().push(p.entry);
+                    }
+                }
+                for (table, entries) in by_table {
+                    let Some(tbl) = ctx.session.config_tbls.get(&table) else {
+                        continue;
+                    };
+                    let s = self.table(tbl)?;
+                    let mut t = (self.transport.connect)(&ctx.session, &s.options)?;
+                    let done = tokio::task::spawn_blocking(move || {
+                        t.after_load(&entries, &s.after_load)
+                    })
+                    .await
+                    .map_err(|e| PluginError::Data {
+                        location: "after_load".into(),
+                        message: e.to_string(),
+                    })??;
+                    ctx.log_add("files_after_load", done);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn healthcheck(&self, ctx: &SessionCtx) -> Vec<(String, Result<String, String>)> {
+        let mut out = Vec::new();
+        for t in ctx.config_tbls.iter() {
+            let name = format!("table {}", t.name);
+            let r: Result<String, PluginError> = async {
+                let s = self.table(t)?;
+                let mut transport = (self.transport.connect)(ctx, &s.options)?;
+                let note = transport.health_note();
+                let files = tokio::task::spawn_blocking(move || transport.list())
+                    .await
+                    .map_err(|e| PluginError::Data {
+                        location: name.clone(),
+                        message: e.to_string(),
+                    })??;
+                Ok(format!(
+                    "{note}{}{} {} match {}",
+                    if note.is_empty() { "" } else { " " },
+                    files.len(),
+                    self.transport.counters.noun,
+                    s.options.path
+                ))
+            }
+            .await;
+            out.push((
+                name.clone(),
+                r.map_err(|e| anchovy_core::error::render_chain(&e)),
+            ));
+        }
+        out
+    }
+}
+
+/// What the reader thread sends to the task.
+enum Item {
+    Batch(anchovy_core::Batch),
+    /// A file was read whole: checkpoint it (after its rows).
+    Done { key: String, state: EntryState, entry: Entry },
+    /// A file an earlier run committed (its after_load may still be due).
+    Committed { key: String, entry: Entry },
+    /// A file was skipped this run.
+    Changed { name: String, reason: &'static str },
+}
+
+struct FileSource {
+    downloader: FileDownloader,
+}
+
+impl FileSource {
+    fn after_load(&self, action: &AfterLoad, table: &str, key: String, entry: Entry) {
+        if *action != AfterLoad::Keep {
+            self.downloader
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Pending {
+                    table: table.to_string(),
+                    key,
+                    entry,
+                });
+        }
+    }
+}
+
+#[async_trait]
+impl Source for FileSource {
+    async fn run(&self, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
+        let tbl = ctx.tbl().clone();
+        let spec = self.downloader.transport;
+        let TableSource {
+            options,
+            format,
+            after_load,
+        } = self.downloader.table(&tbl)?;
+        let transport = (spec.connect)(&ctx.session, &options)?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(READ_AHEAD);
+        let job = Job {
+            table: tbl.name.clone(),
+            path: options.path.clone(),
+            spec,
+            format,
+            session: ctx.session.clone(),
+            batch_size: ctx.session.settings.batch_size,
+            rejects: ctx.rejects()?,
+            tx,
+        };
+        let reader = tokio::task::spawn_blocking(move || job.run(transport));
+        let (mut read, mut unchanged, mut changed, mut rows) = (0u64, 0u64, 0u64, 0u64);
+        while let Some(item) = rx.recv().await {
+            match item {
+                Item::Batch(b) => out.send_batch(b).await?,
+                Item::Done { key, state, entry } => {
+                    rows += state.rows;
+                    read += 1;
+                    out.checkpoint(&key, &state).await?;
+                    self.after_load(&after_load, &tbl.name, key, entry);
+                }
+                Item::Committed { key, entry } => {
+                    unchanged += 1;
+                    self.after_load(&after_load, &tbl.name, key, entry);
+                }
+                Item::Changed { name, reason } => {
+                    changed += 1;
+                    tracing::info!(table = %tbl.name, file = %name, "skipped: {reason}; it is read on a later run");
+                }
+            }
+        }
+        reader.await.map_err(|e| PluginError::Data {
+            location: tbl.name.clone(),
+            message: format!("the reader thread failed: {e}"),
+        })??;
+        ctx.log(spec.counters.read, read);
+        ctx.log(spec.counters.unchanged, unchanged);
+        ctx.log(spec.counters.changed, changed);
+        ctx.log("rows_read", rows);
+        Ok(())
+    }
+}
+
+/// One table task's reading, on its own blocking thread.
+struct Job {
+    table: String,
+    path: String,
+    spec: TransportSpec,
+    format: Arc<dyn InputFormat>,
+    session: Arc<SessionCtx>,
+    batch_size: usize,
+    rejects: anchovy_core::reject::Rejects,
+    tx: tokio::sync::mpsc::Sender<Item>,
+}
+
+impl Job {
+    /// Lists, then reads each new or changed file; returns early (Ok) when the task
+    /// went away or the budget is spent.
+    fn run(mut self, mut t: Box<dyn Transport>) -> Result<(), PluginError> {
+        let files = t.list()?;
+        anchovy_core::failpoint::hit(&format!("{}.listed", self.spec.id))?;
+        if files.is_empty() {
+            tracing::warn!(table = %self.table, path = %self.path, "no {} match the path glob", self.spec.counters.noun);
+        }
+        let mut read = 0u64;
+        for entry in files {
+            let key = format!("{}:{}", self.table, entry.name);
+            let seen = self
+                .session
+                .checkpoint(&key)
+                .and_then(|v| serde_json::from_value::<EntryState>(v).ok());
+            if seen.is_some_and(|s| s.matches(&entry)) {
+                if self.send(Item::Committed { key, entry }) {
+                    continue;
+                }
+                return Ok(());
+            }
+            if self.session.stop_for_budget(&self.table, read) {
+                return Ok(());
+            }
+            let input = match t.open(&entry, 0)? {
+                Opened::Reader(r) => r,
+                Opened::Changed(reason) => {
+                    let name = entry.name.clone();
+                    if self.send(Item::Changed { name, reason }) {
+                        continue;
+                    }
+                    return Ok(());
+                }
+            };
+            let Some(rows) = self.read_file(&mut *t, &entry, input)? else {
+                return Ok(());
+            };
+            t.verify(&entry)?;
+            read += 1;
+            self.session.budget.spend(rows, entry.size);
+            self.session.progress(&self.table, 0, 0, true);
+            let state = EntryState::of(&entry, rows);
+            if !self.send(Item::Done { key, state, entry }) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends to the task; false when it went away.
+    fn send(&self, item: Item) -> bool {
+        self.tx.blocking_send(item).is_ok()
+    }
+
+    /// Reads one file through the format, a read-ahead thread feeding the parser.
+    /// `None` when the task went away mid-file.
+    fn read_file(
+        &mut self,
+        t: &mut dyn Transport,
+        entry: &Entry,
+        input: Box<dyn Read + Send>,
+    ) -> Result<Option<u64>, PluginError> {
+        let mut stopped = false;
+        let chunk_point = format!("{}.chunk", self.spec.id);
+        let rows = std::thread::scope(|scope| {
+            let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel(4);
+            let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(4);
+            let chunk_point = &chunk_point;
+            scope.spawn(move || read_ahead(input, t, entry, chunk_point, &chunks_tx, &spare_rx));
+            let bytes = Box::new(chunks::ChunkReader::new(chunks_rx, spare_tx));
+            let input = formats::decompressed(bytes, &entry.name)?;
+            let tx = &self.tx;
+            self.format.read(
+                input,
+                &entry.name,
+                &self.table,
+                self.batch_size,
+                &mut self.rejects,
+                &mut |b| {
+                    let ok = tx.blocking_send(Item::Batch(b)).is_ok();
+                    stopped |= !ok;
+                    ok
+                },
+            )
+        })?;
+        Ok((!stopped).then_some(rows))
+    }
+}
+
+/// Reads `input` in [`READ_CHUNK`]s into `out` until the end, an error, or the
+/// receiver going away (the parser stopped).
+///
+/// A read that fails mid-file (a dropped connection, a timeout) is resumed when the
+/// transport can: [`Transport::open`] at the byte where the read stopped (it checks
+/// the file is unchanged), so every byte is handed out exactly once. After
+/// [`READ_RETRIES`] failed attempts the error goes to the parser, which fails the
+/// table (nothing of the file is committed; the next run reads it again). An empty
+/// chunk marks the end: a read cut short is never taken for the end of a file.
+fn read_ahead(
+    mut input: Box<dyn Read + Send>,
+    t: &mut dyn Transport,
+    entry: &Entry,
+    failpoint: &str,
+    out: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+    spare: &std::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    let mut offset = 0u64; // bytes read so far
+    let mut failures = 0u32;
+    loop {
+        let mut buf = spare.try_recv().unwrap_or_default();
+        buf.resize(READ_CHUNK, 0);
+        let mut filled = 0;
+        while filled < READ_CHUNK {
+            match input.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    filled += n;
+                    offset += n as u64;
+                    failures = 0;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failures += 1;
+                    if !t.resumable() || failures > READ_RETRIES {
+                        let message = if t.resumable() {
+                            format!(
+                                "{e} (at byte {offset}, after {READ_RETRIES} attempts to resume)"
+                            )
+                        } else {
+                            format!("{e} (at byte {offset})")
+                        };
+                        let _ = out.send(Err(std::io::Error::new(e.kind(), message)));
+                        return;
+                    }
+                    tracing::warn!(file = %entry.name, error = %e, offset, attempt = failures, "read failed mid-file; reconnecting to resume at this byte");
+                    std::thread::sleep(Duration::from_millis(250 << failures));
+                    match t.open(entry, offset) {
+                        Ok(Opened::Reader(r)) => {
+                            tracing::info!(file = %entry.name, offset, "read resumed on a new connection");
+                            input = r;
+                        }
+                        Ok(Opened::Changed(reason)) => {
+                            tracing::warn!(file = %entry.name, "resuming the read failed: {reason}");
+                        }
+                        Err(r) => tracing::warn!(file = %entry.name, error = %r, "resuming the read failed"),
+                    }
+                }
+            }
+        }
+        buf.truncate(filled);
+        let end = filled < READ_CHUNK;
+        if !buf.is_empty() && out.send(Ok(buf)).is_err() {
+            return;
+        }
+        if let Err(e) = anchovy_core::failpoint::hit(failpoint) {
+            let _ = out.send(Err(std::io::Error::other(e.to_string())));
+            return;
+        }
+        if end {
+            let _ = out.send(Ok(Vec::new()));
+            return;
+        }
+    }
+}
