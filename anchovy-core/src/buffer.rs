@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use crate::commit::Committer;
 use crate::context::TaskCtx;
-use crate::data::{DataFileWriter, FileEntry};
+use crate::data::{FileEntry, FileWriter};
 use crate::datastore::layout;
 use crate::error::Result;
 use crate::row::Batch;
@@ -40,7 +40,7 @@ pub struct TableStats {
 pub struct DatastoreSink {
     ctx: Arc<TaskCtx>,
     committer: Arc<Committer>,
-    open: BTreeMap<Arc<str>, DataFileWriter>,
+    open: BTreeMap<Arc<str>, Box<dyn FileWriter>>,
     done: Vec<FileEntry>,
     pending: BTreeMap<String, Option<serde_json::Value>>,
     last_commit: Instant,
@@ -213,18 +213,41 @@ impl DatastoreSink {
             return Ok(());
         }
         let max = self.ctx.session.settings.file_max_bytes;
+        // A file whose schema cannot take this batch (a new column, a value its
+        // column's type cannot hold exactly) is finished; the batch starts the next.
+        if self.open.get(&batch.table).is_some_and(|w| !w.fits(&batch))
+            && let Some(w) = self.open.remove(&batch.table)
+        {
+            self.done.push(w.finish().await?);
+        }
         if !self.open.contains_key(&batch.table) {
+            let rejects = crate::reject::rejected_table(&batch.table);
+            // Rejects are always NDJSON: their raw text and reasons are what matters.
+            let format = match rejects {
+                Some(_) => crate::data::DataFormat::NdjsonGz,
+                None => self.ctx.session.settings.data_buffer_cls,
+            };
             let name = format!(
-                "{}.{:06}.{}.ndjson.gz",
+                "{}.{:06}.{}.{}",
                 self.ctx.session.session_id,
                 self.ctx.batch_id,
-                uuid::Uuid::now_v7().simple()
+                uuid::Uuid::now_v7().simple(),
+                format.extension()
             );
-            let key = match crate::reject::rejected_table(&batch.table) {
+            let key = match rejects {
                 Some(owner) => layout::rejects_key(owner, &name),
                 None => layout::data_key(&batch.table, &name),
             };
-            let w = DataFileWriter::create(&self.ctx.session.store, batch.table.clone(), key);
+            let columns = match rejects {
+                Some(_) => Default::default(),
+                None => self
+                    .ctx
+                    .tbls
+                    .get(&batch.table)
+                    .map(|t| t.columns.clone())
+                    .unwrap_or_default(),
+            };
+            let w = format.create(&self.ctx.session.store, batch.table.clone(), key, &columns);
             self.open.insert(batch.table.clone(), w);
         }
         let w = self

@@ -154,7 +154,7 @@ impl Committer {
 /// commit order. For tests and small tools only: it holds everything at once.
 ///
 /// # Errors
-/// As [`read_commits`] and [`crate::data::DataFileReader::next_batch`].
+/// As [`read_commits`] and [`crate::data::FileReader::next_batch`].
 pub async fn read_committed(
     ds: &Datastore,
     after_seq: u64,
@@ -162,8 +162,8 @@ pub async fn read_committed(
     let mut out = Vec::new();
     for rec in read_commits(ds, after_seq).await? {
         for f in rec.files {
-            let r = crate::data::DataFileReader::open_committed(ds, &f, rec.seq, 4096).await?;
-            for b in r.read_all().await? {
+            let r = crate::data::open_committed(ds, &f, rec.seq, 4096).await?;
+            for b in crate::data::read_all(r).await? {
                 out.push((f.tbl.clone(), b));
             }
         }

@@ -148,7 +148,7 @@ pub const KEYS: &[KeyDef] = &[
         env: env::DATA_BUFFER_CLS,
         cli: "--data-buffer-cls",
         list: false,
-        doc: "data file format (ndjson.gz)",
+        doc: "data file format: ndjson.gz (default) or parquet",
     },
     KeyDef {
         key: "home",
@@ -294,8 +294,6 @@ const ALIASES: &[(&str, &str)] = &[
 
 /// The built-in implementation names for the `*_cls` settings.
 pub const STORE_CLS: &[&str] = &["datastore"];
-/// The built-in data buffer names.
-pub const DATA_BUFFER_CLS: &[&str] = &["ndjson.gz"];
 
 /// Values for some settings from one source.
 #[derive(Debug, Clone, Default)]
@@ -439,7 +437,7 @@ pub struct Settings {
     /// Table metadata store implementation.
     pub tbl_store_cls: String,
     /// Data file format.
-    pub data_buffer_cls: String,
+    pub data_buffer_cls: crate::data::DataFormat,
     /// Log level or tracing filter.
     pub log_level: String,
     /// Log format.
@@ -611,11 +609,13 @@ impl Settings {
             "tbl_store_cls",
             string("tbl_store_cls", "datastore", &mut origins),
         )?;
-        let data_buffer_cls = one_of(
-            "data_buffer_cls",
-            string("data_buffer_cls", "ndjson.gz", &mut origins),
-            DATA_BUFFER_CLS,
-        )?;
+        let data_buffer_cls = {
+            let v = string("data_buffer_cls", "ndjson.gz", &mut origins);
+            match crate::data::DataFormat::parse(&v) {
+                Some(f) => f,
+                None => return Err(not_one_of("data_buffer_cls", &v, crate::data::DataFormat::NAMES)),
+            }
+        };
         let log_level = check_log_level(string("log_level", "info", &mut origins))?;
         let log_format = match string("log_format", "text", &mut origins)
             .to_ascii_lowercase()
@@ -880,17 +880,21 @@ fn one_of(key: &str, v: String, allowed: &[&str]) -> Result<String> {
     if allowed.contains(&v.as_str()) {
         Ok(v)
     } else {
-        Err(Error::config(
-            key,
-            format!(
-                "`{v}` is not available; built-in: {}{}",
-                allowed.join(", "),
-                closest(&v, allowed.iter().copied())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default()
-            ),
-        ))
+        Err(not_one_of(key, &v, allowed))
     }
+}
+
+fn not_one_of(key: &str, v: &str, allowed: &[&str]) -> Error {
+    Error::config(
+        key,
+        format!(
+            "`{v}` is not available; built-in: {}{}",
+            allowed.join(", "),
+            closest(v, allowed.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default()
+        ),
+    )
 }
 
 /// Ids and users become datastore path segments: keep them to safe characters.

@@ -340,7 +340,7 @@ impl crate::Source for ReplaySource {
                 if ctx.checkpoint(&key).is_some() {
                     continue;
                 }
-                let mut r = crate::data::DataFileReader::open_committed(
+                let mut r = crate::data::open_committed(
                     &ctx.session.store,
                     f,
                     c.seq,

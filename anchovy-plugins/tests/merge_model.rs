@@ -580,10 +580,10 @@ impl Schedule {
         for rec in anchovy_core::commit::read_commits(&ds, 0).await.unwrap() {
             let mut rows = Vec::new();
             for f in rec.files.iter().filter(|f| f.tbl == "t") {
-                let r = anchovy_core::data::DataFileReader::open_committed(&ds, f, rec.seq, 1024)
+                let r = anchovy_core::data::open_committed(&ds, f, rec.seq, 1024)
                     .await
                     .unwrap();
-                for b in r.read_all().await.unwrap() {
+                for b in anchovy_core::data::read_all(r).await.unwrap() {
                     for row in &b.rows {
                         rows.push(
                             COLS.iter()

@@ -559,7 +559,7 @@ fn after_load_deletes_or_moves_only_committed_files() {
     let out = run_key(&env, &s, "al");
     assert_ne!(out.status.code(), Some(0));
     assert!(
-        crate::stderr(&out).contains("`archive` is not keep, delete or move:<remote dir>"),
+        crate::stderr(&out).contains("`archive` is not keep, delete or move:<dir>"),
         "{}",
         crate::stderr(&out)
     );

@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 
 use anchovy_core::commit::read_commits;
-use anchovy_core::data::DataFileReader;
 use anchovy_core::error::exit;
 use anchovy_core::reject::{rejected_table, replayed_key};
 use anchovy_core::session::open_store;
@@ -52,7 +51,7 @@ pub async fn run(registry: &Registry, mut loaded: Loaded, args: &RejectsArgs) ->
             if replayed && !args.all {
                 continue;
             }
-            let mut r = match DataFileReader::open_committed(&store, f, c.seq, 1024).await {
+            let mut r = match anchovy_core::data::open_committed(&store, f, c.seq, 1024).await {
                 Ok(r) => r,
                 Err(e) => return crate::report(&e),
             };

@@ -26,7 +26,7 @@ pub mod dialect;
 use std::sync::Arc;
 
 use anchovy_core::commit::{CommitRecord, read_commits};
-use anchovy_core::data::{DataFileReader, FileEntry};
+use anchovy_core::data::FileEntry;
 use anchovy_core::operator::OperatorKind;
 use anchovy_core::tbl_store::TblStore;
 use anchovy_core::{
@@ -819,7 +819,7 @@ impl Job<'_> {
         let reader = tokio::spawn(async move {
             for (seq, f) in files {
                 let mut row0 = 0u64;
-                let mut r = match DataFileReader::open_committed(&ds, &f, seq, batch_size).await {
+                let mut r = match anchovy_core::data::open_committed(&ds, &f, seq, batch_size).await {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = txb.send(Err(e.into())).await;

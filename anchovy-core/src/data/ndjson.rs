@@ -1,46 +1,22 @@
-//! Data files: gzip NDJSON, written in a stream and made visible only when complete.
+//! `ndjson.gz` data files: gzip NDJSON with per-row type annotations (`_types`).
 //!
 //! [`DataFileWriter`] encodes batches into a gzip stream and uploads it through the
 //! datastore's streaming writer: memory stays bounded by the compressor buffer and one
-//! upload part, whatever the file size. A file is visible to readers only after
-//! [`DataFileWriter::finish`]; but being visible does not make it committed: only the
-//! commit record ([`crate::commit`]) says which files exist.
-//! [`DataFileReader`] streams a file back as typed batches.
+//! upload part, whatever the file size. [`DataFileReader`] streams a file back as typed
+//! batches, verifying it against its commit record.
 
 use std::io::Write;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
+use super::{ColumnTypes, DataFormat, FileEntry, FileReader, FileWriter};
 use crate::datastore::Datastore;
 use crate::error::{Error, Result};
 use crate::row::{Batch, BatchBuilder, RowEncoder, decode_row};
 use crate::tbl::ColType;
-
-/// A finished data file, as listed in a commit record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileEntry {
-    /// The table.
-    pub tbl: String,
-    /// The key relative to the anchovy's area (`data/<tbl>/<name>`).
-    pub key: String,
-    /// Rows in the file.
-    pub rows: u64,
-    /// Compressed size.
-    pub bytes: u64,
-    /// Uncompressed NDJSON size.
-    pub raw_bytes: u64,
-    /// Column types seen in the file (inferred from the values), in column order.
-    #[serde(default)]
-    pub columns: Vec<(String, ColType)>,
-    /// CRC-32 (the gzip polynomial) of the file's bytes as stored. Readers check it,
-    /// with `rows` and `bytes`, before anything of the file is used. Absent in commit
-    /// records written before it existed (then rows and bytes are still checked).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub crc32: Option<u32>,
-}
 
 /// NDJSON bytes handed to the compressor at a time.
 const CHUNK_BYTES: usize = 256 << 10;
@@ -74,9 +50,7 @@ pub struct DataFileWriter {
     raw_bytes: u64,
     bytes: u64,
     crc: libdeflater::Crc,
-    columns: Vec<(String, ColType)>,
-    /// Position of each column in `columns` (wide tables: no quadratic search).
-    column_index: std::collections::HashMap<String, usize>,
+    columns: ColumnTypes,
 }
 
 impl DataFileWriter {
@@ -133,8 +107,7 @@ impl DataFileWriter {
             raw_bytes: 0,
             bytes: 0,
             crc: libdeflater::Crc::new(),
-            columns: Vec::new(),
-            column_index: std::collections::HashMap::new(),
+            columns: ColumnTypes::default(),
         }
     }
 
@@ -163,18 +136,7 @@ impl DataFileWriter {
                 self.send_chunk().await?;
             }
         }
-        for (name, t) in batch.schema.names().iter().zip(seen) {
-            if let Some(t) = t {
-                match self.column_index.get(&**name) {
-                    Some(&i) => self.columns[i].1 = self.columns[i].1.widen(t),
-                    None => {
-                        self.column_index
-                            .insert(name.to_string(), self.columns.len());
-                        self.columns.push((name.to_string(), t));
-                    }
-                }
-            }
-        }
+        self.columns.merge(&batch.schema, seen);
         self.rows += batch.rows.len() as u64;
         self.upload_ready().await
     }
@@ -256,8 +218,9 @@ impl DataFileWriter {
             rows: self.rows,
             bytes: self.bytes,
             raw_bytes: self.raw_bytes,
-            columns: self.columns,
+            columns: self.columns.into_vec(),
             crc32: Some(self.crc.sum()),
+            format: DataFormat::NdjsonGz,
         })
     }
 
@@ -316,12 +279,7 @@ impl DataFileReader {
 
     fn mismatch(&self, what: String) -> Error {
         let commit = self.expect.as_ref().map_or(0, |e| e.commit);
-        Error::data(
-            &self.key,
-            format!(
-                "the data file does not match commit record {commit}: {what}. It was cut or changed after it was committed, so none of it is used; restore it from a copy of the datastore, or re-download its rows (`anchovy checkpoints -D` on the downloader's checkpoints for that source file) and re-upload"
-            ),
-        )
+        super::mismatch(&self.key, commit, what)
     }
 
     /// Checks size and checksum once the stream has ended.
@@ -467,6 +425,32 @@ impl DataFileReader {
             out.push(b);
         }
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl FileWriter for DataFileWriter {
+    async fn write(&mut self, batch: &Batch) -> Result<()> {
+        DataFileWriter::write(self, batch).await
+    }
+
+    fn raw_bytes(&self) -> u64 {
+        self.raw_bytes
+    }
+
+    async fn finish(self: Box<Self>) -> Result<FileEntry> {
+        DataFileWriter::finish(*self).await
+    }
+
+    async fn abort(self: Box<Self>) {
+        DataFileWriter::abort(*self).await
+    }
+}
+
+#[async_trait]
+impl FileReader for DataFileReader {
+    async fn next_batch(&mut self) -> Result<Option<Batch>> {
+        DataFileReader::next_batch(self).await
     }
 }
 
