@@ -613,7 +613,13 @@ impl Settings {
             let v = string("data_buffer_cls", "ndjson.gz", &mut origins);
             match crate::data::DataFormat::parse(&v) {
                 Some(f) => f,
-                None => return Err(not_one_of("data_buffer_cls", &v, crate::data::DataFormat::NAMES)),
+                None => {
+                    return Err(not_one_of(
+                        "data_buffer_cls",
+                        &v,
+                        crate::data::DataFormat::NAMES,
+                    ));
+                }
             }
         };
         let log_level = check_log_level(string("log_level", "info", &mut origins))?;

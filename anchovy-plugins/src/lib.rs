@@ -18,10 +18,10 @@ pub mod error;
 pub mod files;
 #[cfg(feature = "files")]
 pub mod formats;
-#[cfg(feature = "files")]
-pub mod source;
 #[cfg(feature = "sftp")]
 pub mod sftp;
+#[cfg(feature = "files")]
+pub mod source;
 #[cfg(feature = "sql")]
 pub mod sql;
 

@@ -283,7 +283,10 @@ impl Transport for Objects {
             range: (offset > 0).then_some(GetRange::Offset(offset)),
             ..Default::default()
         };
-        let got = match self.rt.block_on(self.glob.store().get_opts(&Self::key(e), opts)) {
+        let got = match self
+            .rt
+            .block_on(self.glob.store().get_opts(&Self::key(e), opts))
+        {
             Ok(g) => g,
             Err(
                 object_store::Error::Precondition { .. }

@@ -149,7 +149,9 @@ impl Transport for LocalFiles {
 
     fn open(&mut self, e: &Entry, offset: u64) -> Result<Opened, PluginError> {
         if !unchanged(e)? {
-            return Ok(Opened::Changed("it changed since it was listed (still being written?)"));
+            return Ok(Opened::Changed(
+                "it changed since it was listed (still being written?)",
+            ));
         }
         let io = |op| {
             move |source| PluginError::Io {

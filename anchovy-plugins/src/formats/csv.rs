@@ -846,8 +846,7 @@ mod tests {
     #[test]
     fn unknown_option_is_rejected_with_the_valid_ones() {
         let e =
-            serde_json::from_value::<CsvOptions>(serde_json::json!({"delimter": ";"}))
-                .unwrap_err();
+            serde_json::from_value::<CsvOptions>(serde_json::json!({"delimter": ";"})).unwrap_err();
         assert!(e.to_string().contains("unknown field `delimter`"), "{e}");
     }
 }

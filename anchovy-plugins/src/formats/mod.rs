@@ -90,7 +90,11 @@ pub fn build(
             key: format!("tbls.{table}.format"),
             message: format!(
                 "`{name}` is not a known format; use one of {}",
-                FORMATS.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+                FORMATS
+                    .iter()
+                    .map(|f| f.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         })?;
     (spec.build)(table, options, columns)

@@ -36,8 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anchovy_core::{
-    BoxError, Emitter, Operator, OptionDoc, SessionCtx, Source, TaskCtx, TaskType, Tbl,
-    async_trait,
+    BoxError, Emitter, Operator, OptionDoc, SessionCtx, Source, TaskCtx, TaskType, Tbl, async_trait,
 };
 use serde::Deserialize;
 
@@ -230,14 +229,13 @@ impl Operator for FileDownloader {
                     };
                     let s = self.table(tbl)?;
                     let mut t = (self.transport.connect)(&ctx.session, &s.options)?;
-                    let done = tokio::task::spawn_blocking(move || {
-                        t.after_load(&entries, &s.after_load)
-                    })
-                    .await
-                    .map_err(|e| PluginError::Data {
-                        location: "after_load".into(),
-                        message: e.to_string(),
-                    })??;
+                    let done =
+                        tokio::task::spawn_blocking(move || t.after_load(&entries, &s.after_load))
+                            .await
+                            .map_err(|e| PluginError::Data {
+                                location: "after_load".into(),
+                                message: e.to_string(),
+                            })??;
                     ctx.log_add("files_after_load", done);
                 }
             }
@@ -282,11 +280,21 @@ impl Operator for FileDownloader {
 enum Item {
     Batch(anchovy_core::Batch),
     /// A file was read whole: checkpoint it (after its rows).
-    Done { key: String, state: EntryState, entry: Entry },
+    Done {
+        key: String,
+        state: EntryState,
+        entry: Entry,
+    },
     /// A file an earlier run committed (its after_load may still be due).
-    Committed { key: String, entry: Entry },
+    Committed {
+        key: String,
+        entry: Entry,
+    },
     /// A file was skipped this run.
-    Changed { name: String, reason: &'static str },
+    Changed {
+        name: String,
+        reason: &'static str,
+    },
 }
 
 struct FileSource {
@@ -521,7 +529,9 @@ fn read_ahead(
                         Ok(Opened::Changed(reason)) => {
                             tracing::warn!(file = %entry.name, "resuming the read failed: {reason}");
                         }
-                        Err(r) => tracing::warn!(file = %entry.name, error = %r, "resuming the read failed"),
+                        Err(r) => {
+                            tracing::warn!(file = %entry.name, error = %r, "resuming the read failed")
+                        }
                     }
                 }
             }

@@ -819,7 +819,8 @@ impl Job<'_> {
         let reader = tokio::spawn(async move {
             for (seq, f) in files {
                 let mut row0 = 0u64;
-                let mut r = match anchovy_core::data::open_committed(&ds, &f, seq, batch_size).await {
+                let mut r = match anchovy_core::data::open_committed(&ds, &f, seq, batch_size).await
+                {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = txb.send(Err(e.into())).await;
