@@ -147,6 +147,15 @@ start_moto() {
 }
 stop_moto() { [ -f "$MOTO_PREFIX/moto.pid" ] && kill "$(cat "$MOTO_PREFIX/moto.pid")"; }
 
+# --- DuckDB + pyarrow (PyPI), to read and write Parquet in tests ---
+PARQUET_PY_PREFIX=${PARQUET_PY_PREFIX:-/tmp/anchovies-parquet-py}
+install_parquet_py() {   # ~30 s
+  [ -x "$PARQUET_PY_PREFIX/venv/bin/python" ] && "$PARQUET_PY_PREFIX/venv/bin/python" -c "import duckdb, pyarrow" 2>/dev/null && { export PARQUET_PYTHON="$PARQUET_PY_PREFIX/venv/bin/python"; return 0; }
+  mkdir -p "$PARQUET_PY_PREFIX" && python3 -m venv "$PARQUET_PY_PREFIX/venv" \
+    && "$PARQUET_PY_PREFIX/venv/bin/pip" install -q "duckdb==2.0.1" "pyarrow==26.0.1" \
+    && export PARQUET_PYTHON="$PARQUET_PY_PREFIX/venv/bin/python"
+}
+
 # --- MariaDB 10.11 (Debian mariadb-server), throwaway ---
 MY_PORT=${MY_PORT:-33306}
 MY_DIR=${MY_DIR:-/tmp/anchovies-mariadb}

@@ -2,7 +2,7 @@
 //!
 //! Every file-like downloader ([`crate::source`]) reads its files through one
 //! [`InputFormat`], chosen per table by `format:` (default: the operator's own, `csv`
-//! for the `*.CsvDownloader`s, `json` for `blob.JsonDownloader`). The formats are
+//! for the `*.CsvDownloader`s, `json` for `blob.JsonDownloader`; `parquet` for any). The formats are
 //! listed once, in [`FORMATS`]: adding one is a module here plus one line there.
 //!
 //! The source hands a format the file's bytes already decompressed ([`decompressed`],
@@ -12,6 +12,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod parquet;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -64,12 +65,12 @@ pub struct FormatSpec {
 }
 
 /// Every input format, one line each.
-pub const FORMATS: &[FormatSpec] = &[csv::SPEC, json::SPEC];
+pub const FORMATS: &[FormatSpec] = &[csv::SPEC, json::SPEC, parquet::SPEC];
 
 /// The table option that picks the format.
 pub const FORMAT_DOC: OptionDoc = OptionDoc {
     key: "format",
-    doc: "csv, json (NDJSON, arrays, documents); default: the operator's own",
+    doc: "csv, json (NDJSON, arrays, documents) or parquet; default: the operator's own",
 };
 
 /// Builds format `name` for a table.
