@@ -9,23 +9,42 @@
 //! on. Names used by the core: `commit.before`, `commit.after`, `checkpoint.mirrors`,
 //! `datafile.finish`, `source.batch`, `tasklog.write`, `session.shutdown`; plugins add
 //! their own (`upload.*`, `sftp.listed`, `sftp.chunk` after each 1 MiB read).
-//! Unset in production: each hit is one cached lookup.
+//! Compiled only with the `failpoints` feature, which the test builds turn on
+//! (anchovy-cli's dev-dependencies): in a release build [`hit`] is an empty inline
+//! function and `ACHVY_FAILPOINT` does nothing.
 
+#[cfg(feature = "failpoints")]
 use std::sync::OnceLock;
+#[cfg(feature = "failpoints")]
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::{Error, Result};
+#[cfg(feature = "failpoints")]
+use crate::error::Error;
+use crate::error::Result;
 
 /// The variable that arms a failpoint.
 pub const VAR: &str = "ACHVY_FAILPOINT";
 
+#[cfg(feature = "failpoints")]
 static ARMED: OnceLock<Option<(String, String)>> = OnceLock::new();
+#[cfg(feature = "failpoints")]
 static HITS: AtomicU64 = AtomicU64::new(0);
+
+/// Passes through (a build without the `failpoints` feature).
+///
+/// # Errors
+/// Never.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) -> Result<()> {
+    Ok(())
+}
 
 /// Passes through unless the failpoint `name` is armed.
 ///
 /// # Errors
 /// An [`Error::Cancelled`] when armed with `error`.
+#[cfg(feature = "failpoints")]
 pub fn hit(name: &str) -> Result<()> {
     let armed = ARMED.get_or_init(|| {
         std::env::var(VAR).ok().map(|v| match v.split_once(':') {

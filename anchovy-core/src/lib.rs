@@ -49,6 +49,7 @@ pub mod connection;
 pub mod context;
 pub mod data;
 pub mod datastore;
+pub mod destination;
 pub mod env;
 pub mod error;
 pub mod failpoint;

@@ -57,11 +57,13 @@ fn parquet_data_files_read_by_duckdb_and_upload_like_ndjson() {
     let env = Env::new();
     env.write("config.yaml", CONFIG);
     env.write("or/1.csv", ROWS);
-    download(&env, "pq", "parquet");
-    download(&env, "nd", "ndjson.gz");
-    let files = data_files(&env.area("tester", "pq"), "orders", ".parquet");
+    // Ids of their own: PostgreSQL outlives the test.
+    let (pq, nd) = (format!("pq{}", env.nonce()), format!("nd{}", env.nonce()));
+    download(&env, &pq, "parquet");
+    download(&env, &nd, "ndjson.gz");
+    let files = data_files(&env.area("tester", &pq), "orders", ".parquet");
     assert_eq!(files.len(), 1, "one Parquet file: {files:?}");
-    assert!(data_files(&env.area("tester", "pq"), "orders", ".ndjson.gz").is_empty());
+    assert!(data_files(&env.area("tester", &pq), "orders", ".ndjson.gz").is_empty());
 
     // DuckDB reads the file as it is: its types, then every value as DuckDB prints it.
     let code = r#"
@@ -121,15 +123,16 @@ for row in con.sql(f"SELECT {cols} FROM read_parquet('{sys.argv[1]}') ORDER BY i
 
     // The same rows through the commit record, from both formats: equal (the one
     // documented difference, an offset kept as the UTC instant, compares equal).
-    let pq = committed(&env.home(), "tester", "pq");
-    let nd = committed(&env.home(), "tester", "nd");
-    assert_eq!(pq, nd);
+    assert_eq!(
+        committed(&env.home(), "tester", &pq),
+        committed(&env.home(), "tester", &nd)
+    );
 
     // Uploaded, both give the same table, value for value.
     env.write("upload.yaml", "tbls: {}\n");
     for target in [Target::Sqlite, Target::Pg] {
         let mut tables = Vec::new();
-        for up in ["pq", "nd"] {
+        for up in [pq.as_str(), nd.as_str()] {
             let out = upload(
                 &env,
                 target,

@@ -57,12 +57,15 @@ pub struct FormatSpec {
     pub options: &'static [OptionDoc],
     /// Builds the format of one table from its options (unknown keys refused) and its
     /// `columns:` types.
-    pub build: fn(
-        &str,
-        serde_json::Map<String, serde_json::Value>,
-        &BTreeMap<String, ColType>,
-    ) -> Result<Arc<dyn InputFormat>, PluginError>,
+    pub build: BuildFormat,
 }
+
+/// Builds a table's format: `(table, the format's options, columns: types)`.
+pub type BuildFormat = fn(
+    &str,
+    serde_json::Map<String, serde_json::Value>,
+    &BTreeMap<String, ColType>,
+) -> Result<Arc<dyn InputFormat>, PluginError>;
 
 /// Every input format, one line each.
 pub const FORMATS: &[FormatSpec] = &[csv::SPEC, json::SPEC, parquet::SPEC];

@@ -98,7 +98,7 @@ impl AfterLoad {
     /// Parses `after_load:`.
     ///
     /// # Errors
-    /// [`PluginError::Option`] for anything but keep, delete, move:<dir>.
+    /// [`PluginError::Option`] for anything but `keep`, `delete`, `move:<dir>`.
     pub fn parse(s: Option<&str>) -> Result<AfterLoad, PluginError> {
         Ok(match s {
             None | Some("keep") => AfterLoad::Keep,

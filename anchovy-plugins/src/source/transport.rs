@@ -151,5 +151,9 @@ pub struct TransportSpec {
     /// Its own table options, for docs and the startup check.
     pub options: &'static [OptionDoc],
     /// Opens a table's transport (no I/O yet: connecting happens in `list`).
-    pub connect: fn(&SessionCtx, &super::SourceOptions) -> Result<Box<dyn Transport>, PluginError>,
+    pub connect: Connect,
 }
+
+/// Opens a table's transport from the session and the table's source options.
+pub type Connect =
+    fn(&SessionCtx, &super::SourceOptions) -> Result<Box<dyn Transport>, PluginError>;

@@ -646,7 +646,7 @@ impl Tx {
         into: &str,
         cols: &[(String, ColType)],
         with_ord: bool,
-        rx: &mut tokio::sync::mpsc::Receiver<Result<(u64, Batch), PluginError>>,
+        rx: &mut anchovy_core::destination::UnitBatches,
     ) -> Result<i64, PluginError> {
         let d = self.dialect();
         let mut ord = 0i64;
@@ -705,7 +705,7 @@ impl Tx {
                         Ok(b) => b,
                         Err(e) => {
                             let _ = copy.abort("anchovies: reading the data failed").await;
-                            return Err(e);
+                            return Err(e.into());
                         }
                     };
                     let idx = column_index(cols, &batch);

@@ -115,7 +115,7 @@ fn decimal_shape(d: &str) -> (usize, usize) {
 }
 
 fn sub_micro(nanos: u32) -> bool {
-    nanos % 1000 != 0
+    !nanos.is_multiple_of(1000)
 }
 
 impl Kind {
