@@ -286,41 +286,6 @@ impl TaskCtx {
         }
     }
 
-    /// Sets a checkpoint outside a stream (from an `on_task` hook) and commits it at
-    /// once. Inside a source, use `Emitter::checkpoint` so it rides with its rows.
-    ///
-    /// # Errors
-    /// As [`Committer::commit`].
-    pub async fn set_checkpoint(&self, key: &str, value: impl serde::Serialize) -> Result<()> {
-        let v =
-            serde_json::to_value(value).map_err(|e| Error::json(format!("checkpoint {key}"), e))?;
-        self.session
-            .committer
-            .commit(
-                &self.commit_meta(),
-                Vec::new(),
-                [(key.to_string(), Some(v))].into(),
-            )
-            .await
-            .map(|_| ())
-    }
-
-    /// Deletes checkpoints outside a stream, committing at once.
-    ///
-    /// # Errors
-    /// As [`Committer::commit`].
-    pub async fn delete_checkpoints(&self, keys: &[String]) -> Result<()> {
-        self.session
-            .committer
-            .commit(
-                &self.commit_meta(),
-                Vec::new(),
-                keys.iter().map(|k| (k.clone(), None)).collect(),
-            )
-            .await
-            .map(|_| ())
-    }
-
     /// Adds a field to the `data` object of this task's log.
     pub fn log(&self, key: &str, value: impl Into<serde_json::Value>) {
         self.data

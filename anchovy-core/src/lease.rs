@@ -116,7 +116,13 @@ impl Lease {
             released: false,
         };
         if let Some(dir) = store.local_dir() {
-            let file = lock_local(&dir, store)?;
+            // An OS file lock and a mkdir: blocking, so off the async runtime.
+            let locked = store.clone();
+            let file = tokio::task::spawn_blocking(move || lock_local(&dir, &locked))
+                .await
+                .map_err(|e| Error::Cancelled {
+                    reason: format!("taking the local lock: {e}"),
+                })??;
             // We hold the OS lock: the previous token is ours to increment.
             let prev: Option<LeaseDoc> = store.get_json(LEASE_KEY).await.unwrap_or(None);
             doc.token = prev.map_or(1, |p| p.token + 1);

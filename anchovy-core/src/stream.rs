@@ -187,14 +187,6 @@ impl Emitter {
         self.checkpoints([(key.to_string(), Some(v))].into()).await
     }
 
-    /// Deletes a checkpoint, in the same in-band way as [`Emitter::checkpoint`].
-    ///
-    /// # Errors
-    /// [`Error::Cancelled`] when the pipeline has stopped.
-    pub async fn delete_checkpoint(&mut self, key: &str) -> Result<()> {
-        self.checkpoints([(key.to_string(), None)].into()).await
-    }
-
     async fn checkpoints(
         &mut self,
         updates: BTreeMap<String, Option<serde_json::Value>>,

@@ -58,7 +58,11 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitC
         let text = session.ctx().metrics.render(session.lease_held());
         let tmp = format!("{path}.tmp.{}", std::process::id());
         // Written whole then renamed, so a collector never reads half a file.
-        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path)) {
+        let written = match tokio::fs::write(&tmp, text).await {
+            Ok(()) => tokio::fs::rename(&tmp, &path).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             tracing::error!(path = %path, error = %e, "cannot write the metrics file");
         }
     }

@@ -121,17 +121,6 @@ impl Datastore {
         (self.store.clone(), self.full(key))
     }
 
-    /// A datastore over any object store (for other backends and tests).
-    pub fn from_store(store: Arc<dyn ObjectStore>, location: impl Into<String>) -> Datastore {
-        Datastore {
-            store,
-            prefix: Path::default(),
-            location: location.into(),
-            shown: 0,
-            local: None,
-        }
-    }
-
     /// The area of one anchovy: `<prefix>/<user>/<id>`.
     pub fn for_anchovy(&self, user: &str, id: &str) -> Datastore {
         self.child(&[user, id])

@@ -1,0 +1,441 @@
+//! The typed NDJSON codec of the datastore's `ndjson.gz` data files (see the
+//! annotation table in [`super`]).
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use chrono::{NaiveDate, NaiveTime};
+use serde::Deserialize;
+
+use super::*;
+use crate::error::{Error, Result};
+
+/// Appends one row as a JSON line (with `\n`) to `out`.
+pub fn encode_row(schema: &Schema, row: &[Value], out: &mut Vec<u8>) {
+    let mut s = String::with_capacity(64 + row.len() * 16);
+    encode_row_into(schema, row, &mut s);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends one row as a JSON line (with `\n`) to a reusable text buffer (no allocation
+/// per row beyond the buffer's growth).
+pub fn encode_row_into(schema: &Schema, row: &[Value], s: &mut String) {
+    RowEncoder::default().encode(schema, row, s);
+}
+
+/// Encodes rows of one stream, remembering the `_types` suffix of the previous row: in
+/// a typed stream every row carries the same annotations, so they are written once per
+/// change, not escaped again for every row.
+#[derive(Debug, Default)]
+pub struct RowEncoder {
+    types: Vec<(usize, &'static str)>,
+    last_types: Vec<(usize, &'static str)>,
+    suffix: String,
+}
+
+impl RowEncoder {
+    /// Appends one row as a JSON line (with `\n`) to `s`.
+    pub fn encode(&mut self, schema: &Schema, row: &[Value], s: &mut String) {
+        s.push('{');
+        self.types.clear();
+        for (i, key) in schema.json_keys.iter().enumerate() {
+            let v = row.get(i).unwrap_or(&Value::Null);
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(key);
+            if let Some(code) = v.annotation() {
+                self.types.push((i, code));
+            }
+            write_json_value(s, v);
+        }
+        if !self.types.is_empty() {
+            if self.types != self.last_types {
+                self.suffix.clear();
+                if !schema.is_empty() {
+                    self.suffix.push(',');
+                }
+                write_json_str(&mut self.suffix, TYPES_FIELD);
+                self.suffix.push_str(":[");
+                for (n, (i, code)) in self.types.iter().enumerate() {
+                    if n > 0 {
+                        self.suffix.push(',');
+                    }
+                    let mut entry = String::with_capacity(schema.names()[*i].len() + 3);
+                    entry.push_str(&schema.names()[*i]);
+                    entry.push('@');
+                    entry.push_str(code);
+                    write_json_str(&mut self.suffix, &entry);
+                }
+                self.suffix.push(']');
+                std::mem::swap(&mut self.types, &mut self.last_types);
+                self.types.clone_from(&self.last_types);
+            }
+            s.push_str(&self.suffix);
+        }
+        s.push_str("}\n");
+    }
+}
+
+/// Writes a value's JSON form (annotated values as strings).
+pub(super) fn write_json_value(s: &mut String, v: &Value) {
+    match v {
+        Value::Null => s.push_str("null"),
+        Value::Bool(b) => s.push_str(if *b { "true" } else { "false" }),
+        Value::Int(i) => s.push_str(itoa::Buffer::new().format(*i)),
+        Value::Float(f) if f.is_finite() => {
+            if let Some(n) = serde_json::Number::from_f64(*f) {
+                let _ = write!(s, "{n}");
+            }
+        }
+        Value::String(t) | Value::Decimal(t) => write_json_str(s, t),
+        Value::Json(j) => {
+            let _ = write!(s, "{j}");
+        }
+        Value::Date(d) if (0..=9999).contains(&d.year()) => {
+            s.push('"');
+            write_date(s, *d);
+            s.push('"');
+        }
+        Value::DateTime(dt)
+            if (0..=9999).contains(&dt.year()) && dt.nanosecond() < 1_000_000_000 =>
+        {
+            s.push('"');
+            write_date(s, dt.date());
+            s.push('T');
+            write_time(s, dt.time());
+            s.push('"');
+        }
+        other => write_json_str(s, &other.text()),
+    }
+}
+
+/// `YYYY-MM-DD` for years 0..=9999, as chrono's `%Y-%m-%d` writes them.
+fn write_date(s: &mut String, d: NaiveDate) {
+    let mut b = [0u8; 10];
+    put_digits(&mut b[0..4], d.year() as u32);
+    b[4] = b'-';
+    put_digits(&mut b[5..7], d.month());
+    b[7] = b'-';
+    put_digits(&mut b[8..10], d.day());
+    s.push_str(std::str::from_utf8(&b).unwrap_or_default());
+}
+
+/// `HH:MM:SS[.fff|.ffffff|.fffffffff]`, as chrono's `%H:%M:%S%.f` writes it (no
+/// fraction when zero; 3, 6 or 9 digits otherwise). Leap seconds are not handled here.
+fn write_time(s: &mut String, t: NaiveTime) {
+    let mut b = [0u8; 18];
+    put_digits(&mut b[0..2], t.hour());
+    b[2] = b':';
+    put_digits(&mut b[3..5], t.minute());
+    b[5] = b':';
+    put_digits(&mut b[6..8], t.second());
+    let ns = t.nanosecond();
+    let n = if ns == 0 {
+        8
+    } else {
+        b[8] = b'.';
+        if ns.is_multiple_of(1_000_000) {
+            put_digits(&mut b[9..12], ns / 1_000_000);
+            12
+        } else if ns.is_multiple_of(1_000) {
+            put_digits(&mut b[9..15], ns / 1_000);
+            15
+        } else {
+            put_digits(&mut b[9..18], ns);
+            18
+        }
+    };
+    s.push_str(std::str::from_utf8(&b[..n]).unwrap_or_default());
+}
+
+/// Writes `v` as exactly `out.len()` decimal digits, zero-padded.
+fn put_digits(out: &mut [u8], mut v: u32) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// Appends `text` as a JSON string: runs without escapes are copied whole.
+pub(super) fn write_json_str(s: &mut String, text: &str) {
+    s.push('"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // Escaped bytes are ASCII, so `i` is a char boundary.
+        s.push_str(&text[start..i]);
+        if esc.is_empty() {
+            let _ = write!(s, "\\u{:04x}", b);
+        } else {
+            s.push_str(esc);
+        }
+        start = i + 1;
+    }
+    s.push_str(&text[start..]);
+    s.push('"');
+}
+
+/// One decoded line: members in order, plus the `_types` annotations.
+struct Line {
+    members: Vec<(String, Value)>,
+    types: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for Line {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Line;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> std::result::Result<Line, M::Error> {
+                let mut line = Line {
+                    members: Vec::with_capacity(16),
+                    types: Vec::new(),
+                };
+                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                    if k == TYPES_FIELD {
+                        line.types = m.next_value()?;
+                    } else {
+                        let v: PlainValue = m.next_value()?;
+                        line.members.push((k.into_owned(), v.0));
+                    }
+                }
+                Ok(line)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A JSON value as a [`Value`], in one pass (no annotation applied yet).
+struct PlainValue(Value);
+
+impl<'de> Deserialize<'de> for PlainValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PlainValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::Null))
+            }
+            fn visit_none<E>(self) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::Null))
+            }
+            fn visit_bool<E>(self, b: bool) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, i: i64) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::Int(i)))
+            }
+            fn visit_u64<E>(self, u: u64) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(match i64::try_from(u) {
+                    Ok(i) => Value::Int(i),
+                    Err(_) => Value::Decimal(u.to_string()),
+                }))
+            }
+            fn visit_f64<E>(self, f: f64) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::Float(f)))
+            }
+            fn visit_str<E>(self, s: &str) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::String(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> std::result::Result<PlainValue, E> {
+                Ok(PlainValue(Value::String(s)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                a: A,
+            ) -> std::result::Result<PlainValue, A::Error> {
+                let v = serde_json::Value::deserialize(
+                    serde::de::value::SeqAccessDeserializer::new(a),
+                )?;
+                Ok(PlainValue(Value::Json(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                a: A,
+            ) -> std::result::Result<PlainValue, A::Error> {
+                let v = serde_json::Value::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(a),
+                )?;
+                Ok(PlainValue(Value::Json(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Decodes one JSON line into `builder` (columns are added as they appear).
+///
+/// # Errors
+/// [`Error::Data`] naming `location` when the line is not a JSON object or an
+/// annotated value does not parse as its type.
+pub fn decode_row(
+    line: &str,
+    builder: &mut BatchBuilder,
+    location: &dyn Fn() -> String,
+) -> Result<()> {
+    let parsed: Line = if has_long_number(line) {
+        exact_line(line)
+    } else {
+        serde_json::from_str(line)
+    }
+    .map_err(|e| Error::data(location(), format!("not a JSON object: {e}")))?;
+    let mut row: Row = Vec::with_capacity(builder.schema.len());
+    for (k, mut v) in parsed.members {
+        if !parsed.types.is_empty()
+            && let Some(code) = parsed.types.iter().find_map(|t| {
+                let (c, code) = t.rsplit_once('@')?;
+                (c == k).then_some(code)
+            })
+        {
+            v = annotate(v, code).ok_or_else(|| {
+                Error::data(
+                    location(),
+                    format!("column `{k}`: not a valid @{code} value"),
+                )
+            })?;
+        }
+        let i = builder.schema.index_or_insert(&k);
+        if row.len() <= i {
+            row.resize(i + 1, Value::Null);
+        }
+        row[i] = v;
+    }
+    builder.rows.push(row);
+    Ok(())
+}
+
+/// True when the line has a number of 19 or more digits outside strings: one that may
+/// not fit i64/u64 and must keep its digits (written by other tools; ours writes such
+/// values as annotated strings).
+fn has_long_number(line: &str) -> bool {
+    let (mut in_str, mut escaped, mut run) = (false, false, 0);
+    for b in line.bytes() {
+        if in_str {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_str = true;
+                run = 0;
+            }
+            b'0'..=b'9' => {
+                run += 1;
+                if run >= 19 {
+                    return true;
+                }
+            }
+            _ => run = 0,
+        }
+    }
+    false
+}
+
+/// The slower exact decoding: values kept as raw JSON, integers of any length read
+/// back as decimals.
+fn exact_line(line: &str) -> std::result::Result<Line, serde_json::Error> {
+    /// Members in order, values as raw JSON text.
+    struct RawMembers<'a>(Vec<(Cow<'a, str>, &'a serde_json::value::RawValue)>);
+    impl<'de: 'a, 'a> Deserialize<'de> for RawMembers<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+                type Value = RawMembers<'a>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<M: serde::de::MapAccess<'de>>(
+                    self,
+                    mut m: M,
+                ) -> std::result::Result<Self::Value, M::Error> {
+                    let mut out = Vec::new();
+                    while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                        out.push((k, m.next_value()?));
+                    }
+                    Ok(RawMembers(out))
+                }
+            }
+            d.deserialize_map(V(std::marker::PhantomData))
+        }
+    }
+    let raw: RawMembers = serde_json::from_str(line)?;
+    let mut line_out = Line {
+        members: Vec::with_capacity(raw.0.len()),
+        types: Vec::new(),
+    };
+    for (k, v) in raw.0 {
+        let k = k.into_owned();
+        if k == TYPES_FIELD {
+            line_out.types = serde_json::from_str(v.get())?;
+            continue;
+        }
+        let text = v.get();
+        let first = text.as_bytes().first().copied().unwrap_or(b'n');
+        let value = if first == b'-' || first.is_ascii_digit() {
+            number_value(text)
+        } else {
+            serde_json::from_str::<PlainValue>(text)?.0
+        };
+        line_out.members.push((k, value));
+    }
+    Ok(line_out)
+}
+
+/// Decodes one JSON object from a source (not the datastore's typed NDJSON): members in
+/// order, integers of any length exact (longer than i64: decimals), nested values as
+/// JSON.
+///
+/// # Errors
+/// The parser's message for malformed JSON or a value that is not an object; a member
+/// named `_types` (reserved by the datastore format) is refused.
+pub fn decode_json_object(text: &str) -> std::result::Result<Vec<(String, Value)>, String> {
+    let line = if has_long_number(text) {
+        exact_line(text)
+    } else {
+        serde_json::from_str::<Line>(text)
+    }
+    .map_err(|e| e.to_string())?;
+    if !line.types.is_empty() {
+        return Err(format!(
+            "the field `{TYPES_FIELD}` is reserved by the datastore format; rename it at the source"
+        ));
+    }
+    Ok(line.members)
+}
+
+/// Applies a `_types` code to a plainly decoded value.
+fn annotate(v: Value, code: &str) -> Option<Value> {
+    match v {
+        Value::Null => Some(Value::Null),
+        Value::String(text) => parse_typed_text(&text, code),
+        // Older writers put decimals as JSON numbers.
+        Value::Int(i) if code == "N" => Some(Value::Decimal(i.to_string())),
+        Value::Float(f) if code == "N" => canonical_decimal(&float_text(f)).map(Value::Decimal),
+        _ => None,
+    }
+}

@@ -1,0 +1,206 @@
+//! The row model and codec against chrono, serde_json and their own round trips.
+
+use super::ndjson::{write_json_str, write_json_value};
+
+#[test]
+fn fast_date_time_text_matches_chrono() {
+    let days = [
+        (0, 1, 1),
+        (1970, 1, 1),
+        (2024, 2, 29),
+        (9999, 12, 31),
+        (33, 7, 4),
+    ];
+    let nanos = [
+        0,
+        1,
+        999,
+        1_000,
+        120_000,
+        5_000_000,
+        500_000_000,
+        999_999_999,
+        123_456_789,
+    ];
+    for (y, m, d) in days {
+        let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        for ns in nanos {
+            let dt = date.and_hms_nano_opt(23, 5, 9, ns).unwrap();
+            for v in [Value::Date(date), Value::DateTime(dt)] {
+                let mut fast = String::new();
+                write_json_value(&mut fast, &v);
+                let mut slow = String::new();
+                write_json_str(&mut slow, &v.text());
+                assert_eq!(fast, slow, "{v:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn json_strings_escape_like_serde_json() {
+    for t in [
+        "plain",
+        "a\"b",
+        "back\\slash",
+        "nl\n cr\r tab\t",
+        "\u{1}\u{1f}x",
+        "é ü 😀",
+        "",
+    ] {
+        let mut s = String::new();
+        write_json_str(&mut s, t);
+        assert_eq!(s, serde_json::to_string(t).unwrap());
+    }
+}
+
+use super::*;
+use proptest::prelude::*;
+
+fn roundtrip(schema: &Schema, row: &[Value]) -> (Vec<String>, Vec<Value>) {
+    let mut buf = Vec::new();
+    encode_row(schema, row, &mut buf);
+    let line = std::str::from_utf8(&buf).unwrap().trim_end();
+    let mut b = BatchBuilder::new("t");
+    decode_row(line, &mut b, &|| "test".into()).unwrap();
+    let batch = b.take();
+    let names = batch.schema.names().iter().map(|n| n.to_string()).collect();
+    let mut r = batch.rows[0].clone();
+    r.resize(batch.schema.len(), Value::Null);
+    (names, r)
+}
+
+#[test]
+fn typed_values_round_trip_with_annotations() {
+    let schema = Schema::new([
+        "n", "b", "i", "f", "big", "s", "d", "dt", "dtz", "t", "bin", "j", "nan",
+    ]);
+    let row = vec![
+        Value::Null,
+        Value::Bool(true),
+        Value::Int(-42),
+        Value::Float(2.0),
+        Value::decimal("123456789012345678901234567890.000000001").unwrap(),
+        Value::String("naïve \"quoted\"\n日本語 \u{1}".into()),
+        Value::Date(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()),
+        parse_datetime("2024-01-31T23:59:59.123456").unwrap(),
+        parse_datetime("2024-01-31T23:59:59+02:00").unwrap(),
+        Value::Time(NaiveTime::from_hms_milli_opt(13, 45, 0, 500).unwrap()),
+        Value::Bytes(vec![0, 1, 254, 255]),
+        Value::Json(serde_json::json!({"a": [1, {"b": null}]})),
+        Value::Float(f64::NAN),
+    ];
+    let mut buf = Vec::new();
+    encode_row(&schema, &row, &mut buf);
+    let text = String::from_utf8(buf.clone()).unwrap();
+    assert!(
+        text.contains(r#""_types":["big@N","d@D","dt@DT","dtz@DT","t@T","bin@B","nan@F"]"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""big":"123456789012345678901234567890.000000001""#),
+        "{text}"
+    );
+    let (names, back) = roundtrip(&schema, &row);
+    assert_eq!(
+        names,
+        schema
+            .names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+    );
+    for (i, (a, b)) in row.iter().zip(&back).enumerate() {
+        match (a, b) {
+            (Value::Float(x), Value::Float(y)) if x.is_nan() => assert!(y.is_nan()),
+            _ => assert_eq!(a, b, "column {}", names[i]),
+        }
+    }
+}
+
+#[test]
+fn big_integers_read_back_as_decimals() {
+    let mut b = BatchBuilder::new("t");
+    decode_row(
+        r#"{"x":123456789012345678901234567890,"y":-5}"#,
+        &mut b,
+        &|| "l".into(),
+    )
+    .unwrap();
+    let batch = b.take();
+    assert_eq!(
+        batch.rows[0][0],
+        Value::Decimal("123456789012345678901234567890".into())
+    );
+    assert_eq!(batch.rows[0][1], Value::Int(-5));
+}
+
+#[test]
+fn bad_lines_name_their_location() {
+    let mut b = BatchBuilder::new("t");
+    let e = decode_row(r#"{"d":"2024-13-01","_types":["d@D"]}"#, &mut b, &|| {
+        "f.ndjson:7".into()
+    })
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("f.ndjson:7: column `d`: not a valid @D value"),
+        "{e}"
+    );
+    let e = decode_row("[1,2]", &mut b, &|| "f.ndjson:8".into()).unwrap_err();
+    assert!(
+        e.to_string().contains("f.ndjson:8: not a JSON object"),
+        "{e}"
+    );
+}
+
+#[test]
+fn decimals_are_canonical() {
+    assert_eq!(canonical_decimal("007.50").unwrap(), "7.50");
+    assert_eq!(canonical_decimal("-0.0").unwrap(), "0.0");
+    assert_eq!(canonical_decimal("1.5e3").unwrap(), "1500");
+    assert_eq!(canonical_decimal("12e-3").unwrap(), "0.012");
+    assert_eq!(canonical_decimal(".5").unwrap(), "0.5");
+    assert!(canonical_decimal("1.2.3").is_none());
+    assert!(canonical_decimal("abc").is_none());
+    assert!(canonical_decimal("").is_none());
+}
+
+fn value_strategy() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::Int),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::Float),
+        "-?[1-9][0-9]{0,40}\\.[0-9]{1,20}".prop_map(|s| Value::decimal(&s).unwrap()),
+        any::<String>().prop_map(Value::String),
+        (0i32..3_000_000)
+            .prop_map(|d| Value::Date(NaiveDate::from_num_days_from_ce_opt(d).unwrap())),
+        (0i64..4_000_000_000_000, 0u32..1_000_000).prop_map(|(s, us)| Value::DateTime(
+            DateTime::from_timestamp(s, us * 1000).unwrap().naive_utc()
+        )),
+        prop::collection::vec(any::<u8>(), 0..64).prop_map(Value::Bytes),
+        prop::collection::vec(any::<i32>(), 1..5).prop_map(|v| Value::Json(serde_json::json!(v))),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_row_round_trips(
+        cols in prop::collection::vec("[a-z_@ \"\\\\é]{1,8}", 1..8),
+        vals in prop::collection::vec(value_strategy(), 8),
+    ) {
+        let schema = Schema::new(&cols);
+        prop_assume!(schema.index_of(TYPES_FIELD).is_none());
+        let row: Vec<Value> = vals.into_iter().take(schema.len()).collect();
+        let (names, back) = roundtrip(&schema, &row);
+        prop_assert_eq!(names.len(), schema.len());
+        // Column names that contain '@' confuse the annotation split only if they
+        // look like `x@CODE`; our annotations use rsplit so the last '@' wins.
+        for (a, b) in row.iter().zip(&back) {
+            prop_assert_eq!(a, b);
+        }
+    }
+}
