@@ -1,0 +1,162 @@
+//! One TBL task: its pipeline (sources -> sinks -> the datastore), its final commit,
+//! the table's metadata in `$tables`, and its task log.
+
+use super::*;
+
+pub(super) fn make_log(
+    ctx: &SessionCtx,
+    batch_id: u64,
+    task_type: TaskType,
+    tbl: Option<String>,
+    took: Duration,
+    data: serde_json::Map<String, serde_json::Value>,
+) -> TaskLog {
+    TaskLog {
+        anchovy_id: ctx.settings.id.clone(),
+        anchovy_user: ctx.settings.user.clone(),
+        session_id: ctx.session_id.clone(),
+        batch_id,
+        thread_id: tokio::task::try_id()
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "main".into()),
+        operator: ctx.operator.clone(),
+        task_type,
+        duration: took.as_millis() as u64,
+        timestamp: now_rfc3339(),
+        status: Status::Ok,
+        tbl,
+        data,
+        error: None,
+    }
+}
+
+/// One TBL task: the pipeline, the final commit and the table metadata.
+pub(super) async fn run_table(
+    sess: Arc<SessionCtx>,
+    batch_id: u64,
+    tbls: Arc<TblSet>,
+    tbl: Tbl,
+    sources: &[Arc<dyn Source>],
+    sinks: &[Arc<dyn Sink>],
+) -> (TaskLog, Option<Error>) {
+    let name = tbl.name.clone();
+    let ctx = Arc::new(TaskCtx::new(
+        sess.clone(),
+        batch_id,
+        TaskType::Tbl,
+        tbls,
+        Some(tbl),
+    ));
+    let t0 = Instant::now();
+    if let Some(p) = sess.progress.get() {
+        p.start(&name);
+    }
+    let mut sink = DatastoreSink::new(ctx.clone());
+    let result: Result<()> = async {
+        let source = sources
+            .iter()
+            .find(|s| wildmatch::WildMatch::new(s.tables()).matches(&name))
+            .ok_or_else(|| Error::NoSource {
+                table: name.clone(),
+                operator: sess.operator.clone(),
+                patterns: sources.iter().map(|s| s.tables().to_string()).collect(),
+            })?;
+        run_pipeline(ctx.clone(), source.clone(), sinks, &mut sink).await?;
+        sink.check_reject_share(true)?;
+        sink.commit().await?;
+        let store = TblStore::new(sess.tbl_store(&sess.settings.id));
+        // A table's rejects are no table of their own.
+        let mut written: Vec<String> = sink
+            .stats
+            .keys()
+            .filter(|t| crate::reject::rejected_table(t).is_none())
+            .cloned()
+            .collect();
+        if !written.contains(&name) {
+            written.push(name.clone());
+        }
+        for t in written {
+            let inferred = sink
+                .stats
+                .get(&t)
+                .map(|s| s.columns.clone())
+                .unwrap_or_default();
+            let configured = ctx.tbls.get(&t).or_else(|| sess.config_tbls.get(&t));
+            store.update(configured, &t, &inferred).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        sink.abort().await;
+    }
+    if let Some(p) = sess.progress.get() {
+        p.finish(&name, result.is_ok());
+    }
+    let mut data = ctx.take_data();
+    let (rows, bytes, files) = sink
+        .stats
+        .iter()
+        .filter(|(t, _)| crate::reject::rejected_table(t).is_none())
+        .fold((0, 0, 0), |(r, b, f), (_, s)| {
+            (r + s.rows, b + s.bytes, f + s.files)
+        });
+    let rejected = ctx.rejected();
+    if rejected > 0 {
+        data.insert("rejected".into(), rejected.into());
+        let quarantined: u64 = sink
+            .stats
+            .iter()
+            .filter(|(t, _)| crate::reject::rejected_table(t).is_some())
+            .map(|(_, s)| s.rows)
+            .sum();
+        data.insert("quarantined".into(), quarantined.into());
+    }
+    // What the default sink wrote to the datastore (an uploader writes only positions).
+    if sess.kind == crate::operator::OperatorKind::Downloader || files > 0 {
+        data.insert("rows".into(), rows.into());
+        data.insert("bytes".into(), bytes.into());
+        data.insert("files".into(), files.into());
+        data.insert("commits".into(), sink.commits.into());
+    }
+    if sink
+        .stats
+        .keys()
+        .any(|k| *k != name && crate::reject::rejected_table(k).is_none())
+    {
+        data.insert(
+            "tables".into(),
+            serde_json::to_value(&sink.stats).unwrap_or_default(),
+        );
+    }
+    if sink.dropped_rows > 0 {
+        data.insert(
+            "dropped_rows_disabled_tables".into(),
+            sink.dropped_rows.into(),
+        );
+    }
+    let mut log = make_log(
+        &sess,
+        batch_id,
+        TaskType::Tbl,
+        Some(name.clone()),
+        t0.elapsed(),
+        data,
+    );
+    match &result {
+        Ok(()) => {
+            tracing::info!(
+                table = %name,
+                ms = log.duration,
+                data = %serde_json::Value::Object(log.data.clone()),
+                "table done"
+            )
+        }
+        Err(e) => {
+            log.status = Status::Err;
+            log.error = Some(e.chain());
+            tracing::error!(table = %name, error = %e.chain(), "table failed");
+        }
+    }
+    (log, result.err())
+}
