@@ -9,13 +9,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use anchovy_core::{Batch, ColType, Value};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{MySql, Postgres, QueryBuilder, Sqlite};
+use sqlx::{MySql, Postgres, Sqlite};
 
-use super::dialect::{Dialect, ORD, TableRef, VER};
+use super::dialect::{Dialect, TableRef};
 use crate::error::PluginError;
 
 /// How long to wait for a connection before giving up.
@@ -65,7 +64,7 @@ macro_rules! each_db {
     };
 }
 
-fn db_err(context: impl Into<String>, e: sqlx::Error) -> PluginError {
+pub(super) fn db_err(context: impl Into<String>, e: sqlx::Error) -> PluginError {
     PluginError::Db {
         context: context.into(),
         cause: e,
@@ -526,7 +525,7 @@ impl PluginError {
 }
 
 impl Tx {
-    fn dialect(&self) -> Dialect {
+    pub(super) fn dialect(&self) -> Dialect {
         match self {
             Tx::Pg(_) => Dialect::Postgres,
             Tx::My(_) => Dialect::MySql,
@@ -632,208 +631,11 @@ impl Tx {
         r.map_err(|e| db_err("advance the upload position", e))
     }
 
-    /// Streams batches from `rx` into `into` (a quoted table name: the staging table,
-    /// or the target itself): one `COPY` for the whole load on PostgreSQL, multi-row
-    /// `INSERT`s elsewhere. `cols` are the columns; `with_ord` adds the row-order and
-    /// version columns of staging tables (each batch comes with the upstream commit
-    /// it belongs to). Returns the rows written.
-    ///
-    /// # Errors
-    /// [`PluginError::Db`] (a value that does not fit its column is reported here), or
-    /// the first error the producer sent.
-    pub async fn stage(
-        &mut self,
-        into: &str,
-        cols: &[(String, ColType)],
-        with_ord: bool,
-        rx: &mut anchovy_core::destination::UnitBatches,
-    ) -> Result<i64, PluginError> {
-        let d = self.dialect();
-        let mut ord = 0i64;
-        let ctx = || format!("write rows into {into}");
-        let mut names: Vec<String> = cols.iter().map(|(c, _)| d.ident(c)).collect();
-        if with_ord {
-            names.push(d.ident(ORD));
-            names.push(d.ident(VER));
-        }
-        let head = format!("INSERT INTO {into} ({}) ", names.join(", "));
-        // One body for both bind-parameter backends (their query builders are typed).
-        macro_rules! insert_batches {
-            ($t:ident, $max_params:expr) => {{
-                let per = ($max_params / (cols.len() + 2)).max(1);
-                while let Some(batch) = rx.recv().await {
-                    let (ver, batch) = batch?;
-                    let ver = ver as i64;
-                    let idx = column_index(cols, &batch);
-                    for chunk in batch.rows.chunks(per) {
-                        let mut qb = QueryBuilder::new(head.clone());
-                        qb.push_values(chunk.iter(), |mut b, row| {
-                            for i in 0..cols.len() {
-                                match text_or_native(cell(&idx, row, i), d) {
-                                    Bind::Null => b.push_bind(None::<String>),
-                                    Bind::Bool(x) => b.push_bind(x),
-                                    Bind::Int(x) => b.push_bind(x),
-                                    Bind::Float(x) => b.push_bind(x),
-                                    Bind::Bytes(x) => b.push_bind(x),
-                                    Bind::Text(x) => b.push_bind(x),
-                                };
-                            }
-                            if with_ord {
-                                b.push_bind(ord);
-                                b.push_bind(ver);
-                            }
-                            ord += 1;
-                        });
-                        qb.build()
-                            .execute(&mut **$t)
-                            .await
-                            .map_err(|e| db_err(ctx(), e))?;
-                    }
-                }
-            }};
-        }
-        match self {
-            Tx::Pg(t) => {
-                let sql = format!(
-                    "COPY {into} ({}) FROM STDIN WITH (FORMAT csv)",
-                    names.join(", ")
-                );
-                let mut copy = t.copy_in_raw(&sql).await.map_err(|e| db_err(ctx(), e))?;
-                let mut buf = String::new();
-                while let Some(batch) = rx.recv().await {
-                    let (ver, batch) = match batch {
-                        Ok(b) => b,
-                        Err(e) => {
-                            let _ = copy.abort("anchovies: reading the data failed").await;
-                            return Err(e.into());
-                        }
-                    };
-                    let idx = column_index(cols, &batch);
-                    buf.clear();
-                    for row in &batch.rows {
-                        for (i, (_, ty)) in cols.iter().enumerate() {
-                            if i > 0 {
-                                buf.push(',');
-                            }
-                            csv_field(&mut buf, cell(&idx, row, i), *ty);
-                        }
-                        if with_ord {
-                            use std::fmt::Write as _;
-                            let _ = write!(buf, ",{ord},{ver}");
-                        }
-                        buf.push('\n');
-                        ord += 1;
-                    }
-                    if let Err(e) = copy.send(buf.as_bytes()).await {
-                        let _ = copy.abort("anchovies: staging failed").await;
-                        return Err(db_err(ctx(), e));
-                    }
-                }
-                copy.finish().await.map_err(|e| db_err(ctx(), e))?;
-            }
-            // MySQL and SQLite: multi-row INSERTs, as many rows as their parameter limits allow.
-            Tx::My(t) => insert_batches!(t, 60_000),
-            Tx::Lite(t) => insert_batches!(t, 30_000),
-        }
-        Ok(ord)
-    }
-
     /// Commits.
     ///
     /// # Errors
     /// [`PluginError::Db`].
     pub async fn commit(self) -> Result<(), PluginError> {
         each_tx!(self, t => t.commit().await).map_err(|e| db_err("commit the load", e))
-    }
-}
-
-/// Where each staging column is in a batch (`None`: the batch lacks it, so null).
-fn column_index(cols: &[(String, ColType)], batch: &Batch) -> Vec<Option<usize>> {
-    cols.iter().map(|(c, _)| batch.schema.index_of(c)).collect()
-}
-
-fn cell<'r>(idx: &[Option<usize>], row: &'r [Value], i: usize) -> &'r Value {
-    const NULL: &Value = &Value::Null;
-    idx[i].and_then(|j| row.get(j)).unwrap_or(NULL)
-}
-
-/// A value as bound to a MySQL or SQLite statement.
-enum Bind {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Bytes(Vec<u8>),
-    Text(String),
-}
-
-fn text_or_native(v: &Value, d: Dialect) -> Bind {
-    match v {
-        Value::Null => Bind::Null,
-        Value::Bool(b) => Bind::Bool(*b),
-        Value::Int(i) => Bind::Int(*i),
-        Value::Float(f) if f.is_finite() => Bind::Float(*f),
-        Value::Bytes(b) => Bind::Bytes(b.clone()),
-        // MySQL DATETIME has no offset: store the UTC instant.
-        Value::DateTimeTz(dt) if d == Dialect::MySql => {
-            Bind::Text(dt.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string())
-        }
-        Value::DateTime(dt) if d == Dialect::MySql => {
-            Bind::Text(dt.format("%Y-%m-%d %H:%M:%S%.f").to_string())
-        }
-        other => Bind::Text(other.text().into_owned()),
-    }
-}
-
-/// One CSV field for PostgreSQL COPY: nulls are empty and unquoted, text is quoted (so
-/// an empty string stays an empty string), numbers are written as they are.
-fn csv_field(buf: &mut String, v: &Value, ty: ColType) {
-    use std::fmt::Write as _;
-    match v {
-        Value::Null => {}
-        Value::Int(i) => {
-            let _ = write!(buf, "{i}");
-        }
-        Value::Bool(b) if ty == ColType::Bool => buf.push(if *b { 't' } else { 'f' }),
-        Value::Bytes(b) => {
-            buf.push_str("\"\\x");
-            buf.push_str(&hex::encode(b));
-            buf.push('"');
-        }
-        Value::String(t) => quoted(buf, t),
-        Value::Decimal(d) => buf.push_str(d),
-        other => quoted(buf, &other.text()),
-    }
-}
-
-fn quoted(buf: &mut String, text: &str) {
-    buf.push('"');
-    if text.contains('"') {
-        buf.push_str(&text.replace('"', "\"\""));
-    } else {
-        buf.push_str(text);
-    }
-    buf.push('"');
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_fields_keep_nulls_and_empty_strings_apart() {
-        let mut b = String::new();
-        csv_field(&mut b, &Value::Null, ColType::Str);
-        b.push(',');
-        csv_field(&mut b, &Value::String(String::new()), ColType::Str);
-        b.push(',');
-        csv_field(
-            &mut b,
-            &Value::String("say \"hi\",\nbye".into()),
-            ColType::Str,
-        );
-        b.push(',');
-        csv_field(&mut b, &Value::Bytes(vec![0, 255]), ColType::Bytes);
-        assert_eq!(b, ",\"\",\"say \"\"hi\"\",\nbye\",\"\\x00ff\"");
     }
 }

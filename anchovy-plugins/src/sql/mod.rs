@@ -23,6 +23,7 @@ pub mod collate;
 pub mod db;
 pub mod dialect;
 mod load;
+mod stage;
 
 use std::sync::Arc;
 

@@ -1,0 +1,437 @@
+//! Targets, names and what the uploader refuses, with the fix.
+
+use super::*;
+
+#[test]
+fn a_refused_password_or_a_dead_database_is_a_clear_error() {
+    let env = Env::new();
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    env.write("upload.yaml", "tbls: {}\n");
+    env.write("in/1.csv", "id\n1\n");
+    let up = format!("dead_{}", env.nonce());
+    download(&env, &up);
+    let good = Target::Pg.url().unwrap();
+    let bad = good.replacen("anchovies:anchovies@", "anchovies:Wr0ng-Passw0rd@", 1);
+    let t0 = std::time::Instant::now();
+    let out = upload(
+        &env,
+        Target::Pg,
+        "wh",
+        &up,
+        &[("ACHVY_CNXN__DB__URI", &bad)],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::stderr(&out);
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(
+        !err.contains("Wr0ng-Passw0rd")
+            && !String::from_utf8_lossy(&out.stdout).contains("Wr0ng-Passw0rd"),
+        "password leaked: {err}"
+    );
+    let out = upload(
+        &env,
+        Target::Pg,
+        "wh",
+        &up,
+        &[(
+            "ACHVY_CNXN__DB__URI",
+            "postgres://u:p4ssw0rd-x@127.0.0.1:1/db",
+        )],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        crate::stderr(&out).contains("connect to postgres://u:***@127.0.0.1:1/db"),
+        "{}",
+        crate::stderr(&out)
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(40));
+    // Nothing was loaded and no position moved: the good run loads everything.
+    let r = upload_ok(&env, Target::Pg, "wh", &up);
+    assert_eq!(tbl_task(&r, &format!("{up}.t"))["data"]["rows_inserted"], 1);
+}
+
+#[test]
+fn schemas_are_renamed_and_suffixed_for_non_prod_users() {
+    let env = Env::new();
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    env.write("upload.yaml", "tbls: {}\n");
+    env.write("in/1.csv", "id\n1\n");
+    let up = format!("ren_{}", env.nonce());
+    let schema = format!("sales_{}", env.nonce());
+    for user in ["tester", "prod"] {
+        let out = env
+            .cmd()
+            .args([
+                "start",
+                "-op",
+                "files.CsvDownloader",
+                "--id",
+                &up,
+                "--user",
+                user,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let out = env
+            .cmd()
+            .args([
+                "start",
+                "-op",
+                "sql.Uploader",
+                "--id",
+                "wh",
+                "-U",
+                &up,
+                "--user",
+                user,
+                "-c",
+                "upload.yaml",
+            ])
+            .env("ACHVY_CNXN__DB__URI", Target::Pg.url().unwrap())
+            .env(
+                format!("ACHVY_CNXN__SCHEMAS__{}", up.to_uppercase()),
+                &schema,
+            )
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+    }
+    for schema in [format!("{schema}__tester"), schema.clone()] {
+        let n = fetch(
+            Target::Pg,
+            &env,
+            &format!("SELECT COUNT(*)::text FROM \"{schema}\".\"t\""),
+        );
+        assert_eq!(n[0][0], s("1"), "{schema}");
+    }
+}
+
+#[test]
+fn an_uploader_without_upstreams_says_how_to_set_them() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args(["start", "-op", "core.sql.Uploader", "--id", "wh"])
+        .env("ACHVY_CNXN__DB__URI", "sqlite://")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        crate::stderr(&out).contains("pass -U <downloader id>"),
+        "{}",
+        crate::stderr(&out)
+    );
+}
+
+#[test]
+fn history_keeps_superseded_versions_until_their_ttl() {
+    for target in ALL {
+        let env = Env::new();
+        let up = format!("his_{target:?}_{}", env.nonce()).to_lowercase();
+        env.write("config.yaml", "tbls:\n  cust:\n    path: in/*.csv\n    unique_by: id\n    sort_by: -v\n    columns: {id: int, v: int}\n");
+        env.write("upload.yaml", "tbls:\n  cust:\n    history: true\n");
+        env.write("in/1.csv", "id,v\n1,1\n2,1\n");
+        download(&env, &up);
+        upload_ok(&env, target, "wh", &up);
+        // A newer id 1, an older id 2 (ignored), a new id 3.
+        env.write("in/2.csv", "id,v\n1,2\n2,0\n3,1\n");
+        download(&env, &up);
+        let r = upload_ok(&env, target, "wh", &up);
+        let d = &tbl_task(&r, &format!("{up}.cust"))["data"];
+        assert_eq!(
+            (
+                d["rows_inserted"].as_u64(),
+                d["rows_updated"].as_u64(),
+                d["rows_skipped_older"].as_u64()
+            ),
+            (Some(1), Some(1), Some(1)),
+            "{target:?}: {d}"
+        );
+        let versions = |env: &Env| {
+            fetch(
+                target,
+                env,
+                &format!(
+                    "SELECT {}, {}, CASE WHEN _del IS NULL THEN 'current' ELSE 'old' END FROM {} ORDER BY id, v",
+                    target.text("id"),
+                    target.text("v"),
+                    target.table(&up, "cust")
+                ),
+            )
+        };
+        let cur = |id: &str, v: &str| vec![s(id), s(v), s("current")];
+        let old = |id: &str, v: &str| vec![s(id), s(v), s("old")];
+        assert_eq!(
+            versions(&env),
+            vec![old("1", "1"), cur("1", "2"), cur("2", "1"), cur("3", "1")],
+            "{target:?}"
+        );
+        // With a TTL, versions superseded longer ago than it are dropped at the next load.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        env.write(
+            "upload.yaml",
+            "tbls:\n  cust:\n    history: true\n    deleted_ttl: 2s\n",
+        );
+        env.write("in/3.csv", "id,v\n3,5\n");
+        download(&env, &up);
+        upload_ok(&env, target, "wh", &up);
+        assert_eq!(
+            versions(&env),
+            vec![cur("1", "2"), cur("2", "1"), old("3", "1"), cur("3", "5")],
+            "{target:?}"
+        );
+    }
+}
+
+#[test]
+fn an_uploader_needs_a_named_target() {
+    let env = Env::new();
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    env.write("upload.yaml", "tbls: {}\n");
+    env.write("in/1.csv", "id\n1\n");
+    download(&env, "src");
+    let run = |vars: &[(&str, &str)]| {
+        let mut c = env.cmd();
+        c.args(upload_args("wh", "src"));
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // No target: exit 2 with the README's message, and no SQLite file appears.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", crate::stderr(&out));
+    assert!(
+        crate::stderr(&out).contains("anchovy: error: connection \"db\" is not configured (needed by sql.Uploader); set ACHVY_CNXN__DB__URI or ACHVY_CNXN__DB__JSONDATA"),
+        "{}",
+        crate::stderr(&out)
+    );
+    assert!(!env.home().join("tester/warehouse.sqlite").exists());
+    // A typo is named.
+    let out = run(&[("ACHVY_CNXN__DB_URI", "sqlite://")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        crate::stderr(&out)
+            .contains("(ACHVY_CNXN__DB_URI is set: did you mean ACHVY_CNXN__DB__URI?)"),
+        "{}",
+        crate::stderr(&out)
+    );
+    // The original tool's URL spelling works.
+    let file = env.path().join("w.sqlite");
+    let out = run(&[(
+        "ACHVY_CNXN__DB__URL",
+        &format!("sqlite://{}", file.display()),
+    )]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(file.exists());
+    // sqlite:// alone is the embedded default; unknown variables and attributes are
+    // warned about with the closest known name.
+    let out = run(&[
+        ("ACHVY_CNXN__DB__URI", "sqlite://"),
+        ("ACHVY_BATCHSIZE", "10"),
+        ("ACHVY_CNXN__DB__URII", "x"),
+    ]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(env.home().join("tester/warehouse.sqlite").exists());
+    let err = crate::stderr(&out);
+    assert!(
+        err.contains("ACHVY_BATCHSIZE is set but is no anchovies setting, so it is ignored; did you mean ACHVY_BATCH_SIZE?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ACHVY_CNXN__DB__URII is set, but the connection \"db\" has no attribute `urii` (it reads uri); did you mean ACHVY_CNXN__DB__URI?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn names_never_collide_silently() {
+    // PostgreSQL cuts identifiers at 63 bytes: two tables sharing their first 63
+    // characters stay two tables, and a long column loads on every run.
+    let env = Env::new();
+    let up = format!("nm_{}", env.nonce());
+    let (a, b) = (
+        format!("{}_alpha", "t".repeat(60)),
+        format!("{}_beta", "t".repeat(60)),
+    );
+    let long_col = "c".repeat(70);
+    env.write(
+        "config.yaml",
+        format!("tbls:\n  {a}:\n    path: a/*.csv\n  {b}:\n    path: b/*.csv\n"),
+    );
+    env.write("upload.yaml", "tbls: {}\n");
+    env.write("a/1.csv", format!("id,{long_col}\n1,a1\n"));
+    env.write("b/1.csv", format!("id,{long_col}\n2,b1\n"));
+    download(&env, &up);
+    upload_ok(&env, Target::Pg, "wh", &up);
+    env.write("a/2.csv", format!("id,{long_col}\n3,a2\n"));
+    download(&env, &up);
+    upload_ok(&env, Target::Pg, "wh", &up);
+    let fit = |n: &str| {
+        format!(
+            "{}_{:08x}",
+            &n[..54],
+            anchovy_plugins::sql::dialect::name_hash(n)
+        )
+    };
+    let rows = fetch(
+        Target::Pg,
+        &env,
+        &format!(
+            "SELECT id::text, {} FROM \"{up}__tester\".\"{}\" ORDER BY id",
+            Target::Pg.q(&fit(&long_col)),
+            fit(&a)
+        ),
+    );
+    assert_eq!(rows, vec![vec![s("1"), s("a1")], vec![s("3"), s("a2")]]);
+    let rows = fetch(
+        Target::Pg,
+        &env,
+        &format!("SELECT id::text FROM \"{up}__tester\".\"{}\"", fit(&b)),
+    );
+    assert_eq!(rows, vec![vec![s("2")]]);
+
+    // SQLite compares names without regard to case: `Orders` and `orders` are refused
+    // rather than merged; columns `Name` and `name` both arrive.
+    let env = Env::new();
+    env.write(
+        "config.yaml",
+        "tbls:\n  Orders:\n    path: o1/*.csv\n  orders:\n    path: o2/*.csv\n  people:\n    path: p/*.csv\n",
+    );
+    env.write("upload.yaml", "tbls: {}\n");
+    env.write("o1/1.csv", "id\n1\n");
+    env.write("o2/1.csv", "id\n2\n");
+    env.write("p/1.csv", "id,Name,name\n1,Ada,ada\n");
+    download(&env, "src");
+    let out = upload(
+        &env,
+        Target::Sqlite,
+        "wh",
+        "src",
+        &[("ACHVY_MAX_CONCURRENCY", "1")],
+    );
+    let all = crate::output(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("the upstream table `orders` would load into \"src__tester__orders\"")
+            && all.contains("already holds `src__tester__Orders`"),
+        "{all}"
+    );
+    let rows = fetch(
+        Target::Sqlite,
+        &env,
+        "SELECT CAST(id AS TEXT) FROM \"src__tester__Orders\"",
+    );
+    assert_eq!(rows, vec![vec![s("1")]], "Orders keeps only its own rows");
+    let suffixed = format!(
+        "name_{:08x}",
+        anchovy_plugins::sql::dialect::name_hash("name")
+    );
+    let rows = fetch(
+        Target::Sqlite,
+        &env,
+        &format!("SELECT \"Name\", \"{suffixed}\" FROM \"src__tester__people\""),
+    );
+    assert_eq!(rows, vec![vec![s("Ada"), s("ada")]]);
+}
+
+#[test]
+fn a_null_key_is_refused_with_the_row_never_dropped() {
+    let env = Env::new();
+    let src = format!("nk_{}", env.nonce());
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    unique_by: id\n    provenance: true\n    columns: {id: int}\n",
+    );
+    env.write("in/1.csv", "id,v\n1,a\n,b\n");
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", &src])
+        .output()
+        .unwrap();
+    let all = crate::output(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("row 2 of this run (in/1.csv:3) has no value in unique_by column `id`"),
+        "{all}"
+    );
+    assert_eq!(crate::commit_count(&env.area("tester", &src)), 0);
+    // A key the uploader adds in its own config is checked there, on every database.
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    columns: {id: int}\n",
+    );
+    download(&env, &src);
+    env.write("upload.yaml", "tbls:\n  t:\n    unique_by: id\n");
+    for target in ALL {
+        let out = upload(
+            &env,
+            target,
+            &format!("wh{target:?}").to_lowercase(),
+            &src,
+            &[],
+        );
+        let all = crate::output(&out);
+        assert_eq!(out.status.code(), Some(1), "{target:?}: {all}");
+        assert!(
+            all.contains("the row has no value in unique_by column `id`")
+                && all.contains(":2 (commit 1)"),
+            "{target:?}: {all}"
+        );
+    }
+}
+
+#[test]
+fn reserved_column_names_are_refused_at_download_with_the_fix() {
+    let env = Env::new();
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    env.write("in/1.csv", "id,_types\n1,x\n");
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "src"])
+        .output()
+        .unwrap();
+    let all = crate::output(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("the source has a column `_types`") && all.contains("rename: {_types: types}"),
+        "{all}"
+    );
+    assert_eq!(crate::commit_count(&env.area("tester", "src")), 0);
+    // The fix works, and provenance collisions are named the same way.
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    rename: {_types: types}\n    provenance: true\n",
+    );
+    env.write("in/2.csv", "id,_file\n2,y\n");
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "src"])
+        .output()
+        .unwrap();
+    let all = crate::output(&out);
+    assert!(
+        all.contains("in/2.csv:1: the file has a column `_file`, which `provenance: true` adds itself; rename it (`rename: {_file: source_file}`)"),
+        "{all}"
+    );
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    rename: {_types: types, _file: source_file}\n    provenance: true\n",
+    );
+    download(&env, "src");
+    env.write("upload.yaml", "tbls: {}\n");
+    upload_ok(&env, Target::Sqlite, "wh", "src");
+    let rows = fetch(
+        Target::Sqlite,
+        &env,
+        "SELECT CAST(id AS TEXT), types, source_file, _file FROM \"src__tester__t\" ORDER BY id",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![s("1"), s("x"), None, s("in/1.csv")],
+            vec![s("2"), None, s("y"), s("in/2.csv")]
+        ]
+    );
+}
