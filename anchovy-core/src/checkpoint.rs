@@ -4,8 +4,10 @@
 //! `$commits/<seq>.json` as the data it covers ([`crate::commit`]), so a checkpoint is
 //! never ahead of durable data. `$checkpoints/<key>.json` are mirrors for fast startup
 //! and for `anchovy checkpoints`; `$checkpoints/_applied` names the last commit the
-//! mirrors fully reflect. [`Checkpoints::load`] reads the mirrors and replays any later
-//! commits (a crash between a commit and its mirror writes loses nothing).
+//! mirrors fully reflect. [`crate::commit::load_checkpoints`] reads the mirrors
+//! ([`Checkpoints::load_mirrors`]) and replays any later commits into them (a crash
+//! between a commit and its mirror writes loses nothing). This module knows nothing of
+//! commit records: a commit hands its updates over as an [`Update`].
 //!
 //! Operator code reads checkpoints with [`Checkpoints::get`] (through the task context)
 //! and sets them in-band from a source with `Emitter::checkpoint`, so the update reaches
@@ -19,9 +21,19 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::commit::{CommitRecord, read_commits};
 use crate::datastore::{Datastore, layout};
 use crate::error::Result;
+
+/// A commit's checkpoint updates, as [`Checkpoints`] applies them.
+#[derive(Debug, Clone, Copy)]
+pub struct Update<'a> {
+    /// The commit's sequence number.
+    pub seq: u64,
+    /// When it was committed (RFC 3339).
+    pub committed_at: &'a str,
+    /// Key -> new value, or `None` to delete.
+    pub checkpoints: &'a BTreeMap<String, Option<serde_json::Value>>,
+}
 
 /// One checkpoint as mirrored in `$checkpoints/<key>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,12 +63,13 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// Loads the mirrors and replays later commits. Returns the state and the last
-    /// commit sequence number of the anchovy (0 when none).
+    /// The state as the mirrors hold it, and the last commit they fully reflect
+    /// (`$checkpoints/_applied`); commits after it are replayed by the caller
+    /// ([`crate::commit::load_checkpoints`]).
     ///
     /// # Errors
-    /// [`crate::Error::Datastore`] or [`crate::Error::Json`].
-    pub async fn load(ds: &Datastore) -> Result<(Checkpoints, u64)> {
+    /// [`crate::Error::Datastore`] when the mirrors cannot be read.
+    pub async fn load_mirrors(ds: &Datastore) -> Result<(Checkpoints, u64)> {
         let entries = ds.list(layout::CHECKPOINTS).await?;
         let keys: Vec<String> = entries
             .into_iter()
@@ -83,13 +96,7 @@ impl Checkpoints {
             state: RwLock::new(std::mem::take(&mut state)),
             mirrors_ok: AtomicBool::new(true),
         };
-        let later = read_commits(ds, applied).await?;
-        let mut last = applied;
-        for rec in &later {
-            this.apply(rec).await;
-            last = rec.seq;
-        }
-        Ok((this, last))
+        Ok((this, applied))
     }
 
     /// The committed value of a key.
@@ -116,10 +123,10 @@ impl Checkpoints {
     /// Applies a commit's checkpoint updates to the state and the mirrors.
     /// Mirror failures are logged, not returned: the commit is already durable and the
     /// next start repairs the mirrors from it.
-    pub(crate) async fn apply(&self, rec: &CommitRecord) {
+    pub(crate) async fn apply(&self, rec: Update<'_>) {
         {
             let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-            for (k, v) in &rec.checkpoints {
+            for (k, v) in rec.checkpoints {
                 match v {
                     Some(v) => {
                         st.insert(
@@ -128,7 +135,7 @@ impl Checkpoints {
                                 key: k.clone(),
                                 value: v.clone(),
                                 commit: rec.seq,
-                                updated_at: rec.committed_at.clone(),
+                                updated_at: rec.committed_at.to_string(),
                             },
                         );
                     }
@@ -144,7 +151,7 @@ impl Checkpoints {
         }
     }
 
-    async fn write_mirrors(&self, rec: &CommitRecord) -> Result<()> {
+    async fn write_mirrors(&self, rec: Update<'_>) -> Result<()> {
         let entries: Vec<(String, Option<CheckpointEntry>)> = {
             let st = self.state.read().unwrap_or_else(|p| p.into_inner());
             rec.checkpoints

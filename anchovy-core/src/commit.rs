@@ -79,7 +79,7 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// A committer that continues after `last_seq` (from [`Checkpoints::load`]).
+    /// A committer that continues after `last_seq` (from [`load_checkpoints`]).
     pub fn new(ds: Datastore, checkpoints: Arc<Checkpoints>, last_seq: u64) -> Committer {
         Committer {
             ds,
@@ -145,7 +145,7 @@ impl Committer {
         }
         *next += 1;
         crate::failpoint::hit("commit.after")?;
-        self.checkpoints.apply(&record).await;
+        self.checkpoints.apply(record.update()).await;
         Ok(record)
     }
 }
@@ -181,6 +181,33 @@ pub async fn read_committed(
 pub async fn origin(ds: &Datastore) -> Result<Option<String>> {
     let first: Option<CommitRecord> = ds.get_json(&layout::commit_key(1)).await?;
     Ok(first.map(|c| format!("{} {}", c.session_id, c.committed_at)))
+}
+
+/// The checkpoint state: the mirrors, then every commit after the last one they
+/// reflect replayed into them. Returns the state and the last commit's sequence
+/// number (where a [`Committer`] continues).
+///
+/// # Errors
+/// [`Error::Datastore`] when the mirrors or the commit records cannot be read.
+pub async fn load_checkpoints(ds: &Datastore) -> Result<(Checkpoints, u64)> {
+    let (cps, applied) = Checkpoints::load_mirrors(ds).await?;
+    let mut last = applied;
+    for rec in read_commits(ds, applied).await? {
+        cps.apply(rec.update()).await;
+        last = rec.seq;
+    }
+    Ok((cps, last))
+}
+
+impl CommitRecord {
+    /// Its checkpoint updates, as [`Checkpoints`] applies them.
+    pub fn update(&self) -> crate::checkpoint::Update<'_> {
+        crate::checkpoint::Update {
+            seq: self.seq,
+            committed_at: &self.committed_at,
+            checkpoints: &self.checkpoints,
+        }
+    }
 }
 
 /// Every commit after `after_seq`, in order.
@@ -229,8 +256,8 @@ mod tests {
         let ds = Datastore::open(dir.path().to_str().unwrap())
             .unwrap()
             .for_anchovy("u", "a");
-        let (c1, last1) = Checkpoints::load(&ds).await.unwrap();
-        let (c2, last2) = Checkpoints::load(&ds).await.unwrap();
+        let (c1, last1) = load_checkpoints(&ds).await.unwrap();
+        let (c2, last2) = load_checkpoints(&ds).await.unwrap();
         let a = Committer::new(ds.clone(), Arc::new(c1), last1);
         let b = Committer::new(ds.clone(), Arc::new(c2), last2);
         let r = a
@@ -253,7 +280,7 @@ mod tests {
         a.commit(&meta(), vec![], [("k".to_string(), Some(3.into()))].into())
             .await
             .unwrap();
-        let (c3, last3) = Checkpoints::load(&ds).await.unwrap();
+        let (c3, last3) = load_checkpoints(&ds).await.unwrap();
         assert_eq!(last3, 2);
         assert_eq!(c3.get("k"), Some(3.into()));
         let all = read_commits(&ds, 0).await.unwrap();
@@ -266,7 +293,7 @@ mod tests {
     async fn stale_mirrors_are_repaired_from_the_commit_record() {
         let dir = tempfile::tempdir().unwrap();
         let ds = Datastore::open(dir.path().to_str().unwrap()).unwrap();
-        let (c, last) = Checkpoints::load(&ds).await.unwrap();
+        let (c, last) = load_checkpoints(&ds).await.unwrap();
         let a = Committer::new(ds.clone(), Arc::new(c), last);
         a.commit(
             &meta(),
@@ -305,7 +332,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let (c, last) = Checkpoints::load(&ds).await.unwrap();
+        let (c, last) = load_checkpoints(&ds).await.unwrap();
         assert_eq!(last, 2);
         assert_eq!(c.get("x"), Some("two".into()));
         assert_eq!(c.get("y"), Some(1.into()));
@@ -314,7 +341,7 @@ mod tests {
         b.commit(&meta(), vec![], [("y".to_string(), None)].into())
             .await
             .unwrap();
-        let (c, _) = Checkpoints::load(&ds).await.unwrap();
+        let (c, _) = load_checkpoints(&ds).await.unwrap();
         assert_eq!(c.get("y"), None);
         assert_eq!(c.list("*").len(), 1);
     }

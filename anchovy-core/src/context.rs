@@ -16,6 +16,15 @@ use crate::error::{Error, Result};
 use crate::task::TaskType;
 use crate::tbl::{Tbl, TblSet};
 
+/// Whether an operator downloads into the datastore or uploads out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorKind {
+    /// Source system -> datastore.
+    Downloader,
+    /// Datastore -> target system.
+    Uploader,
+}
+
 /// Process-wide context of one anchovy run.
 pub struct SessionCtx {
     /// Resolved settings.
@@ -23,7 +32,7 @@ pub struct SessionCtx {
     /// The operator's registered name.
     pub operator: String,
     /// Downloader or uploader.
-    pub kind: crate::operator::OperatorKind,
+    pub kind: OperatorKind,
     /// The session id (a UTC timestamp, `20261123T143909.123Z`).
     pub session_id: String,
     /// Connections from the environment.

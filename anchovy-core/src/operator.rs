@@ -55,14 +55,7 @@ pub trait Operator: Send + Sync {
     }
 }
 
-/// Whether an operator downloads into the datastore or uploads out of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OperatorKind {
-    /// Source system -> datastore.
-    Downloader,
-    /// Datastore -> target system.
-    Uploader,
-}
+pub use crate::context::OperatorKind;
 
 /// A table option an operator reads, for docs, `anchovy plugins` and the startup
 /// check of `tbls:` keys ([`Registry::check_table_options`]).

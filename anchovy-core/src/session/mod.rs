@@ -84,7 +84,7 @@ pub async fn open_store(
 ) -> Result<(Datastore, Datastore, Arc<Checkpoints>, u64)> {
     let root = open_datastore(settings, connections)?;
     let store = root.for_anchovy(&settings.user, &settings.id);
-    let (cps, last) = Checkpoints::load(&store).await?;
+    let (cps, last) = crate::commit::load_checkpoints(&store).await?;
     Ok((root, store, Arc::new(cps), last))
 }
 
@@ -185,7 +185,7 @@ impl Session {
         let keep_alive = lease.as_ref().map(Lease::keep_alive);
         let settings_for_budget = settings.clone();
         let built = async {
-            let (cps, last) = Checkpoints::load(&store).await?;
+            let (cps, last) = crate::commit::load_checkpoints(&store).await?;
             let committer = Arc::new(match &lease {
                 Some(l) => Committer::new(store.clone(), Arc::new(cps), last).with_lease(l.clone()),
                 None => Committer::new(store.clone(), Arc::new(cps), last),

@@ -114,9 +114,7 @@ impl Harness {
         let ds = anchovy_core::Datastore::open(self.dir.path().to_str().unwrap())
             .unwrap()
             .for_anchovy("tester", "it");
-        let (c, _) = anchovy_core::checkpoint::Checkpoints::load(&ds)
-            .await
-            .unwrap();
+        let (c, _) = anchovy_core::commit::load_checkpoints(&ds).await.unwrap();
         c.list("*").into_iter().map(|e| (e.key, e.value)).collect()
     }
 }

@@ -12,10 +12,11 @@
 //!   fails the table (nothing of it is committed; the next run reads it again).
 //! - **Budgets.** Before each file, once one file is behind the task, a spent run
 //!   budget (`-t`, rows, bytes) stops the table; the next run resumes at that file.
-//! - **Read-ahead and resume.** A thread reads the file in 1 MiB chunks while the
-//!   format parses the previous ones. On a transport that can resume, a read that
-//!   fails mid-file reconnects and goes on at the byte where it stopped (3 times, with
-//!   back-off), every byte handed out exactly once.
+//! - **Read-ahead and resume.** On a network transport (one that can resume: SFTP,
+//!   object stores) a thread reads the file in 1 MiB chunks while the format parses the
+//!   previous ones, and a read that fails mid-file reconnects and goes on at the byte
+//!   where it stopped (3 times, with back-off), every byte handed out exactly once.
+//!   Local files are parsed straight from the file (the OS reads ahead).
 //! - **Decompression** by the name's `.gz`/`.zst`, then the table's `format:`
 //!   ([`crate::formats`]), with bad records going to the table's quarantine.
 //! - **In-band checkpoints.** A file's checkpoint is emitted after its rows, so both
@@ -449,27 +450,34 @@ impl Job {
     ) -> Result<Option<u64>, PluginError> {
         let mut stopped = false;
         let chunk_point = format!("{}.chunk", self.spec.id);
-        let rows = std::thread::scope(|scope| {
-            let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel(4);
-            let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(4);
-            let chunk_point = &chunk_point;
-            scope.spawn(move || read_ahead(input, t, entry, chunk_point, &chunks_tx, &spare_rx));
-            let bytes = Box::new(chunks::ChunkReader::new(chunks_rx, spare_tx));
-            let input = formats::decompressed(bytes, &entry.name)?;
-            let tx = &self.tx;
-            self.format.read(
-                input,
-                &entry.name,
-                &self.table,
-                self.batch_size,
-                &mut self.rejects,
-                &mut |b| {
+        let (tx, format, table, batch_size) =
+            (&self.tx, &self.format, &self.table, self.batch_size);
+        let rejects = &mut self.rejects;
+        let rows = {
+            let mut parse = |bytes: Box<dyn Read + Send>| -> Result<u64, PluginError> {
+                let input = formats::decompressed(bytes, &entry.name)?;
+                format.read(input, &entry.name, table, batch_size, rejects, &mut |b| {
                     let ok = tx.blocking_send(Item::Batch(b)).is_ok();
                     stopped |= !ok;
                     ok
-                },
-            )
-        })?;
+                })
+            };
+            if !t.resumable() {
+                // Local reads: the page cache and the OS's own read-ahead serve them; a
+                // thread in between would only copy every byte once more.
+                parse(input)?
+            } else {
+                std::thread::scope(|scope| {
+                    let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel(4);
+                    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(4);
+                    let chunk_point = &chunk_point;
+                    scope.spawn(move || {
+                        read_ahead(input, t, entry, chunk_point, &chunks_tx, &spare_rx)
+                    });
+                    parse(Box::new(chunks::ChunkReader::new(chunks_rx, spare_tx)))
+                })?
+            }
+        };
         Ok((!stopped).then_some(rows))
     }
 }
