@@ -5,14 +5,17 @@
 //! downloaders committed into a database. This crate is everything they share and
 //! nothing specific to SFTP, SQL or clouds:
 //!
-//! - [`config`]: settings layered CLI > env > config.yaml > defaults; the config doc;
-//! - [`connection`]: `ACHVY_CNXN__<ID>__<ATTR>` connections, [`secret`] redaction;
-//! - [`row`] and [`tbl`]: typed values, batches, tables and the typed NDJSON codec;
-//! - [`stream`]: the [`Source`]/[`Sink`] traits and the pipeline of a table task;
-//! - [`operator`]: the [`Operator`] trait and the [`Registry`];
-//! - [`session`]: the lifecycle STARTUP -> XOPEN -> TBL... -> XCLOSE -> SHUTDOWN;
-//! - [`datastore`], [`data`], [`commit`], [`checkpoint`], [`task`], [`tbl_store`],
-//!   [`results`]: what is stored, and the commit record that makes it exactly-once.
+//! - [`settings`]: [`config`] (settings layered CLI > env > config.yaml > defaults;
+//!   the config doc), [`connection`] (`ACHVY_CNXN__<ID>__<ATTR>`), [`secret`] redaction;
+//! - [`model`]: [`row`] and [`tbl`] (typed values, batches, tables, the typed NDJSON
+//!   codec), [`reject`] (bad records);
+//! - [`pipeline`]: [`stream`] (the [`Source`]/[`Sink`] traits and the pipeline of a
+//!   table task), [`operator`] (the [`Operator`] trait and the [`Registry`]),
+//!   [`session`] (the lifecycle STARTUP -> XOPEN -> TBL... -> XCLOSE -> SHUTDOWN);
+//! - [`store`]: [`datastore`], [`data`] (data file formats), [`commit`],
+//!   [`checkpoint`], [`lease`], [`tbl_store`], [`results`]: what is stored, and the
+//!   commit record that makes it exactly-once;
+//! - [`destination`]: the uploader loop and the seam a destination implements.
 //!
 //! A minimal downloader:
 //!
@@ -41,30 +44,20 @@
 //! }
 //! ```
 
-pub mod buffer;
-pub mod checkpoint;
-pub mod commit;
-pub mod config;
-pub mod connection;
-pub mod context;
-pub mod data;
-pub mod datastore;
 pub mod destination;
-pub mod env;
 pub mod error;
 pub mod failpoint;
-pub mod lease;
 pub mod metrics;
-pub mod operator;
-pub mod reject;
-pub mod results;
-pub mod row;
-pub mod secret;
-pub mod session;
-pub mod stream;
-pub mod task;
-pub mod tbl;
-pub mod tbl_store;
+pub mod model;
+pub mod pipeline;
+pub mod settings;
+pub mod store;
+
+// The modules under their short paths (`anchovy_core::row`, `crate::commit`, ...).
+pub use model::{reject, row, tbl};
+pub use pipeline::{buffer, context, operator, session, stream, task};
+pub use settings::{config, connection, env, secret};
+pub use store::{checkpoint, commit, data, datastore, lease, results, tbl_store};
 
 pub use async_trait::async_trait;
 pub use chrono;
