@@ -350,23 +350,7 @@ pub const SPEC: super::FormatSpec = super::FormatSpec {
     },
 };
 
-impl super::InputFormat for JsonFormat {
-    fn read(
-        &self,
-        input: Box<dyn Read + Send>,
-        label: &str,
-        table: &str,
-        batch_size: usize,
-        rejects: &mut Rejects,
-        emit: &mut dyn FnMut(Batch) -> bool,
-    ) -> Result<u64, PluginError> {
-        JsonFormat::read(self, input, label, table, batch_size, rejects, emit)
-    }
-
-    fn record_reader(self: Arc<Self>) -> Option<Arc<dyn anchovy_core::reject::RecordReader>> {
-        Some(self)
-    }
-}
+super::input_format!(JsonFormat);
 
 /// Reads quarantined JSON records again (`anchovy rejects replay`): each raw record
 /// as one NDJSON line, under the table's current options.

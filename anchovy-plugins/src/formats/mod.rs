@@ -49,6 +49,34 @@ pub trait InputFormat: Send + Sync {
     fn record_reader(self: Arc<Self>) -> Option<Arc<dyn RecordReader>>;
 }
 
+/// Implements [`InputFormat`] for a format whose inherent `read` has the trait's
+/// signature and which reads its own quarantined records again (it implements
+/// [`RecordReader`]).
+macro_rules! input_format {
+    ($t:ty) => {
+        impl $crate::formats::InputFormat for $t {
+            fn read(
+                &self,
+                input: Box<dyn std::io::Read + Send>,
+                label: &str,
+                table: &str,
+                batch_size: usize,
+                rejects: &mut anchovy_core::reject::Rejects,
+                emit: &mut dyn FnMut(anchovy_core::Batch) -> bool,
+            ) -> Result<u64, $crate::error::PluginError> {
+                <$t>::read(self, input, label, table, batch_size, rejects, emit)
+            }
+
+            fn record_reader(
+                self: std::sync::Arc<Self>,
+            ) -> Option<std::sync::Arc<dyn anchovy_core::reject::RecordReader>> {
+                Some(self)
+            }
+        }
+    };
+}
+pub(crate) use input_format;
+
 /// One registered input format.
 pub struct FormatSpec {
     /// The `format:` value.

@@ -462,23 +462,7 @@ pub const SPEC: super::FormatSpec = super::FormatSpec {
     },
 };
 
-impl super::InputFormat for CsvFormat {
-    fn read(
-        &self,
-        input: Box<dyn Read + Send>,
-        label: &str,
-        table: &str,
-        batch_size: usize,
-        rejects: &mut Rejects,
-        emit: &mut dyn FnMut(Batch) -> bool,
-    ) -> Result<u64, PluginError> {
-        CsvFormat::read(self, input, label, table, batch_size, rejects, emit)
-    }
-
-    fn record_reader(self: Arc<Self>) -> Option<Arc<dyn anchovy_core::reject::RecordReader>> {
-        Some(self)
-    }
-}
+super::input_format!(CsvFormat);
 
 /// Reads quarantined CSV records again (`anchovy rejects replay`): the stored header
 /// line and the record, under the table's current options.
