@@ -40,6 +40,10 @@ impl Bucket {
             .unwrap();
     }
 
+    fn exists(&self, key: &str) -> bool {
+        self.rt.block_on(self.store.head(&Path::from(key))).is_ok()
+    }
+
     /// Deletes every object under the folder `prefix`.
     fn clear(&self, prefix: &str) {
         self.rt.block_on(async {
@@ -495,4 +499,66 @@ fn json_objects_quarantine_and_replay() {
     assert_eq!(tbl_data(&r, "e")["rows_replayed"], 1, "{r}");
     assert_eq!(tbl_data(&r, "e")["still_rejected"], 1, "{r}");
     assert_eq!(ids(&env, "bq", "e"), vec![1, 2, 4]);
+}
+
+/// `format: parquet` objects and `after_load` on both stores: a Parquet object written
+/// by pyarrow is read with its types; `delete` and `move:<prefix>` act once the rows
+/// are committed (a crash at the commit leaves the objects where they are).
+#[test]
+fn parquet_objects_and_after_load_on_azurite_and_s3() {
+    let py = need("PARQUET_PYTHON");
+    for root in [
+        format!("az://{}", need("AZURE_CONTAINER")),
+        format!("s3://{}", need("S3_BUCKET")),
+    ] {
+        let env = Env::new();
+        let local = env.path().join("t.parquet");
+        let out = std::process::Command::new(&py)
+            .arg("-c")
+            .arg("import pyarrow as pa, pyarrow.parquet as pq, decimal, sys; pq.write_table(pa.table({'id': pa.array([7, 8], pa.int16()), 'price': pa.array([decimal.Decimal('1.50'), None], pa.decimal128(6, 2))}), sys.argv[1])")
+            .arg(&local)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let b = Bucket::new(&root);
+        let p = format!("blobtest/{}", env.nonce());
+        b.put(&format!("{p}/pq/t.parquet"), std::fs::read(&local).unwrap());
+        b.put(&format!("{p}/del/a.csv"), "id\n1\n");
+        b.put(&format!("{p}/mv/b.csv"), "id\n2\n");
+        env.write(
+            "config.yaml",
+            format!(
+                "tbls:\n  pq:\n    path: {root}/{p}/pq/*.parquet\n    format: parquet\n  d:\n    path: {root}/{p}/del/*.csv\n    after_load: delete\n  m:\n    path: {root}/{p}/mv/*.csv\n    after_load: move:{p}/archive\n"
+            ),
+        );
+        let out = run(
+            &env,
+            "blob.CsvDownloader",
+            "pa",
+            &[("ACHVY_FAILPOINT", "commit.before")],
+        );
+        assert_eq!(out.status.code(), Some(86), "{}", crate::stderr(&out));
+        assert!(b.exists(&format!("{p}/del/a.csv")) && b.exists(&format!("{p}/mv/b.csv")));
+        ok(run(&env, "blob.CsvDownloader", "pa", &[]));
+        assert!(
+            !b.exists(&format!("{p}/del/a.csv")),
+            "{root}: a.csv not deleted"
+        );
+        assert!(
+            !b.exists(&format!("{p}/mv/b.csv")) && b.exists(&format!("{p}/archive/b.csv")),
+            "{root}: b.csv not moved"
+        );
+        let rows = committed(&env.home(), "tester", "pa");
+        assert_eq!((rows["d"].len(), rows["m"].len()), (1, 1), "{root}");
+        let mut pq = rows["pq"].clone();
+        pq.sort_by_key(|r| r["id"].text().into_owned());
+        assert_eq!(pq[0]["id"], Value::Int(7));
+        assert_eq!(pq[0]["price"], Value::Decimal("1.50".into()));
+        assert_eq!(pq[1]["price"], Value::Null);
+        b.clear(&p);
+    }
 }

@@ -370,3 +370,46 @@ fn symlink_loops_and_odd_names_read_each_file_once() {
     let out = run();
     assert_eq!(tbl_task(&results(&out), "t")["data"]["files_read"], 0);
 }
+
+/// `after_load` on local files: nothing happens before the rows are committed (a
+/// crash at the commit leaves every file in place), then `delete` and `move:<dir>`
+/// act at batch close, and every row is committed once.
+#[test]
+fn after_load_deletes_or_moves_local_files_once_committed() {
+    let env = Env::new();
+    env.write("in/del/a.csv", "id\n1\n");
+    env.write("in/mv/b.csv", "id\n2\n");
+    env.write(
+        "config.yaml",
+        "tbls:\n  d:\n    path: in/del/*.csv\n    after_load: delete\n  m:\n    path: in/mv/*.csv\n    after_load: move:done/mv\n",
+    );
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "al"])
+        .env("ACHVY_FAILPOINT", "commit.before")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(86));
+    assert!(env.path().join("in/del/a.csv").exists() && env.path().join("in/mv/b.csv").exists());
+    let r = run(&env, "al");
+    let xclose = r["batches"][0]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task_type"] == "XCLOSE")
+        .unwrap_or_else(|| panic!("no XCLOSE task in {r}"));
+    assert_eq!(xclose["data"]["files_after_load"], 2, "{r}");
+    assert!(
+        !env.path().join("in/del/a.csv").exists(),
+        "a.csv was not deleted"
+    );
+    assert!(
+        !env.path().join("in/mv/b.csv").exists() && env.path().join("done/mv/b.csv").exists(),
+        "b.csv was not moved"
+    );
+    let rows = committed(&env.home(), "tester", "al");
+    assert_eq!((rows["d"].len(), rows["m"].len()), (1, 1));
+    // Nothing left to read or to act on.
+    let r = run(&env, "al");
+    assert_eq!(tbl_data(&r, "d")["files_read"], 0);
+}
