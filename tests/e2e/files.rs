@@ -413,3 +413,33 @@ fn after_load_deletes_or_moves_local_files_once_committed() {
     let r = run(&env, "al");
     assert_eq!(tbl_data(&r, "d")["files_read"], 0);
 }
+
+/// A bad option of one table (a two-character delimiter, an unknown format) fails that
+/// table only: under CONTINUE the other tables load.
+#[test]
+fn a_bad_table_option_fails_only_its_table() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n");
+    env.write(
+        "config.yaml",
+        "tbls:\n  good:\n    path: in/*.csv\n  bad:\n    path: in/*.csv\n    delimiter: ';;'\n  odd:\n    path: in/*.csv\n    format: xml\n",
+    );
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "bo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", crate::stderr(&out));
+    let r = results(&out);
+    assert_eq!(tbl_task(&r, "good")["status"], "OK", "{r}");
+    assert_eq!(tbl_task(&r, "bad")["status"], "ERR", "{r}");
+    let err = tbl_task(&r, "odd")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        err.contains("`xml` is not a known format; use one of csv, json, parquet"),
+        "{err}"
+    );
+    assert_eq!(committed(&env.home(), "tester", "bo")["good"].len(), 1);
+}

@@ -203,10 +203,18 @@ impl Operator for FileDownloader {
     async fn on_task(&self, ctx: &TaskCtx) -> Result<(), BoxError> {
         match ctx.task_type {
             // Fail fast when a table's connection is missing or malformed.
+            // A missing or malformed connection fails the batch at once; any other bad
+            // option fails only its own table's task (under CONTINUE the others run).
             TaskType::Xopen => {
                 for t in ctx.session.config_tbls.iter() {
-                    let s = self.table(t)?;
-                    (self.transport.connect)(&ctx.session, &s.options)?;
+                    let Ok(options) = t.plugin_options::<SourceOptions>() else {
+                        continue;
+                    };
+                    if let Err(e) = (self.transport.connect)(&ctx.session, &options)
+                        && matches!(&e, PluginError::Core(c) if c.exit_code() == anchovy_core::error::exit::CONFIG)
+                    {
+                        return Err(e.into());
+                    }
                 }
             }
             // Every table task has committed by now: act on the files whose rows are durable.
