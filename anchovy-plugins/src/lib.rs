@@ -42,3 +42,30 @@ pub fn registry() -> Registry {
     let r = r.with(sql::SPEC);
     r
 }
+
+#[cfg(all(test, feature = "files", feature = "sftp", feature = "blob"))]
+mod tests {
+    use super::*;
+
+    /// Each file-like operator accepts (and documents) every option of every format
+    /// and of the shared source: a format that gains an option cannot be refused as
+    /// an unknown key by one operator's startup check.
+    #[test]
+    fn every_file_operator_lists_every_format_option() {
+        for spec in [files::SPEC, sftp::SPEC, blob::CSV_SPEC, blob::JSON_SPEC] {
+            let keys: Vec<&str> = spec
+                .table_options
+                .iter()
+                .flat_map(|o| o.key.split(',').map(str::trim))
+                .collect();
+            let shared = ["path", "format", "after_load", "columns"];
+            let of_formats = formats::FORMATS
+                .iter()
+                .flat_map(|f| f.options.iter())
+                .flat_map(|o| o.key.split(',').map(str::trim));
+            for k in shared.into_iter().chain(of_formats) {
+                assert!(keys.contains(&k), "{} does not list `{k}`", spec.name);
+            }
+        }
+    }
+}

@@ -114,7 +114,6 @@ pub const TRANSPORT: TransportSpec = TransportSpec {
         unchanged: "objects_unchanged",
         changed: "objects_skipped_changed",
     },
-    options: &[],
     connect: |ctx, o| {
         let conn = match &o.connection {
             Some(id) => Some(ctx.connection(id)?),

@@ -96,7 +96,6 @@ pub const TRANSPORT: TransportSpec = TransportSpec {
         unchanged: "files_skipped",
         changed: "files_skipped_in_progress",
     },
-    options: &[],
     connect: |_, o| {
         Ok(Box::new(LocalFiles {
             pattern: o.path.clone(),

@@ -81,7 +81,9 @@ pub(crate) use input_format;
 pub struct FormatSpec {
     /// The `format:` value.
     pub name: &'static str,
-    /// Its table options (for docs and the startup check).
+    /// Its table options. Every file-like operator lists them among its own (a test
+    /// in lib.rs holds that), so the startup check accepts them and `anchovy plugins`
+    /// shows them.
     pub options: &'static [OptionDoc],
     /// Builds the format of one table from its options (unknown keys refused) and its
     /// `columns:` types.

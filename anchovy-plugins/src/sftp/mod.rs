@@ -97,7 +97,6 @@ pub const TRANSPORT: TransportSpec = TransportSpec {
         unchanged: "files_skipped",
         changed: "files_skipped_in_progress",
     },
-    options: &[],
     connect: |ctx, o| {
         let id = o
             .connection

@@ -9,7 +9,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use anchovy_core::{OptionDoc, SessionCtx};
+use anchovy_core::SessionCtx;
 use serde::{Deserialize, Serialize};
 
 use super::AfterLoad;
@@ -148,8 +148,6 @@ pub struct TransportSpec {
     pub id: &'static str,
     /// Task log names.
     pub counters: Counters,
-    /// Its own table options, for docs and the startup check.
-    pub options: &'static [OptionDoc],
     /// Opens a table's transport (no I/O yet: connecting happens in `list`).
     pub connect: Connect,
 }
