@@ -232,7 +232,7 @@ impl DatastoreSink {
                 self.ctx.session.session_id,
                 self.ctx.batch_id,
                 uuid::Uuid::now_v7().simple(),
-                format.extension()
+                format.name()
             );
             let key = match rejects {
                 Some(owner) => layout::rejects_key(owner, &name),

@@ -95,11 +95,6 @@ impl DataFormat {
         }
     }
 
-    /// The file name extension (without the dot).
-    pub fn extension(self) -> &'static str {
-        self.name()
-    }
-
     fn is_default(&self) -> bool {
         *self == DataFormat::NdjsonGz
     }
@@ -241,6 +236,18 @@ impl ColumnTypes {
     pub(crate) fn into_vec(self) -> Vec<(String, ColType)> {
         self.columns
     }
+}
+
+/// A failed write (`op`: `write`, `complete`) of a data file being uploaded to `key`.
+pub(crate) fn upload_err(op: &'static str, key: &str, e: std::io::Error) -> Error {
+    Error::datastore(
+        op,
+        key,
+        object_store::Error::Generic {
+            store: "datastore",
+            source: Box::new(e),
+        },
+    )
 }
 
 /// The error of a file that does not match its commit record.

@@ -174,16 +174,10 @@ impl DataFileWriter {
     async fn upload(&mut self, buf: &[u8]) -> Result<()> {
         self.bytes += buf.len() as u64;
         self.crc.update(buf);
-        self.out.write_all(buf).await.map_err(|e| {
-            Error::datastore(
-                "write",
-                &self.full_key,
-                object_store::Error::Generic {
-                    store: "datastore",
-                    source: Box::new(e),
-                },
-            )
-        })
+        self.out
+            .write_all(buf)
+            .await
+            .map_err(|e| super::upload_err("write", &self.full_key, e))
     }
 
     /// Completes the file: after this it is readable (but not yet committed).
@@ -202,16 +196,10 @@ impl DataFileWriter {
         if let Some(h) = self.compressor.take() {
             let _ = h.join();
         }
-        self.out.shutdown().await.map_err(|e| {
-            Error::datastore(
-                "complete",
-                &self.full_key,
-                object_store::Error::Generic {
-                    store: "datastore",
-                    source: Box::new(e),
-                },
-            )
-        })?;
+        self.out
+            .shutdown()
+            .await
+            .map_err(|e| super::upload_err("complete", &self.full_key, e))?;
         Ok(FileEntry {
             tbl: self.tbl.to_string(),
             key: self.key,

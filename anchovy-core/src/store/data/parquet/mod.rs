@@ -21,7 +21,7 @@
 //! not fit ([`super::FileWriter::fits`]): the sink finishes the file and starts the
 //! next. Row groups are cut at [`ROW_GROUP_BYTES`] or [`ROW_GROUP_ROWS`], pages are
 //! zstd-compressed, and each row group is uploaded as soon as it is encoded: memory
-//! stays at about one row group whatever the file size. DuckDB, pyarrow and Spark read
+//! stays at about one row group whatever the file size. DuckDB and pyarrow read
 //! the files as they are.
 //!
 //! **Reading.** A committed file is downloaded to a temporary file (Parquet's footer
@@ -543,16 +543,10 @@ impl ParquetWriter {
         }
         self.bytes += bytes.len() as u64;
         self.crc.update(&bytes);
-        self.out.write_all(&bytes).await.map_err(|e| {
-            Error::datastore(
-                "write",
-                &self.full_key,
-                object_store::Error::Generic {
-                    store: "datastore",
-                    source: Box::new(e),
-                },
-            )
-        })
+        self.out
+            .write_all(&bytes)
+            .await
+            .map_err(|e| crate::data::upload_err("write", &self.full_key, e))
     }
 }
 
@@ -599,16 +593,10 @@ impl FileWriter for ParquetWriter {
         r.map_err(|e| self.err(e))?;
         self.upload_ready().await?;
         crate::failpoint::hit("datafile.finish")?;
-        self.out.shutdown().await.map_err(|e| {
-            Error::datastore(
-                "complete",
-                &self.full_key,
-                object_store::Error::Generic {
-                    store: "datastore",
-                    source: Box::new(e),
-                },
-            )
-        })?;
+        self.out
+            .shutdown()
+            .await
+            .map_err(|e| crate::data::upload_err("complete", &self.full_key, e))?;
         let this = *self;
         Ok(FileEntry {
             tbl: this.tbl.to_string(),
