@@ -1,10 +1,13 @@
-//! Command-line arguments. `-op` (two letters after one dash, as the README writes it)
-//! is rewritten to `--operator` before clap sees it.
+//! Command-line arguments. The verbs and their own flags are clap derives; the flags of
+//! the settings are built from the settings' declarations ([`SETTINGS`]). `-op` (two
+//! letters after one dash, as the original README writes it) is rewritten to
+//! `--operator` before clap sees it.
 
 use std::path::PathBuf;
 
 use anchovy_core::Layer;
-use clap::{Args, Parser, Subcommand};
+use anchovy_core::config::{Flag, SETTINGS, Setting};
+use clap::{Arg, ArgAction, ArgMatches, Args, Parser, Subcommand};
 
 /// anchovy: a lightweight extract-load tool. One anchovy downloads data as-is into the
 /// datastore, or uploads what downloaders committed into a database.
@@ -231,165 +234,110 @@ pub struct CheckpointsArgs {
 /// config.yaml (precedence: command line > environment > config file > default).
 #[derive(Debug, Args, Default)]
 pub struct ConfigArgs {
-    /// The anchovy id [env: ACHVY_ID] (default: the host name).
-    #[arg(short = 'i', long)]
-    pub id: Option<String>,
-    /// The anchovy user [env: ACHVY_USER] (default: $USER).
-    #[arg(short = 'u', long)]
-    pub user: Option<String>,
-    /// Run as the `prod` user [env: ACHVY_PROD].
-    #[arg(long)]
-    pub prod: bool,
     /// The config document as YAML or JSON text (replaces the config file).
     #[arg(long, value_name = "YAML|JSON")]
     pub config: Option<String>,
     /// The config file [env: ACHVY_CONFIG_FILE] (default: ./config.yaml when present).
     #[arg(short = 'c', long, value_name = "PATH")]
     pub config_file: Option<PathBuf>,
-    /// The operator to run, e.g. files.CsvDownloader; `-op` works too [env: ACHVY_OPERATOR_CLS].
-    #[arg(long = "operator", value_name = "NAME")]
-    pub operator: Option<String>,
-    /// Service mode: loop batches until stopped [env: ACHVY_IS_TASK_EXECUTOR=false].
-    #[arg(short = 'S', long)]
-    pub service: bool,
-    /// Timeout of one batch: seconds or 90s, 15m, 2h [env: ACHVY_EXECUTION_TIMEOUT].
-    #[arg(short = 't', long, value_name = "DURATION")]
-    pub execution_timeout: Option<String>,
-    /// An upstream anchovy id; repeatable [env: ACHVY_UPSTREAM, comma separated].
-    #[arg(short = 'U', long, value_name = "ID")]
-    pub upstream: Vec<String>,
-    /// Only run this table (wildcards allowed); repeatable [env: ACHVY_ENABLED].
-    #[arg(short = 'e', long = "enable", value_name = "TABLE")]
-    pub enabled: Vec<String>,
-    /// Skip this table; repeatable; wins over --enable [env: ACHVY_DISABLED].
-    #[arg(short = 'd', long = "disable", value_name = "TABLE")]
-    pub disabled: Vec<String>,
-    /// Datastore location: a path or file:// URL [env: ACHVY_DATASTORE] (default: ACHVY_HOME).
-    #[arg(long, value_name = "LOCATION")]
-    pub datastore: Option<String>,
-    /// Default datastore root [env: ACHVY_HOME] (default: ~/.anchovies).
-    #[arg(long, value_name = "PATH")]
-    pub home: Option<String>,
-    /// Checkpoint store implementation [env: ACHVY_CHECKPOINT_CLS] (datastore).
-    #[arg(long, value_name = "NAME")]
-    pub checkpoint_cls: Option<String>,
-    /// Task log store implementation [env: ACHVY_TASK_STORE_CLS] (datastore).
-    #[arg(long, value_name = "NAME")]
-    pub task_store_cls: Option<String>,
-    /// Table metadata store implementation [env: ACHVY_TBL_STORE_CLS] (datastore).
-    #[arg(long, value_name = "NAME")]
-    pub tbl_store_cls: Option<String>,
-    /// Data file format [env: ACHVY_DATA_BUFFER_CLS] (ndjson.gz).
-    #[arg(long, value_name = "NAME")]
-    pub data_buffer_cls: Option<String>,
-    /// error, warn, info, debug, trace or a tracing filter [env: ACHVY_LOG_LEVEL].
-    #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// text or json log lines on stderr [env: ACHVY_LOG_FORMAT].
-    #[arg(long, value_name = "FORMAT")]
-    pub log_format: Option<String>,
-    /// CONTINUE or RAISE when a table fails [env: ACHVY_BATCH_POLICY].
-    #[arg(long, value_name = "POLICY")]
-    pub batch_policy: Option<String>,
-    /// Exit 2 when -e/-d match no table or an upstream (-U) has no tables, instead of
-    /// a warning; for cron jobs [env: ACHVY_STRICT].
-    #[arg(long)]
-    pub strict: bool,
-    /// Tables run at the same time [env: ACHVY_MAX_CONCURRENCY] (4).
-    #[arg(long, value_name = "N")]
-    pub max_concurrency: Option<String>,
-    /// Rows per in-flight batch [env: ACHVY_BATCH_SIZE] (4096).
-    #[arg(long, value_name = "N")]
-    pub batch_size: Option<String>,
-    /// Uncompressed bytes before a data file rotates [env: ACHVY_FILE_MAX_BYTES].
-    #[arg(long, value_name = "BYTES")]
-    pub file_max_bytes: Option<String>,
-    /// Time between commits while a table streams [env: ACHVY_COMMIT_INTERVAL] (5s).
-    #[arg(long, value_name = "DURATION")]
-    pub commit_interval: Option<String>,
-    /// How long a killed run's lease blocks the next start on an object store
-    /// [env: ACHVY_LEASE_TTL] (60s).
-    #[arg(long, value_name = "DURATION")]
-    pub lease_ttl: Option<String>,
-    /// Service mode: port of /healthz, /readyz, /metrics [env: ACHVY_PORT] (8080; 0 = off).
-    #[arg(long, value_name = "PORT")]
-    pub port: Option<String>,
-    /// Service mode: address the endpoint listens on [env: ACHVY_BIND] (127.0.0.1).
-    #[arg(long, value_name = "ADDR")]
-    pub bind: Option<String>,
-    /// Write the run's metrics to this Prometheus textfile [env: ACHVY_METRICS_FILE].
-    #[arg(long, value_name = "PATH")]
-    pub metrics_file: Option<String>,
-    /// Service mode: pause between batches [env: ACHVY_SERVICE_PAUSE] (10s).
-    #[arg(long, value_name = "DURATION")]
-    pub service_pause: Option<String>,
-    /// Service mode: how long a stop signal lets the current batch finish
-    /// [env: ACHVY_STOP_GRACE] (30s).
-    #[arg(long, value_name = "DURATION")]
-    pub stop_grace: Option<String>,
-    /// Service mode: reuse discovered tables for this long [env: ACHVY_DISCOVERY_TTL] (0s).
-    #[arg(long, value_name = "DURATION")]
-    pub discovery_ttl: Option<String>,
-    /// Budget: take no new work after this long; exit 6 = more work pending
-    /// [env: ACHVY_MAX_DURATION].
-    #[arg(long, value_name = "DURATION")]
-    pub max_duration: Option<String>,
-    /// Budget: take no new work after this many rows [env: ACHVY_MAX_ROWS].
-    #[arg(long, value_name = "N")]
-    pub max_rows: Option<String>,
-    /// Budget: take no new work after this many bytes [env: ACHVY_MAX_BYTES].
-    #[arg(long, value_name = "BYTES")]
-    pub max_bytes: Option<String>,
+    /// Every declared setting's flag.
+    #[command(flatten)]
+    pub settings: SettingArgs,
 }
 
 impl ConfigArgs {
     /// The command-line settings layer.
     pub fn layer(&self) -> Layer {
-        let mut l = Layer::new("command line");
-        l.set_opt("id", self.id.clone())
-            .set_opt("user", self.user.clone())
-            .set_opt("prod", self.prod.then_some(true))
-            .set_opt("operator_cls", self.operator.clone())
-            .set_opt("is_task_executor", self.service.then_some(false))
-            .set_opt("execution_timeout", self.execution_timeout.clone())
-            .set_opt("upstream", Some(self.upstream.clone()))
-            .set_opt("enabled", Some(self.enabled.clone()))
-            .set_opt("disabled", Some(self.disabled.clone()))
-            .set_opt("datastore", self.datastore.clone())
-            .set_opt("home", self.home.clone())
-            .set_opt("checkpoint_cls", self.checkpoint_cls.clone())
-            .set_opt("task_store_cls", self.task_store_cls.clone())
-            .set_opt("tbl_store_cls", self.tbl_store_cls.clone())
-            .set_opt("data_buffer_cls", self.data_buffer_cls.clone())
-            .set_opt("log_level", self.log_level.clone())
-            .set_opt("log_format", self.log_format.clone())
-            .set_opt("batch_policy", self.batch_policy.clone())
-            .set_opt("strict", self.strict.then_some(true))
-            .set_opt("max_concurrency", self.max_concurrency.clone())
-            .set_opt("batch_size", self.batch_size.clone())
-            .set_opt("file_max_bytes", self.file_max_bytes.clone())
-            .set_opt("commit_interval", self.commit_interval.clone())
-            .set_opt("lease_ttl", self.lease_ttl.clone())
-            .set_opt("port", self.port.clone())
-            .set_opt("bind", self.bind.clone())
-            .set_opt("metrics_file", self.metrics_file.clone())
-            .set_opt("service_pause", self.service_pause.clone())
-            .set_opt("stop_grace", self.stop_grace.clone())
-            .set_opt("discovery_ttl", self.discovery_ttl.clone())
-            .set_opt("max_duration", self.max_duration.clone())
-            .set_opt("max_rows", self.max_rows.clone())
-            .set_opt("max_bytes", self.max_bytes.clone());
-        l
+        self.settings.0.clone()
     }
 }
 
-/// Rewrites the README's `-op NAME` / `-op=NAME` to `--operator`.
+/// The flags of every setting, built from its declaration ([`SETTINGS`]): name, value
+/// name, help with the variable, default and range. Parsed into the command-line
+/// [`Layer`].
+#[derive(Debug, Clone, Default)]
+pub struct SettingArgs(pub Layer);
+
+impl clap::FromArgMatches for SettingArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut l = Layer::new("command line");
+        for s in SETTINGS {
+            match s.flag {
+                Flag::Switch(_, sets) => {
+                    if m.get_flag(s.key) {
+                        l.set(s.key, sets);
+                    }
+                }
+                Flag::Repeat(..) => {
+                    let v: Vec<String> = m
+                        .get_many::<String>(s.key)
+                        .map(|v| v.cloned().collect())
+                        .unwrap_or_default();
+                    l.set_opt(s.key, Some(v));
+                }
+                Flag::Value(..) => {
+                    l.set_opt(s.key, m.get_one::<String>(s.key).cloned());
+                }
+            }
+        }
+        Ok(SettingArgs(l))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = SettingArgs::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for SettingArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        SETTINGS.iter().fold(cmd, |cmd, s| cmd.arg(arg(s)))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        SettingArgs::augment_args(cmd)
+    }
+}
+
+/// A setting's flag.
+fn arg(s: &Setting) -> Arg {
+    let (short, long, _) = s.flag.names();
+    let mut a = Arg::new(s.key).help(s.help_line());
+    if let Some(c) = short {
+        a = a.short(c);
+    }
+    if let Some(l) = long {
+        a = a.long(l);
+    }
+    match s.flag {
+        Flag::Switch(..) => a.action(ArgAction::SetTrue),
+        Flag::Repeat(_, name) => a.action(ArgAction::Append).value_name(name),
+        Flag::Value(_, name) => a.action(ArgAction::Set).value_name(name),
+    }
+}
+
+/// Rewrites the original tool's several-letter single-dash flags (`-op NAME`,
+/// `-op=NAME`, declared in [`SETTINGS`]) to their long spelling.
 pub fn rewrite_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let dashed: Vec<(&str, &str)> = SETTINGS
+        .iter()
+        .filter_map(|s| match s.flag.names() {
+            (_, Some(long), Some(dash)) => Some((dash, long)),
+            _ => None,
+        })
+        .collect();
     args.into_iter()
-        .map(|a| match a.to_str() {
-            Some("-op") => "--operator".into(),
-            Some(s) if s.starts_with("-op=") => format!("--operator={}", &s[4..]).into(),
-            _ => a,
+        .map(|a| {
+            let Some(s) = a.to_str() else { return a };
+            for (dash, long) in &dashed {
+                if s == *dash {
+                    return format!("--{long}").into();
+                }
+                if let Some(v) = s.strip_prefix(dash).and_then(|r| r.strip_prefix('=')) {
+                    return format!("--{long}={v}").into();
+                }
+            }
+            a
         })
         .collect()
 }
@@ -426,10 +374,11 @@ mod tests {
         let Command::Start(s) = cli.command else {
             panic!()
         };
-        assert_eq!(s.config.operator.as_deref(), Some("sftp.CsvDownloader"));
-        assert_eq!(s.config.id.as_deref(), Some("sales_sftp"));
-        assert_eq!(s.config.upstream, vec!["a", "b"]);
-        assert!(s.config.service);
+        let l = s.config.layer();
+        assert_eq!(l.get("operator_cls"), Some(&"sftp.CsvDownloader".into()));
+        assert_eq!(l.get("id"), Some(&"sales_sftp".into()));
+        assert_eq!(l.get("upstream"), Some(&serde_json::json!(["a", "b"])));
+        assert_eq!(l.get("is_task_executor"), Some(&false.into()));
         let cli = Cli::try_parse_from(rewrite_args(
             ["anchovy", "run", "-op=files.CsvDownloader"].map(Into::into),
         ))
@@ -437,18 +386,23 @@ mod tests {
         let Command::Start(s) = cli.command else {
             panic!()
         };
-        assert_eq!(s.config.operator.as_deref(), Some("files.CsvDownloader"));
+        let l = s.config.layer();
+        assert_eq!(l.get("operator_cls"), Some(&"files.CsvDownloader".into()));
     }
 
     #[test]
-    fn every_settings_key_has_a_flag() {
-        let a = ConfigArgs {
-            id: Some("x".into()),
-            ..Default::default()
-        };
-        let l = a.layer();
-        assert_eq!(l.origin, "command line");
+    fn every_setting_has_a_flag_with_its_help() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+        let mut start = Cli::command();
+        let start = start.find_subcommand_mut("start").unwrap();
+        for s in SETTINGS {
+            let arg = start
+                .get_arguments()
+                .find(|a| a.get_id() == s.key)
+                .unwrap_or_else(|| panic!("{} has no flag", s.key));
+            let help = arg.get_help().unwrap().to_string();
+            assert!(help.contains(s.env), "{}: {help}", s.key);
+        }
     }
 }

@@ -187,79 +187,66 @@ pub fn main_with(registry: Registry) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anchovy_core::config::KEYS;
+    use anchovy_core::config::{Flag, SETTINGS, Setting};
 
-    /// A CLI flag, an env value and a config-file value for every setting.
-    fn samples(key: &str) -> (Vec<&'static str>, &'static str, serde_json::Value) {
+    /// A command-line value, an env value and a config-file value for every setting
+    /// (switches take no command-line value).
+    fn samples(key: &str) -> (&'static str, &'static str, serde_json::Value) {
         use serde_json::json;
         match key {
-            "id" => (vec!["--id", "c"], "e", json!("f")),
-            "user" => (vec!["--user", "c"], "e", json!("f")),
-            "prod" => (vec!["--prod"], "true", json!(true)),
-            "operator_cls" => (vec!["-op", "c"], "e", json!("f")),
-            "is_task_executor" => (vec!["-S"], "false", json!(false)),
-            "execution_timeout" => (vec!["-t", "1"], "2s", json!(3)),
-            "upstream" => (vec!["-U", "c", "-U", "c2"], "e,e2", json!(["f"])),
-            "enabled" => (vec!["-e", "c"], "e", json!(["f"])),
-            "disabled" => (vec!["-d", "c"], "e", json!("f")),
-            "datastore" => (vec!["--datastore", "/tmp/c"], "/tmp/e", json!("/tmp/f")),
-            "home" => (vec!["--home", "/tmp/c"], "/tmp/e", json!("/tmp/f")),
-            "checkpoint_cls" => (
-                vec!["--checkpoint-cls", "datastore"],
-                "datastore",
-                json!("datastore"),
-            ),
-            "task_store_cls" => (
-                vec!["--task-store-cls", "s3://cli/meta"],
-                "az://env/meta",
-                json!("gs://file/meta"),
-            ),
-            "tbl_store_cls" => (
-                vec!["--tbl-store-cls", "s3://cli/meta"],
-                "az://env/meta",
-                json!("gs://file/meta"),
-            ),
-            "data_buffer_cls" => (
-                vec!["--data-buffer-cls", "ndjson.gz"],
-                "ndjson.gz",
-                json!("ndjson.gz"),
-            ),
-            "log_level" => (vec!["--log-level", "debug"], "warn", json!("error")),
-            "log_format" => (vec!["--log-format", "json"], "text", json!("json")),
-            "batch_policy" => (vec!["--batch-policy", "raise"], "RAISE", json!("CONTINUE")),
-            "strict" => (vec!["--strict"], "true", json!(false)),
-            "max_concurrency" => (vec!["--max-concurrency", "1"], "2", json!(3)),
-            "batch_size" => (vec!["--batch-size", "10"], "20", json!(30)),
-            "file_max_bytes" => (vec!["--file-max-bytes", "100000"], "200000", json!(300000)),
-            "commit_interval" => (vec!["--commit-interval", "1s"], "2s", json!("3s")),
-            "lease_ttl" => (vec!["--lease-ttl", "10s"], "20s", json!("30s")),
-            "max_duration" => (vec!["--max-duration", "1m"], "2m", json!("3m")),
-            "service_pause" => (vec!["--service-pause", "1s"], "2s", json!("3s")),
-            "port" => (vec!["--port", "9001"], "9002", json!(9003)),
-            "bind" => (vec!["--bind", "0.0.0.0"], "::", json!("127.0.0.2")),
-            "metrics_file" => (
-                vec!["--metrics-file", "/a.prom"],
-                "/b.prom",
-                json!("/c.prom"),
-            ),
-            "stop_grace" => (vec!["--stop-grace", "4s"], "5s", json!("6s")),
-            "discovery_ttl" => (vec!["--discovery-ttl", "7s"], "8s", json!("9s")),
-            "max_rows" => (vec!["--max-rows", "100"], "200", json!(300)),
-            "max_bytes" => (vec!["--max-bytes", "1000"], "2000", json!(3000)),
+            "id" | "user" | "operator_cls" => ("c", "e", json!("f")),
+            "prod" | "strict" => ("", "true", json!(true)),
+            "is_task_executor" => ("", "false", json!(false)),
+            "execution_timeout" => ("1", "2s", json!(3)),
+            "upstream" => ("c", "e,e2", json!(["f"])),
+            "enabled" => ("c", "e", json!(["f"])),
+            "disabled" => ("c", "e", json!("f")),
+            "datastore" | "home" => ("/tmp/c", "/tmp/e", json!("/tmp/f")),
+            "checkpoint_cls" => ("datastore", "datastore", json!("datastore")),
+            "task_store_cls" | "tbl_store_cls" => {
+                ("s3://cli/meta", "az://env/meta", json!("gs://file/meta"))
+            }
+            "data_buffer_cls" => ("ndjson.gz", "parquet", json!("ndjson.gz")),
+            "log_level" => ("debug", "warn", json!("error")),
+            "log_format" => ("json", "text", json!("json")),
+            "batch_policy" => ("raise", "RAISE", json!("CONTINUE")),
+            "max_concurrency" => ("1", "2", json!(3)),
+            "batch_size" => ("10", "20", json!(30)),
+            "file_max_bytes" => ("100000", "200000", json!(300000)),
+            "commit_interval" | "lease_ttl" | "max_duration" | "service_pause" => {
+                ("10s", "20s", json!("30s"))
+            }
+            "port" => ("9001", "9002", json!(9003)),
+            "bind" => ("0.0.0.0", "::", json!("127.0.0.2")),
+            "metrics_file" => ("/a.prom", "/b.prom", json!("/c.prom")),
+            "stop_grace" | "discovery_ttl" => ("4s", "5s", json!("6s")),
+            "max_rows" | "max_bytes" => ("100", "200", json!(300)),
             other => panic!("no sample for settings key {other}: add one"),
         }
     }
 
+    /// The command-line words that give setting `s` its sample value, as a user types
+    /// them (the first spelling of the declared flag: `-op`, `-t`, `--bind`).
+    fn flag_words(s: &Setting, value: &'static str) -> Vec<String> {
+        let first = s.flag.spelling().split('/').next().unwrap().to_string();
+        match s.flag {
+            Flag::Switch(..) => vec![first],
+            Flag::Repeat(..) => vec![first.clone(), value.into(), first, format!("{value}2")],
+            Flag::Value(..) => vec![first, value.into()],
+        }
+    }
+
     fn resolve(key: &str, cli: bool, env: bool) -> Settings {
-        let (flags, env_value, file_value) = samples(key);
-        let def = KEYS.iter().find(|k| k.key == key).unwrap();
-        let mut argv = vec!["anchovy", "start"];
+        let (cli_value, env_value, file_value) = samples(key);
+        let def = Setting::find(key).unwrap();
+        let mut argv: Vec<String> = vec!["anchovy".into(), "start".into()];
         if cli {
-            argv.extend(flags);
+            argv.extend(flag_words(def, cli_value));
         }
         let doc = serde_json::json!({ "config": { key: file_value } }).to_string();
-        argv.extend(["--config", &doc]);
-        let parsed = Cli::try_parse_from(args::rewrite_args(argv.iter().map(Into::into))).unwrap();
+        argv.extend(["--config".to_string(), doc]);
+        let parsed = Cli::try_parse_from(args::rewrite_args(argv.iter().map(Into::into)))
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
         let Command::Start(a) = parsed.command else {
             unreachable!()
         };
@@ -274,7 +261,7 @@ mod tests {
 
     #[test]
     fn every_setting_works_through_all_three_routes_with_precedence() {
-        for def in KEYS {
+        for def in SETTINGS {
             let key = if def.key == "prod" { "user" } else { def.key };
             let origin = |s: &Settings| s.origins.get(key).cloned().unwrap_or_default();
             let file = resolve(def.key, false, false);
@@ -303,29 +290,63 @@ mod tests {
         assert_eq!(resolve("upstream", true, true).upstream, vec!["c", "c2"]);
         assert_eq!(resolve("upstream", false, true).upstream, vec!["e", "e2"]);
         assert_eq!(resolve("upstream", false, false).upstream, vec!["f"]);
-        assert!(resolve("is_task_executor", false, false).service);
+        assert!(resolve("is_task_executor", false, false).service());
+        assert!(resolve("is_task_executor", true, false).service());
         assert_eq!(resolve("prod", false, false).user, "prod");
+        assert_eq!(resolve("prod", true, false).user, "prod");
         assert_eq!(
             resolve("execution_timeout", false, true).execution_timeout,
             Some(std::time::Duration::from_secs(2))
         );
+        assert_eq!(
+            resolve("execution_timeout", true, true).execution_timeout,
+            Some(std::time::Duration::from_secs(1))
+        );
+        assert_eq!(
+            resolve("operator_cls", true, true).operator_cls.unwrap(),
+            "c"
+        );
         assert_eq!(resolve("datastore", true, true).datastore, "/tmp/c");
         assert_eq!(resolve("home", false, true).datastore, "/tmp/e");
+        assert_eq!(
+            resolve("data_buffer_cls", false, true).data_buffer_cls,
+            anchovy_core::data::DataFormat::Parquet
+        );
+        assert_eq!(
+            resolve("batch_policy", true, true).batch_policy,
+            anchovy_core::BatchPolicy::Raise
+        );
+        assert_eq!(resolve("port", true, true).port, 9001);
     }
 
+    /// The README's settings table is the one the declarations generate. Run with
+    /// `BLESS=1` to write the generated table into the README.
     #[test]
-    fn the_readme_documents_every_setting_and_env_var() {
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-        for v in anchovy_core::env::ALL {
-            assert!(readme.contains(v), "README does not mention {v}");
+    fn the_readme_settings_table_is_generated_from_the_declarations() {
+        const BEGIN: &str =
+            "<!-- settings: generated from anchovy-core/src/settings/config/keys.rs -->\n";
+        const END: &str = "<!-- end of settings -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let start = readme.find(BEGIN).expect("README has the settings markers") + BEGIN.len();
+        let end = start
+            + readme[start..]
+                .find(END)
+                .expect("README has the end marker");
+        let want = anchovy_core::config::readme_table();
+        if readme[start..end] != want {
+            if std::env::var_os("BLESS").is_some() {
+                let blessed = format!("{}{want}{}", &readme[..start], &readme[end..]);
+                std::fs::write(path, blessed).unwrap();
+            } else {
+                panic!(
+                    "the README's settings table is out of date; run \
+                     `BLESS=1 cargo test -p anchovy-cli readme` to regenerate it. Expected:\n{want}"
+                );
+            }
         }
-        for def in KEYS {
-            assert!(
-                readme.contains(&format!("`{}`", def.key)),
-                "README does not document config key {}",
-                def.key
-            );
+        for v in anchovy_core::env::all() {
+            assert!(readme.contains(v), "README does not mention {v}");
         }
     }
 }

@@ -55,7 +55,7 @@ pub mod store;
 
 // The modules under their short paths (`anchovy_core::row`, `crate::commit`, ...).
 pub use model::{reject, row, tbl};
-pub use pipeline::{buffer, context, operator, session, stream, task};
+pub use pipeline::{buffer, context, operator, options, session, stream, task};
 pub use settings::{config, connection, env, secret};
 pub use store::{checkpoint, commit, data, datastore, lease, results, tbl_store};
 
@@ -66,7 +66,8 @@ pub use connection::{Connection, ConnectionSpec, Connections};
 pub use context::{SessionCtx, TaskCtx};
 pub use datastore::Datastore;
 pub use error::{BoxError, Error, Result};
-pub use operator::{Operator, OperatorKind, OperatorSpec, OptionDoc, Registry};
+pub use operator::{Operator, OperatorKind, OperatorSpec, Registry};
+pub use options::{OptionDoc, OptionGroup, TableOptions};
 pub use row::{Batch, BatchBuilder, Schema, Value};
 pub use session::Session;
 pub use stream::{Emitter, Sink, Source};

@@ -67,6 +67,19 @@ pub enum PluginError {
     ),
 }
 
+impl PluginError {
+    /// A core table-option error ([`anchovy_core::TableOptions::of`]) as an option
+    /// error of the table (its key kept); other core errors as they are.
+    pub fn from_option(e: anchovy_core::Error) -> PluginError {
+        match e {
+            anchovy_core::Error::Config { what, message } => {
+                PluginError::Option { key: what, message }
+            }
+            other => PluginError::Core(other),
+        }
+    }
+}
+
 /// A driver error as a user reads it: the server's message with its detail, hint and
 /// SQLSTATE, without the driver's prefixes or the server's internal source line
 /// (`... at line 334`).

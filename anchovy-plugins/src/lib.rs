@@ -53,18 +53,34 @@ mod tests {
     #[test]
     fn every_file_operator_lists_every_format_option() {
         for spec in [files::SPEC, sftp::SPEC, blob::CSV_SPEC, blob::JSON_SPEC] {
-            let keys: Vec<&str> = spec
-                .table_options
+            let keys: Vec<&str> = anchovy_core::Registry::table_options(&spec)
                 .iter()
-                .flat_map(|o| o.key.split(',').map(str::trim))
+                .flat_map(|g| g.options.iter().map(|o| o.key))
                 .collect();
-            let shared = ["path", "format", "after_load", "columns"];
+            let shared = ["path", "format", "after_load", "columns", "on_bad_record"];
             let of_formats = formats::FORMATS
                 .iter()
-                .flat_map(|f| f.options.iter())
-                .flat_map(|o| o.key.split(',').map(str::trim));
+                .flat_map(|f| f.options.options.iter().map(|o| o.key));
             for k in shared.into_iter().chain(of_formats) {
                 assert!(keys.contains(&k), "{} does not list `{k}`", spec.name);
+            }
+        }
+    }
+
+    /// Every option every operator documents is one key, documented once per group.
+    #[test]
+    fn every_option_is_one_documented_key() {
+        for spec in registry().specs() {
+            for g in anchovy_core::Registry::table_options(spec) {
+                for o in g.options {
+                    assert!(
+                        !o.key.contains([',', ' ']) && !o.doc.trim().is_empty(),
+                        "{}: `{}` ({})",
+                        spec.name,
+                        o.key,
+                        o.doc
+                    );
+                }
             }
         }
     }

@@ -408,7 +408,7 @@ enum Route {
 /// exit 2 before anything runs, with a message naming the setting and its range.
 #[test]
 fn hostile_values_for_every_setting_exit_2_never_panic() {
-    use anchovy_core::config::KEYS;
+    use anchovy_core::config::{Kind, SETTINGS};
     const HOSTILE: &[&str] = &[
         "0",
         "-1",
@@ -421,43 +421,35 @@ fn hostile_values_for_every_setting_exit_2_never_panic() {
         "",
         "[[[[",
     ];
-    // Numbers and durations where 0 is a valid value (an off switch or no pause).
-    const ZERO_OK: &[&str] = &[
-        "port",
-        "commit_interval",
-        "service_pause",
-        "stop_grace",
-        "discovery_ttl",
-        "max_duration",
-        "max_rows",
-        "max_bytes",
-    ];
-    const RANGED: &[&str] = &[
-        "execution_timeout",
-        "max_concurrency",
-        "batch_size",
-        "file_max_bytes",
-        "commit_interval",
-        "lease_ttl",
-        "port",
-        "service_pause",
-        "stop_grace",
-        "discovery_ttl",
-        "max_duration",
-        "max_rows",
-        "max_bytes",
-    ];
+    // Numbers and durations, from their declarations; some take 0 (an off switch, no
+    // pause, no budget).
+    let ranged = |key: &str| {
+        SETTINGS
+            .iter()
+            .any(|s| s.key == key && matches!(s.kind, Kind::Duration(..) | Kind::Count(..)))
+    };
+    let zero_ok = |key: &str| {
+        SETTINGS.iter().any(|s| {
+            s.key == key
+                && match s.kind {
+                    Kind::Duration(min, _) => min.is_zero(),
+                    Kind::Count(min, _) => min == 0,
+                    _ => false,
+                }
+        })
+    };
+    assert!(ranged("batch_size") && zero_ok("port") && !zero_ok("lease_ttl"));
     let env = Env::new();
     std::fs::create_dir_all(env.path().join("in")).unwrap();
     let mut cases = Vec::new();
-    for def in KEYS {
+    for def in SETTINGS {
         for v in HOSTILE {
             // `is_task_executor` false (0, empty) is service mode, which does not end.
             if def.key == "is_task_executor" && matches!(*v, "0" | "") {
                 continue;
             }
             cases.push((def, *v, Route::Env));
-            if RANGED.contains(&def.key) {
+            if ranged(def.key) {
                 cases.push((def, *v, Route::File));
                 cases.push((def, *v, Route::Flag));
             }
@@ -494,7 +486,8 @@ fn hostile_values_for_every_setting_exit_2_never_panic() {
                         c.args(["--config", &doc]).env_remove("ACHVY_PORT");
                     } else if *route == Route::Flag {
                         // The long flag (`--batch-size` of `--batch-size`, `-t/--execution-timeout`).
-                        let flag = def.cli.rsplit('/').next().unwrap_or(def.cli);
+                        let spelling = def.flag.spelling();
+                        let flag = spelling.rsplit('/').next().unwrap_or(spelling);
                         c.arg(format!("{flag}={v}")).args(["--config", table]);
                         if def.key == "port" {
                             c.env_remove("ACHVY_PORT");
@@ -510,8 +503,7 @@ fn hostile_values_for_every_setting_exit_2_never_panic() {
                         Route::Flag => format!("flag for {}", def.key),
                         Route::Env => def.env.to_string(),
                     };
-                    let must_refuse = (RANGED.contains(&def.key)
-                        && !(*v == "0" && ZERO_OK.contains(&def.key)))
+                    let must_refuse = (ranged(def.key) && !(*v == "0" && zero_ok(def.key)))
                         || (def.key == "log_level" && matches!(*v, "[[[[" | "" | "ñ€✓"));
                     let bad = match code {
                         None | Some(101) => Some("crashed"),

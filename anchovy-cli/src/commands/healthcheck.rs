@@ -29,7 +29,7 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &HealthcheckArgs) ->
             s.user
         ),
     ));
-    let spec = s.operator.as_deref().map(|n| registry.find(n));
+    let spec = s.operator_cls.as_deref().map(|n| registry.find(n));
     match &spec {
         None => lines.push((
             true,
@@ -79,7 +79,7 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &HealthcheckArgs) ->
         }
     }
     // `-S`: the service this probe runs next to must answer, and be ready.
-    if s.service {
+    if s.service() {
         lines.push(if s.port == 0 {
             (
                 false,

@@ -28,7 +28,7 @@ pub fn run(registry: &Registry, args: &PluginsArgs) -> ExitCode {
                         "description": c.description,
                     })).collect::<Vec<_>>(),
                     "env_vars": s.env_vars.iter().map(|o| serde_json::json!({"name": o.key, "doc": o.doc})).collect::<Vec<_>>(),
-                    "table_options": options(s).map(|o| serde_json::json!({"key": o.key, "doc": o.doc})).collect::<Vec<_>>(),
+                    "table_options": Registry::table_options(s).iter().flat_map(|g| g.options.iter().map(|o| serde_json::json!({"key": o.key, "doc": o.doc, "group": g.title}))).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -65,28 +65,19 @@ pub fn run(registry: &Registry, args: &PluginsArgs) -> ExitCode {
                 out.push_str(&format!("    {:<44} {}\n", o.key, o.doc));
             }
         }
-        if options(s).next().is_some() {
-            out.push_str("  table options (tbls.<name>.*):\n");
-            for o in options(s) {
-                out.push_str(&format!("    {:<44} {}\n", o.key, o.doc));
+        out.push_str("  table options (tbls.<name>.*):\n");
+        for g in Registry::table_options(s) {
+            if !g.title.is_empty() {
+                out.push_str(&format!("   {}:\n", g.title));
+            }
+            for o in g.options {
+                out.push_str(&format!("    {:<20} {}\n", o.key, o.doc));
             }
         }
         out.push('\n');
     }
     crate::out!("{out}");
     ExitCode::from(exit::OK)
-}
-
-/// An operator's own table options, and for downloaders the bad-record options every
-/// downloader takes.
-fn options(
-    s: &anchovy_core::OperatorSpec,
-) -> impl Iterator<Item = &'static anchovy_core::OptionDoc> {
-    let shared: &'static [anchovy_core::OptionDoc] = match s.kind {
-        OperatorKind::Downloader => anchovy_core::reject::TABLE_OPTIONS,
-        OperatorKind::Uploader => &[],
-    };
-    s.table_options.iter().chain(shared)
 }
 
 fn kind(k: OperatorKind) -> &'static str {

@@ -16,7 +16,6 @@ use crate::args::{RejectsAction, RejectsArgs, StartArgs};
 /// Lists the rejects, or replays them.
 pub async fn run(registry: &Registry, mut loaded: Loaded, args: &RejectsArgs) -> ExitCode {
     if let Some(RejectsAction::Replay(r)) = &args.action {
-        loaded.settings.replay_rejects = true;
         if let Some(t) = &r.table {
             loaded.settings.enabled = vec![t.clone()];
         }
@@ -25,7 +24,7 @@ pub async fn run(registry: &Registry, mut loaded: Loaded, args: &RejectsArgs) ->
             compact: r.compact,
             no_progress: true,
         };
-        return super::start::run(registry, loaded, &start).await;
+        return super::start::run_session(registry, loaded, &start, true).await;
     }
     let s = &loaded.settings;
     let (_, store, cps, _) = match open_store(s, &loaded.connections).await {

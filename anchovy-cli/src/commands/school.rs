@@ -230,24 +230,24 @@ fn load(
                 "{what}: a member is an `anchovy start` command line"
             )));
         };
-        let id = a
-            .config
-            .id
-            .clone()
-            .ok_or_else(|| bad(format!("{what}: give every member an --id")))?;
+        let given = a.config.layer();
+        let text = |key: &str| given.get(key).and_then(|v| v.as_str()).map(String::from);
+        let id = text("id").ok_or_else(|| bad(format!("{what}: give every member an --id")))?;
         if jobs.iter().any(|j| j.id == id) {
             return Err(bad(format!("{what}: the id `{id}` is used twice")));
         }
-        let upstream: Vec<String> = a
-            .config
-            .upstream
-            .iter()
+        let upstream: Vec<String> = given
+            .get("upstream")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str())
             .flat_map(|u| u.split(',').map(|s| s.trim().to_string()))
             .filter(|s| !s.is_empty())
             .collect();
         jobs.push(Job {
             id,
-            operator: a.config.operator.clone().unwrap_or_default(),
+            operator: text("operator_cls").unwrap_or_default(),
             args,
             env,
             upstream,

@@ -9,8 +9,20 @@ use crate::args::StartArgs;
 
 /// Runs the session; SIGINT/SIGTERM cancel it (a second signal exits at once).
 pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitCode {
+    run_session(registry, loaded, args, false).await
+}
+
+/// [`run`], or with `replay_rejects` the run of `anchovy rejects replay`: table tasks
+/// read their quarantined records instead of their sources.
+pub async fn run_session(
+    registry: &Registry,
+    loaded: Loaded,
+    args: &StartArgs,
+    replay_rejects: bool,
+) -> ExitCode {
     let session =
         match Session::open(registry, loaded.settings, loaded.doc, loaded.connections).await {
+            Ok(s) if replay_rejects => s.replaying_rejects(),
             Ok(s) => s,
             Err(e) => return crate::report(&e),
         };
@@ -24,9 +36,9 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitC
         "anchovy starting"
     );
     let (stop, cancel) = (CancellationToken::new(), CancellationToken::new());
-    let grace = s.service.then_some(s.stop_grace);
+    let grace = s.service().then_some(s.stop_grace);
     let (service, bind, port, metrics_file) =
-        (s.service, s.bind.clone(), s.port, s.metrics_file.clone());
+        (s.service(), s.bind.clone(), s.port, s.metrics_file.clone());
     let session = std::sync::Arc::new(session);
     if service && port > 0 {
         match crate::serve::spawn(session.clone(), &bind, port).await {

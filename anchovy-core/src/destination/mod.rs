@@ -25,6 +25,7 @@ use crate::commit::read_commits;
 use crate::context::{SessionCtx, TaskCtx};
 use crate::datastore::Datastore;
 use crate::error::{BoxError, Error};
+use crate::options::TableOptions;
 use crate::stream::Emitter;
 use crate::tbl::Tbl;
 use crate::tbl_store::TblStore;
@@ -170,6 +171,35 @@ pub fn split_task_name<'a>(full: &'a str, upstreams: &[String]) -> Option<(&'a s
         .map(|u| (&full[..u.len()], &full[u.len() + 1..]))
 }
 
+crate::table_options! {
+    /// The table options every uploader reads.
+    pub struct LoadOptions {
+        /// rows per transaction unit of a load (default 2,000,000; a bigger commit is one
+        /// unit)
+        #[serde(default, deserialize_with = "crate::options::de::count")]
+        pub max_rows_per_load: Option<u64>,
+        /// also load the table's quarantined records (`on_bad_record: quarantine`) into
+        /// `<table>__rejects`, appended (default false)
+        #[serde(default, deserialize_with = "crate::options::de::flag")]
+        pub load_rejects: bool,
+    }
+}
+
+/// The load options, as `anchovy plugins` lists them for every uploader.
+pub const OPTIONS: crate::options::OptionGroup = crate::options::OptionGroup {
+    title: "loads (every uploader)",
+    options: <LoadOptions as TableOptions>::DOCS,
+};
+
+/// A table's load options; a bad one fails the table (exit 1), as a bad value in the
+/// data would.
+fn load_options(tbl: &Tbl) -> Result<LoadOptions, Error> {
+    LoadOptions::of(tbl).map_err(|e| match e {
+        Error::Config { what, message } => Error::data(format!("table option `{what}`"), message),
+        other => other,
+    })
+}
+
 /// The tables an uploader loads: every table of every upstream (`-U`), each merged
 /// with the config entry of its name (`<table>` or `<upstream>.<table>`); with
 /// `load_rejects: true` also `<table>__rejects`, the table's quarantined records.
@@ -206,17 +236,7 @@ pub async fn discover(ctx: &TaskCtx) -> Result<Vec<Tbl>, BoxError> {
                 None => t.clone(),
             };
             merged.name = format!("{up}.{}", t.name);
-            let rejects = match merged.option_str("load_rejects").as_deref().map(str::trim) {
-                None | Some("false" | "no" | "0") => false,
-                Some("true" | "yes" | "1") => true,
-                Some(other) => {
-                    return Err(Error::data(
-                        "table option `load_rejects`",
-                        format!("`{other}` is not true or false"),
-                    )
-                    .into());
-                }
-            };
+            let rejects = load_options(&merged)?.load_rejects;
             out.push(merged);
             if rejects {
                 let mut r = Tbl::named(format!("{up}.{}__rejects", t.name));
@@ -276,15 +296,7 @@ pub async fn load(
         ds: ctx.session.upstream_store(up),
         batch_size: s.batch_size,
     };
-    let max_rows = match tbl.option_str("max_rows_per_load") {
-        Some(v) => v.parse::<u64>().map_err(|_| {
-            Error::data(
-                "table option `max_rows_per_load`",
-                format!("`{v}` is not a whole number"),
-            )
-        })?,
-        None => UNIT_ROWS,
-    };
+    let max_rows = load_options(tbl)?.max_rows_per_load.unwrap_or(UNIT_ROWS);
     let loader = dest.table(ctx, &t).await?;
     let Position {
         seq: mut pos,

@@ -29,17 +29,42 @@ use crate::error::{Error, Result};
 use crate::row::{Batch, Schema, Value};
 use crate::tbl::Tbl;
 
-/// The table options every downloader takes for bad records (`anchovy plugins`).
-pub const TABLE_OPTIONS: &[crate::OptionDoc] = &[
-    crate::OptionDoc {
-        key: "on_bad_record",
-        doc: "fail (default), skip or quarantine a record that cannot be read (ragged, bad value, bad encoding, no key)",
-    },
-    crate::OptionDoc {
-        key: "max_rejects",
-        doc: "fail the table past this many rejected records (100) or this share of those read (5%)",
-    },
-];
+crate::table_options! {
+    /// The bad-record options every downloader reads.
+    pub struct RejectOptions {
+        /// fail (default), skip or quarantine a record that cannot be read (ragged, bad
+        /// value, bad encoding, no key)
+        #[serde(default)]
+        pub on_bad_record: OnBadRecord,
+        /// fail the table past this many rejected records (100) or this share of those
+        /// read (5%)
+        #[serde(default, deserialize_with = "max_rejects")]
+        pub max_rejects: Option<MaxRejects>,
+    }
+}
+
+/// The bad-record options, as `anchovy plugins` lists them for every downloader.
+pub const OPTIONS: crate::options::OptionGroup = crate::options::OptionGroup {
+    title: "bad records (every downloader)",
+    options: <RejectOptions as crate::options::TableOptions>::DOCS,
+};
+
+fn max_rejects<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<MaxRejects>, D::Error> {
+    use serde::de::Error as _;
+    let v = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+    let text = match &v {
+        serde_json::Value::Null => return Ok(None),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    parse_max(&text).map(Some).ok_or_else(|| {
+        D::Error::custom(format!(
+            "`{text}` is not a limit; use a count (100) or a share of the records read (5%)"
+        ))
+    })
+}
 
 /// The prefix of the pipeline table that carries a table's rejects.
 pub const REJECTS_PREFIX: &str = "$rejects/";
@@ -64,7 +89,7 @@ pub fn rejected_table(pipeline_table: &str) -> Option<&str> {
 }
 
 /// What a table does with a record it cannot read (`on_bad_record`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnBadRecord {
     /// Fail the table (default).
@@ -101,31 +126,10 @@ impl RejectPolicy {
     /// # Errors
     /// [`Error::Config`] naming the table and the option.
     pub fn of(tbl: &Tbl) -> Result<RejectPolicy> {
-        let on_bad_record = match tbl.option_str("on_bad_record").as_deref().map(str::trim) {
-            None | Some("fail") => OnBadRecord::Fail,
-            Some("skip") => OnBadRecord::Skip,
-            Some("quarantine") => OnBadRecord::Quarantine,
-            Some(other) => {
-                return Err(Error::config(
-                    format!("tbls.{}.on_bad_record", tbl.name),
-                    format!("`{other}` is not a policy; use fail (default), skip or quarantine"),
-                ));
-            }
-        };
-        let max_rejects = match tbl.option_str("max_rejects") {
-            None => None,
-            Some(v) => Some(parse_max(&v).ok_or_else(|| {
-                Error::config(
-                    format!("tbls.{}.max_rejects", tbl.name),
-                    format!(
-                        "`{v}` is not a limit; use a count (100) or a share of the records read (5%)"
-                    ),
-                )
-            })?),
-        };
+        let o = <RejectOptions as crate::options::TableOptions>::of(tbl)?;
         Ok(RejectPolicy {
-            on_bad_record,
-            max_rejects,
+            on_bad_record: o.on_bad_record,
+            max_rejects: o.max_rejects,
         })
     }
 

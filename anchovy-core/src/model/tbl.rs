@@ -205,7 +205,36 @@ impl<'de> Deserialize<'de> for SortedColSelect {
     }
 }
 
-/// The table keys the core reads for every operator.
+/// The table keys every operator reads (fields of [`Tbl`]), as `anchovy plugins`
+/// lists them.
+pub const OPTIONS: crate::options::OptionGroup = crate::options::OptionGroup {
+    title: "",
+    options: &[
+        crate::options::OptionDoc {
+            key: "columns",
+            doc: "column -> type (int, float, decimal, bool, date, time, datetime, text, json, bytes); a downloader converts values on read, an uploader creates its columns so",
+        },
+        crate::options::OptionDoc {
+            key: "unique_by",
+            doc: "key columns: the uploader upserts by them (the target's primary key); a downloader records them in $tables and refuses rows without them",
+        },
+        crate::options::OptionDoc {
+            key: "sort_by",
+            doc: "with unique_by: the first row by this order wins (-col = descending); an older row never overwrites a newer one",
+        },
+        crate::options::OptionDoc {
+            key: "set_by",
+            doc: "replace whole sets: stored rows of every incoming set are deleted, the incoming rows inserted",
+        },
+        crate::options::OptionDoc {
+            key: "max_lag",
+            doc: "anchovy healthcheck fails when the table's last successful load is older than this (30m, 2h)",
+        },
+    ],
+};
+
+/// The table keys the core reads for every operator (a test holds [`OPTIONS`] and the
+/// bad-record options to this list).
 pub const CORE_KEYS: &[&str] = &[
     "columns",
     "unique_by",
@@ -296,21 +325,6 @@ impl Tbl {
             serde_json::Value::Null => None,
             v => Some(v.to_string()),
         }
-    }
-
-    /// Decodes the plugin options into a typed struct; use
-    /// `#[serde(deny_unknown_fields)]` there to reject typos. The core keys are removed
-    /// first, so the plugin sees only its own keys.
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming the table and the bad key.
-    pub fn plugin_options<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        let mut own = self.options.clone();
-        for k in CORE_KEYS {
-            own.remove(*k);
-        }
-        serde_json::from_value(serde_json::Value::Object(own))
-            .map_err(|e| Error::config(format!("tbls.{}", self.name), e.to_string()))
     }
 
     /// This table's settings laid over `base` (self wins; options merge key by key).

@@ -167,7 +167,7 @@ impl SessionCtx {
     /// one unit was done (so every run makes progress), after which the source stops
     /// and the run reports more work pending.
     pub fn stop_for_budget(&self, table: &str, done: u64) -> bool {
-        if done == 0 || self.settings.service {
+        if done == 0 || self.settings.service() {
             return false;
         }
         match self.budget.exhausted() {

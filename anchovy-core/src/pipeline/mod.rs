@@ -1,11 +1,12 @@
 //! How a run goes: the lifecycle ([`session`]), what operator code sees ([`context`]),
-//! operators and the registry ([`operator`]), sources, sinks and the pipeline of a
+//! operators and the registry ([`operator`]), table options declared once ([`options`]), sources, sinks and the pipeline of a
 //! table task ([`stream`]), the default sink that writes the datastore ([`buffer`]),
 //! and task logs ([`task`]).
 
 pub mod buffer;
 pub mod context;
 pub mod operator;
+pub mod options;
 pub mod session;
 pub mod stream;
 pub mod task;

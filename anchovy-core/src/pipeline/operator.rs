@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use crate::connection::ConnectionSpec;
 use crate::context::{SessionCtx, TaskCtx};
 use crate::error::{BoxError, Error, Result};
+pub use crate::options::{OptionDoc, OptionGroup};
 use crate::stream::{Sink, Source};
 use crate::tbl::Tbl;
 
@@ -57,17 +58,6 @@ pub trait Operator: Send + Sync {
 
 pub use crate::context::OperatorKind;
 
-/// A table option an operator reads, for docs, `anchovy plugins` and the startup
-/// check of `tbls:` keys ([`Registry::check_table_options`]).
-#[derive(Debug, Clone, Copy)]
-pub struct OptionDoc {
-    /// The key under `tbls.<name>`, or several keys sharing one doc, separated by
-    /// `", "` (`delimiter, quote, header`).
-    pub key: &'static str,
-    /// What it does, with its default.
-    pub doc: &'static str,
-}
-
 /// Builds an operator once its connections are checked.
 pub type BuildFn = fn(&Arc<SessionCtx>) -> Result<Arc<dyn Operator>>;
 
@@ -82,8 +72,10 @@ pub struct OperatorSpec {
     pub kind: OperatorKind,
     /// The connections it needs (checked at startup).
     pub connections: &'static [ConnectionSpec],
-    /// The table options it reads.
-    pub table_options: &'static [OptionDoc],
+    /// The table options it reads beyond those every operator of its kind reads
+    /// ([`Registry::table_options`]), each group declared once with
+    /// [`table_options!`](crate::table_options).
+    pub table_options: &'static [OptionGroup],
     /// Environment variables it reads beyond the settings (optional connections,
     /// credentials), for `anchovy plugins`; `key` is the variable.
     pub env_vars: &'static [OptionDoc],
@@ -130,14 +122,39 @@ impl Registry {
         &self.specs
     }
 
-    /// Every table option key some registered operator reads, plus the core keys.
-    pub fn table_option_keys(&self) -> Vec<&'static str> {
-        let mut keys: Vec<&'static str> = crate::tbl::CORE_KEYS.to_vec();
-        for spec in &self.specs {
-            for o in spec.table_options {
-                keys.extend(o.key.split(',').map(str::trim).filter(|k| !k.is_empty()));
+    /// Every option group `spec` reads: the core's table keys, the spec's own groups,
+    /// and those every operator of its kind reads (bad records for downloaders, load
+    /// units and rejects for uploaders). `anchovy plugins` prints these.
+    pub fn table_options(spec: &OperatorSpec) -> Vec<OptionGroup> {
+        let kind = match spec.kind {
+            OperatorKind::Downloader => crate::reject::OPTIONS,
+            OperatorKind::Uploader => crate::destination::OPTIONS,
+        };
+        std::iter::once(crate::tbl::OPTIONS)
+            .chain(spec.table_options.iter().copied())
+            .chain([kind])
+            .collect()
+    }
+
+    /// The keys of [`Registry::table_options`] of `spec`, in order, once each.
+    fn own_keys(spec: &OperatorSpec) -> Vec<&'static str> {
+        let mut keys: Vec<&'static str> = Vec::new();
+        let groups = Registry::table_options(spec);
+        let all = groups
+            .iter()
+            .flat_map(|g| g.options.iter().map(|o| o.key))
+            .chain(crate::tbl::CORE_KEYS.iter().copied());
+        for k in all {
+            if !keys.contains(&k) {
+                keys.push(k);
             }
         }
+        keys
+    }
+
+    /// Every table option key some registered operator reads, plus the core keys.
+    pub fn table_option_keys(&self) -> Vec<&'static str> {
+        let mut keys: Vec<&'static str> = self.specs.iter().flat_map(Registry::own_keys).collect();
         keys.sort_unstable();
         keys.dedup();
         keys
@@ -151,17 +168,7 @@ impl Registry {
     /// [`Error::UnknownKey`] (exit 2).
     pub fn check_table_options(&self, spec: &OperatorSpec, doc: &crate::ConfigDoc) -> Result<()> {
         let known = self.table_option_keys();
-        let mut own: Vec<&str> = Vec::new();
-        for k in spec
-            .table_options
-            .iter()
-            .flat_map(|o| o.key.split(',').map(str::trim))
-            .chain(crate::tbl::CORE_KEYS.iter().copied())
-        {
-            if !own.contains(&k) {
-                own.push(k);
-            }
-        }
+        let own = Registry::own_keys(spec);
         for (name, tbl) in &doc.tbls {
             if let Some(key) = tbl.options.keys().find(|k| !known.contains(&k.as_str())) {
                 return Err(Error::UnknownKey {
@@ -185,15 +192,11 @@ impl Registry {
     /// and its uploader (`load_rejects:` does not trouble the CSV reader, `delimiter:`
     /// not the uploader).
     pub fn own_tables(&self, spec: &OperatorSpec, doc: &crate::ConfigDoc) -> crate::TblSet {
-        let own: Vec<&str> = spec
-            .table_options
-            .iter()
-            .flat_map(|o| o.key.split(',').map(str::trim))
-            .collect();
+        let own = Registry::own_keys(spec);
         let foreign: Vec<&str> = self
             .table_option_keys()
             .into_iter()
-            .filter(|k| !own.contains(k) && !crate::tbl::CORE_KEYS.contains(k))
+            .filter(|k| !own.contains(k))
             .collect();
         crate::TblSet::new(doc.tbls.values().map(|t| {
             let mut t = t.clone();

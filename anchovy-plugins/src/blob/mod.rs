@@ -34,18 +34,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::error::PluginError;
-use crate::source::{
-    AFTER_LOAD_DOC, AfterLoad, Counters, Entry, FileDownloader, Opened, Transport, TransportSpec,
-};
-
-const PATH_DOC: OptionDoc = OptionDoc {
-    key: "path",
-    doc: "object URL with a glob, e.g. az://container/logs/*.json or s3://bucket/in/**/*.csv (required)",
-};
-const CONNECTION_DOC: OptionDoc = OptionDoc {
-    key: "connection",
-    doc: "connection id with the store's credentials (default: the provider's env vars)",
-};
+use crate::source::{AfterLoad, Counters, Entry, FileDownloader, Opened, Transport, TransportSpec};
 
 /// The variables both blob downloaders read.
 const ENV_VARS: &[OptionDoc] = &[
@@ -59,30 +48,6 @@ const ENV_VARS: &[OptionDoc] = &[
     },
 ];
 
-/// The table options both blob downloaders read.
-const TABLE_OPTIONS: &[OptionDoc] = &[
-    PATH_DOC,
-    CONNECTION_DOC,
-    AFTER_LOAD_DOC,
-    crate::formats::FORMAT_DOC,
-    OptionDoc {
-        key: "delimiter, quote, header, names, skip_lines, encoding, empty_as_null, rename, autodiscover",
-        doc: "format csv: as files.CsvDownloader",
-    },
-    OptionDoc {
-        key: "records",
-        doc: "format json: dotted path of the array of records inside each document; the document's top-level scalars are copied into each record",
-    },
-    OptionDoc {
-        key: "provenance",
-        doc: "add _file and _line (line, or record position) columns (default false)",
-    },
-    OptionDoc {
-        key: "columns",
-        doc: "column -> type; text values of typed columns are converted on read",
-    },
-];
-
 /// `blob.CsvDownloader`.
 pub const CSV_SPEC: OperatorSpec = OperatorSpec {
     name: "blob.CsvDownloader",
@@ -90,7 +55,7 @@ pub const CSV_SPEC: OperatorSpec = OperatorSpec {
     kind: OperatorKind::Downloader,
     connections: &[],
     env_vars: ENV_VARS,
-    table_options: TABLE_OPTIONS,
+    table_options: crate::source::OPTIONS,
     build: |_| Ok(Arc::new(FileDownloader::new(TRANSPORT, "csv"))),
 };
 
@@ -101,7 +66,7 @@ pub const JSON_SPEC: OperatorSpec = OperatorSpec {
     kind: OperatorKind::Downloader,
     connections: &[],
     env_vars: ENV_VARS,
-    table_options: TABLE_OPTIONS,
+    table_options: crate::source::OPTIONS,
     build: |_| Ok(Arc::new(FileDownloader::new(TRANSPORT, "json"))),
 };
 

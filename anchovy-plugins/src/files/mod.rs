@@ -13,13 +13,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use anchovy_core::OperatorSpec;
 use anchovy_core::operator::OperatorKind;
-use anchovy_core::{OperatorSpec, OptionDoc};
 
 use crate::error::PluginError;
-use crate::source::{
-    AFTER_LOAD_DOC, AfterLoad, Counters, Entry, FileDownloader, Opened, Transport, TransportSpec,
-};
+use crate::source::{AfterLoad, Counters, Entry, FileDownloader, Opened, Transport, TransportSpec};
 
 /// The registry entry.
 pub const SPEC: OperatorSpec = OperatorSpec {
@@ -28,62 +26,7 @@ pub const SPEC: OperatorSpec = OperatorSpec {
     kind: OperatorKind::Downloader,
     connections: &[],
     env_vars: &[],
-    table_options: &[
-        OptionDoc {
-            key: "path",
-            doc: "glob of the files to read, e.g. ./data/*.csv or /sales/**/*.tsv (required)",
-        },
-        crate::formats::FORMAT_DOC,
-        AFTER_LOAD_DOC,
-        OptionDoc {
-            key: "delimiter",
-            doc: "field delimiter: `,` (default), `;`, `|`, `\\t` or `/t` for tabs",
-        },
-        OptionDoc {
-            key: "quote",
-            doc: "quote character (default `\"`), `none` to turn quoting off",
-        },
-        OptionDoc {
-            key: "header",
-            doc: "first line is a header (default true)",
-        },
-        OptionDoc {
-            key: "names",
-            doc: "column names when header is false",
-        },
-        OptionDoc {
-            key: "skip_lines",
-            doc: "lines to skip before the header (default 0)",
-        },
-        OptionDoc {
-            key: "encoding",
-            doc: "utf-8 (default, BOM stripped), latin-1, windows-1252, ...",
-        },
-        OptionDoc {
-            key: "empty_as_null",
-            doc: "empty text fields become null (default false; typed columns always)",
-        },
-        OptionDoc {
-            key: "provenance",
-            doc: "add _file and _line columns (default false)",
-        },
-        OptionDoc {
-            key: "rename",
-            doc: "source column -> name to use, e.g. {_types: types}: for reserved names (_types; _file/_line with provenance)",
-        },
-        OptionDoc {
-            key: "columns",
-            doc: "column -> type, applied on read (str, int, float, decimal, bool, date, datetime, time, bytes, object)",
-        },
-        OptionDoc {
-            key: "records",
-            doc: "format json: dotted path of the array of records inside each document",
-        },
-        OptionDoc {
-            key: "autodiscover",
-            doc: "accepted for the original's config files; types come from `columns`",
-        },
-    ],
+    table_options: crate::source::OPTIONS,
     build: |_| Ok(Arc::new(FileDownloader::new(TRANSPORT, "csv"))),
 };
 

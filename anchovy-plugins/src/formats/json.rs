@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use anchovy_core::row::{BatchBuilder, decode_json_object};
 use anchovy_core::{Batch, ColType, Value};
-use serde::Deserialize;
 use serde::de::{SeqAccess, Visitor};
 
 use super::csv::convert;
@@ -29,16 +28,17 @@ use super::io_err;
 use crate::error::PluginError;
 use anchovy_core::reject::{Reject, Rejects};
 
-/// The JSON options of a table (`tbls.<name>.*`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JsonOptions {
-    /// A dotted path to the array of records inside each document.
-    #[serde(default)]
-    pub records: Option<String>,
-    /// Add `_file` and `_line` columns.
-    #[serde(default)]
-    pub provenance: bool,
+anchovy_core::table_options! {
+    /// The JSON options of a table (`tbls.<name>.*`).
+    pub struct JsonOptions {
+        /// dotted path of the array of records inside each document; the document's
+        /// top-level scalars are copied into each record
+        #[serde(default)]
+        pub records: Option<String>,
+        /// add `_file` and `_line` (line, or record position) columns (default false)
+        #[serde(default, deserialize_with = "anchovy_core::options::de::flag")]
+        pub provenance: bool,
+    }
 }
 
 /// How one table's JSON files become rows.
@@ -334,16 +334,10 @@ fn json_err(label: &str, e: &serde_json::Error) -> PluginError {
 /// The registry entry (`format: json`).
 pub const SPEC: super::FormatSpec = super::FormatSpec {
     name: "json",
-    options: &[
-        anchovy_core::OptionDoc {
-            key: "records",
-            doc: "JSON: dotted path of the array of records inside each document; the document's top-level scalars are copied into each record",
-        },
-        anchovy_core::OptionDoc {
-            key: "provenance",
-            doc: "add _file and _line (line, or record position) columns (default false)",
-        },
-    ],
+    options: anchovy_core::OptionGroup {
+        title: "format: json",
+        options: <JsonOptions as anchovy_core::TableOptions>::DOCS,
+    },
     build: |table, options, columns| {
         let o: JsonOptions = super::options(table, options)?;
         Ok(Arc::new(JsonFormat::new(&o, columns)))

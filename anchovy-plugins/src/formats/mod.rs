@@ -19,7 +19,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use anchovy_core::reject::{RecordReader, Rejects};
-use anchovy_core::{Batch, ColType, OptionDoc};
+use anchovy_core::{Batch, ColType, OptionGroup};
 
 use crate::error::PluginError;
 
@@ -81,10 +81,10 @@ pub(crate) use input_format;
 pub struct FormatSpec {
     /// The `format:` value.
     pub name: &'static str,
-    /// Its table options. Every file-like operator lists them among its own (a test
-    /// in lib.rs holds that), so the startup check accepts them and `anchovy plugins`
-    /// shows them.
-    pub options: &'static [OptionDoc],
+    /// Its table options, declared with the options struct. Every file-like operator
+    /// lists them ([`crate::source::OPTIONS`]; a test in lib.rs holds that), so the
+    /// startup check accepts them and `anchovy plugins` shows them.
+    pub options: OptionGroup,
     /// Builds the format of one table from its options (unknown keys refused) and its
     /// `columns:` types.
     pub build: BuildFormat,
@@ -99,12 +99,6 @@ pub type BuildFormat = fn(
 
 /// Every input format, one line each.
 pub const FORMATS: &[FormatSpec] = &[csv::SPEC, json::SPEC, parquet::SPEC];
-
-/// The table option that picks the format.
-pub const FORMAT_DOC: OptionDoc = OptionDoc {
-    key: "format",
-    doc: "csv, json (NDJSON, arrays, documents) or parquet; default: the operator's own",
-};
 
 /// Builds format `name` for a table.
 ///
@@ -137,15 +131,12 @@ pub fn build(
 /// Deserializes a format's options strictly (unknown keys refused by the struct).
 ///
 /// # Errors
-/// [`PluginError::Option`] with serde's message (which names the unknown or bad key).
+/// [`PluginError::Option`] naming the table's bad or unknown key.
 pub fn options<T: serde::de::DeserializeOwned>(
     table: &str,
     options: serde_json::Map<String, serde_json::Value>,
 ) -> Result<T, PluginError> {
-    serde_json::from_value(serde_json::Value::Object(options)).map_err(|e| PluginError::Option {
-        key: format!("tbls.{table}"),
-        message: e.to_string(),
-    })
+    anchovy_core::options::parse(table, options).map_err(PluginError::from_option)
 }
 
 /// `input` decompressed by `label`'s extension (`.gz`, `.zst`), as it streams: a

@@ -18,18 +18,17 @@ use std::sync::Arc;
 use anchovy_core::data::parquet::ParquetRows;
 use anchovy_core::reject::{ROW_FORMAT, Reject, Rejects};
 use anchovy_core::{Batch, ColType, Schema, Value};
-use serde::Deserialize;
 
 use super::csv::convert;
 use crate::error::PluginError;
 
-/// The Parquet options of a table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParquetOptions {
-    /// Add `_file` and `_line` columns.
-    #[serde(default)]
-    pub provenance: bool,
+anchovy_core::table_options! {
+    /// The Parquet options of a table.
+    pub struct ParquetOptions {
+        /// add `_file` and `_line` (row position) columns (default false)
+        #[serde(default, deserialize_with = "anchovy_core::options::de::flag")]
+        pub provenance: bool,
+    }
 }
 
 /// How one table's Parquet files become rows.
@@ -42,10 +41,10 @@ pub struct ParquetFormat {
 /// The registry entry (`format: parquet`).
 pub const SPEC: super::FormatSpec = super::FormatSpec {
     name: "parquet",
-    options: &[anchovy_core::OptionDoc {
-        key: "provenance",
-        doc: "add _file and _line (row position) columns (default false)",
-    }],
+    options: anchovy_core::OptionGroup {
+        title: "format: parquet",
+        options: <ParquetOptions as anchovy_core::TableOptions>::DOCS,
+    },
     build: |table, options, columns| {
         let o: ParquetOptions = super::options(table, options)?;
         Ok(Arc::new(ParquetFormat {

@@ -41,9 +41,7 @@ use ssh2::{Session, Sftp};
 
 use self::conn::{RemoteFile, SftpTarget};
 use crate::error::PluginError;
-use crate::source::{
-    AFTER_LOAD_DOC, AfterLoad, Counters, Entry, FileDownloader, Opened, Transport, TransportSpec,
-};
+use crate::source::{AfterLoad, Counters, Entry, FileDownloader, Opened, Transport, TransportSpec};
 
 /// The registry entry.
 pub const SPEC: OperatorSpec = OperatorSpec {
@@ -69,22 +67,7 @@ pub const SPEC: OperatorSpec = OperatorSpec {
             doc: "connect and read timeout (default 15s)",
         },
     ],
-    table_options: &[
-        OptionDoc {
-            key: "path",
-            doc: "remote glob, e.g. /sales/*.tsv or data/**/*.csv (required)",
-        },
-        OptionDoc {
-            key: "connection",
-            doc: "connection id (default: the default connection, ACHVY_CNXN__URI)",
-        },
-        AFTER_LOAD_DOC,
-        crate::formats::FORMAT_DOC,
-        OptionDoc {
-            key: "delimiter, quote, header, names, skip_lines, encoding, empty_as_null, provenance, rename, columns, records, autodiscover",
-            doc: "as files.CsvDownloader",
-        },
-    ],
+    table_options: crate::source::OPTIONS,
     build: |_| Ok(Arc::new(FileDownloader::new(TRANSPORT, "csv"))),
 };
 

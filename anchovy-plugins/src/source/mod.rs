@@ -37,9 +37,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anchovy_core::{
-    BoxError, Emitter, Operator, OptionDoc, SessionCtx, Source, TaskCtx, TaskType, Tbl, async_trait,
+    BoxError, Emitter, Operator, OptionGroup, SessionCtx, Source, TableOptions, TaskCtx, TaskType,
+    Tbl, async_trait,
 };
-use serde::Deserialize;
 
 pub use self::transport::{Counters, Entry, EntryState, Opened, Transport, TransportSpec};
 use crate::error::PluginError;
@@ -54,35 +54,38 @@ const READ_CHUNK: usize = 1 << 20;
 /// Times a read that failed mid-file is resumed before the table fails.
 pub const READ_RETRIES: u32 = 3;
 
-/// The options every file-like source reads; the rest belong to the format.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SourceOptions {
-    /// The glob or URL of the table's files (required).
-    pub path: String,
-    /// The connection id, for transports that have one.
-    #[serde(default)]
-    pub connection: Option<String>,
-    /// `keep` (default), `delete` or `move:<dir>`.
-    #[serde(default)]
-    pub after_load: Option<String>,
-    /// The input format (default: the operator's).
-    #[serde(default)]
-    pub format: Option<String>,
-    /// The format's options.
-    #[serde(flatten)]
-    pub rest: serde_json::Map<String, serde_json::Value>,
+anchovy_core::table_options! {
+    /// The options every file-like source reads; the table's other options belong to
+    /// its format.
+    pub struct SourceOptions {
+        /// what to read (required): a glob of local files (`./in/*.csv`, `/sales/**/*.tsv`),
+        /// a remote glob on the SFTP server, or an object URL with a glob
+        /// (`s3://bucket/in/**/*.csv`, `az://container/logs/*.json`)
+        pub path: String,
+        /// the connection id: SFTP (default: the default connection, `ACHVY_CNXN__URI`) or
+        /// the object store's credentials (default: the provider's env vars)
+        #[serde(default)]
+        pub connection: Option<String>,
+        /// keep (default), delete, or move:<dir>; done at the end of the batch, only for
+        /// files whose rows are committed
+        #[serde(default)]
+        pub after_load: Option<String>,
+        /// csv, json (NDJSON, arrays, documents) or parquet; default: the operator's own
+        #[serde(default)]
+        pub format: Option<String>,
+    }
 }
 
-/// The options shared by every file-like source, for docs and the startup check.
-pub const PATH_DOC: OptionDoc = OptionDoc {
-    key: "path",
-    doc: "glob of the files to read (required); see the operator for its form",
-};
-/// `after_load:`.
-pub const AFTER_LOAD_DOC: OptionDoc = OptionDoc {
-    key: "after_load",
-    doc: "keep (default), delete, or move:<dir>; done at the end of the batch, only for files whose rows are committed",
-};
+/// Every option a file-like operator reads: the source's, then each format's.
+pub const OPTIONS: &[OptionGroup] = &[
+    OptionGroup {
+        title: "",
+        options: <SourceOptions as TableOptions>::DOCS,
+    },
+    formats::csv::SPEC.options,
+    formats::json::SPEC.options,
+    formats::parquet::SPEC.options,
+];
 
 /// What happens to a file once its rows are committed.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,8 +161,17 @@ impl FileDownloader {
     /// # Errors
     /// [`PluginError::Option`] naming the bad option.
     pub fn table(&self, tbl: &Tbl) -> Result<TableSource, PluginError> {
-        let mut options: SourceOptions = tbl.plugin_options()?;
-        let rest = std::mem::take(&mut options.rest);
+        let options = SourceOptions::of(tbl).map_err(PluginError::from_option)?;
+        let own = <SourceOptions as TableOptions>::DOCS;
+        let rest: serde_json::Map<String, serde_json::Value> = tbl
+            .options
+            .iter()
+            .filter(|(k, _)| {
+                !own.iter().any(|d| d.key == k.as_str())
+                    && !anchovy_core::tbl::CORE_KEYS.contains(&k.as_str())
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let format = formats::build(
             options.format.as_deref().unwrap_or(self.format),
             &tbl.name,
@@ -207,7 +219,7 @@ impl Operator for FileDownloader {
             // option fails only its own table's task (under CONTINUE the others run).
             TaskType::Xopen => {
                 for t in ctx.session.config_tbls.iter() {
-                    let Ok(options) = t.plugin_options::<SourceOptions>() else {
+                    let Ok(options) = SourceOptions::of(t) else {
                         continue;
                     };
                     if let Err(e) = (self.transport.connect)(&ctx.session, &options)

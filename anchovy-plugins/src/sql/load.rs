@@ -20,29 +20,24 @@ use super::dialect::{self, Dialect, MergeSpec, TableRef, widen};
 use super::schema_for;
 use crate::error::PluginError;
 
+anchovy_core::table_options! {
+    /// The SQL uploader's own table options.
+    pub struct SqlOptions {
+        /// with unique_by: keep every version of a key (valid_from/valid_to) instead of
+        /// overwriting (default false)
+        #[serde(default, deserialize_with = "anchovy_core::options::de::flag")]
+        pub history: bool,
+        /// with history: drop superseded versions older than this (12h, 30d)
+        #[serde(default, deserialize_with = "anchovy_core::options::de::duration")]
+        pub deleted_ttl: Option<std::time::Duration>,
+    }
+}
+
 /// The `history` and `deleted_ttl` table options.
 fn history_option(tbl: &Tbl) -> Result<Option<Option<u64>>, PluginError> {
-    let on = match tbl.option_str("history").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(v) => {
-            return Err(PluginError::Option {
-                key: "history".into(),
-                message: format!("`{v}` is not true or false"),
-            });
-        }
-    };
-    let ttl = match tbl.option_str("deleted_ttl") {
-        None => None,
-        Some(v) => Some(
-            anchovy_core::config::parse_duration(&v)
-                .ok_or_else(|| PluginError::Option {
-                    key: "deleted_ttl".into(),
-                    message: format!("`{v}` is not a duration; use e.g. 3600, 12h or 30d"),
-                })?
-                .as_secs(),
-        ),
-    };
+    use anchovy_core::TableOptions;
+    let o = SqlOptions::of(tbl).map_err(PluginError::from_option)?;
+    let (on, ttl) = (o.history, o.deleted_ttl.map(|d| d.as_secs()));
     if !on {
         if ttl.is_some() {
             return Err(PluginError::Option {

@@ -61,40 +61,10 @@ pub const SPEC: OperatorSpec = OperatorSpec {
             doc: "load upstream <UPSTREAM> into this schema instead of its id",
         },
     ],
-    table_options: &[
-        OptionDoc {
-            key: "unique_by",
-            doc: "key columns: upsert (primary key of the table)",
-        },
-        OptionDoc {
-            key: "sort_by",
-            doc: "with unique_by: the first row by this order wins (-col = descending); an older row never overwrites a newer one",
-        },
-        OptionDoc {
-            key: "set_by",
-            doc: "replace whole sets: stored rows of every incoming set are deleted, the incoming rows inserted",
-        },
-        OptionDoc {
-            key: "columns",
-            doc: "column -> type; overrides the types inferred from the data",
-        },
-        OptionDoc {
-            key: "history",
-            doc: "with unique_by: keep every version of a key (valid_from/valid_to) instead of overwriting (default false)",
-        },
-        OptionDoc {
-            key: "deleted_ttl",
-            doc: "with history: drop superseded versions older than this (12h, 30d)",
-        },
-        OptionDoc {
-            key: "max_rows_per_load",
-            doc: "rows per transaction unit of a load (default 2,000,000; a bigger commit is one unit)",
-        },
-        OptionDoc {
-            key: "load_rejects",
-            doc: "also load the table's quarantined records (on_bad_record: quarantine) into <table>__rejects, appended (default false)",
-        },
-    ],
+    table_options: &[anchovy_core::OptionGroup {
+        title: "",
+        options: <load::SqlOptions as anchovy_core::TableOptions>::DOCS,
+    }],
     build: |_| Ok(Arc::new(Uploader::default())),
 };
 

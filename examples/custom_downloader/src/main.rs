@@ -21,28 +21,28 @@ use std::time::Duration;
 use anchovy_core::chrono;
 use anchovy_core::operator::OperatorKind;
 use anchovy_core::{
-    Batch, BoxError, ConnectionSpec, Emitter, Operator, OperatorSpec, OptionDoc, Sink, Source,
-    TaskCtx, TaskType, Value, async_trait,
+    Batch, BoxError, ConnectionSpec, Emitter, Operator, OperatorSpec, OptionGroup, Sink, Source,
+    TableOptions, TaskCtx, TaskType, Value, async_trait,
 };
-use serde::Deserialize;
 
-/// The options of the `tickets` table.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TicketOptions {
-    /// Pages the simulated API serves (0 = endless).
-    #[serde(default = "default_pages")]
-    pages: u64,
-    /// Tickets per page.
-    #[serde(default = "default_page_size")]
-    page_size: u64,
-    /// Simulated latency per page.
-    #[serde(default)]
-    page_delay_ms: u64,
-    /// Simulate the API failing on this page (1-based), as a client library would
-    /// report it: with the request URL in the message.
-    #[serde(default)]
-    fail_page: Option<u64>,
+anchovy_core::table_options! {
+    /// The options of the `tickets` table, declared once: the struct serde fills (unknown
+    /// keys refused) and the docs `anchovy plugins` prints and the startup check reads.
+    struct TicketOptions {
+        /// pages the API serves (default 3; 0 = endless)
+        #[serde(default = "default_pages")]
+        pages: u64,
+        /// tickets per page (default 5)
+        #[serde(default = "default_page_size")]
+        page_size: u64,
+        /// simulated latency per page in milliseconds (default 0)
+        #[serde(default)]
+        page_delay_ms: u64,
+        /// simulate the API failing on this page (1-based), as a client library would
+        /// report it: with the request URL in the message
+        #[serde(default)]
+        fail_page: Option<u64>,
+    }
 }
 
 fn default_pages() -> u64 {
@@ -105,7 +105,7 @@ impl Source for TicketsSource {
     }
 
     async fn run(&self, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
-        let opts: TicketOptions = ctx.tbl().plugin_options()?;
+        let opts = TicketOptions::of(ctx.tbl())?;
         let mut cursor = ctx
             .checkpoint("tickets.cursor")
             .and_then(|v| v.as_u64())
@@ -209,24 +209,10 @@ const SPEC: OperatorSpec = OperatorSpec {
         description: "the tickets API: URI (https://user:password@host/path) and an optional TOKEN",
     }],
     env_vars: &[],
-    table_options: &[
-        OptionDoc {
-            key: "fail_page",
-            doc: "simulate an API failure on this page",
-        },
-        OptionDoc {
-            key: "pages",
-            doc: "pages the API serves (default 3; 0 = endless)",
-        },
-        OptionDoc {
-            key: "page_size",
-            doc: "tickets per page (default 5)",
-        },
-        OptionDoc {
-            key: "page_delay_ms",
-            doc: "simulated latency per page (default 0)",
-        },
-    ],
+    table_options: &[OptionGroup {
+        title: "",
+        options: TicketOptions::DOCS,
+    }],
     build: |_| Ok(Arc::new(TicketsDownloader)),
 };
 

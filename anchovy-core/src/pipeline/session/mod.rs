@@ -48,6 +48,9 @@ pub struct Session {
     keep_alive: Option<tokio::task::JoinHandle<()>>,
     /// Tables the operator discovered, and when (reused for `discovery_ttl`).
     discovered: std::sync::Mutex<Option<(Instant, Option<Vec<Tbl>>)>>,
+    /// `anchovy rejects replay`: table tasks read their quarantined records again
+    /// instead of the source ([`crate::reject::ReplaySource`]).
+    replay_rejects: bool,
 }
 
 impl Drop for Session {
@@ -138,7 +141,7 @@ impl Session {
         connections: Connections,
         take_lease: bool,
     ) -> Result<Session> {
-        let name = settings.operator.clone().ok_or_else(|| {
+        let name = settings.operator_cls.clone().ok_or_else(|| {
             Error::config(
                 "operator_cls",
                 format!(
@@ -232,12 +235,20 @@ impl Session {
             lease,
             keep_alive,
             discovered: std::sync::Mutex::new(None),
+            replay_rejects: false,
         })
     }
 
     /// True while this session holds its run lease (always false for check sessions).
     pub fn lease_held(&self) -> bool {
         self.lease.as_ref().is_some_and(|l| !l.is_lost())
+    }
+
+    /// Makes the table tasks read the tables' quarantined records again instead of
+    /// their sources (`anchovy rejects replay`); everything else runs as `start` does.
+    pub fn replaying_rejects(mut self) -> Session {
+        self.replay_rejects = true;
+        self
     }
 
     /// The session context.
@@ -293,13 +304,13 @@ impl Session {
                 }
                 if let Some(e) = stopped {
                     let cancelled = matches!(e, Error::Cancelled { .. });
-                    if !self.ctx.settings.service || cancelled {
+                    if !self.ctx.settings.service() || cancelled {
                         fatal = Some(e);
                         break;
                     }
                     tracing::warn!(batch = batch_id, error = %e.chain(), "batch stopped; the service goes on");
                 }
-                if !self.ctx.settings.service || cancel.is_cancelled() || stop.is_cancelled() {
+                if !self.ctx.settings.service() || cancel.is_cancelled() || stop.is_cancelled() {
                     break;
                 }
                 if self.lease.as_ref().is_some_and(|l| l.is_lost()) {
@@ -357,7 +368,7 @@ impl Session {
         let exit_code = match &fatal {
             _ if self.lease.as_ref().is_some_and(|l| l.is_lost()) => exit::LOCKED,
             // A service stopped by a signal: a clean stop, whatever the last batch did.
-            _ if self.ctx.settings.service && stop.is_cancelled() => exit::OK,
+            _ if self.ctx.settings.service() && stop.is_cancelled() => exit::OK,
             Some(e) => e.exit_code().max(exit::FAILED),
             None if all_ok && self.ctx.budget.pending() => exit::PENDING,
             None if all_ok => exit::OK,
@@ -506,7 +517,7 @@ impl Session {
                 .await
                 .map_err(|e| wrap(TaskType::Xopen.doing().into(), e))?;
             // In service mode discovered tables may be reused for `discovery_ttl`.
-            let ttl = if s.service { s.discovery_ttl } else { Duration::ZERO };
+            let ttl = if s.service() { s.discovery_ttl } else { Duration::ZERO };
             let cached = self
                 .discovered
                 .lock()
@@ -606,7 +617,7 @@ impl Session {
             );
         }
 
-        let sources: Vec<Arc<dyn crate::stream::Source>> = if s.replay_rejects {
+        let sources: Vec<Arc<dyn crate::stream::Source>> = if self.replay_rejects {
             vec![Arc::new(crate::reject::ReplaySource {
                 operator: self.operator.clone(),
             })]

@@ -1,263 +1,305 @@
-//! Every setting's key, environment variable, command-line flag and help text.
+//! Every setting, declared once: its key (and field), type, range, default, environment
+//! variable, command-line flag and help. Parsing, precedence, `--help`, the README table
+//! and `anchovy plugins` all read these declarations ([`setting`](super::setting)).
+//!
+//! To add a setting: one entry here (its doc comment is its help), then a row appears in
+//! `--help`, `ACHVY_<KEY>` and the `config:` key work, and the README test asks for the
+//! new table row.
 
+use super::setting::{Flag, Kind, Setting, Unset, Vars, settings};
 use super::*;
 
-/// One known setting: its canonical key, env var, CLI flag and doc.
-#[derive(Debug, Clone, Copy)]
-pub struct KeyDef {
-    /// The key in the `config:` map.
-    pub key: &'static str,
-    /// The environment variable.
-    pub env: &'static str,
-    /// The CLI flag(s), for docs.
-    pub cli: &'static str,
-    /// Whether the value is a list (comma separated in env).
-    pub list: bool,
-    /// One line of documentation.
-    pub doc: &'static str,
+settings! {
+    /// the anchovy id; **set it** (the datastore area is `<user>/<id>`)
+    id: String {
+        env: "ACHVY_ID",
+        flag: Flag::Value("-i/--id", "ID"),
+        unset: Unset::Computed("the host name", |_| {
+            Ok(gethostname::gethostname().to_string_lossy().into_owned())
+        }),
+        check: Some(name),
+    }
+    /// the anchovy user; `prod` in production
+    user: String {
+        env: "ACHVY_USER",
+        flag: Flag::Value("-u/--user", "USER"),
+        unset: Unset::Computed("`$USER`", |r| {
+            Ok(r.vars()
+                .get("USER")
+                .or_else(|| r.vars().get("USERNAME"))
+                .cloned()
+                .unwrap_or_else(|| "default".into()))
+        }),
+        check: Some(name),
+    }
+    /// shorthand for `--user prod` (wins over `user` in the same place)
+    prod: bool {
+        env: "ACHVY_PROD",
+        flag: Flag::Switch("--prod", true),
+        kind: Kind::Bool,
+        implies: Some(("user", "prod")),
+    }
+    /// the operator, e.g. `sftp.CsvDownloader` (`anchovy plugins` lists them)
+    operator_cls: Option<String> {
+        env: "ACHVY_OPERATOR_CLS",
+        flag: Flag::Value("-op/--operator", "NAME"),
+        aliases: &["operator"],
+    }
+    /// service mode: loop batches until stopped (`-S`, or `false` here); `true` runs
+    /// once
+    is_task_executor: bool {
+        env: "ACHVY_IS_TASK_EXECUTOR",
+        flag: Flag::Switch("-S/--service", false),
+        kind: Kind::Bool,
+        unset: Unset::Value("true"),
+    }
+    /// timeout of one batch: `300`, `90s`, `15m`, `2h`
+    execution_timeout: Option<Duration> {
+        env: "ACHVY_EXECUTION_TIMEOUT",
+        flag: Flag::Value("-t/--execution-timeout", "DURATION"),
+        kind: Kind::Duration(Duration::from_millis(100), MAX_DURATION),
+        aliases: &["timeout"],
+    }
+    /// upstream anchovy ids (for uploaders)
+    upstream: Vec<String> {
+        env: "ACHVY_UPSTREAM",
+        flag: Flag::Repeat("-U/--upstream", "ID"),
+        kind: Kind::List,
+    }
+    /// only these tables (wildcards)
+    enabled: Vec<String> {
+        env: "ACHVY_ENABLED",
+        flag: Flag::Repeat("-e/--enable", "TABLE"),
+        kind: Kind::List,
+    }
+    /// skip these tables; wins over `enabled`
+    disabled: Vec<String> {
+        env: "ACHVY_DISABLED",
+        flag: Flag::Repeat("-d/--disable", "TABLE"),
+        kind: Kind::List,
+    }
+    /// datastore: a path, or a `file://`, `s3://`, `az://` or `gs://` URL
+    datastore: String {
+        env: "ACHVY_DATASTORE",
+        flag: Flag::Value("--datastore", "LOCATION"),
+        unset: Unset::Computed("`home`", |r| r.get::<String>("home")),
+        check: Some(not_empty),
+    }
+    /// default datastore root, when `datastore` is not set
+    home: String {
+        env: "ACHVY_HOME",
+        flag: Flag::Value("--home", "PATH"),
+        unset: Unset::Value("~/.anchovies"),
+        check: Some(home),
+    }
+    /// checkpoint store: `datastore` (checkpoints travel in the commit record, with the data)
+    checkpoint_cls: String {
+        env: "ACHVY_CHECKPOINT_CLS",
+        flag: Flag::Value("--checkpoint-cls", "NAME"),
+        unset: Unset::Value("datastore"),
+        aliases: &["checpoint_cls"],
+        check: Some(checkpoint_cls),
+    }
+    /// where task logs go: `datastore`, or a datastore URL of their own
+    task_store_cls: String {
+        env: "ACHVY_TASK_STORE_CLS",
+        flag: Flag::Value("--task-store-cls", "NAME|URL"),
+        unset: Unset::Value("datastore"),
+        check: Some(store_cls),
+    }
+    /// where table metadata goes: `datastore`, or a datastore URL of its own
+    tbl_store_cls: String {
+        env: "ACHVY_TBL_STORE_CLS",
+        flag: Flag::Value("--tbl-store-cls", "NAME|URL"),
+        unset: Unset::Value("datastore"),
+        check: Some(store_cls),
+    }
+    /// data file format (see "Data files"); the original's `core.io.StatisticsBuffer`
+    /// and its other buffer classes mean `ndjson.gz`
+    data_buffer_cls: crate::data::DataFormat {
+        env: "ACHVY_DATA_BUFFER_CLS",
+        flag: Flag::Value("--data-buffer-cls", "FORMAT"),
+        kind: Kind::Choice(crate::data::DataFormat::NAMES),
+        unset: Unset::Value("ndjson.gz"),
+    }
+    /// `error` .. `trace`, or a tracing filter (`info,anchovy_plugins=debug`)
+    log_level: String {
+        env: "ACHVY_LOG_LEVEL",
+        flag: Flag::Value("--log-level", "LEVEL"),
+        unset: Unset::Value("info"),
+        check: Some(log_level),
+    }
+    /// log lines on stderr: `text` or `json`
+    log_format: LogFormat {
+        env: "ACHVY_LOG_FORMAT",
+        flag: Flag::Value("--log-format", "FORMAT"),
+        kind: Kind::Choice(&["text", "json"]),
+        unset: Unset::Value("text"),
+    }
+    /// what a failed table does to its batch: `CONTINUE` (the others finish) or `RAISE`
+    batch_policy: BatchPolicy {
+        env: "ACHVY_BATCH_POLICY",
+        flag: Flag::Value("--batch-policy", "POLICY"),
+        kind: Kind::Choice(&["CONTINUE", "RAISE"]),
+        unset: Unset::Value("CONTINUE"),
+    }
+    /// `true`: an `-e`/`-d` pattern that matches no table, an upstream (`-U`) without
+    /// tables, a configured table the operator did not discover, or an unknown `ACHVY_*`
+    /// variable exits 2 instead of warning (for cron jobs, where nobody reads warnings)
+    strict: bool {
+        env: "ACHVY_STRICT",
+        flag: Flag::Switch("--strict", true),
+        kind: Kind::Bool,
+    }
+    /// tables at the same time
+    max_concurrency: usize {
+        env: "ACHVY_MAX_CONCURRENCY",
+        flag: Flag::Value("--max-concurrency", "N"),
+        kind: Kind::Count(1, 1024),
+        unset: Unset::Value("4"),
+    }
+    /// rows per in-flight batch
+    batch_size: usize {
+        env: "ACHVY_BATCH_SIZE",
+        flag: Flag::Value("--batch-size", "N"),
+        kind: Kind::Count(1, 1_000_000),
+        unset: Unset::Value("4096"),
+    }
+    /// uncompressed bytes before a data file rotates
+    file_max_bytes: u64 {
+        env: "ACHVY_FILE_MAX_BYTES",
+        flag: Flag::Value("--file-max-bytes", "BYTES"),
+        kind: Kind::Count(1 << 10, 1 << 40),
+        unset: Unset::Value("134217728"),
+    }
+    /// least time between commits while a table streams (the task end always commits)
+    commit_interval: Duration {
+        env: "ACHVY_COMMIT_INTERVAL",
+        flag: Flag::Value("--commit-interval", "DURATION"),
+        kind: Kind::Duration(Duration::ZERO, MAX_DURATION),
+        unset: Unset::Value("5s"),
+    }
+    /// how long a killed run's lease blocks the next start on an object store (renewed
+    /// every third of it)
+    lease_ttl: Duration {
+        env: "ACHVY_LEASE_TTL",
+        flag: Flag::Value("--lease-ttl", "DURATION"),
+        kind: Kind::Duration(Duration::from_secs(1), MAX_DURATION),
+        unset: Unset::Value("60s"),
+    }
+    /// service mode: port of `/healthz`, `/readyz`, `/metrics` (0 turns it off)
+    port: u16 {
+        env: "ACHVY_PORT",
+        flag: Flag::Value("--port", "PORT"),
+        kind: Kind::Count(0, u16::MAX as u64),
+        unset: Unset::Value("8080"),
+    }
+    /// service mode: address the endpoint listens on (`0.0.0.0` in a container)
+    bind: String {
+        env: "ACHVY_BIND",
+        flag: Flag::Value("--bind", "ADDR"),
+        unset: Unset::Value("127.0.0.1"),
+        check: Some(ip_address),
+    }
+    /// write the run's metrics to this Prometheus textfile at the end (node_exporter's
+    /// textfile collector)
+    metrics_file: Option<String> {
+        env: "ACHVY_METRICS_FILE",
+        flag: Flag::Value("--metrics-file", "PATH"),
+    }
+    /// service mode: pause between batches (doubles after failed batches, up to 5 min)
+    service_pause: Duration {
+        env: "ACHVY_SERVICE_PAUSE",
+        flag: Flag::Value("--service-pause", "DURATION"),
+        kind: Kind::Duration(Duration::ZERO, MAX_DURATION),
+        unset: Unset::Value("10s"),
+    }
+    /// service mode: how long a stop signal (SIGTERM, SIGINT) lets the current batch
+    /// finish before cancelling it
+    stop_grace: Duration {
+        env: "ACHVY_STOP_GRACE",
+        flag: Flag::Value("--stop-grace", "DURATION"),
+        kind: Kind::Duration(Duration::ZERO, MAX_DURATION),
+        unset: Unset::Value("30s"),
+    }
+    /// service mode: reuse the tables an operator discovered for this long (`0s`: every
+    /// batch)
+    discovery_ttl: Duration {
+        env: "ACHVY_DISCOVERY_TTL",
+        flag: Flag::Value("--discovery-ttl", "DURATION"),
+        kind: Kind::Duration(Duration::ZERO, MAX_DURATION),
+        unset: Unset::Value("0s"),
+    }
+    /// budget: take no new file/object/commit after this long; the run exits 6 (more
+    /// work pending)
+    max_duration: Option<Duration> {
+        env: "ACHVY_MAX_DURATION",
+        flag: Flag::Value("--max-duration", "DURATION"),
+        kind: Kind::Duration(Duration::ZERO, MAX_DURATION),
+    }
+    /// budget: take no new file/object/commit after this many rows; exits 6
+    max_rows: Option<u64> {
+        env: "ACHVY_MAX_ROWS",
+        flag: Flag::Value("--max-rows", "N"),
+        kind: Kind::Count(0, u64::MAX),
+    }
+    /// budget: take no new file/object/commit after this many bytes; exits 6
+    max_bytes: Option<u64> {
+        env: "ACHVY_MAX_BYTES",
+        flag: Flag::Value("--max-bytes", "BYTES"),
+        kind: Kind::Count(0, u64::MAX),
+    }
 }
-
-/// Every setting, in README order. The README appendix and `--help` follow this list.
-pub const KEYS: &[KeyDef] = &[
-    KeyDef {
-        key: "id",
-        env: env::ID,
-        cli: "-i/--id",
-        list: false,
-        doc: "the anchovy identifier (default: the host name)",
-    },
-    KeyDef {
-        key: "user",
-        env: env::USER,
-        cli: "-u/--user",
-        list: false,
-        doc: "the anchovy user (default: $USER); `prod` in production",
-    },
-    KeyDef {
-        key: "prod",
-        env: env::PROD,
-        cli: "--prod",
-        list: false,
-        doc: "shorthand for --user prod",
-    },
-    KeyDef {
-        key: "operator_cls",
-        env: env::OPERATOR_CLS,
-        cli: "-op/--operator",
-        list: false,
-        doc: "the operator to run, e.g. sftp.CsvDownloader",
-    },
-    KeyDef {
-        key: "is_task_executor",
-        env: env::IS_TASK_EXECUTOR,
-        cli: "-S/--service (sets false)",
-        list: false,
-        doc: "true: run once (task mode, default); false: loop as a service",
-    },
-    KeyDef {
-        key: "execution_timeout",
-        env: env::EXECUTION_TIMEOUT,
-        cli: "-t/--execution-timeout",
-        list: false,
-        doc: "timeout of one batch: seconds or 90s, 15m, 2h",
-    },
-    KeyDef {
-        key: "upstream",
-        env: env::UPSTREAM,
-        cli: "-U/--upstream (repeatable)",
-        list: true,
-        doc: "upstream anchovy ids",
-    },
-    KeyDef {
-        key: "enabled",
-        env: env::ENABLED,
-        cli: "-e/--enable (repeatable)",
-        list: true,
-        doc: "only these tables (wildcards allowed)",
-    },
-    KeyDef {
-        key: "disabled",
-        env: env::DISABLED,
-        cli: "-d/--disable (repeatable)",
-        list: true,
-        doc: "skip these tables; wins over enabled",
-    },
-    KeyDef {
-        key: "datastore",
-        env: env::DATASTORE,
-        cli: "--datastore",
-        list: false,
-        doc: "datastore location: a path or file:// URL (default: ACHVY_HOME)",
-    },
-    KeyDef {
-        key: "checkpoint_cls",
-        env: env::CHECKPOINT_CLS,
-        cli: "--checkpoint-cls",
-        list: false,
-        doc: "checkpoint store implementation (datastore)",
-    },
-    KeyDef {
-        key: "task_store_cls",
-        env: env::TASK_STORE_CLS,
-        cli: "--task-store-cls",
-        list: false,
-        doc: "where task logs go: datastore (default) or a datastore URL of their own",
-    },
-    KeyDef {
-        key: "tbl_store_cls",
-        env: env::TBL_STORE_CLS,
-        cli: "--tbl-store-cls",
-        list: false,
-        doc: "where table metadata goes: datastore (default) or a datastore URL of its own",
-    },
-    KeyDef {
-        key: "data_buffer_cls",
-        env: env::DATA_BUFFER_CLS,
-        cli: "--data-buffer-cls",
-        list: false,
-        doc: "data file format: ndjson.gz (default) or parquet",
-    },
-    KeyDef {
-        key: "home",
-        env: env::HOME,
-        cli: "--home",
-        list: false,
-        doc: "default datastore root (default ~/.anchovies)",
-    },
-    KeyDef {
-        key: "log_level",
-        env: env::LOG_LEVEL,
-        cli: "--log-level",
-        list: false,
-        doc: "error, warn, info (default), debug, trace or a tracing filter",
-    },
-    KeyDef {
-        key: "log_format",
-        env: env::LOG_FORMAT,
-        cli: "--log-format",
-        list: false,
-        doc: "text (default) or json",
-    },
-    KeyDef {
-        key: "batch_policy",
-        env: env::BATCH_POLICY,
-        cli: "--batch-policy",
-        list: false,
-        doc: "CONTINUE (default) or RAISE when a table fails",
-    },
-    KeyDef {
-        key: "strict",
-        env: env::STRICT,
-        cli: "--strict",
-        list: false,
-        doc: "exit 2 when -e/-d match no table or an upstream (-U) has no tables",
-    },
-    KeyDef {
-        key: "max_concurrency",
-        env: env::MAX_CONCURRENCY,
-        cli: "--max-concurrency",
-        list: false,
-        doc: "tables run at the same time (default 4)",
-    },
-    KeyDef {
-        key: "batch_size",
-        env: env::BATCH_SIZE,
-        cli: "--batch-size",
-        list: false,
-        doc: "rows per in-flight batch (default 4096)",
-    },
-    KeyDef {
-        key: "file_max_bytes",
-        env: env::FILE_MAX_BYTES,
-        cli: "--file-max-bytes",
-        list: false,
-        doc: "uncompressed bytes before a data file rotates (default 134217728)",
-    },
-    KeyDef {
-        key: "commit_interval",
-        env: env::COMMIT_INTERVAL,
-        cli: "--commit-interval",
-        list: false,
-        doc: "time between commits while a table streams (default 5s)",
-    },
-    KeyDef {
-        key: "lease_ttl",
-        env: env::LEASE_TTL,
-        cli: "--lease-ttl",
-        list: false,
-        doc: "how long a killed run's lease blocks the next start on an object store (default 60s; renewed every third of it)",
-    },
-    KeyDef {
-        key: "port",
-        env: env::PORT,
-        cli: "--port",
-        list: false,
-        doc: "service mode: port of /healthz, /readyz and /metrics (default 8080; 0 turns the endpoint off)",
-    },
-    KeyDef {
-        key: "bind",
-        env: env::BIND,
-        cli: "--bind",
-        list: false,
-        doc: "service mode: address the endpoint listens on (default 127.0.0.1; 0.0.0.0 in a container)",
-    },
-    KeyDef {
-        key: "metrics_file",
-        env: env::METRICS_FILE,
-        cli: "--metrics-file",
-        list: false,
-        doc: "write the run's metrics to this Prometheus textfile at the end (node_exporter's textfile collector)",
-    },
-    KeyDef {
-        key: "service_pause",
-        env: env::SERVICE_PAUSE,
-        cli: "--service-pause",
-        list: false,
-        doc: "service mode: pause between batches (default 10s; doubles after each failed batch, up to 5m)",
-    },
-    KeyDef {
-        key: "stop_grace",
-        env: env::STOP_GRACE,
-        cli: "--stop-grace",
-        list: false,
-        doc: "service mode: how long SIGTERM/SIGINT lets the current batch finish before cancelling it (default 30s)",
-    },
-    KeyDef {
-        key: "discovery_ttl",
-        env: env::DISCOVERY_TTL,
-        cli: "--discovery-ttl",
-        list: false,
-        doc: "service mode: reuse the tables an operator discovered for this long (default 0s: discover every batch)",
-    },
-    KeyDef {
-        key: "max_duration",
-        env: env::MAX_DURATION,
-        cli: "--max-duration",
-        list: false,
-        doc: "budget: take no new file/object/commit after this long; the run exits 6 (more work pending)",
-    },
-    KeyDef {
-        key: "max_rows",
-        env: env::MAX_ROWS,
-        cli: "--max-rows",
-        list: false,
-        doc: "budget: take no new file/object/commit after this many rows; exits 6",
-    },
-    KeyDef {
-        key: "max_bytes",
-        env: env::MAX_BYTES,
-        cli: "--max-bytes",
-        list: false,
-        doc: "budget: take no new file/object/commit after this many bytes; exits 6",
-    },
-];
-
-/// Accepted spellings that map to a canonical key (the original README's typo included).
-pub(super) const ALIASES: &[(&str, &str)] = &[
-    ("checpoint_cls", "checkpoint_cls"),
-    ("operator", "operator_cls"),
-    ("timeout", "execution_timeout"),
-];
 
 /// The built-in implementation names for the `*_cls` settings.
 pub const STORE_CLS: &[&str] = &["datastore"];
+
+/// Ids and users become datastore path segments: safe characters only.
+fn name(s: &Setting, v: String, _: &Vars) -> Result<String> {
+    check_name(s.key, &v).map(|()| v)
+}
+
+fn not_empty(s: &Setting, v: String, _: &Vars) -> Result<String> {
+    if v.trim().is_empty() {
+        return Err(Error::config(
+            s.key,
+            "is empty; give a path or a URL (s3://, az://, gs://, file://), or unset it for \
+             the default ~/.anchovies",
+        ));
+    }
+    Ok(v)
+}
+
+fn home(_: &Setting, v: String, vars: &Vars) -> Result<String> {
+    Ok(expand_home(&v, vars).to_string_lossy().into_owned())
+}
+
+fn checkpoint_cls(s: &Setting, v: String, _: &Vars) -> Result<String> {
+    if v.contains("://") {
+        return Err(Error::config(
+            s.key,
+            "checkpoints cannot live apart from the data: each commit record carries the \
+             checkpoints of the data files it commits, in one atomic write; use `datastore` \
+             (task_store_cls and tbl_store_cls take a URL)",
+        ));
+    }
+    one_of(s.key, v, STORE_CLS)
+}
+
+fn store_cls(s: &Setting, v: String, _: &Vars) -> Result<String> {
+    values::store_cls(s.key, v)
+}
+
+fn log_level(_: &Setting, v: String, _: &Vars) -> Result<String> {
+    check_log_level(v)
+}
+
+fn ip_address(s: &Setting, v: String, _: &Vars) -> Result<String> {
+    if v.parse::<std::net::IpAddr>().is_err() {
+        return Err(Error::config(
+            s.key,
+            format!("`{v}` is not an IP address (127.0.0.1, 0.0.0.0, ::)"),
+        ));
+    }
+    Ok(v)
+}

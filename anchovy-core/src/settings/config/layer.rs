@@ -22,12 +22,9 @@ impl Layer {
     /// Sets a known key.
     ///
     /// # Panics
-    /// When `key` is not in [`KEYS`] (a programming error).
+    /// When `key` is not declared in [`SETTINGS`] (a programming error).
     pub fn set(&mut self, key: &str, value: impl Into<serde_json::Value>) -> &mut Self {
-        let def = KEYS
-            .iter()
-            .find(|k| k.key == key)
-            .unwrap_or_else(|| panic!("unknown settings key {key}"));
+        let def = Setting::find(key).unwrap_or_else(|| panic!("unknown settings key {key}"));
         self.values.insert(def.key, value.into());
         self
     }
@@ -51,9 +48,9 @@ impl Layer {
     pub fn from_env<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Layer {
         let mut l = Layer::new("environment");
         let vars: BTreeMap<&str, &str> = vars.into_iter().collect();
-        for def in KEYS {
+        for def in SETTINGS {
             if let Some(v) = vars.get(def.env) {
-                if def.list {
+                if matches!(def.kind, Kind::List) {
                     let items: Vec<serde_json::Value> = v
                         .split(',')
                         .map(str::trim)
@@ -79,12 +76,7 @@ impl Layer {
     ) -> Result<Layer> {
         let mut l = Layer::new(format!("config: of {origin}"));
         for (k, v) in map {
-            let canon = ALIASES
-                .iter()
-                .find(|(a, _)| a == k)
-                .map(|(_, c)| *c)
-                .unwrap_or(k.as_str());
-            match KEYS.iter().find(|d| d.key == canon) {
+            match Setting::find(k) {
                 Some(def) => {
                     l.values.insert(def.key, v.clone());
                 }
@@ -92,7 +84,7 @@ impl Layer {
                     return Err(Error::UnknownKey {
                         key: k.clone(),
                         place: format!("the config: map of {origin}"),
-                        suggestion: closest(k, KEYS.iter().map(|d| d.key)),
+                        suggestion: closest(k, SETTINGS.iter().map(|d| d.key)),
                     });
                 }
             }
@@ -100,7 +92,8 @@ impl Layer {
         Ok(l)
     }
 
-    pub(super) fn get(&self, key: &str) -> Option<&serde_json::Value> {
+    /// The value this layer gives `key` (canonical key), if any.
+    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
         self.values.get(key)
     }
 }

@@ -41,7 +41,7 @@ fn precedence_cli_env_file_default() {
     let s = Settings::resolve(&[], &vars()).unwrap();
     assert_eq!(s.user, "me");
     assert_eq!(s.batch_policy, BatchPolicy::Continue);
-    assert!(!s.service);
+    assert!(!s.service());
 }
 
 #[test]

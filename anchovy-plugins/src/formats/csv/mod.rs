@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use anchovy_core::row::{canonical_decimal, parse_datetime, parse_typed_text};
 use anchovy_core::{Batch, ColType, Schema, Value};
-use serde::Deserialize;
 
 use super::io_err;
 use crate::error::PluginError;
@@ -25,41 +24,45 @@ use anchovy_core::reject::{Reject, Rejects};
 /// Bytes read from the (decoded) input at a time.
 const READ_BUFFER: usize = 256 << 10;
 
-/// The CSV options of a table (`tbls.<name>.*`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CsvOptions {
-    /// Field delimiter: one character, or `\t`, `/t`, `tab`, `comma`, `pipe`, `semicolon`.
-    #[serde(default = "default_delimiter")]
-    pub delimiter: String,
-    /// Quote character (default `"`); `none` turns quoting off.
-    #[serde(default = "default_quote")]
-    pub quote: String,
-    /// Whether the first line is a header (default true).
-    #[serde(default = "default_true")]
-    pub header: bool,
-    /// Column names when there is no header (default `column_1`, `column_2`, ...).
-    #[serde(default)]
-    pub names: Option<Vec<String>>,
-    /// Lines to skip before the header (default 0).
-    #[serde(default)]
-    pub skip_lines: usize,
-    /// Text encoding: `utf-8` (default; a BOM is stripped), `latin-1`, `windows-1252`, ...
-    #[serde(default = "default_encoding")]
-    pub encoding: String,
-    /// Treat empty fields of text columns as null (typed columns always do).
-    #[serde(default)]
-    pub empty_as_null: bool,
-    /// Add `_file` and `_line` columns to every row (default false).
-    #[serde(default)]
-    pub provenance: bool,
-    /// Reserved for automatic schema discovery (accepted, not used yet).
-    #[serde(default)]
-    pub autodiscover: Option<bool>,
-    /// Source column -> column name to use (`{_types: types}`): for names that are
-    /// reserved (`_types`; `_file`/`_line` with `provenance`) or unwanted.
-    #[serde(default)]
-    pub rename: BTreeMap<String, String>,
+anchovy_core::table_options! {
+    /// The CSV options of a table (`tbls.<name>.*`).
+    pub struct CsvOptions {
+        /// field delimiter: `,` (default), one character, or `\t`, `/t`, `tab`, `comma`,
+        /// `pipe`, `semicolon`
+        #[serde(default = "default_delimiter")]
+        pub delimiter: String,
+        /// quote character (default `"`); `none` turns quoting off
+        #[serde(default = "default_quote")]
+        pub quote: String,
+        /// whether the first line is a header (default true)
+        #[serde(default = "default_true", deserialize_with = "anchovy_core::options::de::flag")]
+        pub header: bool,
+        /// column names when there is no header (default `column_1`, `column_2`, ...)
+        #[serde(default)]
+        pub names: Option<Vec<String>>,
+        /// lines to skip before the header (default 0)
+        #[serde(default)]
+        pub skip_lines: usize,
+        /// text encoding: `utf-8` (default; a BOM is stripped), `latin-1`,
+        /// `windows-1252` or any WHATWG label
+        #[serde(default = "default_encoding")]
+        pub encoding: String,
+        /// empty fields of text columns become null (typed columns always do; default
+        /// false)
+        #[serde(default, deserialize_with = "anchovy_core::options::de::flag")]
+        pub empty_as_null: bool,
+        /// add `_file` and `_line` (the line a record starts on) to every row (default
+        /// false)
+        #[serde(default, deserialize_with = "anchovy_core::options::de::flag")]
+        pub provenance: bool,
+        /// accepted for the original tool's configs; not used
+        #[serde(default)]
+        pub autodiscover: Option<bool>,
+        /// source column -> column name to use (`{_types: types}`): for names that are
+        /// reserved (`_types`; `_file`/`_line` with `provenance`) or unwanted
+        #[serde(default)]
+        pub rename: BTreeMap<String, String>,
+    }
 }
 
 fn default_delimiter() -> String {
@@ -452,10 +455,10 @@ impl CsvFormat {
 /// The registry entry (`format: csv`).
 pub const SPEC: super::FormatSpec = super::FormatSpec {
     name: "csv",
-    options: &[anchovy_core::OptionDoc {
-        key: "delimiter, quote, header, names, skip_lines, encoding, empty_as_null, provenance, rename, autodiscover",
-        doc: "CSV/TSV: delimiter `,` (default) `;` `|` `\\t`; quote `\"` or `none`; header (default true); names; skip_lines; encoding (utf-8, latin-1, ...); empty_as_null; provenance (_file, _line); rename {source: name}",
-    }],
+    options: anchovy_core::OptionGroup {
+        title: "format: csv",
+        options: <CsvOptions as anchovy_core::TableOptions>::DOCS,
+    },
     build: |table, options, columns| {
         let o: CsvOptions = super::options(table, options)?;
         Ok(Arc::new(CsvFormat::new(&o, columns)?))
