@@ -1,5 +1,5 @@
 //! Table options (`tbls.<name>.*`), declared once per operator or format as a typed
-//! struct with [`table_options!`]: the struct's fields are the keys, their doc comments
+//! struct with [`table_options!`](crate::table_options): the struct's fields are the keys, their doc comments
 //! the docs. The same declaration gives serde the struct (unknown keys refused), gives
 //! `anchovy plugins` its lines, and gives the startup check ([`crate::Registry`]) the
 //! keys it accepts, with a suggestion for a typo.
@@ -29,7 +29,7 @@ pub struct OptionGroup {
     pub options: &'static [OptionDoc],
 }
 
-/// A typed struct of table options, declared with [`table_options!`].
+/// A typed struct of table options, declared with [`table_options!`](crate::table_options).
 pub trait TableOptions: DeserializeOwned {
     /// Every option of the struct, in declaration order.
     const DOCS: &'static [OptionDoc];
@@ -135,7 +135,7 @@ macro_rules! table_options {
 }
 
 /// A doc comment's text without the space `///` leaves in front (const, for
-/// [`table_options!`]).
+/// [`table_options!`](crate::table_options)).
 pub const fn trim_doc(s: &'static str) -> &'static str {
     match s.as_bytes() {
         [b' ', rest @ ..] => match std::str::from_utf8(rest) {
