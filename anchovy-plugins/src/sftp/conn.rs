@@ -141,27 +141,28 @@ impl SftpTarget {
 
     /// [`SftpTarget::connect`] with at most `attempts` TCP connection attempts.
     pub(crate) fn connect_within(&self, attempts: u32) -> Result<(Session, Sftp), PluginError> {
-        let mut delay = Duration::from_millis(500);
-        let mut attempt = 0;
+        let mut backoff =
+            crate::source::Backoff::new(Duration::from_millis(500), attempts.saturating_sub(1));
         let tcp = loop {
-            attempt += 1;
             match self.tcp() {
                 Ok(t) => break t,
-                Err(e) if attempt < attempts => {
-                    tracing::warn!(target = %self.display(), attempt, error = %e, "connect failed; retrying");
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                }
-                Err(e) => {
-                    return Err(PluginError::Io {
-                        op: "connect to",
-                        path: format!(
-                            "{} (after {attempt} attempts; check the host, the port and the firewall)",
-                            self.display()
-                        ),
-                        source: e,
-                    });
-                }
+                Err(e) => match backoff.failed() {
+                    Some(wait) => {
+                        tracing::warn!(target = %self.display(), attempt = backoff.failures(), error = %e, "connect failed; retrying");
+                        std::thread::sleep(wait);
+                    }
+                    None => {
+                        return Err(PluginError::Io {
+                            op: "connect to",
+                            path: format!(
+                                "{} (after {} attempts; check the host, the port and the firewall)",
+                                self.display(),
+                                backoff.failures()
+                            ),
+                            source: e,
+                        });
+                    }
+                },
             }
         };
         let mut s = Session::new().map_err(|e| ssh_err(self, "start an SSH session", e))?;

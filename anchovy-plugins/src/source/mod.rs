@@ -54,6 +54,43 @@ const READ_CHUNK: usize = 1 << 20;
 /// Times a read that failed mid-file is resumed before the table fails.
 pub const READ_RETRIES: u32 = 3;
 
+/// Bounded, doubling waits between attempts: the one retry policy of the file sources
+/// (SFTP connections, reads resumed mid-file).
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    first: Duration,
+    retries: u32,
+    failures: u32,
+}
+
+impl Backoff {
+    /// At most `retries` retries, the first after `first`, each wait twice the last.
+    pub const fn new(first: Duration, retries: u32) -> Backoff {
+        Backoff {
+            first,
+            retries,
+            failures: 0,
+        }
+    }
+
+    /// Counts a failure: the wait before the next attempt, or `None` when the retries
+    /// are used up.
+    pub fn failed(&mut self) -> Option<Duration> {
+        self.failures += 1;
+        (self.failures <= self.retries).then(|| self.first * (1 << (self.failures - 1).min(16)))
+    }
+
+    /// Failures since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// A success: the next failure waits `first` again.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+}
+
 anchovy_core::table_options! {
     /// The options every file-like source reads; the table's other options belong to
     /// its format.
@@ -520,7 +557,7 @@ fn read_ahead(
     spare: &std::sync::mpsc::Receiver<Vec<u8>>,
 ) {
     let mut offset = 0u64; // bytes read so far
-    let mut failures = 0u32;
+    let mut backoff = Backoff::new(Duration::from_millis(500), READ_RETRIES);
     loop {
         let mut buf = spare.try_recv().unwrap_or_default();
         buf.resize(READ_CHUNK, 0);
@@ -531,12 +568,12 @@ fn read_ahead(
                 Ok(n) => {
                     filled += n;
                     offset += n as u64;
-                    failures = 0;
+                    backoff.succeeded();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    failures += 1;
-                    if !t.resumable() || failures > READ_RETRIES {
+                    let wait = backoff.failed().filter(|_| t.resumable());
+                    let Some(wait) = wait else {
                         let message = if t.resumable() {
                             format!(
                                 "{e} (at byte {offset}, after {READ_RETRIES} attempts to resume)"
@@ -546,9 +583,9 @@ fn read_ahead(
                         };
                         let _ = out.send(Err(std::io::Error::new(e.kind(), message)));
                         return;
-                    }
-                    tracing::warn!(file = %entry.name, error = %e, offset, attempt = failures, "read failed mid-file; reconnecting to resume at this byte");
-                    std::thread::sleep(Duration::from_millis(250 << failures));
+                    };
+                    tracing::warn!(file = %entry.name, error = %e, offset, attempt = backoff.failures(), "read failed mid-file; reconnecting to resume at this byte");
+                    std::thread::sleep(wait);
                     match t.open(entry, offset) {
                         Ok(Opened::Reader(r)) => {
                             tracing::info!(file = %entry.name, offset, "read resumed on a new connection");
@@ -577,5 +614,22 @@ fn read_ahead(
             let _ = out.send(Ok(Vec::new()));
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_stops_after_its_retries() {
+        let mut b = Backoff::new(Duration::from_millis(500), 3);
+        let waits: Vec<Option<Duration>> = (0..4).map(|_| b.failed()).collect();
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(waits, [ms(500), ms(1000), ms(2000), None]);
+        assert_eq!(b.failures(), 4);
+        b.succeeded();
+        assert_eq!(b.failed(), ms(500));
+        assert_eq!(Backoff::new(Duration::from_millis(1), 0).failed(), None);
     }
 }
