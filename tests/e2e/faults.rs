@@ -1,5 +1,6 @@
 //! Faults from outside: an object store answering 500/503/429 (a fault-injecting proxy
-//! in front of Azurite), the object store going down mid-run, the database restarted
+//! in front of Azurite), object reads dropped mid-body, the object store going down
+//! mid-run, the database restarted
 //! mid-upload, the datastore disk full (a 2 MiB tmpfs) and clocks skewed between runs
 //! (libfaketime). Each ends with a successful retry or a clear error, and after the
 //! cause is gone a rerun leaves every row exactly once; no checkpoint gets ahead.
@@ -27,6 +28,12 @@ const PASS_ALL: u8 = 0;
 const FLAKY: u8 = 1;
 /// Every request: 500.
 const DOWN: u8 = 2;
+/// The first [`CUTS_PER_OBJECT`] GETs of each `.csv` object answer their status and
+/// headers, then only the first half of the body before the connection ends: reads
+/// dropped mid-object, more times than object_store resumes on its own (its 6
+/// retries), so the file source's resume has to take over.
+const CUT: u8 = 3;
+const CUTS_PER_OBJECT: u32 = 8;
 
 struct FaultProxy {
     addr: SocketAddr,
@@ -35,6 +42,9 @@ struct FaultProxy {
     requests: Arc<AtomicU64>,
     _rt: tokio::runtime::Runtime,
 }
+
+/// GETs cut so far, by object path ([`CUT`]).
+type Cuts = Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
 
 type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 
@@ -75,16 +85,17 @@ impl FaultProxy {
             Arc::new(AtomicU64::new(0)),
         );
         let (m, inj, n) = (mode.clone(), injected.clone(), requests.clone());
+        let cuts = Cuts::default();
         rt.spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     continue;
                 };
-                let (m, inj, n) = (m.clone(), inj.clone(), n.clone());
+                let (m, inj, n, c) = (m.clone(), inj.clone(), n.clone(), cuts.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        let (m, inj, n) = (m.clone(), inj.clone(), n.clone());
-                        handle(req, up, m, inj, n)
+                        let (m, inj, n, c) = (m.clone(), inj.clone(), n.clone(), c.clone());
+                        handle(req, up, m, inj, n, c)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
@@ -116,6 +127,7 @@ async fn handle(
     mode: Arc<AtomicU8>,
     injected: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
+    cuts: Cuts,
 ) -> Result<hyper::Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
     use http_body_util::BodyExt;
     let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
@@ -131,11 +143,37 @@ async fn handle(
         injected.fetch_add(1, Ordering::SeqCst);
         return Ok(fault(code));
     }
+    let cut =
+        m == CUT && req.method() == hyper::Method::GET && req.uri().path().ends_with(".csv") && {
+            let mut cuts = cuts.lock().unwrap();
+            let n = cuts.entry(req.uri().path().to_string()).or_default();
+            *n += 1;
+            *n <= CUTS_PER_OBJECT
+        };
     let stream = tokio::net::TcpStream::connect(up).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let resp = sender.send_request(req).await?;
+    if cut && resp.status().is_success() {
+        // The headers promise the whole object (Content-Length); half of it comes.
+        let (parts, body) = resp.into_parts();
+        let all = body.collect().await?.to_bytes();
+        injected.fetch_add(1, Ordering::SeqCst);
+        // A stream body (no exact size), so hyper writes the promised length as given
+        // and ends the connection when the stream ends short of it (a moment after the
+        // half is flushed).
+        use futures::StreamExt;
+        let frames = futures::stream::iter([Ok::<_, hyper::Error>(hyper::body::Frame::data(
+            all.slice(..all.len() / 2),
+        ))])
+        .chain(
+            futures::stream::once(tokio::time::sleep(Duration::from_millis(200)))
+                .filter_map(|()| async { None }),
+        );
+        let half = BodyExt::boxed(http_body_util::StreamBody::new(frames));
+        return Ok(hyper::Response::from_parts(parts, half));
+    }
     if m == FLAKY && n.is_multiple_of(17) {
         // The request reached the server; its answer is lost.
         let _ = resp.into_body().collect().await;
@@ -329,6 +367,57 @@ fn blob_store_500s_429s_and_an_outage() {
         sqlite("SELECT id FROM \"flaky__tester__ev\" ORDER BY id"),
         (0..1200).collect::<Vec<_>>()
     );
+}
+
+/// Every object read is dropped halfway (the connection ends before the promised
+/// length), eight times in a row: object_store resumes six times on its own, then
+/// gives up; the file source resumes at the byte where the read stopped, with a ranged
+/// read of the same version (`If-Match`), and every row is committed exactly once.
+#[test]
+fn blob_reads_dropped_mid_object_resume_where_they_stopped() {
+    let env = Env::new();
+    let proxy = FaultProxy::start(&need("AZURITE_BLOB_STORAGE_URL"));
+    let container = need("AZURE_CONTAINER");
+    let nonce = env.nonce();
+    let src = format!("az://{container}/cut/{nonce}/in");
+    let direct = anchovy_core::datastore::url::open(&src, None).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Two files: each costs object_store's six backoffs (about 6 s).
+    for f in 0..2i64 {
+        use object_store::ObjectStoreExt;
+        rt.block_on(direct.store.put(
+            &object_store::path::Path::from(format!("cut/{nonce}/in/f{f}.csv")),
+            object_store::PutPayload::from(csv(f * 3000..f * 3000 + 3000).into_bytes()),
+        ))
+        .unwrap();
+    }
+    env.write(
+        "config.yaml",
+        format!("tbls:\n  ev:\n    path: {src}/*.csv\n    columns: {{id: int}}\n"),
+    );
+    proxy.set(CUT);
+    let mut c = env.cmd();
+    for k in PASS {
+        if let Ok(v) = std::env::var(k) {
+            c.env(k, v);
+        }
+    }
+    let out = c
+        .env("AZURITE_BLOB_STORAGE_URL", proxy.url())
+        .args(["start", "-op", "blob.CsvDownloader", "--id", "cut"])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let err = crate::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let cut = u64::from(CUTS_PER_OBJECT) * 2;
+    assert_eq!(proxy.injected.load(Ordering::SeqCst), cut, "{err}");
+    assert!(
+        err.matches("read resumed on a new connection").count() >= 2,
+        "the file source did not resume each file: {err}"
+    );
+    let rows = committed(&env.home(), "tester", "cut");
+    assert_eq!(ids_of(rows.get("ev")), (0..6000).collect::<Vec<_>>());
 }
 
 // ---------------------------------------------------------------------------------
