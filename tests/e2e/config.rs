@@ -245,6 +245,10 @@ fn healthcheck_passes_and_fails_with_reasons() {
         text.contains("ok   datastore: file://") && text.contains("read/write ok"),
         "{text}"
     );
+    assert!(
+        text.contains("ok   table t: 1 files match in/*.csv"),
+        "{text}"
+    );
     env.write("not_a_dir", "x");
     let out = env
         .cmd()

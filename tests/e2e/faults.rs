@@ -418,6 +418,23 @@ fn blob_reads_dropped_mid_object_resume_where_they_stopped() {
     );
     let rows = committed(&env.home(), "tester", "cut");
     assert_eq!(ids_of(rows.get("ev")), (0..6000).collect::<Vec<_>>());
+    // The healthcheck lists the table's objects.
+    let mut c = env.cmd();
+    for k in PASS {
+        if let Ok(v) = std::env::var(k) {
+            c.env(k, v);
+        }
+    }
+    let out = c
+        .args(["healthcheck", "-op", "blob.CsvDownloader", "--id", "cut"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("ok   table ev: 2 objects match {src}/*.csv")),
+        "{text}"
+    );
 }
 
 // ---------------------------------------------------------------------------------
