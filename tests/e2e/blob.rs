@@ -554,6 +554,18 @@ fn parquet_objects_and_after_load_on_azurite_and_s3() {
         );
         let rows = committed(&env.home(), "tester", "pa");
         assert_eq!((rows["d"].len(), rows["m"].len()), (1, 1), "{root}");
+        // A later object of the same name never overwrites the archived one.
+        b.put(&format!("{p}/mv/b.csv"), "id\n3\n");
+        ok(run(&env, "blob.CsvDownloader", "pa", &[]));
+        assert!(
+            b.exists(&format!("{p}/archive/b.csv")) && b.exists(&format!("{p}/archive/b.1.csv")),
+            "{root}: the second b.csv replaced the archived one"
+        );
+        assert_eq!(
+            committed(&env.home(), "tester", "pa")["m"].len(),
+            2,
+            "{root}"
+        );
         let mut pq = rows["pq"].clone();
         pq.sort_by_key(|r| r["id"].text().into_owned());
         assert_eq!(pq[0]["id"], Value::Int(7));

@@ -412,6 +412,13 @@ fn after_load_deletes_or_moves_local_files_once_committed() {
     // Nothing left to read or to act on.
     let r = run(&env, "al");
     assert_eq!(tbl_data(&r, "d")["files_read"], 0);
+    // A later file of the same name never overwrites the archived one.
+    env.write("in/mv/b.csv", "id\n3\n");
+    run(&env, "al");
+    let read = |p: &str| std::fs::read_to_string(env.path().join(p)).unwrap();
+    assert_eq!(read("done/mv/b.csv"), "id\n2\n");
+    assert_eq!(read("done/mv/b.1.csv"), "id\n3\n");
+    assert_eq!(committed(&env.home(), "tester", "al")["m"].len(), 2);
 }
 
 /// A bad option of one table (a two-character delimiter, an unknown format) fails that

@@ -548,6 +548,13 @@ fn after_load_deletes_or_moves_only_committed_files() {
     );
     let rows = committed(&env.home(), "tester", "al");
     assert_eq!((rows["d"].len(), rows["m"].len()), (1, 1));
+    // A later file of the same name never overwrites the archived one.
+    s.put(&dir.join("mv/b.csv"), "id\n3\n");
+    let out = run_key(&env, &s, "al");
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
+    assert_eq!(read("done/b.csv"), "id\n2\n");
+    assert_eq!(read("done/b.1.csv"), "id\n3\n");
     // A bad value is named.
     env.write(
         "config.yaml",

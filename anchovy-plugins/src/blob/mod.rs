@@ -34,7 +34,10 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::error::PluginError;
-use crate::source::{AfterLoad, Counters, Entry, FileDownloader, Opened, Transport, TransportSpec};
+use crate::source::{
+    AfterLoad, Counters, Entry, FileDownloader, Opened, Transport, TransportSpec, move_names,
+    no_free_name,
+};
 
 /// The variables both blob downloaders read.
 const ENV_VARS: &[OptionDoc] = &[
@@ -69,6 +72,37 @@ pub const JSON_SPEC: OperatorSpec = OperatorSpec {
     table_options: crate::source::OPTIONS,
     build: |_| Ok(Arc::new(FileDownloader::new(TRANSPORT, "json"))),
 };
+
+/// Moves `from` to `<prefix>/<name>` under the first free name of [`move_names`]:
+/// `rename_if_not_exists` where the store has it (Azure, GCS, local), otherwise (S3
+/// without conditional copies) a rename to a name a `head` saw free.
+async fn move_to_free_name(
+    store: &dyn ObjectStore,
+    from: &Path,
+    prefix: &str,
+    name: &str,
+) -> object_store::Result<()> {
+    for candidate in move_names(name) {
+        let to = Path::from(format!("{prefix}/{candidate}"));
+        match store.rename_if_not_exists(from, &to).await {
+            Ok(()) => return Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => continue,
+            Err(
+                object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. },
+            ) => match store.head(&to).await {
+                Ok(_) => continue,
+                Err(object_store::Error::NotFound { .. }) => return store.rename(from, &to).await,
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Err(object_store::Error::Generic {
+        store: "after_load",
+        source: Box::new(no_free_name(name, prefix)),
+    })
+}
 
 /// Object stores as a transport.
 pub const TRANSPORT: TransportSpec = TransportSpec {
@@ -291,9 +325,10 @@ impl Transport for Objects {
                     AfterLoad::Keep => Ok(false),
                     AfterLoad::Delete => store.delete(&from).await.map(|()| true),
                     AfterLoad::Move(prefix) => {
-                        let name = from.filename().unwrap_or_default();
-                        let to = Path::from(format!("{}/{name}", prefix.trim_matches('/')));
-                        store.rename(&from, &to).await.map(|()| true)
+                        let name = from.filename().unwrap_or_default().to_string();
+                        move_to_free_name(store.as_ref(), &from, prefix.trim_matches('/'), &name)
+                            .await
+                            .map(|()| true)
                     }
                 }
             });

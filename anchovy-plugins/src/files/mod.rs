@@ -17,7 +17,10 @@ use anchovy_core::OperatorSpec;
 use anchovy_core::operator::OperatorKind;
 
 use crate::error::PluginError;
-use crate::source::{AfterLoad, Counters, Entry, FileDownloader, Opened, Transport, TransportSpec};
+use crate::source::{
+    AfterLoad, Counters, Entry, FileDownloader, Opened, Transport, TransportSpec, move_names,
+    no_free_name,
+};
 
 /// The registry entry.
 pub const SPEC: OperatorSpec = OperatorSpec {
@@ -29,6 +32,24 @@ pub const SPEC: OperatorSpec = OperatorSpec {
     table_options: crate::source::OPTIONS,
     build: |_| Ok(Arc::new(FileDownloader::new(TRANSPORT, "csv"))),
 };
+
+/// Moves `from` into `dir` under the first free name of [`move_names`]: a hard link
+/// (which never replaces an existing file) then the unlink of the original; where
+/// links fail (another filesystem), a rename to a name seen free.
+fn move_to_free_name(from: &Path, dir: &str) -> std::io::Result<()> {
+    let name = from.file_name().unwrap_or_default().to_string_lossy();
+    for candidate in move_names(&name) {
+        let to = Path::new(dir).join(candidate);
+        match std::fs::hard_link(from, &to) {
+            Ok(()) => return std::fs::remove_file(from),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(e),
+            Err(_) if to.exists() => continue,
+            Err(_) => return std::fs::rename(from, &to),
+        }
+    }
+    Err(no_free_name(&name, dir))
+}
 
 /// Local files as a transport.
 pub const TRANSPORT: TransportSpec = TransportSpec {
@@ -126,8 +147,7 @@ impl Transport for LocalFiles {
                 AfterLoad::Keep => continue,
                 AfterLoad::Delete => std::fs::remove_file(&e.location),
                 AfterLoad::Move(dir) => {
-                    let to = Path::new(dir).join(e.location.file_name().unwrap_or_default());
-                    std::fs::create_dir_all(dir).and_then(|()| std::fs::rename(&e.location, to))
+                    std::fs::create_dir_all(dir).and_then(|()| move_to_free_name(&e.location, dir))
                 }
             };
             match r {

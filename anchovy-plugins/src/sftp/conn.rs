@@ -455,7 +455,27 @@ pub(crate) fn after_load(
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                sftp.rename(src, Path::new(&format!("{dir}/{name}")), None)
+                // Only to a free name (SFTP v3 renames refuse an existing target; the
+                // stat makes sure on servers that would replace it).
+                let mut r = Err(ssh2::Error::new(
+                    ssh2::ErrorCode::Session(-31),
+                    "no free name in the archive directory",
+                ));
+                for candidate in crate::source::move_names(&name) {
+                    let to = format!("{dir}/{candidate}");
+                    if sftp.stat(Path::new(&to)).is_ok() {
+                        continue;
+                    }
+                    r = sftp.rename(
+                        src,
+                        Path::new(&to),
+                        Some(ssh2::RenameFlags::ATOMIC | ssh2::RenameFlags::NATIVE),
+                    );
+                    if r.is_ok() || sftp.stat(Path::new(&to)).is_err() {
+                        break;
+                    }
+                }
+                r
             }
         };
         match r {

@@ -157,6 +157,35 @@ impl AfterLoad {
     }
 }
 
+/// How many names `after_load: move` tries for one file before it gives up.
+pub const MOVE_NAMES: usize = 1000;
+
+/// The names `after_load: move` tries for a file, in order: its own, then with a
+/// counter before its extensions (`export.csv` -> `export.1.csv`, `export.2.csv`, ...;
+/// `.hidden` -> `.hidden.1`). An archived file is never overwritten by a later file of
+/// the same name (a daily `export.csv`): each transport moves only to a free name.
+pub fn move_names(name: &str) -> impl Iterator<Item = String> + '_ {
+    let dot = name
+        .char_indices()
+        .skip(1)
+        .find(|(_, c)| *c == '.')
+        .map_or(name.len(), |(i, _)| i);
+    let (stem, ext) = name.split_at(dot);
+    std::iter::once(name.to_string())
+        .chain((1..MOVE_NAMES).map(move |n| format!("{stem}.{n}{ext}")))
+}
+
+/// The error when every name [`move_names`] offers is taken.
+pub fn no_free_name(name: &str, dir: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!(
+            "{dir} already holds {name} and {} numbered copies of it; clear the archive",
+            MOVE_NAMES - 1
+        ),
+    )
+}
+
 /// A table's source, resolved from its options.
 pub struct TableSource {
     /// Its options.
@@ -620,6 +649,19 @@ fn read_ahead(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn move_names_count_before_the_extensions() {
+        let names = |n: &str| move_names(n).take(3).collect::<Vec<_>>();
+        assert_eq!(
+            names("export.csv"),
+            ["export.csv", "export.1.csv", "export.2.csv"]
+        );
+        assert_eq!(names("a.csv.gz"), ["a.csv.gz", "a.1.csv.gz", "a.2.csv.gz"]);
+        assert_eq!(names("README"), ["README", "README.1", "README.2"]);
+        assert_eq!(names(".hidden"), [".hidden", ".hidden.1", ".hidden.2"]);
+        assert_eq!(move_names("x").count(), MOVE_NAMES);
+    }
 
     #[test]
     fn backoff_doubles_and_stops_after_its_retries() {
