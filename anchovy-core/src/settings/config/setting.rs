@@ -185,18 +185,24 @@ impl Setting {
         if let (_, Some(long), Some(dash)) = self.flag.names() {
             line = format!("{line} (`{dash}` is `--{long}`)");
         }
-        let extra: Vec<String> = [
-            self.default_doc()
-                .map(|d| format!("default: {}", d.replace('`', ""))),
+        line.push_str(&self.notes().replace('`', ""));
+        line
+    }
+
+    /// ` (default: ...; range)`, or nothing when the setting has neither.
+    fn notes(&self) -> String {
+        let notes: Vec<String> = [
+            self.default_doc().map(|d| format!("default: {d}")),
             self.range_doc(),
         ]
         .into_iter()
         .flatten()
         .collect();
-        if !extra.is_empty() {
-            line.push_str(&format!(" ({})", extra.join("; ")));
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join("; "))
         }
-        line
     }
 
     /// The setting's row of the README's table.
@@ -214,18 +220,11 @@ impl Setting {
             let a: Vec<String> = self.aliases.iter().map(|a| format!("`{a}`")).collect();
             key.push_str(&format!(" ({} accepted)", a.join(", ")));
         }
-        let mut meaning = self.help();
-        let extra: Vec<String> = [
-            self.default_doc().map(|d| format!("default: {d}")),
-            self.range_doc(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if !extra.is_empty() {
-            meaning.push_str(&format!(" ({})", extra.join("; ")));
-        }
-        format!("| {cli} | {env} | {key} | {meaning} |")
+        format!(
+            "| {cli} | {env} | {key} | {}{} |",
+            self.help(),
+            self.notes()
+        )
     }
 }
 
