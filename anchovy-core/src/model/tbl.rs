@@ -212,7 +212,7 @@ pub const OPTIONS: crate::options::OptionGroup = crate::options::OptionGroup {
     options: &[
         crate::options::OptionDoc {
             key: "columns",
-            doc: "column -> type (int, float, decimal, bool, date, time, datetime, text, json, bytes); a downloader converts values on read, an uploader creates its columns so",
+            doc: "column -> type (str, int, float, decimal, bool, date, datetime, time, bytes, object); a downloader converts values on read, an uploader creates its columns so",
         },
         crate::options::OptionDoc {
             key: "unique_by",

@@ -335,7 +335,7 @@ fn json_err(label: &str, e: &serde_json::Error) -> PluginError {
 pub const SPEC: super::FormatSpec = super::FormatSpec {
     name: "json",
     options: anchovy_core::OptionGroup {
-        title: "format: json",
+        title: "format json",
         options: <JsonOptions as anchovy_core::TableOptions>::DOCS,
     },
     build: |table, options, columns| {

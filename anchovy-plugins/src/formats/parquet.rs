@@ -42,7 +42,7 @@ pub struct ParquetFormat {
 pub const SPEC: super::FormatSpec = super::FormatSpec {
     name: "parquet",
     options: anchovy_core::OptionGroup {
-        title: "format: parquet",
+        title: "format parquet",
         options: <ParquetOptions as anchovy_core::TableOptions>::DOCS,
     },
     build: |table, options, columns| {

@@ -456,7 +456,7 @@ impl CsvFormat {
 pub const SPEC: super::FormatSpec = super::FormatSpec {
     name: "csv",
     options: anchovy_core::OptionGroup {
-        title: "format: csv",
+        title: "format csv",
         options: <CsvOptions as anchovy_core::TableOptions>::DOCS,
     },
     build: |table, options, columns| {
