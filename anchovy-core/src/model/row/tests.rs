@@ -204,3 +204,98 @@ proptest! {
         }
     }
 }
+
+/// The fast datetime, date and time paths give exactly chrono's value for everything
+/// they take, and leave the rest to it: 200,000 seeded strings near the ISO shapes
+/// (valid and out-of-range fields, every separator and suffix, fraction lengths 0-12,
+/// single-byte mutations), each parsed both ways and compared by Debug form (which
+/// shows the offset, not only the instant).
+#[test]
+fn fast_datetime_paths_agree_with_chrono() {
+    use super::text::fast;
+    let mut state = 0x5eed_u64;
+    let mut next = move |n: u64| {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    };
+    let (mut fast_taken, mut cases) = (0, 0);
+    for _ in 0..200_000 {
+        let pick = |n: &mut dyn FnMut(u64) -> u64, items: &[&str]| {
+            items[n(items.len() as u64) as usize].to_string()
+        };
+        let year = format!("{:04}", [0, 1, 1969, 1970, 2024, 9999][next(6) as usize]);
+        let month = format!("{:02}", next(14));
+        let day = format!("{:02}", next(33));
+        let hour = format!("{:02}", next(26));
+        let minute = format!("{:02}", next(62));
+        let second = format!("{:02}", next(62));
+        let sep = pick(&mut next, &["T", "T", " ", "t", "_"]);
+        let frac = match next(4) {
+            0 => String::new(),
+            _ => {
+                let n = next(13) as usize;
+                format!(
+                    ".{}",
+                    (0..n)
+                        .map(|_| char::from(b'0' + next(10) as u8))
+                        .collect::<String>()
+                )
+            }
+        };
+        let suffix = match next(8) {
+            0 | 1 => String::new(),
+            2 => "Z".into(),
+            3 => "z".into(),
+            4 => format!("+{:02}:{:02}", next(26), next(62)),
+            5 => format!("-{:02}:{:02}", next(26), next(62)),
+            6 => format!("+{:02}{:02}", next(24), next(60)),
+            _ => format!("-{:02}", next(24)),
+        };
+        let mut text = format!("{year}-{month}-{day}{sep}{hour}:{minute}:{second}{frac}{suffix}");
+        if next(10) == 0 {
+            // A single-byte mutation anywhere.
+            let mut bytes = text.into_bytes();
+            let i = next(bytes.len() as u64) as usize;
+            bytes[i] = b"0123456789-:.TZ +x"[next(18) as usize];
+            text = String::from_utf8(bytes).unwrap();
+        }
+        cases += 1;
+        let got = super::parse_datetime(&text);
+        let want = super::text::general_datetime(text.trim());
+        assert_eq!(format!("{got:?}"), format!("{want:?}"), "datetime `{text}`");
+        if fast::datetime(text.as_bytes()).is_some() {
+            fast_taken += 1;
+        }
+        let date = &text[..10.min(text.len())];
+        assert_eq!(
+            format!("{:?}", super::parse_typed_text(date, "D")),
+            format!(
+                "{:?}",
+                chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+                    .ok()
+                    .map(super::Value::Date)
+            ),
+            "date `{date}`"
+        );
+        if let Some(t) = text.get(11..) {
+            assert_eq!(
+                format!("{:?}", super::parse_typed_text(t, "T")),
+                format!(
+                    "{:?}",
+                    chrono::NaiveTime::parse_from_str(t, "%H:%M:%S%.f")
+                        .ok()
+                        .map(super::Value::Time)
+                ),
+                "time `{t}`"
+            );
+        }
+    }
+    // Not vacuous: the fast path took a good share, and chrono the rest.
+    assert!(
+        fast_taken > cases / 10 && fast_taken < cases,
+        "{fast_taken} of {cases}"
+    );
+}
