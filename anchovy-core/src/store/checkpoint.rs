@@ -2,11 +2,18 @@
 //!
 //! The truth is the commit record: a checkpoint update is committed in the same
 //! `$commits/<seq>.json` as the data it covers ([`crate::commit`]), so a checkpoint is
-//! never ahead of durable data. `$checkpoints/<key>.json` are mirrors for fast startup
-//! and for `anchovy checkpoints`; `$checkpoints/_applied` names the last commit the
-//! mirrors fully reflect. [`crate::commit::load_checkpoints`] reads the mirrors
-//! ([`Checkpoints::load_mirrors`]) and replays any later commits into them (a crash
-//! between a commit and its mirror writes loses nothing). This module knows nothing of
+//! never ahead of durable data. Two kinds of copies make a start fast:
+//! - `$checkpoints/_state`, every checkpoint in one object with the last commit it
+//!   reflects, rewritten every [`SNAPSHOT_EVERY`] commits and at the end of a session
+//!   ([`Checkpoints::snapshot`]). A start reads it and the commits after it: a
+//!   bounded number of requests however many files an anchovy has read in its life.
+//! - `$checkpoints/<key>.json`, one mirror per key, for `anchovy checkpoints` and for
+//!   datastores written before the snapshot existed; `$checkpoints/_applied` names the
+//!   last commit the mirrors fully reflect.
+//!
+//! [`crate::commit::load_checkpoints`] reads the snapshot (or, without one, the
+//! mirrors: [`Checkpoints::load`]) and replays every later commit into it, so a copy
+//! that is behind (a crash between a commit and its copies) loses nothing. This module knows nothing of
 //! commit records: a commit hands its updates over as an [`Update`].
 //!
 //! Operator code reads checkpoints with [`Checkpoints::get`] (through the task context)
@@ -15,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -53,6 +60,17 @@ struct Applied {
     seq: u64,
 }
 
+/// `$checkpoints/_state`: the whole state after commit `seq`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    seq: u64,
+    entries: Vec<CheckpointEntry>,
+}
+
+/// Commits between two rewrites of `$checkpoints/_state` at most: a start after a
+/// crash replays fewer than this many commits beyond it.
+pub const SNAPSHOT_EVERY: u64 = 32;
+
 /// The committed checkpoint state of one anchovy.
 pub struct Checkpoints {
     ds: Datastore,
@@ -60,16 +78,49 @@ pub struct Checkpoints {
     /// False once a mirror write failed in this process: `_applied` then stays where
     /// it was, so the next start replays the commits whose mirrors may be stale.
     mirrors_ok: AtomicBool,
+    /// The last commit applied to `state`.
+    applied: AtomicU64,
+    /// The commit the stored snapshot reflects.
+    snapshot: AtomicU64,
 }
 
 impl Checkpoints {
-    /// The state as the mirrors hold it, and the last commit they fully reflect
-    /// (`$checkpoints/_applied`); commits after it are replayed by the caller
-    /// ([`crate::commit::load_checkpoints`]).
+    /// The stored state and the last commit it reflects: the snapshot
+    /// (`$checkpoints/_state`, one request), or without a readable one the mirrors;
+    /// commits after it are replayed by the caller ([`crate::commit::load_checkpoints`]).
     ///
     /// # Errors
-    /// [`crate::Error::Datastore`] when the mirrors cannot be read.
-    pub async fn load_mirrors(ds: &Datastore) -> Result<(Checkpoints, u64)> {
+    /// [`crate::Error::Datastore`] when the snapshot or the mirrors cannot be read.
+    pub async fn load(ds: &Datastore) -> Result<(Checkpoints, u64)> {
+        if let Some(bytes) = ds.get(layout::CHECKPOINTS_STATE).await? {
+            match serde_json::from_slice::<Snapshot>(&bytes) {
+                Ok(s) => {
+                    let state = s.entries.into_iter().map(|e| (e.key.clone(), e)).collect();
+                    return Ok((Checkpoints::new(ds, state, s.seq), s.seq));
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "{} is unreadable; reading the checkpoint mirrors instead",
+                    layout::CHECKPOINTS_STATE
+                ),
+            }
+        }
+        Checkpoints::load_mirrors(ds).await
+    }
+
+    fn new(ds: &Datastore, state: BTreeMap<String, CheckpointEntry>, seq: u64) -> Checkpoints {
+        Checkpoints {
+            ds: ds.clone(),
+            state: RwLock::new(state),
+            mirrors_ok: AtomicBool::new(true),
+            applied: AtomicU64::new(seq),
+            snapshot: AtomicU64::new(seq),
+        }
+    }
+
+    /// The state as the per-key mirrors hold it, and the last commit they fully
+    /// reflect (`$checkpoints/_applied`).
+    async fn load_mirrors(ds: &Datastore) -> Result<(Checkpoints, u64)> {
         let entries = ds.list(layout::CHECKPOINTS).await?;
         let keys: Vec<String> = entries
             .into_iter()
@@ -81,7 +132,7 @@ impl Checkpoints {
             .buffer_unordered(32)
             .try_collect()
             .await?;
-        let mut state: BTreeMap<String, CheckpointEntry> = loaded
+        let state: BTreeMap<String, CheckpointEntry> = loaded
             .into_iter()
             .flatten()
             .map(|e| (e.key.clone(), e))
@@ -91,12 +142,36 @@ impl Checkpoints {
             .await?
             .map(|a| a.seq)
             .unwrap_or(0);
-        let this = Checkpoints {
-            ds: ds.clone(),
-            state: RwLock::new(std::mem::take(&mut state)),
-            mirrors_ok: AtomicBool::new(true),
-        };
+        let this = Checkpoints::new(ds, state, applied);
+        // No snapshot yet: the first one is written at the next commit.
+        this.snapshot.store(0, Ordering::SeqCst);
         Ok((this, applied))
+    }
+
+    /// Rewrites `$checkpoints/_state` when commits were applied since it was written.
+    /// A failure is logged, not returned: the snapshot is only a faster start (the
+    /// next start replays the commits after whichever snapshot it finds).
+    pub async fn snapshot(&self) {
+        let seq = self.applied.load(Ordering::SeqCst);
+        if seq == 0 || seq == self.snapshot.load(Ordering::SeqCst) {
+            return;
+        }
+        let snap = Snapshot {
+            seq,
+            entries: self
+                .state
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect(),
+        };
+        match self.ds.put_json(layout::CHECKPOINTS_STATE, &snap).await {
+            Ok(()) => self.snapshot.store(seq, Ordering::SeqCst),
+            Err(e) => {
+                tracing::warn!(error = %e.chain(), seq, "checkpoint snapshot not written; the next start replays more commits")
+            }
+        }
     }
 
     /// The committed value of a key.
@@ -120,10 +195,19 @@ impl Checkpoints {
             .collect()
     }
 
+    /// Applies a new commit's checkpoint updates ([`Checkpoints::replay`]) and
+    /// rewrites the snapshot when [`SNAPSHOT_EVERY`] commits passed since the last one.
+    pub(crate) async fn apply(&self, rec: Update<'_>) {
+        self.replay(rec).await;
+        if rec.seq >= self.snapshot.load(Ordering::SeqCst) + SNAPSHOT_EVERY {
+            self.snapshot().await;
+        }
+    }
+
     /// Applies a commit's checkpoint updates to the state and the mirrors.
     /// Mirror failures are logged, not returned: the commit is already durable and the
     /// next start repairs the mirrors from it.
-    pub(crate) async fn apply(&self, rec: Update<'_>) {
+    pub(crate) async fn replay(&self, rec: Update<'_>) {
         {
             let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
             for (k, v) in rec.checkpoints {
@@ -145,6 +229,7 @@ impl Checkpoints {
                 }
             }
         }
+        self.applied.store(rec.seq, Ordering::SeqCst);
         if let Err(e) = self.write_mirrors(rec).await {
             self.mirrors_ok.store(false, Ordering::SeqCst);
             tracing::warn!(error = %e.chain(), seq = rec.seq, "checkpoint mirrors not updated; the next start replays the commit");

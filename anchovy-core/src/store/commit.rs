@@ -183,18 +183,22 @@ pub async fn origin(ds: &Datastore) -> Result<Option<String>> {
     Ok(first.map(|c| format!("{} {}", c.session_id, c.committed_at)))
 }
 
-/// The checkpoint state: the mirrors, then every commit after the last one they
-/// reflect replayed into them. Returns the state and the last commit's sequence
+/// The checkpoint state: the snapshot (or the mirrors), then every commit after the
+/// last one it reflects replayed into it; when any was, the snapshot is rewritten so
+/// the next start does not replay them again. Returns the state and the last commit's sequence
 /// number (where a [`Committer`] continues).
 ///
 /// # Errors
 /// [`Error::Datastore`] when the mirrors or the commit records cannot be read.
 pub async fn load_checkpoints(ds: &Datastore) -> Result<(Checkpoints, u64)> {
-    let (cps, applied) = Checkpoints::load_mirrors(ds).await?;
+    let (cps, applied) = Checkpoints::load(ds).await?;
     let mut last = applied;
     for rec in read_commits(ds, applied).await? {
-        cps.apply(rec.update()).await;
+        cps.replay(rec.update()).await;
         last = rec.seq;
+    }
+    if last > applied {
+        cps.snapshot().await;
     }
     Ok((cps, last))
 }
@@ -344,5 +348,65 @@ mod tests {
         let (c, _) = load_checkpoints(&ds).await.unwrap();
         assert_eq!(c.get("y"), None);
         assert_eq!(c.list("*").len(), 1);
+    }
+
+    /// A start reads the snapshot and only the commits after it: with the commits it
+    /// covers, every per-key mirror and the mirrors' marker gone, the state is whole.
+    /// The end of a session brings it up to the last commit; an unreadable snapshot
+    /// falls back to the mirrors.
+    #[tokio::test]
+    async fn a_start_reads_the_snapshot_and_the_commits_after_it() {
+        use crate::checkpoint::SNAPSHOT_EVERY;
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_str().unwrap()).unwrap();
+        let (c, last) = load_checkpoints(&ds).await.unwrap();
+        let a = Committer::new(ds.clone(), Arc::new(c), last);
+        let n = SNAPSHOT_EVERY + 8;
+        for i in 1..=n {
+            let key = format!("file{i}");
+            a.commit(&meta(), vec![], [(key, Some(i.into()))].into())
+                .await
+                .unwrap();
+        }
+        // Remove everything a start must no longer need.
+        for seq in 1..=SNAPSHOT_EVERY {
+            ds.delete(&layout::commit_key(seq)).await.unwrap();
+        }
+        for i in 1..=n {
+            ds.delete(&layout::checkpoint_key(&format!("file{i}")))
+                .await
+                .unwrap();
+        }
+        ds.delete(layout::CHECKPOINTS_APPLIED).await.unwrap();
+        let (c, last) = load_checkpoints(&ds).await.unwrap();
+        assert_eq!(last, n);
+        assert_eq!(c.list("*").len(), n as usize);
+        assert_eq!(c.get("file1"), Some(1.into()));
+        assert_eq!(c.get(&format!("file{n}")), Some(n.into()));
+        // That load replayed the commits after the snapshot and rewrote it: now no
+        // commit at all is needed.
+        for seq in SNAPSHOT_EVERY + 1..=n {
+            ds.delete(&layout::commit_key(seq)).await.unwrap();
+        }
+        let (c, last) = load_checkpoints(&ds).await.unwrap();
+        assert_eq!((last, c.list("*").len()), (n, n as usize));
+        // A session's end writes it too.
+        let b = Committer::new(ds.clone(), Arc::new(c), last);
+        b.commit(&meta(), vec![], [("file1".to_string(), None)].into())
+            .await
+            .unwrap();
+        b.checkpoints().snapshot().await;
+        ds.delete(&layout::commit_key(n + 1)).await.unwrap();
+        let (c, last) = load_checkpoints(&ds).await.unwrap();
+        assert_eq!((last, c.get("file1")), (n + 1, None));
+        // An unreadable snapshot: the start falls back to the mirrors (the replays
+        // above rewrote those of the last commits; the first ones were deleted).
+        ds.put(layout::CHECKPOINTS_STATE, Bytes::from_static(b"{not json"))
+            .await
+            .unwrap();
+        let (c, _) = load_checkpoints(&ds).await.unwrap();
+        assert_eq!(c.get("file1"), None);
+        assert_eq!(c.get("file2"), None, "its mirror was deleted above");
+        assert_eq!(c.get(&format!("file{n}")), Some(n.into()));
     }
 }

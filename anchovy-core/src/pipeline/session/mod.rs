@@ -351,6 +351,8 @@ impl Session {
         }
         let (log, _) = self.hook_task(TaskType::Shutdown, 0, empty).await;
         session_tasks.push(log);
+        // The next start reads the checkpoints in one request.
+        self.ctx.committer.checkpoints().snapshot().await;
         // Between SHUTDOWN and the lease release: a crash here leaves a held lease.
         let _ = crate::failpoint::hit("session.shutdown");
         if let Some(k) = &self.keep_alive {

@@ -10,6 +10,9 @@ pub const TABLES: &str = "$tables";
 pub const CHECKPOINTS: &str = "$checkpoints";
 /// The marker of the last commit whose checkpoints the mirrors reflect.
 pub const CHECKPOINTS_APPLIED: &str = "$checkpoints/_applied";
+/// Every checkpoint in one object, and the last commit it reflects: what a start reads
+/// (no `.json`, so no checkpoint key's mirror can be named so).
+pub const CHECKPOINTS_STATE: &str = "$checkpoints/_state";
 /// Folder of the commit record.
 pub const COMMITS: &str = "$commits";
 /// Folder of task logs.
