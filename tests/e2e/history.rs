@@ -67,6 +67,27 @@ fn logs_tables_and_freshness() {
     );
     let out = run(&env, &["logs", "--id", "h", "--since", "yesterday-ish"]);
     assert_eq!(out.status.code(), Some(2));
+    // `--since` fetches only the logs whose key is recent enough: an old, unreadable
+    // one is not even read (a full listing reads it and says so).
+    std::fs::write(
+        env.area("tester", "h")
+            .join("$task_logs/20200101T000000.000Z.000001.20200101T000000.000000Z.deadbeef.json"),
+        "not json",
+    )
+    .unwrap();
+    let out = run(&env, &["logs", "--id", "h", "--since", "1h", "--json"]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 6);
+    let out = run(&env, &["logs", "--id", "h"]);
+    assert!(
+        !out.status.success(),
+        "the old log was not read without --since"
+    );
+    std::fs::remove_file(
+        env.area("tester", "h")
+            .join("$task_logs/20200101T000000.000Z.000001.20200101T000000.000000Z.deadbeef.json"),
+    )
+    .unwrap();
 
     // tables: settings and last load.
     let out = run(&env, &["tables", "--id", "h"]);

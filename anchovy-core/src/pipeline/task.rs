@@ -115,7 +115,7 @@ impl TaskStore {
     pub async fn write(&self, log: &TaskLog) -> Result<()> {
         crate::failpoint::hit("tasklog.write")?;
         let rand = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        let ts = log.timestamp.replace([':', '-'], "");
+        let ts = compact_time(&log.timestamp);
         let key = layout::task_log_key(&log.session_id, log.batch_id, &ts, rand);
         self.ds.put_json_redacted(&key, log).await
     }
@@ -129,8 +129,10 @@ impl TaskStore {
     }
 
     /// Reads the task logs written at or after `since`, oldest first; the objects are
-    /// fetched 16 at a time. (Every key is listed: a service's session id is the time
-    /// it started, so a key prefix cannot tell a recent task of a long-lived service.)
+    /// fetched 16 at a time. Every key is listed (a service's session id is the time it
+    /// started, so a key prefix cannot tell a recent task of a long-lived service), but
+    /// only the logs whose key carries a time at or after `since` are fetched: the
+    /// cost of `anchovy logs --since 1h` follows the last hour, not the anchovy's age.
     ///
     /// # Errors
     /// [`crate::Error::Datastore`] or [`crate::Error::Json`].
@@ -139,7 +141,12 @@ impl TaskStore {
         since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Vec<TaskLog>> {
         use futures::StreamExt;
-        let entries = self.ds.list(layout::TASK_LOGS).await?;
+        let mut entries = self.ds.list(layout::TASK_LOGS).await?;
+        if let Some(t) = since {
+            let from = compact_time(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+            // A key without a time of this form (another writer's) is always read.
+            entries.retain(|e| key_time(&e.key).is_none_or(|k| k >= from.as_str()));
+        }
         let ds = &self.ds;
         let logs: Vec<Result<Option<TaskLog>>> = futures::stream::iter(entries)
             .map(|e| async move { ds.get_json::<TaskLog>(&e.key).await })
@@ -175,6 +182,30 @@ impl TaskStore {
     }
 }
 
+/// A task log's time as its key holds it: `2026-12-02T08:15:12.123456Z` ->
+/// `20261202T081512.123456Z` (same width for every log of this build, so keys compare
+/// as times).
+fn compact_time(rfc3339: &str) -> String {
+    rfc3339.replace([':', '-'], "")
+}
+
+/// The time part of a task log key (`<session>.<batch>.<time>.<rand>.json`), when it
+/// has the form [`compact_time`] writes (`YYYYMMDDTHHMMSS.ffffffZ`).
+fn key_time(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next()?.strip_suffix(".json")?;
+    let (rest, _rand) = name.rsplit_once('.')?; // <session>.<batch>.<secs>.<frac>
+    let (head, frac) = rest.rsplit_once('.')?;
+    let (_, secs) = head.rsplit_once('.')?;
+    let t = &rest[head.len() - secs.len()..];
+    let ok = secs.len() == 15
+        && secs.as_bytes()[8] == b'T'
+        && secs.bytes().filter(u8::is_ascii_digit).count() == 14
+        && frac.len() > 1
+        && frac.ends_with('Z')
+        && frac[..frac.len() - 1].bytes().all(|b| b.is_ascii_digit());
+    ok.then_some(t)
+}
+
 /// What the task logs say about one table's loads.
 #[derive(Debug, Clone, Default)]
 pub struct LastLoad {
@@ -182,4 +213,31 @@ pub struct LastLoad {
     pub last: Option<TaskLog>,
     /// The latest successful TBL task.
     pub last_ok: Option<TaskLog>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_in_a_task_log_key() {
+        let log_time = "2026-12-02T08:15:12.123456Z";
+        let key = layout::task_log_key(
+            "20261202T081500.001Z",
+            3,
+            &compact_time(log_time),
+            "ab12cd34",
+        );
+        assert_eq!(key_time(&key), Some("20261202T081512.123456Z"));
+        assert!(key_time(&key).unwrap() >= compact_time("2026-12-02T08:15:12.123456Z").as_str());
+        assert!(key_time(&key).unwrap() < compact_time("2026-12-02T08:15:12.123457Z").as_str());
+        // Other writers' keys have no time of this form: they are always read.
+        for other in [
+            "$task_logs/x.json",
+            "$task_logs/a.b.c.d.json",
+            "$task_logs/s.1.2026-12-02.r.json",
+        ] {
+            assert_eq!(key_time(other), None, "{other}");
+        }
+    }
 }
