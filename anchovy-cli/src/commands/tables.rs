@@ -24,12 +24,13 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return crate::report(&e),
     };
-    let logs = match super::task_store(&loaded) {
-        Ok(ds) => TaskStore::new(ds).read_all().await,
+    let names: Vec<String> = tbls.iter().map(|t| t.name.clone()).collect();
+    let loads = match super::task_store(&loaded) {
+        Ok(ds) => TaskStore::new(ds).last_loads_of(&names).await,
         Err(e) => Err(e),
     };
-    let loads = match logs {
-        Ok(l) => TaskStore::last_loads(&l),
+    let loads = match loads {
+        Ok(l) => l,
         Err(e) => return crate::report(&e),
     };
     if args.json {

@@ -167,6 +167,57 @@ impl TaskStore {
         Ok(out)
     }
 
+    /// The latest TBL task and the latest successful one of each of `tables`, read
+    /// newest first (by the time in the keys, 32 logs at a time) until every one of
+    /// them has both, or the logs run out: for healthy tables the cost follows the
+    /// last runs, not the anchovy's age. Logs whose key has no time are read first.
+    ///
+    /// # Errors
+    /// [`crate::Error::Datastore`] or [`crate::Error::Json`].
+    pub async fn last_loads_of(
+        &self,
+        tables: &[String],
+    ) -> Result<std::collections::BTreeMap<String, LastLoad>> {
+        use futures::StreamExt;
+        let mut entries = self.ds.list(layout::TASK_LOGS).await?;
+        // Newest first; keys without a time sort first (they are read in any case).
+        entries.sort_by(|a, b| match (key_time(&a.key), key_time(&b.key)) {
+            (None, None) => std::cmp::Ordering::Equal,
+            (None, Some(_)) => std::cmp::Ordering::Less,
+            (Some(_), None) => std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) => y.cmp(x),
+        });
+        let mut logs: Vec<TaskLog> = Vec::new();
+        let ds = &self.ds;
+        for chunk in entries.chunks(32) {
+            let got: Vec<Result<Option<TaskLog>>> = futures::stream::iter(chunk)
+                .map(|e| async move { ds.get_json::<TaskLog>(&e.key).await })
+                .buffered(16)
+                .collect()
+                .await;
+            for l in got {
+                if let Some(l) = l? {
+                    logs.push(l);
+                }
+            }
+            let loads = TaskStore::last_loads_unsorted(&mut logs);
+            let complete = tables.iter().all(|t| {
+                loads
+                    .get(t)
+                    .is_some_and(|l| l.last.is_some() && l.last_ok.is_some())
+            });
+            if complete && chunk.iter().all(|e| key_time(&e.key).is_some()) {
+                return Ok(loads);
+            }
+        }
+        Ok(TaskStore::last_loads_unsorted(&mut logs))
+    }
+
+    fn last_loads_unsorted(logs: &mut [TaskLog]) -> std::collections::BTreeMap<String, LastLoad> {
+        logs.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
+        TaskStore::last_loads(logs)
+    }
+
     /// The latest TBL task of each table, and the latest successful one.
     pub fn last_loads(logs: &[TaskLog]) -> std::collections::BTreeMap<String, LastLoad> {
         let mut out: std::collections::BTreeMap<String, LastLoad> = Default::default();
@@ -239,5 +290,63 @@ mod tests {
         ] {
             assert_eq!(key_time(other), None, "{other}");
         }
+    }
+
+    fn log(tbl: &str, minute: u32, ok: bool) -> TaskLog {
+        TaskLog {
+            anchovy_id: "h".into(),
+            anchovy_user: "u".into(),
+            session_id: format!("20261202T{:02}{:02}00.000Z", minute / 60, minute % 60),
+            batch_id: 1,
+            thread_id: "t".into(),
+            operator: "files.CsvDownloader".into(),
+            task_type: TaskType::Tbl,
+            duration: 1,
+            timestamp: format!(
+                "2026-12-02T{:02}:{:02}:00.000000Z",
+                minute / 60,
+                minute % 60
+            ),
+            status: if ok { Status::Ok } else { Status::Err },
+            tbl: Some(tbl.into()),
+            data: Default::default(),
+            error: None,
+        }
+    }
+
+    /// The newest-first scan stops once every table has its last and last successful
+    /// load: it gives what reading every log gives, and never reads the old ones (an
+    /// unreadable old log proves it); a table without a success reads them all.
+    #[tokio::test]
+    async fn last_loads_read_only_the_recent_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = crate::datastore::Datastore::open(dir.path().to_str().unwrap()).unwrap();
+        let store = TaskStore::new(ds.clone());
+        for m in 0..200 {
+            let t = if m % 2 == 0 { "a" } else { "b" };
+            store.write(&log(t, m, m % 7 != 0)).await.unwrap();
+        }
+        store.write(&log("a", 500, false)).await.unwrap();
+        let want = TaskStore::last_loads(&store.read_all().await.unwrap());
+        let bad = layout::task_log_key(
+            "20261202T000000.000Z",
+            1,
+            "20261202T000000.000000Z",
+            "deadbeef",
+        );
+        ds.put(&bad, bytes::Bytes::from_static(b"not json"))
+            .await
+            .unwrap();
+        let got = store
+            .last_loads_of(&["a".into(), "b".into()])
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        for t in ["a", "b"] {
+            assert_eq!(got[t].last, want[t].last, "{t}");
+            assert_eq!(got[t].last_ok, want[t].last_ok, "{t}");
+        }
+        assert_eq!(got["a"].last.as_ref().unwrap().status, Status::Err);
+        assert!(store.last_loads_of(&["never".into()]).await.is_err());
     }
 }
