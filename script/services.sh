@@ -37,8 +37,12 @@ start_postgres() {
   _as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --pwfile="$PG_DIR/pw" \
       --auth=scram-sha-256 -E UTF8 --locale=C.UTF-8 --no-sync >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log"; return 1; }
+  # Relaxed durability for throwaway test servers; PG_DURABLE=1 keeps PostgreSQL's
+  # defaults (fsync, synchronous commit, full-page writes), as production runs.
+  local relaxed="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  if [ "${PG_DURABLE:-}" = 1 ]; then relaxed=""; fi
   _as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 start \
-      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR $relaxed" \
       >/dev/null || { cat "$PG_DIR/server.log"; return 1; }
   PGPASSWORD=postgres "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
       -c "CREATE ROLE anchovies LOGIN PASSWORD 'anchovies'" \
