@@ -52,6 +52,8 @@ pub mod model;
 pub mod pipeline;
 pub mod settings;
 pub mod store;
+#[cfg(test)]
+mod testutil;
 
 // The modules under their short paths (`anchovy_core::row`, `crate::commit`, ...).
 pub use model::{reject, row, tbl};

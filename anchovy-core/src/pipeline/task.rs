@@ -187,7 +187,7 @@ impl TaskStore {
             (Some(_), None) => std::cmp::Ordering::Greater,
             (Some(x), Some(y)) => y.cmp(x),
         });
-        let mut logs: Vec<TaskLog> = Vec::new();
+        let mut loads = std::collections::BTreeMap::new();
         let ds = &self.ds;
         for chunk in entries.chunks(32) {
             let got: Vec<Result<Option<TaskLog>>> = futures::stream::iter(chunk)
@@ -197,39 +197,46 @@ impl TaskStore {
                 .await;
             for l in got {
                 if let Some(l) = l? {
-                    logs.push(l);
+                    TaskStore::add_load(&mut loads, &l);
                 }
             }
-            let loads = TaskStore::last_loads_unsorted(&mut logs);
             let complete = tables.iter().all(|t| {
                 loads
                     .get(t)
-                    .is_some_and(|l| l.last.is_some() && l.last_ok.is_some())
+                    .is_some_and(|l: &LastLoad| l.last.is_some() && l.last_ok.is_some())
             });
             if complete && chunk.iter().all(|e| key_time(&e.key).is_some()) {
-                return Ok(loads);
+                break;
             }
         }
-        Ok(TaskStore::last_loads_unsorted(&mut logs))
+        Ok(loads)
     }
 
-    fn last_loads_unsorted(logs: &mut [TaskLog]) -> std::collections::BTreeMap<String, LastLoad> {
-        logs.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
-        TaskStore::last_loads(logs)
-    }
-
-    /// The latest TBL task of each table, and the latest successful one.
+    /// The latest TBL task of each table, and the latest successful one, from logs
+    /// in any order.
     pub fn last_loads(logs: &[TaskLog]) -> std::collections::BTreeMap<String, LastLoad> {
-        let mut out: std::collections::BTreeMap<String, LastLoad> = Default::default();
-        for l in logs.iter().filter(|l| l.task_type == TaskType::Tbl) {
-            let Some(t) = &l.tbl else { continue };
-            let e = out.entry(t.clone()).or_default();
-            e.last = Some(l.clone());
-            if l.status == Status::Ok {
-                e.last_ok = Some(l.clone());
-            }
+        let mut out = Default::default();
+        for l in logs {
+            TaskStore::add_load(&mut out, l);
         }
         out
+    }
+
+    /// Counts `l` into `loads` when it is a TBL task later than what they hold (a tie
+    /// goes to the later log in the sequence, as it did when the logs were sorted).
+    fn add_load(loads: &mut std::collections::BTreeMap<String, LastLoad>, l: &TaskLog) {
+        let (TaskType::Tbl, Some(t)) = (l.task_type, &l.tbl) else {
+            return;
+        };
+        let e = loads.entry(t.clone()).or_default();
+        let newer =
+            |have: &Option<TaskLog>| have.as_ref().is_none_or(|h| l.timestamp >= h.timestamp);
+        if newer(&e.last) {
+            e.last = Some(l.clone());
+        }
+        if l.status == Status::Ok && newer(&e.last_ok) {
+            e.last_ok = Some(l.clone());
+        }
     }
 }
 
@@ -347,6 +354,13 @@ mod tests {
             assert_eq!(got[t].last_ok, want[t].last_ok, "{t}");
         }
         assert_eq!(got["a"].last.as_ref().unwrap().status, Status::Err);
+        // By hand: a's newest is minute 500 (failed), its newest success minute 198;
+        // b's newest, a success, minute 199.
+        let at = |l: &Option<TaskLog>| l.as_ref().unwrap().timestamp.clone();
+        assert_eq!(at(&got["a"].last), "2026-12-02T08:20:00.000000Z");
+        assert_eq!(at(&got["a"].last_ok), "2026-12-02T03:18:00.000000Z");
+        assert_eq!(at(&got["b"].last), "2026-12-02T03:19:00.000000Z");
+        assert_eq!(at(&got["b"].last_ok), at(&got["b"].last));
         assert!(store.last_loads_of(&["never".into()]).await.is_err());
     }
 }

@@ -213,14 +213,8 @@ proptest! {
 #[test]
 fn fast_datetime_paths_agree_with_chrono() {
     use super::text::fast;
-    let mut state = 0x5eed_u64;
-    let mut next = move |n: u64| {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    };
+    let mut rng = crate::testutil::Rng(0x5eed);
+    let mut next = move |n: u64| rng.below(n);
     let (mut fast_taken, mut cases) = (0, 0);
     for _ in 0..200_000 {
         let pick = |n: &mut dyn FnMut(u64) -> u64, items: &[&str]| {
