@@ -159,12 +159,9 @@ fn text_or_native(v: &Value, d: Dialect) -> Bind {
 /// One CSV field for PostgreSQL COPY: nulls are empty and unquoted, text is quoted (so
 /// an empty string stays an empty string), numbers are written as they are.
 fn csv_field(buf: &mut String, v: &Value, ty: ColType) {
-    use std::fmt::Write as _;
     match v {
         Value::Null => {}
-        Value::Int(i) => {
-            let _ = write!(buf, "{i}");
-        }
+        Value::Int(_) => v.write_text(buf),
         Value::Bool(b) if ty == ColType::Bool => buf.push(if *b { 't' } else { 'f' }),
         Value::Bytes(b) => {
             buf.push_str("\"\\x");
@@ -173,17 +170,25 @@ fn csv_field(buf: &mut String, v: &Value, ty: ColType) {
         }
         Value::String(t) => quoted(buf, t),
         Value::Decimal(d) => buf.push_str(d),
+        // Their text has no quote to double.
+        Value::Date(_) | Value::DateTime(_) | Value::DateTimeTz(_) | Value::Time(_) => {
+            buf.push('"');
+            v.write_text(buf);
+            buf.push('"');
+        }
         other => quoted(buf, &other.text()),
     }
 }
 
 fn quoted(buf: &mut String, text: &str) {
     buf.push('"');
-    if text.contains('"') {
-        buf.push_str(&text.replace('"', "\"\""));
-    } else {
-        buf.push_str(text);
+    let mut rest = text;
+    while let Some(i) = rest.find('"') {
+        buf.push_str(&rest[..=i]);
+        buf.push('"');
+        rest = &rest[i + 1..];
     }
+    buf.push_str(rest);
     buf.push('"');
 }
 

@@ -36,7 +36,9 @@ mod tests;
 mod text;
 
 pub use self::batch::{Batch, BatchBuilder, Row, Schema};
-pub use self::ndjson::{RowEncoder, decode_json_object, decode_row, encode_row, encode_row_into};
+pub use self::ndjson::{
+    RowDecoder, RowEncoder, decode_json_object, decode_row, encode_row, encode_row_into,
+};
 pub use self::text::{parse_datetime, parse_typed_text};
 
 /// The name of the annotation field in NDJSON data files.
@@ -157,6 +159,18 @@ impl Value {
         }
     }
 
+    /// Appends [`Value::text`] to `out`: integers, decimals, text, dates, times of
+    /// datetimes and datetimes with offsets without allocating.
+    pub fn write_text(&self, out: &mut String) {
+        match self {
+            Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
+            Value::String(t) | Value::Decimal(t) => out.push_str(t),
+            v @ (Value::Date(_) | Value::DateTime(_) | Value::DateTimeTz(_))
+                if ndjson::write_temporal(out, v) => {}
+            other => out.push_str(&other.text()),
+        }
+    }
+
     /// True for [`Value::Null`].
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
@@ -223,9 +237,39 @@ fn number_value(raw: &str) -> Value {
     }
 }
 
+/// True when `t` is already canonical decimal text: an optional `-`, an integer part
+/// without leading zeros (a lone `0` allowed) and an optional `.` with fraction digits;
+/// `-0`, `-0.0`... are not (they canonicalize to `0`...).
+fn is_canonical_decimal(t: &str) -> bool {
+    let b = t.as_bytes();
+    let body = b.strip_prefix(b"-").unwrap_or(b);
+    let int_len = body.iter().take_while(|c| c.is_ascii_digit()).count();
+    let (int, rest) = body.split_at(int_len);
+    let frac = match rest {
+        [] => &[][..],
+        [b'.', frac @ ..] if !frac.is_empty() => frac,
+        _ => return false,
+    };
+    if int.is_empty() || (int.len() > 1 && int[0] == b'0') || !frac.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let zero = int == b"0" && frac.iter().all(|&c| c == b'0');
+    !(zero && body.len() != b.len())
+}
+
 /// Canonical decimal text: optional `-`, digits without leading zeros, optional `.`
 /// and fraction digits (trailing zeros kept: `1.50` stays `1.50`). Exponents expand.
 pub fn canonical_decimal(text: &str) -> Option<String> {
+    let t = text.trim();
+    // The common case, already canonical (`12.50`, `-3`, `0.5`): one scan, one copy.
+    if is_canonical_decimal(t) {
+        return Some(t.to_string());
+    }
+    canonical_decimal_general(t)
+}
+
+/// [`canonical_decimal`] of any input (exponents, signs, leading zeros).
+fn canonical_decimal_general(text: &str) -> Option<String> {
     let t = text.trim();
     let (neg, body) = match t.as_bytes().first()? {
         b'-' => (true, &t[1..]),

@@ -92,22 +92,60 @@ pub(super) fn write_json_value(s: &mut String, v: &Value) {
         Value::Json(j) => {
             let _ = write!(s, "{j}");
         }
-        Value::Date(d) if (0..=9999).contains(&d.year()) => {
+        Value::Date(_) | Value::DateTime(_) | Value::DateTimeTz(_) => {
             s.push('"');
-            write_date(s, *d);
-            s.push('"');
-        }
-        Value::DateTime(dt)
-            if (0..=9999).contains(&dt.year()) && dt.nanosecond() < 1_000_000_000 =>
-        {
-            s.push('"');
-            write_date(s, dt.date());
-            s.push('T');
-            write_time(s, dt.time());
-            s.push('"');
+            if write_temporal(s, v) {
+                s.push('"');
+            } else {
+                s.pop();
+                write_json_str(s, &v.text());
+            }
         }
         other => write_json_str(s, &other.text()),
     }
+}
+
+/// The text form ([`Value::text`]) of a date, a datetime or a datetime with offset
+/// (`to_rfc3339_opts(SecondsFormat::AutoSi, true)`), unquoted, without allocating.
+/// False (nothing written) for other values and what the fast form does not cover:
+/// years outside 0..=9999, leap seconds, offsets with seconds.
+pub(super) fn write_temporal(s: &mut String, v: &Value) -> bool {
+    match v {
+        Value::Date(d) if (0..=9999).contains(&d.year()) => write_date(s, *d),
+        Value::DateTime(dt)
+            if (0..=9999).contains(&dt.year()) && dt.nanosecond() < 1_000_000_000 =>
+        {
+            write_date(s, dt.date());
+            s.push('T');
+            write_time(s, dt.time());
+        }
+        Value::DateTimeTz(dt) => {
+            let off = dt.offset().local_minus_utc();
+            let local = dt.naive_local();
+            if !(0..=9999).contains(&local.year())
+                || local.nanosecond() >= 1_000_000_000
+                || off % 60 != 0
+            {
+                return false;
+            }
+            write_date(s, local.date());
+            s.push('T');
+            write_time(s, local.time());
+            if off == 0 {
+                s.push('Z');
+            } else {
+                let m = off.unsigned_abs() / 60;
+                let mut b = [0u8; 6];
+                b[0] = if off < 0 { b'-' } else { b'+' };
+                put_digits(&mut b[1..3], m / 60);
+                b[3] = b':';
+                put_digits(&mut b[4..6], m % 60);
+                s.push_str(std::str::from_utf8(&b).unwrap_or_default());
+            }
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// `YYYY-MM-DD` for years 0..=9999, as chrono's `%Y-%m-%d` writes them.
@@ -161,6 +199,15 @@ fn put_digits(out: &mut [u8], mut v: u32) {
 pub(super) fn write_json_str(s: &mut String, text: &str) {
     s.push('"');
     let bytes = text.as_bytes();
+    // Most text has nothing to escape: one branch-free pass (vectorized) says so.
+    let plain = bytes
+        .iter()
+        .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
+        s.push_str(text);
+        s.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &str = match b {
@@ -293,6 +340,15 @@ pub fn decode_row(
     builder: &mut BatchBuilder,
     location: &dyn Fn() -> String,
 ) -> Result<()> {
+    decode_row_types(line, builder, location).map(drop)
+}
+
+/// [`decode_row`], returning the line's `_types` entries.
+fn decode_row_types(
+    line: &str,
+    builder: &mut BatchBuilder,
+    location: &dyn Fn() -> String,
+) -> Result<Vec<String>> {
     let parsed: Line = if has_long_number(line) {
         exact_line(line)
     } else {
@@ -321,7 +377,177 @@ pub fn decode_row(
         row[i] = v;
     }
     builder.rows.push(row);
-    Ok(())
+    Ok(parsed.types)
+}
+
+/// Decodes the lines of one stream, remembering the last line's `_types`: in a typed
+/// stream every line carries the same annotations, so once they are known each line is
+/// read in one pass (member names looked up without copying, annotated values typed
+/// straight from the JSON text). A line whose `_types` text differs, or whose value
+/// does not fit the annotation expected, is decoded the general way ([`decode_row`]),
+/// which also gives its error: both ways give the same row for every line.
+#[derive(Debug, Default)]
+pub struct RowDecoder {
+    /// The `_types` JSON text the codes below are for (`None`: nothing known yet).
+    types: Option<String>,
+    /// Lines decoded in one pass (for tests: the fast way is taken).
+    pub(super) fast_lines: u64,
+    /// The annotation code of each column of the builder's schema.
+    codes: Vec<Option<&'static str>>,
+}
+
+impl RowDecoder {
+    /// Decodes one JSON line into `builder`, as [`decode_row`] does.
+    ///
+    /// # Errors
+    /// As [`decode_row`].
+    pub fn decode(
+        &mut self,
+        line: &str,
+        builder: &mut BatchBuilder,
+        location: &dyn Fn() -> String,
+    ) -> Result<()> {
+        if let Some(types) = &self.types
+            && !has_long_number(line)
+        {
+            let mut row: Row = Vec::with_capacity(builder.schema.len());
+            let seed = FastLine {
+                schema: &mut builder.schema,
+                codes: &self.codes,
+                row: &mut row,
+            };
+            let mut de = serde_json::Deserializer::from_str(line);
+            if let Ok(raw) = serde::de::DeserializeSeed::deserialize(seed, &mut de)
+                && de.end().is_ok()
+                && raw.is_some_and(|r| r.get() == types)
+            {
+                builder.rows.push(row);
+                self.fast_lines += 1;
+                return Ok(());
+            }
+        }
+        let types = decode_row_types(line, builder, location)?;
+        self.learn(&types, &builder.schema);
+        Ok(())
+    }
+
+    /// Remembers a line's annotations for the lines after it (nothing when a code is
+    /// unknown or names a column the schema does not have yet).
+    fn learn(&mut self, types: &[String], schema: &Schema) {
+        self.types = None;
+        if types.is_empty() {
+            return;
+        }
+        let mut codes = vec![None; schema.len()];
+        for t in types {
+            let Some((col, code)) = t.rsplit_once('@') else {
+                return;
+            };
+            let Some(code) = ["D", "DT", "T", "B", "N", "F"]
+                .into_iter()
+                .find(|c| *c == code)
+            else {
+                return;
+            };
+            let Some(i) = schema.index_of(col) else {
+                return;
+            };
+            // The first entry for a column wins, as in `decode_row`.
+            codes[i].get_or_insert(code);
+        }
+        self.codes = codes;
+        self.types = serde_json::to_string(types).ok();
+    }
+}
+
+/// One line decoded with the annotations expected: the members go into `row`, and the
+/// raw `_types` text is returned for the caller to check the expectation.
+struct FastLine<'a> {
+    schema: &'a mut Schema,
+    codes: &'a [Option<&'static str>],
+    row: &'a mut Row,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FastLine<'_> {
+    type Value = Option<&'de serde_json::value::RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FastLine<'_> {
+    type Value = Option<&'de serde_json::value::RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(
+        self,
+        mut m: M,
+    ) -> std::result::Result<Self::Value, M::Error> {
+        let mut types = None;
+        while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+            if k == TYPES_FIELD {
+                types = Some(m.next_value()?);
+                continue;
+            }
+            let i = self.schema.index_or_insert(&k);
+            let v = match self.codes.get(i).copied().flatten() {
+                None => m.next_value::<PlainValue>()?.0,
+                Some(code) => m.next_value_seed(Typed(code))?,
+            };
+            if self.row.len() <= i {
+                self.row.resize(i + 1, Value::Null);
+            }
+            self.row[i] = v;
+        }
+        Ok(types)
+    }
+}
+
+/// A value of an annotated column, typed as it is read; anything the annotation does
+/// not take is an error (the caller then decodes the line the general way).
+struct Typed(&'static str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Typed {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Value, D::Error> {
+        struct V(&'static str);
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "a @{} value", self.0)
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Value, E> {
+                parse_typed_text(s, self.0).ok_or_else(|| E::custom("not a valid annotated value"))
+            }
+            fn visit_i64<E: serde::de::Error>(self, i: i64) -> std::result::Result<Value, E> {
+                annotate(Value::Int(i), self.0).ok_or_else(|| E::custom("not annotated"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, u: u64) -> std::result::Result<Value, E> {
+                match i64::try_from(u) {
+                    Ok(i) => self.visit_i64(i),
+                    Err(_) => Err(E::custom("out of range")),
+                }
+            }
+            fn visit_f64<E: serde::de::Error>(self, f: f64) -> std::result::Result<Value, E> {
+                annotate(Value::Float(f), self.0).ok_or_else(|| E::custom("not annotated"))
+            }
+        }
+        d.deserialize_any(V(self.0))
+    }
 }
 
 /// True when the line has a number of 19 or more digits outside strings: one that may

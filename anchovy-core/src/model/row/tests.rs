@@ -26,12 +26,20 @@ fn fast_date_time_text_matches_chrono() {
         let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
         for ns in nanos {
             let dt = date.and_hms_nano_opt(23, 5, 9, ns).unwrap();
-            for v in [Value::Date(date), Value::DateTime(dt)] {
+            use chrono::TimeZone as _;
+            let offsets = [0, 3600, -5 * 3600 - 30 * 60, 14 * 3600, 45, -1];
+            let tz = offsets.map(|o| {
+                Value::DateTimeTz(FixedOffset::east_opt(o).unwrap().from_utc_datetime(&dt))
+            });
+            for v in [Value::Date(date), Value::DateTime(dt)].iter().chain(&tz) {
                 let mut fast = String::new();
-                write_json_value(&mut fast, &v);
+                write_json_value(&mut fast, v);
                 let mut slow = String::new();
                 write_json_str(&mut slow, &v.text());
                 assert_eq!(fast, slow, "{v:?}");
+                let mut text = String::new();
+                v.write_text(&mut text);
+                assert_eq!(text, v.text(), "{v:?}");
             }
         }
     }
@@ -51,6 +59,19 @@ fn json_strings_escape_like_serde_json() {
         let mut s = String::new();
         write_json_str(&mut s, t);
         assert_eq!(s, serde_json::to_string(t).unwrap());
+    }
+    // Seeded strings mixing plain runs with every byte that needs an escape.
+    let mut rng = crate::testutil::Rng(0x75);
+    let pieces = [
+        "ab", "\"", "\\", "\n", "\u{7}", "\u{1f}", "é", " ", "\u{7f}", "xyz0",
+    ];
+    for _ in 0..20_000 {
+        let t: String = (0..rng.below(12))
+            .map(|_| pieces[rng.below(pieces.len() as u64) as usize])
+            .collect();
+        let mut s = String::new();
+        write_json_str(&mut s, &t);
+        assert_eq!(s, serde_json::to_string(&t).unwrap());
     }
 }
 
@@ -164,6 +185,25 @@ fn decimals_are_canonical() {
     assert!(canonical_decimal("1.2.3").is_none());
     assert!(canonical_decimal("abc").is_none());
     assert!(canonical_decimal("").is_none());
+}
+
+/// The one-scan path for text already canonical agrees with the general one on every
+/// short string over the characters decimals are made of.
+#[test]
+fn canonical_decimal_fast_path_agrees_with_the_general_one() {
+    let alphabet = b"0012.-+e9 ";
+    let mut rng = crate::testutil::Rng(0xdec);
+    for _ in 0..200_000 {
+        let len = rng.below(8) as usize;
+        let s: String = (0..len)
+            .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize] as char)
+            .collect();
+        assert_eq!(
+            canonical_decimal(&s),
+            super::canonical_decimal_general(&s),
+            "{s:?}"
+        );
+    }
 }
 
 fn value_strategy() -> impl Strategy<Value = Value> {
@@ -292,4 +332,98 @@ fn fast_datetime_paths_agree_with_chrono() {
         fast_taken > cases / 10 && fast_taken < cases,
         "{fast_taken} of {cases}"
     );
+}
+
+/// The remembering decoder gives exactly the general decoder's rows, schema and errors
+/// over seeded streams: typed rows as the encoder writes them, with nulls, columns that
+/// come and go, annotations that change between lines (a decimal column that turns
+/// into a string, a datetime with and without offset), values that do not fit the
+/// annotation the previous line had, duplicate members, other writers' spacing,
+/// numbers too long for i64 and lines that are not JSON objects.
+#[test]
+fn remembering_decoder_agrees_with_the_general_one() {
+    let mut rng = crate::testutil::Rng(0xdec0de);
+    let (mut fast_lines, mut all_lines) = (0, 0);
+    for stream in 0..400 {
+        let mut lines: Vec<String> = Vec::new();
+        let schema = Schema::new(["id", "price", "at", "note", "d", "extra"]);
+        for _ in 0..rng.below(60) {
+            let mut row: Vec<Value> = vec![
+                Value::Int(rng.below(1000) as i64),
+                match rng.below(30) {
+                    0 => Value::Null,
+                    1 => Value::String("12.5".into()),
+                    _ => Value::Decimal(format!("{}.{:02}", rng.below(500), rng.below(100))),
+                },
+                match rng.below(30) {
+                    0 => Value::Null,
+                    1..=9 => Value::DateTime(
+                        NaiveDate::from_ymd_opt(2024, 5, 11)
+                            .unwrap()
+                            .and_hms_opt(9, 38, 53)
+                            .unwrap(),
+                    ),
+                    _ => Value::DateTimeTz(
+                        DateTime::parse_from_rfc3339("2024-05-11T09:38:53.5+02:00").unwrap(),
+                    ),
+                },
+                Value::String(["a", "b \"q\"", "é\n", ""][rng.below(4) as usize].into()),
+                if rng.below(30) == 0 {
+                    Value::Bytes(vec![1, 2, 255])
+                } else {
+                    Value::Date(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap())
+                },
+            ];
+            if rng.below(30) == 0 {
+                row.push(Value::Float(if rng.below(2) == 0 { f64::NAN } else { 1.5 }));
+            }
+            let mut buf = Vec::new();
+            encode_row(&schema, &row, &mut buf);
+            let mut line = String::from_utf8(buf).unwrap().trim_end().to_string();
+            match rng.below(60) {
+                // The previous line's annotations with a value that does not fit them.
+                0 => line = line.replacen("\"price\":\"", "\"price\":\"x", 1),
+                1 => line = line.replacen("{", "{\"id\":7,", 1),
+                2 => line = line.replace(',', ", "),
+                3 => line = line.replacen("{", "{\"big\":12345678901234567890123,", 1),
+                4 => line = "[1,2]".into(),
+                5 => line = line.replacen("\"at\":", "\"at\":{\"x\":1},\"at2\":", 1),
+                6 => line = line.replacen("\"price\":", "\"price\":true,\"p2\":", 1),
+                7 => line = line.replacen("{", "{\"new_col\":1,", 1),
+                _ => {}
+            }
+            lines.push(line);
+        }
+        let (mut fast, mut general) = (BatchBuilder::new("t"), BatchBuilder::new("t"));
+        let mut decoder = RowDecoder::default();
+        for (n, line) in lines.iter().enumerate() {
+            all_lines += 1;
+            let loc = || format!("s{stream}:{n}");
+            let a = decoder
+                .decode(line, &mut fast, &loc)
+                .map_err(|e| e.to_string());
+            let b = decode_row(line, &mut general, &loc).map_err(|e| e.to_string());
+            assert_eq!(a, b, "stream {stream} line {n}: {line}");
+            if a.is_err() {
+                break; // a data file with a bad line is not read further
+            }
+            assert_eq!(
+                fast.schema, general.schema,
+                "stream {stream} line {n}: {line}"
+            );
+            let (x, y) = (fast.rows.last().unwrap(), general.rows.last().unwrap());
+            // NaN != NaN: compare Debug forms.
+            assert_eq!(
+                format!("{x:?}"),
+                format!("{y:?}"),
+                "stream {stream} line {n}: {line}"
+            );
+        }
+        fast_lines += decoder.fast_lines;
+    }
+    assert!(
+        fast_lines > all_lines / 3,
+        "{fast_lines} of {all_lines} lines the fast way"
+    );
+    eprintln!("{fast_lines} of {all_lines} lines the fast way");
 }

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use super::{ColumnTypes, DataFormat, FileEntry, FileReader, FileWriter};
 use crate::datastore::Datastore;
 use crate::error::{Error, Result};
-use crate::row::{Batch, BatchBuilder, RowEncoder, decode_row};
+use crate::row::{Batch, BatchBuilder, RowDecoder, RowEncoder};
 use crate::tbl::ColType;
 
 /// NDJSON bytes handed to the compressor at a time.
@@ -229,6 +229,7 @@ pub struct DataFileReader {
     line: u64,
     eof: bool,
     builder: BatchBuilder,
+    decoder: RowDecoder,
     batch_size: usize,
     /// What the commit record says of the file, checked at its end.
     expect: Option<Expect>,
@@ -322,6 +323,7 @@ impl DataFileReader {
             line: 0,
             eof: false,
             builder: BatchBuilder::new(tbl.to_string()),
+            decoder: RowDecoder::default(),
             batch_size: batch_size.max(1),
             expect: None,
             bytes: 0,
@@ -347,7 +349,8 @@ impl DataFileReader {
                 })?;
                 if !line.trim().is_empty() {
                     let (key, n) = (&self.key, self.line);
-                    decode_row(line, &mut self.builder, &|| format!("{key}:{n}"))?;
+                    self.decoder
+                        .decode(line, &mut self.builder, &|| format!("{key}:{n}"))?;
                     self.rows += 1;
                 }
                 self.pos = end + 1;

@@ -408,19 +408,31 @@ impl CsvFormat {
             ));
         }
         let mut row: Vec<Value> = Vec::with_capacity(width);
+        // One check of the whole record (the common case: valid, no NUL); the field
+        // that fails is looked for only when it does.
+        let whole = std::str::from_utf8(record.as_slice())
+            .ok()
+            .filter(|_| memchr::memchr(0, record.as_slice()).is_none());
         for (i, field) in record.iter().enumerate() {
-            let text = std::str::from_utf8(field).map_err(|_| {
-                format!(
-                    "column `{}` is not valid UTF-8; set `encoding:` (e.g. latin-1) for this table",
-                    names[i]
-                )
-            })?;
-            if memchr::memchr(0, field).is_some() {
-                return Err(format!(
-                    "column `{}` contains a NUL byte: not text (a binary file, or UTF-16 without a BOM?)",
-                    names[i]
-                ));
-            }
+            let fast = whole.and_then(|w| w.get(record.range(i)?));
+            let text = match fast {
+                Some(t) => t,
+                None => {
+                    let text = std::str::from_utf8(field).map_err(|_| {
+                        format!(
+                            "column `{}` is not valid UTF-8; set `encoding:` (e.g. latin-1) for this table",
+                            names[i]
+                        )
+                    })?;
+                    if memchr::memchr(0, field).is_some() {
+                        return Err(format!(
+                            "column `{}` contains a NUL byte: not text (a binary file, or UTF-16 without a BOM?)",
+                            names[i]
+                        ));
+                    }
+                    text
+                }
+            };
             row.push(convert(text, types[i], self.empty_as_null).ok_or_else(|| {
                 format!(
                     "column `{}`: `{}` is not a valid {}",
