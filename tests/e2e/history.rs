@@ -122,6 +122,15 @@ fn logs_tables_and_freshness() {
     );
     let out = hc(&["--max-lag", "1h"]);
     assert!(out.status.success(), "{}", stdout(&out));
+    // Freshness reads the logs newest first and stops once every table has its last
+    // successful load: an old, unreadable log is never read.
+    let old = env
+        .area("tester", "h")
+        .join("$task_logs/20200101T000000.000Z.000001.20200101T000000.000000Z.deadbeef.json");
+    std::fs::write(&old, "not json").unwrap();
+    let out = hc(&["--max-lag", "1h"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    std::fs::remove_file(&old).unwrap();
     // A per-table max_lag in config.yaml wins.
     env.write(
         "config.yaml",
@@ -157,6 +166,66 @@ fn healthcheck_works_while_a_run_holds_the_lease() {
     assert!(out.status.success(), "{}", stdout(&out));
     assert!(
         stdout(&out).contains("ok   lease: held by pid"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// An uploader's freshness names its tables `<upstream>.<table>`, and reads only the
+/// newest logs: an old, unreadable one is never read.
+#[test]
+fn uploader_freshness_reads_only_the_newest_logs() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n2\n");
+    env.write(
+        "config.yaml",
+        "tbls:\n  a:\n    path: in/*.csv\n    unique_by: id\n",
+    );
+    let ok = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .args(args)
+            .env("ACHVY_CNXN__DB__URI", "sqlite://")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            stdout(&out),
+            crate::stderr(&out)
+        );
+        stdout(&out)
+    };
+    ok(&["start", "-op", "files.CsvDownloader", "--id", "dl"]);
+    let up = ["-op", "sql.Uploader", "--id", "up", "-U", "dl"];
+    let hc = |env: &Env| {
+        env.cmd()
+            .args(["healthcheck", "--max-lag", "1h"])
+            .args(up)
+            .env("ACHVY_CNXN__DB__URI", "sqlite://")
+            .output()
+            .unwrap()
+    };
+    let out = hc(&env);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("FAIL freshness dl.a: never loaded successfully"),
+        "{}",
+        stdout(&out)
+    );
+    let mut start = vec!["start"];
+    start.extend(up);
+    ok(&start);
+    std::fs::write(
+        env.area("tester", "up")
+            .join("$task_logs/20200101T000000.000Z.000001.20200101T000000.000000Z.deadbeef.json"),
+        "not json",
+    )
+    .unwrap();
+    let out = hc(&env);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("ok   freshness dl.a: last successful load"),
         "{}",
         stdout(&out)
     );

@@ -175,45 +175,54 @@ async fn freshness(
     if default.is_none() && per_table.is_empty() {
         return;
     }
-    let logs = match super::task_store(loaded) {
-        Ok(ds) => anchovy_core::task::TaskStore::new(ds).read_all().await,
-        Err(e) => Err(e),
-    };
-    let loads = match logs {
-        Ok(l) => anchovy_core::task::TaskStore::last_loads(&l),
+    // The tables to look for: configured, in `$tables`, and each upstream's tables as
+    // `<upstream>.<table>` (an uploader's). The task logs are read newest first until
+    // each has its last successful load: a bounded read for healthy tables, whatever
+    // the anchovy's age (only a table that never loaded reads them all).
+    let names = match known_tables(loaded).await {
+        Ok(n) => n,
         Err(e) => {
             lines.push((false, "freshness".into(), e.chain()));
             return;
         }
     };
-    // Every configured table and every table with a load; uploader tables are
-    // `<upstream>.<table>` and take the setting of `<table>`.
-    let mut names: Vec<String> = loaded.doc.tbls.keys().cloned().collect();
-    for n in loads.keys() {
-        if !names
-            .iter()
-            .any(|x| x == n || n.ends_with(&format!(".{x}")))
-        {
-            names.push(n.clone());
+    let loads = match super::task_store(loaded) {
+        Ok(ds) => {
+            anchovy_core::task::TaskStore::new(ds)
+                .last_loads_of(&names)
+                .await
         }
-    }
+        Err(e) => Err(e),
+    };
+    let loads = match loads {
+        Ok(l) => l,
+        Err(e) => {
+            lines.push((false, "freshness".into(), e.chain()));
+            return;
+        }
+    };
+    // Every known table and every other table with a load read; uploader tables are
+    // `<upstream>.<table>` and take the setting of `<table>`.
+    let mut names = names;
+    names.extend(
+        loads
+            .keys()
+            .filter(|n| !names.contains(n))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     let now = chrono::Utc::now();
     for name in names {
         let limit = per_table
             .iter()
-            .find(|(t, _)| *t == name)
+            .find(|(t, _)| *t == name || name.ends_with(&format!(".{t}")))
             .map(|(_, d)| *d)
             .or(default);
         let Some(limit) = limit else { continue };
-        let mine: Vec<(&String, &anchovy_core::task::LastLoad)> = loads
-            .iter()
-            .filter(|(n, _)| **n == name || n.ends_with(&format!(".{name}")))
-            .collect();
-        let last_ok = mine
-            .iter()
-            .filter_map(|(_, l)| l.last_ok.as_ref())
-            .filter_map(|t| chrono::DateTime::parse_from_rfc3339(&t.timestamp).ok())
-            .max();
+        let last_ok = loads
+            .get(&name)
+            .and_then(|l| l.last_ok.as_ref())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t.timestamp).ok());
         match last_ok {
             None => lines.push((
                 false,
@@ -236,6 +245,33 @@ async fn freshness(
             }
         }
     }
+}
+
+/// The task-log names of this anchovy's tables: an uploader's are its upstreams' (`-U`)
+/// tables as `<upstream>.<table>`; a downloader's are the configured ones and those in
+/// its `$tables`.
+async fn known_tables(loaded: &Loaded) -> anchovy_core::Result<Vec<String>> {
+    use anchovy_core::tbl_store::TblStore;
+    let s = &loaded.settings;
+    let root = super::meta_root(loaded, &s.tbl_store_cls)?;
+    let mut names: Vec<String> = Vec::new();
+    if s.upstream.is_empty() {
+        names.extend(loaded.doc.tbls.keys().cloned());
+        for t in TblStore::new(root.for_anchovy(&s.user, &s.id))
+            .list()
+            .await?
+        {
+            names.push(t.name);
+        }
+    }
+    for up in &s.upstream {
+        for t in TblStore::new(root.for_anchovy(&s.user, up)).list().await? {
+            names.push(format!("{up}.{}", t.name));
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 /// `GET /readyz` of a local service: (status, body), within 3 s.

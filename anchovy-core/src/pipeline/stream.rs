@@ -31,7 +31,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::row::{Batch, BatchBuilder, Value};
 
 /// Batches that may wait in the channel between a source and the pipeline.
-pub const CHANNEL_BATCHES: usize = 4;
+pub const CHANNEL_BATCHES: usize = 2;
 
 /// What travels from a source (or sink) to the next stage.
 #[derive(Debug)]

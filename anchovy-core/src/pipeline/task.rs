@@ -168,9 +168,10 @@ impl TaskStore {
     }
 
     /// The latest TBL task and the latest successful one of each of `tables`, read
-    /// newest first (by the time in the keys, 32 logs at a time) until every one of
-    /// them has both, or the logs run out: for healthy tables the cost follows the
-    /// last runs, not the anchovy's age. Logs whose key has no time are read first.
+    /// newest first (by the time in the keys: one run's worth of logs, then growing
+    /// chunks) until every one of them has both, or the logs run out: for healthy
+    /// tables the cost follows the last runs, not the anchovy's age (the listing
+    /// itself still grows with it). Logs whose key has no time are read first.
     ///
     /// # Errors
     /// [`crate::Error::Datastore`] or [`crate::Error::Json`].
@@ -189,7 +190,14 @@ impl TaskStore {
         });
         let mut loads = std::collections::BTreeMap::new();
         let ds = &self.ds;
-        for chunk in entries.chunks(32) {
+        // One run's worth of logs first (a TBL log per table, four of the run), then
+        // chunks twice as large, up to 64.
+        let mut size = tables.len() + 4;
+        let mut rest = &entries[..];
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(size.min(rest.len()));
+            rest = after;
+            size = (size * 2).min(64).max(size);
             let got: Vec<Result<Option<TaskLog>>> = futures::stream::iter(chunk)
                 .map(|e| async move { ds.get_json::<TaskLog>(&e.key).await })
                 .buffered(16)

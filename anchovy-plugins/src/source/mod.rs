@@ -46,7 +46,7 @@ use crate::error::PluginError;
 use crate::formats::{self, InputFormat};
 
 /// Batches that may wait between a table's reader thread and the pipeline.
-pub const READ_AHEAD: usize = 4;
+pub const READ_AHEAD: usize = 2;
 
 /// Bytes a read-ahead chunk holds.
 const READ_CHUNK: usize = 1 << 20;

@@ -491,22 +491,58 @@ impl<'de> serde::de::Visitor<'de> for FastLine<'_> {
         mut m: M,
     ) -> std::result::Result<Self::Value, M::Error> {
         let mut types = None;
-        while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(k)) = m.next_key()? {
             if k == TYPES_FIELD {
                 types = Some(m.next_value()?);
                 continue;
             }
-            let i = self.schema.index_or_insert(&k);
+            // Members come in the schema's order in a typed stream: the next column is
+            // checked first, the name looked up only when it is not that one.
+            let next = self.row.len();
+            let i = match self.schema.names().get(next) {
+                Some(name) if **name == *k => next,
+                _ => self.schema.index_or_insert(&k),
+            };
             let v = match self.codes.get(i).copied().flatten() {
                 None => m.next_value::<PlainValue>()?.0,
                 Some(code) => m.next_value_seed(Typed(code))?,
             };
-            if self.row.len() <= i {
-                self.row.resize(i + 1, Value::Null);
+            if i == self.row.len() {
+                self.row.push(v);
+            } else {
+                if self.row.len() <= i {
+                    self.row.resize(i + 1, Value::Null);
+                }
+                self.row[i] = v;
             }
-            self.row[i] = v;
         }
         Ok(types)
+    }
+}
+
+/// A member name, borrowed from the line unless it has escapes (serde's own `Cow`
+/// always copies).
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
