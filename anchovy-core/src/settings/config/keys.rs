@@ -163,7 +163,7 @@ settings! {
         env: "ACHVY_BATCH_SIZE",
         flag: Flag::Value("--batch-size", "N"),
         kind: Kind::Count(1, 1_000_000),
-        unset: Unset::Value("4096"),
+        unset: Unset::Value("1024"),
     }
     /// uncompressed bytes before a data file rotates
     file_max_bytes: u64 {
