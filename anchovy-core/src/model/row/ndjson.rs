@@ -388,7 +388,8 @@ fn decode_row_types(
 /// which also gives its error: both ways give the same row for every line.
 #[derive(Debug, Default)]
 pub struct RowDecoder {
-    /// The `_types` JSON text the codes below are for (`None`: nothing known yet).
+    /// The `_types` JSON text the codes below are for (`""`: lines without `_types`;
+    /// `None`: nothing known yet).
     types: Option<String>,
     /// Lines decoded in one pass (for tests: the fast way is taken).
     pub(super) fast_lines: u64,
@@ -419,7 +420,7 @@ impl RowDecoder {
             let mut de = serde_json::Deserializer::from_str(line);
             if let Ok(raw) = serde::de::DeserializeSeed::deserialize(seed, &mut de)
                 && de.end().is_ok()
-                && raw.is_some_and(|r| r.get() == types)
+                && raw.map_or("", |r| r.get()) == types
             {
                 builder.rows.push(row);
                 self.fast_lines += 1;
@@ -431,11 +432,14 @@ impl RowDecoder {
         Ok(())
     }
 
-    /// Remembers a line's annotations for the lines after it (nothing when a code is
-    /// unknown or names a column the schema does not have yet).
+    /// Remembers a line's annotations for the lines after it (none: `""`, the lines
+    /// of an untyped stream; nothing is remembered when a code is unknown or names a
+    /// column the schema does not have yet).
     fn learn(&mut self, types: &[String], schema: &Schema) {
         self.types = None;
         if types.is_empty() {
+            self.codes.clear();
+            self.types = Some(String::new());
             return;
         }
         let mut codes = vec![None; schema.len()];
