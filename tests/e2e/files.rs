@@ -1,5 +1,7 @@
 //! files.CsvDownloader: globs, incremental reruns, changed files, CSV edge cases.
 
+use std::collections::BTreeMap;
+
 use anchovy_core::Value;
 
 use crate::{Env, commit_count, committed, results, tbl_data, tbl_task};
@@ -449,4 +451,118 @@ fn a_bad_table_option_fails_only_its_table() {
         "{err}"
     );
     assert_eq!(committed(&env.home(), "tester", "bo")["good"].len(), 1);
+}
+
+/// The checkpoint state of an anchovy as its snapshot holds it: key -> value.
+fn checkpoint_state(env: &Env, id: &str) -> BTreeMap<String, serde_json::Value> {
+    let text = std::fs::read_to_string(env.area("tester", id).join("$checkpoints/_state"))
+        .expect("no checkpoint snapshot");
+    let snap: serde_json::Value = serde_json::from_str(&text).unwrap();
+    snap["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["key"].as_str().unwrap().to_string(), e["value"].clone()))
+        .collect()
+}
+
+/// Retention of file checkpoints (`forget_after`): a file the listing misses is marked
+/// `gone_since`, unmarked when it is listed again unchanged (and not read again), and its
+/// checkpoint is deleted once it stayed missing for `forget_after`; a file that comes
+/// back after that is read as new. `never` marks nothing; a bad value names the option.
+#[test]
+fn checkpoints_of_files_gone_for_forget_after_are_deleted() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n");
+    env.write("in/b.csv", "id\n2\n");
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    forget_after: 2s\n  n:\n    path: in/*.csv\n    forget_after: never\n",
+    );
+    run(&env, "f");
+    let a = env.path().join("in/a.csv");
+    let mtime = std::fs::metadata(&a).unwrap().modified().unwrap();
+    std::fs::remove_file(&a).unwrap();
+
+    // Missed once: marked, not forgotten; `never` marks nothing.
+    let r = run(&env, "f");
+    assert_eq!(tbl_data(&r, "t")["rows"], 0);
+    let st = checkpoint_state(&env, "f");
+    assert!(st["t:in/a.csv"]["gone_since"].is_string(), "{st:?}");
+    assert!(st["t:in/b.csv"].get("gone_since").is_none(), "{st:?}");
+    assert!(st["n:in/a.csv"].get("gone_since").is_none(), "{st:?}");
+
+    // Back unchanged (same size and mtime): unmarked, not read again.
+    env.write("in/a.csv", "id\n1\n");
+    std::fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let r = run(&env, "f");
+    assert_eq!(tbl_data(&r, "t")["files_read"], 0, "{r}");
+    assert!(
+        checkpoint_state(&env, "f")["t:in/a.csv"]
+            .get("gone_since")
+            .is_none()
+    );
+
+    // Gone again: its clock starts afresh, and it is forgotten only once it stayed
+    // missing for 2 s.
+    std::fs::remove_file(&a).unwrap();
+    run(&env, "f");
+    let r = run(&env, "f");
+    assert!(
+        tbl_data(&r, "t").get("checkpoints_forgotten").is_none(),
+        "{r}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let r = run(&env, "f");
+    assert_eq!(tbl_data(&r, "t")["checkpoints_forgotten"], 1, "{r}");
+    let st = checkpoint_state(&env, "f");
+    assert!(!st.contains_key("t:in/a.csv"), "{st:?}");
+    assert!(st.contains_key("t:in/b.csv") && st.contains_key("n:in/a.csv"));
+    let mirrors = std::fs::read_dir(env.area("tester", "f").join("$checkpoints"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".json")
+        })
+        .count();
+    assert_eq!(
+        mirrors, 3,
+        "the mirror of a forgotten checkpoint is deleted too"
+    );
+
+    // A file of that name after it was forgotten is a new file: read, for `t` only.
+    env.write("in/a.csv", "id\n1\n");
+    std::fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let r = run(&env, "f");
+    assert_eq!(tbl_data(&r, "t")["files_read"], 1, "{r}");
+    assert_eq!(tbl_data(&r, "n")["files_read"], 0, "{r}");
+
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    forget_after: soon\n",
+    );
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "f"])
+        .output()
+        .unwrap();
+    let err = crate::stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("tbls.t.forget_after") && err.contains("`soon`"),
+        "{err}"
+    );
 }

@@ -162,6 +162,17 @@ impl SessionCtx {
         self.committer.checkpoints().get(key)
     }
 
+    /// Committed checkpoints whose key starts with `prefix`, as `(key, value)` sorted
+    /// by key (e.g. every file of a table: `"<table>:"`).
+    pub fn checkpoints_with_prefix(&self, prefix: &str) -> Vec<(String, serde_json::Value)> {
+        self.committer
+            .checkpoints()
+            .with_prefix(prefix)
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect()
+    }
+
     /// Asked by a source before a unit of work (file, object, commit) when `done` units
     /// are already behind it in this task: true when the budget is spent and at least
     /// one unit was done (so every run makes progress), after which the source stops

@@ -187,6 +187,16 @@ impl Emitter {
         self.checkpoints([(key.to_string(), Some(v))].into()).await
     }
 
+    /// Deletes a checkpoint, in-band like [`Emitter::checkpoint`]: the deletion is
+    /// committed with the rows emitted before it, and `ctx.checkpoint(key)` sees `None`
+    /// at once.
+    ///
+    /// # Errors
+    /// [`Error::Cancelled`] when the pipeline has stopped.
+    pub async fn forget(&mut self, key: &str) -> Result<()> {
+        self.checkpoints([(key.to_string(), None)].into()).await
+    }
+
     async fn checkpoints(
         &mut self,
         updates: BTreeMap<String, Option<serde_json::Value>>,

@@ -195,6 +195,18 @@ impl Checkpoints {
             .collect()
     }
 
+    /// Entries whose key starts with `prefix`, sorted by key (a range of the state, not
+    /// a scan of it).
+    pub fn with_prefix(&self, prefix: &str) -> Vec<CheckpointEntry> {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
     /// Applies a new commit's checkpoint updates ([`Checkpoints::replay`]) and
     /// rewrites the snapshot when [`SNAPSHOT_EVERY`] commits passed since the last one.
     pub(crate) async fn apply(&self, rec: Update<'_>) {

@@ -110,6 +110,32 @@ anchovy_core::table_options! {
         /// csv, json (NDJSON, arrays, documents) or parquet; default: the operator's own
         #[serde(default)]
         pub format: Option<String>,
+        /// delete a file's checkpoint once the file has been missing from every listing
+        /// for this long (default 7d; `never` keeps them): a file that comes back after
+        /// that is read again, as a new file
+        #[serde(default)]
+        pub forget_after: Option<String>,
+    }
+}
+
+/// How long a file may be missing from the listings before its checkpoint is deleted,
+/// when the table does not say (`forget_after:`).
+pub const FORGET_AFTER: Duration = Duration::from_secs(7 * 86_400);
+
+/// Parses `forget_after:`: a duration, or `never` (`None`).
+///
+/// # Errors
+/// [`PluginError::Option`] naming the value.
+pub fn forget_after(table: &str, s: Option<&str>) -> Result<Option<Duration>, PluginError> {
+    match s.map(str::trim) {
+        None => Ok(Some(FORGET_AFTER)),
+        Some("never") => Ok(None),
+        Some(t) => anchovy_core::config::parse_duration(t)
+            .map(Some)
+            .ok_or_else(|| PluginError::Option {
+                key: format!("tbls.{table}.forget_after"),
+                message: format!("`{t}` is not a duration (90s, 15m, 12h, 30d) or `never`"),
+            }),
     }
 }
 
@@ -194,6 +220,8 @@ pub struct TableSource {
     pub format: Arc<dyn InputFormat>,
     /// What to do after load.
     pub after_load: AfterLoad,
+    /// How long a file may be missing before its checkpoint is deleted (`None`: never).
+    pub forget_after: Option<Duration>,
 }
 
 /// A file-like downloader: one transport, a default format.
@@ -251,10 +279,12 @@ impl FileDownloader {
             },
             e => e,
         })?;
+        let forget_after = forget_after(&tbl.name, options.forget_after.as_deref())?;
         Ok(TableSource {
             options,
             format,
             after_load,
+            forget_after,
         })
     }
 }
@@ -377,6 +407,15 @@ enum Item {
         key: String,
         entry: Entry,
     },
+    /// A checkpoint changed without rows: a file's `gone_since` set or cleared.
+    Mark {
+        key: String,
+        state: EntryState,
+    },
+    /// The checkpoint of a file missing for `forget_after`: delete it.
+    Forget {
+        key: String,
+    },
     /// A file was skipped this run.
     Changed {
         name: String,
@@ -413,6 +452,7 @@ impl Source for FileSource {
             options,
             format,
             after_load,
+            forget_after,
         } = self.downloader.table(&tbl)?;
         let transport = (spec.connect)(&ctx.session, &options)?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(READ_AHEAD);
@@ -424,10 +464,12 @@ impl Source for FileSource {
             session: ctx.session.clone(),
             batch_size: ctx.session.settings.batch_size,
             rejects: ctx.rejects()?,
+            forget_after,
             tx,
         };
         let reader = tokio::task::spawn_blocking(move || job.run(transport));
-        let (mut read, mut unchanged, mut changed, mut rows) = (0u64, 0u64, 0u64, 0u64);
+        let (mut read, mut unchanged, mut changed, mut rows, mut forgotten) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
         while let Some(item) = rx.recv().await {
             match item {
                 Item::Batch(b) => out.send_batch(b).await?,
@@ -440,6 +482,11 @@ impl Source for FileSource {
                 Item::Committed { key, entry } => {
                     unchanged += 1;
                     self.after_load(&after_load, &tbl.name, key, entry);
+                }
+                Item::Mark { key, state } => out.checkpoint(&key, &state).await?,
+                Item::Forget { key } => {
+                    forgotten += 1;
+                    out.forget(&key).await?;
                 }
                 Item::Changed { name, reason } => {
                     changed += 1;
@@ -455,6 +502,9 @@ impl Source for FileSource {
         ctx.log(spec.counters.unchanged, unchanged);
         ctx.log(spec.counters.changed, changed);
         ctx.log("rows_read", rows);
+        if forgotten > 0 {
+            ctx.log("checkpoints_forgotten", forgotten);
+        }
         Ok(())
     }
 }
@@ -468,6 +518,7 @@ struct Job {
     session: Arc<SessionCtx>,
     batch_size: usize,
     rejects: anchovy_core::reject::Rejects,
+    forget_after: Option<Duration>,
     tx: tokio::sync::mpsc::Sender<Item>,
 }
 
@@ -480,6 +531,9 @@ impl Job {
         if files.is_empty() {
             tracing::warn!(table = %self.table, path = %self.path, "no {} match the path glob", self.spec.counters.noun);
         }
+        if !self.note_missing(&files) {
+            return Ok(());
+        }
         let mut read = 0u64;
         for entry in files {
             let key = format!("{}:{}", self.table, entry.name);
@@ -487,8 +541,16 @@ impl Job {
                 .session
                 .checkpoint(&key)
                 .and_then(|v| serde_json::from_value::<EntryState>(v).ok());
-            if seen.is_some_and(|s| s.matches(&entry)) {
-                if self.send(Item::Committed { key, entry }) {
+            if let Some(seen) = seen.filter(|s| s.matches(&entry)) {
+                // Listed again: a later absence starts its clock afresh.
+                let back = seen.gone_since.is_some().then(|| Item::Mark {
+                    key: key.clone(),
+                    state: EntryState {
+                        gone_since: None,
+                        ..seen
+                    },
+                });
+                if back.is_none_or(|m| self.send(m)) && self.send(Item::Committed { key, entry }) {
                     continue;
                 }
                 return Ok(());
@@ -519,6 +581,55 @@ impl Job {
             }
         }
         Ok(())
+    }
+
+    /// The retention of file checkpoints: each checkpoint of this table whose file the
+    /// listing missed gets `gone_since` (once), and one missing for `forget_after` is
+    /// deleted, so the checkpoint state holds the files that exist plus those gone for
+    /// less than `forget_after`, not every file ever read. A listing that misses files
+    /// by accident (an empty mount) costs nothing unless it lasts that long. False when
+    /// the task went away.
+    fn note_missing(&self, files: &[Entry]) -> bool {
+        let Some(forget_after) = self.forget_after else {
+            return true;
+        };
+        let listed: std::collections::HashSet<&str> =
+            files.iter().map(|e| e.name.as_str()).collect();
+        let prefix = format!("{}:", self.table);
+        let now = chrono::Utc::now();
+        for (key, value) in self.session.checkpoints_with_prefix(&prefix) {
+            if listed.contains(&key[prefix.len()..]) {
+                continue;
+            }
+            // Not a file's state (set by hand): not ours to age.
+            let Ok(mut state) = serde_json::from_value::<EntryState>(value) else {
+                continue;
+            };
+            let since = state
+                .gone_since
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            let item = match since {
+                None => {
+                    state.gone_since = Some(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                    Item::Mark { key, state }
+                }
+                Some(since) => {
+                    let missing = now
+                        .signed_duration_since(since)
+                        .to_std()
+                        .unwrap_or_default();
+                    if missing < forget_after {
+                        continue;
+                    }
+                    Item::Forget { key }
+                }
+            };
+            if !self.send(item) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Sends to the task; false when it went away.

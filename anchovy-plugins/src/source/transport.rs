@@ -56,6 +56,11 @@ pub struct EntryState {
     /// Records read from it.
     #[serde(default)]
     pub rows: u64,
+    /// When a listing first missed the file (RFC 3339); cleared when it is listed
+    /// again. A checkpoint whose file stayed missing for the table's `forget_after` is
+    /// deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_since: Option<String>,
 }
 
 impl EntryState {
@@ -67,6 +72,7 @@ impl EntryState {
             etag: e.etag.clone(),
             last_modified: e.last_modified.clone(),
             rows,
+            gone_since: None,
         }
     }
 
