@@ -18,6 +18,7 @@ use anchovy_core::{BoxError, ColType, Datastore, TaskCtx, Tbl, async_trait};
 use super::db::{self, Db};
 use super::dialect::{self, Dialect, MergeSpec, TableRef, widen};
 use super::schema_for;
+use super::stage::Staged;
 use crate::error::PluginError;
 
 anchovy_core::table_options! {
@@ -333,6 +334,47 @@ impl Job<'_> {
         destination::read_unit(&self.ds, unit, self.batch_size, map)
     }
 
+    /// Writes the unit's rows into `into` (the target or a staging table; `with_ord`
+    /// for the latter) and returns how many. On PostgreSQL the COPY is binary when
+    /// every column's type allows it; should a value have no exact binary form (data
+    /// files from before a column got its type), the COPY is rolled back to a
+    /// savepoint and the unit is read again and sent as CSV, so the server's own
+    /// parser decides as it always did.
+    async fn stage_unit(
+        &self,
+        tx: &mut db::Tx,
+        into: &str,
+        cols: &[(String, ColType)],
+        with_ord: bool,
+        unit: &Unit,
+        names: &Names,
+    ) -> Result<i64, PluginError> {
+        let mut columns: Vec<&str> = cols.iter().map(|(c, _)| c.as_str()).collect();
+        if with_ord {
+            columns.extend([dialect::ORD, dialect::VER]);
+        }
+        if let Some(types) = tx.copy_types(into, &columns).await? {
+            tx.exec("SAVEPOINT anchovies_binary").await?;
+            let (mut rx, reader) = self.read_unit(unit, names);
+            let r = tx.stage_binary(into, cols, with_ord, &mut rx, &types).await;
+            reader.abort();
+            match r? {
+                Staged::Rows(n) => {
+                    tx.exec("RELEASE SAVEPOINT anchovies_binary").await?;
+                    return Ok(n);
+                }
+                Staged::NotBinary { column } => {
+                    tracing::debug!(table = %self.name, %column, "a value has no exact binary form: loading as CSV");
+                    tx.exec("ROLLBACK TO SAVEPOINT anchovies_binary").await?;
+                }
+            }
+        }
+        let (mut rx, reader) = self.read_unit(unit, names);
+        let r = tx.stage(into, cols, with_ord, &mut rx).await;
+        reader.abort();
+        r
+    }
+
     async fn stage_and_merge(
         &self,
         tx: &mut db::Tx,
@@ -359,10 +401,10 @@ impl Job<'_> {
         }
         // Append tables need no staging: the rows go straight into the target.
         if spec.keys.is_empty() && spec.sets.is_empty() && self.history.is_none() {
-            let (mut rx, reader) = self.read_unit(unit, names);
-            let n = tx.stage(&d.table(&self.target), cols, false, &mut rx).await;
-            reader.abort();
-            totals.inserted += n? as u64;
+            let n = self
+                .stage_unit(tx, &d.table(&self.target), cols, false, unit, names)
+                .await?;
+            totals.inserted += n as u64;
             return Ok(());
         }
         // A keyed load into an empty table (the first backfill) is written straight into
@@ -374,9 +416,9 @@ impl Job<'_> {
             );
             if tx.scalar(&probe).await? == 0 {
                 tx.exec("SAVEPOINT anchovies_direct").await?;
-                let (mut rx, reader) = self.read_unit(unit, names);
-                let r = tx.stage(&d.table(&self.target), cols, false, &mut rx).await;
-                reader.abort();
+                let r = self
+                    .stage_unit(tx, &d.table(&self.target), cols, false, unit, names)
+                    .await;
                 match r {
                     Ok(n) => {
                         tx.exec("RELEASE SAVEPOINT anchovies_direct").await?;
@@ -397,10 +439,9 @@ impl Job<'_> {
         }
         tx.exec(&d.create_stage(&stage, cols)).await?;
         let t0 = std::time::Instant::now();
-        let (mut rxb, reader) = self.read_unit(unit, names);
-        let staged = tx.stage(&d.ident(&stage), cols, true, &mut rxb).await;
-        reader.abort();
-        let ord = staged?;
+        let ord = self
+            .stage_unit(tx, &d.ident(&stage), cols, true, unit, names)
+            .await?;
         tracing::debug!(rows = ord, ms = t0.elapsed().as_millis() as u64, table = %self.name, "staged");
         let names: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
         let incoming = if spec.keys.is_empty() {

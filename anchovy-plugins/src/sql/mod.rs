@@ -20,10 +20,11 @@
 //!   with set-based statements.
 
 pub mod collate;
+pub mod copy_binary;
 pub mod db;
 pub mod dialect;
 mod load;
-mod stage;
+pub mod stage;
 
 use std::sync::Arc;
 

@@ -1,21 +1,140 @@
 //! The bulk path: streaming a load's batches into a staging table (or the target):
-//! PostgreSQL gets one `COPY ... FROM STDIN (FORMAT csv)` per load, MySQL and SQLite
-//! multi-row `INSERT`s with bind parameters (as many rows per statement as their
-//! parameter limits allow). No statement ever runs per row.
+//! PostgreSQL gets one `COPY ... FROM STDIN` per load (binary where every column's type
+//! allows it, see [`super::copy_binary`], else CSV), MySQL and SQLite multi-row
+//! `INSERT`s with bind parameters (as many rows per statement as their parameter limits
+//! allow). No statement ever runs per row.
 
 use anchovy_core::{Batch, ColType, Value};
 use sqlx::QueryBuilder;
 
+use super::copy_binary::{self, PgType};
 use super::db::{Tx, db_err};
 use super::dialect::{Dialect, ORD, VER};
 use crate::error::PluginError;
 
+/// What [`Tx::stage_binary`] did.
+#[derive(Debug)]
+pub enum Staged {
+    /// The rows written.
+    Rows(i64),
+    /// A value of this column has no exact binary form: the COPY was abandoned, the
+    /// transaction is in error until it rolls back to a savepoint taken before it, and
+    /// the load goes again as CSV.
+    NotBinary {
+        /// The column.
+        column: String,
+    },
+}
+
 impl Tx {
+    /// The binary COPY types of `into`'s columns `names` (in that order), or `None`
+    /// when one of them has a type sent as CSV, or off PostgreSQL.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`] when the catalog cannot be read.
+    pub async fn copy_types(
+        &mut self,
+        into: &str,
+        names: &[&str],
+    ) -> Result<Option<Vec<PgType>>, PluginError> {
+        let Tx::Pg(t) = self else {
+            return Ok(None);
+        };
+        let found: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT attname::text, atttypid::int8 FROM pg_attribute \
+             WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+        )
+        .bind(into)
+        .fetch_all(&mut **t)
+        .await
+        .map_err(|e| db_err(format!("read the column types of {into}"), e))?;
+        Ok(names
+            .iter()
+            .map(|n| {
+                found
+                    .iter()
+                    .find(|(c, _)| c == n)
+                    .and_then(|(_, oid)| PgType::of_oid(*oid))
+            })
+            .collect())
+    }
+
+    /// [`Tx::stage`] on PostgreSQL in binary COPY format, each column (then the
+    /// order and version columns when `with_ord`) sent as `types` says
+    /// ([`super::copy_binary`]). Off PostgreSQL it stages as [`Tx::stage`] does.
+    ///
+    /// # Errors
+    /// As [`Tx::stage`].
+    pub async fn stage_binary(
+        &mut self,
+        into: &str,
+        cols: &[(String, ColType)],
+        with_ord: bool,
+        rx: &mut anchovy_core::destination::UnitBatches,
+        types: &[PgType],
+    ) -> Result<Staged, PluginError> {
+        let Tx::Pg(t) = self else {
+            return self.stage(into, cols, with_ord, rx).await.map(Staged::Rows);
+        };
+        let d = Dialect::Postgres;
+        let ctx = || format!("write rows into {into}");
+        let mut names: Vec<String> = cols.iter().map(|(c, _)| d.ident(c)).collect();
+        if with_ord {
+            names.push(d.ident(ORD));
+            names.push(d.ident(VER));
+        }
+        let mut ord = 0i64;
+        let sql = format!(
+            "COPY {into} ({}) FROM STDIN WITH (FORMAT binary)",
+            names.join(", ")
+        );
+        let mut copy = t.copy_in_raw(&sql).await.map_err(|e| db_err(ctx(), e))?;
+        let fields = (cols.len() + if with_ord { 2 } else { 0 }) as u16;
+        let mut buf: Vec<u8> = copy_binary::HEADER.to_vec();
+        while let Some(batch) = rx.recv().await {
+            let (ver, batch) = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = copy.abort("anchovies: reading the data failed").await;
+                    return Err(e.into());
+                }
+            };
+            let idx = column_index(cols, &batch);
+            for row in &batch.rows {
+                copy_binary::tuple(&mut buf, fields);
+                for (i, ty) in types.iter().take(cols.len()).enumerate() {
+                    if !copy_binary::field(&mut buf, cell(&idx, row, i), *ty) {
+                        let _ = copy.abort("anchovies: loading as CSV instead").await;
+                        return Ok(Staged::NotBinary {
+                            column: cols[i].0.clone(),
+                        });
+                    }
+                }
+                if with_ord {
+                    copy_binary::int8(&mut buf, ord);
+                    copy_binary::int8(&mut buf, ver as i64);
+                }
+                ord += 1;
+            }
+            if let Err(e) = copy.send(buf.as_slice()).await {
+                let _ = copy.abort("anchovies: staging failed").await;
+                return Err(db_err(ctx(), e));
+            }
+            buf.clear();
+        }
+        if let Err(e) = copy.send(copy_binary::TRAILER).await {
+            let _ = copy.abort("anchovies: staging failed").await;
+            return Err(db_err(ctx(), e));
+        }
+        copy.finish().await.map_err(|e| db_err(ctx(), e))?;
+        Ok(Staged::Rows(ord))
+    }
+
     /// Streams batches from `rx` into `into` (a quoted table name: the staging table,
-    /// or the target itself): one `COPY` for the whole load on PostgreSQL, multi-row
-    /// `INSERT`s elsewhere. `cols` are the columns; `with_ord` adds the row-order and
-    /// version columns of staging tables (each batch comes with the upstream commit
-    /// it belongs to). Returns the rows written.
+    /// or the target itself): one CSV `COPY` for the whole load on PostgreSQL,
+    /// multi-row `INSERT`s elsewhere. `cols` are the columns; `with_ord`
+    /// adds the row-order and version columns of staging tables (each batch comes
+    /// with the upstream commit it belongs to).
     ///
     /// # Errors
     /// [`PluginError::Db`] (a value that does not fit its column is reported here), or
@@ -156,9 +275,10 @@ fn text_or_native(v: &Value, d: Dialect) -> Bind {
     }
 }
 
-/// One CSV field for PostgreSQL COPY: nulls are empty and unquoted, text is quoted (so
+/// One CSV field for PostgreSQL COPY (public for the differential test of the binary
+/// path): nulls are empty and unquoted, text is quoted (so
 /// an empty string stays an empty string), numbers are written as they are.
-fn csv_field(buf: &mut String, v: &Value, ty: ColType) {
+pub fn csv_field(buf: &mut String, v: &Value, ty: ColType) {
     match v {
         Value::Null => {}
         Value::Int(_) => v.write_text(buf),

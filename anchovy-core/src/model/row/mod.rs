@@ -73,6 +73,26 @@ pub enum Value {
     Json(serde_json::Value),
 }
 
+/// RFC 3339 (`Z` for UTC), except for an offset with seconds (local mean times of
+/// old dates, `+00:19:32`): RFC 3339 offsets have minutes only, and chrono rounds
+/// them (`+00:00:45` -> `+00:01`), which moves the instant; ISO 8601's `+HH:MM:SS`
+/// keeps it exact (PostgreSQL, Python and [`parse_datetime`] read it).
+fn datetime_tz_text(dt: &DateTime<FixedOffset>) -> String {
+    let off = dt.offset().local_minus_utc();
+    if off % 60 == 0 {
+        return dt.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    }
+    let a = off.unsigned_abs();
+    format!(
+        "{}{}{:02}:{:02}:{:02}",
+        dt.naive_local().format("%Y-%m-%dT%H:%M:%S%.f"),
+        if off < 0 { '-' } else { '+' },
+        a / 3600,
+        a / 60 % 60,
+        a % 60
+    )
+}
+
 impl Value {
     /// Builds a decimal after checking its text (`-?digits[.digits]`, exponent allowed
     /// on input and expanded).
@@ -152,7 +172,7 @@ impl Value {
             Value::String(s) => Cow::Borrowed(s),
             Value::Date(d) => Cow::Owned(d.format("%Y-%m-%d").to_string()),
             Value::DateTime(dt) => Cow::Owned(dt.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
-            Value::DateTimeTz(dt) => Cow::Owned(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            Value::DateTimeTz(dt) => Cow::Owned(datetime_tz_text(dt)),
             Value::Time(t) => Cow::Owned(t.format("%H:%M:%S%.f").to_string()),
             Value::Bytes(b) => Cow::Owned(hex::encode(b)),
             Value::Json(v) => Cow::Owned(v.to_string()),

@@ -435,3 +435,23 @@ fn remembering_decoder_agrees_with_the_general_one() {
     );
     eprintln!("{fast_lines} of {all_lines} lines the fast way");
 }
+
+/// An offset with seconds (a local mean time) survives the text form exactly: RFC 3339
+/// would round it to minutes and move the instant.
+#[test]
+fn offsets_with_seconds_keep_their_instant() {
+    use chrono::TimeZone as _;
+    let utc = NaiveDate::from_ymd_opt(1900, 5, 1)
+        .unwrap()
+        .and_hms_micro_opt(16, 52, 19, 711_504)
+        .unwrap();
+    for secs in [45, -45, 19 * 60 + 32, -(3600 + 30 * 60 + 7)] {
+        let v = Value::DateTimeTz(FixedOffset::east_opt(secs).unwrap().from_utc_datetime(&utc));
+        let text = v.text();
+        assert!(text.matches(':').count() == 4, "{text}");
+        assert_eq!(parse_datetime(&text), Some(v.clone()), "{text}");
+        let mut json = String::new();
+        write_json_value(&mut json, &v);
+        assert_eq!(json, format!("\"{text}\""));
+    }
+}

@@ -51,6 +51,9 @@ pub(super) fn general_datetime(t: &str) -> Option<Value> {
             return Some(Value::DateTimeTz(dt));
         }
     }
+    if let Some(v) = with_offset_seconds(t) {
+        return Some(v);
+    }
     for f in [
         "%Y-%m-%dT%H:%M:%S%.f",
         "%Y-%m-%d %H:%M:%S%.f",
@@ -62,6 +65,37 @@ pub(super) fn general_datetime(t: &str) -> Option<Value> {
         }
     }
     None
+}
+
+/// A datetime whose offset has seconds (`...T16:53:04+00:00:45`), as [`Value::text`]
+/// writes one: chrono parses offsets to the minute only.
+fn with_offset_seconds(t: &str) -> Option<Value> {
+    let n = t.len().checked_sub(9)?;
+    if !t.is_char_boundary(n) {
+        return None;
+    }
+    let (head, off) = t.split_at(n);
+    let b = off.as_bytes();
+    let sign = match b[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    if b[3] != b':' || b[6] != b':' {
+        return None;
+    }
+    let num = |i: usize| -> Option<i32> {
+        let (x, y) = (b[i], b[i + 1]);
+        (x.is_ascii_digit() && y.is_ascii_digit())
+            .then(|| i32::from(x - b'0') * 10 + i32::from(y - b'0'))
+    };
+    let secs = num(1)? * 3600 + num(4)? * 60 + num(7)?;
+    let off = FixedOffset::east_opt(sign * secs)?;
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(head, f).ok())
+        .and_then(|naive| chrono::TimeZone::from_local_datetime(&off, &naive).single())
+        .map(Value::DateTimeTz)
 }
 
 /// The strict ISO forms nearly every export writes, parsed digit by digit instead of by
