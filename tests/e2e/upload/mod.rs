@@ -462,3 +462,56 @@ fn typed_values_arrive_with_sql_types() {
 
 mod exactly_once;
 mod targets;
+
+/// PostgreSQL's binary COPY meets a value that is not of its column's type (an int from
+/// before the column became text, loaded in one unit with the text): the unit is sent
+/// again as CSV, and every value lands as the server parses its text.
+#[test]
+fn a_value_without_a_binary_form_reloads_the_unit_as_csv() {
+    let target = Target::Pg;
+    let env = Env::new();
+    let up = format!("bin_{}", env.nonce()).to_lowercase();
+    env.write("upload.yaml", "tbls: {}\n");
+    let cfg = |qty: &str| {
+        format!(
+            "tbls:\n  t:\n    path: in/*.csv\n    unique_by: id\n    columns: {{id: int{qty}}}\n"
+        )
+    };
+    env.write("config.yaml", cfg(", qty: int"));
+    env.write("in/1.csv", "id,qty,at\n1,5,2024-05-11T09:38:53.5+00:00\n");
+    download(&env, &up);
+    env.write("config.yaml", cfg(""));
+    env.write("in/2.csv", "id,qty,at\n2,lots,x\n");
+    download(&env, &up);
+    let out = upload(&env, target, "wh", &up, &[("ACHVY_LOG_LEVEL", "debug")]);
+    let err = crate::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("no exact binary form"), "{err}");
+    let rows = fetch(
+        target,
+        &env,
+        &format!(
+            "SELECT {}, {}, {} FROM {} ORDER BY id",
+            target.text("id"),
+            target.text("qty"),
+            target.text("at"),
+            target.table(&up, "t")
+        ),
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![s("1"), s("5"), s("2024-05-11T09:38:53.5+00:00")],
+            vec![s("2"), s("lots"), s("x")],
+        ]
+    );
+    // A later unit of values of their columns' types goes in binary again.
+    env.write("in/3.csv", "id,qty,at\n3,7,y\n");
+    download(&env, &up);
+    let out = upload(&env, target, "wh", &up, &[("ACHVY_LOG_LEVEL", "debug")]);
+    let err = crate::stderr(&out);
+    assert!(
+        out.status.success() && !err.contains("no exact binary form"),
+        "{err}"
+    );
+}
