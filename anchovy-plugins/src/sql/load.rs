@@ -15,6 +15,7 @@ use anchovy_core::destination::{
 };
 use anchovy_core::{BoxError, ColType, Datastore, TaskCtx, Tbl, async_trait};
 
+use super::copy_binary::PgType;
 use super::db::{self, Db};
 use super::dialect::{self, Dialect, MergeSpec, TableRef, widen};
 use super::schema_for;
@@ -353,7 +354,10 @@ impl Job<'_> {
         if with_ord {
             columns.extend([dialect::ORD, dialect::VER]);
         }
-        if let Some(types) = tx.copy_types(into, &columns).await? {
+        let types = tx.copy_types(into, &columns).await?;
+        // The order and version columns of a staging table go as bigints.
+        let types = types.filter(|t| t[cols.len()..].iter().all(|t| *t == PgType::Int8));
+        if let Some(types) = types {
             tx.exec("SAVEPOINT anchovies_binary").await?;
             let (mut rx, reader) = self.read_unit(unit, names);
             let r = tx.stage_binary(into, cols, with_ord, &mut rx, &types).await;
