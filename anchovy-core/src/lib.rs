@@ -52,8 +52,7 @@ pub mod model;
 pub mod pipeline;
 pub mod settings;
 pub mod store;
-#[cfg(test)]
-mod testutil;
+pub mod testutil;
 
 // The modules under their short paths (`anchovy_core::row`, `crate::commit`, ...).
 pub use model::{reject, row, tbl};

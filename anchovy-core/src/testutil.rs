@@ -1,10 +1,14 @@
-//! Helpers of the core's own tests.
+//! The seeded generator of the randomized tests (the core's own, the merge model's, the
+//! binary COPY differential test's, the crash matrix's): one implementation, so a seed
+//! printed by one failing test means the same draws everywhere.
 
 /// splitmix64: a small seeded generator (a failing case replays from its seed).
-pub(crate) struct Rng(pub u64);
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
 
 impl Rng {
     /// The next 64 random bits.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -13,8 +17,18 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// A number in `0..n`.
+    /// A number in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next() % n.max(1)
+    }
+
+    /// True `pct` times in 100.
+    pub fn chance(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+
+    /// One element of `v` (which must not be empty).
+    pub fn pick<T: Clone>(&mut self, v: &[T]) -> T {
+        v[self.below(v.len() as u64) as usize].clone()
     }
 }

@@ -15,35 +15,11 @@ use std::sync::Arc;
 
 use anchovy_core::chrono::{FixedOffset, NaiveDate, NaiveTime, TimeZone};
 use anchovy_core::row::{Batch, Schema};
+use anchovy_core::testutil::Rng;
 use anchovy_core::{ColType, Value};
 use anchovy_plugins::sql::copy_binary::{self, PgType};
 use anchovy_plugins::sql::db::{Db, Tx};
 use anchovy_plugins::sql::stage::Staged;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-    /// Between 1 and `max` random digits.
-    fn digits(&mut self, max: u64) -> String {
-        let n = 1 + self.below(max);
-        (0..n)
-            .map(|_| char::from(b'0' + self.below(10) as u8))
-            .collect()
-    }
-}
 
 /// The columns: name, SQL type, the column type the uploader knows, the binary type.
 const COLS: &[(&str, &str, ColType, PgType)] = &[
@@ -86,17 +62,25 @@ const COLS: &[(&str, &str, ColType, PgType)] = &[
     ("c_jsonb", "jsonb", ColType::Object, PgType::Jsonb),
 ];
 
+/// Between 1 and `max` random digits.
+fn digits(r: &mut Rng, max: u64) -> String {
+    let n = 1 + r.below(max);
+    (0..n)
+        .map(|_| char::from(b'0' + r.below(10) as u8))
+        .collect()
+}
+
 fn decimal(r: &mut Rng) -> String {
     let int = match r.below(4) {
         0 => "0".to_string(),
-        1 => format!("000{}", r.digits(3)),
-        _ => r.digits(24),
+        1 => format!("000{}", digits(r, 3)),
+        _ => digits(r, 24),
     };
     let frac = match r.below(4) {
         0 => String::new(),
         1 => format!(".{}", "0".repeat(1 + r.below(6) as usize)),
-        2 => format!(".{}{}", "0".repeat(r.below(9) as usize), r.digits(1)),
-        _ => format!(".{}", r.digits(20)),
+        2 => format!(".{}{}", "0".repeat(r.below(9) as usize), digits(r, 1)),
+        _ => format!(".{}", digits(r, 20)),
     };
     let sign = if r.chance(30) { "-" } else { "" };
     format!("{sign}{int}{frac}")

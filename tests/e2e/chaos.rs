@@ -15,6 +15,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use anchovy_core::Value;
+use anchovy_core::testutil::Rng;
 
 use crate::Env;
 use crate::upload::{Target, fetch, upload_args};
@@ -65,22 +66,6 @@ impl Kill {
             Kill::At(n, _) => (*n).to_string(),
             Kill::After(_) => "random moment".into(),
         }
-    }
-}
-
-/// splitmix64: a seeded, dependency-free generator (replayable from the seed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 

@@ -466,6 +466,17 @@ fn checkpoint_state(env: &Env, id: &str) -> BTreeMap<String, serde_json::Value> 
         .collect()
 }
 
+/// Writes `a.csv` back as it was: the same bytes and modification time.
+fn restore(a: &std::path::Path, mtime: std::time::SystemTime) {
+    std::fs::write(a, "id\n1\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(a)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
 /// Retention of file checkpoints (`forget_after`): a file the listing misses is marked
 /// `gone_since`, unmarked when it is listed again unchanged (and not read again), and its
 /// checkpoint is deleted once it stayed missing for `forget_after`; a file that comes
@@ -493,13 +504,7 @@ fn checkpoints_of_files_gone_for_forget_after_are_deleted() {
     assert!(st["n:in/a.csv"].get("gone_since").is_none(), "{st:?}");
 
     // Back unchanged (same size and mtime): unmarked, not read again.
-    env.write("in/a.csv", "id\n1\n");
-    std::fs::File::options()
-        .write(true)
-        .open(&a)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    restore(&a, mtime);
     let r = run(&env, "f");
     assert_eq!(tbl_data(&r, "t")["files_read"], 0, "{r}");
     assert!(
@@ -539,13 +544,7 @@ fn checkpoints_of_files_gone_for_forget_after_are_deleted() {
     );
 
     // A file of that name after it was forgotten is a new file: read, for `t` only.
-    env.write("in/a.csv", "id\n1\n");
-    std::fs::File::options()
-        .write(true)
-        .open(&a)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    restore(&a, mtime);
     let r = run(&env, "f");
     assert_eq!(tbl_data(&r, "t")["files_read"], 1, "{r}");
     assert_eq!(tbl_data(&r, "n")["files_read"], 0, "{r}");

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use anchovy_core::chrono::{self, FixedOffset, NaiveDate, TimeZone};
 use anchovy_core::operator::OperatorKind;
+use anchovy_core::testutil::Rng;
 use anchovy_core::{
     BoxError, CancellationToken, ConfigDoc, Connections, Emitter, Layer, Operator, OperatorSpec,
     Session, Settings, Source, TaskCtx, Value, async_trait,
@@ -34,28 +35,6 @@ use self::model::*;
 // ---------------------------------------------------------------------------------
 // Generation
 // ---------------------------------------------------------------------------------
-
-/// splitmix64: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-    fn pick<T: Clone>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len() as u64) as usize].clone()
-    }
-}
 
 fn gen_spec(r: &mut Rng) -> Spec {
     let sorts: Vec<Vec<(usize, bool)>> = vec![
