@@ -488,7 +488,7 @@ fn checkpoints_of_files_gone_for_forget_after_are_deleted() {
     env.write("in/b.csv", "id\n2\n");
     env.write(
         "config.yaml",
-        "tbls:\n  t:\n    path: in/*.csv\n    forget_after: 2s\n  n:\n    path: in/*.csv\n    forget_after: never\n",
+        "tbls:\n  t:\n    path: in/*.csv\n    forget_after: 2s\n  n:\n    path: in/*.csv\n    forget_after: never\n  \"t:x\":\n    path: in/b.csv\n    forget_after: never\n",
     );
     run(&env, "f");
     let a = env.path().join("in/a.csv");
@@ -538,9 +538,36 @@ fn checkpoints_of_files_gone_for_forget_after_are_deleted() {
                 .ends_with(".json")
         })
         .count();
+    // t:in/b.csv, n:in/a.csv, n:in/b.csv and t:x:in/b.csv; not t:in/a.csv.
     assert_eq!(
-        mirrors, 3,
+        mirrors, 4,
         "the mirror of a forgotten checkpoint is deleted too"
+    );
+
+    // Table `t:x`'s keys start with `t:` too: while `t:x` does not run, `t` still
+    // neither marks nor forgets them.
+    for pause in [2100, 0] {
+        let out = env
+            .cmd()
+            .args([
+                "start",
+                "-op",
+                "files.CsvDownloader",
+                "--id",
+                "f",
+                "-d",
+                "t:x",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+        std::thread::sleep(std::time::Duration::from_millis(pause));
+    }
+    let st = checkpoint_state(&env, "f");
+    assert!(
+        st.get("t:x:in/b.csv")
+            .is_some_and(|v| v.get("gone_since").is_none()),
+        "{st:?}"
     );
 
     // A file of that name after it was forgotten is a new file: read, for `t` only.
@@ -549,19 +576,19 @@ fn checkpoints_of_files_gone_for_forget_after_are_deleted() {
     assert_eq!(tbl_data(&r, "t")["files_read"], 1, "{r}");
     assert_eq!(tbl_data(&r, "n")["files_read"], 0, "{r}");
 
-    env.write(
-        "config.yaml",
-        "tbls:\n  t:\n    path: in/*.csv\n    forget_after: soon\n",
-    );
-    let out = env
-        .cmd()
-        .args(["start", "-op", "files.CsvDownloader", "--id", "f"])
-        .output()
-        .unwrap();
-    let err = crate::stderr(&out);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("tbls.t.forget_after") && err.contains("`soon`"),
-        "{err}"
-    );
+    for bad in ["soon", "-1d", "1e30", "NaN", "7 days", "\"\""] {
+        env.write(
+            "config.yaml",
+            format!("tbls:\n  t:\n    path: in/*.csv\n    forget_after: {bad}\n"),
+        );
+        let out = env
+            .cmd()
+            .args(["start", "-op", "files.CsvDownloader", "--id", "f"])
+            .output()
+            .unwrap();
+        let err = crate::stderr(&out);
+        assert!(!out.status.success(), "{bad}: {err}");
+        assert!(err.contains("tbls.t.forget_after"), "{bad}: {err}");
+        assert!(!err.contains("panicked"), "{bad}: {err}");
+    }
 }

@@ -596,9 +596,14 @@ impl Job {
         let listed: std::collections::HashSet<&str> =
             files.iter().map(|e| e.name.as_str()).collect();
         let prefix = format!("{}:", self.table);
+        // Table `a`'s prefix `a:` also starts the keys of a table `a:b`: not ours.
+        let others: Vec<String> = (self.session.config_tbls.iter())
+            .map(|t| format!("{}:", t.name))
+            .filter(|p| p.len() > prefix.len() && p.starts_with(&prefix))
+            .collect();
         let now = chrono::Utc::now();
         for (key, value) in self.session.checkpoints_with_prefix(&prefix) {
-            if listed.contains(&key[prefix.len()..]) {
+            if listed.contains(&key[prefix.len()..]) || others.iter().any(|o| key.starts_with(o)) {
                 continue;
             }
             // Not a file's state (set by hand): not ours to age.
