@@ -243,50 +243,53 @@ fn numeric(buf: &mut Vec<u8>, text: &str) -> bool {
         return false;
     }
     let int = int.trim_start_matches('0');
-    // Base-10000 digits: the integer part grouped from the point leftwards, the
-    // fraction from the point rightwards.
+    // Base-10000 digits, written straight after a header patched at the end (no
+    // allocation per value): the integer part grouped from the point leftwards, the
+    // fraction from the point rightwards. Leading zero digits (a value under 1) lower
+    // the weight and are not written; trailing ones are cut off.
     let lead = int.len() % 4;
-    let int_groups = int.len().div_ceil(4);
-    let mut digits: Vec<i16> = Vec::with_capacity(int_groups + frac.len().div_ceil(4));
-    let group = |s: &str| -> i16 {
-        s.bytes()
-            .fold(0i16, |acc, b| acc * 10 + i16::from(b - b'0'))
-    };
-    if lead > 0 {
-        digits.push(group(&int[..lead]));
-    }
-    for c in int.as_bytes()[lead..].chunks(4) {
-        digits.push(group(std::str::from_utf8(c).unwrap_or("0")));
-    }
-    for c in frac.as_bytes().chunks(4) {
-        let g = group(std::str::from_utf8(c).unwrap_or("0"));
-        digits.push(g * [1, 1000, 100, 10][c.len() % 4]);
-    }
-    let Ok(mut weight) = i16::try_from(int_groups as i64 - 1) else {
+    let Ok(mut weight) = i16::try_from(int.len().div_ceil(4) as i64 - 1) else {
         return false;
     };
-    // Leading zero digits (a value under 1) lower the weight; trailing ones go.
-    let zeros = digits.iter().take_while(|d| **d == 0).count();
-    digits.drain(..zeros);
-    weight -= zeros as i16;
-    while digits.last() == Some(&0) {
-        digits.pop();
+    let head = buf.len();
+    buf.extend_from_slice(&[0; 8]);
+    let mut end = head + 8; // the end of the last non-zero digit
+    let mut put = |buf: &mut Vec<u8>, g: i16| {
+        if buf.len() == head + 8 && g == 0 {
+            weight -= 1;
+            return;
+        }
+        buf.extend_from_slice(&g.to_be_bytes());
+        if g != 0 {
+            end = buf.len();
+        }
+    };
+    let group = |c: &[u8]| c.iter().fold(0i16, |acc, b| acc * 10 + i16::from(b - b'0'));
+    let int = int.as_bytes();
+    if lead > 0 {
+        put(buf, group(&int[..lead]));
     }
-    let (sign, weight) = if digits.is_empty() {
+    for c in int[lead..].chunks(4) {
+        put(buf, group(c));
+    }
+    for c in frac.as_bytes().chunks(4) {
+        put(buf, group(c) * [1, 1000, 100, 10][c.len() % 4]);
+    }
+    buf.truncate(end);
+    let Ok(n) = i16::try_from((end - head - 8) / 2) else {
+        return false;
+    };
+    let (sign, weight) = if n == 0 {
         (0u16, 0i16)
     } else {
         (if neg { 0x4000 } else { 0 }, weight)
     };
-    let Ok(n) = i16::try_from(digits.len()) else {
-        return false;
-    };
-    buf.extend_from_slice(&n.to_be_bytes());
-    buf.extend_from_slice(&weight.to_be_bytes());
-    buf.extend_from_slice(&sign.to_be_bytes());
-    buf.extend_from_slice(&dscale.to_be_bytes());
-    for d in digits {
-        buf.extend_from_slice(&d.to_be_bytes());
-    }
+    let mut header = [0u8; 8];
+    header[0..2].copy_from_slice(&n.to_be_bytes());
+    header[2..4].copy_from_slice(&weight.to_be_bytes());
+    header[4..6].copy_from_slice(&sign.to_be_bytes());
+    header[6..8].copy_from_slice(&dscale.to_be_bytes());
+    buf[head..head + 8].copy_from_slice(&header);
     true
 }
 
