@@ -162,15 +162,15 @@ impl SessionCtx {
         self.committer.checkpoints().get(key)
     }
 
-    /// Committed checkpoints whose key starts with `prefix`, as `(key, value)` sorted
-    /// by key (e.g. every file of a table: `"<table>:"`).
-    pub fn checkpoints_with_prefix(&self, prefix: &str) -> Vec<(String, serde_json::Value)> {
-        self.committer
-            .checkpoints()
-            .with_prefix(prefix)
-            .into_iter()
-            .map(|e| (e.key, e.value))
-            .collect()
+    /// Calls `f(key, value)` with each committed checkpoint whose key starts with
+    /// `prefix`, sorted by key (e.g. every file of a table: `"<table>:"`), without
+    /// copying them; `f` must not read checkpoints itself (the state is locked).
+    pub fn for_each_checkpoint_with_prefix(
+        &self,
+        prefix: &str,
+        f: impl FnMut(&str, &serde_json::Value),
+    ) {
+        self.committer.checkpoints().for_each_with_prefix(prefix, f);
     }
 
     /// Asked by a source before a unit of work (file, object, commit) when `done` units

@@ -3,6 +3,10 @@
 //! Every task (STARTUP, XOPEN, TBL, XCLOSE, ERROR, SHUTDOWN) ends with one [`TaskLog`]
 //! written to `$task_logs/` as JSON with the attributes the README lists, plus `error`
 //! when the task failed. Secrets are redacted before anything is written.
+//!
+//! Each TBL task also rewrites `$last_loads/<tbl>.json`, the table's latest task and
+//! latest successful one ([`LastLoad`]): what freshness checks and `anchovy tables`
+//! read, one object per table however old the anchovy.
 
 use serde::{Deserialize, Serialize};
 
@@ -117,7 +121,35 @@ impl TaskStore {
         let rand = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let ts = compact_time(&log.timestamp);
         let key = layout::task_log_key(&log.session_id, log.batch_id, &ts, rand);
-        self.ds.put_json_redacted(&key, log).await
+        self.ds.put_json_redacted(&key, log).await?;
+        if let (TaskType::Tbl, Some(tbl)) = (log.task_type, &log.tbl) {
+            self.note_last_load(tbl, log).await?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites `$last_loads/<tbl>.json` after the task log it summarises (a kill
+    /// between the two leaves the summary one task behind until the table's next task).
+    /// A success replaces both entries without reading; a failure keeps the stored last
+    /// success (an unreadable summary counts as none: its last success is then
+    /// unknown, and readers fall back to the task logs for it).
+    async fn note_last_load(&self, tbl: &str, log: &TaskLog) -> Result<()> {
+        let key = layout::last_load_key(tbl);
+        let last_ok = match log.status {
+            Status::Ok => Some(log.clone()),
+            Status::Err => self
+                .ds
+                .get_json::<LastLoad>(&key)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|s| s.last_ok),
+        };
+        let summary = LastLoad {
+            last: Some(log.clone()),
+            last_ok,
+        };
+        self.ds.put_json_redacted(&key, &summary).await
     }
 
     /// Reads every task log, oldest first.
@@ -167,15 +199,58 @@ impl TaskStore {
         Ok(out)
     }
 
-    /// The latest TBL task and the latest successful one of each of `tables`, read
-    /// newest first (by the time in the keys: one run's worth of logs, then growing
-    /// chunks) until every one of them has both, or the logs run out: for healthy
-    /// tables the cost follows the last runs, not the anchovy's age (the listing
-    /// itself still grows with it). Logs whose key has no time are read first.
+    /// The latest TBL task and the latest successful one of each of `tables`: one
+    /// `$last_loads/<tbl>.json` object per table. A table whose summary is missing or
+    /// knows no success (its tasks ran before this build wrote summaries, another
+    /// writer's datastore, or it never succeeded) is looked up in the task logs
+    /// ([`TaskStore::scan_last_loads`]); the result also holds any other table that
+    /// scan met.
     ///
     /// # Errors
     /// [`crate::Error::Datastore`] or [`crate::Error::Json`].
     pub async fn last_loads_of(
+        &self,
+        tables: &[String],
+    ) -> Result<std::collections::BTreeMap<String, LastLoad>> {
+        use futures::StreamExt;
+        let ds = &self.ds;
+        let summaries: Vec<Result<Option<LastLoad>>> = futures::stream::iter(tables)
+            .map(|t| async move { ds.get_json::<LastLoad>(&layout::last_load_key(t)).await })
+            .buffered(16)
+            .collect()
+            .await;
+        let mut loads = std::collections::BTreeMap::new();
+        let mut unknown = Vec::new();
+        for (t, s) in tables.iter().zip(summaries) {
+            // An unreadable summary is rewritten by the next task; until then the
+            // task logs answer.
+            let s = s.ok().flatten().unwrap_or_default();
+            if s.last.is_none() || s.last_ok.is_none() {
+                unknown.push(t.clone());
+            }
+            loads.insert(t.clone(), s);
+        }
+        if unknown.is_empty() {
+            return Ok(loads);
+        }
+        for (t, scanned) in self.scan_last_loads(&unknown).await? {
+            let e = loads.entry(t).or_default();
+            for l in [scanned.last, scanned.last_ok].into_iter().flatten() {
+                TaskStore::add_load_to(e, &l);
+            }
+        }
+        Ok(loads)
+    }
+
+    /// [`TaskStore::last_loads_of`] from the task logs alone, read newest first (by the
+    /// time in the keys: one run's worth of logs, then growing chunks) until every one
+    /// of `tables` has both, or the logs run out: for healthy tables the cost follows
+    /// the last runs (the listing itself grows with the anchovy's age). Logs whose key
+    /// has no time are read first.
+    ///
+    /// # Errors
+    /// [`crate::Error::Datastore`] or [`crate::Error::Json`].
+    pub async fn scan_last_loads(
         &self,
         tables: &[String],
     ) -> Result<std::collections::BTreeMap<String, LastLoad>> {
@@ -236,7 +311,11 @@ impl TaskStore {
         let (TaskType::Tbl, Some(t)) = (l.task_type, &l.tbl) else {
             return;
         };
-        let e = loads.entry(t.clone()).or_default();
+        TaskStore::add_load_to(loads.entry(t.clone()).or_default(), l);
+    }
+
+    /// Counts the TBL task `l` into one table's `e` when it is later than what `e` holds.
+    fn add_load_to(e: &mut LastLoad, l: &TaskLog) {
         let newer =
             |have: &Option<TaskLog>| have.as_ref().is_none_or(|h| l.timestamp >= h.timestamp);
         if newer(&e.last) {
@@ -272,8 +351,9 @@ fn key_time(key: &str) -> Option<&str> {
     ok.then_some(t)
 }
 
-/// What the task logs say about one table's loads.
-#[derive(Debug, Clone, Default)]
+/// What the task logs say about one table's loads; also the shape of
+/// `$last_loads/<tbl>.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LastLoad {
     /// The latest TBL task.
     pub last: Option<TaskLog>,
@@ -353,7 +433,7 @@ mod tests {
             .await
             .unwrap();
         let got = store
-            .last_loads_of(&["a".into(), "b".into()])
+            .scan_last_loads(&["a".into(), "b".into()])
             .await
             .unwrap();
         assert_eq!(got.len(), 2);
@@ -370,5 +450,68 @@ mod tests {
         assert_eq!(at(&got["b"].last), "2026-12-02T03:19:00.000000Z");
         assert_eq!(at(&got["b"].last_ok), at(&got["b"].last));
         assert!(store.last_loads_of(&["never".into()]).await.is_err());
+    }
+
+    /// The per-table summaries give what reading every log gives, without reading a
+    /// log (every log is unreadable here once the summaries are written); a table
+    /// whose summary is missing, unreadable or knows no success falls back to the logs.
+    #[tokio::test]
+    async fn last_loads_come_from_the_summaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = crate::datastore::Datastore::open(dir.path().to_str().unwrap()).unwrap();
+        let store = TaskStore::new(ds.clone());
+        let mut rng = crate::testutil::Rng(15);
+        let tables = ["a", "b", "c"];
+        let mut all = Vec::new();
+        for m in 0..120 {
+            let l = log(tables[rng.below(3) as usize], m, rng.below(3) != 0);
+            store.write(&l).await.unwrap();
+            all.push(l);
+        }
+        // A failure after the last success keeps that success.
+        let fail = log("a", 900, false);
+        store.write(&fail).await.unwrap();
+        all.push(fail);
+        let want = TaskStore::last_loads(&all);
+        let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        for e in ds.list(layout::TASK_LOGS).await.unwrap() {
+            ds.put(&e.key, bytes::Bytes::from_static(b"not json"))
+                .await
+                .unwrap();
+        }
+        let got = store.last_loads_of(&names).await.unwrap();
+        for t in tables {
+            assert_eq!(got[t].last, want[t].last, "{t}");
+            assert_eq!(got[t].last_ok, want[t].last_ok, "{t}");
+        }
+        assert_eq!(got["a"].last.as_ref().unwrap().status, Status::Err);
+        assert!(got["a"].last_ok.is_some());
+        // Without a usable summary the logs answer (and here they are unreadable).
+        ds.put(
+            &layout::last_load_key("b"),
+            bytes::Bytes::from_static(b"{broken"),
+        )
+        .await
+        .unwrap();
+        assert!(store.last_loads_of(&names).await.is_err());
+        ds.delete(&layout::last_load_key("b")).await.unwrap();
+        assert!(store.last_loads_of(&names).await.is_err());
+        assert!(store.last_loads_of(&["a".into(), "c".into()]).await.is_ok());
+        // A first failure without any summary knows no success: the logs are read.
+        let dir = tempfile::tempdir().unwrap();
+        let ds = crate::datastore::Datastore::open(dir.path().to_str().unwrap()).unwrap();
+        let store = TaskStore::new(ds.clone());
+        store.write(&log("d", 1, true)).await.unwrap();
+        ds.delete(&layout::last_load_key("d")).await.unwrap();
+        store.write(&log("d", 2, false)).await.unwrap();
+        let got = store.last_loads_of(&["d".into()]).await.unwrap();
+        assert_eq!(
+            got["d"].last.as_ref().unwrap().timestamp,
+            "2026-12-02T00:02:00.000000Z"
+        );
+        assert_eq!(
+            got["d"].last_ok.as_ref().unwrap().timestamp,
+            "2026-12-02T00:01:00.000000Z"
+        );
     }
 }

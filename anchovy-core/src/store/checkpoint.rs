@@ -67,6 +67,31 @@ struct Snapshot {
     entries: Vec<CheckpointEntry>,
 }
 
+/// A [`Snapshot`] written straight from the state.
+struct SnapshotOf<'a> {
+    seq: u64,
+    state: &'a BTreeMap<String, CheckpointEntry>,
+}
+
+impl Serialize for SnapshotOf<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Entries<'a>(&'a BTreeMap<String, CheckpointEntry>);
+        impl Serialize for Entries<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.values())
+            }
+        }
+        let mut st = s.serialize_struct("Snapshot", 2)?;
+        st.serialize_field("seq", &self.seq)?;
+        st.serialize_field("entries", &Entries(self.state))?;
+        st.end()
+    }
+}
+
 /// Commits between two rewrites of `$checkpoints/_state` at most: a start after a
 /// crash replays fewer than this many commits beyond it.
 pub const SNAPSHOT_EVERY: u64 = 32;
@@ -156,17 +181,16 @@ impl Checkpoints {
         if seq == 0 || seq == self.snapshot.load(Ordering::SeqCst) {
             return;
         }
-        let snap = Snapshot {
-            seq,
-            entries: self
-                .state
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .cloned()
-                .collect(),
+        // Written from the state itself (no copy of its entries), compact.
+        let text = {
+            let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+            serde_json::to_vec(&SnapshotOf { seq, state: &st })
         };
-        match self.ds.put_json(layout::CHECKPOINTS_STATE, &snap).await {
+        let written = match text {
+            Ok(t) => self.ds.put(layout::CHECKPOINTS_STATE, Bytes::from(t)).await,
+            Err(e) => Err(crate::Error::json(layout::CHECKPOINTS_STATE, e)),
+        };
+        match written {
             Ok(()) => self.snapshot.store(seq, Ordering::SeqCst),
             Err(e) => {
                 tracing::warn!(error = %e.chain(), seq, "checkpoint snapshot not written; the next start replays more commits")
@@ -195,16 +219,21 @@ impl Checkpoints {
             .collect()
     }
 
-    /// Entries whose key starts with `prefix`, sorted by key (a range of the state, not
-    /// a scan of it).
-    pub fn with_prefix(&self, prefix: &str) -> Vec<CheckpointEntry> {
-        self.state
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .range(prefix.to_string()..)
+    /// Calls `f` with each entry whose key starts with `prefix`, in key order (a range
+    /// of the state, not a scan of it), without copying any: a source that looks at
+    /// every checkpoint of its table each run allocates for the ones it acts on only.
+    /// The state is read-locked meanwhile, so `f` must not call back into it.
+    pub fn for_each_with_prefix(&self, prefix: &str, mut f: impl FnMut(&str, &serde_json::Value)) {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        for (k, e) in st
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, e)| e.clone())
-            .collect()
+        {
+            f(k, &e.value);
+        }
     }
 
     /// Applies a new commit's checkpoint updates ([`Checkpoints::replay`]) and

@@ -602,39 +602,46 @@ impl Job {
             .filter(|p| p.len() > prefix.len() && p.starts_with(&prefix))
             .collect();
         let now = chrono::Utc::now();
-        for (key, value) in self.session.checkpoints_with_prefix(&prefix) {
-            if listed.contains(&key[prefix.len()..]) || others.iter().any(|o| key.starts_with(o)) {
-                continue;
-            }
-            // Not a file's state (set by hand): not ours to age.
-            let Ok(mut state) = serde_json::from_value::<EntryState>(value) else {
-                continue;
-            };
-            let since = state
-                .gone_since
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-            let item = match since {
-                None => {
-                    state.gone_since = Some(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-                    Item::Mark { key, state }
+        let age = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t).ok().map(|since| {
+                now.signed_duration_since(since)
+                    .to_std()
+                    .unwrap_or_default()
+            })
+        };
+        // Every checkpoint of the table is looked at, each run: those listed or already
+        // marked and not yet due are passed over without a copy (the state is locked
+        // meanwhile, so the items are sent after).
+        let mut items = Vec::new();
+        self.session
+            .for_each_checkpoint_with_prefix(&prefix, |key, value| {
+                if listed.contains(&key[prefix.len()..])
+                    || others.iter().any(|o| key.starts_with(o))
+                {
+                    return;
                 }
-                Some(since) => {
-                    let missing = now
-                        .signed_duration_since(since)
-                        .to_std()
-                        .unwrap_or_default();
-                    if missing < forget_after {
-                        continue;
+                let gone = value.get("gone_since").and_then(serde_json::Value::as_str);
+                if gone
+                    .and_then(age)
+                    .is_some_and(|missing| missing < forget_after)
+                {
+                    return;
+                }
+                // Not a file's state (set by hand): not ours to age.
+                let Ok(mut state) = <EntryState as serde::Deserialize>::deserialize(value) else {
+                    return;
+                };
+                let key = key.to_string();
+                items.push(match state.gone_since.as_deref().and_then(age) {
+                    Some(_) => Item::Forget { key },
+                    None => {
+                        state.gone_since =
+                            Some(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                        Item::Mark { key, state }
                     }
-                    Item::Forget { key }
-                }
-            };
-            if !self.send(item) {
-                return false;
-            }
-        }
-        true
+                });
+            });
+        items.into_iter().all(|item| self.send(item))
     }
 
     /// Sends to the task; false when it went away.

@@ -17,6 +17,10 @@ pub const CHECKPOINTS_STATE: &str = "$checkpoints/_state";
 pub const COMMITS: &str = "$commits";
 /// Folder of task logs.
 pub const TASK_LOGS: &str = "$task_logs";
+/// Folder of each table's last load: one small object per table, rewritten by every TBL
+/// task ([`crate::task::TaskStore::write`]), so freshness and `anchovy tables` read one
+/// object per table instead of the task logs.
+pub const LAST_LOADS: &str = "$last_loads";
 /// Folder of run results.
 pub const RESULTS: &str = "$results";
 /// The run results file.
@@ -43,6 +47,11 @@ pub fn table_key(tbl: &str) -> String {
 /// `$checkpoints/<key>.json`.
 pub fn checkpoint_key(key: &str) -> String {
     format!("{CHECKPOINTS}/{}", segment(&format!("{key}.json")))
+}
+
+/// `$last_loads/<tbl>.json`.
+pub fn last_load_key(tbl: &str) -> String {
+    format!("{LAST_LOADS}/{}", segment(&format!("{tbl}.json")))
 }
 
 /// `$commits/<seq, 20 digits>.json`: zero-padded so keys sort in commit order.
