@@ -122,8 +122,16 @@ impl TaskStore {
         let ts = compact_time(&log.timestamp);
         let key = layout::task_log_key(&log.session_id, log.batch_id, &ts, rand);
         self.ds.put_json_redacted(&key, log).await?;
-        if let (TaskType::Tbl, Some(tbl)) = (log.task_type, &log.tbl) {
-            self.note_last_load(tbl, log).await?;
+        if let (TaskType::Tbl, Some(tbl)) = (log.task_type, &log.tbl)
+            && let Err(e) = self.note_last_load(tbl, log).await
+        {
+            // The task log is written; only the summary lags.
+            tracing::warn!(
+                table = %tbl,
+                error = %e.chain(),
+                "cannot update the table's last load in {}: `anchovy tables` and healthcheck freshness show the previous one until the table's next task writes it",
+                layout::LAST_LOADS
+            );
         }
         Ok(())
     }

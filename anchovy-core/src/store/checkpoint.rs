@@ -61,7 +61,8 @@ struct Applied {
 }
 
 /// `$checkpoints/_state`: the whole state after commit `seq`.
-#[derive(Debug, Serialize, Deserialize)]
+/// Read as this; written by [`SnapshotOf`] (the same fields, borrowed from the state).
+#[derive(Debug, Deserialize)]
 struct Snapshot {
     seq: u64,
     entries: Vec<CheckpointEntry>,

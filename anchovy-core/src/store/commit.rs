@@ -409,4 +409,39 @@ mod tests {
         assert_eq!(c.get("file2"), None, "its mirror was deleted above");
         assert_eq!(c.get(&format!("file{n}")), Some(n.into()));
     }
+
+    /// The prefix visit sees exactly the keys that start with the prefix, in key order,
+    /// with their committed values: not a neighbour that sorts just before or after it
+    /// (`a` itself, `a;`, `a:` vs `a;b`), and every key of a longer table name that
+    /// extends it (the caller tells those apart).
+    #[tokio::test]
+    async fn the_prefix_visit_sees_the_keys_of_the_prefix_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_str().unwrap()).unwrap();
+        let (c, last) = load_checkpoints(&ds).await.unwrap();
+        let a = Committer::new(ds.clone(), Arc::new(c), last);
+        let keys = [
+            "a", "a:", "a:x", "a:b:y", "a:z", "a;", "a;b", "a9", "`", "b:x",
+        ];
+        let cps: BTreeMap<String, Option<serde_json::Value>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_string(), Some(i.into())))
+            .collect();
+        a.commit(&meta(), vec![], cps).await.unwrap();
+        let mut seen = Vec::new();
+        a.checkpoints()
+            .for_each_with_prefix("a:", |k, v| seen.push((k.to_string(), v.clone())));
+        let want: Vec<(String, serde_json::Value)> = ["a:", "a:b:y", "a:x", "a:z"]
+            .iter()
+            .map(|k| {
+                let i = keys.iter().position(|x| x == k).unwrap();
+                (k.to_string(), i.into())
+            })
+            .collect();
+        assert_eq!(seen, want);
+        let mut none = 0;
+        a.checkpoints().for_each_with_prefix("c:", |_, _| none += 1);
+        assert_eq!(none, 0);
+    }
 }
