@@ -9,6 +9,7 @@
 //! | `files.CsvDownloader` | `files` | CSV/TSV files on the local filesystem |
 //! | `sftp.CsvDownloader` | `sftp` | CSV/TSV files on SFTP servers |
 //! | `blob.CsvDownloader`, `blob.JsonDownloader` | `blob` | CSV and JSON objects on S3, Azure Blob, GCS |
+//! | `sql.Downloader` | `sql` | tables and queries of PostgreSQL, MySQL/MariaDB, SQLite -> datastore |
 //! | `sql.Uploader` | `sql` | datastore -> PostgreSQL, MySQL/MariaDB, SQLite |
 
 #[cfg(feature = "blob")]
@@ -39,7 +40,7 @@ pub fn registry() -> Registry {
     #[cfg(feature = "blob")]
     let r = r.with(blob::CSV_SPEC).with(blob::JSON_SPEC);
     #[cfg(feature = "sql")]
-    let r = r.with(sql::SPEC);
+    let r = r.with(sql::SPEC).with(sql::source::SPEC);
     r
 }
 

@@ -64,7 +64,7 @@ macro_rules! each_db {
     };
 }
 
-pub(super) fn db_err(context: impl Into<String>, e: sqlx::Error) -> PluginError {
+pub(crate) fn db_err(context: impl Into<String>, e: sqlx::Error) -> PluginError {
     PluginError::Db {
         context: context.into(),
         cause: e,
@@ -83,8 +83,22 @@ impl Db {
     /// [`PluginError::Db`] naming the (redacted) URL: unreachable host, bad password,
     /// missing database.
     pub async fn connect(url: &str) -> Result<Db, PluginError> {
+        Db::connect_as(url, "ACHVY_CNXN__DB__URI", Role::Target).await
+    }
+
+    /// Connects for `role`; `key` names the setting the URL came from (in messages).
+    ///
+    /// A [`Role::Source`] session is read-only and bounded: PostgreSQL sessions start
+    /// with `default_transaction_read_only`, `IntervalStyle=iso_8601` and the
+    /// statement timeout; MySQL sessions set `max_execution_time` (MariaDB
+    /// `max_statement_time`); SQLite files open read-only and are never created or
+    /// switched to WAL. Every session reads times in UTC.
+    ///
+    /// # Errors
+    /// As [`Db::connect`].
+    pub async fn connect_as(url: &str, key: &str, role: Role) -> Result<Db, PluginError> {
         let dialect = Dialect::from_url(url).ok_or_else(|| PluginError::Option {
-            key: "ACHVY_CNXN__DB__URI".into(),
+            key: key.into(),
             message: format!(
                 "`{}` is not a postgres://, mysql:// or sqlite:// URL",
                 display_url(url)
@@ -95,10 +109,20 @@ impl Db {
             Dialect::Postgres => {
                 // A name of this pool's own, so that a cancel finds its sessions.
                 let app = unique_app_name();
-                let opts = PgConnectOptions::from_str(url)
+                let mut opts = PgConnectOptions::from_str(url)
                     .map_err(|e| db_err(ctx(), e))?
                     .options([("TimeZone", "UTC")])
                     .application_name(&app);
+                if let Role::Source { statement_timeout } = role {
+                    opts = opts.options([
+                        ("IntervalStyle", "iso_8601".to_string()),
+                        ("default_transaction_read_only", "on".to_string()),
+                        (
+                            "statement_timeout",
+                            statement_timeout.map_or(0, |d| d.as_millis()).to_string(),
+                        ),
+                    ]);
+                }
                 let pool = PgPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(CONNECT_TIMEOUT)
@@ -127,6 +151,12 @@ impl Db {
                     .after_connect(move |conn, _| {
                         let ids = ids.clone();
                         Box::pin(async move {
+                            if let Role::Source {
+                                statement_timeout: Some(t),
+                            } = role
+                            {
+                                set_mysql_timeout(conn, t).await?;
+                            }
                             let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
                                 .fetch_one(&mut *conn)
                                 .await?;
@@ -143,10 +173,14 @@ impl Db {
                 Db::My(pool, canceller)
             }
             Dialect::Sqlite => {
-                let opts = SqliteConnectOptions::from_str(url)
-                    .map_err(|e| db_err(ctx(), e))?
-                    .create_if_missing(true)
-                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                let opts = SqliteConnectOptions::from_str(url).map_err(|e| db_err(ctx(), e))?;
+                let opts = match role {
+                    Role::Target => opts
+                        .create_if_missing(true)
+                        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal),
+                    Role::Source { .. } => opts.read_only(true).create_if_missing(false),
+                };
+                let opts = opts
                     .busy_timeout(Duration::from_secs(30))
                     .collation(super::dialect::DECIMAL_COLLATION, super::collate::decimal)
                     .collation(super::dialect::DATETIME_COLLATION, super::collate::datetime);
@@ -430,6 +464,36 @@ impl Db {
             Err(_) => tracing::warn!("could not cancel the running statements within 2 s"),
         }
     }
+}
+
+/// What a pool is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The uploader's target: read-write, created if missing (SQLite).
+    Target,
+    /// A downloader's source: read-only, statements bounded by `statement_timeout`.
+    Source {
+        /// The longest a statement may run (`None`: no limit).
+        statement_timeout: Option<Duration>,
+    },
+}
+
+/// MySQL's `max_execution_time` (milliseconds, SELECTs only), or MariaDB's
+/// `max_statement_time` (seconds) where MySQL's is unknown.
+async fn set_mysql_timeout(
+    conn: &mut sqlx::MySqlConnection,
+    t: Duration,
+) -> Result<(), sqlx::Error> {
+    let ms = t.as_millis().max(1) as u64;
+    let mysql = format!("SET SESSION max_execution_time = {ms}");
+    if sqlx::query(safe(&mysql)).execute(&mut *conn).await.is_ok() {
+        return Ok(());
+    }
+    let maria = format!("SET SESSION max_statement_time = {}", ms as f64 / 1000.0);
+    sqlx::query(safe(&maria))
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
 }
 
 /// `anchovy-<pid>-<time>-<n>`: unique per pool across the hosts sharing a server.

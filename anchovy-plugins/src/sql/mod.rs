@@ -24,6 +24,7 @@ pub mod copy_binary;
 pub mod db;
 pub mod dialect;
 mod load;
+pub mod source;
 pub mod stage;
 
 use std::sync::Arc;
