@@ -279,7 +279,12 @@ pub async fn primary_key(db: &Db, t: &SourceTable) -> Result<Vec<String>, Plugin
 /// # Errors
 /// [`PluginError::Db`] when the relation does not exist or cannot be read (the
 /// driver's message names it).
-pub async fn columns(db: &Db, relation: &str, what: &str) -> Result<Vec<Column>, PluginError> {
+pub async fn columns(
+    db: &Db,
+    relation: &str,
+    what: &str,
+    table: Option<&SourceTable>,
+) -> Result<Vec<Column>, PluginError> {
     let d = db.dialect();
     let sql = format!("SELECT * FROM {relation} AS q");
     let ctx = || format!("describe {what}");
@@ -307,10 +312,22 @@ pub async fn columns(db: &Db, relation: &str, what: &str) -> Result<Vec<Column>,
                 .prepare(safe(&sql).into_sql_str())
                 .await
                 .map_err(|e| db_err(ctx(), e))?;
-            st.columns()
+            let mut cols: Vec<(String, String, Option<PgKind>)> = st
+                .columns()
                 .iter()
                 .map(|c| (c.name().to_string(), c.type_info().name().to_string(), None))
-                .collect()
+                .collect();
+            // A table's declared types win over the wire's: the protocol flags text
+            // of a `_bin` collation (and MariaDB's JSON, a checked LONGTEXT) as binary.
+            if let Some(t) = table {
+                let declared = my_declared(&mut conn, t).await;
+                for (name, ty, _) in &mut cols {
+                    if let Some((_, d)) = declared.iter().find(|(n, _)| n == name) {
+                        *ty = d.clone();
+                    }
+                }
+            }
+            cols
         }
         Db::Lite(p) => {
             let mut conn = p.acquire().await.map_err(|e| db_err(ctx(), e))?;
@@ -338,6 +355,47 @@ pub async fn columns(db: &Db, relation: &str, what: &str) -> Result<Vec<Column>,
         .into_iter()
         .map(|(name, ty, kind)| plan(d, name, ty, kind))
         .collect())
+}
+
+/// MySQL: a table's column types as declared (`varchar`, `bigint unsigned`, `json`;
+/// MariaDB's JSON columns, LONGTEXT checked by `json_valid`, as `json`). Empty when
+/// the catalog cannot be read (the wire's types are used then).
+async fn my_declared(conn: &mut sqlx::MySqlConnection, t: &SourceTable) -> Vec<(String, String)> {
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT CAST(column_name AS BINARY), CAST(column_type AS BINARY) FROM information_schema.columns \
+          WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+    )
+    .bind(&t.schema)
+    .bind(&t.name)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    // MariaDB only (MySQL 8's table has no TABLE_NAME; its JSON is its own type).
+    let checks: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT CAST(check_clause AS BINARY) FROM information_schema.check_constraints \
+          WHERE constraint_schema = ? AND table_name = ?",
+    )
+    .bind(&t.schema)
+    .bind(&t.name)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    let checks: Vec<String> = checks
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).to_ascii_lowercase())
+        .collect();
+    rows.into_iter()
+        .map(|(n, ty)| {
+            let n = String::from_utf8_lossy(&n).into_owned();
+            let mut ty = String::from_utf8_lossy(&ty).into_owned();
+            let json_check = format!("json_valid(`{}`)", n.to_ascii_lowercase());
+            if ty.eq_ignore_ascii_case("longtext") && checks.iter().any(|c| c.contains(&json_check))
+            {
+                ty = "json".into();
+            }
+            (n, ty)
+        })
+        .collect()
 }
 
 /// SQLite: the declared types of a plain table's columns (none for a query).

@@ -226,7 +226,7 @@ impl Downloader {
         let o = options(cfg)?;
         let db = self.pool(sess, o.connection_id()).await?;
         let rel = Relation::of(&db, cfg, &o).await?;
-        let cols = catalog::columns(&db, &rel.sql, &rel.what).await?;
+        let cols = catalog::columns(&db, &rel.sql, &rel.what, rel.table.as_ref()).await?;
         let mut t = Tbl::named(&cfg.name);
         t.columns = cols
             .iter()
@@ -267,9 +267,13 @@ impl Downloader {
             t.options.remove("include");
             t.options.remove("exclude");
             t.options.insert("table".into(), full.clone().into());
-            let cols =
-                catalog::columns(&db, &info.table.sql(db.dialect()), &format!("table {full}"))
-                    .await?;
+            let cols = catalog::columns(
+                &db,
+                &info.table.sql(db.dialect()),
+                &format!("table {full}"),
+                Some(&info.table),
+            )
+            .await?;
             for c in cols {
                 if let Some(ty) = c.col_type {
                     t.columns.entry(c.name).or_insert(ty);
@@ -441,7 +445,7 @@ impl Source for TableSource {
         }
         let db = self.op.pool(&ctx.session, o.connection_id()).await?;
         let rel = Relation::of(&db, tbl, &o).await?;
-        let cols = catalog::columns(&db, &rel.sql, &rel.what).await?;
+        let cols = catalog::columns(&db, &rel.sql, &rel.what, rel.table.as_ref()).await?;
         for c in cols.iter().filter(|c| c.as_text) {
             tracing::warn!(table = %tbl.name, column = %c.name, source_type = %c.source_type, "the datastore has no such type: the column loads as text");
         }

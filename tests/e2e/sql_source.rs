@@ -1,0 +1,732 @@
+//! sql.Downloader against the real PostgreSQL (PG_URL) and MariaDB (MYSQL_URL) that
+//! script/test starts, and SQLite files: types value for value into the datastore and
+//! on into the three targets, incremental runs held against a model (the source table
+//! at the end equals the target, every row once) under kills at random moments and at
+//! failpoints, late commits inside the lookback window, and selectors picking up new
+//! tables.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anchovy_core::Value;
+use anchovy_core::testutil::Rng;
+
+use crate::upload::{Target, fetch};
+use crate::{Env, committed, need, results, tbl_data};
+
+/// A source database.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Src {
+    Pg,
+    My,
+    Lite,
+}
+
+impl Src {
+    /// The connection URL (SQLite: a file in the scratch dir).
+    fn url(self, env: &Env) -> String {
+        match self {
+            Src::Pg => need("PG_URL"),
+            Src::My => need("MYSQL_URL"),
+            Src::Lite => format!("sqlite://{}", env.path().join("source.sqlite").display()),
+        }
+    }
+
+    /// The schema (PostgreSQL) or database (MySQL) of this test; SQLite has `main`.
+    fn schema(self, env: &Env) -> String {
+        match self {
+            Src::Lite => "main".into(),
+            _ => format!("src_{}", env.nonce()),
+        }
+    }
+
+    /// The table option naming `name` in this test's schema.
+    fn table(self, env: &Env, name: &str) -> String {
+        format!("{}.{name}", self.schema(env))
+    }
+
+    fn q(self, env: &Env, name: &str) -> String {
+        match self {
+            Src::My => format!("`{}`.`{name}`", self.schema(env)),
+            Src::Pg => format!("\"{}\".\"{name}\"", self.schema(env)),
+            Src::Lite => format!("\"{name}\""),
+        }
+    }
+
+    /// Runs statements, one after the other.
+    fn exec(self, env: &Env, sqls: &[String]) {
+        let url = self.url(env);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            macro_rules! run {
+                ($pool:expr) => {{
+                    let pool = $pool;
+                    for s in sqls {
+                        sqlx::query(sqlx::AssertSqlSafe(s.clone()))
+                            .execute(&pool)
+                            .await
+                            .unwrap_or_else(|e| panic!("{s}: {e}"));
+                    }
+                    pool.close().await;
+                }};
+            }
+            match self {
+                Src::Pg => run!(sqlx::PgPool::connect(&url).await.unwrap()),
+                Src::My => run!(sqlx::MySqlPool::connect(&url).await.unwrap()),
+                Src::Lite => {
+                    let o = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                        .unwrap()
+                        .create_if_missing(true);
+                    run!(sqlx::SqlitePool::connect_with(o).await.unwrap())
+                }
+            }
+        });
+    }
+
+    /// Creates this test's schema.
+    fn create_schema(self, env: &Env) {
+        let s = self.schema(env);
+        match self {
+            Src::Pg => self.exec(env, &[format!("CREATE SCHEMA \"{s}\"")]),
+            Src::My => self.exec(env, &[format!("CREATE DATABASE `{s}`")]),
+            Src::Lite => self.exec(env, &[]),
+        }
+    }
+}
+
+fn download(env: &Env, src: Src, id: &str) -> std::process::Output {
+    env.cmd()
+        .args(["start", "-op", "sql.Downloader", "--id", id])
+        .env("ACHVY_CNXN__URI", src.url(env))
+        .output()
+        .unwrap()
+}
+
+fn download_ok(env: &Env, src: Src, id: &str) -> serde_json::Value {
+    let out = download(env, src, id);
+    assert!(
+        out.status.success(),
+        "{src:?} download failed: {}\n{}",
+        crate::stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    results(&out)
+}
+
+fn by_id(rows: &[BTreeMap<String, Value>]) -> BTreeMap<i64, BTreeMap<String, Value>> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let Value::Int(id) = r["id"] else {
+            panic!("id is not an int: {r:?}")
+        };
+        out.insert(id, r.clone());
+    }
+    out
+}
+
+fn dt(s: &str) -> Value {
+    anchovy_core::row::parse_datetime(s).unwrap()
+}
+
+fn d(s: &str) -> Value {
+    Value::Date(s.parse().unwrap())
+}
+
+fn tm(s: &str) -> Value {
+    Value::Time(chrono::NaiveTime::parse_from_str(s, "%H:%M:%S%.f").unwrap())
+}
+
+fn st(s: &str) -> Value {
+    Value::String(s.into())
+}
+
+fn dec(s: &str) -> Value {
+    Value::Decimal(s.into())
+}
+
+fn json(s: &str) -> Value {
+    Value::Json(serde_json::from_str(s).unwrap())
+}
+
+/// Every PostgreSQL type of the issue, value for value into the datastore, then into
+/// each target; the key and the types are recorded in `$tables`.
+#[test]
+fn postgres_types_land_value_for_value() {
+    let env = Env::new();
+    let src = Src::Pg;
+    src.create_schema(&env);
+    let s = src.schema(&env);
+    src.exec(&env, &[
+        format!("CREATE TYPE \"{s}\".mood AS ENUM ('sad', 'happy')"),
+        format!("CREATE TABLE \"{s}\".all_types (id int8 PRIMARY KEY, i2 int2, i4 int4, n numeric(12,3), big numeric, f4 float4, f8 float8, b bool, t text, vc varchar(10), ch char(5), d date, tm time, ts timestamp, tstz timestamptz, iv interval, by bytea, j json, jb jsonb, u uuid, arr int4[], tarr text[], m \"{s}\".mood, ip inet)"),
+        format!("INSERT INTO \"{s}\".all_types VALUES \
+          (1, -32768, 2147483647, 123456789.125, 12345678901234567890.12345678901234567890, 0.1, 1e300, true, E'a,\"b\"\\nc 😀', 'vc', 'ab', '2024-02-29', '13:45:00.5', '2024-01-31 10:00:00.123456', '2024-01-31 10:00:00+02', '1 day 2 hours 3.5 seconds', '\\xdeadbeef', '{{\"a\":[1,2]}}', '{{\"b\": \"x\"}}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{{1,2,NULL}}', '{{\"x\",\"y z\"}}', 'happy', '10.0.0.1/8'), \
+          (2, NULL, NULL, -0.001, -1, 'NaN', '-Infinity', false, '', NULL, NULL, '0001-01-01', '00:00:00', '1970-01-01 00:00:00', '2000-06-30 23:59:59.999999-07', 'PT0S', '\\x', 'null', '[]', NULL, '{{}}', NULL, 'sad', NULL), \
+          (3, NULL, NULL, NULL, NULL, 'Infinity', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"),
+    ]);
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  all_types:\n    table: {}\n",
+            src.table(&env, "all_types")
+        ),
+    );
+    let up = format!("pgt{}", env.nonce());
+    let r = download_ok(&env, src, &up);
+    assert_eq!(tbl_data(&r, "all_types")["rows"], 3, "{r}");
+    let rows = by_id(&committed(&env.home(), "tester", &up)["all_types"]);
+    let one = &rows[&1];
+    let want: Vec<(&str, Value)> = vec![
+        ("i2", Value::Int(-32768)),
+        ("i4", Value::Int(2147483647)),
+        ("n", dec("123456789.125")),
+        ("big", dec("12345678901234567890.12345678901234567890")),
+        ("f4", Value::Float(0.1)),
+        ("f8", Value::Float(1e300)),
+        ("b", Value::Bool(true)),
+        ("t", st("a,\"b\"\nc 😀")),
+        ("vc", st("vc")),
+        ("ch", st("ab   ")),
+        ("d", d("2024-02-29")),
+        ("tm", tm("13:45:00.5")),
+        ("ts", dt("2024-01-31T10:00:00.123456")),
+        ("tstz", dt("2024-01-31T08:00:00Z")),
+        ("iv", st("P1DT2H3.5S")),
+        ("by", Value::Bytes(vec![0xde, 0xad, 0xbe, 0xef])),
+        ("j", json(r#"{"a":[1,2]}"#)),
+        ("jb", json(r#"{"b":"x"}"#)),
+        ("u", st("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")),
+        ("arr", json("[1,2,null]")),
+        ("tarr", json(r#"["x","y z"]"#)),
+        ("m", st("happy")),
+        ("ip", st("10.0.0.1/8")),
+    ];
+    for (c, v) in &want {
+        assert_eq!(&one[*c], v, "column {c}");
+    }
+    let two = &rows[&2];
+    assert!(matches!(two["f4"], Value::Float(f) if f.is_nan()));
+    assert_eq!(two["f8"], Value::Float(f64::NEG_INFINITY));
+    assert_eq!(two["tstz"], dt("2000-07-01T06:59:59.999999Z"));
+    assert_eq!(two["by"], Value::Bytes(vec![]));
+    assert_eq!(two["j"], Value::Null, "JSON null is null");
+    assert_eq!(two["jb"], json("[]"));
+    assert_eq!(two["arr"], json("[]"));
+    assert_eq!(two["n"], dec("-0.001"));
+    assert_eq!(rows[&3]["f4"], Value::Float(f64::INFINITY));
+    assert!(rows[&3].values().filter(|v| v.is_null()).count() >= 20);
+
+    let tbl: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.area("tester", &up).join("$tables/all_types.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tbl["unique_by"], "id");
+    for (c, ty) in [
+        ("n", "decimal"),
+        ("tstz", "datetime"),
+        ("arr", "object"),
+        ("by", "bytes"),
+        ("ip", "str"),
+        ("f4", "float"),
+    ] {
+        assert_eq!(tbl["columns"][c], ty, "{tbl}");
+    }
+
+    // On into every target, value for value (MySQL has no NaN or infinities: those
+    // rows stay out of its comparison, see the README).
+    env.write("upload.yaml", "tbls: {}\n");
+    for target in [Target::Sqlite, Target::Pg, Target::My] {
+        let mut c = env.cmd();
+        c.args(crate::upload::upload_args("wh", &up));
+        c.env("ACHVY_CNXN__DB__URI", target.url().unwrap());
+        let out = c.output().unwrap();
+        if target == Target::My {
+            assert!(!out.status.success(), "MySQL took a NaN float");
+            assert!(
+                crate::output(&out).contains("f4"),
+                "{}",
+                crate::output(&out)
+            );
+            continue;
+        }
+        assert!(out.status.success(), "{target:?}: {}", crate::stderr(&out));
+        let t = target.table(&up, "all_types");
+        let got = fetch(
+            target,
+            &env,
+            &format!(
+                "SELECT {}, {}, {}, {}, {}, {}, {} FROM {t} WHERE id = 1",
+                target.text("n"),
+                target.text("big"),
+                target.text("t"),
+                target.text("ch"),
+                target.text("d"),
+                target.text("tm"),
+                target.text("jb")
+            ),
+        );
+        let got: Vec<String> = got[0]
+            .iter()
+            .map(|v| v.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(got[0], "123456789.125", "{target:?}");
+        assert_eq!(
+            got[1], "12345678901234567890.12345678901234567890",
+            "{target:?}"
+        );
+        assert_eq!(got[2], "a,\"b\"\nc 😀", "{target:?}");
+        assert_eq!(got[3], "ab   ", "{target:?}");
+        assert_eq!(got[4], "2024-02-29", "{target:?}");
+        assert!(got[5].starts_with("13:45:00.5"), "{target:?} {}", got[5]);
+        assert!(
+            got[6].replace(' ', "") == r#"{"b":"x"}"#,
+            "{target:?} {}",
+            got[6]
+        );
+    }
+}
+
+/// MariaDB's own types, value for value into the datastore.
+#[test]
+fn mariadb_types_land_value_for_value() {
+    let env = Env::new();
+    let src = Src::My;
+    src.create_schema(&env);
+    let t = src.q(&env, "all_types");
+    src.exec(&env, &[
+        format!("CREATE TABLE {t} (id BIGINT PRIMARY KEY, ti TINYINT, ub BIGINT UNSIGNED, n DECIMAL(12,3), f FLOAT, db DOUBLE, c CHAR(5), vc VARCHAR(20), tx TEXT, e ENUM('a','b'), d DATE, tm TIME(3), dtm DATETIME(6), ts TIMESTAMP(6) NULL, bin VARBINARY(8), bl BLOB, j JSON, y YEAR) CHARSET utf8mb4"),
+        format!("INSERT INTO {t} VALUES (1, -128, 18446744073709551615, 123456789.125, 0.1, 1e300, 'ab', 'x,\"y\"', 'a\\nb 😀', 'b', '2024-02-29', '13:45:00.5', '2024-01-31 10:00:00.123456', '2024-01-31 10:00:00.5', X'DEADBEEF', X'00FF', '{{\"a\": [1, 2]}}', 2024)"),
+        format!("INSERT INTO {t} (id) VALUES (2)"),
+    ]);
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  all_types:\n    table: {}\n",
+            src.table(&env, "all_types")
+        ),
+    );
+    let r = download_ok(&env, src, "myt");
+    assert_eq!(tbl_data(&r, "all_types")["rows"], 2, "{r}");
+    let rows = by_id(&committed(&env.home(), "tester", "myt")["all_types"]);
+    let one = &rows[&1];
+    let want: Vec<(&str, Value)> = vec![
+        ("ti", Value::Int(-128)),
+        ("ub", dec("18446744073709551615")),
+        ("n", dec("123456789.125")),
+        ("f", Value::Float(0.1)),
+        ("db", Value::Float(1e300)),
+        ("c", st("ab")),
+        ("vc", st("x,\"y\"")),
+        ("tx", st("a\nb 😀")),
+        ("e", st("b")),
+        ("d", d("2024-02-29")),
+        ("tm", tm("13:45:00.5")),
+        ("dtm", dt("2024-01-31T10:00:00.123456")),
+        ("ts", dt("2024-01-31T10:00:00.5Z")),
+        ("bin", Value::Bytes(vec![0xde, 0xad, 0xbe, 0xef])),
+        ("bl", Value::Bytes(vec![0, 255])),
+        ("y", Value::Int(2024)),
+    ];
+    for (c, v) in &want {
+        assert_eq!(&one[*c], v, "column {c}");
+    }
+    // MariaDB's JSON is a LONGTEXT checked by json_valid: read as JSON all the same.
+    assert_eq!(one["j"], json(r#"{"a":[1,2]}"#));
+    assert!(
+        rows[&2]
+            .iter()
+            .filter(|(k, _)| *k != "id")
+            .all(|(_, v)| v.is_null()),
+        "{:?}",
+        rows[&2]
+    );
+    let tbl: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.area("tester", "myt").join("$tables/all_types.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tbl["unique_by"], "id");
+}
+
+/// SQLite's declared types read its stored values; text that does not parse as its
+/// declared type stays text.
+#[test]
+fn sqlite_types_land_value_for_value() {
+    let env = Env::new();
+    let src = Src::Lite;
+    src.exec(&env, &[
+        "CREATE TABLE all_types (id INTEGER PRIMARY KEY, n DECIMAL(10,2), f REAL, b BOOLEAN, t TEXT, d DATE, dtm DATETIME, tm TIME, bl BLOB, j JSON, anything)".into(),
+        "INSERT INTO all_types VALUES (1, '12.50', 0.5, 1, 'x', '2024-02-29', '2024-01-31 10:00:00', '13:45:00', X'00FF', '{\"a\":1}', 7)".into(),
+        "INSERT INTO all_types VALUES (2, 3, 2, 0, NULL, 'soon', '2024-01-31T10:00:00+02:00', NULL, NULL, 'not json', 'text')".into(),
+    ]);
+    env.write("config.yaml", "tbls:\n  all_types: {}\n");
+    download_ok(&env, src, "ltt");
+    let rows = by_id(&committed(&env.home(), "tester", "ltt")["all_types"]);
+    let (one, two) = (&rows[&1], &rows[&2]);
+    // SQLite stores '12.50' in a DECIMAL column as the real 12.5.
+    assert_eq!(one["n"], dec("12.5"));
+    assert_eq!(two["n"], dec("3"));
+    assert_eq!(one["f"], Value::Float(0.5));
+    assert_eq!(two["f"], Value::Float(2.0));
+    assert_eq!(
+        (one["b"].clone(), two["b"].clone()),
+        (Value::Bool(true), Value::Bool(false))
+    );
+    assert_eq!(one["d"], d("2024-02-29"));
+    assert_eq!(two["d"], st("soon"));
+    assert_eq!(one["dtm"], dt("2024-01-31T10:00:00"));
+    assert_eq!(two["dtm"], dt("2024-01-31T10:00:00+02:00"));
+    assert_eq!(one["tm"], tm("13:45:00"));
+    assert_eq!(one["bl"], Value::Bytes(vec![0, 255]));
+    assert_eq!(one["j"], json(r#"{"a":1}"#));
+    assert_eq!(two["j"], st("not json"));
+    assert_eq!(
+        (one["anything"].clone(), two["anything"].clone()),
+        (Value::Int(7), st("text"))
+    );
+}
+
+/// One row of the model: what the source holds for an id.
+#[derive(Debug, Clone, PartialEq)]
+struct Item {
+    v: String,
+    n: String,
+    at: i64,
+}
+
+/// The timestamp text of logical clock tick `at` (ticks are seconds after 2024-01-01,
+/// several rows may share one).
+fn at_text(at: i64) -> String {
+    let t = chrono::NaiveDate::from_ymd_opt(2024, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        + chrono::Duration::seconds(at);
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Incremental runs under a seeded schedule of inserts, updates (some of them with a
+/// cursor value behind the committed one, inside the lookback window: late commits),
+/// ties, kills at random moments and at failpoints; then the uploader. The model is
+/// the source table itself: at the end the target equals it, every row once.
+fn incremental_against_the_model(src: Src, seed: u64) {
+    let env = Env::new();
+    let mut rng = Rng(seed);
+    eprintln!("{src:?}: seed {seed}");
+    src.create_schema(&env);
+    let t = src.q(&env, "items");
+    let (ts_type, text_type) = match src {
+        Src::Pg => ("timestamp", "text"),
+        Src::My => ("DATETIME", "VARCHAR(200)"),
+        Src::Lite => ("DATETIME", "TEXT"),
+    };
+    src.exec(&env, &[format!(
+        "CREATE TABLE {t} (id BIGINT PRIMARY KEY, v {text_type} NOT NULL, n DECIMAL(12,2) NOT NULL, updated_at {ts_type} NOT NULL)"
+    )]);
+    env.write("config.yaml", format!(
+        "config:\n  commit_interval: 0\n  batch_size: 50\ntbls:\n  items:\n    table: {}\n    cursor: updated_at\n    lookback: 1h\n",
+        src.table(&env, "items")
+    ));
+    let mut model: BTreeMap<i64, Item> = BTreeMap::new();
+    let mut clock: i64 = 0;
+    let mut next_id = 1;
+    let id = "inc";
+    for round in 0..8 {
+        // Inserts and updates; the clock moves forward, with ties.
+        let mut sqls = Vec::new();
+        for _ in 0..rng.below(400) + 50 {
+            if rng.chance(3) {
+                clock += 1;
+            }
+            let late = rng.chance(5) && clock > 1200;
+            // A late commit: a cursor value up to 20 minutes behind (inside `lookback`).
+            let at = if late {
+                clock - rng.below(1200) as i64
+            } else {
+                clock
+            };
+            let update = !model.is_empty() && rng.chance(30);
+            let key = if update {
+                *model
+                    .keys()
+                    .nth(rng.below(model.len() as u64) as usize)
+                    .unwrap()
+            } else {
+                next_id += 1;
+                next_id - 1
+            };
+            let item = Item {
+                v: format!("r{round} '{}' \"q\"", rng.below(1000)),
+                n: format!("{}.{:02}", rng.below(100000), rng.below(100)),
+                at,
+            };
+            let v = item.v.replace('\'', "''");
+            sqls.push(if update {
+                format!(
+                    "UPDATE {t} SET v = '{v}', n = {}, updated_at = '{}' WHERE id = {key}",
+                    item.n,
+                    at_text(at)
+                )
+            } else {
+                format!(
+                    "INSERT INTO {t} VALUES ({key}, '{v}', {}, '{}')",
+                    item.n,
+                    at_text(at)
+                )
+            });
+            model.insert(key, item);
+        }
+        src.exec(&env, &sqls);
+        // A run killed at a random moment or at a failpoint, then (sometimes) a clean one.
+        match rng.below(3) {
+            0 => {
+                let mut child = env.spawn(
+                    &["start", "-op", "sql.Downloader", "--id", id],
+                    &[("ACHVY_CNXN__URI", &src.url(&env))],
+                );
+                std::thread::sleep(Duration::from_millis(rng.below(400)));
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            1 => {
+                let point = rng.pick(&[
+                    "commit.before",
+                    "commit.after",
+                    "datafile.finish",
+                    "source.batch",
+                ]);
+                let n = rng.below(3) + 1;
+                let _ = env
+                    .cmd()
+                    .args(["start", "-op", "sql.Downloader", "--id", id])
+                    .env("ACHVY_CNXN__URI", src.url(&env))
+                    .env("ACHVY_FAILPOINT", format!("{point}:{n}"))
+                    .output()
+                    .unwrap();
+            }
+            _ => {}
+        }
+        if rng.chance(60) {
+            download_ok(&env, src, id);
+        }
+    }
+    download_ok(&env, src, id);
+
+    // Every row of the source is in the datastore (the last version of each key last).
+    let rows = &committed(&env.home(), "tester", id)["items"];
+    let mut last: BTreeMap<i64, &BTreeMap<String, Value>> = BTreeMap::new();
+    for r in rows {
+        let Value::Int(k) = r["id"] else { panic!() };
+        last.insert(k, r);
+    }
+    assert_eq!(last.len(), model.len(), "{src:?} seed {seed}: rows lost");
+
+    // The uploader's target equals the source.
+    env.write("upload.yaml", "tbls: {}\n");
+    let out = env
+        .cmd()
+        .args(crate::upload::upload_args("wh", id))
+        .env("ACHVY_CNXN__DB__URI", "sqlite://")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let target = Target::Sqlite;
+    let got = fetch(
+        target,
+        &env,
+        &format!(
+            "SELECT {}, v, {}, {} FROM {} ORDER BY id",
+            target.text("id"),
+            target.text("n"),
+            target.text("updated_at"),
+            target.table(id, "items")
+        ),
+    );
+    let want: Vec<(i64, String, String, String)> = model
+        .iter()
+        .map(|(k, i)| (*k, i.v.clone(), i.n.clone(), at_text(i.at)))
+        .collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{src:?} seed {seed}: the target differs in rows"
+    );
+    for (g, w) in got.iter().zip(&want) {
+        let g: Vec<String> = g.iter().map(|v| v.clone().unwrap_or_default()).collect();
+        assert_eq!(g[0], w.0.to_string(), "{src:?} seed {seed}");
+        assert_eq!(g[1], w.1, "{src:?} seed {seed}: id {}", w.0);
+        // SQLite keeps DECIMAL(12,2) as a real: 82388.80 reads back as 82388.8.
+        assert_eq!(
+            g[2].parse::<f64>().unwrap(),
+            w.2.parse::<f64>().unwrap(),
+            "{src:?} seed {seed}: id {}",
+            w.0
+        );
+        assert_eq!(
+            anchovy_core::row::parse_datetime(&g[3]).map(|v| v
+                .text()
+                .replace('T', " ")
+                .trim_end_matches('Z')
+                .to_string()),
+            Some(w.3.clone()),
+            "{src:?} seed {seed}: id {}",
+            w.0
+        );
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("SQL_SOURCE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+#[test]
+fn incremental_postgres_against_the_model() {
+    incremental_against_the_model(Src::Pg, seed());
+}
+
+#[test]
+fn incremental_mariadb_against_the_model() {
+    incremental_against_the_model(Src::My, seed());
+}
+
+#[test]
+fn incremental_sqlite_against_the_model() {
+    incremental_against_the_model(Src::Lite, seed());
+}
+
+/// Without a key, ties past the committed value are read once; a late row behind the
+/// cursor and outside any lookback is not read (documented); a query reads its rows
+/// with the cursor bound.
+#[test]
+fn a_query_reads_incrementally_and_a_late_row_needs_the_lookback() {
+    let env = Env::new();
+    let src = Src::Pg;
+    src.create_schema(&env);
+    let t = src.q(&env, "events");
+    src.exec(&env, &[
+        format!("CREATE TABLE {t} (seq int, kind text, at timestamptz)"),
+        format!("INSERT INTO {t} VALUES (1, 'a', '2024-01-01T00:00:00Z'), (2, 'b', '2024-01-01T00:00:00Z'), (3, 'a', '2024-01-02T00:00:00Z')"),
+    ]);
+    env.write("config.yaml", format!(
+        "tbls:\n  a_events:\n    query: SELECT seq, at FROM {t} WHERE kind = 'a'\n    cursor: at\n  all_events:\n    table: {}\n    cursor: seq\n",
+        src.table(&env, "events")
+    ));
+    download_ok(&env, src, "q");
+    src.exec(&env, &[format!(
+        "INSERT INTO {t} VALUES (4, 'a', '2024-01-01T12:00:00Z'), (5, 'a', '2024-01-03T00:00:00Z'), (6, 'b', '2024-01-03T00:00:00Z')"
+    )]);
+    download_ok(&env, src, "q");
+    let rows = committed(&env.home(), "tester", "q");
+    let seqs = |t: &str| -> Vec<i64> {
+        rows[t]
+            .iter()
+            .map(|r| match r["seq"] {
+                Value::Int(i) => i,
+                _ => panic!(),
+            })
+            .collect()
+    };
+    // seq 4 came late, behind the committed cursor, and no lookback re-reads it.
+    assert_eq!(seqs("a_events"), vec![1, 3, 5]);
+    assert_eq!(seqs("all_events"), vec![1, 2, 3, 4, 5, 6]);
+    // A table without a key has no unique_by in $tables.
+    let tbl: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.area("tester", "q").join("$tables/a_events.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(tbl["unique_by"].is_null(), "{tbl}");
+}
+
+/// A selector takes every matching table, names it after the source table, and picks
+/// up a table created later; excluded tables stay out.
+#[test]
+fn a_selector_picks_up_new_tables() {
+    let env = Env::new();
+    let src = Src::Pg;
+    src.create_schema(&env);
+    let s = src.schema(&env);
+    src.exec(
+        &env,
+        &[
+            format!("CREATE TABLE \"{s}\".orders (id int PRIMARY KEY, at timestamptz)"),
+            format!("CREATE TABLE \"{s}\".tmp_scratch (x int)"),
+            format!("INSERT INTO \"{s}\".orders VALUES (1, now())"),
+        ],
+    );
+    env.write(
+        "config.yaml",
+        format!("tbls:\n  crm:\n    include: [\"{s}.*\"]\n    exclude: [\"{s}.tmp_*\"]\n"),
+    );
+    let r = download_ok(&env, src, "sel");
+    assert_eq!(tbl_data(&r, &format!("{s}_orders"))["rows"], 1, "{r}");
+    assert!(r.to_string().contains("tmp_scratch") == false, "{r}");
+    src.exec(
+        &env,
+        &[
+            format!("CREATE TABLE \"{s}\".customers (id int PRIMARY KEY, name text)"),
+            format!("INSERT INTO \"{s}\".customers VALUES (1, 'Ada'), (2, 'Bob')"),
+        ],
+    );
+    let r = download_ok(&env, src, "sel");
+    assert_eq!(tbl_data(&r, &format!("{s}_customers"))["rows"], 2, "{r}");
+    let tbl: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            env.area("tester", "sel")
+                .join(format!("$tables/{s}_customers.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tbl["unique_by"], "id", "{tbl}");
+    assert_eq!(tbl["table"], format!("{s}.customers"), "{tbl}");
+}
+
+/// Bad input: a missing table, a cursor that is not a column, a wrong password, a
+/// bad option each fail their table with the thing named; the others still load.
+#[test]
+fn bad_tables_fail_alone_with_the_thing_named() {
+    let env = Env::new();
+    let src = Src::Pg;
+    src.create_schema(&env);
+    let s = src.schema(&env);
+    src.exec(
+        &env,
+        &[
+            format!("CREATE TABLE \"{s}\".good (id int PRIMARY KEY)"),
+            format!("INSERT INTO \"{s}\".good VALUES (1)"),
+        ],
+    );
+    env.write("config.yaml", format!(
+        "config:\n  batch_policy: CONTINUE\ntbls:\n  good:\n    table: {s}.good\n  missing:\n    table: {s}.nope\n  badcursor:\n    table: {s}.good\n    cursor: nope\n  both:\n    table: {s}.good\n    query: SELECT 1\n  other:\n    table: {s}.good\n    connection: other\n"
+    ));
+    let out = env
+        .cmd()
+        .args(["start", "-op", "sql.Downloader", "--id", "bad"])
+        .env("ACHVY_CNXN__URI", src.url(&env))
+        .env(
+            "ACHVY_CNXN__OTHER__URI",
+            src.url(&env).replace("anchovies@", "wrongpw@"),
+        )
+        .output()
+        .unwrap();
+    let text = crate::output(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let r = results(&out);
+    assert_eq!(tbl_data(&r, "good")["rows"], 1);
+    assert!(
+        text.contains(&format!("{s}.nope")) && text.contains("does not exist"),
+        "{text}"
+    );
+    assert!(text.contains("no column `nope`"), "{text}");
+    assert!(text.contains("either `table:` or `query:`"), "{text}");
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(!text.contains("wrongpw"), "a password was printed: {text}");
+}
