@@ -667,7 +667,7 @@ fn a_selector_picks_up_new_tables() {
     );
     let r = download_ok(&env, src, "sel");
     assert_eq!(tbl_data(&r, &format!("{s}_orders"))["rows"], 1, "{r}");
-    assert!(r.to_string().contains("tmp_scratch") == false, "{r}");
+    assert!(!r.to_string().contains("tmp_scratch"), "{r}");
     src.exec(
         &env,
         &[
@@ -729,4 +729,220 @@ fn bad_tables_fail_alone_with_the_thing_named() {
     assert!(text.contains("either `table:` or `query:`"), "{text}");
     assert!(text.contains("password authentication failed"), "{text}");
     assert!(!text.contains("wrongpw"), "a password was printed: {text}");
+}
+
+/// `mode: replace` under a concurrent reader: every count the reader sees is a whole
+/// snapshot (never empty, never half), and the target ends equal to the source,
+/// deleted rows gone; on every target.
+#[test]
+fn replace_swaps_whole_snapshots_under_readers() {
+    for target in [Target::Pg, Target::Sqlite, Target::My] {
+        let env = Env::new();
+        let src = Src::Pg;
+        src.create_schema(&env);
+        let t = src.q(&env, "snap");
+        src.exec(
+            &env,
+            &[
+                format!("CREATE TABLE {t} (id int PRIMARY KEY, round int)"),
+                format!("INSERT INTO {t} SELECT g, 0 FROM generate_series(1, 3000) g"),
+            ],
+        );
+        let up = format!("rep{}", env.nonce());
+        env.write(
+            "config.yaml",
+            format!("tbls:\n  snap:\n    table: {}\n", src.table(&env, "snap")),
+        );
+        env.write("upload.yaml", "tbls:\n  snap:\n    mode: replace\n");
+        let upload = |env: &Env| {
+            let out = env
+                .cmd()
+                .args(crate::upload::upload_args("wh", &up))
+                .env("ACHVY_CNXN__DB__URI", target.url().unwrap())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{target:?}: {}", crate::stderr(&out));
+            results(&out)
+        };
+        download_ok(&env, src, &up);
+        upload(&env);
+        let tq = target.table(&up, "snap");
+        let sql = format!(
+            "SELECT {}, {}, {} FROM {tq}",
+            target.text("COUNT(*)"),
+            target.text("MIN(round)"),
+            target.text("MAX(round)")
+        );
+        // Sizes of the snapshots, by round: round r keeps 3000 - 100 r rows.
+        let url = match target {
+            Target::Sqlite => target.sqlite_file(&env),
+            _ => target.url().unwrap(),
+        };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (stop, sql, url) = (stop.clone(), sql.clone(), url.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    seen.push(row_at(&url, &sql));
+                }
+                seen
+            })
+        };
+        for round in 1..=4 {
+            src.exec(
+                &env,
+                &[
+                    format!("DELETE FROM {t} WHERE id <= {}", 100 * round),
+                    format!("UPDATE {t} SET round = {round}"),
+                ],
+            );
+            download_ok(&env, src, &up);
+            let r = upload(&env);
+            assert_eq!(
+                tbl_data(&r, &format!("{up}.snap"))["rows_deleted"],
+                3000 - 100 * (round - 1),
+                "{r}"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let seen = reader.join().unwrap();
+        assert!(
+            seen.len() > 3,
+            "{target:?}: the reader saw too little: {seen:?}"
+        );
+        for row in &seen {
+            let n: i64 = row[0].as_deref().unwrap().parse().unwrap();
+            let lo: i64 = row[1].as_deref().unwrap_or("-1").parse().unwrap();
+            let hi: i64 = row[2].as_deref().unwrap_or("-1").parse().unwrap();
+            assert_eq!(
+                lo, hi,
+                "{target:?}: a reader saw two snapshots at once: {row:?}"
+            );
+            assert_eq!(
+                n,
+                3000 - 100 * lo,
+                "{target:?}: a reader saw a partial snapshot: {row:?}"
+            );
+        }
+        let end = row_at(&url, &sql);
+        assert_eq!(
+            end,
+            vec![Some("2600".into()), Some("4".into()), Some("4".into())],
+            "{target:?}"
+        );
+    }
+}
+
+/// The first row of a query whose columns are all text, on the database at `url`.
+fn row_at(url: &str, sql: &str) -> Vec<Option<String>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Row;
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        if url.starts_with("mysql") {
+            let p = sqlx::MySqlPool::connect(url).await.unwrap();
+            let r = sqlx::query(sql).fetch_one(&p).await.unwrap();
+            p.close().await;
+            return (0..r.len())
+                .map(|i| {
+                    r.get::<Option<Vec<u8>>, _>(i)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                })
+                .collect();
+        }
+        if url.starts_with("sqlite") {
+            let p = sqlx::SqlitePool::connect(url).await.unwrap();
+            let r = sqlx::query(sql).fetch_one(&p).await.unwrap();
+            p.close().await;
+            return (0..r.len()).map(|i| r.get(i)).collect();
+        }
+        let p = sqlx::PgPool::connect(url).await.unwrap();
+        let r = sqlx::query(sql).fetch_one(&p).await.unwrap();
+        p.close().await;
+        (0..r.len()).map(|i| r.get(i)).collect()
+    })
+}
+
+/// `mode: replace_where`: each load replaces the stored rows within its `replace_by`
+/// range and leaves the others; rows deleted inside the range at the source go.
+#[test]
+fn replace_where_replaces_the_range_of_each_load() {
+    let env = Env::new();
+    let src = Src::Pg;
+    src.create_schema(&env);
+    let t = src.q(&env, "events");
+    src.exec(&env, &[
+        format!("CREATE TABLE {t} (day int, id int, v text)"),
+        format!("INSERT INTO {t} SELECT d, i, 'first' FROM generate_series(1, 5) d, generate_series(1, 10) i"),
+    ]);
+    let up = format!("rw{}", env.nonce());
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  events:\n    table: {}\n",
+            src.table(&env, "events")
+        ),
+    );
+    env.write(
+        "upload.yaml",
+        "tbls:\n  events:\n    mode: replace_where\n    replace_by: day\n",
+    );
+    let target = Target::Pg;
+    let upload = |env: &Env| {
+        let out = env
+            .cmd()
+            .args(crate::upload::upload_args("wh", &up))
+            .env("ACHVY_CNXN__DB__URI", target.url().unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+        results(&out)
+    };
+    download_ok(&env, src, &up);
+    upload(&env);
+    src.exec(
+        &env,
+        &[
+            format!("DELETE FROM {t} WHERE day = 4 AND id % 2 = 1"),
+            format!("UPDATE {t} SET v = 'second' WHERE day = 5"),
+            format!("INSERT INTO {t} SELECT 6, i, 'new' FROM generate_series(1, 3) i"),
+        ],
+    );
+    env.write(
+        "config.yaml",
+        format!("tbls:\n  events:\n    query: SELECT * FROM {t} WHERE day >= 4\n"),
+    );
+    download_ok(&env, src, &up);
+    let r = upload(&env);
+    assert_eq!(
+        tbl_data(&r, &format!("{up}.events"))["rows_deleted"],
+        20,
+        "{r}"
+    );
+    let got = fetch(
+        target,
+        &env,
+        &format!(
+            "SELECT {}, {}, v FROM {} GROUP BY day, v ORDER BY day",
+            target.text("day"),
+            target.text("COUNT(*)"),
+            target.table(&up, "events")
+        ),
+    );
+    let s = |x: &str| Some(x.to_string());
+    assert_eq!(
+        got,
+        vec![
+            vec![s("1"), s("10"), s("first")],
+            vec![s("2"), s("10"), s("first")],
+            vec![s("3"), s("10"), s("first")],
+            vec![s("4"), s("5"), s("first")],
+            vec![s("5"), s("10"), s("second")],
+            vec![s("6"), s("3"), s("new")],
+        ]
+    );
 }

@@ -20,7 +20,7 @@ mod unit;
 
 use async_trait::async_trait;
 
-pub use self::unit::{BatchMap, Unit, UnitBatches, read_unit, unit_columns, units};
+pub use self::unit::{BatchMap, Unit, UnitBatches, read_unit, snapshot_unit, unit_columns, units};
 use crate::commit::read_commits;
 use crate::context::{SessionCtx, TaskCtx};
 use crate::datastore::Datastore;
@@ -182,6 +182,55 @@ crate::table_options! {
         /// `<table>__rejects`, appended (default false)
         #[serde(default, deserialize_with = "crate::options::de::flag")]
         pub load_rejects: bool,
+        /// `merge` (default: what unique_by/set_by/sort_by say), `replace` (the newest
+        /// snapshot becomes the whole table, atomically: a full read of sql.Downloader,
+        /// else the newest commit's rows) or `replace_where` (each commit first deletes
+        /// the stored rows whose `replace_by` value lies within the commit's range)
+        #[serde(default)]
+        pub mode: LoadMode,
+        /// with mode replace_where: the column whose [min, max] over a commit's rows is
+        /// deleted from the target before they are written
+        #[serde(default)]
+        pub replace_by: Option<String>,
+    }
+}
+
+/// How a load changes the target (`mode:`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMode {
+    /// Append, upsert or replace sets, as the table's keys say.
+    #[default]
+    Merge,
+    /// The newest snapshot replaces the table's content.
+    Replace,
+    /// Each commit replaces the stored rows within its `replace_by` range.
+    ReplaceWhere,
+}
+
+/// A table's load mode, and for `replace_where` its range column.
+///
+/// # Errors
+/// [`Error::Data`] for a bad value, or `replace_where` without `replace_by`.
+pub fn load_mode(tbl: &Tbl) -> Result<(LoadMode, Option<String>), Error> {
+    let o = load_options(tbl)?;
+    match (o.mode, o.replace_by) {
+        (LoadMode::ReplaceWhere, None) => Err(Error::data(
+            "table option `replace_by`",
+            format!(
+                "table {} has mode: replace_where: name the column whose range each load replaces (replace_by: <column>)",
+                tbl.name
+            ),
+        )),
+        (LoadMode::ReplaceWhere, Some(c)) => Ok((LoadMode::ReplaceWhere, Some(c))),
+        (_, Some(_)) => Err(Error::data(
+            "table option `replace_by`",
+            format!(
+                "table {}: replace_by applies to mode: replace_where",
+                tbl.name
+            ),
+        )),
+        (m, None) => Ok((m, None)),
     }
 }
 
@@ -297,6 +346,7 @@ pub async fn load(
         batch_size: s.batch_size,
     };
     let max_rows = load_options(tbl)?.max_rows_per_load.unwrap_or(UNIT_ROWS);
+    let (mode, _) = load_mode(tbl)?;
     let loader = dest.table(ctx, &t).await?;
     let Position {
         seq: mut pos,
@@ -364,10 +414,13 @@ pub async fn load(
     };
     let mut totals = Totals::default();
     let mut expected = pos;
-    for (done, unit) in units(&commits, &t.files_of, last, max_rows)
-        .into_iter()
-        .enumerate()
-    {
+    let planned = match mode {
+        LoadMode::Merge => units(&commits, &t.files_of, last, max_rows),
+        LoadMode::Replace => vec![snapshot_unit(&commits, &t.files_of, &t.name, last)],
+        // One commit per unit: each replaces its own range.
+        LoadMode::ReplaceWhere => units(&commits, &t.files_of, last, 0),
+    };
+    for (done, unit) in planned.into_iter().enumerate() {
         if ctx.session.stop_for_budget(&full, done as u64) {
             break;
         }

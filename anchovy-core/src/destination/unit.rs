@@ -18,6 +18,9 @@ pub struct Unit {
     pub end: u64,
     /// Commits in the unit.
     pub commits: u64,
+    /// `mode: replace`: the unit's rows are the table's whole new content (the target
+    /// is emptied first, in the same transaction), even when there are none.
+    pub replace: bool,
 }
 
 /// Splits the commits after the position into units of at most `max_rows` rows
@@ -28,6 +31,7 @@ pub fn units(commits: &[CommitRecord], tbl: &str, last: u64, max_rows: u64) -> V
         files: vec![],
         end: 0,
         commits: 0,
+        replace: false,
     };
     let mut out: Vec<Unit> = Vec::new();
     let mut cur = empty();
@@ -52,6 +56,35 @@ pub fn units(commits: &[CommitRecord], tbl: &str, last: u64, max_rows: u64) -> V
     cur.end = last;
     out.push(cur);
     out
+}
+
+/// `mode: replace`: one unit ending at `last` that holds the newest snapshot among the
+/// commits: the newest commit that delivers files of `tbl` or carries a snapshot
+/// marker for `name` (a full read of `sql.Downloader`, which may be empty). Older
+/// commits are passed over: their rows are superseded. No such commit: a unit that
+/// only moves the position.
+pub fn snapshot_unit(commits: &[CommitRecord], tbl: &str, name: &str, last: u64) -> Unit {
+    let newest = commits.iter().rev().find(|c| {
+        c.files.iter().any(|f| f.tbl == tbl)
+            || c.checkpoints
+                .get(name)
+                .and_then(|v| v.as_ref())
+                .is_some_and(|v| v.get("snapshot").is_some())
+    });
+    Unit {
+        files: newest
+            .map(|c| {
+                c.files
+                    .iter()
+                    .filter(|f| f.tbl == tbl)
+                    .map(|f| (c.seq, f.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        end: last,
+        commits: commits.len() as u64,
+        replace: newest.is_some(),
+    }
 }
 
 /// The columns of a unit in first-seen order, typed: declared type, else inferred.
@@ -139,4 +172,91 @@ pub fn read_unit(
         }
     });
     (rx, reader)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(seq: u64, files: &[(&str, u64)], snapshot_of: Option<&str>) -> CommitRecord {
+        CommitRecord {
+            seq,
+            anchovy_id: "up".into(),
+            anchovy_user: "u".into(),
+            session_id: "s".into(),
+            batch_id: seq,
+            tbl: None,
+            committed_at: "2024-01-01T00:00:00Z".into(),
+            files: files
+                .iter()
+                .map(|(t, rows)| FileEntry {
+                    tbl: t.to_string(),
+                    key: format!("data/{t}/{seq}"),
+                    rows: *rows,
+                    bytes: 1,
+                    raw_bytes: 1,
+                    columns: vec![],
+                    crc32: None,
+                    format: Default::default(),
+                })
+                .collect(),
+            checkpoints: snapshot_of
+                .map(|t| {
+                    [(
+                        t.to_string(),
+                        Some(serde_json::json!({"snapshot": "s", "rows": 0})),
+                    )]
+                    .into_iter()
+                    .collect()
+                })
+                .unwrap_or_default(),
+            lease_token: None,
+        }
+    }
+
+    /// The newest snapshot wins, even an empty one; other tables' commits only move
+    /// the position; with none, the unit replaces nothing.
+    #[test]
+    fn a_replace_unit_is_the_newest_snapshot() {
+        let c = vec![
+            commit(1, &[("t", 5)], Some("t")),
+            commit(2, &[("t", 7), ("o", 1)], Some("t")),
+            commit(3, &[("o", 2)], None),
+        ];
+        let u = snapshot_unit(&c, "t", "t", 3);
+        assert!(u.replace);
+        assert_eq!(u.end, 3);
+        assert_eq!(
+            u.files
+                .iter()
+                .map(|(s, f)| (*s, f.rows))
+                .collect::<Vec<_>>(),
+            vec![(2, 7)]
+        );
+        // An empty snapshot (a full read of an empty source table) empties the table.
+        let mut c = c;
+        c.push(commit(4, &[], Some("t")));
+        let u = snapshot_unit(&c, "t", "t", 4);
+        assert!(u.replace && u.files.is_empty());
+        let u = snapshot_unit(&c[2..3], "t", "t", 3);
+        assert!(!u.replace && u.files.is_empty() && u.end == 3);
+    }
+
+    /// With no row limit (replace_where), every commit with rows is a unit of its own.
+    #[test]
+    fn a_zero_row_limit_makes_one_unit_per_commit() {
+        let c = vec![
+            commit(1, &[("t", 5)], None),
+            commit(2, &[("o", 5)], None),
+            commit(3, &[("t", 1)], None),
+        ];
+        let u = units(&c, "t", 3, 0);
+        let files: Vec<Vec<u64>> = u
+            .iter()
+            .map(|u| u.files.iter().map(|(s, _)| *s).collect())
+            .collect();
+        assert!(files.iter().all(|f| f.len() <= 1), "{files:?}");
+        assert_eq!(files.concat(), vec![1, 3]);
+        assert_eq!(u.last().unwrap().end, 3);
+    }
 }

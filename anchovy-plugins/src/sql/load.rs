@@ -201,6 +201,7 @@ impl Destination for SqlDestination<'_> {
             },
             batch_size: t.batch_size,
             history: history_option(tbl)?,
+            replace_by: destination::load_mode(tbl)?.1,
             tbl: tbl.clone(),
         }))
     }
@@ -219,6 +220,8 @@ struct Job<'a> {
     batch_size: usize,
     /// `history: true`: keep superseded versions; `Some(ttl seconds)` drops old ones.
     history: Option<Option<u64>>,
+    /// `mode: replace_where`: the column whose range each commit replaces.
+    replace_by: Option<String>,
     tbl: Tbl,
 }
 
@@ -293,6 +296,9 @@ impl Job<'_> {
             (cols, names)
         };
         let target = self.d.table(&self.target);
+        // `mode: replace`: the snapshot replaces what is stored, in the transaction that
+        // writes it (readers see the old rows or the new, never none or half).
+        let empty_first = unit.replace && self.db.columns(&self.target).await?.is_some();
         let mut tx = self.db.begin().await?;
         let (at, by) = tx
             .lock_position(&target, &self.upstream, &self.name, &self.uploader)
@@ -308,6 +314,9 @@ impl Job<'_> {
                     self.name
                 ),
             });
+        }
+        if empty_first {
+            totals.deleted += tx.exec(&format!("DELETE FROM {target}")).await?;
         }
         if !unit.files.is_empty() {
             self.stage_and_merge(&mut tx, &cols, &names, unit, totals)
@@ -403,8 +412,11 @@ impl Job<'_> {
             totals.files += 1;
             totals.bytes += f.bytes;
         }
+        // `mode: replace_where` stages first: the range to replace is the staged rows'.
+        let range = self.replace_by.as_ref().map(|c| names.get(c));
         // Append tables need no staging: the rows go straight into the target.
-        if spec.keys.is_empty() && spec.sets.is_empty() && self.history.is_none() {
+        if spec.keys.is_empty() && spec.sets.is_empty() && self.history.is_none() && range.is_none()
+        {
             let n = self
                 .stage_unit(tx, &d.table(&self.target), cols, false, unit, names)
                 .await?;
@@ -413,7 +425,7 @@ impl Job<'_> {
         }
         // A keyed load into an empty table (the first backfill) is written straight into
         // the target too; if the data repeats a key, it falls back to stage-and-merge.
-        if spec.sets.is_empty() && self.history.is_none() {
+        if spec.sets.is_empty() && self.history.is_none() && range.is_none() {
             let probe = format!(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM {} LIMIT 1) _e",
                 d.table(&self.target)
@@ -447,6 +459,9 @@ impl Job<'_> {
             .stage_unit(tx, &d.ident(&stage), cols, true, unit, names)
             .await?;
         tracing::debug!(rows = ord, ms = t0.elapsed().as_millis() as u64, table = %self.name, "staged");
+        if let Some(c) = &range {
+            totals.deleted += tx.exec(&d.delete_range(&self.target, &stage, c)).await?;
+        }
         let names: Vec<String> = cols.iter().map(|(c, _)| c.clone()).collect();
         let incoming = if spec.keys.is_empty() {
             ord as u64
@@ -586,10 +601,11 @@ impl Job<'_> {
             .iter()
             .chain(&spec.sets)
             .chain(spec.sort.iter().map(|s| &s.name))
+            .chain(&self.replace_by)
         {
             if !cols.iter().any(|(c, _)| c == k) {
                 return Err(PluginError::Option {
-                    key: "unique_by/set_by/sort_by".into(),
+                    key: "unique_by/set_by/sort_by/replace_by".into(),
                     message: format!(
                         "column `{k}` is not in the data of {}; its columns are: {}",
                         self.d.table(&self.target),

@@ -230,6 +230,21 @@ impl Dialect {
         out
     }
 
+    /// `mode: replace_where`: deletes the stored rows whose `col` lies within the
+    /// staged rows' [min, max] (nothing when the stage is empty). MySQL may read a
+    /// temporary table once per statement, hence its join.
+    pub fn delete_range(self, target: &TableRef, stage: &str, col: &str) -> String {
+        let (t, s, c) = (self.table(target), self.ident(stage), self.ident(col));
+        match self {
+            Dialect::MySql => format!(
+                "DELETE _t FROM {t} AS _t JOIN (SELECT MIN({c}) AS _lo, MAX({c}) AS _hi FROM {s}) AS _r ON _t.{c} >= _r._lo AND _t.{c} <= _r._hi"
+            ),
+            _ => format!(
+                "DELETE FROM {t} WHERE {c} >= (SELECT MIN({c}) FROM {s}) AND {c} <= (SELECT MAX({c}) FROM {s})"
+            ),
+        }
+    }
+
     /// The SQL type of the `_del` column.
     pub fn del_type(self) -> &'static str {
         match self {
