@@ -163,6 +163,11 @@ pub struct TablesArgs {
     /// One JSON object per table instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// List what the operator's source offers (-op; e.g. every table a sql.Downloader
+    /// connection may read, with keys, column types and row estimates) instead of the
+    /// anchovy's own tables.
+    #[arg(long)]
+    pub discover: bool,
     /// Settings shared by every verb.
     #[command(flatten)]
     pub config: ConfigArgs,

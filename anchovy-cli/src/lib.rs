@@ -174,6 +174,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
             Command::Healthcheck(a) => commands::healthcheck::run(&registry, loaded, &a).await,
             Command::Checkpoints(a) => commands::checkpoints::run(loaded, &a).await,
             Command::Logs(a) => commands::logs::run(loaded, &a).await,
+            Command::Tables(a) if a.discover => {
+                commands::tables::discover(&registry, loaded, &a).await
+            }
             Command::Tables(a) => commands::tables::run(loaded, &a).await,
             Command::Rejects(a) => commands::rejects::run(&registry, loaded, &a).await,
             Command::Plugins(_) | Command::School(_) => unreachable!("handled before loading"),

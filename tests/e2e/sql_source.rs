@@ -687,6 +687,68 @@ fn a_selector_picks_up_new_tables() {
     .unwrap();
     assert_eq!(tbl["unique_by"], "id", "{tbl}");
     assert_eq!(tbl["table"], format!("{s}.customers"), "{tbl}");
+
+    // What the source offers, with keys and types.
+    let out = env
+        .cmd()
+        .args([
+            "tables",
+            "--discover",
+            "--json",
+            "-op",
+            "sql.Downloader",
+            "--id",
+            "sel",
+        ])
+        .env("ACHVY_CNXN__URI", src.url(&env))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let listed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|t: &serde_json::Value| t["name"].as_str().unwrap().starts_with(&format!("{s}.")))
+        .collect();
+    let names: Vec<&str> = listed.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{s}.customers"),
+            format!("{s}.orders"),
+            format!("{s}.tmp_scratch")
+        ]
+    );
+    assert_eq!(listed[0]["unique_by"], "id");
+    assert_eq!(listed[0]["columns"]["name"], "str");
+    assert_eq!(listed[1]["columns"]["at"], "datetime");
+
+    // The healthcheck reads every selected table; a table that is gone fails it.
+    let hc = |env: &Env| {
+        env.cmd()
+            .args(["healthcheck", "-op", "sql.Downloader", "--id", "sel"])
+            .env("ACHVY_CNXN__URI", src.url(env))
+            .output()
+            .unwrap()
+    };
+    let out = hc(&env);
+    assert!(out.status.success(), "{}", crate::output(&out));
+    assert!(
+        crate::output(&out).contains(&format!(
+            "ok   table {s}_customers: table {s}.customers readable"
+        )),
+        "{}",
+        crate::output(&out)
+    );
+    env.write("config.yaml", format!(
+        "tbls:\n  crm:\n    include: [\"{s}.*\"]\n    exclude: [\"{s}.tmp_*\"]\n  gone:\n    table: {s}.gone\n"
+    ));
+    let out = hc(&env);
+    assert_eq!(out.status.code(), Some(1), "{}", crate::output(&out));
+    assert!(
+        crate::output(&out).contains(&format!("FAIL table gone: read table {s}.gone")),
+        "{}",
+        crate::output(&out)
+    );
 }
 
 /// Bad input: a missing table, a cursor that is not a column, a wrong password, a

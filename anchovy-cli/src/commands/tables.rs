@@ -91,3 +91,72 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
     );
     ExitCode::from(exit::OK)
 }
+
+/// `anchovy tables --discover -op <operator>`: what the operator's source offers.
+pub async fn discover(
+    registry: &anchovy_core::Registry,
+    loaded: Loaded,
+    args: &TablesArgs,
+) -> ExitCode {
+    if loaded.settings.operator_cls.is_none() {
+        let e = anchovy_core::Error::config(
+            "--discover",
+            "name the operator whose source to list: anchovy tables --discover -op sql.Downloader",
+        );
+        return crate::report(&e);
+    }
+    let session = match anchovy_core::Session::open_for_check(
+        registry,
+        loaded.settings.clone(),
+        loaded.doc.clone(),
+        loaded.connections.clone(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => return crate::report(&e),
+    };
+    let found = match session.operator().catalog(session.ctx()).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            let e = anchovy_core::Error::config(
+                "--discover",
+                format!(
+                    "{} cannot list its source; its tables are those of config.yaml",
+                    session.ctx().operator
+                ),
+            );
+            return crate::report(&e);
+        }
+        Err(e) => {
+            let e = anchovy_core::Error::data("--discover", anchovy_core::error::render_chain(&*e));
+            return crate::report(&e);
+        }
+    };
+    if args.json {
+        for t in &found {
+            crate::outln!("{}", serde_json::json!(t));
+        }
+        return ExitCode::from(exit::OK);
+    }
+    let rows: Vec<Vec<String>> = found
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.unique_by.0.join(","),
+                t.option_str("rows_estimate").unwrap_or_default(),
+                t.columns
+                    .iter()
+                    .map(|(c, ty)| format!("{c}:{ty}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]
+        })
+        .collect();
+    crate::out!(
+        "{}",
+        super::table(&["SOURCE TABLE", "KEY", "ROWS (EST.)", "COLUMNS"], &rows)
+    );
+    ExitCode::from(exit::OK)
+}

@@ -40,6 +40,14 @@ pub trait Operator: Send + Sync {
         Ok(None)
     }
 
+    /// What the source offers (`anchovy tables --discover`): every table the operator
+    /// could read, named as the source names it, with its key (`unique_by`), column
+    /// types and any facts worth showing in its options (a row estimate); `None` when
+    /// the operator cannot list its source.
+    async fn catalog(&self, _ctx: &SessionCtx) -> Result<Option<Vec<Tbl>>, BoxError> {
+        Ok(None)
+    }
+
     /// The reader that reads a table's quarantined records again with its current
     /// options (`anchovy rejects replay`); `None` when the operator quarantines
     /// nothing.

@@ -392,6 +392,43 @@ impl Operator for Downloader {
         Ok(Some(self.discover(&ctx.session).await))
     }
 
+    async fn catalog(&self, sess: &SessionCtx) -> Result<Option<Vec<Tbl>>, BoxError> {
+        // Every connection the tables name (the default one when none does).
+        let mut ids: Vec<String> = Vec::new();
+        for t in sess.config_tbls.iter() {
+            let id = options(t)?.connection_id().to_string();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            ids.push(anchovy_core::connection::DEFAULT_ID.into());
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            let db = self.pool(sess, &id).await?;
+            for info in catalog::list_tables(&db).await? {
+                let full = info.table.to_string();
+                let mut t = Tbl::named(&full);
+                let rel = info.table.sql(db.dialect());
+                for c in
+                    catalog::columns(&db, &rel, &format!("table {full}"), Some(&info.table)).await?
+                {
+                    if let Some(ty) = c.col_type {
+                        t.columns.insert(c.name, ty);
+                    }
+                }
+                t.unique_by = ColSelect(info.key);
+                t.options.insert("connection".into(), id.clone().into());
+                if let Some(n) = info.estimate {
+                    t.options.insert("rows_estimate".into(), n.into());
+                }
+                out.push(t);
+            }
+        }
+        Ok(Some(out))
+    }
+
     async fn healthcheck(&self, sess: &SessionCtx) -> Vec<(String, Result<String, String>)> {
         let mut out = Vec::new();
         let render = |e: &PluginError| anchovy_core::error::render_chain(e);
