@@ -1008,3 +1008,77 @@ fn replace_where_replaces_the_range_of_each_load() {
         ]
     );
 }
+
+/// A bare `postgres://` takes the rest from libpq's variables; the connection's
+/// `STATEMENT_TIMEOUT` stops a statement that runs too long, naming the cause; the
+/// session is read-only.
+#[test]
+fn pg_variables_fill_the_url_and_the_statement_timeout_bounds_a_read() {
+    let env = Env::new();
+    let src = Src::Pg;
+    src.create_schema(&env);
+    let s = src.schema(&env);
+    src.exec(
+        &env,
+        &[
+            format!("CREATE TABLE \"{s}\".t (id int PRIMARY KEY)"),
+            format!("INSERT INTO \"{s}\".t VALUES (1), (2)"),
+        ],
+    );
+    // postgres://user:password@host:port/database
+    let pg = need("PG_URL");
+    let rest = pg.split_once("://").unwrap().1;
+    let (auth, rest) = rest.split_once('@').unwrap();
+    let (user, password) = auth.split_once(':').unwrap();
+    let (hostport, database) = rest.split_once('/').unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    env.write("config.yaml", format!(
+        "tbls:\n  t:\n    table: {s}.t\n  slow:\n    query: SELECT pg_sleep(3) AS z, 1 AS id\n  writes:\n    query: SELECT nextval('\"{s}\".seq') AS n\n"
+    ));
+    src.exec(&env, &[format!("CREATE SEQUENCE \"{s}\".seq")]);
+    let out = env
+        .cmd()
+        .args([
+            "start",
+            "-op",
+            "sql.Downloader",
+            "--id",
+            "pgv",
+            "-d",
+            "slow",
+            "-d",
+            "writes",
+        ])
+        .env("ACHVY_CNXN__URI", "postgres://")
+        .env("PGHOST", host)
+        .env("PGPORT", port)
+        .env("PGUSER", user)
+        .env("PGPASSWORD", password)
+        .env("PGDATABASE", database.split('?').next().unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::output(&out));
+    assert_eq!(tbl_data(&results(&out), "t")["rows"], 2);
+    let out = env
+        .cmd()
+        .args([
+            "start",
+            "-op",
+            "sql.Downloader",
+            "--id",
+            "pgv",
+            "-e",
+            "slow",
+            "-e",
+            "writes",
+        ])
+        .env("ACHVY_CNXN__URI", need("PG_URL"))
+        .env("ACHVY_CNXN__STATEMENT_TIMEOUT", "500ms")
+        .env("ACHVY_BATCH_POLICY", "CONTINUE")
+        .output()
+        .unwrap();
+    let text = crate::output(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("statement timeout"), "{text}");
+    assert!(text.contains("read-only transaction"), "{text}");
+}
