@@ -78,8 +78,8 @@ pub struct Column {
     pub read: Read,
     /// The expression selected over the relation aliased `q`.
     pub expr: String,
-    /// The type recorded in `$tables` (`None`: left to the values, SQLite's untyped
-    /// columns).
+    /// The type recorded in `$tables` (`None`: left to the values, as for every
+    /// SQLite column).
     pub col_type: Option<ColType>,
     /// True when the type is not one the datastore has and the values load as text.
     pub as_text: bool,
@@ -259,19 +259,6 @@ pub async fn list_tables(db: &Db) -> Result<Vec<TableInfo>, PluginError> {
     };
     out.sort_by(|a, b| a.table.cmp(&b.table));
     Ok(out)
-}
-
-/// The primary key of one table (empty when it has none, or for a view).
-///
-/// # Errors
-/// [`PluginError::Db`].
-pub async fn primary_key(db: &Db, t: &SourceTable) -> Result<Vec<String>, PluginError> {
-    Ok(list_tables(db)
-        .await?
-        .into_iter()
-        .find(|i| &i.table == t)
-        .map(|i| i.key)
-        .unwrap_or_default())
 }
 
 /// The columns of `relation` (a quoted table, or `(<query>)`), as they will be read.
@@ -577,7 +564,9 @@ pub fn plan(d: Dialect, name: String, source_type: String, kind: Option<PgKind>)
             } else {
                 None
             };
-            col(Read::Lite(hint), q.clone(), hint)
+            // SQLite keeps any value in any column: `$tables` takes the types from the
+            // values read (a DATE column holding 'soon' is text), not from the schema.
+            col(Read::Lite(hint), q.clone(), None)
         }
     }
 }

@@ -185,13 +185,15 @@ impl Downloader {
     /// described is kept as configured (its task fails with the reason).
     async fn discover(&self, sess: &SessionCtx) -> Vec<Tbl> {
         let mut out: BTreeMap<String, Tbl> = BTreeMap::new();
+        // Each connection's catalog is listed once per discovery, whatever the tables.
+        let mut listed: HashMap<String, Vec<catalog::TableInfo>> = HashMap::new();
         let explicit: Vec<&Tbl> = sess
             .config_tbls
             .iter()
             .filter(|t| !is_selector(t))
             .collect();
         for cfg in &explicit {
-            let t = match self.describe(sess, cfg).await {
+            let t = match self.describe(sess, cfg, &mut listed).await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(table = %cfg.name, "cannot describe the table at the source: {}", anchovy_core::error::render_chain(&e));
@@ -222,7 +224,12 @@ impl Downloader {
     }
 
     /// An explicit entry with the source's columns and primary key beneath it.
-    async fn describe(&self, sess: &SessionCtx, cfg: &Tbl) -> Result<Tbl, PluginError> {
+    async fn describe(
+        &self,
+        sess: &SessionCtx,
+        cfg: &Tbl,
+        listed: &mut HashMap<String, Vec<catalog::TableInfo>>,
+    ) -> Result<Tbl, PluginError> {
         let o = options(cfg)?;
         let db = self.pool(sess, o.connection_id()).await?;
         let rel = Relation::of(&db, cfg, &o).await?;
@@ -233,7 +240,15 @@ impl Downloader {
             .filter_map(|c| Some((c.name.clone(), c.col_type?)))
             .collect();
         if let Some(st) = &rel.table {
-            t.unique_by = ColSelect(catalog::primary_key(&db, st).await?);
+            let id = o.connection_id().to_string();
+            if !listed.contains_key(&id) {
+                listed.insert(id.clone(), catalog::list_tables(&db).await?);
+            }
+            let key = listed[&id]
+                .iter()
+                .find(|i| &i.table == st)
+                .map(|i| i.key.clone());
+            t.unique_by = ColSelect(key.unwrap_or_default());
         }
         Ok(cfg.merged_over(&t))
     }
@@ -414,7 +429,12 @@ impl Operator for Downloader {
                 for c in
                     catalog::columns(&db, &rel, &format!("table {full}"), Some(&info.table)).await?
                 {
-                    if let Some(ty) = c.col_type {
+                    // SQLite's declared types are shown, though values decide in `$tables`.
+                    let declared = match c.read {
+                        Read::Lite(h) => h,
+                        _ => None,
+                    };
+                    if let Some(ty) = c.col_type.or(declared) {
                         t.columns.insert(c.name, ty);
                     }
                 }
