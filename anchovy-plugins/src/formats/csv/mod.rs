@@ -55,9 +55,12 @@ anchovy_core::table_options! {
         /// false)
         #[serde(default, deserialize_with = "anchovy_core::options::de::flag")]
         pub provenance: bool,
-        /// accepted for the original tool's configs; not used
-        #[serde(default)]
-        pub autodiscover: Option<bool>,
+        /// columns not in `columns:` take the type their values show, value by value,
+        /// where the typed value writes back as the very same text (`42` int, `042`
+        /// text; `12.50` decimal; `2024-01-31` date; ISO datetimes; `true`/`false`);
+        /// default false: text
+        #[serde(default, deserialize_with = "anchovy_core::options::de::flag")]
+        pub autodiscover: bool,
         /// source column -> column name to use (`{_types: types}`): for names that are
         /// reserved (`_types`; `_file`/`_line` with `provenance`) or unwanted
         #[serde(default)]
@@ -112,6 +115,7 @@ pub struct CsvFormat {
     skip_lines: usize,
     encoding: Option<&'static encoding_rs::Encoding>,
     empty_as_null: bool,
+    autodiscover: bool,
     provenance: bool,
     columns: BTreeMap<String, ColType>,
     rename: BTreeMap<String, String>,
@@ -153,6 +157,7 @@ impl CsvFormat {
             skip_lines: o.skip_lines,
             encoding,
             empty_as_null: o.empty_as_null,
+            autodiscover: o.autodiscover,
             provenance: o.provenance,
             columns: columns.clone(),
             rename: o.rename.clone(),
@@ -433,6 +438,10 @@ impl CsvFormat {
                     text
                 }
             };
+            if self.autodiscover && types[i].is_none() {
+                row.push(discover(text, self.empty_as_null));
+                continue;
+            }
             row.push(convert(text, types[i], self.empty_as_null).ok_or_else(|| {
                 format!(
                     "column `{}`: `{}` is not a valid {}",
@@ -594,6 +603,46 @@ fn truncate(s: &str, n: usize) -> String {
     } else {
         format!("{}...", s.chars().take(n).collect::<String>())
     }
+}
+
+/// `autodiscover: true`: the field as the type it shows, only where that typed value
+/// writes back as the same text (so a column that mixes types, widened to text by the
+/// uploader, still reads exactly as written); anything else is text.
+pub fn discover(text: &str, empty_as_null: bool) -> Value {
+    let b = text.as_bytes();
+    let first = b.first().copied().unwrap_or(b' ');
+    let typed = if first == b'-' || first.is_ascii_digit() {
+        if let Ok(i) = text.parse::<i64>() {
+            // `042` and `-0` are not how the integer writes (`+1` never gets here).
+            let digits = text.strip_prefix('-').unwrap_or(text);
+            let canonical = !(digits.len() > 1 && digits.starts_with('0')) && text != "-0";
+            canonical.then_some(Value::Int(i))
+        } else if b.contains(&b'.') && canonical_decimal(text).as_deref() == Some(text) {
+            Some(Value::Decimal(text.to_string()))
+        } else if b.len() >= 10 && b[4] == b'-' {
+            let v = if b.len() == 10 {
+                parse_typed_text(text, "D")
+            } else {
+                parse_datetime(text)
+            };
+            v.filter(|v| v.text() == text)
+        } else {
+            None
+        }
+    } else {
+        match text {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            _ => None,
+        }
+    };
+    typed.unwrap_or_else(|| {
+        if empty_as_null && text.is_empty() {
+            Value::Null
+        } else {
+            Value::String(text.to_string())
+        }
+    })
 }
 
 /// Converts a field to its column type; `None` when it does not parse.

@@ -200,3 +200,56 @@ fn unknown_option_is_rejected_with_the_valid_ones() {
     let e = serde_json::from_value::<CsvOptions>(serde_json::json!({"delimter": ";"})).unwrap_err();
     assert!(e.to_string().contains("unknown field `delimter`"), "{e}");
 }
+
+/// `autodiscover: true` types a value only where the typed value writes back as the
+/// very same text; everything else stays text, exactly as written.
+#[test]
+fn autodiscover_types_only_what_writes_back_the_same() {
+    use anchovy_core::Value;
+    let d = |t: &str| discover(t, false);
+    assert_eq!(d("42"), Value::Int(42));
+    assert_eq!(d("-7"), Value::Int(-7));
+    assert_eq!(d("0"), Value::Int(0));
+    for text in [
+        "042",
+        "-0",
+        "+1",
+        "1e5",
+        " 42",
+        "42 ",
+        "12.",
+        ".5",
+        "1,5",
+        "2024-1-31",
+        "2024-01-31 10:00:00",
+        "True",
+        "N/A",
+        "",
+        "99999999999999999999x",
+    ] {
+        assert_eq!(d(text), Value::String(text.into()), "{text}");
+    }
+    assert_eq!(d("12.50"), Value::Decimal("12.50".into()));
+    // Beyond i64 and without a point: text (as written).
+    assert_eq!(
+        d("99999999999999999999"),
+        Value::String("99999999999999999999".into())
+    );
+    assert_eq!(d("2024-02-29"), Value::Date("2024-02-29".parse().unwrap()));
+    assert_eq!(d("2024-02-30"), Value::String("2024-02-30".into()));
+    assert!(matches!(d("2024-01-31T10:00:00"), Value::DateTime(_)));
+    assert!(matches!(d("2024-01-31T10:00:00Z"), Value::DateTimeTz(_)));
+    assert_eq!(d("true"), Value::Bool(true));
+    assert_eq!(discover("", true), Value::Null);
+    for text in [
+        "42",
+        "-7",
+        "12.50",
+        "2024-02-29",
+        "2024-01-31T10:00:00.5",
+        "2024-01-31T10:00:00+02:00",
+        "true",
+    ] {
+        assert_eq!(d(text).text(), text, "{text} does not write back");
+    }
+}
