@@ -857,7 +857,7 @@ fn bad_tables_fail_alone_with_the_thing_named() {
         ],
     );
     env.write("config.yaml", format!(
-        "config:\n  batch_policy: CONTINUE\ntbls:\n  good:\n    table: {s}.good\n  missing:\n    table: {s}.nope\n  badcursor:\n    table: {s}.good\n    cursor: nope\n  both:\n    table: {s}.good\n    query: SELECT 1\n  other:\n    table: {s}.good\n    connection: other\n"
+        "config:\n  batch_policy: CONTINUE\ntbls:\n  good:\n    table: {s}.good\n  missing:\n    table: {s}.nope\n  badcursor:\n    table: {s}.good\n    cursor: nope\n  both:\n    table: {s}.good\n    query: SELECT 1\n  other:\n    table: {s}.good\n    connection: other\n  third:\n    table: {s}.good\n    connection: third\n  fourth:\n    table: {s}.good\n    connection: fourth\n"
     ));
     let out = env
         .cmd()
@@ -867,6 +867,17 @@ fn bad_tables_fail_alone_with_the_thing_named() {
             "ACHVY_CNXN__OTHER__URI",
             src.url(&env).replace("anchovies@", "wrongpw@"),
         )
+        // A password given as its own attribute goes to the driver URL-encoded.
+        .env(
+            "ACHVY_CNXN__THIRD__URI",
+            src.url(&env).replace(":anchovies@", "@"),
+        )
+        .env("ACHVY_CNXN__THIRD__PASSWORD", "anchovies")
+        .env(
+            "ACHVY_CNXN__FOURTH__URI",
+            src.url(&env).replace(":anchovies@", "@"),
+        )
+        .env("ACHVY_CNXN__FOURTH__PASSWORD", "wr@ng pw")
         .output()
         .unwrap();
     let text = crate::output(&out);
@@ -881,6 +892,23 @@ fn bad_tables_fail_alone_with_the_thing_named() {
     assert!(text.contains("either `table:` or `query:`"), "{text}");
     assert!(text.contains("password authentication failed"), "{text}");
     assert!(!text.contains("wrongpw"), "a password was printed: {text}");
+    assert!(
+        !text.contains("wr@ng") && !text.contains("wr%40ng"),
+        "a password was printed: {text}"
+    );
+    assert_eq!(
+        tbl_data(&r, "third")["rows"],
+        1,
+        "the PASSWORD attribute reached the driver"
+    );
+    let fourth = crate::tbl_task(&r, "fourth");
+    assert_eq!(fourth["status"], "ERR", "{fourth}");
+    assert!(
+        fourth
+            .to_string()
+            .contains("password authentication failed"),
+        "{fourth}"
+    );
 }
 
 /// `mode: replace` under a concurrent reader: every count the reader sees is a whole

@@ -157,10 +157,16 @@ pub fn source_url(sess: &SessionCtx, id: &str) -> Result<(String, Option<Duratio
         } else {
             a.to_string()
         };
+        let encoded: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+        // The secret is registered as given; its encoded form, which messages about the
+        // URL would show, is a secret too.
+        if anchovy_core::secret::is_secret_attr(a) {
+            anchovy_core::secret::register(&encoded);
+        }
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&name);
         url.push('=');
-        url.push_str(&url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>());
+        url.push_str(&encoded);
     }
     Ok((url, timeout))
 }
