@@ -76,6 +76,9 @@ fn time_text(c: &Column, s: String) -> Result<Value, DecodeError> {
 }
 
 /// Decodes the typed columns shared by PostgreSQL and MySQL (one body, two row types).
+/// Unchecked: each column's expression ([`Column::expr`]) casts it to the very type its
+/// [`Read`] decodes, so the driver's per-value type check is skipped (a decode still
+/// fails on bytes that are not that type).
 macro_rules! decode_typed {
     ($row:expr, $cols:expr, $out:expr) => {{
         $out.clear();
@@ -83,55 +86,64 @@ macro_rules! decode_typed {
             let err = |e: sqlx::Error| DecodeError::new(c, short(&e));
             let v = match c.read {
                 Read::Int => $row
-                    .try_get::<Option<i64>, _>(i)
+                    .try_get_unchecked::<Option<i64>, _>(i)
                     .map_err(err)?
                     .map(Value::Int),
                 Read::Float => $row
-                    .try_get::<Option<f64>, _>(i)
+                    .try_get_unchecked::<Option<f64>, _>(i)
                     .map_err(err)?
                     .map(Value::Float),
                 Read::Float4 => $row
-                    .try_get::<Option<f32>, _>(i)
+                    .try_get_unchecked::<Option<f32>, _>(i)
                     .map_err(err)?
                     .map(|f| Value::Float(widen(f))),
                 Read::Bool => $row
-                    .try_get::<Option<bool>, _>(i)
+                    .try_get_unchecked::<Option<bool>, _>(i)
                     .map_err(err)?
                     .map(Value::Bool),
                 Read::Text => $row
-                    .try_get::<Option<String>, _>(i)
+                    .try_get_unchecked::<Option<String>, _>(i)
                     .map_err(err)?
                     .map(Value::String),
-                Read::Decimal => match $row.try_get::<Option<String>, _>(i).map_err(err)? {
+                Read::Decimal => match $row
+                    .try_get_unchecked::<Option<String>, _>(i)
+                    .map_err(err)?
+                {
                     Some(s) => Some(decimal(c, s)?),
                     None => None,
                 },
-                Read::Json => match $row.try_get::<Option<String>, _>(i).map_err(err)? {
+                Read::Json => match $row
+                    .try_get_unchecked::<Option<String>, _>(i)
+                    .map_err(err)?
+                {
                     Some(s) => Some(json(c, s)?),
                     None => None,
                 },
-                Read::TimeText => match $row.try_get::<Option<String>, _>(i).map_err(err)? {
+                Read::TimeText => match $row
+                    .try_get_unchecked::<Option<String>, _>(i)
+                    .map_err(err)?
+                {
                     Some(s) => Some(time_text(c, s)?),
                     None => None,
                 },
                 Read::Date => $row
-                    .try_get::<Option<NaiveDate>, _>(i)
+                    .try_get_unchecked::<Option<NaiveDate>, _>(i)
                     .map_err(err)?
                     .map(Value::Date),
                 Read::Time => $row
-                    .try_get::<Option<NaiveTime>, _>(i)
+                    .try_get_unchecked::<Option<NaiveTime>, _>(i)
                     .map_err(err)?
                     .map(Value::Time),
                 Read::Timestamp => $row
-                    .try_get::<Option<NaiveDateTime>, _>(i)
+                    .try_get_unchecked::<Option<NaiveDateTime>, _>(i)
                     .map_err(err)?
                     .map(Value::DateTime),
                 Read::Timestamptz => $row
-                    .try_get::<Option<DateTime<Utc>>, _>(i)
+                    .try_get_unchecked::<Option<DateTime<Utc>>, _>(i)
                     .map_err(err)?
                     .map(|t| Value::DateTimeTz(t.fixed_offset())),
                 Read::Bytes => $row
-                    .try_get::<Option<Vec<u8>>, _>(i)
+                    .try_get_unchecked::<Option<Vec<u8>>, _>(i)
                     .map_err(err)?
                     .map(Value::Bytes),
                 Read::Lite(_) => return Err(DecodeError::new(c, "not a SQLite source")),
