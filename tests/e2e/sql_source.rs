@@ -256,6 +256,30 @@ fn assert_round_trip(env: &Env, target: Target, up: &str, table: &str) {
     }
 }
 
+/// Downloads `config` from `src` as a new anchovy (`<prefix><nonce>`): its id, and
+/// the committed rows of `all_types` by id (`rows` of them).
+fn download_all_types(
+    env: &Env,
+    src: Src,
+    prefix: &str,
+    config: String,
+    rows: u64,
+) -> (String, BTreeMap<i64, BTreeMap<String, Value>>) {
+    env.write("config.yaml", config);
+    let up = format!("{prefix}{}", env.nonce());
+    let r = download_ok(env, src, &up);
+    assert_eq!(tbl_data(&r, "all_types")["rows"], rows, "{r}");
+    let got = by_id(&committed(&env.home(), "tester", &up)["all_types"]);
+    (up, got)
+}
+
+/// Each `(column, value)` of `want` is the row's.
+fn assert_columns(row: &BTreeMap<String, Value>, want: &[(&str, Value)]) {
+    for (c, v) in want {
+        assert_eq!(&row[*c], v, "column {c}");
+    }
+}
+
 /// Every PostgreSQL type of the issue, value for value into the datastore, then into
 /// each target; the key and the types are recorded in `$tables`.
 #[test]
@@ -272,17 +296,16 @@ fn postgres_types_land_value_for_value() {
           (2, NULL, NULL, -0.001, -1, 'NaN', '-Infinity', false, '', NULL, NULL, '0001-01-01', '00:00:00', '1970-01-01 00:00:00', '2000-06-30 23:59:59.999999-07', 'PT0S', '\\x', 'null', '[]', NULL, '{{}}', NULL, 'sad', NULL), \
           (3, NULL, NULL, NULL, NULL, 'Infinity', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"),
     ]);
-    env.write(
-        "config.yaml",
+    let (up, rows) = download_all_types(
+        &env,
+        src,
+        "pgt",
         format!(
             "tbls:\n  all_types:\n    table: {0}\n  finite:\n    query: SELECT * FROM {0} WHERE id = 1\n",
             src.table(&env, "all_types")
         ),
+        3,
     );
-    let up = format!("pgt{}", env.nonce());
-    let r = download_ok(&env, src, &up);
-    assert_eq!(tbl_data(&r, "all_types")["rows"], 3, "{r}");
-    let rows = by_id(&committed(&env.home(), "tester", &up)["all_types"]);
     let one = &rows[&1];
     let want: Vec<(&str, Value)> = vec![
         ("i2", Value::Int(-32768)),
@@ -309,9 +332,7 @@ fn postgres_types_land_value_for_value() {
         ("m", st("happy")),
         ("ip", st("10.0.0.1/8")),
     ];
-    for (c, v) in &want {
-        assert_eq!(&one[*c], v, "column {c}");
-    }
+    assert_columns(one, &want);
     let two = &rows[&2];
     assert!(matches!(two["f4"], Value::Float(f) if f.is_nan()));
     assert_eq!(two["f8"], Value::Float(f64::NEG_INFINITY));
@@ -379,17 +400,11 @@ fn mariadb_types_land_value_for_value() {
         format!("INSERT INTO {t} VALUES (1, -128, 18446744073709551615, 123456789.125, 0.1, 1e300, 'ab', 'x,\"y\"', 'a\\nb 😀', 'b', '2024-02-29', '13:45:00.5', '2024-01-31 10:00:00.123456', '2024-01-31 10:00:00.5', X'DEADBEEF', X'00FF', '{{\"a\": [1, 2]}}', 2024)"),
         format!("INSERT INTO {t} (id) VALUES (2)"),
     ]);
-    env.write(
-        "config.yaml",
-        format!(
-            "tbls:\n  all_types:\n    table: {}\n",
-            src.table(&env, "all_types")
-        ),
+    let config = format!(
+        "tbls:\n  all_types:\n    table: {}\n",
+        src.table(&env, "all_types")
     );
-    let up = format!("myt{}", env.nonce());
-    let r = download_ok(&env, src, &up);
-    assert_eq!(tbl_data(&r, "all_types")["rows"], 2, "{r}");
-    let rows = by_id(&committed(&env.home(), "tester", &up)["all_types"]);
+    let (up, rows) = download_all_types(&env, src, "myt", config, 2);
     let one = &rows[&1];
     let want: Vec<(&str, Value)> = vec![
         ("ti", Value::Int(-128)),
@@ -409,9 +424,7 @@ fn mariadb_types_land_value_for_value() {
         ("bl", Value::Bytes(vec![0, 255])),
         ("y", Value::Int(2024)),
     ];
-    for (c, v) in &want {
-        assert_eq!(&one[*c], v, "column {c}");
-    }
+    assert_columns(one, &want);
     // MariaDB's JSON is a LONGTEXT checked by json_valid: read as JSON all the same.
     assert_eq!(one["j"], json(r#"{"a":[1,2]}"#));
     assert!(

@@ -794,98 +794,66 @@ async fn read_all(db: &Db, plan: &Plan, load: &mut Loader<'_>) -> Result<(), Box
     };
     let width = plan.columns.len();
     let mut n: u64 = 0;
+    // One body for the three drivers (their rows are typed per database): acquire a
+    // connection, open the snapshot, stream the statement with its bound, decode each
+    // row into the loader, close the snapshot.
+    macro_rules! read_in_snapshot {
+        ($pool:expr, $prelude:expr, $q:ident => $bind:expr, |$r:ident, $vals:ident| $decode:expr) => {{
+            let mut conn = $pool
+                .acquire()
+                .await
+                .map_err(|e| db_err(ctx("connect to read"), e))?;
+            if let Some(sql) = $prelude {
+                sqlx::Executor::execute(&mut *conn, sql)
+                    .await
+                    .map_err(|e| db_err(ctx("open a snapshot of"), e))?;
+            }
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, safe(begin(d)))
+                .await
+                .map_err(|e| db_err(ctx("open a snapshot of"), e))?;
+            let $q = sqlx::query(safe(&plan.sql));
+            let mut rows = $bind.fetch(&mut *tx);
+            while let Some($r) = rows.try_next().await.map_err(|e| db_err(ctx("read"), e))? {
+                let mut $vals = Vec::with_capacity(width);
+                let c = $decode.map_err(|e| located(n, e))?;
+                n += 1;
+                if !load.row($vals, c).await? {
+                    break;
+                }
+            }
+            drop(rows);
+            tx.rollback()
+                .await
+                .map_err(|e| db_err(ctx("close the snapshot of"), e))?;
+        }};
+    }
+    let bound = plan.bound.as_ref();
     match db {
-        Db::Pg(p, _) => {
-            let mut conn = p
-                .acquire()
-                .await
-                .map_err(|e| db_err(ctx("connect to read"), e))?;
-            let mut tx = sqlx::Connection::begin_with(&mut *conn, safe(begin(d)))
-                .await
-                .map_err(|e| db_err(ctx("open a snapshot of"), e))?;
-            let mut q = sqlx::query(safe(&plan.sql));
-            if let Some(b) = &plan.bound {
-                q = q.bind(text_bound(b));
-            }
-            let mut rows = q.fetch(&mut *tx);
-            while let Some(r) = rows.try_next().await.map_err(|e| db_err(ctx("read"), e))? {
-                let mut vals = Vec::with_capacity(width);
-                read::pg(&r, &plan.columns, &mut vals).map_err(|e| located(n, e))?;
-                n += 1;
-                let c = cursor_of(&vals);
-                if !load.row(vals, c).await? {
-                    break;
-                }
-            }
-            drop(rows);
-            tx.rollback()
-                .await
-                .map_err(|e| db_err(ctx("close the snapshot of"), e))?;
-        }
-        Db::My(p, _) => {
-            let mut conn = p
-                .acquire()
-                .await
-                .map_err(|e| db_err(ctx("connect to read"), e))?;
-            sqlx::Executor::execute(
-                &mut *conn,
-                "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-            )
-            .await
-            .map_err(|e| db_err(ctx("open a snapshot of"), e))?;
-            let mut tx = sqlx::Connection::begin_with(&mut *conn, safe(begin(d)))
-                .await
-                .map_err(|e| db_err(ctx("open a snapshot of"), e))?;
-            let mut q = sqlx::query(safe(&plan.sql));
-            if let Some(b) = &plan.bound {
-                q = q.bind(text_bound(b));
-            }
-            let mut rows = q.fetch(&mut *tx);
-            while let Some(r) = rows.try_next().await.map_err(|e| db_err(ctx("read"), e))? {
-                let mut vals = Vec::with_capacity(width);
-                read::my(&r, &plan.columns, &mut vals).map_err(|e| located(n, e))?;
-                n += 1;
-                let c = cursor_of(&vals);
-                if !load.row(vals, c).await? {
-                    break;
-                }
-            }
-            drop(rows);
-            tx.rollback()
-                .await
-                .map_err(|e| db_err(ctx("close the snapshot of"), e))?;
-        }
-        Db::Lite(p) => {
-            let mut conn = p
-                .acquire()
-                .await
-                .map_err(|e| db_err(ctx("connect to read"), e))?;
-            let mut tx = sqlx::Connection::begin_with(&mut *conn, safe(begin(d)))
-                .await
-                .map_err(|e| db_err(ctx("open a snapshot of"), e))?;
-            let mut q = sqlx::query(safe(&plan.sql));
-            match &plan.bound {
-                Some(Bound::Int(i)) => q = q.bind(*i),
-                Some(Bound::Real(f)) => q = q.bind(*f),
-                Some(Bound::Text(t)) => q = q.bind(t.clone()),
-                None => {}
-            }
-            let cursor = plan.cursor.map(|(i, _)| i);
-            let mut rows = q.fetch(&mut *tx);
-            while let Some(r) = rows.try_next().await.map_err(|e| db_err(ctx("read"), e))? {
-                let mut vals = Vec::with_capacity(width);
-                let c =
-                    read::lite(&r, &plan.columns, cursor, &mut vals).map_err(|e| located(n, e))?;
-                n += 1;
-                if !load.row(vals, c).await? {
-                    break;
-                }
-            }
-            drop(rows);
-            tx.rollback()
-                .await
-                .map_err(|e| db_err(ctx("close the snapshot of"), e))?;
-        }
+        Db::Pg(p, _) => read_in_snapshot!(
+            p,
+            None::<&'static str>,
+            q => match bound { Some(b) => q.bind(text_bound(b)), None => q },
+            |r, vals| read::pg(&r, &plan.columns, &mut vals).map(|()| cursor_of(&vals))
+        ),
+        // The snapshot needs REPEATABLE READ, whatever the server's default.
+        Db::My(p, _) => read_in_snapshot!(
+            p,
+            Some("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"),
+            q => match bound { Some(b) => q.bind(text_bound(b)), None => q },
+            |r, vals| read::my(&r, &plan.columns, &mut vals).map(|()| cursor_of(&vals))
+        ),
+        // SQLite compares by storage class: the bound goes as it was stored.
+        Db::Lite(p) => read_in_snapshot!(
+            p,
+            None::<&'static str>,
+            q => match bound {
+                Some(Bound::Int(i)) => q.bind(*i),
+                Some(Bound::Real(f)) => q.bind(*f),
+                Some(Bound::Text(t)) => q.bind(t.clone()),
+                None => q,
+            },
+            |r, vals| read::lite(&r, &plan.columns, plan.cursor.map(|(i, _)| i), &mut vals)
+        ),
     }
     Ok(())
 }
