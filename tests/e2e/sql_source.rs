@@ -219,17 +219,30 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Uploads upstream `up` into `target` and holds every column of every row of `table`
-/// (keyed by `id`) to the values the datastore holds for it.
-fn assert_round_trip(env: &Env, target: Target, up: &str, table: &str) {
-    let out = env
-        .cmd()
-        .args(crate::upload::upload_args("wh", up))
-        .args(["-e", &format!("{up}.{table}")])
+/// Runs the uploader `wh` over upstream `up` into `target` (only the tables of
+/// `enable`, when given); it must succeed. The run results.
+fn upload_only(env: &Env, target: Target, up: &str, enable: &[&str]) -> serde_json::Value {
+    let mut c = env.cmd();
+    c.args(crate::upload::upload_args("wh", up));
+    for e in enable {
+        c.args(["-e", e]);
+    }
+    let out = c
         .env("ACHVY_CNXN__DB__URI", target.url().unwrap())
         .output()
         .unwrap();
     assert!(out.status.success(), "{target:?}: {}", crate::stderr(&out));
+    results(&out)
+}
+
+fn upload_ok(env: &Env, target: Target, up: &str) -> serde_json::Value {
+    upload_only(env, target, up, &[])
+}
+
+/// Uploads upstream `up` into `target` and holds every column of every row of `table`
+/// (keyed by `id`) to the values the datastore holds for it.
+fn assert_round_trip(env: &Env, target: Target, up: &str, table: &str) {
+    upload_only(env, target, up, &[&format!("{up}.{table}")]);
     let rows = by_id(&committed(&env.home(), "tester", up)[table]);
     for (id, row) in &rows {
         let cols: Vec<(&String, &Value)> = row.iter().filter(|(c, _)| *c != "id").collect();
@@ -626,14 +639,8 @@ fn incremental_against_the_model(src: Src, seed: u64) {
 
     // The uploader's target equals the source.
     env.write("upload.yaml", "tbls: {}\n");
-    let out = env
-        .cmd()
-        .args(crate::upload::upload_args("wh", id))
-        .env("ACHVY_CNXN__DB__URI", "sqlite://")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", crate::stderr(&out));
     let target = Target::Sqlite;
+    upload_ok(&env, target, id);
     let got = fetch(
         target,
         &env,
@@ -947,16 +954,7 @@ fn replace_swaps_whole_snapshots_under_readers() {
             format!("tbls:\n  snap:\n    table: {}\n", src.table(&env, "snap")),
         );
         env.write("upload.yaml", "tbls:\n  snap:\n    mode: replace\n");
-        let upload = |env: &Env| {
-            let out = env
-                .cmd()
-                .args(crate::upload::upload_args("wh", &up))
-                .env("ACHVY_CNXN__DB__URI", target.url().unwrap())
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{target:?}: {}", crate::stderr(&out));
-            results(&out)
-        };
+        let upload = |env: &Env| upload_ok(env, target, &up);
         download_ok(&env, src, &up);
         upload(&env);
         let tq = target.table(&up, "snap");
@@ -1085,16 +1083,7 @@ fn replace_where_replaces_the_range_of_each_load() {
         "tbls:\n  events:\n    mode: replace_where\n    replace_by: day\n",
     );
     let target = Target::Pg;
-    let upload = |env: &Env| {
-        let out = env
-            .cmd()
-            .args(crate::upload::upload_args("wh", &up))
-            .env("ACHVY_CNXN__DB__URI", target.url().unwrap())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", crate::stderr(&out));
-        results(&out)
-    };
+    let upload = |env: &Env| upload_ok(env, target, &up);
     download_ok(&env, src, &up);
     upload(&env);
     src.exec(
