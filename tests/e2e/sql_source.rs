@@ -1226,3 +1226,67 @@ fn pg_variables_fill_the_url_and_the_statement_timeout_bounds_a_read() {
     assert!(text.contains("statement timeout"), "{text}");
     assert!(text.contains("read-only transaction"), "{text}");
 }
+
+/// A value the datastore cannot take (PostgreSQL's `infinity`) is a bad record: by
+/// default the table fails naming the row, column and type; under `on_bad_record:
+/// quarantine` the row is quarantined and the others load, the cursor past it.
+#[test]
+fn an_unreadable_value_is_a_bad_record() {
+    let env = Env::new();
+    let src = Src::Pg;
+    src.create_schema(&env);
+    let t = src.q(&env, "ev");
+    src.exec(
+        &env,
+        &[
+            format!("CREATE TABLE {t} (id int PRIMARY KEY, at timestamp)"),
+            format!("INSERT INTO {t} VALUES (1, '2024-01-01'), (2, 'infinity'), (3, '2024-01-03')"),
+        ],
+    );
+    let table = src.table(&env, "ev");
+    env.write(
+        "config.yaml",
+        format!("tbls:\n  ev:\n    table: {table}\n    cursor: id\n"),
+    );
+    let out = download(&env, src, "bad");
+    let text = crate::output(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("table ev row 2") && text.contains("column `at` (TIMESTAMP)"),
+        "{text}"
+    );
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  ev:\n    table: {table}\n    cursor: id\n    on_bad_record: quarantine\n"
+        ),
+    );
+    let r = download_ok(&env, src, "bad");
+    let d = tbl_data(&r, "ev");
+    assert_eq!(
+        (d["rows"].as_u64(), d["quarantined"].as_u64()),
+        (Some(2), Some(1)),
+        "{d}"
+    );
+    let rows = by_id(&committed(&env.home(), "tester", "bad")["ev"]);
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+    let out = env
+        .cmd()
+        .args(["rejects", "--id", "bad", "--json"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let rec: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    let raw: serde_json::Value = serde_json::from_str(rec["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(raw, serde_json::json!({"id": 2, "at": null}), "{rec}");
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap()
+            .contains("column `at` (TIMESTAMP)"),
+        "{rec}"
+    );
+    // The cursor went past the quarantined row: nothing is read again.
+    let r = download_ok(&env, src, "bad");
+    assert_eq!(tbl_data(&r, "ev")["quarantined"].as_u64().unwrap_or(0), 0);
+}

@@ -513,7 +513,7 @@ impl Source for TableSource {
             tracing::warn!(table = %tbl.name, column = %c.name, source_type = %c.source_type, "the datastore has no such type: the column loads as text");
         }
         let plan = Plan::new(&db, tbl, &o, &rel, cols, ctx)?;
-        let mut load = Loader::new(ctx, out, &plan);
+        let mut load = Loader::new(ctx, out, &plan)?;
         read_all(&db, &plan, &mut load).await?;
         load.finish().await
     }
@@ -663,12 +663,16 @@ struct Loader<'a> {
     checkpoints: u64,
     cursor: Option<(String, CursorKind)>,
     stopped: bool,
+    /// Rows that could not be read, under the table's `on_bad_record`.
+    rejects: anchovy_core::reject::Rejects,
+    /// The column names, for a bad row's record.
+    names: Vec<String>,
 }
 
 impl<'a> Loader<'a> {
-    fn new(ctx: &'a TaskCtx, out: &'a mut Emitter, plan: &Plan) -> Loader<'a> {
+    fn new(ctx: &'a TaskCtx, out: &'a mut Emitter, plan: &Plan) -> Result<Loader<'a>, PluginError> {
         let schema = Schema::new(plan.columns.iter().map(|c| c.name.as_str()));
-        Loader {
+        Ok(Loader {
             ctx,
             out,
             builder: BatchBuilder::with_schema(plan.table.as_str(), schema),
@@ -684,12 +688,19 @@ impl<'a> Loader<'a> {
                 )
             }),
             stopped: false,
-        }
+            rejects: ctx.rejects()?,
+            names: plan.columns.iter().map(|c| c.name.clone()).collect(),
+        })
     }
 
     /// Takes one row (and its cursor value). False once the run budget stops the
     /// table: the rows so far are covered by a checkpoint and nothing more is read.
-    async fn row(&mut self, row: Vec<Value>, cursor: Option<Bound>) -> Result<bool, BoxError> {
+    async fn row(
+        &mut self,
+        row: Vec<Value>,
+        cursor: Option<Bound>,
+        bad: Vec<read::DecodeError>,
+    ) -> Result<bool, BoxError> {
         if let Some(b) = cursor
             && self.last.as_ref() != Some(&b)
         {
@@ -704,19 +715,61 @@ impl<'a> Loader<'a> {
             }
             self.last = Some(b);
         }
-        self.builder.push_row(row);
         self.since += 1;
         self.rows += 1;
+        if !bad.is_empty() {
+            self.reject(row, bad)?;
+            return Ok(true);
+        }
+        self.builder.push_row(row);
         if self.builder.len() >= self.batch_size {
             self.out.send_batch(self.builder.take()).await?;
         }
         Ok(true)
     }
 
-    async fn checkpoint(&mut self) -> Result<(), BoxError> {
+    /// A row that could not be read whole, under the table's `on_bad_record`.
+    fn reject(&mut self, row: Vec<Value>, bad: Vec<read::DecodeError>) -> Result<(), PluginError> {
+        let reason = bad
+            .iter()
+            .map(|e| format!("column `{}` ({}): {}", e.column, e.source_type, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let raw: serde_json::Map<String, serde_json::Value> = self
+            .names
+            .iter()
+            .zip(row.iter())
+            .map(|(n, v)| (n.clone(), v.to_json()))
+            .collect();
+        let source = format!("table {}", self.ctx.tbl().name);
+        self.rejects
+            .reject(anchovy_core::reject::Reject {
+                source: &source,
+                line: self.rows,
+                reason,
+                raw: serde_json::Value::Object(raw).to_string(),
+                header: None,
+                format: "json",
+            })
+            .map_err(|(_, message)| PluginError::Data {
+                location: format!("table {} row {}", self.ctx.tbl().name, self.rows),
+                message,
+            })
+    }
+
+    /// Sends the rows and quarantined records held here.
+    async fn send(&mut self) -> Result<(), BoxError> {
         if !self.builder.is_empty() {
             self.out.send_batch(self.builder.take()).await?;
         }
+        if let Some(b) = self.rejects.take_batch() {
+            self.out.send_batch(b).await?;
+        }
+        Ok(())
+    }
+
+    async fn checkpoint(&mut self) -> Result<(), BoxError> {
+        self.send().await?;
         if let (Some((cursor, kind)), Some(value)) = (&self.cursor, &self.last) {
             let state = CursorState {
                 cursor: cursor.clone(),
@@ -737,9 +790,7 @@ impl<'a> Loader<'a> {
         if self.cursor.is_some() {
             self.checkpoint().await?;
         } else {
-            if !self.builder.is_empty() {
-                self.out.send_batch(self.builder.take()).await?;
-            }
+            self.send().await?;
             // The whole table in one commit: the uploader's `mode: replace` takes it
             // as a complete snapshot.
             self.out
@@ -771,16 +822,6 @@ fn begin(d: Dialect) -> &'static str {
 async fn read_all(db: &Db, plan: &Plan, load: &mut Loader<'_>) -> Result<(), BoxError> {
     let d = plan.dialect;
     let ctx = |what: &str| format!("{what} {} at the source", plan.table);
-    let located = |n: u64, e: read::DecodeError| PluginError::Data {
-        location: format!(
-            "table {} row {} column `{}` ({})",
-            plan.table,
-            n + 1,
-            e.column,
-            e.source_type
-        ),
-        message: e.message,
-    };
     let text_bound = |b: &Bound| match b {
         Bound::Int(i) => i.to_string(),
         Bound::Real(f) => f.to_string(),
@@ -793,12 +834,11 @@ async fn read_all(db: &Db, plan: &Plan, load: &mut Loader<'_>) -> Result<(), Box
             .map(|v| Bound::of_value(d, v))
     };
     let width = plan.columns.len();
-    let mut n: u64 = 0;
     // One body for the three drivers (their rows are typed per database): acquire a
     // connection, open the snapshot, stream the statement with its bound, decode each
     // row into the loader, close the snapshot.
     macro_rules! read_in_snapshot {
-        ($pool:expr, $prelude:expr, $q:ident => $bind:expr, |$r:ident, $vals:ident| $decode:expr) => {{
+        ($pool:expr, $prelude:expr, $q:ident => $bind:expr, |$r:ident, $vals:ident, $errs:ident| $decode:expr) => {{
             let mut conn = $pool
                 .acquire()
                 .await
@@ -815,9 +855,9 @@ async fn read_all(db: &Db, plan: &Plan, load: &mut Loader<'_>) -> Result<(), Box
             let mut rows = $bind.fetch(&mut *tx);
             while let Some($r) = rows.try_next().await.map_err(|e| db_err(ctx("read"), e))? {
                 let mut $vals = Vec::with_capacity(width);
-                let c = $decode.map_err(|e| located(n, e))?;
-                n += 1;
-                if !load.row($vals, c).await? {
+                let mut $errs = Vec::new();
+                let c = $decode;
+                if !load.row($vals, c, $errs).await? {
                     break;
                 }
             }
@@ -833,14 +873,20 @@ async fn read_all(db: &Db, plan: &Plan, load: &mut Loader<'_>) -> Result<(), Box
             p,
             None::<&'static str>,
             q => match bound { Some(b) => q.bind(text_bound(b)), None => q },
-            |r, vals| read::pg(&r, &plan.columns, &mut vals).map(|()| cursor_of(&vals))
+            |r, vals, errs| {
+                read::pg(&r, &plan.columns, &mut vals, &mut errs);
+                cursor_of(&vals)
+            }
         ),
         // The snapshot needs REPEATABLE READ, whatever the server's default.
         Db::My(p, _) => read_in_snapshot!(
             p,
             Some("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"),
             q => match bound { Some(b) => q.bind(text_bound(b)), None => q },
-            |r, vals| read::my(&r, &plan.columns, &mut vals).map(|()| cursor_of(&vals))
+            |r, vals, errs| {
+                read::my(&r, &plan.columns, &mut vals, &mut errs);
+                cursor_of(&vals)
+            }
         ),
         // SQLite compares by storage class: the bound goes as it was stored.
         Db::Lite(p) => read_in_snapshot!(
@@ -852,7 +898,16 @@ async fn read_all(db: &Db, plan: &Plan, load: &mut Loader<'_>) -> Result<(), Box
                 Some(Bound::Text(t)) => q.bind(t.clone()),
                 None => q,
             },
-            |r, vals| read::lite(&r, &plan.columns, plan.cursor.map(|(i, _)| i), &mut vals)
+            |r, vals, errs| {
+                match read::lite(&r, &plan.columns, plan.cursor.map(|(i, _)| i), &mut vals) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        vals.resize(width, Value::Null);
+                        errs.push(e);
+                        None
+                    }
+                }
+            }
         ),
     }
     Ok(())

@@ -1,9 +1,10 @@
 //! Decoding the rows of a source into values, per database.
 //!
-//! The columns' [`Read`]s decide how each value decodes; a value that cannot decode
-//! (PostgreSQL's `infinity` timestamps, MySQL's zero dates) fails the table with the
-//! column, its type and the row's position, and nothing of that read past the last
-//! committed cursor is kept.
+//! The columns' [`Read`]s decide how each value decodes. A row with a value that
+//! cannot decode (PostgreSQL's `infinity` timestamps, MySQL's zero dates) is a bad
+//! record: the table's `on_bad_record` fails the table (the default, naming the row,
+//! the column and its type), skips the row or quarantines it (as JSON, the failing
+//! columns null) while the good rows flow.
 
 use anchovy_core::Value;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
@@ -80,77 +81,72 @@ fn time_text(c: &Column, s: String) -> Result<Value, DecodeError> {
 /// [`Read`] decodes, so the driver's per-value type check is skipped (a decode still
 /// fails on bytes that are not that type).
 macro_rules! decode_typed {
-    ($row:expr, $cols:expr, $out:expr) => {{
+    ($row:expr, $cols:expr, $out:expr, $errs:expr, $temporal:expr) => {{
         $out.clear();
         for (i, c) in $cols.iter().enumerate() {
             let err = |e: sqlx::Error| DecodeError::new(c, short(&e));
-            let v = match c.read {
-                Read::Int => $row
-                    .try_get_unchecked::<Option<i64>, _>(i)
-                    .map_err(err)?
-                    .map(Value::Int),
-                Read::Float => $row
-                    .try_get_unchecked::<Option<f64>, _>(i)
-                    .map_err(err)?
-                    .map(Value::Float),
-                Read::Float4 => $row
-                    .try_get_unchecked::<Option<f32>, _>(i)
-                    .map_err(err)?
-                    .map(|f| Value::Float(widen(f))),
-                Read::Bool => $row
-                    .try_get_unchecked::<Option<bool>, _>(i)
-                    .map_err(err)?
-                    .map(Value::Bool),
-                Read::Text => $row
-                    .try_get_unchecked::<Option<String>, _>(i)
-                    .map_err(err)?
-                    .map(Value::String),
-                Read::Decimal => match $row
-                    .try_get_unchecked::<Option<String>, _>(i)
-                    .map_err(err)?
-                {
-                    Some(s) => Some(decimal(c, s)?),
-                    None => None,
-                },
-                Read::Json => match $row
-                    .try_get_unchecked::<Option<String>, _>(i)
-                    .map_err(err)?
-                {
-                    Some(s) => Some(json(c, s)?),
-                    None => None,
-                },
-                Read::TimeText => match $row
-                    .try_get_unchecked::<Option<String>, _>(i)
-                    .map_err(err)?
-                {
-                    Some(s) => Some(time_text(c, s)?),
-                    None => None,
-                },
-                Read::Date => $row
-                    .try_get_unchecked::<Option<NaiveDate>, _>(i)
-                    .map_err(err)?
-                    .map(Value::Date),
-                Read::Time => $row
-                    .try_get_unchecked::<Option<NaiveTime>, _>(i)
-                    .map_err(err)?
-                    .map(Value::Time),
-                Read::Timestamp => $row
-                    .try_get_unchecked::<Option<NaiveDateTime>, _>(i)
-                    .map_err(err)?
-                    .map(Value::DateTime),
-                Read::Timestamptz => $row
-                    .try_get_unchecked::<Option<DateTime<Utc>>, _>(i)
-                    .map_err(err)?
-                    .map(|t| Value::DateTimeTz(t.fixed_offset())),
-                Read::Bytes => $row
-                    .try_get_unchecked::<Option<Vec<u8>>, _>(i)
-                    .map_err(err)?
-                    .map(Value::Bytes),
-                Read::Lite(_) => return Err(DecodeError::new(c, "not a SQLite source")),
+            let one = || -> Result<Option<Value>, DecodeError> {
+                Ok(match c.read {
+                    Read::Int => $row
+                        .try_get_unchecked::<Option<i64>, _>(i)
+                        .map_err(err)?
+                        .map(Value::Int),
+                    Read::Float => $row
+                        .try_get_unchecked::<Option<f64>, _>(i)
+                        .map_err(err)?
+                        .map(Value::Float),
+                    Read::Float4 => $row
+                        .try_get_unchecked::<Option<f32>, _>(i)
+                        .map_err(err)?
+                        .map(|f| Value::Float(widen(f))),
+                    Read::Bool => $row
+                        .try_get_unchecked::<Option<bool>, _>(i)
+                        .map_err(err)?
+                        .map(Value::Bool),
+                    Read::Text => $row
+                        .try_get_unchecked::<Option<String>, _>(i)
+                        .map_err(err)?
+                        .map(Value::String),
+                    Read::Decimal => match $row
+                        .try_get_unchecked::<Option<String>, _>(i)
+                        .map_err(err)?
+                    {
+                        Some(s) => Some(decimal(c, s)?),
+                        None => None,
+                    },
+                    Read::Json => match $row
+                        .try_get_unchecked::<Option<String>, _>(i)
+                        .map_err(err)?
+                    {
+                        Some(s) => Some(json(c, s)?),
+                        None => None,
+                    },
+                    Read::TimeText => match $row
+                        .try_get_unchecked::<Option<String>, _>(i)
+                        .map_err(err)?
+                    {
+                        Some(s) => Some(time_text(c, s)?),
+                        None => None,
+                    },
+                    Read::Date | Read::Time | Read::Timestamp | Read::Timestamptz => {
+                        $temporal($row, i, c)?
+                    }
+                    Read::Bytes => $row
+                        .try_get_unchecked::<Option<Vec<u8>>, _>(i)
+                        .map_err(err)?
+                        .map(Value::Bytes),
+                    Read::Lite(_) => return Err(DecodeError::new(c, "not a SQLite source")),
+                })
             };
-            $out.push(v.unwrap_or(Value::Null));
+            match one() {
+                Ok(v) => $out.push(v.unwrap_or(Value::Null)),
+                // The row is still read whole: every column that fails is named.
+                Err(e) => {
+                    $out.push(Value::Null);
+                    $errs.push(e);
+                }
+            }
         }
-        Ok(())
     }};
 }
 
@@ -162,28 +158,108 @@ fn short(e: &sqlx::Error) -> String {
     }
 }
 
-/// Decodes one PostgreSQL row into `out`.
-///
-/// # Errors
-/// [`DecodeError`] naming the column.
+/// Decodes one PostgreSQL row into `out`; a column that cannot be read is null there
+/// and its [`DecodeError`] goes to `errs`.
 pub fn pg(
     row: &sqlx::postgres::PgRow,
     cols: &[Column],
     out: &mut Vec<Value>,
-) -> Result<(), DecodeError> {
-    decode_typed!(row, cols, out)
+    errs: &mut Vec<DecodeError>,
+) {
+    decode_typed!(row, cols, out, errs, pg_temporal)
 }
 
-/// Decodes one MySQL row into `out`.
-///
-/// # Errors
-/// [`DecodeError`] naming the column.
+/// PostgreSQL's dates and times from their binary form, checked: the driver's own
+/// decoding panics on `infinity` and wraps `24:00:00` to midnight.
+fn pg_temporal(
+    row: &sqlx::postgres::PgRow,
+    i: usize,
+    c: &Column,
+) -> Result<Option<Value>, DecodeError> {
+    let raw = row
+        .try_get_raw(i)
+        .map_err(|e| DecodeError::new(c, short(&e)))?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    let b = raw.as_bytes().map_err(|e| DecodeError::new(c, e))?;
+    let out_of_range = || {
+        DecodeError::new(
+            c,
+            "infinity, or a value outside the range the datastore's dates and times hold (years -262143..262142, times of day below 24:00:00)",
+        )
+    };
+    let epoch = NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date");
+    if c.read == Read::Date {
+        let days = i32::from_be_bytes(b.try_into().map_err(|_| out_of_range())?);
+        let d = epoch
+            .checked_add_signed(chrono::Duration::days(days as i64))
+            .filter(|_| days != i32::MAX && days != i32::MIN)
+            .ok_or_else(out_of_range)?;
+        return Ok(Some(Value::Date(d)));
+    }
+    let micros = i64::from_be_bytes(b.try_into().map_err(|_| out_of_range())?);
+    if c.read == Read::Time {
+        let t = (0..86_400_000_000)
+            .contains(&micros)
+            .then(|| {
+                NaiveTime::from_num_seconds_from_midnight_opt(
+                    (micros / 1_000_000) as u32,
+                    (micros % 1_000_000) as u32 * 1000,
+                )
+            })
+            .flatten()
+            .ok_or_else(out_of_range)?;
+        return Ok(Some(Value::Time(t)));
+    }
+    let at = epoch
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .checked_add_signed(chrono::Duration::microseconds(micros))
+        .filter(|_| micros != i64::MAX && micros != i64::MIN)
+        .ok_or_else(out_of_range)?;
+    Ok(Some(if c.read == Read::Timestamptz {
+        Value::DateTimeTz(at.and_utc().fixed_offset())
+    } else {
+        Value::DateTime(at)
+    }))
+}
+
+/// MySQL's dates and times, by the driver (it refuses what it cannot take).
+fn my_temporal(
+    row: &sqlx::mysql::MySqlRow,
+    i: usize,
+    c: &Column,
+) -> Result<Option<Value>, DecodeError> {
+    let err = |e: sqlx::Error| DecodeError::new(c, short(&e));
+    Ok(match c.read {
+        Read::Date => row
+            .try_get_unchecked::<Option<NaiveDate>, _>(i)
+            .map_err(err)?
+            .map(Value::Date),
+        Read::Timestamp => row
+            .try_get_unchecked::<Option<NaiveDateTime>, _>(i)
+            .map_err(err)?
+            .map(Value::DateTime),
+        Read::Timestamptz => row
+            .try_get_unchecked::<Option<DateTime<Utc>>, _>(i)
+            .map_err(err)?
+            .map(|t| Value::DateTimeTz(t.fixed_offset())),
+        _ => row
+            .try_get_unchecked::<Option<NaiveTime>, _>(i)
+            .map_err(err)?
+            .map(Value::Time),
+    })
+}
+
+/// Decodes one MySQL row into `out`, as [`pg`] does.
 pub fn my(
     row: &sqlx::mysql::MySqlRow,
     cols: &[Column],
     out: &mut Vec<Value>,
-) -> Result<(), DecodeError> {
-    decode_typed!(row, cols, out)
+    errs: &mut Vec<DecodeError>,
+) {
+    decode_typed!(row, cols, out, errs, my_temporal)
 }
 
 /// Decodes one SQLite row into `out`, by each value's stored class read as its
