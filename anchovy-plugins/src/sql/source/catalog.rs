@@ -587,11 +587,16 @@ pub async fn probe(db: &Db, relation: &str, what: &str) -> Result<(), PluginErro
     .map_err(|e| db_err(ctx(), e))
 }
 
-/// A row count estimate of a table: the server's statistics, or on SQLite a count.
+/// A row count estimate of a table: the server's statistics (from `listed`, the
+/// connection's [`list_tables`]), or on SQLite a count.
 ///
 /// # Errors
 /// [`PluginError::Db`].
-pub async fn estimate(db: &Db, t: &SourceTable) -> Result<Option<i64>, PluginError> {
+pub async fn estimate(
+    db: &Db,
+    t: &SourceTable,
+    listed: &[TableInfo],
+) -> Result<Option<i64>, PluginError> {
     if let Db::Lite(p) = db {
         let sql = format!("SELECT count(*) FROM {}", t.sql(Dialect::Sqlite));
         let n: i64 = sqlx::query(safe(&sql))
@@ -601,9 +606,8 @@ pub async fn estimate(db: &Db, t: &SourceTable) -> Result<Option<i64>, PluginErr
             .map_err(|e| db_err(format!("count the rows of {t}"), e))?;
         return Ok(Some(n));
     }
-    Ok(list_tables(db)
-        .await?
-        .into_iter()
+    Ok(listed
+        .iter()
         .find(|i| &i.table == t)
         .and_then(|i| i.estimate))
 }

@@ -458,6 +458,7 @@ impl Operator for Downloader {
     async fn healthcheck(&self, sess: &SessionCtx) -> Vec<(String, Result<String, String>)> {
         let mut out = Vec::new();
         let render = |e: &PluginError| anchovy_core::error::render_chain(e);
+        let mut listed: HashMap<String, Vec<catalog::TableInfo>> = HashMap::new();
         for t in self.discover(sess).await {
             let check = async {
                 let o = options(&t)?;
@@ -469,8 +470,12 @@ impl Operator for Downloader {
                 let db = self.pool(sess, o.connection_id()).await?;
                 let rel = Relation::of(&db, &t, &o).await?;
                 catalog::probe(&db, &rel.sql, &rel.what).await?;
+                let id = o.connection_id().to_string();
+                if !listed.contains_key(&id) {
+                    listed.insert(id.clone(), catalog::list_tables(&db).await?);
+                }
                 let est = match &rel.table {
-                    Some(st) => catalog::estimate(&db, st).await?,
+                    Some(st) => catalog::estimate(&db, st, &listed[&id]).await?,
                     None => None,
                 };
                 Ok::<String, PluginError>(match est {
