@@ -41,8 +41,27 @@ start_postgres() {
   # defaults (fsync, synchronous commit, full-page writes), as production runs.
   local relaxed="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
   if [ "${PG_DURABLE:-}" = 1 ]; then relaxed=""; fi
+  # PG_TLS=1: TLS too (plain connections still work), with a throwaway CA whose
+  # certificate is exported as PG_TLS_CA (the server's names: 127.0.0.1, localhost).
+  local tls=""
+  if [ "${PG_TLS:-}" = 1 ]; then
+    local t="$PG_DIR/tls"
+    mkdir -p "$t"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$t/ca.key" -out "$t/ca.crt" -days 2 \
+        -subj "/CN=anchovies test CA" >/dev/null 2>&1 &&
+      openssl req -newkey rsa:2048 -nodes -keyout "$t/server.key" -out "$t/server.csr" \
+        -subj "/CN=localhost" >/dev/null 2>&1 &&
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$t/ext.cnf" &&
+      openssl x509 -req -in "$t/server.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial \
+        -out "$t/server.crt" -days 2 -extfile "$t/ext.cnf" >/dev/null 2>&1 \
+      || { echo "start_postgres: cannot make the test certificates (openssl)" >&2; return 1; }
+    chmod 600 "$t/server.key" && chmod 644 "$t/ca.crt" && chmod 755 "$t"
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$t"
+    tls="-c ssl=on -c ssl_cert_file=$t/server.crt -c ssl_key_file=$t/server.key"
+    export PG_TLS_CA="$t/ca.crt"
+  fi
   _as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 start \
-      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR $relaxed" \
+      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR $relaxed $tls" \
       >/dev/null || { cat "$PG_DIR/server.log"; return 1; }
   PGPASSWORD=postgres "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
       -c "CREATE ROLE anchovies LOGIN PASSWORD 'anchovies'" \

@@ -1290,3 +1290,49 @@ fn an_unreadable_value_is_a_bad_record() {
     let r = download_ok(&env, src, "bad");
     assert_eq!(tbl_data(&r, "ev")["quarantined"].as_u64().unwrap_or(0), 0);
 }
+
+/// TLS as the connection's attributes say: `SSLMODE=verify-full` with the server's CA
+/// as `SSLROOTCERT` connects; without the CA the certificate is refused, named.
+#[test]
+fn tls_modes_and_root_certificates_are_the_connections() {
+    let env = Env::new();
+    let src = Src::Pg;
+    let ca = need("PG_TLS_CA");
+    src.create_schema(&env);
+    let s = src.schema(&env);
+    src.exec(
+        &env,
+        &[
+            format!("CREATE TABLE \"{s}\".t (id int PRIMARY KEY)"),
+            format!("INSERT INTO \"{s}\".t VALUES (1)"),
+        ],
+    );
+    env.write("config.yaml", format!(
+        "config:\n  batch_policy: CONTINUE\ntbls:\n  verified:\n    table: {s}.t\n    connection: verified\n  required:\n    table: {s}.t\n    connection: required\n  unknown_ca:\n    table: {s}.t\n    connection: unknown_ca\n"
+    ));
+    let url = src.url(&env);
+    let out = env
+        .cmd()
+        .args(["start", "-op", "sql.Downloader", "--id", "tls"])
+        .env("ACHVY_CNXN__VERIFIED__URI", &url)
+        .env("ACHVY_CNXN__VERIFIED__SSLMODE", "verify-full")
+        .env("ACHVY_CNXN__VERIFIED__SSLROOTCERT", &ca)
+        .env(
+            "ACHVY_CNXN__REQUIRED__URI",
+            format!("{url}?sslmode=require"),
+        )
+        .env("ACHVY_CNXN__UNKNOWN_CA__URI", &url)
+        .env("ACHVY_CNXN__UNKNOWN_CA__SSLMODE", "verify-full")
+        .output()
+        .unwrap();
+    let text = crate::output(&out);
+    let r = results(&out);
+    assert_eq!(tbl_data(&r, "verified")["rows"], 1, "{text}");
+    assert_eq!(tbl_data(&r, "required")["rows"], 1, "{text}");
+    let refused = crate::tbl_task(&r, "unknown_ca");
+    assert_eq!(refused["status"], "ERR", "{refused}");
+    assert!(
+        refused.to_string().to_lowercase().contains("certificate"),
+        "{refused}"
+    );
+}
