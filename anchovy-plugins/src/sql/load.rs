@@ -200,7 +200,19 @@ impl Destination for SqlDestination<'_> {
                 sort_types: Vec::new(),
             },
             batch_size: t.batch_size,
-            history: history_option(tbl)?,
+            history: match (history_option(tbl)?, destination::load_mode(tbl)?.0) {
+                (Some(_), m) if m != destination::LoadMode::Merge => {
+                    return Err(PluginError::Option {
+                        key: "history".into(),
+                        message: format!(
+                            "table {} keeps every version (history: true) but its mode (replace, replace_where) deletes stored rows; choose one",
+                            tbl.name
+                        ),
+                    }
+                    .into());
+                }
+                (h, _) => h,
+            },
             replace_by: destination::load_mode(tbl)?.1,
             tbl: tbl.clone(),
         }))
