@@ -1151,6 +1151,23 @@ fn replace_where_replaces_the_range_of_each_load() {
             vec![s("6"), s("3"), s("new")],
         ]
     );
+    // A replacing mode deletes stored rows; history keeps every version: one of them.
+    env.write(
+        "upload.yaml",
+        "tbls:\n  events:\n    mode: replace\n    history: true\n    unique_by: day, id\n",
+    );
+    let out = env
+        .cmd()
+        .args(crate::upload::upload_args("wh", &up))
+        .env("ACHVY_CNXN__DB__URI", target.url().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", crate::output(&out));
+    assert!(
+        crate::output(&out).contains("choose one"),
+        "{}",
+        crate::output(&out)
+    );
 }
 
 /// A bare `postgres://` takes the rest from libpq's variables; the connection's
