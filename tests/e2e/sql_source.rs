@@ -95,6 +95,18 @@ impl Src {
     }
 }
 
+/// A scratch dir and a schema of its own in the test PostgreSQL, with `stmts` run in
+/// it (`{s}` in them is the schema): the test's env, source and schema.
+fn pg_scratch(stmts: &[&str]) -> (Env, Src, String) {
+    let env = Env::new();
+    let src = Src::Pg;
+    src.create_schema(&env);
+    let s = src.schema(&env);
+    let sqls: Vec<String> = stmts.iter().map(|q| q.replace("{s}", &s)).collect();
+    src.exec(&env, &sqls);
+    (env, src, s)
+}
+
 fn download(env: &Env, src: Src, id: &str) -> std::process::Output {
     env.cmd()
         .args(["start", "-op", "sql.Downloader", "--id", id])
@@ -759,18 +771,11 @@ fn a_query_reads_incrementally_and_a_late_row_needs_the_lookback() {
 /// up a table created later; excluded tables stay out.
 #[test]
 fn a_selector_picks_up_new_tables() {
-    let env = Env::new();
-    let src = Src::Pg;
-    src.create_schema(&env);
-    let s = src.schema(&env);
-    src.exec(
-        &env,
-        &[
-            format!("CREATE TABLE \"{s}\".orders (id int PRIMARY KEY, at timestamptz)"),
-            format!("CREATE TABLE \"{s}\".tmp_scratch (x int)"),
-            format!("INSERT INTO \"{s}\".orders VALUES (1, now())"),
-        ],
-    );
+    let (env, src, s) = pg_scratch(&[
+        "CREATE TABLE \"{s}\".orders (id int PRIMARY KEY, at timestamptz)",
+        "CREATE TABLE \"{s}\".tmp_scratch (x int)",
+        "INSERT INTO \"{s}\".orders VALUES (1, now())",
+    ]);
     env.write(
         "config.yaml",
         format!("tbls:\n  crm:\n    include: [\"{s}.*\"]\n    exclude: [\"{s}.tmp_*\"]\n"),
@@ -865,17 +870,10 @@ fn a_selector_picks_up_new_tables() {
 /// bad option each fail their table with the thing named; the others still load.
 #[test]
 fn bad_tables_fail_alone_with_the_thing_named() {
-    let env = Env::new();
-    let src = Src::Pg;
-    src.create_schema(&env);
-    let s = src.schema(&env);
-    src.exec(
-        &env,
-        &[
-            format!("CREATE TABLE \"{s}\".good (id int PRIMARY KEY)"),
-            format!("INSERT INTO \"{s}\".good VALUES (1)"),
-        ],
-    );
+    let (env, src, s) = pg_scratch(&[
+        "CREATE TABLE \"{s}\".good (id int PRIMARY KEY)",
+        "INSERT INTO \"{s}\".good VALUES (1)",
+    ]);
     env.write("config.yaml", format!(
         "config:\n  batch_policy: CONTINUE\ntbls:\n  good:\n    table: {s}.good\n  missing:\n    table: {s}.nope\n  badcursor:\n    table: {s}.good\n    cursor: nope\n  both:\n    table: {s}.good\n    query: SELECT 1\n  other:\n    table: {s}.good\n    connection: other\n  third:\n    table: {s}.good\n    connection: third\n  fourth:\n    table: {s}.good\n    connection: fourth\n"
     ));
@@ -1175,17 +1173,10 @@ fn replace_where_replaces_the_range_of_each_load() {
 /// session is read-only.
 #[test]
 fn pg_variables_fill_the_url_and_the_statement_timeout_bounds_a_read() {
-    let env = Env::new();
-    let src = Src::Pg;
-    src.create_schema(&env);
-    let s = src.schema(&env);
-    src.exec(
-        &env,
-        &[
-            format!("CREATE TABLE \"{s}\".t (id int PRIMARY KEY)"),
-            format!("INSERT INTO \"{s}\".t VALUES (1), (2)"),
-        ],
-    );
+    let (env, src, s) = pg_scratch(&[
+        "CREATE TABLE \"{s}\".t (id int PRIMARY KEY)",
+        "INSERT INTO \"{s}\".t VALUES (1), (2)",
+    ]);
     // postgres://user:password@host:port/database
     let pg = need("PG_URL");
     let rest = pg.split_once("://").unwrap().1;
@@ -1312,18 +1303,11 @@ fn an_unreadable_value_is_a_bad_record() {
 /// as `SSLROOTCERT` connects; without the CA the certificate is refused, named.
 #[test]
 fn tls_modes_and_root_certificates_are_the_connections() {
-    let env = Env::new();
-    let src = Src::Pg;
+    let (env, src, s) = pg_scratch(&[
+        "CREATE TABLE \"{s}\".t (id int PRIMARY KEY)",
+        "INSERT INTO \"{s}\".t VALUES (1)",
+    ]);
     let ca = need("PG_TLS_CA");
-    src.create_schema(&env);
-    let s = src.schema(&env);
-    src.exec(
-        &env,
-        &[
-            format!("CREATE TABLE \"{s}\".t (id int PRIMARY KEY)"),
-            format!("INSERT INTO \"{s}\".t VALUES (1)"),
-        ],
-    );
     env.write("config.yaml", format!(
         "config:\n  batch_policy: CONTINUE\ntbls:\n  verified:\n    table: {s}.t\n    connection: verified\n  required:\n    table: {s}.t\n    connection: required\n  unknown_ca:\n    table: {s}.t\n    connection: unknown_ca\n"
     ));
