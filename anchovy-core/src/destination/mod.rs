@@ -483,6 +483,32 @@ pub async fn load(
 mod tests {
     use super::*;
 
+    /// Hostile `mode`/`replace_by` values fail the table naming the option and the fix.
+    #[test]
+    fn load_modes_refuse_bad_values_by_name() {
+        let tbl = |opts: serde_json::Value| Tbl::from_json("t", opts).unwrap();
+        let err = |opts| load_mode(&tbl(opts)).unwrap_err().to_string();
+        assert_eq!(
+            load_mode(&tbl(serde_json::json!({}))).unwrap(),
+            (LoadMode::Merge, None)
+        );
+        assert_eq!(
+            load_mode(&tbl(
+                serde_json::json!({"mode": "replace_where", "replace_by": "day"})
+            ))
+            .unwrap(),
+            (LoadMode::ReplaceWhere, Some("day".into()))
+        );
+        let e = err(serde_json::json!({"mode": "swap"}));
+        assert!(e.contains("mode") && e.contains("replace_where"), "{e}");
+        let e = err(serde_json::json!({"mode": 3}));
+        assert!(e.contains("mode"), "{e}");
+        let e = err(serde_json::json!({"mode": "replace_where"}));
+        assert!(e.contains("replace_by: <column>"), "{e}");
+        let e = err(serde_json::json!({"mode": "replace", "replace_by": "day"}));
+        assert!(e.contains("applies to mode: replace_where"), "{e}");
+    }
+
     #[test]
     fn task_names_split_by_known_upstreams() {
         let ups = vec!["sales".to_string(), "sales.v2".to_string()];

@@ -242,6 +242,70 @@ mod tests {
         assert!(!u.replace && u.files.is_empty() && u.end == 3);
     }
 
+    /// Seeded: random histories of commits (this table's rows, another table's,
+    /// empty snapshots, nothing) against the model "the replace unit holds exactly the
+    /// files of the newest commit that has rows of the table or a snapshot marker, and
+    /// ends at the last commit"; and `units(.., 0)` puts each commit with rows alone.
+    #[test]
+    fn replace_and_range_units_match_their_model_on_random_histories() {
+        let seed = std::env::var("UNITS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        let mut rng = crate::testutil::Rng(seed);
+        for _ in 0..500 {
+            let n = rng.below(8) as u64 + 1;
+            let c: Vec<CommitRecord> = (1..=n)
+                .map(|seq| match rng.below(4) {
+                    0 => commit(seq, &[("t", rng.below(5) + 1)], Some("t")),
+                    1 => commit(seq, &[("t", rng.below(5) + 1), ("o", 1)], None),
+                    2 => commit(seq, &[], Some("t")),
+                    _ => commit(seq, &[("o", 2)], None),
+                })
+                .collect();
+            let newest = c
+                .iter()
+                .rev()
+                .find(|c| c.files.iter().any(|f| f.tbl == "t") || c.checkpoints.contains_key("t"));
+            let u = snapshot_unit(&c, "t", "t", n);
+            assert_eq!(u.end, n, "seed {seed}");
+            assert_eq!(u.replace, newest.is_some(), "seed {seed}");
+            let want: Vec<u64> = newest
+                .map(|c| {
+                    c.files
+                        .iter()
+                        .filter(|f| f.tbl == "t")
+                        .map(|_| c.seq)
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(
+                u.files.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+                want,
+                "seed {seed}"
+            );
+            let per = units(&c, "t", n, 0);
+            assert_eq!(per.last().unwrap().end, n, "seed {seed}");
+            for u in &per {
+                let mut seqs: Vec<u64> = u.files.iter().map(|(s, _)| *s).collect();
+                seqs.dedup();
+                assert!(seqs.len() <= 1, "seed {seed}: {seqs:?}");
+            }
+            let all: usize = per.iter().map(|u| u.files.len()).sum();
+            let want_all = c
+                .iter()
+                .flat_map(|c| &c.files)
+                .filter(|f| f.tbl == "t")
+                .count();
+            assert_eq!(all, want_all, "seed {seed}: files lost or doubled");
+        }
+    }
+
     /// With no row limit (replace_where), every commit with rows is a unit of its own.
     #[test]
     fn a_zero_row_limit_makes_one_unit_per_commit() {

@@ -654,14 +654,27 @@ fn cursor_kind(c: &Column) -> Option<CursorKind> {
     })
 }
 
+/// The cursor value of the last row read.
+enum Last {
+    /// As decoded (PostgreSQL, MySQL).
+    Value(Value),
+    /// As stored (SQLite).
+    Stored(Bound),
+}
+
 /// Batches rows for the pipeline and places the cursor checkpoints.
 struct Loader<'a> {
     ctx: &'a TaskCtx,
     out: &'a mut Emitter,
     builder: BatchBuilder,
     batch_size: usize,
-    /// The cursor value of the last row pushed.
-    last: Option<Bound>,
+    /// The cursor value of the last row pushed: the decoded value (PostgreSQL, MySQL:
+    /// cloned only when it changes, written as a bound only at a checkpoint) or
+    /// SQLite's stored one.
+    last: Option<Last>,
+    /// PostgreSQL and MySQL: the cursor column, read from each row in place.
+    typed_cursor: Option<usize>,
+    dialect: Dialect,
     /// Rows since the last checkpoint.
     since: usize,
     rows: u64,
@@ -683,6 +696,11 @@ impl<'a> Loader<'a> {
             builder: BatchBuilder::with_schema(plan.table.as_str(), schema),
             batch_size: ctx.session.settings.batch_size.max(1),
             last: None,
+            typed_cursor: plan
+                .cursor
+                .map(|(i, _)| i)
+                .filter(|_| plan.dialect != Dialect::Sqlite),
+            dialect: plan.dialect,
             since: 0,
             rows: 0,
             checkpoints: 0,
@@ -698,17 +716,28 @@ impl<'a> Loader<'a> {
         })
     }
 
-    /// Takes one row (and its cursor value). False once the run budget stops the
-    /// table: the rows so far are covered by a checkpoint and nothing more is read.
+    /// Takes one row (and, on SQLite, its stored cursor value). False once the run
+    /// budget stops the table: the rows so far are covered by a checkpoint and nothing
+    /// more is read.
     async fn row(
         &mut self,
         row: Vec<Value>,
-        cursor: Option<Bound>,
+        stored: Option<Bound>,
         bad: Vec<read::DecodeError>,
     ) -> Result<bool, BoxError> {
-        if let Some(b) = cursor
-            && self.last.as_ref() != Some(&b)
-        {
+        let changed = match (self.typed_cursor, stored) {
+            (Some(i), _) => match (row.get(i), &self.last) {
+                (None | Some(Value::Null), _) => None,
+                (Some(v), Some(Last::Value(l))) if l == v => None,
+                (Some(v), _) => Some(Last::Value(v.clone())),
+            },
+            (None, Some(b)) => match &self.last {
+                Some(Last::Stored(l)) if *l == b => None,
+                _ => Some(Last::Stored(b)),
+            },
+            (None, None) => None,
+        };
+        if let Some(b) = changed {
             // Every row of the previous value is pushed: a checkpoint may go here.
             if self.since >= CHECKPOINT_ROWS.max(self.batch_size) && self.last.is_some() {
                 self.checkpoint().await?;
@@ -775,11 +804,14 @@ impl<'a> Loader<'a> {
 
     async fn checkpoint(&mut self) -> Result<(), BoxError> {
         self.send().await?;
-        if let (Some((cursor, kind)), Some(value)) = (&self.cursor, &self.last) {
+        if let (Some((cursor, kind)), Some(last)) = (&self.cursor, &self.last) {
             let state = CursorState {
                 cursor: cursor.clone(),
                 kind: *kind,
-                value: value.clone(),
+                value: match last {
+                    Last::Value(v) => Bound::of_value(self.dialect, v),
+                    Last::Stored(b) => b.clone(),
+                },
             };
             let name = self.ctx.tbl().name.clone();
             self.out.checkpoint(&name, &state).await?;
@@ -832,12 +864,6 @@ async fn read_all(db: &Db, plan: &Plan, load: &mut Loader<'_>) -> Result<(), Box
         Bound::Real(f) => f.to_string(),
         Bound::Text(t) => t.clone(),
     };
-    let cursor_of = |row: &[Value]| {
-        plan.cursor
-            .and_then(|(i, _)| row.get(i))
-            .filter(|v| !v.is_null())
-            .map(|v| Bound::of_value(d, v))
-    };
     let width = plan.columns.len();
     // One body for the three drivers (their rows are typed per database): acquire a
     // connection, open the snapshot, stream the statement with its bound, decode each
@@ -880,7 +906,7 @@ async fn read_all(db: &Db, plan: &Plan, load: &mut Loader<'_>) -> Result<(), Box
             q => match bound { Some(b) => q.bind(text_bound(b)), None => q },
             |r, vals, errs| {
                 read::pg(&r, &plan.columns, &mut vals, &mut errs);
-                cursor_of(&vals)
+                None
             }
         ),
         // The snapshot needs REPEATABLE READ, whatever the server's default.
@@ -890,7 +916,7 @@ async fn read_all(db: &Db, plan: &Plan, load: &mut Loader<'_>) -> Result<(), Box
             q => match bound { Some(b) => q.bind(text_bound(b)), None => q },
             |r, vals, errs| {
                 read::my(&r, &plan.columns, &mut vals, &mut errs);
-                cursor_of(&vals)
+                None
             }
         ),
         // SQLite compares by storage class: the bound goes as it was stored.
