@@ -222,6 +222,15 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// An HTTP request failed (after its retries): the request without secrets.
+    #[error("{request}: {message}")]
+    Http {
+        /// `GET <url>`, the URL without credentials or secret parameters.
+        request: String,
+        /// What happened.
+        message: String,
+    },
+
     /// A JSON document could not be encoded or decoded.
     #[error("json in {what}")]
     Json {

@@ -15,6 +15,8 @@
 //! - [`store`]: [`datastore`], [`data`] (data file formats), [`commit`],
 //!   [`checkpoint`], [`lease`], [`tbl_store`], [`results`]: what is stored, and the
 //!   commit record that makes it exactly-once;
+//! - [`http`]: the HTTP client of HTTP-based operators (retries, `Retry-After`,
+//!   rate limits, secret-free URLs);
 //! - [`destination`]: the uploader loop and the seam a destination implements.
 //!
 //! A minimal downloader:
@@ -47,6 +49,7 @@
 pub mod destination;
 pub mod error;
 pub mod failpoint;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

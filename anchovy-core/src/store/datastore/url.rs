@@ -75,11 +75,9 @@ pub fn retry_config() -> RetryConfig {
     }
 }
 
-/// Longest `Retry-After` honoured; longer waits are capped to this.
-const RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
-
 /// The default HTTP client, plus: a throttled response (429, 503) that says when to
-/// come back (`Retry-After: <seconds>`) waits that long (at most 30 s) before
+/// come back (`Retry-After`, seconds or an HTTP date, read by the shared
+/// [`crate::http::retry`] policy and capped at 30 s here) waits that long before
 /// `object_store`'s own retry (with its jittered backoff) sends the request again.
 #[derive(Debug, Default)]
 pub struct RetryAfterConnector;
@@ -96,21 +94,29 @@ struct RetryAfter {
     inner: HttpClient,
 }
 
+/// The object stores' `Retry-After` cap: `object_store`'s retry budget (3 minutes) is
+/// shared by every wait of one request.
+const OBJECT_STORE_RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
+
 #[async_trait::async_trait]
 impl HttpService for RetryAfter {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
         let resp = self.inner.execute(req).await?;
-        if matches!(resp.status().as_u16(), 429 | 503)
-            && let Some(wait) = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
+        let policy = crate::http::RetryPolicy {
+            retry_after_cap: OBJECT_STORE_RETRY_AFTER_CAP,
+            ..crate::http::RetryPolicy::default()
+        };
+        if crate::http::retry::verdict(resp.status().as_u16())
+            == crate::http::retry::Verdict::Throttled
+            && let Some((wait, _)) = policy.throttle_wait(
+                resp.headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+            )
         {
-            let wait = Duration::from_secs(wait).min(RETRY_AFTER_CAP);
             tracing::info!(
                 status = resp.status().as_u16(),
-                wait_s = wait.as_secs(),
+                wait_s = wait.as_secs_f64(),
                 "throttled by the object store; waiting as Retry-After asks"
             );
             tokio::time::sleep(wait).await;
