@@ -10,6 +10,7 @@
 //! | `sftp.CsvDownloader` | `sftp` | CSV/TSV files on SFTP servers |
 //! | `blob.CsvDownloader`, `blob.JsonDownloader` | `blob` | CSV and JSON objects on S3, Azure Blob, GCS |
 //! | `sql.Downloader` | `sql` | tables and queries of PostgreSQL, MySQL/MariaDB, SQLite -> datastore |
+//! | `rest.Downloader` | `rest` | HTTP JSON APIs declared in YAML -> datastore |
 //! | `sql.Uploader` | `sql` | datastore -> PostgreSQL, MySQL/MariaDB, SQLite |
 
 #[cfg(feature = "blob")]
@@ -19,6 +20,8 @@ pub mod error;
 pub mod files;
 #[cfg(feature = "files")]
 pub mod formats;
+#[cfg(feature = "rest")]
+pub mod rest;
 #[cfg(feature = "sftp")]
 pub mod sftp;
 #[cfg(feature = "files")]
@@ -39,6 +42,8 @@ pub fn registry() -> Registry {
     let r = r.with(sftp::SPEC);
     #[cfg(feature = "blob")]
     let r = r.with(blob::CSV_SPEC).with(blob::JSON_SPEC);
+    #[cfg(feature = "rest")]
+    let r = r.with(rest::SPEC);
     #[cfg(feature = "sql")]
     let r = r.with(sql::SPEC).with(sql::source::SPEC);
     r

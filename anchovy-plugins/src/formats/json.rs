@@ -82,16 +82,7 @@ impl JsonFormat {
         emit: &mut dyn FnMut(Batch) -> bool,
     ) -> Result<u64, PluginError> {
         let mut input = BufReader::with_capacity(READ_BUFFER, input);
-        let mut out = Out {
-            fmt: self,
-            label,
-            b: BatchBuilder::new(Arc::<str>::from(table)),
-            batch_size,
-            rejects,
-            emit,
-            count: 0,
-            stopped: false,
-        };
+        let mut out = Records::new(self, label, table, batch_size, rejects, emit);
         // Skip a UTF-8 BOM and leading whitespace to see the shape.
         let first = loop {
             let buf = input.fill_buf().map_err(|e| io_err(label, e))?;
@@ -165,7 +156,10 @@ impl JsonFormat {
     }
 }
 
-struct Out<'a> {
+/// Records to rows: one record's JSON text at a time, typed by `columns:`, into
+/// batches for `emit`; bad records go to `rejects`. The JSON files' reader and the
+/// REST downloader's pages share it.
+pub struct Records<'a> {
     fmt: &'a JsonFormat,
     label: &'a str,
     b: BatchBuilder,
@@ -174,11 +168,54 @@ struct Out<'a> {
     emit: &'a mut dyn FnMut(Batch) -> bool,
     count: u64,
     stopped: bool,
+    /// A field whose raw value (before `columns:` conversion) goes to the callback,
+    /// record by record.
+    watch: Option<(&'a str, &'a mut (dyn FnMut(&Value) + Send))>,
 }
 
-impl Out<'_> {
+impl<'a> Records<'a> {
+    /// A writer of `table`'s records in batches of `batch_size`.
+    pub fn new(
+        fmt: &'a JsonFormat,
+        label: &'a str,
+        table: &str,
+        batch_size: usize,
+        rejects: &'a mut Rejects,
+        emit: &'a mut dyn FnMut(Batch) -> bool,
+    ) -> Records<'a> {
+        Records {
+            fmt,
+            label,
+            b: BatchBuilder::new(Arc::<str>::from(table)),
+            batch_size,
+            rejects,
+            emit,
+            count: 0,
+            stopped: false,
+            watch: None,
+        }
+    }
+
+    /// Shows `field`'s raw value of every record taken to `cb`.
+    pub fn watch(&mut self, field: &'a str, cb: &'a mut (dyn FnMut(&Value) + Send)) {
+        self.watch = Some((field, cb));
+    }
+
+    /// Records taken.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// True once `emit` asked to stop.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
     /// One record from its JSON text; `inherited` are fields copied from its document.
-    fn record(
+    ///
+    /// # Errors
+    /// [`PluginError::Data`] for a bad record when the table's `on_bad_record` fails.
+    pub fn record(
         &mut self,
         text: &str,
         pos: u64,
@@ -224,6 +261,11 @@ impl Out<'_> {
         let mut pairs: Vec<(String, Value)> =
             Vec::with_capacity(members.len() + inherited.len() + 2);
         for (k, v) in inherited.iter().cloned().chain(members) {
+            if let Some((f, cb)) = &mut self.watch
+                && *f == k
+            {
+                cb(&v);
+            }
             let value = match (self.fmt.columns.get(&k), v) {
                 (Some(t), Value::String(s)) => convert(&s, Some(*t), false)
                     .ok_or_else(|| format!("column `{k}`: `{s}` is not a valid {t}"))?,
@@ -283,7 +325,8 @@ impl Out<'_> {
         Ok(())
     }
 
-    fn flush(&mut self) {
+    /// Emits the rows and bad records still held.
+    pub fn flush(&mut self) {
         if !self.b.is_empty() && !self.stopped {
             self.stopped = !(self.emit)(self.b.take());
         }
@@ -297,7 +340,7 @@ impl Out<'_> {
 
 /// Streams the elements of a top-level array into records, one at a time.
 struct ArrayRecords<'o, 'a> {
-    out: &'o mut Out<'a>,
+    out: &'o mut Records<'a>,
 }
 
 impl<'de> Visitor<'de> for ArrayRecords<'_, '_> {
@@ -360,16 +403,7 @@ impl anchovy_core::reject::RecordReader for JsonFormat {
         // The raw text is one record (also one of a `records:` document): read as
         // such, so that a record still malformed is rejected again, not the whole read.
         let label = super::csv::replay_label(source);
-        let mut out = Out {
-            fmt: self,
-            label,
-            b: BatchBuilder::new(Arc::<str>::from(table)),
-            batch_size: 1024,
-            rejects,
-            emit,
-            count: 0,
-            stopped: false,
-        };
+        let mut out = Records::new(self, label, table, 1024, rejects, emit);
         out.record(text.trim_end(), 1, &[])?;
         out.flush();
         Ok(out.count)
