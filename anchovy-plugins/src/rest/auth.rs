@@ -147,7 +147,7 @@ impl Auth {
                 };
                 let url = url::Url::parse(token_url)
                     .map_err(|e| opt(format!("token_url `{token_url}` is not a URL: {e}")))?;
-                let key = format!("{token_url}\u{0}{client_id}");
+                let key = format!("{token_url}\u{0}{client_id}\u{0}{scope:?}\u{0}{basic}");
                 let mut cache = tokens.lock().unwrap_or_else(|p| p.into_inner());
                 let o = cache
                     .entry(key)
