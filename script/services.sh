@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # script/services.sh -- throwaway local services for integration tests (PostgreSQL, MariaDB,
-# an SFTP sshd, Azurite, moto S3), all on 127.0.0.1. script/test starts what the tests need.
+# an SFTP sshd, Azurite, moto S3, json-server for REST APIs), all on 127.0.0.1. script/test starts what the tests need.
 # Usage:  source script/services.sh; install_services; start_services; ...; stop_services
 # Assumes: Debian 12 image, running as root (CI), PostgreSQL 15 + node/npm + python3 already present.
 
@@ -172,6 +172,17 @@ stop_moto() { [ -f "$MOTO_PREFIX/moto.pid" ] && kill "$(cat "$MOTO_PREFIX/moto.p
 
 # --- DuckDB + pyarrow (PyPI), to read and write Parquet in tests ---
 PARQUET_PY_PREFIX=${PARQUET_PY_PREFIX:-/tmp/anchovies-parquet-py}
+# --- REST APIs: json-server 0.17.4 (npm) ---
+# The REST tests start one server each (tests/rest/server.js, json-server's router behind
+# auth/fault middlewares) with NODE_PATH=$JSON_SERVER_NODE_PATH.
+JSON_SERVER_PREFIX=${JSON_SERVER_PREFIX:-/tmp/anchovies-json-server}
+install_json_server() {   # ~15 s
+  [ -f "$JSON_SERVER_PREFIX/npm/node_modules/json-server/package.json" ] \
+    || { mkdir -p "$JSON_SERVER_PREFIX/npm" && (cd "$JSON_SERVER_PREFIX/npm" && npm install --no-audit --no-fund --loglevel=error json-server@0.17.4 >/dev/null); } \
+    || return 1
+  export JSON_SERVER_NODE_PATH="$JSON_SERVER_PREFIX/npm/node_modules"
+}
+
 install_parquet_py() {   # ~30 s
   [ -x "$PARQUET_PY_PREFIX/venv/bin/python" ] && "$PARQUET_PY_PREFIX/venv/bin/python" -c "import duckdb, pyarrow" 2>/dev/null && { export PARQUET_PYTHON="$PARQUET_PY_PREFIX/venv/bin/python"; return 0; }
   mkdir -p "$PARQUET_PY_PREFIX" && python3 -m venv "$PARQUET_PY_PREFIX/venv" \
