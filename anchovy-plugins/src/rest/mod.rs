@@ -615,14 +615,15 @@ fn substitute(
     Ok(out)
 }
 
-/// [`substitute`] over every string of a JSON value (all registered as secrets).
+/// [`substitute`] over every string of a JSON value (`auth:`: the values of secret
+/// attributes are registered here, the credentials themselves by [`auth::secrets`]).
 fn substitute_tree(
     v: &serde_json::Value,
     id: &str,
     conn: Option<&anchovy_core::Connection>,
 ) -> Result<serde_json::Value, Missing> {
     Ok(match v {
-        serde_json::Value::String(s) => serde_json::Value::String(substitute(s, id, conn, true)?),
+        serde_json::Value::String(s) => serde_json::Value::String(substitute(s, id, conn, false)?),
         serde_json::Value::Object(m) => {
             let mut o = serde_json::Map::new();
             for (k, v) in m {
