@@ -737,13 +737,13 @@ fn the_local_shop_example_runs_end_to_end() {
         .unwrap()
         .port();
     // A smaller shop than run.sh makes (each order's lines are one request).
-    let gen = std::process::Command::new("python3")
+    let generated = std::process::Command::new("python3")
         .arg(example.join("local/gen.py"))
         .arg("60")
         .arg(env.path().join("db.json"))
         .output()
         .unwrap();
-    assert!(gen.status.success(), "{gen:?}");
+    assert!(generated.status.success(), "{generated:?}");
     let job = || {
         let out = std::process::Command::new("bash")
             .arg(example.join("run.sh"))
