@@ -832,3 +832,31 @@ fn the_github_spec_builds_its_requests() {
     assert_eq!(tbl_task(&r, "issue_comments")["status"], "ERR");
     assert!(!output(&out).contains("ghp_0123456789abcdefTOKEN"));
 }
+
+/// A request slower than `timeout` is retried and then fails naming the timeout; a
+/// read longer than `total_timeout` stops, keeping nothing of the read.
+#[test]
+fn request_and_total_timeouts_stop_slow_reads() {
+    let env = Env::new();
+    let api = Api::start(&env, &serde_json::json!({"users": users(20)}), &[]);
+    let u = api.url();
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  slow_request:\n    base_url: {u}\n    path: /slow~1500/users\n    timeout: 300ms\n    retry: {{max_retries: 1, initial_backoff: 10ms}}\n  slow_read:\n    base_url: {u}\n    path: /slow~300/users\n    pagination: {{type: link_header}}\n    params: {{_page: 1, _limit: 2}}\n    total_timeout: 1s\n"
+        ),
+    );
+    let started = Instant::now();
+    let out = download(&env, "slow", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let r = results(&out);
+    let t = tbl_task(&r, "slow_request").to_string();
+    assert!(
+        t.contains("timed out") && t.contains("gave up after 2 attempts"),
+        "{t}"
+    );
+    let t = tbl_task(&r, "slow_read").to_string();
+    assert!(t.contains("longer than total_timeout (1s)"), "{t}");
+    assert!(ids(&env, "slow", "slow_read").is_empty());
+}

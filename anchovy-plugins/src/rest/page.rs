@@ -39,6 +39,8 @@ pub type OnRecord<'f> = dyn FnMut(&str, u64) -> Result<(), String> + 'f;
 /// (`data.items[41]`) for malformed JSON, records that are not an array, a body
 /// without the records path, or the callback's error.
 pub fn parse(input: impl Read, shape: &Shape, on: &mut OnRecord<'_>) -> Result<Page, String> {
+    // The parser reads a byte at a time: through a buffer, not the channel.
+    let input = std::io::BufReader::with_capacity(64 << 10, input);
     let mut ctx = Ctx {
         shape,
         page: Page {
@@ -247,7 +249,7 @@ impl Read for ChunkReader {
         }
         let n = buf.len().min(self.cur.len());
         buf[..n].copy_from_slice(&self.cur[..n]);
-        let _ = self.cur.split_to(n);
+        bytes::Buf::advance(&mut self.cur, n);
         Ok(n)
     }
 }
