@@ -156,6 +156,9 @@ impl JsonFormat {
     }
 }
 
+/// What [`Records::watch`] calls with a field's raw value.
+pub type Watcher<'a> = dyn FnMut(&Value) + Send + 'a;
+
 /// Records to rows: one record's JSON text at a time, typed by `columns:`, into
 /// batches for `emit`; bad records go to `rejects`. The JSON files' reader and the
 /// REST downloader's pages share it.
@@ -170,7 +173,7 @@ pub struct Records<'a> {
     stopped: bool,
     /// A field whose raw value (before `columns:` conversion) goes to the callback,
     /// record by record.
-    watch: Option<(&'a str, &'a mut (dyn FnMut(&Value) + Send))>,
+    watch: Option<(&'a str, &'a mut Watcher<'a>)>,
 }
 
 impl<'a> Records<'a> {
@@ -197,7 +200,7 @@ impl<'a> Records<'a> {
     }
 
     /// Shows `field`'s raw value of every record taken to `cb`.
-    pub fn watch(&mut self, field: &'a str, cb: &'a mut (dyn FnMut(&Value) + Send)) {
+    pub fn watch(&mut self, field: &'a str, cb: &'a mut Watcher<'a>) {
         self.watch = Some((field, cb));
     }
 

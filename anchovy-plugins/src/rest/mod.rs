@@ -1,8 +1,8 @@
 //! `rest.Downloader`: HTTP JSON APIs declared in YAML, endpoint by endpoint, into the
 //! datastore.
 //!
-//! - **What.** Each table is an endpoint: `base_url` (or the connection's `BASE_URL`)
-//!   + `path`, with `params` and `headers` sent on every request, `auth` ([`auth`]),
+//! - **What.** Each table is an endpoint: `path` under `base_url` (or the
+//!   connection's `BASE_URL`), with `params` and `headers` sent on every request, `auth` ([`auth`]),
 //!   `records` (the dotted path of the array of records in a response; omitted = the
 //!   body is the array), `primary_key` (the table's `unique_by`), `columns` types and
 //!   `pagination` ([`paginate`]). `${name}` in any of these is the attribute `name` of
@@ -176,16 +176,11 @@ fn opt_err(table: &str, key: &str, message: impl Into<String>) -> PluginError {
     }
 }
 
+/// Options as written: key -> value.
+type Options = serde_json::Map<String, serde_json::Value>;
+
 /// Reads a spec file: its defaults and its tables.
-fn read_spec(
-    path: &str,
-) -> Result<
-    (
-        serde_json::Map<String, serde_json::Value>,
-        Vec<(String, serde_json::Map<String, serde_json::Value>)>,
-    ),
-    PluginError,
-> {
+fn read_spec(path: &str) -> Result<(Options, Vec<(String, Options)>), PluginError> {
     let text = std::fs::read_to_string(path).map_err(|source| PluginError::Io {
         op: "read the spec file",
         path: path.to_string(),
