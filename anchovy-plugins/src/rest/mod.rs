@@ -672,12 +672,53 @@ enum Fetch {
     Fail(PluginError),
 }
 
+/// What the rows of a read's pages get: columns carried from a parent, the cursor
+/// field to watch, the batch size.
+struct PageCtx<'a> {
+    inherited: &'a [(String, Value)],
+    cursor: Option<&'a str>,
+    batch_size: usize,
+}
+
 /// One page, parsed.
 struct Got {
     page: page::Page,
     batches: Vec<Batch>,
     links: Vec<String>,
     max: Max,
+    /// The next page's request, sent as soon as this page's body was whole.
+    ahead: Option<Ahead>,
+}
+
+/// A request sent before its page is wanted: with `link_header` pagination the next
+/// URL is known from the headers, so it goes out the moment the current body has
+/// arrived (one request in flight, as before) and its answer comes while the current
+/// page is parsed. Dropped unused, it is aborted.
+struct Ahead {
+    url: url::Url,
+    handle: Option<tokio::task::JoinHandle<Result<reqwest::Response, PluginError>>>,
+}
+
+impl Ahead {
+    /// The response, if this is the request for `url`.
+    fn take_for(
+        mut self,
+        url: &url::Url,
+    ) -> Option<tokio::task::JoinHandle<Result<reqwest::Response, PluginError>>> {
+        if &self.url == url {
+            self.handle.take()
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
 }
 
 impl Endpoint {
@@ -711,37 +752,65 @@ impl Endpoint {
     }
 
     /// Fetches and parses one page, again when its body is cut short.
+    /// A GET of `url` with the table's headers (credentials are added when sent).
+    fn request(&self, url: &url::Url) -> Result<reqwest::Request, PluginError> {
+        let mut req = self
+            .client
+            .http()
+            .get(url.clone())
+            .build()
+            .map_err(|e| opt_err(&self.table, "path", e.to_string()))?;
+        for (k, v) in &self.headers {
+            req.headers_mut().insert(k.clone(), v.clone());
+        }
+        if !req.headers().contains_key(reqwest::header::ACCEPT) {
+            req.headers_mut().insert(
+                reqwest::header::ACCEPT,
+                reqwest::header::HeaderValue::from_static("application/json"),
+            );
+        }
+        Ok(req)
+    }
+
+    /// Sends the request for `url` now, to be taken by the next [`Endpoint::fetch`].
+    fn send_ahead(&self, url: url::Url) -> Result<Ahead, PluginError> {
+        let mut req = self.request(&url)?;
+        let (auth, client) = (self.auth.clone(), self.client.clone());
+        let handle = tokio::spawn(async move {
+            auth.apply(&mut req).await?;
+            Ok(client.send(req).await?)
+        });
+        Ok(Ahead {
+            url,
+            handle: Some(handle),
+        })
+    }
+
     async fn fetch(
         &self,
         url: &url::Url,
-        inherited: &[(String, Value)],
-        cursor: Option<&str>,
+        pc: &PageCtx<'_>,
         rejects: &mut Option<anchovy_core::reject::Rejects>,
-        batch_size: usize,
+        ahead: Option<Ahead>,
     ) -> Result<Got, PluginError> {
         let since = Instant::now();
         let mut attempt = 0u32;
         let mut refreshed = false;
         let shown = http::display_url(url);
+        let mut pre = ahead.and_then(|a| a.take_for(url));
         loop {
             attempt += 1;
-            let mut req = self
-                .client
-                .http()
-                .get(url.clone())
-                .build()
-                .map_err(|e| opt_err(&self.table, "path", e.to_string()))?;
-            for (k, v) in &self.headers {
-                req.headers_mut().insert(k.clone(), v.clone());
-            }
-            if !req.headers().contains_key(reqwest::header::ACCEPT) {
-                req.headers_mut().insert(
-                    reqwest::header::ACCEPT,
-                    reqwest::header::HeaderValue::from_static("application/json"),
-                );
-            }
-            self.auth.apply(&mut req).await?;
-            let resp = self.client.send(req).await?;
+            let resp = match pre.take() {
+                Some(h) => h.await.map_err(|e| PluginError::Data {
+                    location: format!("GET {shown}"),
+                    message: format!("the request stopped: {e}"),
+                })??,
+                None => {
+                    let mut req = self.request(url)?;
+                    self.auth.apply(&mut req).await?;
+                    self.client.send(req).await?
+                }
+            };
             let status = resp.status();
             if status.as_u16() == 401 && !refreshed && self.auth.refresh().await? {
                 tracing::info!(url = %shown, "401 Unauthorized: fetched a new token; sending again");
@@ -767,16 +836,22 @@ impl Endpoint {
                 .iter()
                 .filter_map(|v| v.to_str().ok().map(String::from))
                 .collect();
-            match self
-                .parse(resp, &shown, inherited, cursor, rejects, batch_size)
-                .await
-            {
-                Ok((page, batches, max)) => {
+            let next = match self.pagination {
+                Pagination::LinkHeader => links
+                    .iter()
+                    .find_map(|h| paginate::next_link(h))
+                    .and_then(|n| url.join(&n).ok())
+                    .filter(|n| n != url),
+                _ => None,
+            };
+            match self.parse(resp, &shown, pc, rejects, next).await {
+                Ok((page, batches, max, ahead)) => {
                     return Ok(Got {
                         page,
                         batches,
                         links,
                         max,
+                        ahead,
                     });
                 }
                 Err(Fetch::Fail(e)) => return Err(e),
@@ -806,11 +881,10 @@ impl Endpoint {
         &self,
         mut resp: reqwest::Response,
         shown: &str,
-        inherited: &[(String, Value)],
-        cursor: Option<&str>,
+        pc: &PageCtx<'_>,
         rejects: &mut Option<anchovy_core::reject::Rejects>,
-        batch_size: usize,
-    ) -> Result<(page::Page, Vec<Batch>, Max), Fetch> {
+        next: Option<url::Url>,
+    ) -> Result<(page::Page, Vec<Batch>, Max, Option<Ahead>), Fetch> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(8);
         let shape = Shape {
             records: self.records.clone(),
@@ -819,8 +893,9 @@ impl Endpoint {
         let fmt = self.json.clone();
         let label = format!("GET {shown}");
         let table = self.table.clone();
-        let inherited = inherited.to_vec();
-        let cursor = cursor.map(String::from);
+        let inherited = pc.inherited.to_vec();
+        let cursor = pc.cursor.map(String::from);
+        let batch_size = pc.batch_size;
         let mut rj = rejects.take().expect("rejects are held between pages");
         let job = tokio::task::spawn_blocking(move || {
             let mut batches = Vec::new();
@@ -845,6 +920,7 @@ impl Endpoint {
             (res, batches, max, rj)
         });
         let mut cut = None;
+        let mut ahead = None;
         loop {
             match resp.chunk().await {
                 Ok(Some(c)) => {
@@ -852,7 +928,14 @@ impl Endpoint {
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // The body is whole and the connection free: the next page's
+                    // request goes out while this one is parsed.
+                    if let Some(n) = next {
+                        ahead = Some(self.send_ahead(n).map_err(Fetch::Fail)?);
+                    }
+                    break;
+                }
                 Err(e) => {
                     let m = http::describe(&e);
                     let _ = tx.send(Err(m.clone())).await;
@@ -873,7 +956,7 @@ impl Endpoint {
             return Err(Fetch::Transport(m));
         }
         match res {
-            Ok(p) => Ok((p, batches, max)),
+            Ok(p) => Ok((p, batches, max, ahead)),
             Err(m) => Err(Fetch::Fail(PluginError::Data {
                 location: format!("GET {shown}"),
                 message: m,
@@ -919,7 +1002,18 @@ impl Operator for Downloader {
                 let pager = Pager::new(ep.pagination.clone());
                 let url = ep.url_with(&[], &pager.first())?;
                 let mut rj = Some(anchovy_core::reject::Rejects::failing(&t.name));
-                let got = ep.fetch(&url, &[], None, &mut rj, 1024).await?;
+                let got = ep
+                    .fetch(
+                        &url,
+                        &PageCtx {
+                            inherited: &[],
+                            cursor: None,
+                            batch_size: 1024,
+                        },
+                        &mut rj,
+                        None,
+                    )
+                    .await?;
                 Ok::<String, PluginError>(format!(
                     "GET {}: {} records on the first page",
                     http::display_url(&url),
@@ -1095,7 +1189,18 @@ impl<'a> Loader<'a> {
                 Next::Url(u) => u,
                 Next::Done => break,
             };
-            let got = pe.fetch(&url, &[], None, &mut prj, self.batch_size).await?;
+            let got = pe
+                .fetch(
+                    &url,
+                    &PageCtx {
+                        inherited: &[],
+                        cursor: None,
+                        batch_size: self.batch_size,
+                    },
+                    &mut prj,
+                    None,
+                )
+                .await?;
             for b in &got.batches {
                 for i in 0..b.len() {
                     let mut vars = Vec::with_capacity(fields.len());
@@ -1145,6 +1250,7 @@ impl<'a> Loader<'a> {
             first.insert(0, p.clone());
         }
         let mut next = Next::Params(first);
+        let mut ahead: Option<Ahead> = None;
         let cursor = ep.incremental.as_ref().map(|i| i.cursor.as_str());
         let mut sorted = sorted;
         loop {
@@ -1154,9 +1260,19 @@ impl<'a> Loader<'a> {
                 Next::Done => break,
             };
             let got = ep
-                .fetch(&url, carried, cursor, &mut self.rejects, self.batch_size)
+                .fetch(
+                    &url,
+                    &PageCtx {
+                        inherited: carried,
+                        cursor,
+                        batch_size: self.batch_size,
+                    },
+                    &mut self.rejects,
+                    ahead.take(),
+                )
                 .await?;
             self.pages += 1;
+            ahead = got.ahead;
             for b in got.batches {
                 if *b.table == *ep.table {
                     self.rows += b.len() as u64;
