@@ -274,6 +274,10 @@ fn each_auth_is_sent_and_bad_credentials_fail_clearly() {
     auth: {{type: oauth2_client_credentials, token_url: "{u}/oauth/token", client_id: anchovies, client_secret: "${{client_secret}}"}}
     pagination: {{type: link_header}}
     params: {{_page: 1, _limit: 2}}
+  bearer_inline:
+    base_url: {u}
+    path: /bearer~${{token}}/users
+    auth: {{type: bearer, token: "{tok}"}}
   oauth_body:
     base_url: {u}
     path: /oauth/users
@@ -293,6 +297,7 @@ fn each_auth_is_sent_and_bad_credentials_fail_clearly() {
     let r = results(&out);
     for t in [
         "bearer",
+        "bearer_inline",
         "basic",
         "key_header",
         "key_query",
@@ -324,7 +329,8 @@ fn each_auth_is_sent_and_bad_credentials_fail_clearly() {
             && msg.contains("check the credentials"),
         "{msg}"
     );
-    // No secret anywhere: stdout, stderr, every file of the datastore.
+    // No secret anywhere: stdout, stderr, every file of the datastore (`$tables` keeps
+    // the `${...}` templates, and an inline credential redacted).
     let mut seen = output(&out) + &output(&bad);
     for e in walk(&env.home()) {
         seen.push_str(&String::from_utf8_lossy(&std::fs::read(&e).unwrap()));

@@ -86,6 +86,21 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Replaces every registered secret in the strings of a JSON value (table metadata
+/// that carries an operator's options, which may hold a credential written inline).
+pub fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let Cow::Owned(r) = redact(s) {
+                *s = r;
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_json),
+        serde_json::Value::Object(m) => m.values_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
 /// True when the attribute name looks like it holds a secret.
 pub fn is_secret_attr(attr: &str) -> bool {
     const MARKERS: [&str; 10] = [

@@ -83,6 +83,9 @@ impl TblStore {
         t.name = name.to_string();
         let mut v =
             serde_json::to_value(&t).map_err(|e| crate::Error::json("table metadata", e))?;
+        // An option may hold a credential written inline (an operator registers it as a
+        // secret): never stored.
+        crate::secret::redact_json(&mut v);
         if let Some(o) = v.as_object_mut() {
             o.insert("name".into(), name.into());
             o.insert(

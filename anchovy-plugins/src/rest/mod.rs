@@ -165,7 +165,7 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
 /// The operator: the rate limiters of the hosts and the OAuth2 tokens its tables share.
 #[derive(Default, Clone)]
 pub struct Downloader {
-    limiters: Arc<std::sync::Mutex<HashMap<String, Arc<RateLimiter>>>>,
+    limiters: Arc<std::sync::Mutex<HashMap<String, (f64, Arc<RateLimiter>)>>>,
     tokens: Arc<std::sync::Mutex<HashMap<String, Arc<OAuth2>>>>,
 }
 
@@ -441,11 +441,21 @@ impl Downloader {
                         )
                     })?;
                 let mut l = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
-                Some(
-                    l.entry(host)
-                        .or_insert_with(|| Arc::new(RateLimiter::new(rate).expect("positive rate")))
-                        .clone(),
-                )
+                match l.get(&host) {
+                    Some((r, lim)) => {
+                        if *r != rate {
+                            tracing::warn!(table = %t.name, host = %host, rate, shared = *r, "another table set another max_requests_per_second for this host: the tables share the first one's");
+                        }
+                        Some(lim.clone())
+                    }
+                    None => {
+                        let lim = Arc::new(RateLimiter::new(rate).ok_or_else(|| {
+                            opt_err(&t.name, "max_requests_per_second", "must be positive")
+                        })?);
+                        l.insert(host, (rate, lim.clone()));
+                        Some(lim)
+                    }
+                }
             }
             _ => None,
         };
@@ -896,7 +906,13 @@ impl Endpoint {
         let inherited = pc.inherited.to_vec();
         let cursor = pc.cursor.map(String::from);
         let batch_size = pc.batch_size;
-        let mut rj = rejects.take().expect("rejects are held between pages");
+        // Held between pages; gone only after a parser that stopped, which ends the read.
+        let mut rj = rejects.take().ok_or_else(|| {
+            Fetch::Fail(PluginError::Data {
+                location: format!("GET {shown}"),
+                message: "the bad-record store was lost with an earlier page".into(),
+            })
+        })?;
         let job = tokio::task::spawn_blocking(move || {
             let mut batches = Vec::new();
             let mut max = Max::default();
