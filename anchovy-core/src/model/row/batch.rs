@@ -157,8 +157,16 @@ impl BatchBuilder {
     /// Appends a row given as `(column, value)` pairs.
     pub fn push_pairs<K: AsRef<str>>(&mut self, pairs: impl IntoIterator<Item = (K, Value)>) {
         let mut row: Row = Vec::with_capacity(self.schema.len());
+        // Records of one source mostly list their fields in one order: the column after
+        // the last one is compared first, the name looked up only when it differs.
+        let mut next = 0;
         for (k, v) in pairs {
-            let i = self.schema.index_or_insert(k.as_ref());
+            let k = k.as_ref();
+            let i = match self.schema.names.get(next) {
+                Some(n) if **n == *k => next,
+                _ => self.schema.index_or_insert(k),
+            };
+            next = i + 1;
             if row.len() <= i {
                 row.resize(i + 1, Value::Null);
             }

@@ -455,3 +455,43 @@ fn offsets_with_seconds_keep_their_instant() {
         assert_eq!(json, format!("\"{text}\""));
     }
 }
+
+/// Pairs in the schema's order, in another order, with new and missing columns: each
+/// value lands under its own name.
+#[test]
+fn pairs_land_under_their_names_in_any_order() {
+    let mut b = BatchBuilder::new("t");
+    b.push_pairs([("a", Value::Int(1)), ("b", Value::Int(2))]);
+    b.push_pairs([("b", Value::Int(3)), ("a", Value::Int(4))]);
+    b.push_pairs([
+        ("a", Value::Int(5)),
+        ("c", Value::Int(6)),
+        ("b", Value::Int(7)),
+    ]);
+    b.push_pairs([("c", Value::Int(8))]);
+    let got: Vec<Vec<(String, Value)>> = b.take().records();
+    let want = |pairs: &[(&str, i64)]| -> Vec<(String, Value)> {
+        let mut v: Vec<(String, Value)> = ["a", "b", "c"]
+            .iter()
+            .map(|n| (n.to_string(), Value::Null))
+            .collect();
+        for (n, x) in pairs {
+            v.iter_mut().find(|(k, _)| k == n).unwrap().1 = Value::Int(*x);
+        }
+        v
+    };
+    let norm = |r: &Vec<(String, Value)>| {
+        let mut r = r.clone();
+        for n in ["a", "b", "c"] {
+            if !r.iter().any(|(k, _)| k == n) {
+                r.push((n.to_string(), Value::Null));
+            }
+        }
+        r.sort_by(|x, y| x.0.cmp(&y.0));
+        r
+    };
+    assert_eq!(norm(&got[0]), want(&[("a", 1), ("b", 2)]));
+    assert_eq!(norm(&got[1]), want(&[("a", 4), ("b", 3)]));
+    assert_eq!(norm(&got[2]), want(&[("a", 5), ("b", 7), ("c", 6)]));
+    assert_eq!(norm(&got[3]), want(&[("c", 8)]));
+}
