@@ -89,9 +89,7 @@ pub(super) fn write_json_value(s: &mut String, v: &Value) {
             }
         }
         Value::String(t) | Value::Decimal(t) => write_json_str(s, t),
-        Value::Json(j) => {
-            let _ = write!(s, "{j}");
-        }
+        Value::Json(j) => write_json_tree(s, j),
         Value::Date(_) | Value::DateTime(_) | Value::DateTimeTz(_) => {
             s.push('"');
             if write_temporal(s, v) {
@@ -192,6 +190,47 @@ fn put_digits(out: &mut [u8], mut v: u32) {
     for d in out.iter_mut().rev() {
         *d = b'0' + (v % 10) as u8;
         v /= 10;
+    }
+}
+
+/// Appends a JSON value as serde_json writes it compactly, without going through
+/// `fmt` (nested objects and arrays of source records are common).
+pub(super) fn write_json_tree(s: &mut String, v: &serde_json::Value) {
+    match v {
+        serde_json::Value::Null => s.push_str("null"),
+        serde_json::Value::Bool(b) => s.push_str(if *b { "true" } else { "false" }),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                s.push_str(itoa::Buffer::new().format(i));
+            } else if let Some(u) = n.as_u64() {
+                s.push_str(itoa::Buffer::new().format(u));
+            } else {
+                let _ = write!(s, "{n}");
+            }
+        }
+        serde_json::Value::String(t) => write_json_str(s, t),
+        serde_json::Value::Array(a) => {
+            s.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                write_json_tree(s, x);
+            }
+            s.push(']');
+        }
+        serde_json::Value::Object(m) => {
+            s.push('{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                write_json_str(s, k);
+                s.push(':');
+                write_json_tree(s, x);
+            }
+            s.push('}');
+        }
     }
 }
 

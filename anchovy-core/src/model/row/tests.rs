@@ -1,6 +1,6 @@
 //! The row model and codec against chrono, serde_json and their own round trips.
 
-use super::ndjson::{write_json_str, write_json_value};
+use super::ndjson::{write_json_str, write_json_tree, write_json_value};
 
 #[test]
 fn fast_date_time_text_matches_chrono() {
@@ -494,4 +494,36 @@ fn pairs_land_under_their_names_in_any_order() {
     assert_eq!(norm(&got[1]), want(&[("a", 4), ("b", 3)]));
     assert_eq!(norm(&got[2]), want(&[("a", 5), ("b", 7), ("c", 6)]));
     assert_eq!(norm(&got[3]), want(&[("c", 8)]));
+}
+
+/// Nested JSON values (objects, arrays, integers of every size, floats, escapes) are
+/// written byte for byte as serde_json writes them (seeded).
+#[test]
+fn json_trees_are_written_as_serde_json_writes_them() {
+    fn tree(rng: &mut crate::testutil::Rng, depth: u32) -> serde_json::Value {
+        use serde_json::json;
+        match rng.below(if depth > 3 { 6 } else { 8 }) {
+            0 => json!(null),
+            1 => json!(rng.chance(50)),
+            2 => json!(rng.next() as i64),
+            3 => json!(rng.next()),
+            4 => json!((rng.next() as f64) / 7.0 * if rng.chance(50) { -1e-9 } else { 1e12 }),
+            5 => json!(["a\"b", "\n", "é😀", "\u{1}", ""][rng.below(5) as usize]),
+            6 => {
+                serde_json::Value::Array((0..rng.below(4)).map(|_| tree(rng, depth + 1)).collect())
+            }
+            _ => serde_json::Value::Object(
+                (0..rng.below(4))
+                    .map(|i| (format!("k{i}\"\t"), tree(rng, depth + 1)))
+                    .collect(),
+            ),
+        }
+    }
+    let mut rng = crate::testutil::Rng(0x7ee);
+    for _ in 0..20_000 {
+        let v = tree(&mut rng, 0);
+        let mut s = String::new();
+        write_json_tree(&mut s, &v);
+        assert_eq!(s, serde_json::to_string(&v).unwrap());
+    }
 }
