@@ -15,6 +15,7 @@
 //! with an error naming the file, record, column and value when one does not parse.
 //! `.gz` and `.zst` files are decompressed as they stream.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
@@ -257,19 +258,22 @@ impl<'a> Records<'a> {
     /// `Err` is why the record cannot be taken.
     fn members(
         &mut self,
-        members: Vec<(String, Value)>,
+        members: Vec<(Cow<'_, str>, Value)>,
         pos: u64,
         inherited: &[(String, Value)],
     ) -> Result<(), String> {
-        let mut pairs: Vec<(String, Value)> =
+        let mut pairs: Vec<(Cow<'_, str>, Value)> =
             Vec::with_capacity(members.len() + inherited.len() + 2);
-        for (k, v) in inherited.iter().cloned().chain(members) {
+        let inherited = inherited
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), v.clone()));
+        for (k, v) in inherited.chain(members) {
             if let Some((f, cb)) = &mut self.watch
-                && *f == k
+                && *f == k.as_ref()
             {
                 cb(&v);
             }
-            let value = match (self.fmt.columns.get(&k), v) {
+            let value = match (self.fmt.columns.get(k.as_ref()), v) {
                 (Some(t), Value::String(s)) => convert(&s, Some(*t), false)
                     .ok_or_else(|| format!("column `{k}`: `{s}` is not a valid {t}"))?,
                 (_, v) => v,
@@ -277,8 +281,11 @@ impl<'a> Records<'a> {
             pairs.push((k, value));
         }
         if self.fmt.provenance {
-            pairs.push(("_file".into(), Value::String(self.label.to_string())));
-            pairs.push(("_line".into(), Value::Int(pos as i64)));
+            pairs.push((
+                Cow::Borrowed("_file"),
+                Value::String(self.label.to_string()),
+            ));
+            pairs.push((Cow::Borrowed("_line"), Value::Int(pos as i64)));
         }
         self.b.push_pairs(pairs);
         self.count += 1;

@@ -162,10 +162,13 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
     anchovy_core::secret::redact(&s).into_owned()
 }
 
+/// A host's request rate and its limiter.
+type HostLimit = (f64, Arc<RateLimiter>);
+
 /// The operator: the rate limiters of the hosts and the OAuth2 tokens its tables share.
 #[derive(Default, Clone)]
 pub struct Downloader {
-    limiters: Arc<std::sync::Mutex<HashMap<String, (f64, Arc<RateLimiter>)>>>,
+    limiters: Arc<std::sync::Mutex<HashMap<String, HostLimit>>>,
     tokens: Arc<std::sync::Mutex<HashMap<String, Arc<OAuth2>>>>,
 }
 

@@ -272,23 +272,24 @@ pub(super) fn write_json_str(s: &mut String, text: &str) {
 }
 
 /// One decoded line: members in order, plus the `_types` annotations.
-struct Line {
-    members: Vec<(String, Value)>,
+struct Line<'a> {
+    /// Member names borrowed from the text unless escaped there.
+    members: Vec<(Cow<'a, str>, Value)>,
     types: Vec<String>,
 }
 
-impl<'de> Deserialize<'de> for Line {
+impl<'de> Deserialize<'de> for Line<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Line;
+            type Value = Line<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(
                 self,
                 mut m: M,
-            ) -> std::result::Result<Line, M::Error> {
+            ) -> std::result::Result<Line<'de>, M::Error> {
                 let mut line = Line {
                     members: Vec::with_capacity(16),
                     types: Vec::new(),
@@ -298,7 +299,7 @@ impl<'de> Deserialize<'de> for Line {
                         line.types = m.next_value()?;
                     } else {
                         let v: PlainValue = m.next_value()?;
-                        line.members.push((k.into_owned(), v.0));
+                        line.members.push((k, v.0));
                     }
                 }
                 Ok(line)
@@ -399,7 +400,7 @@ fn decode_row_types(
         if !parsed.types.is_empty()
             && let Some(code) = parsed.types.iter().find_map(|t| {
                 let (c, code) = t.rsplit_once('@')?;
-                (c == k).then_some(code)
+                (c == k.as_ref()).then_some(code)
             })
         {
             v = annotate(v, code).ok_or_else(|| {
@@ -663,7 +664,7 @@ fn has_long_number(line: &str) -> bool {
 
 /// The slower exact decoding: values kept as raw JSON, integers of any length read
 /// back as decimals.
-fn exact_line(line: &str) -> std::result::Result<Line, serde_json::Error> {
+fn exact_line(line: &str) -> std::result::Result<Line<'_>, serde_json::Error> {
     /// Members in order, values as raw JSON text.
     struct RawMembers<'a>(Vec<(Cow<'a, str>, &'a serde_json::value::RawValue)>);
     impl<'de: 'a, 'a> Deserialize<'de> for RawMembers<'a> {
@@ -694,7 +695,6 @@ fn exact_line(line: &str) -> std::result::Result<Line, serde_json::Error> {
         types: Vec::new(),
     };
     for (k, v) in raw.0 {
-        let k = k.into_owned();
         if k == TYPES_FIELD {
             line_out.types = serde_json::from_str(v.get())?;
             continue;
@@ -712,13 +712,13 @@ fn exact_line(line: &str) -> std::result::Result<Line, serde_json::Error> {
 }
 
 /// Decodes one JSON object from a source (not the datastore's typed NDJSON): members in
-/// order, integers of any length exact (longer than i64: decimals), nested values as
-/// JSON.
+/// order (names borrowed from `text` unless escaped there), integers of any length
+/// exact (longer than i64: decimals), nested values as JSON.
 ///
 /// # Errors
 /// The parser's message for malformed JSON or a value that is not an object; a member
 /// named `_types` (reserved by the datastore format) is refused.
-pub fn decode_json_object(text: &str) -> std::result::Result<Vec<(String, Value)>, String> {
+pub fn decode_json_object(text: &str) -> std::result::Result<Vec<(Cow<'_, str>, Value)>, String> {
     let line = if has_long_number(text) {
         exact_line(text)
     } else {
