@@ -866,3 +866,65 @@ fn request_and_total_timeouts_stop_slow_reads() {
     assert!(t.contains("longer than total_timeout (1s)"), "{t}");
     assert!(ids(&env, "slow", "slow_read").is_empty());
 }
+
+/// Records whose typed values do not parse: by default the table fails naming the page
+/// and the column; with `on_bad_record: quarantine` they go to `$rejects/<table>` in the
+/// same commits while the good ones load.
+#[test]
+fn bad_records_fail_the_table_or_are_quarantined() {
+    let env = Env::new();
+    let mut recs = users(20);
+    recs[4]["updated_at"] = "yesterday".into();
+    recs[11]["updated_at"] = serde_json::json!("2024-13-45T99:00:00Z");
+    let api = Api::start(&env, &serde_json::json!({"users": recs}), &[]);
+    let cfg = |extra: &str| {
+        format!(
+            "tbls:\n  users:\n    base_url: {}\n    path: /users\n    pagination: {{type: link_header}}\n    params: {{_page: 1, _limit: 6}}\n    primary_key: id\n    columns: {{updated_at: datetime}}\n{extra}",
+            api.url()
+        )
+    };
+    env.write("config.yaml", cfg(""));
+    let out = download(&env, "bad", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
+    let t = tbl_task(&results(&out), "users").to_string();
+    assert!(
+        t.contains("_page=1&_limit=6") && t.contains("`yesterday` is not a valid datetime"),
+        "{t}"
+    );
+    env.write("config.yaml", cfg("    on_bad_record: quarantine\n"));
+    let r = download_ok(&env, "bad", &[]);
+    assert_eq!(
+        tbl_data(&r, "users")["rejected"],
+        2,
+        "{}",
+        tbl_data(&r, "users")
+    );
+    let mut good = sorted(ids(&env, "bad", "users"));
+    good.dedup();
+    assert_eq!(good.len(), 18);
+    assert!(!good.contains(&5) && !good.contains(&12));
+    let rejects = &committed(&env.home(), "tester", "bad")["$rejects/users"];
+    assert_eq!(rejects.len(), 2);
+    assert!(
+        rejects.iter().any(|r| match &r["raw"] {
+            Value::String(s) => s.contains("yesterday"),
+            _ => false,
+        }),
+        "{rejects:?}"
+    );
+
+    // Fixed options (the field read as text), the quarantined records replay.
+    env.write(
+        "config.yaml",
+        cfg("    on_bad_record: quarantine\n").replace("updated_at: datetime", "updated_at: str"),
+    );
+    let out = env
+        .cmd()
+        .args(["rejects", "replay", "-op", "rest.Downloader", "-i", "bad"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output(&out));
+    let mut all = sorted(ids(&env, "bad", "users"));
+    all.dedup();
+    assert_eq!(all, (1..=20).collect::<Vec<_>>());
+}

@@ -1006,6 +1006,20 @@ impl Operator for Downloader {
         Ok(Some(self.discover(&ctx.session)?))
     }
 
+    /// Quarantined records are JSON records: read again with the table's `columns:`.
+    fn record_reader(
+        &self,
+        tbl: &Tbl,
+    ) -> Result<Option<Arc<dyn anchovy_core::reject::RecordReader>>, BoxError> {
+        Ok(Some(Arc::new(JsonFormat::new(
+            &JsonOptions {
+                records: None,
+                provenance: false,
+            },
+            &tbl.columns,
+        ))))
+    }
+
     async fn healthcheck(&self, sess: &SessionCtx) -> Vec<(String, Result<String, String>)> {
         let tbls = match self.discover(sess) {
             Ok(t) => t,
