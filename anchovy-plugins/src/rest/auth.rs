@@ -293,7 +293,7 @@ impl OAuth2 {
             return Err(PluginError::Auth {
                 message: format!(
                     "OAuth2 token from {shown}: {status}: {}; check the client id and secret",
-                    super::excerpt(&body)
+                    super::endpoint::excerpt(&body)
                 ),
             });
         }
