@@ -671,6 +671,7 @@ fn incremental_runs_hold_the_target_to_the_api_under_kills() {
     );
     env.write("upload.yaml", "tbls: {}\n");
     let mut next_id = 26;
+    let mut cursors: BTreeMap<&str, String> = BTreeMap::new();
     for round in 0..6 {
         if round > 0 {
             for _ in 0..rng.below(8) + 1 {
@@ -727,6 +728,22 @@ fn incremental_runs_hold_the_target_to_the_api_under_kills() {
                 })
                 .collect();
             assert_eq!(got, want, "seed {seed} round {round} table {t}");
+            // The committed cursor never moves back (lookback re-reads older records).
+            let cp: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(
+                    env.area("tester", "inc")
+                        .join(format!("$checkpoints/{t}.json")),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let now = cp["value"]["value"].as_str().unwrap().to_string();
+            if let Some(before) = cursors.insert(t, now.clone()) {
+                assert!(
+                    now >= before,
+                    "seed {seed} round {round} {t}: {before} -> {now}"
+                );
+            }
         }
     }
 }

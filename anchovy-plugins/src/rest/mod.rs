@@ -521,7 +521,13 @@ impl<'a> Loader<'a> {
         if let Some(rb) = self.rejects.as_mut().and_then(|r| r.take_batch()) {
             self.out.send_batch(rb).await?;
         }
-        if let (Some(c), Some(v)) = (cursor, self.max.value()) {
+        // Never behind the committed value: a read of only older records (a lookback
+        // window with nothing new) keeps it.
+        let mut best = Max::default();
+        for v in self.committed.iter().chain(self.max.value()) {
+            best.see(v);
+        }
+        if let (Some(c), Some(v)) = (cursor, self.max.value().and(best.value())) {
             let state = CursorState {
                 cursor: c.to_string(),
                 value: v.clone(),
