@@ -34,7 +34,7 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
 }
 
 impl Downloader {
-    /// The endpoint of table `t` (one of [`Downloader::discover`]'s).
+    /// The endpoint of table `t` (one of the tables `spec::discover` lists).
     pub(super) fn endpoint(&self, sess: &SessionCtx, t: &Tbl) -> Result<Endpoint, PluginError> {
         let o = RestOptions::of(t).map_err(PluginError::from_option)?;
         let conn_id = o
