@@ -945,3 +945,61 @@ fn bad_records_fail_the_table_or_are_quarantined() {
     all.dedup();
     assert_eq!(all, (1..=20).collect::<Vec<_>>());
 }
+
+/// Hostile option values: each fails its own table, naming the key and what to write.
+#[test]
+fn bad_options_name_the_key() {
+    let env = Env::new();
+    let api = Api::start(&env, &serde_json::json!({"users": users(3)}), &[]);
+    let u = api.url();
+    let cases = [
+        (
+            "rate",
+            "max_requests_per_second: -2",
+            "max_requests_per_second",
+        ),
+        (
+            "rate_text",
+            "max_requests_per_second: fast",
+            "max_requests_per_second",
+        ),
+        ("timeout", "timeout: soon", "timeout"),
+        ("retries", "retry: {max_retries: -1}", "retry.max_retries"),
+        ("retry_key", "retry: {tries: 3}", "unknown key `tries`"),
+        ("pagination", "pagination: {type: pages}", "page_number"),
+        ("auth", "auth: {type: magic}", "oauth2_client_credentials"),
+        (
+            "api_key_in",
+            "auth: {type: api_key, name: k, value: v, in: body}",
+            "`in: body`",
+        ),
+        (
+            "lookback",
+            "incremental: {cursor: updated_at, param: updated_at_gte, lookback: soon}",
+            "lookback",
+        ),
+        ("braces", "path: \"/users/${oops\"", "without `}`"),
+        (
+            "no_parent",
+            "parent: nobody\n    path: /users/{id}/x",
+            "no table `nobody`",
+        ),
+    ];
+    let mut cfg = String::from("tbls:\n");
+    for (name, opt, _) in cases {
+        let path = if opt.contains("path:") {
+            ""
+        } else {
+            "    path: /users\n"
+        };
+        cfg.push_str(&format!("  {name}:\n    base_url: {u}\n{path}    {opt}\n"));
+    }
+    env.write("config.yaml", cfg);
+    let out = download(&env, "hostile", &[]);
+    assert_ne!(out.status.code(), Some(0), "{}", output(&out));
+    let r = results(&out);
+    for (name, _, want) in cases {
+        let t = tbl_task(&r, name).to_string();
+        assert!(t.contains("\"ERR\"") && t.contains(want), "{name}: {t}");
+    }
+}

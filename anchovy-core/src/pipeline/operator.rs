@@ -40,6 +40,13 @@ pub trait Operator: Send + Sync {
         Ok(None)
     }
 
+    /// True when a config entry stands for the tables discovery expands it to (a
+    /// selector with `include:` patterns, a spec file), not for a table of its name: no
+    /// "not discovered" warning is given for it.
+    fn is_selector(&self, _cfg: &Tbl) -> bool {
+        false
+    }
+
     /// What the source offers (`anchovy tables --discover`): every table the operator
     /// could read, named as the source names it, with its key (`unique_by`), column
     /// types and any facts worth showing in its options (a row estimate); `None` when

@@ -11,6 +11,9 @@
 //! - `lookback` subtracts a duration (`10m`, `1d`) from a time cursor, keeping its
 //!   format (offset, `Z`, fraction digits), or a number from a numeric one.
 
+use std::borrow::Cow;
+
+use anchovy_core::Value;
 use chrono::{DateTime, Duration as Span, FixedOffset, NaiveDate, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
@@ -46,57 +49,102 @@ pub struct CursorState {
     pub value: serde_json::Value,
 }
 
-/// A cursor value in its order.
+/// A cursor value in its order (text borrowed from the value it was read from).
 #[derive(Debug, Clone, PartialEq, PartialOrd)]
-enum Key {
+enum Key<'a> {
     Num(f64),
     Time(DateTime<FixedOffset>),
-    Text(String),
+    Text(Cow<'a, str>),
 }
 
-/// The order key of a value, `None` for null and values without an order.
-fn key(v: &serde_json::Value) -> Option<Key> {
+impl Key<'_> {
+    fn same_kind(&self, other: &Key<'_>) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+
+    fn into_owned(self) -> Key<'static> {
+        match self {
+            Key::Num(n) => Key::Num(n),
+            Key::Time(t) => Key::Time(t),
+            Key::Text(t) => Key::Text(Cow::Owned(t.into_owned())),
+        }
+    }
+}
+
+fn text_key(s: &str) -> Key<'_> {
+    match parse_time(s) {
+        Some(t) => Key::Time(t.0),
+        None => Key::Text(Cow::Borrowed(s)),
+    }
+}
+
+/// The order key of a JSON value, `None` for null and values without an order.
+fn key(v: &serde_json::Value) -> Option<Key<'_>> {
     match v {
         serde_json::Value::Number(n) => n.as_f64().map(Key::Num),
-        serde_json::Value::String(s) => Some(match parse_time(s) {
-            Some(t) => Key::Time(t.0),
-            None => Key::Text(s.clone()),
-        }),
+        serde_json::Value::String(s) => Some(text_key(s)),
         _ => None,
     }
 }
 
-/// The greatest cursor value seen.
+/// The order key of a record's field as read (before `columns:` typing).
+fn value_key(v: &Value) -> Option<Key<'_>> {
+    match v {
+        Value::Int(i) => Some(Key::Num(*i as f64)),
+        Value::Float(f) => Some(Key::Num(*f)),
+        Value::Decimal(d) => d.parse().ok().map(Key::Num),
+        Value::String(s) => Some(text_key(s)),
+        _ => None,
+    }
+}
+
+/// The greatest cursor value seen. Taking a value allocates only when it is a new
+/// greatest one (or a text cursor's last value changes length).
 #[derive(Debug, Default)]
 pub struct Max {
-    best: Option<(Key, serde_json::Value)>,
+    best: Option<(Key<'static>, serde_json::Value)>,
     /// Values that could not be compared with the others (other kind, null).
     pub skipped: u64,
-    /// Values lower than one seen before (an unsorted stream).
+    /// Values lower than the one before (an unsorted stream).
     pub descents: u64,
-    last: Option<Key>,
+    last: Option<Key<'static>>,
 }
 
 impl Max {
-    /// Takes one value.
+    /// Takes one JSON value.
     pub fn see(&mut self, v: &serde_json::Value) {
-        let Some(k) = key(v) else {
-            self.skipped += 1;
-            return;
-        };
+        match key(v) {
+            Some(k) => self.take(k, || v.clone()),
+            None => self.skipped += 1,
+        }
+    }
+
+    /// Takes a record's field as read.
+    pub fn see_value(&mut self, v: &Value) {
+        match value_key(v) {
+            Some(k) => self.take(k, || v.to_json()),
+            None => self.skipped += 1,
+        }
+    }
+
+    fn take(&mut self, k: Key<'_>, json: impl FnOnce() -> serde_json::Value) {
         if let Some(l) = &self.last
-            && std::mem::discriminant(l) == std::mem::discriminant(&k)
+            && l.same_kind(&k)
             && k < *l
         {
             self.descents += 1;
         }
-        self.last = Some(k.clone());
-        match &self.best {
-            Some((b, _)) if std::mem::discriminant(b) != std::mem::discriminant(&k) => {
-                self.skipped += 1
+        match (&mut self.last, &k) {
+            (Some(Key::Text(Cow::Owned(l))), Key::Text(t)) => {
+                l.clear();
+                l.push_str(t);
             }
+            (last, _) => *last = Some(k.clone().into_owned()),
+        }
+        match &self.best {
+            Some((b, _)) if !b.same_kind(&k) => self.skipped += 1,
             Some((b, _)) if k <= *b => {}
-            _ => self.best = Some((k, v.clone())),
+            _ => self.best = Some((k.into_owned(), json())),
         }
     }
 
@@ -274,6 +322,33 @@ mod tests {
             m.see(&v);
         }
         assert_eq!(m.value(), Some(&json!(10)));
+    }
+
+    /// A record's fields as read give the same greatest value and descents as their
+    /// JSON (seeded: times with offsets, numbers, text).
+    #[test]
+    fn fields_and_json_agree() {
+        let mut rng = anchovy_core::testutil::Rng(0xc0);
+        for _ in 0..500 {
+            let (mut a, mut b) = (Max::default(), Max::default());
+            let kind = rng.below(3);
+            for _ in 0..rng.below(20) {
+                let j = match kind {
+                    0 => json!(format!(
+                        "2024-01-{:02}T{:02}:00:00+0{}:00",
+                        1 + rng.below(9),
+                        rng.below(24),
+                        rng.below(3)
+                    )),
+                    1 => json!(rng.below(1000) as i64 - 500),
+                    _ => json!(["b", "a", "ab", "ba", ""][rng.below(5) as usize]),
+                };
+                a.see(&j);
+                b.see_value(&Value::from_json(j));
+            }
+            assert_eq!(a.value(), b.value());
+            assert_eq!((a.descents, a.skipped), (b.descents, b.skipped));
+        }
     }
 
     #[test]

@@ -252,6 +252,21 @@ impl Downloader {
                     .map_err(|e| opt_err(&t.name, "incremental", e.to_string()))
             })
             .transpose()?;
+        // The lookback applies from the second run on: checked now, not then.
+        if let Some(lb) = incremental.as_ref().and_then(|i| i.lookback.as_ref()) {
+            let text = match lb {
+                serde_json::Value::String(x) => x.trim().to_string(),
+                other => other.to_string(),
+            };
+            let number = text.parse::<f64>().is_ok_and(|n| n.is_finite() && n >= 0.0);
+            if !number && anchovy_core::config::parse_duration(&text).is_none() {
+                return Err(opt_err(
+                    &t.name,
+                    "incremental.lookback",
+                    format!("`{text}` is neither a duration (10m, 2h, 1d) nor a number"),
+                ));
+            }
+        }
         if let (Some(i), Some(p)) = (&incremental, &o.parent)
             && i.sorted
         {
@@ -580,7 +595,7 @@ impl Endpoint {
                     batches.push(b);
                     true
                 };
-                let mut see = |v: &Value| max.see(&v.to_json());
+                let mut see = |v: &Value| max.see_value(v);
                 let mut recs = Records::new(&fmt, &label, &table, batch_size, &mut rj, &mut emit);
                 if let Some(c) = &cursor {
                     recs.watch(c, &mut see);

@@ -174,6 +174,11 @@ impl Operator for Downloader {
         Ok(Some(spec::discover(&ctx.session)?))
     }
 
+    /// An entry with `spec:` stands for the spec file's tables.
+    fn is_selector(&self, cfg: &Tbl) -> bool {
+        cfg.options.contains_key("spec")
+    }
+
     /// Quarantined records are JSON records: read again with the table's `columns:`.
     fn record_reader(
         &self,

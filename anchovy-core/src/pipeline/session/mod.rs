@@ -552,9 +552,9 @@ impl Session {
                         };
                         tbls.insert(merged.name.clone(), merged);
                     }
-                    // A selector entry (`include:` patterns, a `spec:` file) stands for
-                    // the tables discovery expanded it to, not for a table of its name.
-                    for t in self.ctx.config_tbls.iter().filter(|t| !t.options.contains_key("include") && !t.options.contains_key("spec")) {
+                    // A selector entry stands for the tables discovery expanded it to,
+                    // not for a table of its name (the operator says which are).
+                    for t in self.ctx.config_tbls.iter().filter(|t| !self.operator.is_selector(t)) {
                         let used = tbls.contains_key(&t.name) || tbls.keys().any(|k| k.ends_with(&format!(".{}", t.name)));
                         if !used {
                             matched_nothing(

@@ -413,6 +413,10 @@ impl Operator for Downloader {
         Ok(Some(self.discover(&ctx.session).await))
     }
 
+    fn is_selector(&self, cfg: &Tbl) -> bool {
+        is_selector(cfg)
+    }
+
     async fn catalog(&self, sess: &SessionCtx) -> Result<Option<Vec<Tbl>>, BoxError> {
         // Every connection the tables name (the default one when none does).
         let mut ids: Vec<String> = Vec::new();
