@@ -163,13 +163,13 @@ pub type Watcher<'a> = dyn FnMut(&Value) + Send + 'a;
 /// Records to rows: one record's JSON text at a time, typed by `columns:`, into
 /// batches for `emit`; bad records go to `rejects`. The JSON files' reader and the
 /// REST downloader's pages share it.
-pub struct Records<'a> {
+pub struct Records<'a, E: FnMut(Batch) -> bool + ?Sized = dyn FnMut(Batch) -> bool> {
     fmt: &'a JsonFormat,
     label: &'a str,
     b: BatchBuilder,
     batch_size: usize,
     rejects: &'a mut Rejects,
-    emit: &'a mut dyn FnMut(Batch) -> bool,
+    emit: &'a mut E,
     count: u64,
     stopped: bool,
     /// A field whose raw value (before `columns:` conversion) goes to the callback,
@@ -177,7 +177,7 @@ pub struct Records<'a> {
     watch: Option<(&'a str, &'a mut Watcher<'a>)>,
 }
 
-impl<'a> Records<'a> {
+impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
     /// A writer of `table`'s records in batches of `batch_size`.
     pub fn new(
         fmt: &'a JsonFormat,
@@ -185,8 +185,8 @@ impl<'a> Records<'a> {
         table: &str,
         batch_size: usize,
         rejects: &'a mut Rejects,
-        emit: &'a mut dyn FnMut(Batch) -> bool,
-    ) -> Records<'a> {
+        emit: &'a mut E,
+    ) -> Records<'a, E> {
         Records {
             fmt,
             label,
@@ -349,11 +349,11 @@ impl<'a> Records<'a> {
 }
 
 /// Streams the elements of a top-level array into records, one at a time.
-struct ArrayRecords<'o, 'a> {
-    out: &'o mut Records<'a>,
+struct ArrayRecords<'o, 'a, E: FnMut(Batch) -> bool + ?Sized> {
+    out: &'o mut Records<'a, E>,
 }
 
-impl<'de> Visitor<'de> for ArrayRecords<'_, '_> {
+impl<'de, E: FnMut(Batch) -> bool + ?Sized> Visitor<'de> for ArrayRecords<'_, '_, E> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an array of JSON objects")

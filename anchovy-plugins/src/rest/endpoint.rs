@@ -10,7 +10,7 @@ use anchovy_core::{Batch, SessionCtx, TableOptions, Tbl, Value};
 
 use super::auth::{self, Auth, AuthSpec};
 use super::cursor::{Incremental, Max};
-use super::page::{self, ChunkReader, Shape};
+use super::page::{self, Shape};
 use super::paginate::{self, Pager, Pagination};
 use super::spec::{Missing, substitute, substitute_tree};
 use super::{Downloader, RestOptions, opt_err};
@@ -405,6 +405,26 @@ impl Drop for Ahead {
     }
 }
 
+/// A page's body, which sends the next page's request the moment it has arrived.
+struct Streamed<'e> {
+    resp: page::Response,
+    ep: &'e Endpoint,
+    next: Option<url::Url>,
+    ahead: Option<Result<Ahead, PluginError>>,
+}
+
+impl page::Body for Streamed<'_> {
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, String> {
+        let c = self.resp.chunk().await?;
+        if c.is_none()
+            && let Some(n) = self.next.take()
+        {
+            self.ahead = Some(self.ep.send_ahead(n));
+        }
+        Ok(c)
+    }
+}
+
 impl Endpoint {
     /// The URL with placeholders filled and the parameters set (later pairs win).
     pub(super) fn url_with(
@@ -559,96 +579,65 @@ impl Endpoint {
         }
     }
 
-    /// Streams a body into the parser on a blocking thread; the page's rows come back
-    /// whole or not at all.
+    /// Parses a body as it arrives; the page's rows come back whole or not at all.
     async fn parse(
         &self,
-        mut resp: reqwest::Response,
+        resp: reqwest::Response,
         shown: &str,
         pc: &PageCtx<'_>,
         rejects: &mut Option<anchovy_core::reject::Rejects>,
         next: Option<url::Url>,
     ) -> Result<(page::Page, Vec<Batch>, Max, Option<Ahead>), Fetch> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(8);
         let shape = Shape {
             records: self.records.clone(),
             captures: Pager::new(self.pagination.clone()).captures(),
         };
-        let fmt = self.json.clone();
         let label = format!("GET {shown}");
-        let table = self.table.clone();
-        let inherited = pc.inherited.to_vec();
-        let cursor = pc.cursor.map(String::from);
-        let batch_size = pc.batch_size;
-        // Held between pages; gone only after a parser that stopped, which ends the read.
-        let mut rj = rejects.take().ok_or_else(|| {
+        let rj = rejects.as_mut().ok_or_else(|| {
             Fetch::Fail(PluginError::Data {
-                location: format!("GET {shown}"),
+                location: label.clone(),
                 message: "the bad-record store was lost with an earlier page".into(),
             })
         })?;
-        let job = tokio::task::spawn_blocking(move || {
-            let mut batches = Vec::new();
-            let mut max = Max::default();
-            let res = {
-                let mut emit = |b: Batch| {
-                    batches.push(b);
-                    true
-                };
-                let mut see = |v: &Value| max.see_value(v);
-                let mut recs = Records::new(&fmt, &label, &table, batch_size, &mut rj, &mut emit);
-                if let Some(c) = &cursor {
-                    recs.watch(c, &mut see);
-                }
-                let res = page::parse(ChunkReader::new(rx), &shape, &mut |text, pos| {
-                    recs.record(text, pos, &inherited)
-                        .map_err(|e| e.to_string())
-                });
-                recs.flush();
-                res
+        let mut body = Streamed {
+            resp: page::Response(resp),
+            ep: self,
+            next,
+            ahead: None,
+        };
+        let mut batches = Vec::new();
+        let mut max = Max::default();
+        let res = {
+            let mut emit = |b: Batch| {
+                batches.push(b);
+                true
             };
-            (res, batches, max, rj)
-        });
-        let mut cut = None;
-        let mut ahead = None;
-        loop {
-            match resp.chunk().await {
-                Ok(Some(c)) => {
-                    if tx.send(Ok(c)).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => {
-                    // The body is whole and the connection free: the next page's
-                    // request goes out while this one is parsed.
-                    if let Some(n) = next {
-                        ahead = Some(self.send_ahead(n).map_err(Fetch::Fail)?);
-                    }
-                    break;
-                }
-                Err(e) => {
-                    let m = http::describe(&e);
-                    let _ = tx.send(Err(m.clone())).await;
-                    cut = Some(m);
-                    break;
-                }
+            let mut see = |v: &Value| max.see_value(v);
+            let mut recs = Records::new(
+                &self.json,
+                &label,
+                &self.table,
+                pc.batch_size,
+                rj,
+                &mut emit,
+            );
+            if let Some(c) = pc.cursor {
+                recs.watch(c, &mut see);
             }
-        }
-        drop(tx);
-        let (res, batches, max, rj) = job.await.map_err(|e| {
-            Fetch::Fail(PluginError::Data {
-                location: format!("GET {shown}"),
-                message: format!("the page parser stopped: {e}"),
+            let inherited = pc.inherited;
+            let res = page::parse(&mut body, &shape, &mut |text, pos| {
+                recs.record(text, pos, inherited).map_err(|e| e.to_string())
             })
-        })?;
-        *rejects = Some(rj);
-        if let Some(m) = cut {
-            return Err(Fetch::Transport(m));
-        }
+            .await;
+            recs.flush();
+            res
+        };
+        let ahead = body.ahead.transpose().map_err(Fetch::Fail)?;
         match res {
             Ok(p) => Ok((p, batches, max, ahead)),
-            Err(m) => Err(Fetch::Fail(PluginError::Data {
-                location: format!("GET {shown}"),
+            Err(page::PageError::Cut(m)) => Err(Fetch::Transport(m)),
+            Err(page::PageError::Bad(m)) => Err(Fetch::Fail(PluginError::Data {
+                location: label,
                 message: m,
             })),
         }

@@ -1,15 +1,21 @@
-//! One response body: its records streamed to a callback as they are parsed, and the
+//! One response body: its records handed to a callback as they are parsed, and the
 //! few other fields pagination needs (`meta.next_cursor`, `links.next`, a total)
 //! captured on the way, wherever they appear in the body.
 //!
-//! The body arrives in chunks over a bounded channel ([`ChunkReader`]) and is parsed on
-//! a blocking thread as it comes: a page is never held whole, only its rows.
-
-use std::io::Read;
+//! The body is pulled chunk by chunk ([`Body`]) and parsed as it arrives, on the task
+//! that reads it: a page is never held whole, only the record being cut out of it.
+//!
+//! **How.** A byte scanner walks the structure: strings are skipped with `memchr` to
+//! the next quote or backslash, brackets are matched on a stack, and each record's
+//! bytes (a slice of the chunk, or copied together when it straddles chunks) go to the
+//! callback, which parses the record once, exactly (integers digit for digit). The
+//! scanner checks what it walks for balance (brackets, strings, stray bytes), not every
+//! grammar rule: JSON outside the records and captured values that is balanced but
+//! ill-formed (`{"x": 1 2}`) is skipped, while every record and captured value is
+//! parsed in full, so nothing malformed reaches a row.
 
 use bytes::Bytes;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
+use std::future::Future;
 
 /// Where a page's records are and what else to capture.
 #[derive(Debug, Clone, Default)]
@@ -30,227 +36,594 @@ pub struct Page {
 }
 
 /// Called with each record's JSON text and 1-based position; `Err` stops the parse.
-pub type OnRecord<'f> = dyn FnMut(&str, u64) -> Result<(), String> + 'f;
+pub type OnRecord<'f> = dyn FnMut(&str, u64) -> Result<(), String> + Send + 'f;
 
-/// Parses one body from `input`.
+/// A response body, pulled a piece at a time.
+pub trait Body: Send {
+    /// The next piece; `Ok(None)` at the body's end, `Err` when the transport failed.
+    fn chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, String>> + Send;
+}
+
+/// Why a page could not be parsed.
+#[derive(Debug)]
+pub enum PageError {
+    /// The transport failed before the body's end (the page may be fetched again).
+    Cut(String),
+    /// The body is not what the table's shape says, or the callback failed: final.
+    Bad(String),
+}
+
+/// Parses one body.
 ///
 /// # Errors
-/// A message with the parser's line and column and the JSON path it was at
+/// [`PageError::Bad`] with the line and column and the JSON path it was at
 /// (`data.items[41]`) for malformed JSON, records that are not an array, a body
-/// without the records path, or the callback's error.
-pub fn parse(input: impl Read, shape: &Shape, on: &mut OnRecord<'_>) -> Result<Page, String> {
-    // The parser reads a byte at a time: through a buffer, not the channel.
-    let input = std::io::BufReader::with_capacity(64 << 10, input);
-    let mut ctx = Ctx {
+/// without the records path, or the callback's error; [`PageError::Cut`] when `body`
+/// failed.
+pub async fn parse<B: Body>(
+    body: &mut B,
+    shape: &Shape,
+    on: &mut OnRecord<'_>,
+) -> Result<Page, PageError> {
+    let mut p = Parser {
+        inp: Input::new(body),
         shape,
         page: Page {
             records: 0,
             captured: vec![None; shape.captures.len()],
         },
-        on,
         found: false,
         at: String::new(),
     };
-    let mut de = serde_json::Deserializer::from_reader(input);
-    let res = Walk {
-        ctx: &mut ctx,
-        depth: 0,
-        path: Vec::new(),
+    let res = p.body(on).await;
+    let Parser {
+        mut inp,
+        found,
+        at,
+        page,
+        ..
+    } = p;
+    match res {
+        Ok(()) => {}
+        Err(Fail::Cut(m)) => return Err(PageError::Cut(m)),
+        Err(Fail::Bad(m)) => {
+            let at = if at.is_empty() {
+                "the top".to_string()
+            } else {
+                format!("`{at}`")
+            };
+            return Err(PageError::Bad(format!("{m} (at {at} of the response)")));
+        }
+        Err(Fail::Record(m)) => return Err(PageError::Bad(m)),
     }
-    .deserialize(&mut de)
-    .and_then(|()| de.end());
-    if let Err(e) = res {
-        let at = if ctx.at.is_empty() {
-            "the top".to_string()
-        } else {
-            format!("`{}`", ctx.at)
-        };
-        return Err(format!("{e} (at {at} of the response)"));
+    // Anything but whitespace after the value is an error.
+    match inp.peek_ws().await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return Err(PageError::Bad(format!(
+                "trailing characters after the JSON value at {} of the response",
+                inp.place()
+            )));
+        }
+        Err(Fail::Cut(m)) => return Err(PageError::Cut(m)),
+        Err(Fail::Bad(m) | Fail::Record(m)) => return Err(PageError::Bad(m)),
     }
-    if !ctx.found {
-        return Err(format!(
+    if !found {
+        return Err(PageError::Bad(format!(
             "the response has no `{}` (records:); check the path against a response of the API",
             shape.records.join(".")
-        ));
+        )));
     }
-    Ok(ctx.page)
+    Ok(page)
 }
 
-struct Ctx<'s, 'f> {
+/// Why the parse stopped, before the response's place is added.
+enum Fail {
+    Cut(String),
+    /// Malformed or unexpected JSON; the JSON path is added.
+    Bad(String),
+    /// The callback's error, final as it is.
+    Record(String),
+}
+
+/// The bytes of a value just scanned: in the current chunk, or copied together.
+enum Span {
+    Chunk(usize, usize),
+    Acc,
+}
+
+/// A resumable scan of one JSON value's extent.
+#[derive(Default)]
+struct Scan {
+    /// The closers of the open brackets.
+    stack: Vec<u8>,
+    in_str: bool,
+    esc: bool,
+    scalar: bool,
+}
+
+enum Step {
+    /// The value ends before this offset.
+    Done(usize),
+    /// The slice ended inside the value.
+    More,
+    /// A byte at this offset cannot be here.
+    Bad(usize, &'static str),
+}
+
+/// Bytes a number, `true`, `false` or `null` is made of.
+fn scalar_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')
+}
+
+impl Scan {
+    /// Scans `s` from where the last call left off.
+    fn scan(&mut self, s: &[u8]) -> Step {
+        let mut i = 0;
+        while i < s.len() {
+            if self.in_str {
+                if self.esc {
+                    self.esc = false;
+                    i += 1;
+                    continue;
+                }
+                match memchr::memchr2(b'"', b'\\', &s[i..]) {
+                    None => return Step::More,
+                    Some(k) => {
+                        i += k;
+                        if s[i] == b'\\' {
+                            self.esc = true;
+                            i += 1;
+                        } else {
+                            self.in_str = false;
+                            i += 1;
+                            if self.stack.is_empty() {
+                                return Step::Done(i);
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            let c = s[i];
+            if self.scalar {
+                if scalar_byte(c) {
+                    i += 1;
+                    continue;
+                }
+                self.scalar = false;
+                if self.stack.is_empty() {
+                    return Step::Done(i);
+                }
+            }
+            match c {
+                b'"' => self.in_str = true,
+                b'{' => self.stack.push(b'}'),
+                b'[' => self.stack.push(b']'),
+                b'}' | b']' => {
+                    if self.stack.pop() != Some(c) {
+                        return Step::Bad(i, "a closing bracket that matches no opening one");
+                    }
+                    if self.stack.is_empty() {
+                        return Step::Done(i + 1);
+                    }
+                }
+                b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' if !self.stack.is_empty() => {}
+                c if scalar_byte(c) => self.scalar = true,
+                _ if self.stack.is_empty() => return Step::Bad(i, "a value was expected"),
+                _ => return Step::Bad(i, "a byte that cannot be outside a string"),
+            }
+            i += 1;
+        }
+        Step::More
+    }
+}
+
+/// The body as it arrives, with the place in it for messages.
+struct Input<'b, B> {
+    body: &'b mut B,
+    cur: Bytes,
+    pos: usize,
+    eof: bool,
+    /// Newlines before `cur`, and the bytes after the last of them.
+    lines: u64,
+    col: u64,
+    /// A value that straddles chunks, copied together.
+    acc: Vec<u8>,
+    scan: Scan,
+}
+
+impl<'b, B: Body> Input<'b, B> {
+    fn new(body: &'b mut B) -> Self {
+        Input {
+            body,
+            cur: Bytes::new(),
+            pos: 0,
+            eof: false,
+            lines: 0,
+            col: 0,
+            acc: Vec::new(),
+            scan: Scan::default(),
+        }
+    }
+
+    /// Makes sure a byte is at `pos`; false at the body's end.
+    async fn fill(&mut self) -> Result<bool, Fail> {
+        while self.pos >= self.cur.len() {
+            if self.eof {
+                return Ok(false);
+            }
+            match memchr::memrchr(b'\n', &self.cur) {
+                Some(last) => {
+                    self.lines += memchr::memchr_iter(b'\n', &self.cur).count() as u64;
+                    self.col = (self.cur.len() - last - 1) as u64;
+                }
+                None => self.col += self.cur.len() as u64,
+            }
+            self.pos = 0;
+            match self.body.chunk().await {
+                Ok(Some(b)) => self.cur = b,
+                Ok(None) => {
+                    self.eof = true;
+                    self.cur = Bytes::new();
+                }
+                Err(m) => return Err(Fail::Cut(m)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next byte that is not whitespace, not consumed; `None` at the end.
+    async fn peek_ws(&mut self) -> Result<Option<u8>, Fail> {
+        loop {
+            if !self.fill().await? {
+                return Ok(None);
+            }
+            let rest = &self.cur[self.pos..];
+            match rest
+                .iter()
+                .position(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+            {
+                Some(k) => {
+                    self.pos += k;
+                    return Ok(Some(rest[k]));
+                }
+                None => self.pos = self.cur.len(),
+            }
+        }
+    }
+
+    /// `line L column C` of the byte at `pos`.
+    fn place(&self) -> String {
+        let head = &self.cur[..self.pos.min(self.cur.len())];
+        let (line, col) = match memchr::memrchr(b'\n', head) {
+            Some(last) => (
+                self.lines + memchr::memchr_iter(b'\n', head).count() as u64,
+                (head.len() - last - 1) as u64,
+            ),
+            None => (self.lines, self.col + head.len() as u64),
+        };
+        format!("line {} column {}", line + 1, col + 1)
+    }
+
+    /// An unexpected byte (or the end) where `want` should be.
+    fn unexpected(&self, got: Option<u8>, want: &str) -> Fail {
+        match got {
+            None => Fail::Bad(format!(
+                "the response ended early (EOF) where {want} was expected, at {}",
+                self.place()
+            )),
+            Some(c) => Fail::Bad(format!(
+                "expected {want}, found {} at {}",
+                shown(c),
+                self.place()
+            )),
+        }
+    }
+
+    /// Consumes the next value (after whitespace); with `keep`, its bytes are
+    /// [`Input::span`] until the next read.
+    async fn value(&mut self, keep: bool) -> Result<Span, Fail> {
+        if self.peek_ws().await?.is_none() {
+            return Err(self.unexpected(None, "a JSON value"));
+        }
+        self.scan.stack.clear();
+        self.scan.in_str = false;
+        self.scan.esc = false;
+        self.scan.scalar = false;
+        self.acc.clear();
+        let mut straddled = false;
+        loop {
+            let start = self.pos;
+            match self.scan.scan(&self.cur[start..]) {
+                Step::Done(n) => {
+                    self.pos += n;
+                    if !straddled {
+                        return Ok(Span::Chunk(start, self.pos));
+                    }
+                    if keep {
+                        self.acc.extend_from_slice(&self.cur[start..self.pos]);
+                    }
+                    return Ok(Span::Acc);
+                }
+                Step::Bad(n, what) => {
+                    self.pos += n;
+                    return Err(Fail::Bad(format!(
+                        "malformed JSON: {what} ({}) at {}",
+                        shown(self.cur[self.pos]),
+                        self.place()
+                    )));
+                }
+                Step::More => {
+                    if keep {
+                        self.acc.extend_from_slice(&self.cur[start..]);
+                    }
+                    self.pos = self.cur.len();
+                    straddled = true;
+                    if !self.fill().await? {
+                        if self.scan.scalar && self.scan.stack.is_empty() {
+                            return Ok(Span::Acc);
+                        }
+                        return Err(Fail::Bad(format!(
+                            "the response ended early (EOF) inside a value, at {}",
+                            self.place()
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    fn span(&self, s: &Span) -> &[u8] {
+        match *s {
+            Span::Chunk(a, b) => &self.cur[a..b],
+            Span::Acc => &self.acc,
+        }
+    }
+
+    /// Consumes `c` (after whitespace), or says what came instead.
+    async fn expect(&mut self, c: u8, want: &str) -> Result<(), Fail> {
+        match self.peek_ws().await? {
+            Some(got) if got == c => {
+                self.pos += 1;
+                Ok(())
+            }
+            got => Err(self.unexpected(got, want)),
+        }
+    }
+
+    /// A member's key.
+    async fn key(&mut self) -> Result<String, Fail> {
+        match self.peek_ws().await? {
+            Some(b'"') => {}
+            got => return Err(self.unexpected(got, "a key in double quotes")),
+        }
+        let s = self.value(true).await?;
+        serde_json::from_slice(self.span(&s))
+            .map_err(|e| Fail::Bad(format!("malformed key: {e} (before {})", self.place())))
+    }
+
+    /// Consumes a value that is not wanted; a scalar is checked to be JSON.
+    async fn skip(&mut self) -> Result<(), Fail> {
+        let scalar = !matches!(self.peek_ws().await?, Some(b'{' | b'[' | b'"'));
+        let s = self.value(scalar).await?;
+        if scalar {
+            serde_json::from_slice::<serde::de::IgnoredAny>(self.span(&s))
+                .map_err(|e| Fail::Bad(format!("malformed JSON: {e} (before {})", self.place())))?;
+        }
+        Ok(())
+    }
+}
+
+/// A byte as a message shows it.
+fn shown(c: u8) -> String {
+    if c.is_ascii_graphic() {
+        format!("`{}`", c as char)
+    } else {
+        format!("byte 0x{c:02x}")
+    }
+}
+
+/// The walk over one body.
+struct Parser<'b, 's, B> {
+    inp: Input<'b, B>,
     shape: &'s Shape,
     page: Page,
-    on: &'f mut OnRecord<'f>,
     found: bool,
     /// The JSON path being parsed, for messages.
     at: String,
 }
 
-struct Walk<'c, 's, 'f> {
-    ctx: &'c mut Ctx<'s, 'f>,
-    depth: usize,
-    path: Vec<String>,
+/// Where the walk is in the objects on the way to the records and captures.
+enum At {
+    /// Before a value at `path`.
+    Value,
+    /// Just inside an object: its first key or its end.
+    FirstKey,
+    /// Before a key.
+    Key,
+    /// After a value: a comma, or the end of the object holding it.
+    After,
 }
 
-impl<'de> DeserializeSeed<'de> for Walk<'_, '_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        if self.path == self.ctx.shape.records {
-            d.deserialize_any(RecordsV { ctx: self.ctx })
-        } else {
-            d.deserialize_any(self)
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for Walk<'_, '_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let _ = self.depth;
-        while let Some(key) = map.next_key::<String>()? {
-            let mut child = self.path.clone();
-            child.push(key);
-            let shape = self.ctx.shape;
-            if let Some(i) = shape.captures.iter().position(|c| *c == child)
-                && child != shape.records
-            {
-                let v: serde_json::Value = map.next_value()?;
-                self.ctx.page.captured[i] = Some(v);
-            } else if shape.records.starts_with(&child)
-                || shape.captures.iter().any(|c| c.starts_with(&child))
-            {
-                self.ctx.at = child.join(".");
-                map.next_value_seed(Walk {
-                    ctx: &mut *self.ctx,
-                    depth: self.depth + 1,
-                    path: child,
-                })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-}
-
-/// The array of records: each element handed over as it is parsed.
-struct RecordsV<'c, 's, 'f> {
-    ctx: &'c mut Ctx<'s, 'f>,
-}
-
-impl RecordsV<'_, '_, '_> {
-    fn what(&self) -> String {
-        if self.ctx.shape.records.is_empty() {
-            "the response".into()
-        } else {
-            format!("`{}`", self.ctx.shape.records.join("."))
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for RecordsV<'_, '_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "an array of records in {}", self.what())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        use serde::de::Error;
-        self.ctx.found = true;
-        let base = self.ctx.shape.records.join(".");
-        let mut pos = 0u64;
+impl<B: Body> Parser<'_, '_, B> {
+    /// Walks the body's value: into the objects on the paths of the records and the
+    /// captures, over everything else.
+    async fn body(&mut self, on: &mut OnRecord<'_>) -> Result<(), Fail> {
+        let mut path: Vec<String> = Vec::new();
+        let mut depth = 0usize;
+        let mut at = At::Value;
         loop {
-            self.ctx.at = format!("{base}[{pos}]");
-            let Some(v) = seq.next_element::<Box<RawValue>>()? else {
-                break;
+            at = match at {
+                At::Value => {
+                    self.at = path.join(".");
+                    let shape = self.shape;
+                    if path == shape.records {
+                        self.records(on).await?;
+                    } else if let Some(i) = shape.captures.iter().position(|c| *c == path) {
+                        let s = self.inp.value(true).await?;
+                        let v = serde_json::from_slice(self.inp.span(&s)).map_err(|e| {
+                            Fail::Bad(format!("malformed JSON: {e} (before {})", self.inp.place()))
+                        })?;
+                        self.page.captured[i] = Some(v);
+                    } else if (shape.records.starts_with(&path)
+                        || shape.captures.iter().any(|c| c.starts_with(&path)))
+                        && self.inp.peek_ws().await? == Some(b'{')
+                    {
+                        self.inp.pos += 1;
+                        depth += 1;
+                        self.at = path.join(".");
+                        at = At::FirstKey;
+                        continue;
+                    } else {
+                        self.inp.skip().await?;
+                    }
+                    At::After
+                }
+                At::FirstKey => {
+                    if self.inp.peek_ws().await? == Some(b'}') {
+                        self.inp.pos += 1;
+                        depth -= 1;
+                        At::After
+                    } else {
+                        At::Key
+                    }
+                }
+                At::Key => {
+                    let k = self.inp.key().await?;
+                    self.inp.expect(b':', "`:`").await?;
+                    path.push(k);
+                    At::Value
+                }
+                At::After => {
+                    if depth == 0 {
+                        return Ok(());
+                    }
+                    path.pop();
+                    self.at = path.join(".");
+                    match self.inp.peek_ws().await? {
+                        Some(b',') => {
+                            self.inp.pos += 1;
+                            At::Key
+                        }
+                        Some(b'}') => {
+                            self.inp.pos += 1;
+                            depth -= 1;
+                            At::After
+                        }
+                        got => return Err(self.inp.unexpected(got, "`,` or `}`")),
+                    }
+                }
             };
-            pos += 1;
-            (self.ctx.on)(v.get(), pos).map_err(A::Error::custom)?;
         }
-        self.ctx.page.records = pos;
-        self.ctx.at = base;
-        Ok(())
     }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        // `null`: no records on this page.
-        self.ctx.found = true;
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        use serde::de::Error;
-        let mut keys = Vec::new();
-        while let Some(k) = map.next_key::<String>()? {
-            if keys.len() < 12 {
-                keys.push(k);
+
+    /// What [`Shape::records`] names: each element of its array to `on`.
+    async fn records(&mut self, on: &mut OnRecord<'_>) -> Result<(), Fail> {
+        let base = self.shape.records.join(".");
+        let what = || {
+            if base.is_empty() {
+                "the response".to_string()
+            } else {
+                format!("`{base}`")
             }
-            map.next_value::<IgnoredAny>()?;
-        }
-        let hint = if self.ctx.shape.records.is_empty() {
-            "set `records:` to the path of its array of records"
-        } else {
-            "point `records:` at the array of records inside it"
         };
-        Err(A::Error::custom(format!(
-            "{} is a JSON object (keys: {}), not an array of records; {hint}",
-            self.what(),
-            keys.join(", ")
-        )))
-    }
-}
-
-/// A [`Read`] over body chunks sent from the async side; an `Err` chunk is the
-/// transport's failure, the channel's end is the body's end.
-pub struct ChunkReader {
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
-    cur: Bytes,
-}
-
-impl ChunkReader {
-    /// A reader of what `rx` receives.
-    pub fn new(rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>) -> ChunkReader {
-        ChunkReader {
-            rx,
-            cur: Bytes::new(),
-        }
-    }
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
+        match self.inp.peek_ws().await? {
+            Some(b'[') => {
+                self.inp.pos += 1;
+                self.found = true;
+                let mut n = 0u64;
+                if self.inp.peek_ws().await? == Some(b']') {
+                    self.inp.pos += 1;
+                    return Ok(());
+                }
+                let res = loop {
+                    let s = match self.inp.value(true).await {
+                        Ok(s) => s,
+                        Err(e) => break Err(e),
+                    };
+                    n += 1;
+                    let text = match std::str::from_utf8(self.inp.span(&s)) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            break Err(Fail::Bad(format!("the record is not UTF-8 text: {e}")));
+                        }
+                    };
+                    if let Err(m) = on(text, n) {
+                        break Err(Fail::Record(m));
+                    }
+                    match self.inp.peek_ws().await {
+                        Ok(Some(b',')) => self.inp.pos += 1,
+                        Ok(Some(b']')) => {
+                            self.inp.pos += 1;
+                            break Ok(());
+                        }
+                        Ok(got) => break Err(self.inp.unexpected(got, "`,` or `]`")),
+                        Err(e) => break Err(e),
+                    }
+                };
+                if res.is_err() {
+                    // The element being read (or the separator after the last one).
+                    self.at = format!("{base}[{n}]");
+                }
+                self.page.records = n;
+                res
             }
+            Some(b'n') => {
+                let s = self.inp.value(true).await?;
+                if self.inp.span(&s) != b"null" {
+                    return Err(self
+                        .inp
+                        .unexpected(Some(b'n'), "an array of records or null"));
+                }
+                // `null`: no records on this page.
+                self.found = true;
+                Ok(())
+            }
+            Some(b'{') => {
+                self.inp.pos += 1;
+                let mut keys = Vec::new();
+                if self.inp.peek_ws().await? != Some(b'}') {
+                    loop {
+                        let k = self.inp.key().await?;
+                        if keys.len() < 12 {
+                            keys.push(k);
+                        }
+                        self.inp.expect(b':', "`:`").await?;
+                        self.inp.skip().await?;
+                        if self.inp.peek_ws().await? != Some(b',') {
+                            break;
+                        }
+                        self.inp.pos += 1;
+                    }
+                }
+                let hint = if base.is_empty() {
+                    "set `records:` to the path of its array of records"
+                } else {
+                    "point `records:` at the array of records inside it"
+                };
+                Err(Fail::Bad(format!(
+                    "{} is a JSON object (keys: {}), not an array of records; {hint}",
+                    what(),
+                    keys.join(", ")
+                )))
+            }
+            got => Err(self
+                .inp
+                .unexpected(got, &format!("an array of records in {}", what()))),
         }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        bytes::Buf::advance(&mut self.cur, n);
-        Ok(n)
+    }
+}
+
+/// A [`Body`] over a `reqwest` response.
+pub struct Response(pub anchovy_core::http::reqwest::Response);
+
+impl Body for Response {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+        self.0
+            .chunk()
+            .await
+            .map_err(|e| anchovy_core::http::describe(&e))
     }
 }
 
@@ -258,8 +631,26 @@ impl Read for ChunkReader {
 mod tests {
     use super::*;
 
-    fn run(body: &str, records: &str, captures: &[&str]) -> Result<(Vec<String>, Page), String> {
-        let shape = Shape {
+    /// A body in pieces of the given sizes (the last one repeated).
+    struct Pieces {
+        rest: Bytes,
+        sizes: Vec<usize>,
+        i: usize,
+    }
+
+    impl Body for Pieces {
+        async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+            if self.rest.is_empty() {
+                return Ok(None);
+            }
+            let n = self.sizes[self.i.min(self.sizes.len() - 1)].clamp(1, self.rest.len());
+            self.i += 1;
+            Ok(Some(self.rest.split_to(n)))
+        }
+    }
+
+    fn shape(records: &str, captures: &[&str]) -> Shape {
+        Shape {
             records: records
                 .split('.')
                 .filter(|s| !s.is_empty())
@@ -269,23 +660,37 @@ mod tests {
                 .iter()
                 .map(|c| c.split('.').map(String::from).collect())
                 .collect(),
-        };
-        let mut got = Vec::new();
-        // Small reads, as a network gives them.
-        struct Slow<'a>(&'a [u8]);
-        impl Read for Slow<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let n = buf.len().min(self.0.len()).min(3);
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
         }
-        let page = parse(Slow(body.as_bytes()), &shape, &mut |t, _| {
-            got.push(t.to_string());
-            Ok(())
-        })?;
+    }
+
+    fn parse_in(
+        body: &[u8],
+        sizes: Vec<usize>,
+        shape: &Shape,
+    ) -> Result<(Vec<String>, Page), String> {
+        let mut got = Vec::new();
+        let mut b = Pieces {
+            rest: Bytes::copy_from_slice(body),
+            sizes,
+            i: 0,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let page = rt
+            .block_on(parse(&mut b, shape, &mut |t, _| {
+                got.push(t.to_string());
+                Ok(())
+            }))
+            .map_err(|e| match e {
+                PageError::Cut(m) | PageError::Bad(m) => m,
+            })?;
         Ok((got, page))
+    }
+
+    fn run(body: &str, records: &str, captures: &[&str]) -> Result<(Vec<String>, Page), String> {
+        // Small pieces, as a network may give them.
+        parse_in(body.as_bytes(), vec![3], &shape(records, captures))
     }
 
     #[test]
@@ -309,12 +714,18 @@ mod tests {
         assert_eq!(p.captured[0], Some(serde_json::json!("u")));
         let (r, _) = run(r#"{"data":null}"#, "data", &[]).unwrap();
         assert!(r.is_empty());
+        let (r, _) = run(" \n[ 1 , \"x\" ,{} ] \n", "", &[]).unwrap();
+        assert_eq!(r, vec!["1", "\"x\"", "{}"]);
+        let (_, p) = run(r#"{"n": -1.5e3, "data": []}"#, "data", &["n"]).unwrap();
+        assert_eq!(p.captured[0], Some(serde_json::json!(-1500.0)));
     }
 
     #[test]
     fn bad_bodies_say_where() {
         let e = run(r#"{"data":[{"id":1},{"id":2,]}"#, "data", &[]).unwrap_err();
         assert!(e.contains("`data[1]`") && e.contains("column"), "{e}");
+        let e = run("[{\"id\":1},\n{\"id\":2},]", "", &[]).unwrap_err();
+        assert!(e.contains("`[2]`") && e.contains("line 2 column 10"), "{e}");
         let e = run(r#"{"items":[], "page": 2}"#, "", &[]).unwrap_err();
         assert!(
             e.contains("keys: items, page") && e.contains("records:"),
@@ -326,5 +737,139 @@ mod tests {
         assert!(e.contains("trailing"), "{e}");
         let e = run(r#"[{"id":1}"#, "", &[]).unwrap_err();
         assert!(e.contains("EOF"), "{e}");
+        let e = run("", "", &[]).unwrap_err();
+        assert!(e.contains("EOF"), "{e}");
+        let e = run(r#"{"data": 7}"#, "data", &[]).unwrap_err();
+        assert!(e.contains("an array of records in `data`"), "{e}");
+        let e = run(r#"{"x": tru, "data": []}"#, "data", &[]).unwrap_err();
+        assert!(e.contains("malformed JSON") && e.contains("`x`"), "{e}");
+        let e = run(r#"{"x": [1}, "data": []}"#, "data", &[]).unwrap_err();
+        assert!(e.contains("closing bracket"), "{e}");
+        let e = run(r#"{"data" 1}"#, "data", &[]).unwrap_err();
+        assert!(e.contains("expected `:`"), "{e}");
+        let e = parse_in(b"[\"a\xff\"]", vec![2], &shape("", &[])).unwrap_err();
+        assert!(e.contains("UTF-8"), "{e}");
+    }
+
+    /// A seeded random generator (SplitMix64).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn text(r: &mut Rng) -> String {
+        const PARTS: &[&str] = &[
+            "a", "é", "🦀", "\"", "\\", "\n", "{", "]", ",", ":", " ", "\u{1}", "id",
+        ];
+        (0..r.below(6))
+            .map(|_| PARTS[r.below(PARTS.len() as u64) as usize])
+            .collect()
+    }
+
+    fn value(r: &mut Rng, depth: u32) -> serde_json::Value {
+        use serde_json::Value as V;
+        match r.below(if depth > 3 { 5 } else { 7 }) {
+            0 => V::Null,
+            1 => V::Bool(r.below(2) == 1),
+            2 => serde_json::json!(r.next() as i64 >> r.below(60)),
+            3 => serde_json::json!((r.next() % 100_000) as f64 / 7.0),
+            4 => V::String(text(r)),
+            5 => V::Array((0..r.below(4)).map(|_| value(r, depth + 1)).collect()),
+            _ => V::Object(
+                (0..r.below(4))
+                    .map(|_| (text(r), value(r, depth + 1)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// A body of the given shape around `records`, with noise around both.
+    fn body(
+        r: &mut Rng,
+        path: &[&str],
+        records: serde_json::Value,
+        captured: &serde_json::Value,
+    ) -> serde_json::Value {
+        let mut v = records;
+        for (i, k) in path.iter().enumerate().rev() {
+            let mut m = serde_json::Map::new();
+            for _ in 0..r.below(3) {
+                m.insert(format!("noise{}", r.below(9)), value(r, 2));
+            }
+            if i == 0 {
+                m.insert("next".into(), captured.clone());
+            }
+            m.insert((*k).into(), v);
+            v = serde_json::Value::Object(m);
+        }
+        v
+    }
+
+    /// The records and captured value of random bodies, cut at random places and
+    /// pretty or compact, equal what serde_json reads from the whole body.
+    #[test]
+    fn seeded_bodies_parse_as_serde_json_reads_them() {
+        let seed: u64 = std::env::var("PAGE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(17);
+        let mut r = Rng(seed);
+        for case in 0..400 {
+            let recs: Vec<serde_json::Value> = (0..r.below(8)).map(|_| value(&mut r, 0)).collect();
+            let path: &[&str] =
+                [&[][..], &["data"][..], &["data", "items"][..]][r.below(3) as usize];
+            let cap = value(&mut r, 1);
+            let doc = body(&mut r, path, serde_json::Value::Array(recs.clone()), &cap);
+            let text = if r.below(2) == 0 {
+                serde_json::to_vec(&doc).unwrap()
+            } else {
+                serde_json::to_vec_pretty(&doc).unwrap()
+            };
+            let sizes: Vec<usize> = (0..5).map(|_| 1 + r.below(40) as usize).collect();
+            let captures: &[&str] = if path.is_empty() { &[] } else { &["next"] };
+            let sh = shape(&path.join("."), captures);
+            let (got, page) = parse_in(&text, sizes.clone(), &sh).unwrap_or_else(|e| {
+                panic!(
+                    "seed {seed} case {case}: {e}\n{}",
+                    String::from_utf8_lossy(&text)
+                )
+            });
+            let got: Vec<serde_json::Value> = got
+                .iter()
+                .map(|t| serde_json::from_str(t).unwrap())
+                .collect();
+            assert_eq!(got, recs, "seed {seed} case {case}");
+            assert_eq!(page.records, recs.len() as u64);
+            if !path.is_empty() {
+                assert_eq!(
+                    page.captured[0].as_ref(),
+                    Some(&cap),
+                    "seed {seed} case {case}"
+                );
+            }
+            // Any cut of a valid body is an error, never a panic or a short page.
+            let cut = r.below(text.len() as u64) as usize;
+            if let Ok((got, _)) = parse_in(&text[..cut], sizes.clone(), &sh) {
+                let whole = serde_json::from_slice::<serde_json::Value>(&text[..cut]);
+                assert!(
+                    whole.is_ok(),
+                    "seed {seed} case {case}: a cut body parsed: {got:?}"
+                );
+            }
+            // A byte changed anywhere: an error or a parse, never a panic.
+            let mut bad = text.clone();
+            let i = r.below(bad.len() as u64) as usize;
+            bad[i] = b"{}[],:\"\\x1 "[r.below(11) as usize];
+            let _ = parse_in(&bad, sizes, &sh);
+        }
     }
 }
