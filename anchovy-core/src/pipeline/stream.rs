@@ -156,7 +156,8 @@ impl Emitter {
         Ok(())
     }
 
-    /// Emits a whole batch (after any rows of its table still buffered here).
+    /// Emits a whole batch (after any rows of its table still buffered here); a batch
+    /// of fewer than half `batch_size` rows joins the rows buffered here instead.
     ///
     /// # Errors
     /// [`Error::Cancelled`] when the pipeline has stopped.
@@ -164,12 +165,18 @@ impl Emitter {
         if batch.rows.is_empty() {
             return Ok(());
         }
-        if let Some(i) = self
-            .builders
-            .iter()
-            .position(|b| b.table() == &*batch.table)
-            && !self.builders[i].is_empty()
-        {
+        let i = self.builder(&batch.table);
+        // Small batches (an API's pages, a few rows at a time) travel together: one
+        // message per `batch_size` rows, not one per page.
+        if batch.rows.len() < self.batch_size / 2 {
+            self.builders[i].append(batch);
+            if self.builders[i].len() >= self.batch_size {
+                let b = self.builders[i].take();
+                self.send(Msg::Batch(b)).await?;
+            }
+            return Ok(());
+        }
+        if !self.builders[i].is_empty() {
             let b = self.builders[i].take();
             self.send(Msg::Batch(b)).await?;
         }

@@ -405,21 +405,67 @@ impl Drop for Ahead {
     }
 }
 
-/// A page's body, which sends the next page's request the moment it has arrived.
+/// A page's body, which sends the next page's request the moment it has arrived:
+/// with a `Content-Length`, as its last bytes come, before they are parsed, so the
+/// server prepares the next page while this one is parsed.
 struct Streamed<'e> {
     resp: page::Response,
     ep: &'e Endpoint,
     next: Option<url::Url>,
     ahead: Option<Result<Ahead, PluginError>>,
+    /// Bytes still to come, when the length is known.
+    left: Option<u64>,
+    /// The body's end, seen early.
+    ended: bool,
+}
+
+impl<'e> Streamed<'e> {
+    fn new(resp: reqwest::Response, ep: &'e Endpoint, next: Option<url::Url>) -> Self {
+        Streamed {
+            left: resp.content_length(),
+            resp: page::Response(resp),
+            ep,
+            next,
+            ahead: None,
+            ended: false,
+        }
+    }
+
+    /// The body has ended: the connection is free for the next page's request.
+    async fn send_ahead(&mut self) {
+        if let Some(n) = self.next.take() {
+            self.ahead = Some(self.ep.send_ahead(n));
+            // Let the request go out before this task parses again.
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 impl page::Body for Streamed<'_> {
     async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, String> {
+        if self.ended {
+            return Ok(None);
+        }
         let c = self.resp.chunk().await?;
-        if c.is_none()
-            && let Some(n) = self.next.take()
-        {
-            self.ahead = Some(self.ep.send_ahead(n));
+        match &c {
+            None => {
+                self.ended = true;
+                self.send_ahead().await;
+            }
+            Some(b) => {
+                if let Some(left) = &mut self.left {
+                    *left = left.saturating_sub(b.len() as u64);
+                    if *left == 0 {
+                        // The last bytes: the end is known now, no need to wait for it.
+                        if self.resp.chunk().await?.is_none() {
+                            self.ended = true;
+                            self.send_ahead().await;
+                        } else {
+                            return Err("the body is longer than its Content-Length".into());
+                        }
+                    }
+                }
+            }
         }
         Ok(c)
     }
@@ -599,12 +645,7 @@ impl Endpoint {
                 message: "the bad-record store was lost with an earlier page".into(),
             })
         })?;
-        let mut body = Streamed {
-            resp: page::Response(resp),
-            ep: self,
-            next,
-            ahead: None,
-        };
+        let mut body = Streamed::new(resp, self, next);
         let mut batches = Vec::new();
         let mut max = Max::default();
         let res = {

@@ -46,8 +46,8 @@ use anchovy_core::http::{self, RateLimiter};
 use anchovy_core::operator::OperatorKind;
 use anchovy_core::tbl::ColSelect;
 use anchovy_core::{
-    BoxError, Emitter, Operator, OperatorSpec, OptionDoc, SessionCtx, Source, TableOptions,
-    TaskCtx, Tbl, Value, async_trait,
+    Batch, BatchBuilder, BoxError, Emitter, Operator, OperatorSpec, OptionDoc, SessionCtx, Source,
+    TableOptions, TaskCtx, Tbl, Value, async_trait,
 };
 
 use self::auth::OAuth2;
@@ -242,15 +242,127 @@ struct EndpointSource {
     op: Downloader,
 }
 
+/// What the reading thread hands the table's task, in order.
+enum Out {
+    Batch(Batch),
+    Checkpoint(String, serde_json::Value),
+}
+
+/// What the reading thread reports at its end, for the task log.
+#[derive(Default)]
+struct Report {
+    requests: [u64; 4],
+    parent: Option<[u64; 2]>,
+    pages: u64,
+    rows: u64,
+    stopped: bool,
+}
+
 #[async_trait]
 impl Source for EndpointSource {
+    /// The endpoint is read on a thread of its own with a single-threaded runtime: the
+    /// requests, their connections and the parsing of pages share one thread (no
+    /// hand-off between worker threads per page), while the table's task writes what
+    /// comes, in batches of `batch_size` rows.
     async fn run(&self, ctx: &TaskCtx, out: &mut Emitter) -> Result<(), BoxError> {
-        let tbl = ctx.tbl();
-        let ep = self.op.endpoint(&ctx.session, tbl)?;
+        let tbl = ctx.tbl().clone();
+        let cursor = tbl
+            .options
+            .get("incremental")
+            .and_then(|i| i.get("cursor"))
+            .and_then(|c| c.as_str())
+            .map(String::from);
+        let rejects = ctx.rejects()?;
+        let job = Job {
+            op: self.op.clone(),
+            session: ctx.session.clone(),
+            committed: ctx.checkpoint(&tbl.name),
+            batch_id: ctx.batch_id,
+            cursor,
+            tbl,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Out>(anchovy_core::stream::CHANNEL_BATCHES);
+        let (done_tx, done) = tokio::sync::oneshot::channel::<(Report, Result<(), BoxError>)>();
+        std::thread::Builder::new()
+            .name("anchovy-rest".into())
+            .spawn(move || {
+                let res = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(job.run(rejects, tx)),
+                    Err(e) => (
+                        Report::default(),
+                        Err(format!("cannot start the reading thread's runtime: {e}").into()),
+                    ),
+                };
+                let _ = done_tx.send(res);
+            })
+            .map_err(|e| format!("cannot start the reading thread: {e}"))?;
+        while let Some(o) = rx.recv().await {
+            match o {
+                Out::Batch(b) => out.send_batch(b).await?,
+                Out::Checkpoint(k, v) => out.checkpoint(&k, v).await?,
+            }
+        }
+        let (r, res) = done
+            .await
+            .map_err(|_| "the reading thread stopped without a word (a panic: see the log)")?;
+        let [req, retries, throttled, waited] = r.requests;
+        ctx.log("http_requests", req);
+        ctx.log("http_retries", retries);
+        ctx.log("http_throttled", throttled);
+        ctx.log("http_wait_ms", waited);
+        if let Some([pr, pretries]) = r.parent {
+            ctx.log("parent_http_requests", pr);
+            ctx.log("parent_http_retries", pretries);
+        }
+        ctx.log("pages", r.pages);
+        res?;
+        ctx.session.budget.spend(r.rows, 0);
+        ctx.log("source_rows", r.rows);
+        if r.stopped {
+            ctx.log("stopped_by_budget", true);
+        }
+        Ok(())
+    }
+}
+
+/// One table's read, moved to its thread.
+struct Job {
+    op: Downloader,
+    session: Arc<SessionCtx>,
+    tbl: Tbl,
+    committed: Option<serde_json::Value>,
+    batch_id: u64,
+    /// `incremental.cursor`, as configured.
+    cursor: Option<String>,
+}
+
+impl Job {
+    /// Reads the table; the report holds what was counted, whatever the outcome.
+    async fn run(
+        self,
+        rejects: anchovy_core::reject::Rejects,
+        tx: tokio::sync::mpsc::Sender<Out>,
+    ) -> (Report, Result<(), BoxError>) {
+        let mut report = Report::default();
+        let res = self.read(rejects, tx, &mut report).await;
+        (report, res)
+    }
+
+    async fn read(
+        &self,
+        rejects: anchovy_core::reject::Rejects,
+        tx: tokio::sync::mpsc::Sender<Out>,
+        report: &mut Report,
+    ) -> Result<(), BoxError> {
+        let tbl = &self.tbl;
+        let ep = self.op.endpoint(&self.session, tbl)?;
         let parent = match &ep.parent {
             None => None,
             Some(p) => {
-                let all = spec::discover(&ctx.session)?;
+                let all = spec::discover(&self.session)?;
                 let pt = all.iter().find(|t| &t.name == p).ok_or_else(|| {
                     opt_err(
                         &tbl.name,
@@ -264,14 +376,14 @@ impl Source for EndpointSource {
                         ),
                     )
                 })?;
-                let pe = self.op.endpoint(&ctx.session, pt)?;
+                let pe = self.op.endpoint(&self.session, pt)?;
                 if pe.parent.is_some() {
                     return Err(opt_err(&tbl.name, "parent", format!("`{p}` is a child endpoint itself; a parent must be a top-level endpoint")).into());
                 }
                 Some(pe)
             }
         };
-        let mut load = Loader::new(ctx, out, &ep)?;
+        let mut load = Loader::new(&self, rejects, tx, &ep);
         let read = load.read(&ep, parent.as_ref());
         let res = match ep.total_timeout {
             Some(d) => match tokio::time::timeout(d, read).await {
@@ -285,25 +397,37 @@ impl Source for EndpointSource {
             None => read.await,
         };
         let s = ep.client.stats();
-        ctx.log("http_requests", s.requests.load(Ordering::Relaxed));
-        ctx.log("http_retries", s.retries.load(Ordering::Relaxed));
-        ctx.log("http_throttled", s.throttled.load(Ordering::Relaxed));
-        ctx.log("http_wait_ms", s.waited_ms.load(Ordering::Relaxed));
-        if let Some(p) = &parent {
-            let ps = p.client.stats();
-            ctx.log("parent_http_requests", ps.requests.load(Ordering::Relaxed));
-            ctx.log("parent_http_retries", ps.retries.load(Ordering::Relaxed));
-        }
-        ctx.log("pages", load.pages);
+        *report = Report {
+            requests: [
+                s.requests.load(Ordering::Relaxed),
+                s.retries.load(Ordering::Relaxed),
+                s.throttled.load(Ordering::Relaxed),
+                s.waited_ms.load(Ordering::Relaxed),
+            ],
+            parent: parent.as_ref().map(|p| {
+                let ps = p.client.stats();
+                [
+                    ps.requests.load(Ordering::Relaxed),
+                    ps.retries.load(Ordering::Relaxed),
+                ]
+            }),
+            pages: load.pages,
+            ..Report::default()
+        };
         res?;
-        load.finish().await
+        load.finish().await?;
+        report.rows = load.rows;
+        report.stopped = load.stopped;
+        Ok(())
     }
 }
 
 /// Sends pages on and places the cursor checkpoints.
 struct Loader<'a> {
-    ctx: &'a TaskCtx,
-    out: &'a mut Emitter,
+    job: &'a Job,
+    tx: tokio::sync::mpsc::Sender<Out>,
+    /// Rows of the table waiting to travel in a batch of `batch_size`.
+    pending: BatchBuilder,
     rejects: Option<anchovy_core::reject::Rejects>,
     batch_size: usize,
     /// The committed cursor (before lookback), if any.
@@ -317,14 +441,16 @@ struct Loader<'a> {
 
 impl<'a> Loader<'a> {
     fn new(
-        ctx: &'a TaskCtx,
-        out: &'a mut Emitter,
+        job: &'a Job,
+        rejects: anchovy_core::reject::Rejects,
+        tx: tokio::sync::mpsc::Sender<Out>,
         ep: &Endpoint,
-    ) -> Result<Loader<'a>, PluginError> {
+    ) -> Loader<'a> {
         let committed = match &ep.incremental {
             None => None,
-            Some(i) => match ctx
-                .checkpoint(&ep.table)
+            Some(i) => match job
+                .committed
+                .clone()
                 .map(serde_json::from_value::<CursorState>)
             {
                 Some(Ok(s)) if s.cursor == i.cursor => Some(s.value),
@@ -336,18 +462,51 @@ impl<'a> Loader<'a> {
                 _ => None,
             },
         };
-        Ok(Loader {
-            ctx,
-            out,
-            rejects: Some(ctx.rejects()?),
-            batch_size: ctx.session.settings.batch_size.max(1),
+        Loader {
+            job,
+            tx,
+            pending: BatchBuilder::new(job.tbl.name.as_str()),
+            rejects: Some(rejects),
+            batch_size: job.session.settings.batch_size.max(1),
             committed,
             max: Max::default(),
             rows: 0,
             pages: 0,
             checkpoints: 0,
             stopped: false,
+        }
+    }
+
+    async fn send(&self, o: Out) -> Result<(), BoxError> {
+        self.tx.send(o).await.map_err(|_| {
+            Box::new(anchovy_core::Error::Cancelled {
+                reason: "the table task stopped".into(),
+            }) as BoxError
         })
+    }
+
+    /// A page's batch: joins the pending rows of its table, which travel once there
+    /// are `batch_size` of them; another table's (bad records) goes after them.
+    async fn emit(&mut self, b: Batch) -> Result<(), BoxError> {
+        if *b.table == *self.pending.table() {
+            self.pending.append(b);
+            if self.pending.len() < self.batch_size {
+                return Ok(());
+            }
+            let b = self.pending.take();
+            return self.send(Out::Batch(b)).await;
+        }
+        self.flush().await?;
+        self.send(Out::Batch(b)).await
+    }
+
+    /// Sends the pending rows.
+    async fn flush(&mut self) -> Result<(), BoxError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let b = self.pending.take();
+        self.send(Out::Batch(b)).await
     }
 
     /// The incremental parameter of this run, if any.
@@ -483,7 +642,7 @@ impl<'a> Loader<'a> {
                 if *b.table == *ep.table {
                     self.rows += b.len() as u64;
                 }
-                self.out.send_batch(b).await?;
+                self.emit(b).await?;
             }
             if let Some(v) = got.max.value() {
                 if sorted
@@ -503,7 +662,7 @@ impl<'a> Loader<'a> {
             if sorted && got.page.records > 0 {
                 self.checkpoint(&ep.table, cursor).await?;
                 if self
-                    .ctx
+                    .job
                     .session
                     .stop_for_budget(&ep.table, self.checkpoints)
                 {
@@ -524,7 +683,7 @@ impl<'a> Loader<'a> {
     /// Commits the greatest cursor so far, in-band after the rows it covers.
     async fn checkpoint(&mut self, table: &str, cursor: Option<&str>) -> Result<(), BoxError> {
         if let Some(rb) = self.rejects.as_mut().and_then(|r| r.take_batch()) {
-            self.out.send_batch(rb).await?;
+            self.emit(rb).await?;
         }
         // Never behind the committed value: a read of only older records (a lookback
         // window with nothing new) keeps it.
@@ -537,40 +696,32 @@ impl<'a> Loader<'a> {
                 cursor: c.to_string(),
                 value: v.clone(),
             };
-            self.out.checkpoint(table, &state).await?;
+            self.flush().await?;
+            let v = serde_json::to_value(&state)
+                .map_err(|e| anchovy_core::Error::json(format!("checkpoint {table}"), e))?;
+            self.send(Out::Checkpoint(table.to_string(), v)).await?;
             self.checkpoints += 1;
         }
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<(), BoxError> {
-        let tbl = self.ctx.tbl().name.clone();
-        let cursor = self
-            .ctx
-            .tbl()
-            .options
-            .get("incremental")
-            .and_then(|i| i.get("cursor"))
-            .and_then(|c| c.as_str())
-            .map(String::from);
-        match cursor {
+    /// The last commit of the read: the cursor, or the snapshot marker of a full read.
+    async fn finish(&mut self) -> Result<(), BoxError> {
+        let tbl = self.job.tbl.name.clone();
+        match self.job.cursor.clone() {
             Some(c) => self.checkpoint(&tbl, Some(&c)).await?,
             None => {
                 if let Some(rb) = self.rejects.as_mut().and_then(|r| r.take_batch()) {
-                    self.out.send_batch(rb).await?;
+                    self.emit(rb).await?;
                 }
+                self.flush().await?;
                 // The whole endpoint in one commit: the uploader's `mode: replace`
                 // takes it as a complete snapshot.
-                self.out
-                    .checkpoint(&tbl, serde_json::json!({"snapshot": self.ctx.session.session_id, "batch": self.ctx.batch_id, "rows": self.rows}))
-                    .await?;
+                let marker = serde_json::json!({"snapshot": self.job.session.session_id, "batch": self.job.batch_id, "rows": self.rows});
+                self.send(Out::Checkpoint(tbl, marker)).await?;
             }
         }
-        self.ctx.session.budget.spend(self.rows, 0);
-        self.ctx.log("source_rows", self.rows);
-        if self.stopped {
-            self.ctx.log("stopped_by_budget", true);
-        }
-        Ok(())
+        // Rows after the last commit (none unless a checkpoint was not due).
+        self.flush().await
     }
 }

@@ -22,7 +22,7 @@ use std::future::Future;
 pub struct Shape {
     /// The path of the array of records (empty: the body is the array).
     pub records: Vec<String>,
-    /// Paths of single values to capture.
+    /// Paths of single values to capture (an empty one captures nothing).
     pub captures: Vec<Vec<String>>,
 }
 
@@ -460,7 +460,11 @@ impl<B: Body> Parser<'_, '_, B> {
                     let shape = self.shape;
                     if path == shape.records {
                         self.records(on).await?;
-                    } else if let Some(i) = shape.captures.iter().position(|c| *c == path) {
+                    } else if let Some(i) = shape
+                        .captures
+                        .iter()
+                        .position(|c| !c.is_empty() && *c == path)
+                    {
                         let s = self.inp.value(true).await?;
                         let v = serde_json::from_slice(self.inp.span(&s)).map_err(|e| {
                             Fail::Bad(format!("malformed JSON: {e} (before {})", self.inp.place()))
@@ -714,6 +718,14 @@ mod tests {
         assert_eq!(p.captured[0], Some(serde_json::json!("u")));
         let (r, _) = run(r#"{"data":null}"#, "data", &[]).unwrap();
         assert!(r.is_empty());
+        // An empty capture path (a strategy's unset field) captures nothing.
+        let mut sh = shape("data", &["n"]);
+        sh.captures.insert(0, Vec::new());
+        let (r, p) = parse_in(br#"{"n":1,"data":[{}]}"#, vec![2], &sh).unwrap();
+        assert_eq!(
+            (r.len(), &p.captured[..]),
+            (1, &[None, Some(serde_json::json!(1))][..])
+        );
         let (r, _) = run(" \n[ 1 , \"x\" ,{} ] \n", "", &[]).unwrap();
         assert_eq!(r, vec!["1", "\"x\"", "{}"]);
         let (_, p) = run(r#"{"n": -1.5e3, "data": []}"#, "data", &["n"]).unwrap();

@@ -175,6 +175,34 @@ impl BatchBuilder {
         self.rows.push(row);
     }
 
+    /// Appends the rows of a batch of this builder's table, its columns mapped onto
+    /// the builder's (added where new); rows move without copying their values.
+    pub fn append(&mut self, batch: Batch) {
+        let names = batch.schema.names();
+        if self.schema.names.len() >= names.len() && self.schema.names[..names.len()] == *names {
+            self.rows.extend(batch.rows);
+            return;
+        }
+        let map: Vec<usize> = names
+            .iter()
+            .map(|n| self.schema.index_or_insert(n))
+            .collect();
+        if map.iter().enumerate().all(|(i, j)| i == *j) {
+            self.rows.extend(batch.rows);
+            return;
+        }
+        for row in batch.rows {
+            let mut out: Row = Vec::with_capacity(self.schema.len());
+            for (v, &j) in row.into_iter().zip(&map) {
+                if out.len() <= j {
+                    out.resize(j + 1, Value::Null);
+                }
+                out[j] = v;
+            }
+            self.rows.push(out);
+        }
+    }
+
     /// The number of buffered rows.
     pub fn len(&self) -> usize {
         self.rows.len()
