@@ -258,36 +258,53 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
     /// `Err` is why the record cannot be taken.
     fn members(
         &mut self,
-        members: Vec<(Cow<'_, str>, Value)>,
+        mut members: Vec<(Cow<'_, str>, Value)>,
         pos: u64,
         inherited: &[(String, Value)],
     ) -> Result<(), String> {
-        let mut pairs: Vec<(Cow<'_, str>, Value)> =
-            Vec::with_capacity(members.len() + inherited.len() + 2);
-        let inherited = inherited
-            .iter()
-            .map(|(k, v)| (Cow::Borrowed(k.as_str()), v.clone()));
-        for (k, v) in inherited.chain(members) {
-            if let Some((f, cb)) = &mut self.watch
-                && *f == k.as_ref()
+        if let Some((f, cb)) = &mut self.watch {
+            for (k, v) in inherited
+                .iter()
+                .map(|(k, v)| (k.as_str(), v))
+                .chain(members.iter().map(|(k, v)| (k.as_ref(), v)))
             {
-                cb(&v);
+                if *f == k {
+                    cb(v);
+                }
             }
-            let value = match (self.fmt.columns.get(k.as_ref()), v) {
-                (Some(t), Value::String(s)) => convert(&s, Some(*t), false)
+        }
+        // Text values of typed columns converted in place.
+        if !self.fmt.columns.is_empty() {
+            for (k, v) in &mut members {
+                if let (Some(t), Value::String(s)) = (self.fmt.columns.get(k.as_ref()), &*v) {
+                    *v = convert(s, Some(*t), false)
+                        .ok_or_else(|| format!("column `{k}`: `{s}` is not a valid {t}"))?;
+                }
+            }
+        }
+        let mut inh: Vec<(Cow<'_, str>, Value)> = Vec::new();
+        for (k, v) in inherited {
+            let v = match (self.fmt.columns.get(k.as_str()), v) {
+                (Some(t), Value::String(s)) => convert(s, Some(*t), false)
                     .ok_or_else(|| format!("column `{k}`: `{s}` is not a valid {t}"))?,
-                (_, v) => v,
+                (_, v) => v.clone(),
             };
-            pairs.push((k, value));
+            inh.push((Cow::Borrowed(k.as_str()), v));
         }
-        if self.fmt.provenance {
-            pairs.push((
-                Cow::Borrowed("_file"),
-                Value::String(self.label.to_string()),
-            ));
-            pairs.push((Cow::Borrowed("_line"), Value::Int(pos as i64)));
-        }
-        self.b.push_pairs(pairs);
+        let provenance = self.fmt.provenance.then(|| {
+            [
+                (
+                    Cow::Borrowed("_file"),
+                    Value::String(self.label.to_string()),
+                ),
+                (Cow::Borrowed("_line"), Value::Int(pos as i64)),
+            ]
+        });
+        self.b.push_pairs(
+            inh.into_iter()
+                .chain(members)
+                .chain(provenance.into_iter().flatten()),
+        );
         self.count += 1;
         if self.b.len() >= self.batch_size {
             self.stopped = !(self.emit)(self.b.take());

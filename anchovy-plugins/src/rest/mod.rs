@@ -383,7 +383,7 @@ impl Job {
                 Some(pe)
             }
         };
-        let mut load = Loader::new(&self, rejects, tx, &ep);
+        let mut load = Loader::new(self, rejects, tx, &ep);
         let read = load.read(&ep, parent.as_ref());
         let res = match ep.total_timeout {
             Some(d) => match tokio::time::timeout(d, read).await {

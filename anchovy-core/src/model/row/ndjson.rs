@@ -633,22 +633,26 @@ impl<'de> serde::de::DeserializeSeed<'de> for Typed {
 /// True when the line has a number of 19 or more digits outside strings: one that may
 /// not fit i64/u64 and must keep its digits (written by other tools; ours writes such
 /// values as annotated strings).
-fn has_long_number(line: &str) -> bool {
-    let (mut in_str, mut escaped, mut run) = (false, false, 0);
-    for b in line.bytes() {
-        if in_str {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
+pub(super) fn has_long_number(line: &str) -> bool {
+    let b = line.as_bytes();
+    let (mut i, mut run) = (0, 0);
+    while i < b.len() {
+        match b[i] {
             b'"' => {
-                in_str = true;
+                // To the closing quote, a backslash's next byte skipped.
                 run = 0;
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &b[i.min(b.len())..]) {
+                        None => return false,
+                        Some(k) if b[i + k] == b'\\' => i += k + 2,
+                        Some(k) => {
+                            i += k + 1;
+                            break;
+                        }
+                    }
+                }
+                continue;
             }
             b'0'..=b'9' => {
                 run += 1;
@@ -658,6 +662,7 @@ fn has_long_number(line: &str) -> bool {
             }
             _ => run = 0,
         }
+        i += 1;
     }
     false
 }

@@ -527,3 +527,65 @@ fn json_trees_are_written_as_serde_json_writes_them() {
         assert_eq!(s, serde_json::to_string(&v).unwrap());
     }
 }
+
+/// The long-number probe (strings skipped with memchr) agrees with a byte-by-byte
+/// reference on seeded random lines of quotes, backslashes, digits and other bytes.
+#[test]
+fn long_number_probe_matches_a_byte_by_byte_reference() {
+    fn reference(line: &str) -> bool {
+        let (mut in_str, mut escaped, mut run) = (false, false, 0);
+        for b in line.bytes() {
+            if in_str {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_str = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => {
+                    in_str = true;
+                    run = 0;
+                }
+                b'0'..=b'9' => {
+                    run += 1;
+                    if run >= 19 {
+                        return true;
+                    }
+                }
+                _ => run = 0,
+            }
+        }
+        false
+    }
+    let mut x: u64 = 0x5EED_1234;
+    let parts = [
+        "\"",
+        "\\",
+        "1234567",
+        "0",
+        "9999999999",
+        ",",
+        "a",
+        "é",
+        " ",
+        "{",
+    ];
+    for _ in 0..20_000 {
+        let mut line = String::new();
+        for _ in 0..(x % 24) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            line.push_str(parts[(x % parts.len() as u64) as usize]);
+        }
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        assert_eq!(
+            super::ndjson::has_long_number(&line),
+            reference(&line),
+            "{line:?}"
+        );
+    }
+}
