@@ -283,6 +283,8 @@ impl Source for EndpointSource {
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Out>(anchovy_core::stream::CHANNEL_BATCHES);
         let (done_tx, done) = tokio::sync::oneshot::channel::<(Report, Result<(), BoxError>)>();
+        // The thread's log lines belong to the table like the task's.
+        let span = tracing::Span::current();
         std::thread::Builder::new()
             .name("anchovy-rest".into())
             .spawn(move || {
@@ -290,7 +292,17 @@ impl Source for EndpointSource {
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(job.run(rejects, tx)),
+                    Ok(rt) => rt.block_on(tracing::Instrument::instrument(
+                        async move {
+                            // The task gone (failed, stopped), the read stops at once.
+                            let gone = tx.clone();
+                            tokio::select! {
+                                r = job.run(rejects, tx) => r,
+                                () = gone.closed() => (Report::default(), Err("the table task stopped".into())),
+                            }
+                        },
+                        span,
+                    )),
                     Err(e) => (
                         Report::default(),
                         Err(format!("cannot start the reading thread's runtime: {e}").into()),
