@@ -22,10 +22,10 @@ use std::sync::Arc;
 
 use anchovy_core::row::{BatchBuilder, decode_json_object};
 use anchovy_core::{Batch, ColType, Value};
-use serde::de::{SeqAccess, Visitor};
 
 use super::csv::convert;
 use super::io_err;
+use super::json_stream;
 use crate::error::PluginError;
 use anchovy_core::reject::{Reject, Rejects};
 
@@ -101,10 +101,35 @@ impl JsonFormat {
             input.consume(skip);
         };
         if first == b'[' && self.records.is_none() {
-            let mut de = serde_json::Deserializer::from_reader(input);
-            serde::Deserializer::deserialize_seq(&mut de, ArrayRecords { out: &mut out })
-                .map_err(|e| json_err(label, &e))?;
-            de.end().map_err(|e| json_err(label, &e))?;
+            // The shared streaming scanner: each element cut out and parsed once.
+            let shape = json_stream::Shape {
+                body: "the file",
+                ..json_stream::Shape::default()
+            };
+            let mut failed = None;
+            let res = json_stream::parse_reader(input, &shape, &mut |text, pos| {
+                if out.stopped {
+                    return Err(String::new());
+                }
+                out.record(text, pos, &[]).map_err(|e| {
+                    let m = e.to_string();
+                    failed = Some(e);
+                    m
+                })
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if out.stopped {
+                return Ok(out.count);
+            }
+            res.map_err(|e| match e {
+                json_stream::PageError::Cut(m) => io_err(label, std::io::Error::other(m)),
+                json_stream::PageError::Bad(m) => PluginError::Data {
+                    location: label.to_string(),
+                    message: format!("malformed JSON: {m}"),
+                },
+            })?;
         } else if self.records.is_none() && self.ndjson(&mut input)? {
             let mut line = String::new();
             let mut n = 0u64;
@@ -365,31 +390,6 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
     }
 }
 
-/// Streams the elements of a top-level array into records, one at a time.
-struct ArrayRecords<'o, 'a, E: FnMut(Batch) -> bool + ?Sized> {
-    out: &'o mut Records<'a, E>,
-}
-
-impl<'de, E: FnMut(Batch) -> bool + ?Sized> Visitor<'de> for ArrayRecords<'_, '_, E> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an array of JSON objects")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut pos = 0u64;
-        while let Some(v) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
-            pos += 1;
-            if self.out.stopped {
-                continue;
-            }
-            self.out
-                .record(v.get(), pos, &[])
-                .map_err(|e| serde::de::Error::custom(e.to_string()))?;
-        }
-        Ok(())
-    }
-}
-
 fn json_err(label: &str, e: &serde_json::Error) -> PluginError {
     PluginError::Data {
         location: if e.line() > 0 {
@@ -512,5 +512,24 @@ mod tests {
         );
         let e = read(b"{\"a\":[1,2", serde_json::json!({}), "t.json").unwrap_err();
         assert!(e.to_string().contains("t.json"), "{e}");
+        // An array's element that is balanced but not JSON is a bad record (quarantined
+        // under `on_bad_record: quarantine`); a broken structure fails the file.
+        let e = read(b"[{\"id\":1},\n{\"id\":}]", serde_json::json!({}), "a.json").unwrap_err();
+        assert!(e.to_string().contains("malformed JSON in record 2"), "{e}");
+        let e = read(
+            b"[{\"id\":1},\n {\"id\":2]",
+            serde_json::json!({}),
+            "a.json",
+        )
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("a.json")
+                && m.contains("line 2 column 9")
+                && m.contains("`[1]` of the file"),
+            "{m}"
+        );
+        let e = read(b"[{\"id\":1}] [", serde_json::json!({}), "a.json").unwrap_err();
+        assert!(e.to_string().contains("trailing"), "{e}");
     }
 }

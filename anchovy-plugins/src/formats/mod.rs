@@ -12,6 +12,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod json_stream;
 pub mod parquet;
 
 use std::collections::BTreeMap;

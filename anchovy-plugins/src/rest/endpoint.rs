@@ -10,12 +10,12 @@ use anchovy_core::{Batch, SessionCtx, TableOptions, Tbl, Value};
 
 use super::auth::{self, Auth, AuthSpec};
 use super::cursor::{Incremental, Max};
-use super::page::{self, Shape};
 use super::paginate::{self, Pager, Pagination};
 use super::spec::{Missing, substitute, substitute_tree};
 use super::{Downloader, RestOptions, opt_err};
 use crate::error::PluginError;
 use crate::formats::json::{JsonFormat, JsonOptions, Records};
+use crate::formats::json_stream::{self as page, Shape};
 
 /// Bytes of an error response shown in messages.
 const EXCERPT: usize = 300;
@@ -405,11 +405,20 @@ impl Drop for Ahead {
     }
 }
 
+/// A [`page::Body`] over a `reqwest` response.
+struct Response(reqwest::Response);
+
+impl page::Body for Response {
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, String> {
+        self.0.chunk().await.map_err(|e| http::describe(&e))
+    }
+}
+
 /// A page's body, which sends the next page's request the moment it has arrived:
 /// with a `Content-Length`, as its last bytes come, before they are parsed, so the
 /// server prepares the next page while this one is parsed.
 struct Streamed<'e> {
-    resp: page::Response,
+    resp: Response,
     ep: &'e Endpoint,
     next: Option<url::Url>,
     ahead: Option<Result<Ahead, PluginError>>,
@@ -423,7 +432,7 @@ impl<'e> Streamed<'e> {
     fn new(resp: reqwest::Response, ep: &'e Endpoint, next: Option<url::Url>) -> Self {
         Streamed {
             left: resp.content_length(),
-            resp: page::Response(resp),
+            resp: Response(resp),
             ep,
             next,
             ahead: None,
@@ -637,6 +646,7 @@ impl Endpoint {
         let shape = Shape {
             records: self.records.clone(),
             captures: Pager::new(self.pagination.clone()).captures(),
+            ..Shape::default()
         };
         let label = format!("GET {shown}");
         let rj = rejects.as_mut().ok_or_else(|| {

@@ -34,7 +34,6 @@
 pub mod auth;
 pub mod cursor;
 mod endpoint;
-pub mod page;
 pub mod paginate;
 mod spec;
 

@@ -151,7 +151,7 @@ impl Pager {
         }
     }
 
-    /// The body paths this strategy reads (see [`super::page::Shape::captures`]), in
+    /// The body paths this strategy reads (see [`crate::formats::json_stream::Shape::captures`]), in
     /// the order [`Pager::next`] expects them.
     pub fn captures(&self) -> Vec<Vec<String>> {
         match &self.p {

@@ -1,9 +1,11 @@
-//! One response body: its records handed to a callback as they are parsed, and the
-//! few other fields pagination needs (`meta.next_cursor`, `links.next`, a total)
-//! captured on the way, wherever they appear in the body.
+//! A JSON body streamed into records: the records at a path handed to a callback as
+//! they are parsed, and a few other fields (`meta.next_cursor`, `links.next`, a total)
+//! captured on the way, wherever they appear in the body. The REST downloader's pages
+//! and the JSON files that are one top-level array both go through it.
 //!
 //! The body is pulled chunk by chunk ([`Body`]) and parsed as it arrives, on the task
-//! that reads it: a page is never held whole, only the record being cut out of it.
+//! that reads it ([`parse`]), or on a blocking thread from a reader
+//! ([`parse_reader`]): a body is never held whole, only the record being cut out.
 //!
 //! **How.** A byte scanner walks the structure: strings are skipped with `memchr` to
 //! the next quote or backslash, brackets are matched on a stack, and each record's
@@ -17,13 +19,25 @@
 use bytes::Bytes;
 use std::future::Future;
 
-/// Where a page's records are and what else to capture.
-#[derive(Debug, Clone, Default)]
+/// Where a body's records are and what else to capture.
+#[derive(Debug, Clone)]
 pub struct Shape {
     /// The path of the array of records (empty: the body is the array).
     pub records: Vec<String>,
     /// Paths of single values to capture (an empty one captures nothing).
     pub captures: Vec<Vec<String>>,
+    /// What messages call the body (`the response`, `the file`).
+    pub body: &'static str,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Shape {
+            records: Vec::new(),
+            captures: Vec::new(),
+            body: "the response",
+        }
+    }
 }
 
 /// What a page held besides its records.
@@ -34,9 +48,6 @@ pub struct Page {
     /// The captured values, by the position of their path in [`Shape::captures`].
     pub captured: Vec<Option<serde_json::Value>>,
 }
-
-/// Called with each record's JSON text and 1-based position; `Err` stops the parse.
-pub type OnRecord<'f> = dyn FnMut(&str, u64) -> Result<(), String> + Send + 'f;
 
 /// A response body, pulled a piece at a time.
 pub trait Body: Send {
@@ -60,10 +71,12 @@ pub enum PageError {
 /// (`data.items[41]`) for malformed JSON, records that are not an array, a body
 /// without the records path, or the callback's error; [`PageError::Cut`] when `body`
 /// failed.
-pub async fn parse<B: Body>(
+///
+/// `on` gets each record's JSON text and 1-based position; its `Err` stops the parse.
+pub async fn parse<B: Body, F: FnMut(&str, u64) -> Result<(), String>>(
     body: &mut B,
     shape: &Shape,
-    on: &mut OnRecord<'_>,
+    on: &mut F,
 ) -> Result<Page, PageError> {
     let mut p = Parser {
         inp: Input::new(body),
@@ -92,7 +105,7 @@ pub async fn parse<B: Body>(
             } else {
                 format!("`{at}`")
             };
-            return Err(PageError::Bad(format!("{m} (at {at} of the response)")));
+            return Err(PageError::Bad(format!("{m} (at {at} of {})", shape.body)));
         }
         Err(Fail::Record(m)) => return Err(PageError::Bad(m)),
     }
@@ -101,8 +114,9 @@ pub async fn parse<B: Body>(
         Ok(None) => {}
         Ok(Some(_)) => {
             return Err(PageError::Bad(format!(
-                "trailing characters after the JSON value at {} of the response",
-                inp.place()
+                "trailing characters after the JSON value at {} of {}",
+                inp.place(),
+                shape.body
             )));
         }
         Err(Fail::Cut(m)) => return Err(PageError::Cut(m)),
@@ -110,11 +124,54 @@ pub async fn parse<B: Body>(
     }
     if !found {
         return Err(PageError::Bad(format!(
-            "the response has no `{}` (records:); check the path against a response of the API",
+            "{} has no `{}` (records:); check the path against a response of the API",
+            shape.body,
             shape.records.join(".")
         )));
     }
     Ok(page)
+}
+
+/// A blocking reader as a [`Body`] (its pieces are ready at once).
+struct Reader<R>(R);
+
+impl<R: std::io::Read + Send> Body for Reader<R> {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            return match self.0.read(&mut buf) {
+                Ok(0) => Ok(None),
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(Some(Bytes::from(buf)))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e.to_string()),
+            };
+        }
+    }
+}
+
+/// [`parse`] from a blocking reader, on the calling thread.
+///
+/// # Errors
+/// As [`parse`]; [`PageError::Cut`] is the reader's error.
+pub fn parse_reader<F: FnMut(&str, u64) -> Result<(), String>>(
+    input: impl std::io::Read + Send,
+    shape: &Shape,
+    on: &mut F,
+) -> Result<Page, PageError> {
+    let mut body = Reader(input);
+    let mut fut = std::pin::pin!(parse(&mut body, shape, on));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // Every piece of a reader is ready: the parse never waits, so polling again
+    // after an (impossible) pending is no busy wait in practice.
+    loop {
+        if let std::task::Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+            return r;
+        }
+        std::thread::yield_now();
+    }
 }
 
 /// Why the parse stopped, before the response's place is added.
@@ -310,7 +367,7 @@ impl<'b, B: Body> Input<'b, B> {
     fn unexpected(&self, got: Option<u8>, want: &str) -> Fail {
         match got {
             None => Fail::Bad(format!(
-                "the response ended early (EOF) where {want} was expected, at {}",
+                "the body ended early (EOF) where {want} was expected, at {}",
                 self.place()
             )),
             Some(c) => Fail::Bad(format!(
@@ -365,7 +422,7 @@ impl<'b, B: Body> Input<'b, B> {
                             return Ok(Span::Acc);
                         }
                         return Err(Fail::Bad(format!(
-                            "the response ended early (EOF) inside a value, at {}",
+                            "the body ended early (EOF) inside a value, at {}",
                             self.place()
                         )));
                     }
@@ -449,7 +506,10 @@ enum At {
 impl<B: Body> Parser<'_, '_, B> {
     /// Walks the body's value: into the objects on the paths of the records and the
     /// captures, over everything else.
-    async fn body(&mut self, on: &mut OnRecord<'_>) -> Result<(), Fail> {
+    async fn body<F: FnMut(&str, u64) -> Result<(), String>>(
+        &mut self,
+        on: &mut F,
+    ) -> Result<(), Fail> {
         let mut path: Vec<String> = Vec::new();
         let mut depth = 0usize;
         let mut at = At::Value;
@@ -523,11 +583,14 @@ impl<B: Body> Parser<'_, '_, B> {
     }
 
     /// What [`Shape::records`] names: each element of its array to `on`.
-    async fn records(&mut self, on: &mut OnRecord<'_>) -> Result<(), Fail> {
+    async fn records<F: FnMut(&str, u64) -> Result<(), String>>(
+        &mut self,
+        on: &mut F,
+    ) -> Result<(), Fail> {
         let base = self.shape.records.join(".");
         let what = || {
             if base.is_empty() {
-                "the response".to_string()
+                self.shape.body.to_string()
             } else {
                 format!("`{base}`")
             }
@@ -619,18 +682,6 @@ impl<B: Body> Parser<'_, '_, B> {
     }
 }
 
-/// A [`Body`] over a `reqwest` response.
-pub struct Response(pub anchovy_core::http::reqwest::Response);
-
-impl Body for Response {
-    async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
-        self.0
-            .chunk()
-            .await
-            .map_err(|e| anchovy_core::http::describe(&e))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,6 +715,7 @@ mod tests {
                 .iter()
                 .map(|c| c.split('.').map(String::from).collect())
                 .collect(),
+            ..Shape::default()
         }
     }
 
