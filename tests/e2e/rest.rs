@@ -946,6 +946,36 @@ fn bad_records_fail_the_table_or_are_quarantined() {
     assert_eq!(all, (1..=20).collect::<Vec<_>>());
 }
 
+/// A page whose body is cut short is read again; the bad records of the cut reads are
+/// forgotten (count, `max_rejects`, quarantined rows), so each is quarantined once.
+#[test]
+fn a_page_read_again_quarantines_its_bad_records_once() {
+    let env = Env::new();
+    let mut recs = users(12);
+    recs[0]["updated_at"] = "yesterday".into();
+    recs[1]["updated_at"] = "never".into();
+    let api = Api::start(&env, &serde_json::json!({"users": recs}), &[]);
+    env.write(
+        "config.yaml",
+        format!(
+            "tbls:\n  users:\n    base_url: {}\n    path: /cut~q~2/users\n    pagination: {{type: link_header}}\n    params: {{_page: 1, _limit: 6}}\n    columns: {{updated_at: datetime}}\n    on_bad_record: quarantine\n    max_rejects: 2\n    retry: {{initial_backoff: 10ms}}\n",
+            api.url()
+        ),
+    );
+    let r = download_ok(&env, "cutq", &[]);
+    let d = tbl_data(&r, "users");
+    assert_eq!(d["http_retries"], 2, "{d}");
+    assert_eq!(d["rejected"], 2, "{d}");
+    assert_eq!(
+        committed(&env.home(), "tester", "cutq")["$rejects/users"].len(),
+        2
+    );
+    assert_eq!(
+        sorted(ids(&env, "cutq", "users")),
+        (3..=12).collect::<Vec<_>>()
+    );
+}
+
 /// Hostile option values: each fails its own table, naming the key and what to write.
 #[test]
 fn bad_options_name_the_key() {

@@ -289,6 +289,33 @@ impl Rejects {
     pub fn pending(&self) -> usize {
         self.rows.len()
     }
+
+    /// Where the collector stands, for [`Rejects::rollback`].
+    pub fn mark(&self) -> RejectsMark {
+        RejectsMark {
+            rows: self.rows.len(),
+            count: self.count,
+        }
+    }
+
+    /// Forgets the records taken since `mark` (a page read again after its body was
+    /// cut short): they leave the count and `max_rejects`'s total, and those not yet
+    /// sent are dropped. Records taken out by [`Rejects::take_batch`] meanwhile went
+    /// with the rows their caller drops too.
+    pub fn rollback(&mut self, mark: RejectsMark) {
+        self.rows.truncate(mark.rows);
+        let n = self.count.saturating_sub(mark.count);
+        self.count = mark.count;
+        self.total
+            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A position of a [`Rejects`] collector.
+#[derive(Debug, Clone, Copy)]
+pub struct RejectsMark {
+    rows: usize,
+    count: u64,
 }
 
 /// Reads quarantined records again, as the table's format reads them, for

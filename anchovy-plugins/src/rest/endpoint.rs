@@ -655,9 +655,12 @@ impl Endpoint {
                 message: "the bad-record store was lost with an earlier page".into(),
             })
         })?;
+        // A body cut short is read again: what this read rejected must not count twice.
+        let mark = rj.mark();
         let mut body = Streamed::new(resp, self, next);
         let mut batches = Vec::new();
         let mut max = Max::default();
+        let mut failed = None;
         let res = {
             let mut emit = |b: Batch| {
                 batches.push(b);
@@ -676,17 +679,31 @@ impl Endpoint {
                 recs.watch(c, &mut see);
             }
             let inherited = pc.inherited;
+            let failed = &mut failed;
             let res = page::parse(&mut body, &shape, &mut |text, pos| {
-                recs.record(text, pos, inherited).map_err(|e| e.to_string())
+                recs.record(text, pos, inherited).map_err(|e| {
+                    let m = e.to_string();
+                    *failed = Some(e);
+                    m
+                })
             })
             .await;
             recs.flush();
             res
         };
         let ahead = body.ahead.transpose().map_err(Fetch::Fail)?;
+        // A bad record's own error names the page and the record already.
+        if let Some(e) = failed {
+            return Err(Fetch::Fail(e));
+        }
         match res {
             Ok(p) => Ok((p, batches, max, ahead)),
-            Err(page::PageError::Cut(m)) => Err(Fetch::Transport(m)),
+            Err(page::PageError::Cut(m)) => {
+                if let Some(rj) = rejects.as_mut() {
+                    rj.rollback(mark);
+                }
+                Err(Fetch::Transport(m))
+            }
             Err(page::PageError::Bad(m)) => Err(Fetch::Fail(PluginError::Data {
                 location: label,
                 message: m,

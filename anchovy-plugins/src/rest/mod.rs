@@ -655,6 +655,11 @@ impl<'a> Loader<'a> {
                 }
                 self.emit(b).await?;
             }
+            // The page's quarantined records follow its rows: the next page starts
+            // with none pending (a cut page forgets only its own).
+            if let Some(rb) = self.rejects.as_mut().and_then(|r| r.take_batch()) {
+                self.emit(rb).await?;
+            }
             if let Some(v) = got.max.value() {
                 if sorted
                     && (got.max.descents > 0
