@@ -508,6 +508,39 @@ mod tests {
     }
 
     #[test]
+    fn a_rollback_forgets_what_was_taken_since_the_mark() {
+        let r = |line| Reject {
+            source: "p",
+            line,
+            reason: "bad".into(),
+            raw: "{}".into(),
+            header: None,
+            format: "json",
+        };
+        let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let policy = RejectPolicy {
+            on_bad_record: OnBadRecord::Quarantine,
+            max_rejects: Some(MaxRejects::Count(2)),
+        };
+        let mut q = Rejects::with_total("t", policy, total.clone());
+        q.reject(r(1)).unwrap();
+        let m = q.mark();
+        q.reject(r(2)).unwrap();
+        q.rollback(m);
+        assert_eq!(
+            (
+                q.count,
+                q.pending(),
+                total.load(std::sync::atomic::Ordering::Relaxed)
+            ),
+            (1, 1, 1)
+        );
+        // The limit counts what stayed: one more fits, a third does not.
+        q.reject(r(2)).unwrap();
+        assert!(q.reject(r(3)).is_err());
+    }
+
+    #[test]
     fn fail_skip_quarantine() {
         let r = || Reject {
             source: "a.csv",
