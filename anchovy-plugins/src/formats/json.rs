@@ -298,22 +298,26 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
                 }
             }
         }
-        // Text values of typed columns converted in place.
-        if !self.fmt.columns.is_empty() {
+        // Text values of typed columns converted (the record's own in place).
+        let columns = &self.fmt.columns;
+        let typed = |k: &str, v: &Value| -> Result<Option<Value>, String> {
+            match (columns.get(k), v) {
+                (Some(t), Value::String(s)) => convert(s, Some(*t), false)
+                    .map(Some)
+                    .ok_or_else(|| format!("column `{k}`: `{s}` is not a valid {t}")),
+                _ => Ok(None),
+            }
+        };
+        if !columns.is_empty() {
             for (k, v) in &mut members {
-                if let (Some(t), Value::String(s)) = (self.fmt.columns.get(k.as_ref()), &*v) {
-                    *v = convert(s, Some(*t), false)
-                        .ok_or_else(|| format!("column `{k}`: `{s}` is not a valid {t}"))?;
+                if let Some(c) = typed(k, v)? {
+                    *v = c;
                 }
             }
         }
-        let mut inh: Vec<(Cow<'_, str>, Value)> = Vec::new();
+        let mut inh: Vec<(Cow<'_, str>, Value)> = Vec::with_capacity(inherited.len());
         for (k, v) in inherited {
-            let v = match (self.fmt.columns.get(k.as_str()), v) {
-                (Some(t), Value::String(s)) => convert(s, Some(*t), false)
-                    .ok_or_else(|| format!("column `{k}`: `{s}` is not a valid {t}"))?,
-                (_, v) => v.clone(),
-            };
+            let v = typed(k, v)?.unwrap_or_else(|| v.clone());
             inh.push((Cow::Borrowed(k.as_str()), v));
         }
         let provenance = self.fmt.provenance.then(|| {

@@ -549,7 +549,7 @@ impl Endpoint {
         &self,
         url: &url::Url,
         pc: &PageCtx<'_>,
-        rejects: &mut Option<anchovy_core::reject::Rejects>,
+        rejects: &mut anchovy_core::reject::Rejects,
         ahead: Option<Ahead>,
     ) -> Result<Got, PluginError> {
         let since = Instant::now();
@@ -640,7 +640,7 @@ impl Endpoint {
         resp: reqwest::Response,
         shown: &str,
         pc: &PageCtx<'_>,
-        rejects: &mut Option<anchovy_core::reject::Rejects>,
+        rejects: &mut anchovy_core::reject::Rejects,
         next: Option<url::Url>,
     ) -> Result<(page::Page, Vec<Batch>, Max, Option<Ahead>), Fetch> {
         let shape = Shape {
@@ -649,12 +649,7 @@ impl Endpoint {
             ..Shape::default()
         };
         let label = format!("GET {shown}");
-        let rj = rejects.as_mut().ok_or_else(|| {
-            Fetch::Fail(PluginError::Data {
-                location: label.clone(),
-                message: "the bad-record store was lost with an earlier page".into(),
-            })
-        })?;
+        let rj = &mut *rejects;
         // A body cut short is read again: what this read rejected must not count twice.
         let mark = rj.mark();
         let mut body = Streamed::new(resp, self, next);
@@ -699,9 +694,7 @@ impl Endpoint {
         match res {
             Ok(p) => Ok((p, batches, max, ahead)),
             Err(page::PageError::Cut(m)) => {
-                if let Some(rj) = rejects.as_mut() {
-                    rj.rollback(mark);
-                }
+                rejects.rollback(mark);
                 Err(Fetch::Transport(m))
             }
             Err(page::PageError::Bad(m)) => Err(Fetch::Fail(PluginError::Data {

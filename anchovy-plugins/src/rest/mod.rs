@@ -206,7 +206,7 @@ impl Operator for Downloader {
                 }
                 let pager = Pager::new(ep.pagination.clone());
                 let url = ep.url_with(&[], &pager.first())?;
-                let mut rj = Some(anchovy_core::reject::Rejects::failing(&t.name));
+                let mut rj = anchovy_core::reject::Rejects::failing(&t.name);
                 let got = ep
                     .fetch(
                         &url,
@@ -439,7 +439,7 @@ struct Loader<'a> {
     tx: tokio::sync::mpsc::Sender<Out>,
     /// Rows of the table waiting to travel in a batch of `batch_size`.
     pending: BatchBuilder,
-    rejects: Option<anchovy_core::reject::Rejects>,
+    rejects: anchovy_core::reject::Rejects,
     batch_size: usize,
     /// The committed cursor (before lookback), if any.
     committed: Option<serde_json::Value>,
@@ -477,7 +477,7 @@ impl<'a> Loader<'a> {
             job,
             tx,
             pending: BatchBuilder::new(job.tbl.name.as_str()),
-            rejects: Some(rejects),
+            rejects,
             batch_size: job.session.settings.batch_size.max(1),
             committed,
             max: Max::default(),
@@ -558,7 +558,7 @@ impl<'a> Loader<'a> {
         // The parent's pages, each parent record's child pages in turn.
         let mut pager = Pager::new(pe.pagination.clone());
         let mut next = Next::Params(pager.first());
-        let mut prj = Some(anchovy_core::reject::Rejects::failing(&pname));
+        let mut prj = anchovy_core::reject::Rejects::failing(&pname);
         loop {
             let url = match next {
                 Next::Params(p) => pe.url_with(&[], &p)?,
@@ -657,7 +657,7 @@ impl<'a> Loader<'a> {
             }
             // The page's quarantined records follow its rows: the next page starts
             // with none pending (a cut page forgets only its own).
-            if let Some(rb) = self.rejects.as_mut().and_then(|r| r.take_batch()) {
+            if let Some(rb) = self.rejects.take_batch() {
                 self.emit(rb).await?;
             }
             if let Some(v) = got.max.value() {
@@ -698,7 +698,7 @@ impl<'a> Loader<'a> {
 
     /// Commits the greatest cursor so far, in-band after the rows it covers.
     async fn checkpoint(&mut self, table: &str, cursor: Option<&str>) -> Result<(), BoxError> {
-        if let Some(rb) = self.rejects.as_mut().and_then(|r| r.take_batch()) {
+        if let Some(rb) = self.rejects.take_batch() {
             self.emit(rb).await?;
         }
         // Never behind the committed value: a read of only older records (a lookback
@@ -727,7 +727,7 @@ impl<'a> Loader<'a> {
         match self.job.cursor.clone() {
             Some(c) => self.checkpoint(&tbl, Some(&c)).await?,
             None => {
-                if let Some(rb) = self.rejects.as_mut().and_then(|r| r.take_batch()) {
+                if let Some(rb) = self.rejects.take_batch() {
                     self.emit(rb).await?;
                 }
                 self.flush().await?;

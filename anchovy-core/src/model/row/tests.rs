@@ -589,3 +589,65 @@ fn long_number_probe_matches_a_byte_by_byte_reference() {
         );
     }
 }
+
+/// `BatchBuilder::append` against a model of rows as column maps: seeded batches with
+/// random column subsets in random orders (same-schema fast path included) come out in
+/// order, every value under its column, absent ones null.
+#[test]
+fn appended_batches_keep_every_value_under_its_column() {
+    use super::{Batch, BatchBuilder, Schema, Value};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    let mut x: u64 = 0xA11E_17D5;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let cols = ["a", "b", "c", "d", "e"];
+    for _ in 0..200 {
+        let mut b = BatchBuilder::new("t");
+        let mut model: Vec<BTreeMap<String, Value>> = Vec::new();
+        let mut last: Option<Vec<&str>> = None;
+        for _ in 0..(1 + next(6)) {
+            // Often the schema of the batch before (the fast path), else a new one.
+            let names: Vec<&str> = match &last {
+                Some(l) if next(2) == 0 => l.clone(),
+                _ => {
+                    let mut c: Vec<&str> = cols.iter().copied().filter(|_| next(3) > 0).collect();
+                    for i in (1..c.len()).rev() {
+                        c.swap(i, next(i as u64 + 1) as usize);
+                    }
+                    c
+                }
+            };
+            last = Some(names.clone());
+            let mut rows = Vec::new();
+            for _ in 0..next(4) {
+                let mut row = Vec::new();
+                let mut m = BTreeMap::new();
+                // Rows may be shorter than the schema (trailing nulls left out).
+                for n in names.iter().take(next(names.len() as u64 + 1) as usize) {
+                    let v = Value::Int(next(1000) as i64);
+                    m.insert(n.to_string(), v.clone());
+                    row.push(v);
+                }
+                rows.push(row);
+                model.push(m);
+            }
+            b.append(Batch {
+                table: Arc::from("t"),
+                schema: Arc::new(Schema::new(names)),
+                rows,
+            });
+        }
+        let got: Vec<BTreeMap<String, Value>> = b
+            .take()
+            .records()
+            .into_iter()
+            .map(|r| r.into_iter().filter(|(_, v)| !v.is_null()).collect())
+            .collect();
+        assert_eq!(got, model);
+    }
+}
