@@ -180,7 +180,7 @@ fn value(r: &mut Rng, col: &str) -> Value {
         }
         "c_time" => Value::Time(time(r)),
         "c_bytea" => Value::Bytes((0..r.below(20)).map(|_| r.next() as u8).collect()),
-        _ => Value::Json(json(r, 0)),
+        _ => Value::Json(json(r, 0).into()),
     }
 }
 

@@ -158,7 +158,7 @@ fn dec(s: &str) -> Value {
 }
 
 fn json(s: &str) -> Value {
-    Value::Json(serde_json::from_str(s).unwrap())
+    Value::Json(anchovy_core::row::Json::parse(s).unwrap())
 }
 
 /// The text of a target's column as [`same`] compares it (bytes as lowercase hex).
@@ -223,7 +223,7 @@ fn same(got: &Option<String>, want: &Value) -> bool {
             anchovy_core::row::parse_datetime(&g).and_then(|v| utc(&v)) == utc(want)
         }
         Value::Bytes(b) => *g == hex(b),
-        Value::Json(v) => serde_json::from_str::<serde_json::Value>(g).ok().as_ref() == Some(v),
+        Value::Json(v) => serde_json::from_str::<serde_json::Value>(g).ok() == Some(v.to_value()),
     }
 }
 

@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
-use anchovy_core::row::{BatchBuilder, decode_json_object};
+use anchovy_core::row::{
+    BatchBuilder, Member, ReadError, Row, TYPES_FIELD, put, read_object,
+};
 use anchovy_core::{Batch, ColType, Value};
 
 use super::csv::convert;
@@ -143,13 +145,10 @@ impl JsonFormat {
                 if line.trim().is_empty() {
                     continue;
                 }
-                match decode_json_object(&line) {
-                    Ok(members) => {
-                        if let Err(reason) = out.members(members, n, &[]) {
-                            out.bad(n, &line, reason)?;
-                        }
-                    }
-                    Err(e) => out.bad(n, &line, format!("malformed JSON: {e}"))?,
+                match out.take(&line, n, &[]) {
+                    Ok(()) => {}
+                    Err(ReadError::Syntax(e)) => out.bad(n, &line, format!("malformed JSON: {e}"))?,
+                    Err(ReadError::Member(reason)) => out.bad(n, &line, reason)?,
                 }
                 if out.stopped {
                     return Ok(out.count);
@@ -200,6 +199,41 @@ pub struct Records<'a, E: FnMut(Batch) -> bool + ?Sized = dyn FnMut(Batch) -> bo
     /// A field whose raw value (before `columns:` conversion) goes to the callback,
     /// record by record.
     watch: Option<(&'a str, &'a mut Watcher<'a>)>,
+    /// The `columns:` type of each column of the builder's schema so far.
+    kinds: Vec<Option<ColType>>,
+}
+
+/// The `columns:` type of column `i` of `b`'s schema (`kinds` caches them by position:
+/// a builder's columns keep their positions).
+#[inline]
+fn kind(
+    kinds: &mut Vec<Option<ColType>>,
+    columns: &BTreeMap<String, ColType>,
+    b: &BatchBuilder,
+    i: usize,
+) -> Option<ColType> {
+    if columns.is_empty() {
+        return None;
+    }
+    while kinds.len() <= i {
+        let name = &b.schema().names()[kinds.len()];
+        kinds.push(columns.get(&**name).copied());
+    }
+    kinds[i]
+}
+
+/// A member of a column declared `t`: text converted, a number of a `decimal` column
+/// kept digit for digit, anything else as read.
+fn typed(k: &str, m: Member<'_>, t: ColType) -> Result<Value, String> {
+    match m {
+        Member::Str(s) => {
+            convert(&s, Some(t), false).ok_or_else(|| format!("column `{k}`: `{s}` is not a valid {t}"))
+        }
+        Member::Number(n) if t == ColType::Decimal => anchovy_core::row::canonical_decimal(n)
+            .map(Value::Decimal)
+            .ok_or_else(|| format!("column `{k}`: `{n}` is not a valid {t}")),
+        m => Ok(Value::from(m)),
+    }
 }
 
 impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
@@ -222,6 +256,7 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
             count: 0,
             stopped: false,
             watch: None,
+            kinds: Vec::new(),
         }
     }
 
@@ -250,12 +285,12 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
         pos: u64,
         inherited: &[(String, Value)],
     ) -> Result<(), PluginError> {
-        match decode_json_object(text) {
-            Ok(members) => match self.members(members, pos, inherited) {
-                Ok(()) => Ok(()),
-                Err(reason) => self.bad(pos, text, reason),
-            },
-            Err(e) => self.bad(pos, text, format!("malformed JSON in record {pos}: {e}")),
+        match self.take(text, pos, inherited) {
+            Ok(()) => Ok(()),
+            Err(ReadError::Syntax(e)) => {
+                self.bad(pos, text, format!("malformed JSON in record {pos}: {e}"))
+            }
+            Err(ReadError::Member(reason)) => self.bad(pos, text, reason),
         }
     }
 
@@ -279,61 +314,68 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
         Ok(())
     }
 
-    /// One record's members (integers exact); text values of typed columns converted.
-    /// `Err` is why the record cannot be taken.
-    fn members(
+    /// One record read into a row in one pass: the inherited fields, the record's
+    /// members (integers exact; values of typed columns converted from their text, a
+    /// number of a `decimal` column digit for digit), then `_file`/`_line`.
+    /// `ReadError::Member` is why the record cannot be taken.
+    fn take(
         &mut self,
-        mut members: Vec<(Cow<'_, str>, Value)>,
+        text: &str,
         pos: u64,
         inherited: &[(String, Value)],
-    ) -> Result<(), String> {
-        if let Some((f, cb)) = &mut self.watch {
-            for (k, v) in inherited
-                .iter()
-                .map(|(k, v)| (k.as_str(), v))
-                .chain(members.iter().map(|(k, v)| (k.as_ref(), v)))
-            {
-                if *f == k {
-                    cb(v);
-                }
-            }
-        }
-        // Text values of typed columns converted (the record's own in place).
-        let columns = &self.fmt.columns;
-        let typed = |k: &str, v: &Value| -> Result<Option<Value>, String> {
-            match (columns.get(k), v) {
-                (Some(t), Value::String(s)) => convert(s, Some(*t), false)
-                    .map(Some)
-                    .ok_or_else(|| format!("column `{k}`: `{s}` is not a valid {t}")),
-                _ => Ok(None),
-            }
-        };
-        if !columns.is_empty() {
-            for (k, v) in &mut members {
-                if let Some(c) = typed(k, v)? {
-                    *v = c;
-                }
-            }
-        }
-        let mut inh: Vec<(Cow<'_, str>, Value)> = Vec::with_capacity(inherited.len());
+    ) -> Result<(), ReadError<String>> {
+        let Records {
+            fmt,
+            label,
+            b,
+            kinds,
+            watch,
+            ..
+        } = self;
+        let mut row: Row = Vec::with_capacity(b.schema().len());
+        let mut next = 0;
         for (k, v) in inherited {
-            let v = typed(k, v)?.unwrap_or_else(|| v.clone());
-            inh.push((Cow::Borrowed(k.as_str()), v));
+            if let Some((f, cb)) = watch
+                && *f == k
+            {
+                cb(v);
+            }
+            let i = b.column(k, next);
+            next = i + 1;
+            let v = match (kind(kinds, &fmt.columns, b, i), v) {
+                (Some(t), Value::String(s)) => typed(k, Member::Str(Cow::Borrowed(s)), t)
+                    .map_err(ReadError::Member)?,
+                _ => v.clone(),
+            };
+            put(&mut row, i, v);
         }
-        let provenance = self.fmt.provenance.then(|| {
-            [
-                (
-                    Cow::Borrowed("_file"),
-                    Value::String(self.label.to_string()),
-                ),
-                (Cow::Borrowed("_line"), Value::Int(pos as i64)),
-            ]
-        });
-        self.b.push_pairs(
-            inh.into_iter()
-                .chain(members)
-                .chain(provenance.into_iter().flatten()),
-        );
+        read_object(text, |k, m| {
+            if k == TYPES_FIELD {
+                return Err(format!(
+                    "the field `{TYPES_FIELD}` is reserved by the datastore format; rename it at the source"
+                ));
+            }
+            if let Some((f, cb)) = watch
+                && *f == k
+            {
+                cb(&Value::from(m.clone()));
+            }
+            let i = b.column(&k, next);
+            next = i + 1;
+            let v = match kind(kinds, &fmt.columns, b, i) {
+                None => Value::from(m),
+                Some(t) => typed(&k, m, t)?,
+            };
+            put(&mut row, i, v);
+            Ok(())
+        })?;
+        if fmt.provenance {
+            let i = b.column("_file", next);
+            put(&mut row, i, Value::String(label.to_string()));
+            let i = b.column("_line", i + 1);
+            put(&mut row, i, Value::Int(pos as i64));
+        }
+        b.push_row(row);
         self.count += 1;
         if self.b.len() >= self.batch_size {
             self.stopped = !(self.emit)(self.b.take());

@@ -153,7 +153,8 @@ pub fn field(buf: &mut Vec<u8>, v: &Value, ty: PgType) -> bool {
             if ty == PgType::Jsonb {
                 buf.push(1); // jsonb's binary format version
             }
-            serde_json::to_writer(&mut *buf, j).is_ok()
+            buf.extend_from_slice(j.as_str().as_bytes());
+            true
         }
         _ => false,
     };

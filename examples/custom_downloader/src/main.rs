@@ -120,7 +120,7 @@ impl Source for TicketsSource {
                 out.push([
                     ("id", Value::Int(id as i64)),
                     ("priority", Value::from(prio)),
-                    ("tags", Value::Json(serde_json::json!(tags))),
+                    ("tags", Value::Json(serde_json::json!(tags).into())),
                     ("opened", Value::Date(chrono_date(id))),
                 ])
                 .await?;
@@ -152,7 +152,9 @@ impl Sink for Enricher {
             let prio = batch.get(i, "priority").text().to_uppercase();
             row.push(("priority_label".into(), Value::String(format!("P-{prio}"))));
             out.push(row).await?;
-            if let Value::Json(serde_json::Value::Array(tags)) = batch.get(i, "tags") {
+            if let Value::Json(j) = batch.get(i, "tags")
+                && let serde_json::Value::Array(tags) = j.to_value()
+            {
                 for t in tags {
                     out.push_to(
                         "ticket_tags",

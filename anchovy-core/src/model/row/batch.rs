@@ -65,6 +65,19 @@ impl Schema {
 /// One row: values indexed by the batch schema; missing trailing values are null.
 pub type Row = Vec<Value>;
 
+/// Sets column `i` of `row`, the columns before it null when the row is shorter.
+#[inline]
+pub fn put(row: &mut Row, i: usize, v: Value) {
+    if i == row.len() {
+        row.push(v);
+    } else {
+        if row.len() <= i {
+            row.resize(i + 1, Value::Null);
+        }
+        row[i] = v;
+    }
+}
+
 /// A batch of rows for one table.
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -145,6 +158,11 @@ impl BatchBuilder {
     }
 
     /// The schema so far.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The schema so far, to add columns.
     pub fn schema_mut(&mut self) -> &mut Schema {
         &mut self.schema
     }
@@ -154,23 +172,25 @@ impl BatchBuilder {
         self.rows.push(row);
     }
 
+    /// The position of column `name`, appended when new. Records of one source mostly
+    /// list their fields in one order: `expect` (the position after the last column
+    /// set) is compared first, the name looked up only when it is not that one.
+    #[inline]
+    pub fn column(&mut self, name: &str, expect: usize) -> usize {
+        match self.schema.names.get(expect) {
+            Some(n) if **n == *name => expect,
+            _ => self.schema.index_or_insert(name),
+        }
+    }
+
     /// Appends a row given as `(column, value)` pairs.
     pub fn push_pairs<K: AsRef<str>>(&mut self, pairs: impl IntoIterator<Item = (K, Value)>) {
         let mut row: Row = Vec::with_capacity(self.schema.len());
-        // Records of one source mostly list their fields in one order: the column after
-        // the last one is compared first, the name looked up only when it differs.
         let mut next = 0;
         for (k, v) in pairs {
-            let k = k.as_ref();
-            let i = match self.schema.names.get(next) {
-                Some(n) if **n == *k => next,
-                _ => self.schema.index_or_insert(k),
-            };
+            let i = self.column(k.as_ref(), next);
             next = i + 1;
-            if row.len() <= i {
-                row.resize(i + 1, Value::Null);
-            }
-            row[i] = v;
+            put(&mut row, i, v);
         }
         self.rows.push(row);
     }

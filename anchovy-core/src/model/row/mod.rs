@@ -30,14 +30,16 @@ use chrono::{
 use crate::error::{Error, Result};
 
 mod batch;
+mod json;
 mod ndjson;
 #[cfg(test)]
 mod tests;
 mod text;
 
-pub use self::batch::{Batch, BatchBuilder, Row, Schema};
+pub use self::batch::{Batch, BatchBuilder, Row, Schema, put};
+pub use self::json::{Json, MAX_DEPTH, Member, ReadError, check_value, read_object};
 pub use self::ndjson::{
-    RowDecoder, RowEncoder, decode_json_object, decode_row, encode_row, encode_row_into,
+    RowDecoder, RowEncoder, decode_row, encode_row, encode_row_into,
 };
 pub use self::text::{parse_datetime, parse_typed_text};
 
@@ -69,8 +71,8 @@ pub enum Value {
     Time(NaiveTime),
     /// Binary data.
     Bytes(Vec<u8>),
-    /// A nested JSON array or object.
-    Json(serde_json::Value),
+    /// A nested JSON array or object, as its compact text.
+    Json(Json),
 }
 
 /// RFC 3339 (`Z` for UTC), except for an offset with seconds (local mean times of
@@ -112,7 +114,7 @@ impl Value {
             serde_json::Value::Bool(b) => Value::Bool(b),
             serde_json::Value::Number(n) => number_value(&n.to_string()),
             serde_json::Value::String(s) => Value::String(s),
-            v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_)) => Value::Json(v),
+            v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_)) => Value::Json(v.into()),
         }
     }
 
@@ -125,7 +127,7 @@ impl Value {
             Value::Float(f) => serde_json::Number::from_f64(*f)
                 .map(serde_json::Value::Number)
                 .unwrap_or_else(|| float_text(*f).into()),
-            Value::Json(v) => v.clone(),
+            Value::Json(v) => v.to_value(),
             other => other.text().into_owned().into(),
         }
     }
@@ -175,7 +177,7 @@ impl Value {
             Value::DateTimeTz(dt) => Cow::Owned(datetime_tz_text(dt)),
             Value::Time(t) => Cow::Owned(t.format("%H:%M:%S%.f").to_string()),
             Value::Bytes(b) => Cow::Owned(hex::encode(b)),
-            Value::Json(v) => Cow::Owned(v.to_string()),
+            Value::Json(v) => Cow::Borrowed(v.as_str()),
         }
     }
 
@@ -194,6 +196,20 @@ impl Value {
     /// True for [`Value::Null`].
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
+    }
+}
+
+/// A member as read ([`read_object`]), untyped: integers exact (beyond i64:
+/// decimals), other numbers floats, nested arrays and objects as [`Json`].
+impl From<Member<'_>> for Value {
+    fn from(m: Member<'_>) -> Value {
+        match m {
+            Member::Null => Value::Null,
+            Member::Bool(b) => Value::Bool(b),
+            Member::Number(n) => number_value(n),
+            Member::Str(s) => Value::String(s.into_owned()),
+            Member::Nested(t) => Value::Json(Json::from_checked(t)),
+        }
     }
 }
 
@@ -242,7 +258,8 @@ fn float_text(f: f64) -> String {
 }
 
 /// An integer literal fits i64 -> Int; otherwise an integer literal is a Decimal;
-/// anything with a fraction or exponent is a Float.
+/// anything with a fraction or exponent is a Float, except a number beyond f64's
+/// range (`1e400`), which keeps its digits as a Decimal.
 fn number_value(raw: &str) -> Value {
     let is_int = !raw.contains(['.', 'e', 'E']);
     if is_int {
@@ -253,7 +270,11 @@ fn number_value(raw: &str) -> Value {
                 .unwrap_or(Value::Null),
         }
     } else {
-        raw.parse::<f64>().map(Value::Float).unwrap_or(Value::Null)
+        match raw.parse::<f64>() {
+            Ok(f) if f.is_finite() => Value::Float(f),
+            Ok(f) => canonical_decimal(raw).map_or(Value::Float(f), Value::Decimal),
+            Err(_) => Value::Null,
+        }
     }
 }
 

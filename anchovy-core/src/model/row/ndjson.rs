@@ -5,7 +5,6 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use chrono::{NaiveDate, NaiveTime};
-use serde::Deserialize;
 
 use super::*;
 use crate::error::{Error, Result};
@@ -89,7 +88,7 @@ pub(super) fn write_json_value(s: &mut String, v: &Value) {
             }
         }
         Value::String(t) | Value::Decimal(t) => write_json_str(s, t),
-        Value::Json(j) => write_json_tree(s, j),
+        Value::Json(j) => s.push_str(j.as_str()),
         Value::Date(_) | Value::DateTime(_) | Value::DateTimeTz(_) => {
             s.push('"');
             if write_temporal(s, v) {
@@ -193,47 +192,6 @@ fn put_digits(out: &mut [u8], mut v: u32) {
     }
 }
 
-/// Appends a JSON value as serde_json writes it compactly, without going through
-/// `fmt` (nested objects and arrays of source records are common).
-pub(super) fn write_json_tree(s: &mut String, v: &serde_json::Value) {
-    match v {
-        serde_json::Value::Null => s.push_str("null"),
-        serde_json::Value::Bool(b) => s.push_str(if *b { "true" } else { "false" }),
-        serde_json::Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                s.push_str(itoa::Buffer::new().format(i));
-            } else if let Some(u) = n.as_u64() {
-                s.push_str(itoa::Buffer::new().format(u));
-            } else {
-                let _ = write!(s, "{n}");
-            }
-        }
-        serde_json::Value::String(t) => write_json_str(s, t),
-        serde_json::Value::Array(a) => {
-            s.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                write_json_tree(s, x);
-            }
-            s.push(']');
-        }
-        serde_json::Value::Object(m) => {
-            s.push('{');
-            for (i, (k, x)) in m.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                write_json_str(s, k);
-                s.push(':');
-                write_json_tree(s, x);
-            }
-            s.push('}');
-        }
-    }
-}
-
 /// Appends `text` as a JSON string: runs without escapes are copied whole.
 pub(super) fn write_json_str(s: &mut String, text: &str) {
     s.push('"');
@@ -271,102 +229,75 @@ pub(super) fn write_json_str(s: &mut String, text: &str) {
     s.push('"');
 }
 
-/// One decoded line: members in order, plus the `_types` annotations.
-struct Line<'a> {
-    /// Member names borrowed from the text unless escaped there.
-    members: Vec<(Cow<'a, str>, Value)>,
-    types: Vec<String>,
-}
-
-impl<'de> Deserialize<'de> for Line<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Line<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut m: M,
-            ) -> std::result::Result<Line<'de>, M::Error> {
-                let mut line = Line {
-                    members: Vec::with_capacity(16),
-                    types: Vec::new(),
-                };
-                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
-                    if k == TYPES_FIELD {
-                        line.types = m.next_value()?;
-                    } else {
-                        let v: PlainValue = m.next_value()?;
-                        line.members.push((k, v.0));
-                    }
-                }
-                Ok(line)
-            }
+/// The general decoding of one line: its members kept as written until its `_types`
+/// are known, then each converted once with its annotation.
+fn decode_row_types(
+    line: &str,
+    builder: &mut BatchBuilder,
+    location: &dyn Fn() -> String,
+) -> Result<Vec<String>> {
+    let mut members: Vec<(Cow<'_, str>, Member<'_>)> = Vec::with_capacity(builder.schema.len() + 1);
+    let mut types: Option<Member<'_>> = None;
+    read_object(line, |k, m| {
+        if k == TYPES_FIELD {
+            types = Some(m);
+        } else {
+            members.push((k, m));
         }
-        d.deserialize_map(V)
+        Ok::<(), ()>(())
+    })
+    .map_err(|e| match e {
+        ReadError::Syntax(m) => Error::data(location(), format!("not a JSON object: {m}")),
+        ReadError::Member(()) => Error::data(location(), "not a JSON object"),
+    })?;
+    let types: Vec<String> = match types {
+        None | Some(Member::Null) => Vec::new(),
+        Some(Member::Nested(t)) => serde_json::from_str(t).map_err(|e| {
+            Error::data(
+                location(),
+                format!("`{TYPES_FIELD}` is not an array of `column@CODE` strings: {e}"),
+            )
+        })?,
+        Some(_) => {
+            return Err(Error::data(
+                location(),
+                format!("`{TYPES_FIELD}` is not an array of `column@CODE` strings"),
+            ));
+        }
+    };
+    let mut row: Row = Vec::with_capacity(builder.schema.len());
+    let mut next = 0;
+    for (k, m) in members {
+        // The first entry for a column wins.
+        let code = types.iter().find_map(|t| {
+            let (c, code) = t.rsplit_once('@')?;
+            (c == k.as_ref()).then_some(code)
+        });
+        let v = match code {
+            None => Value::from(m),
+            Some(code) => annotated(m, code).ok_or_else(|| {
+                Error::data(
+                    location(),
+                    format!("column `{k}`: not a valid @{code} value"),
+                )
+            })?,
+        };
+        let i = builder.column(&k, next);
+        next = i + 1;
+        put(&mut row, i, v);
     }
+    builder.rows.push(row);
+    Ok(types)
 }
 
-/// A JSON value as a [`Value`], in one pass (no annotation applied yet).
-struct PlainValue(Value);
-
-impl<'de> Deserialize<'de> for PlainValue {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = PlainValue;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_unit<E>(self) -> std::result::Result<PlainValue, E> {
-                Ok(PlainValue(Value::Null))
-            }
-            fn visit_none<E>(self) -> std::result::Result<PlainValue, E> {
-                Ok(PlainValue(Value::Null))
-            }
-            fn visit_bool<E>(self, b: bool) -> std::result::Result<PlainValue, E> {
-                Ok(PlainValue(Value::Bool(b)))
-            }
-            fn visit_i64<E>(self, i: i64) -> std::result::Result<PlainValue, E> {
-                Ok(PlainValue(Value::Int(i)))
-            }
-            fn visit_u64<E>(self, u: u64) -> std::result::Result<PlainValue, E> {
-                Ok(PlainValue(match i64::try_from(u) {
-                    Ok(i) => Value::Int(i),
-                    Err(_) => Value::Decimal(u.to_string()),
-                }))
-            }
-            fn visit_f64<E>(self, f: f64) -> std::result::Result<PlainValue, E> {
-                Ok(PlainValue(Value::Float(f)))
-            }
-            fn visit_str<E>(self, s: &str) -> std::result::Result<PlainValue, E> {
-                Ok(PlainValue(Value::String(s.to_string())))
-            }
-            fn visit_string<E>(self, s: String) -> std::result::Result<PlainValue, E> {
-                Ok(PlainValue(Value::String(s)))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                a: A,
-            ) -> std::result::Result<PlainValue, A::Error> {
-                let v = serde_json::Value::deserialize(
-                    serde::de::value::SeqAccessDeserializer::new(a),
-                )?;
-                Ok(PlainValue(Value::Json(v)))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                a: A,
-            ) -> std::result::Result<PlainValue, A::Error> {
-                let v = serde_json::Value::deserialize(
-                    serde::de::value::MapAccessDeserializer::new(a),
-                )?;
-                Ok(PlainValue(Value::Json(v)))
-            }
-        }
-        d.deserialize_any(V)
+/// A member of a column annotated with `code`: null, the code's text form, or (older
+/// writers put decimals as JSON numbers) a number under `N`, digit for digit.
+fn annotated(m: Member<'_>, code: &str) -> Option<Value> {
+    match m {
+        Member::Null => Some(Value::Null),
+        Member::Str(text) => parse_typed_text(&text, code),
+        Member::Number(n) if code == "N" => canonical_decimal(n).map(Value::Decimal),
+        _ => None,
     }
 }
 
@@ -383,49 +314,12 @@ pub fn decode_row(
     decode_row_types(line, builder, location).map(drop)
 }
 
-/// [`decode_row`], returning the line's `_types` entries.
-fn decode_row_types(
-    line: &str,
-    builder: &mut BatchBuilder,
-    location: &dyn Fn() -> String,
-) -> Result<Vec<String>> {
-    let parsed: Line = if has_long_number(line) {
-        exact_line(line)
-    } else {
-        serde_json::from_str(line)
-    }
-    .map_err(|e| Error::data(location(), format!("not a JSON object: {e}")))?;
-    let mut row: Row = Vec::with_capacity(builder.schema.len());
-    for (k, mut v) in parsed.members {
-        if !parsed.types.is_empty()
-            && let Some(code) = parsed.types.iter().find_map(|t| {
-                let (c, code) = t.rsplit_once('@')?;
-                (c == k.as_ref()).then_some(code)
-            })
-        {
-            v = annotate(v, code).ok_or_else(|| {
-                Error::data(
-                    location(),
-                    format!("column `{k}`: not a valid @{code} value"),
-                )
-            })?;
-        }
-        let i = builder.schema.index_or_insert(&k);
-        if row.len() <= i {
-            row.resize(i + 1, Value::Null);
-        }
-        row[i] = v;
-    }
-    builder.rows.push(row);
-    Ok(parsed.types)
-}
-
 /// Decodes the lines of one stream, remembering the last line's `_types`: in a typed
 /// stream every line carries the same annotations, so once they are known each line is
-/// read in one pass (member names looked up without copying, annotated values typed
-/// straight from the JSON text). A line whose `_types` text differs, or whose value
-/// does not fit the annotation expected, is decoded the general way ([`decode_row`]),
-/// which also gives its error: both ways give the same row for every line.
+/// read in one pass (annotated values typed straight from the JSON text, nothing kept
+/// aside). A line whose `_types` text differs, or whose value does not fit the
+/// annotation expected, is decoded the general way ([`decode_row`]), which also gives
+/// its error: both ways give the same row for every line.
 #[derive(Debug, Default)]
 pub struct RowDecoder {
     /// The `_types` JSON text the codes below are for (`""`: lines without `_types`;
@@ -448,20 +342,28 @@ impl RowDecoder {
         builder: &mut BatchBuilder,
         location: &dyn Fn() -> String,
     ) -> Result<()> {
-        if let Some(types) = &self.types
-            && !has_long_number(line)
-        {
+        if let Some(expected) = &self.types {
             let mut row: Row = Vec::with_capacity(builder.schema.len());
-            let seed = FastLine {
-                schema: &mut builder.schema,
-                codes: &self.codes,
-                row: &mut row,
-            };
-            let mut de = serde_json::Deserializer::from_str(line);
-            if let Ok(raw) = serde::de::DeserializeSeed::deserialize(seed, &mut de)
-                && de.end().is_ok()
-                && raw.map_or("", |r| r.get()) == types
-            {
+            let mut types = "";
+            let mut next = 0;
+            let read = read_object(line, |k, m| {
+                if k == TYPES_FIELD {
+                    types = match m {
+                        Member::Nested(t) => t,
+                        _ => "?",
+                    };
+                    return Ok::<(), ()>(());
+                }
+                let i = builder.column(&k, next);
+                next = i + 1;
+                let v = match self.codes.get(i).copied().flatten() {
+                    None => Value::from(m),
+                    Some(code) => annotated(m, code).ok_or(())?,
+                };
+                put(&mut row, i, v);
+                Ok(())
+            });
+            if read.is_ok() && types == expected {
                 builder.rows.push(row);
                 self.fast_lines += 1;
                 return Ok(());
@@ -501,251 +403,5 @@ impl RowDecoder {
         }
         self.codes = codes;
         self.types = serde_json::to_string(types).ok();
-    }
-}
-
-/// One line decoded with the annotations expected: the members go into `row`, and the
-/// raw `_types` text is returned for the caller to check the expectation.
-struct FastLine<'a> {
-    schema: &'a mut Schema,
-    codes: &'a [Option<&'static str>],
-    row: &'a mut Row,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for FastLine<'_> {
-    type Value = Option<&'de serde_json::value::RawValue>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(
-        self,
-        d: D,
-    ) -> std::result::Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for FastLine<'_> {
-    type Value = Option<&'de serde_json::value::RawValue>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<M: serde::de::MapAccess<'de>>(
-        self,
-        mut m: M,
-    ) -> std::result::Result<Self::Value, M::Error> {
-        let mut types = None;
-        while let Some(Key(k)) = m.next_key()? {
-            if k == TYPES_FIELD {
-                types = Some(m.next_value()?);
-                continue;
-            }
-            // Members come in the schema's order in a typed stream: the next column is
-            // checked first, the name looked up only when it is not that one.
-            let next = self.row.len();
-            let i = match self.schema.names().get(next) {
-                Some(name) if **name == *k => next,
-                _ => self.schema.index_or_insert(&k),
-            };
-            let v = match self.codes.get(i).copied().flatten() {
-                None => m.next_value::<PlainValue>()?.0,
-                Some(code) => m.next_value_seed(Typed(code))?,
-            };
-            if i == self.row.len() {
-                self.row.push(v);
-            } else {
-                if self.row.len() <= i {
-                    self.row.resize(i + 1, Value::Null);
-                }
-                self.row[i] = v;
-            }
-        }
-        Ok(types)
-    }
-}
-
-/// A member name, borrowed from the line unless it has escapes (serde's own `Cow`
-/// always copies).
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> std::result::Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> std::result::Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(s.to_string())))
-            }
-            fn visit_string<E>(self, s: String) -> std::result::Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(s)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// A value of an annotated column, typed as it is read; anything the annotation does
-/// not take is an error (the caller then decodes the line the general way).
-struct Typed(&'static str);
-
-impl<'de> serde::de::DeserializeSeed<'de> for Typed {
-    type Value = Value;
-
-    fn deserialize<D: serde::Deserializer<'de>>(
-        self,
-        d: D,
-    ) -> std::result::Result<Value, D::Error> {
-        struct V(&'static str);
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Value;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                write!(f, "a @{} value", self.0)
-            }
-            fn visit_unit<E>(self) -> std::result::Result<Value, E> {
-                Ok(Value::Null)
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Value, E> {
-                parse_typed_text(s, self.0).ok_or_else(|| E::custom("not a valid annotated value"))
-            }
-            fn visit_i64<E: serde::de::Error>(self, i: i64) -> std::result::Result<Value, E> {
-                annotate(Value::Int(i), self.0).ok_or_else(|| E::custom("not annotated"))
-            }
-            fn visit_u64<E: serde::de::Error>(self, u: u64) -> std::result::Result<Value, E> {
-                match i64::try_from(u) {
-                    Ok(i) => self.visit_i64(i),
-                    Err(_) => Err(E::custom("out of range")),
-                }
-            }
-            fn visit_f64<E: serde::de::Error>(self, f: f64) -> std::result::Result<Value, E> {
-                annotate(Value::Float(f), self.0).ok_or_else(|| E::custom("not annotated"))
-            }
-        }
-        d.deserialize_any(V(self.0))
-    }
-}
-
-/// True when the line has a number of 19 or more digits outside strings: one that may
-/// not fit i64/u64 and must keep its digits (written by other tools; ours writes such
-/// values as annotated strings).
-pub(super) fn has_long_number(line: &str) -> bool {
-    let b = line.as_bytes();
-    let (mut i, mut run) = (0, 0);
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                // To the closing quote, a backslash's next byte skipped.
-                run = 0;
-                i += 1;
-                loop {
-                    match memchr::memchr2(b'"', b'\\', &b[i.min(b.len())..]) {
-                        None => return false,
-                        Some(k) if b[i + k] == b'\\' => i += k + 2,
-                        Some(k) => {
-                            i += k + 1;
-                            break;
-                        }
-                    }
-                }
-                continue;
-            }
-            b'0'..=b'9' => {
-                run += 1;
-                if run >= 19 {
-                    return true;
-                }
-            }
-            _ => run = 0,
-        }
-        i += 1;
-    }
-    false
-}
-
-/// The slower exact decoding: values kept as raw JSON, integers of any length read
-/// back as decimals.
-fn exact_line(line: &str) -> std::result::Result<Line<'_>, serde_json::Error> {
-    /// Members in order, values as raw JSON text.
-    struct RawMembers<'a>(Vec<(Cow<'a, str>, &'a serde_json::value::RawValue)>);
-    impl<'de: 'a, 'a> Deserialize<'de> for RawMembers<'a> {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-            struct V<'a>(std::marker::PhantomData<&'a ()>);
-            impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-                type Value = RawMembers<'a>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a JSON object")
-                }
-                fn visit_map<M: serde::de::MapAccess<'de>>(
-                    self,
-                    mut m: M,
-                ) -> std::result::Result<Self::Value, M::Error> {
-                    let mut out = Vec::new();
-                    while let Some(k) = m.next_key::<Cow<'de, str>>()? {
-                        out.push((k, m.next_value()?));
-                    }
-                    Ok(RawMembers(out))
-                }
-            }
-            d.deserialize_map(V(std::marker::PhantomData))
-        }
-    }
-    let raw: RawMembers = serde_json::from_str(line)?;
-    let mut line_out = Line {
-        members: Vec::with_capacity(raw.0.len()),
-        types: Vec::new(),
-    };
-    for (k, v) in raw.0 {
-        if k == TYPES_FIELD {
-            line_out.types = serde_json::from_str(v.get())?;
-            continue;
-        }
-        let text = v.get();
-        let first = text.as_bytes().first().copied().unwrap_or(b'n');
-        let value = if first == b'-' || first.is_ascii_digit() {
-            number_value(text)
-        } else {
-            serde_json::from_str::<PlainValue>(text)?.0
-        };
-        line_out.members.push((k, value));
-    }
-    Ok(line_out)
-}
-
-/// Decodes one JSON object from a source (not the datastore's typed NDJSON): members in
-/// order (names borrowed from `text` unless escaped there), integers of any length
-/// exact (longer than i64: decimals), nested values as JSON.
-///
-/// # Errors
-/// The parser's message for malformed JSON or a value that is not an object; a member
-/// named `_types` (reserved by the datastore format) is refused.
-pub fn decode_json_object(text: &str) -> std::result::Result<Vec<(Cow<'_, str>, Value)>, String> {
-    let line = if has_long_number(text) {
-        exact_line(text)
-    } else {
-        serde_json::from_str::<Line>(text)
-    }
-    .map_err(|e| e.to_string())?;
-    if !line.types.is_empty() {
-        return Err(format!(
-            "the field `{TYPES_FIELD}` is reserved by the datastore format; rename it at the source"
-        ));
-    }
-    Ok(line.members)
-}
-
-/// Applies a `_types` code to a plainly decoded value.
-fn annotate(v: Value, code: &str) -> Option<Value> {
-    match v {
-        Value::Null => Some(Value::Null),
-        Value::String(text) => parse_typed_text(&text, code),
-        // Older writers put decimals as JSON numbers.
-        Value::Int(i) if code == "N" => Some(Value::Decimal(i.to_string())),
-        Value::Float(f) if code == "N" => canonical_decimal(&float_text(f)).map(Value::Decimal),
-        _ => None,
     }
 }

@@ -23,7 +23,7 @@ use super::TYPE_KEY;
 use crate::data::{FileEntry, FileReader};
 use crate::datastore::Datastore;
 use crate::error::{Error, Result};
-use crate::row::{Batch, BatchBuilder, Row, Schema, Value, canonical_decimal};
+use crate::row::{Batch, BatchBuilder, Json, Row, Schema, Value, canonical_decimal};
 
 /// Decodes any Parquet file a batch at a time (blocking: call it off the runtime).
 pub struct ParquetRows {
@@ -130,7 +130,7 @@ fn column_values(col: &ArrayRef, tag: Option<&str>) -> std::result::Result<Vec<V
     let text = |s: &str| -> std::result::Result<Value, String> {
         Ok(match tag {
             Some("decimal") => Value::Decimal(canonical_decimal(s).ok_or("not a decimal")?),
-            Some("json") => Value::Json(serde_json::from_str(s).map_err(|e| e.to_string())?),
+            Some("json") => Value::Json(Json::parse(s)?),
             Some("mixed") => {
                 let mut b = BatchBuilder::new("v");
                 crate::row::decode_row(s, &mut b, &|| "value".into()).map_err(|e| e.to_string())?;
@@ -263,7 +263,7 @@ fn column_values(col: &ArrayRef, tag: Option<&str>) -> std::result::Result<Vec<V
                 Ok(if col.is_null(i) {
                     Value::Null
                 } else {
-                    Value::Json(json_of(col, i)?)
+                    Value::Json(json_of(col, i)?.into())
                 })
             })
             .collect::<std::result::Result<_, String>>()?,

@@ -56,7 +56,7 @@ fn value(r: &mut Rng, c: usize) -> Value {
             2 => Value::Bool(r.below(2) == 0),
             _ => Value::Bytes((0..r.below(5)).map(|i| i as u8 * 51).collect()),
         },
-        _ => Value::Json(serde_json::json!({"k": [1, "two", {"n": null}], "x": r.below(9)})),
+        _ => Value::Json(serde_json::json!({"k": [1, "two", {"n": null}], "x": r.below(9)}).into()),
     }
 }
 
