@@ -20,9 +20,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
-use anchovy_core::row::{
-    BatchBuilder, Member, ReadError, Row, TYPES_FIELD, put, read_object,
-};
+use anchovy_core::row::{BatchBuilder, Member, ReadError, Row, TYPES_FIELD, put, read_object};
 use anchovy_core::{Batch, ColType, Value};
 
 use super::csv::convert;
@@ -147,7 +145,9 @@ impl JsonFormat {
                 }
                 match out.take(&line, n, &[]) {
                     Ok(()) => {}
-                    Err(ReadError::Syntax(e)) => out.bad(n, &line, format!("malformed JSON: {e}"))?,
+                    Err(ReadError::Syntax(e)) => {
+                        out.bad(n, &line, format!("malformed JSON: {e}"))?
+                    }
                     Err(ReadError::Member(reason)) => out.bad(n, &line, reason)?,
                 }
                 if out.stopped {
@@ -226,9 +226,8 @@ fn kind(
 /// kept digit for digit, anything else as read.
 fn typed(k: &str, m: Member<'_>, t: ColType) -> Result<Value, String> {
     match m {
-        Member::Str(s) => {
-            convert(&s, Some(t), false).ok_or_else(|| format!("column `{k}`: `{s}` is not a valid {t}"))
-        }
+        Member::Str(s) => convert(&s, Some(t), false)
+            .ok_or_else(|| format!("column `{k}`: `{s}` is not a valid {t}")),
         Member::Number(n) if t == ColType::Decimal => anchovy_core::row::canonical_decimal(n)
             .map(Value::Decimal)
             .ok_or_else(|| format!("column `{k}`: `{n}` is not a valid {t}")),
@@ -343,8 +342,9 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
             let i = b.column(k, next);
             next = i + 1;
             let v = match (kind(kinds, &fmt.columns, b, i), v) {
-                (Some(t), Value::String(s)) => typed(k, Member::Str(Cow::Borrowed(s)), t)
-                    .map_err(ReadError::Member)?,
+                (Some(t), Value::String(s)) => {
+                    typed(k, Member::Str(Cow::Borrowed(s)), t).map_err(ReadError::Member)?
+                }
                 _ => v.clone(),
             };
             put(&mut row, i, v);

@@ -322,7 +322,9 @@ impl<'a> Cursor<'a> {
                 self.string_rest(Some(&mut out))?;
                 Ok(Cow::Owned(out))
             }
-            Some(_) => Err(self.err("control character (\\u0000-\\u001F) found while parsing a string")),
+            Some(_) => {
+                Err(self.err("control character (\\u0000-\\u001F) found while parsing a string"))
+            }
             None => Err(self.err("EOF while parsing a string")),
         }
     }
@@ -338,9 +340,8 @@ impl<'a> Cursor<'a> {
                 }
                 Some(b'\\') => self.escape(out.as_deref_mut())?,
                 Some(_) => {
-                    return Err(self.err(
-                        "control character (\\u0000-\\u001F) found while parsing a string",
-                    ));
+                    return Err(self
+                        .err("control character (\\u0000-\\u001F) found while parsing a string"));
                 }
                 None => return Err(self.err("EOF while parsing a string")),
             }
@@ -379,10 +380,13 @@ impl<'a> Cursor<'a> {
                         }
                         0x10000 + ((u32::from(hi) - 0xD800) << 10) + (u32::from(lo) - 0xDC00)
                     }
-                    0xDC00..=0xDFFF => return Err(self.err("lone trailing surrogate in hex escape")),
+                    0xDC00..=0xDFFF => {
+                        return Err(self.err("lone trailing surrogate in hex escape"));
+                    }
                     n => u32::from(n),
                 };
-                let ch = char::from_u32(code).ok_or_else(|| self.err("invalid unicode code point"))?;
+                let ch =
+                    char::from_u32(code).ok_or_else(|| self.err("invalid unicode code point"))?;
                 if let Some(o) = out {
                     o.push(ch);
                 }
@@ -500,7 +504,9 @@ fn plain_end(b: &[u8], mut i: usize) -> usize {
         let s = x ^ (ONES * u64::from(b'\\'));
         // A byte is flagged when it is zero after the xor (a quote, a backslash) or
         // below 0x20; the lowest flag is exact (a false flag only follows a true one).
-        let m = ((q.wrapping_sub(ONES) & !q) | (s.wrapping_sub(ONES) & !s) | (x.wrapping_sub(ONES * 0x20) & !x))
+        let m = ((q.wrapping_sub(ONES) & !q)
+            | (s.wrapping_sub(ONES) & !s)
+            | (x.wrapping_sub(ONES * 0x20) & !x))
             & HIGH;
         if m != 0 {
             return i + (m.trailing_zeros() / 8) as usize;
@@ -611,7 +617,10 @@ mod tests {
             }
         }
         // Validity from a full parse (escapes and surrogates decoded everywhere).
-        if !serde_json::from_str::<serde_json::Value>(text).ok()?.is_object() {
+        if !serde_json::from_str::<serde_json::Value>(text)
+            .ok()?
+            .is_object()
+        {
             return None;
         }
         let m: Members = serde_json::from_str(text).ok()?;
@@ -677,8 +686,26 @@ mod tests {
         out.push('"');
         for _ in 0..r.below(5) {
             out.push_str(r.pick(&[
-                "a", "é", "😀", "\\\"", "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t",
-                "\\u00e9", "\\u0000", "\\ud83d\\ude00", "\\uD83D\\uDE00", " ", ",", ":", "{", "]",
+                "a",
+                "é",
+                "😀",
+                "\\\"",
+                "\\\\",
+                "\\/",
+                "\\b",
+                "\\f",
+                "\\n",
+                "\\r",
+                "\\t",
+                "\\u00e9",
+                "\\u0000",
+                "\\ud83d\\ude00",
+                "\\uD83D\\uDE00",
+                " ",
+                ",",
+                ":",
+                "{",
+                "]",
                 "plain text of some length",
             ]));
         }
@@ -731,7 +758,9 @@ mod tests {
             text.push_str(ws(&mut r));
             if n % 3 > 0 {
                 for _ in 0..1 + r.below(2) {
-                    let cuts: Vec<usize> = (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect();
+                    let cuts: Vec<usize> = (0..=text.len())
+                        .filter(|&i| text.is_char_boundary(i))
+                        .collect();
                     let at = r.pick(&cuts);
                     match r.below(3) {
                         0 if at < text.len() && text.as_bytes()[at].is_ascii() => {
@@ -739,7 +768,10 @@ mod tests {
                         }
                         1 => text.insert(
                             at,
-                            r.pick(&['"', '\\', ',', ':', '{', '}', '[', ']', '0', '-', 'e', '.', 'x', ' ', '\u{1}', 'n', 'u']),
+                            r.pick(&[
+                                '"', '\\', ',', ':', '{', '}', '[', ']', '0', '-', 'e', '.', 'x',
+                                ' ', '\u{1}', 'n', 'u',
+                            ]),
                         ),
                         _ => text.truncate(at),
                     }
@@ -762,7 +794,10 @@ mod tests {
             }
         }
         // Both kinds well represented.
-        assert!(valid > 10_000 && refused > 5_000, "{valid} valid, {refused} refused");
+        assert!(
+            valid > 10_000 && refused > 5_000,
+            "{valid} valid, {refused} refused"
+        );
     }
 
     #[test]
@@ -770,7 +805,10 @@ mod tests {
         let got = read(r#"{"a":1e400,"b":-2.5E+999}"#).unwrap();
         assert_eq!(got[0].1, Member::Number("1e400"));
         let v = crate::row::Value::from(got[1].1.clone());
-        assert_eq!(v, crate::row::Value::Decimal(format!("-25{}", "0".repeat(998))));
+        assert_eq!(
+            v,
+            crate::row::Value::Decimal(format!("-25{}", "0".repeat(998)))
+        );
     }
 
     #[test]
@@ -784,18 +822,33 @@ mod tests {
         assert_eq!(e(r#"{"a":1,}"#), "trailing comma at line 1 column 8");
         assert_eq!(e(r#"{"a":[1,]}"#), "trailing comma at line 1 column 9");
         assert_eq!(e(r#"{"a":1} x"#), "trailing characters at line 1 column 9");
-        assert_eq!(e(r#"{"a":"#), "EOF while parsing a value at line 1 column 6");
-        assert_eq!(e(r#"{"a":"x"#), "EOF while parsing a string at line 1 column 8");
+        assert_eq!(
+            e(r#"{"a":"#),
+            "EOF while parsing a value at line 1 column 6"
+        );
+        assert_eq!(
+            e(r#"{"a":"x"#),
+            "EOF while parsing a string at line 1 column 8"
+        );
         assert_eq!(e(r#"{"a":01}"#), "expected `,` or `}` at line 1 column 7");
-        assert_eq!(e(r#"{"a":"\ud800"}"#), "lone leading surrogate in hex escape at line 1 column 13");
+        assert_eq!(
+            e(r#"{"a":"\ud800"}"#),
+            "lone leading surrogate in hex escape at line 1 column 13"
+        );
         assert_eq!(e("[1,2]"), "expected a JSON object, found an array");
         assert_eq!(e(""), "EOF while parsing a value at line 1 column 1");
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
         assert!(e(&deep).starts_with("recursion limit exceeded"));
-        let ok = format!("{{\"a\":{}{}}}", "[".repeat(MAX_DEPTH - 2), "]".repeat(MAX_DEPTH - 2));
+        let ok = format!(
+            "{{\"a\":{}{}}}",
+            "[".repeat(MAX_DEPTH - 2),
+            "]".repeat(MAX_DEPTH - 2)
+        );
         assert!(read(&ok).is_some());
         // The callback's refusal stops the read.
-        let r = read_object(r#"{"a":1,"b":2}"#, |k, _| if k == "b" { Err("no b") } else { Ok(()) });
+        let r = read_object(r#"{"a":1,"b":2}"#, |k, _| {
+            if k == "b" { Err("no b") } else { Ok(()) }
+        });
         assert_eq!(r, Err(ReadError::Member("no b")));
     }
 

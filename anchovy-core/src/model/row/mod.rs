@@ -38,9 +38,7 @@ mod text;
 
 pub use self::batch::{Batch, BatchBuilder, Row, Schema, put};
 pub use self::json::{Json, MAX_DEPTH, Member, ReadError, check_value, read_object};
-pub use self::ndjson::{
-    RowDecoder, RowEncoder, decode_row, encode_row, encode_row_into,
-};
+pub use self::ndjson::{RowDecoder, RowEncoder, decode_row, encode_row, encode_row_into};
 pub use self::text::{parse_datetime, parse_typed_text};
 
 /// The name of the annotation field in NDJSON data files.
@@ -114,7 +112,9 @@ impl Value {
             serde_json::Value::Bool(b) => Value::Bool(b),
             serde_json::Value::Number(n) => number_value(&n.to_string()),
             serde_json::Value::String(s) => Value::String(s),
-            v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_)) => Value::Json(v.into()),
+            v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_)) => {
+                Value::Json(v.into())
+            }
         }
     }
 

@@ -222,7 +222,8 @@ fn value_strategy() -> impl Strategy<Value = Value> {
             DateTime::from_timestamp(s, us * 1000).unwrap().naive_utc()
         )),
         prop::collection::vec(any::<u8>(), 0..64).prop_map(Value::Bytes),
-        prop::collection::vec(any::<i32>(), 1..5).prop_map(|v| Value::Json(serde_json::json!(v).into())),
+        prop::collection::vec(any::<i32>(), 1..5)
+            .prop_map(|v| Value::Json(serde_json::json!(v).into())),
     ]
 }
 
