@@ -7,14 +7,16 @@
 //! that reads it ([`parse`]), or on a blocking thread from a reader
 //! ([`parse_reader`]): a body is never held whole, only the record being cut out.
 //!
-//! **How.** A byte scanner walks the structure: strings are skipped with `memchr` to
-//! the next quote or backslash, brackets are matched on a stack, and each record's
-//! bytes (a slice of the chunk, or copied together when it straddles chunks) go to the
-//! callback, which parses the record once, exactly (integers digit for digit). The
-//! scanner checks what it walks for balance (brackets, strings, stray bytes), not every
-//! grammar rule: JSON outside the records and captured values that is balanced but
-//! ill-formed (`{"x": 1 2}`) is skipped, while every record and captured value is
-//! parsed in full, so nothing malformed reaches a row.
+//! **How.** A byte scanner walks the structure, eight bytes at a time: inside a value
+//! it jumps to the next quote or bracket, inside a string to the next quote or
+//! backslash; brackets are matched on a stack, and each record's bytes (a slice of the
+//! chunk, or copied together when it straddles chunks) go to the callback, which
+//! parses the record once, in full ([`anchovy_core::row::read_object`]). The scanner
+//! checks what it walks for balance (brackets, strings), not every grammar rule: JSON
+//! outside the records and captured values that is balanced but ill-formed
+//! (`{"x": 1 2}`) is skipped, a record that is balanced but ill-formed is a bad record
+//! of its own, and every record and captured value is parsed in full, so nothing
+//! malformed reaches a row.
 
 use bytes::Bytes;
 use std::future::Future;
@@ -224,23 +226,28 @@ impl Scan {
                     i += 1;
                     continue;
                 }
-                match memchr::memchr2(b'"', b'\\', &s[i..]) {
-                    None => return Step::More,
-                    Some(k) => {
-                        i += k;
-                        if s[i] == b'\\' {
-                            self.esc = true;
-                            i += 1;
-                        } else {
-                            self.in_str = false;
-                            i += 1;
-                            if self.stack.is_empty() {
-                                return Step::Done(i);
-                            }
-                        }
+                i = quote_or_backslash(s, i);
+                if i == s.len() {
+                    return Step::More;
+                }
+                i += 1;
+                if s[i - 1] == b'\\' {
+                    self.esc = true;
+                } else {
+                    self.in_str = false;
+                    if self.stack.is_empty() {
+                        return Step::Done(i);
                     }
                 }
                 continue;
+            }
+            if !self.stack.is_empty() {
+                // Inside brackets only quotes and brackets matter here (a record's
+                // grammar is checked when it is read).
+                i = quote_or_bracket(s, i);
+                if i == s.len() {
+                    return Step::More;
+                }
             }
             let c = s[i];
             if self.scalar {
@@ -249,9 +256,7 @@ impl Scan {
                     continue;
                 }
                 self.scalar = false;
-                if self.stack.is_empty() {
-                    return Step::Done(i);
-                }
+                return Step::Done(i);
             }
             match c {
                 b'"' => self.in_str = true,
@@ -265,15 +270,60 @@ impl Scan {
                         return Step::Done(i + 1);
                     }
                 }
-                b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' if !self.stack.is_empty() => {}
                 c if scalar_byte(c) => self.scalar = true,
-                _ if self.stack.is_empty() => return Step::Bad(i, "a value was expected"),
-                _ => return Step::Bad(i, "a byte that cannot be outside a string"),
+                _ => return Step::Bad(i, "a value was expected"),
             }
             i += 1;
         }
         Step::More
     }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each byte of `x` that equals `c` (exact for the lowest one: a
+/// false flag only follows a true one).
+#[inline]
+fn bytes_eq(x: u64, c: u8) -> u64 {
+    let y = x ^ (ONES * u64::from(c));
+    y.wrapping_sub(ONES) & !y & (ONES << 7)
+}
+
+/// The first index at or after `i` whose byte `flags` (applied to 8 bytes at a time)
+/// marks, or `matches` (byte by byte, for the tail); `s.len()` when none.
+#[inline]
+fn find(s: &[u8], mut i: usize, flags: impl Fn(u64) -> u64, matches: impl Fn(u8) -> bool) -> usize {
+    while let Some(w) = s.get(i..i + 8) {
+        let m = flags(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + s[i..].iter().position(|&c| matches(c)).unwrap_or(s.len() - i)
+}
+
+/// The next quote or backslash.
+fn quote_or_backslash(s: &[u8], i: usize) -> usize {
+    find(
+        s,
+        i,
+        |x| bytes_eq(x, b'"') | bytes_eq(x, b'\\'),
+        |c| c == b'"' || c == b'\\',
+    )
+}
+
+/// The next quote or bracket (`[` and `{` differ from `]` and `}` by one bit: 0x20).
+fn quote_or_bracket(s: &[u8], i: usize) -> usize {
+    find(
+        s,
+        i,
+        |x| {
+            let y = x | (ONES * 0x20);
+            bytes_eq(x, b'"') | bytes_eq(y, b'{') | bytes_eq(y, b'}')
+        },
+        |c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']'),
+    )
 }
 
 /// The body as it arrives, with the place in it for messages.
@@ -876,6 +926,26 @@ mod tests {
             v = serde_json::Value::Object(m);
         }
         v
+    }
+
+    /// The eight-bytes-at-a-time searches stop where a byte-by-byte search stops
+    /// (seeded: every start of random strings of the bytes that matter and others).
+    #[test]
+    fn word_searches_match_a_byte_by_byte_search() {
+        let mut r = Rng(0x5ca1);
+        let bytes = b"\"\\{}[]aZ{ \x7b\x5b\xdb\xfb\x00\x80";
+        for _ in 0..5_000 {
+            let s: Vec<u8> = (0..r.below(40)).map(|_| bytes[r.below(bytes.len() as u64) as usize]).collect();
+            for i in 0..=s.len() {
+                let first = |f: &dyn Fn(u8) -> bool| (i..s.len()).find(|&j| f(s[j])).unwrap_or(s.len());
+                assert_eq!(quote_or_backslash(&s, i), first(&|c| c == b'"' || c == b'\\'), "{s:?} {i}");
+                assert_eq!(
+                    quote_or_bracket(&s, i),
+                    first(&|c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']')),
+                    "{s:?} {i}"
+                );
+            }
+        }
     }
 
     /// The records and captured value of random bodies, cut at random places and
