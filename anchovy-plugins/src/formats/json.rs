@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
-use anchovy_core::row::{BatchBuilder, Member, ReadError, Row, TYPES_FIELD, put, read_object};
+use anchovy_core::row::{
+    BatchBuilder, Member, ReadError, Row, TYPES_FIELD, put, read_object, read_object_at,
+};
 use anchovy_core::{Batch, ColType, Value};
 
 use super::csv::convert;
@@ -106,18 +108,13 @@ impl JsonFormat {
                 body: "the file",
                 ..json_stream::Shape::default()
             };
-            let mut failed = None;
-            let res = json_stream::parse_reader(input, &shape, &mut |text, pos| {
-                if out.stopped {
-                    return Err(String::new());
-                }
-                out.record(text, pos, &[]).map_err(|e| {
-                    let m = e.to_string();
-                    failed = Some(e);
-                    m
-                })
-            });
-            if let Some(e) = failed {
+            let mut on = BodyRecords {
+                recs: &mut out,
+                inherited: &[],
+                failed: None,
+            };
+            let res = json_stream::parse_reader(input, &shape, &mut on);
+            if let Some(e) = on.failed {
                 return Err(e);
             }
             if out.stopped {
@@ -143,8 +140,8 @@ impl JsonFormat {
                 if line.trim().is_empty() {
                     continue;
                 }
-                match out.take(&line, n, &[]) {
-                    Ok(()) => {}
+                match out.take(&line, n, &[], true) {
+                    Ok(_) => {}
                     Err(ReadError::Syntax(e)) => {
                         out.bad(n, &line, format!("malformed JSON: {e}"))?
                     }
@@ -178,6 +175,38 @@ impl JsonFormat {
             serde_json::from_slice::<serde::de::IgnoredAny>(&buf[..end]).is_ok()
                 && memchr::memchr(b'\n', buf).is_some(),
         )
+    }
+}
+
+/// The records of one body, as the streaming parser hands them over
+/// ([`json_stream::OnRecord`]): each taken in one pass where it is whole in the chunk
+/// at hand. A bad record's error is kept in `failed` (its message stops the parse).
+pub struct BodyRecords<'r, 'a, E: FnMut(Batch) -> bool + ?Sized> {
+    /// Where the rows go.
+    pub recs: &'r mut Records<'a, E>,
+    /// Fields copied into every record.
+    pub inherited: &'r [(String, Value)],
+    /// The error that stopped the parse, when a record's.
+    pub failed: Option<PluginError>,
+}
+
+impl<E: FnMut(Batch) -> bool + ?Sized> json_stream::OnRecord for BodyRecords<'_, '_, E> {
+    fn record_at(&mut self, text: &str, pos: u64) -> Option<usize> {
+        if self.recs.stopped {
+            return None;
+        }
+        self.recs.record_at(text, pos, self.inherited)
+    }
+
+    fn record(&mut self, text: &str, pos: u64) -> Result<(), String> {
+        if self.recs.stopped {
+            return Err(String::new());
+        }
+        self.recs.record(text, pos, self.inherited).map_err(|e| {
+            let m = e.to_string();
+            self.failed = Some(e);
+            m
+        })
     }
 }
 
@@ -284,13 +313,25 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
         pos: u64,
         inherited: &[(String, Value)],
     ) -> Result<(), PluginError> {
-        match self.take(text, pos, inherited) {
-            Ok(()) => Ok(()),
+        match self.take(text, pos, inherited, true) {
+            Ok(_) => Ok(()),
             Err(ReadError::Syntax(e)) => {
                 self.bad(pos, text, format!("malformed JSON in record {pos}: {e}"))
             }
             Err(ReadError::Member(reason)) => self.bad(pos, text, reason),
         }
+    }
+
+    /// Takes the record `text` starts with (more may follow it) when it is whole and
+    /// good: its length. `None` otherwise, with nothing kept: the caller hands it to
+    /// [`Records::record`] as exactly its text, which says what is wrong.
+    pub fn record_at(
+        &mut self,
+        text: &str,
+        pos: u64,
+        inherited: &[(String, Value)],
+    ) -> Option<usize> {
+        self.take(text, pos, inherited, false).ok()
     }
 
     /// A record that cannot be taken: fails, is skipped or quarantined (`on_bad_record`).
@@ -322,7 +363,8 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
         text: &str,
         pos: u64,
         inherited: &[(String, Value)],
-    ) -> Result<(), ReadError<String>> {
+        whole: bool,
+    ) -> Result<usize, ReadError<String>> {
         let Records {
             fmt,
             label,
@@ -331,13 +373,14 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
             watch,
             ..
         } = self;
+        let field = watch.as_ref().map(|(f, _)| *f);
         let mut row: Row = Vec::with_capacity(b.schema().len());
         let mut next = 0;
+        // The watched field's raw value, shown once the record is taken.
+        let mut seen_inherited = None;
         for (k, v) in inherited {
-            if let Some((f, cb)) = watch
-                && *f == k
-            {
-                cb(v);
+            if field == Some(k.as_str()) {
+                seen_inherited = Some(v);
             }
             let i = b.column(k, next);
             next = i + 1;
@@ -349,16 +392,15 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
             };
             put(&mut row, i, v);
         }
-        read_object(text, |k, m| {
+        let mut seen = None;
+        let mut member = |k: Cow<'_, str>, m: Member<'_>| {
             if k == TYPES_FIELD {
                 return Err(format!(
                     "the field `{TYPES_FIELD}` is reserved by the datastore format; rename it at the source"
                 ));
             }
-            if let Some((f, cb)) = watch
-                && *f == k
-            {
-                cb(&Value::from(m.clone()));
+            if field == Some(k.as_ref()) {
+                seen = Some(Value::from(m.clone()));
             }
             let i = b.column(&k, next);
             next = i + 1;
@@ -368,19 +410,30 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
             };
             put(&mut row, i, v);
             Ok(())
-        })?;
+        };
+        let len = if whole {
+            read_object(text, &mut member).map(|()| text.len())?
+        } else {
+            read_object_at(text, &mut member)?
+        };
         if fmt.provenance {
             let i = b.column("_file", next);
             put(&mut row, i, Value::String(label.to_string()));
             let i = b.column("_line", i + 1);
             put(&mut row, i, Value::Int(pos as i64));
         }
+        if let Some((_, cb)) = watch {
+            seen_inherited
+                .into_iter()
+                .chain(seen.as_ref())
+                .for_each(|v| cb(v));
+        }
         b.push_row(row);
         self.count += 1;
         if self.b.len() >= self.batch_size {
             self.stopped = !(self.emit)(self.b.take());
         }
-        Ok(())
+        Ok(len)
     }
 
     /// One document: a record, or (with `records:`) the records inside it.

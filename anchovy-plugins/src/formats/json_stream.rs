@@ -57,6 +57,32 @@ pub trait Body: Send {
     fn chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, String>> + Send;
 }
 
+/// What [`parse`] hands the records to.
+pub trait OnRecord {
+    /// Takes the record `text` starts with (`text` goes on past it, to the end of the
+    /// chunk at hand) when it is whole there and can be taken in one pass: returns its
+    /// length in bytes. `None` when not (cut by the chunk's end, ill-formed, refused):
+    /// nothing of it was kept, and it comes again, exactly its text, through
+    /// [`OnRecord::record`]. By default nothing is taken here.
+    fn record_at(&mut self, text: &str, pos: u64) -> Option<usize> {
+        let _ = (text, pos);
+        None
+    }
+
+    /// One record, exactly its JSON text, and its 1-based position; `Err` stops the
+    /// parse with that message.
+    ///
+    /// # Errors
+    /// Why the parse must stop.
+    fn record(&mut self, text: &str, pos: u64) -> Result<(), String>;
+}
+
+impl<F: FnMut(&str, u64) -> Result<(), String>> OnRecord for F {
+    fn record(&mut self, text: &str, pos: u64) -> Result<(), String> {
+        self(text, pos)
+    }
+}
+
 /// Why a page could not be parsed.
 #[derive(Debug)]
 pub enum PageError {
@@ -74,8 +100,9 @@ pub enum PageError {
 /// without the records path, or the callback's error; [`PageError::Cut`] when `body`
 /// failed.
 ///
-/// `on` gets each record's JSON text and 1-based position; its `Err` stops the parse.
-pub async fn parse<B: Body, F: FnMut(&str, u64) -> Result<(), String>>(
+/// `on` gets each record and its 1-based position ([`OnRecord`]); its `Err` stops the
+/// parse.
+pub async fn parse<B: Body, F: OnRecord + ?Sized>(
     body: &mut B,
     shape: &Shape,
     on: &mut F,
@@ -158,7 +185,7 @@ impl<R: std::io::Read + Send> Body for Reader<R> {
 ///
 /// # Errors
 /// As [`parse`]; [`PageError::Cut`] is the reader's error.
-pub fn parse_reader<F: FnMut(&str, u64) -> Result<(), String>>(
+pub fn parse_reader<F: OnRecord + ?Sized>(
     input: impl std::io::Read + Send,
     shape: &Shape,
     on: &mut F,
@@ -300,7 +327,10 @@ fn find(s: &[u8], mut i: usize, flags: impl Fn(u64) -> u64, matches: impl Fn(u8)
         }
         i += 8;
     }
-    i + s[i..].iter().position(|&c| matches(c)).unwrap_or(s.len() - i)
+    i + s[i..]
+        .iter()
+        .position(|&c| matches(c))
+        .unwrap_or(s.len() - i)
 }
 
 /// The next quote or backslash.
@@ -329,7 +359,10 @@ fn quote_or_bracket(s: &[u8], i: usize) -> usize {
 /// The body as it arrives, with the place in it for messages.
 struct Input<'b, B> {
     body: &'b mut B,
-    cur: Bytes,
+    /// The current chunk, decoded (UTF-8 checked once, here).
+    cur: String,
+    /// The bytes of a character cut by the end of the last chunk.
+    carry: Vec<u8>,
     pos: usize,
     eof: bool,
     /// Newlines before `cur`, and the bytes after the last of them.
@@ -344,7 +377,8 @@ impl<'b, B: Body> Input<'b, B> {
     fn new(body: &'b mut B) -> Self {
         Input {
             body,
-            cur: Bytes::new(),
+            cur: String::new(),
+            carry: Vec::new(),
             pos: 0,
             eof: false,
             lines: 0,
@@ -360,24 +394,51 @@ impl<'b, B: Body> Input<'b, B> {
             if self.eof {
                 return Ok(false);
             }
-            match memchr::memrchr(b'\n', &self.cur) {
+            match memchr::memrchr(b'\n', self.cur.as_bytes()) {
                 Some(last) => {
-                    self.lines += memchr::memchr_iter(b'\n', &self.cur).count() as u64;
+                    self.lines += memchr::memchr_iter(b'\n', self.cur.as_bytes()).count() as u64;
                     self.col = (self.cur.len() - last - 1) as u64;
                 }
                 None => self.col += self.cur.len() as u64,
             }
             self.pos = 0;
             match self.body.chunk().await {
-                Ok(Some(b)) => self.cur = b,
+                Ok(Some(b)) => self.cur = self.decode(b)?,
                 Ok(None) => {
                     self.eof = true;
-                    self.cur = Bytes::new();
+                    self.cur = String::new();
+                    if !self.carry.is_empty() {
+                        return Err(Fail::Bad(
+                            "the body is not UTF-8 text: it ends inside a character".into(),
+                        ));
+                    }
                 }
                 Err(m) => return Err(Fail::Cut(m)),
             }
         }
         Ok(true)
+    }
+
+    /// A chunk as text: the character cut at its end waits for the next one.
+    fn decode(&mut self, b: Bytes) -> Result<String, Fail> {
+        let v = if self.carry.is_empty() {
+            Vec::from(b)
+        } else {
+            let mut v = std::mem::take(&mut self.carry);
+            v.extend_from_slice(&b);
+            v
+        };
+        let bad = |e: std::str::Utf8Error| Fail::Bad(format!("the body is not UTF-8 text: {e}"));
+        match String::from_utf8(v) {
+            Ok(t) => Ok(t),
+            Err(e) if e.utf8_error().error_len().is_some() => Err(bad(e.utf8_error())),
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let mut v = e.into_bytes();
+                self.carry = v.split_off(valid);
+                String::from_utf8(v).map_err(|e| bad(e.utf8_error()))
+            }
+        }
     }
 
     /// The next byte that is not whitespace, not consumed; `None` at the end.
@@ -386,7 +447,7 @@ impl<'b, B: Body> Input<'b, B> {
             if !self.fill().await? {
                 return Ok(None);
             }
-            let rest = &self.cur[self.pos..];
+            let rest = &self.cur.as_bytes()[self.pos..];
             match rest
                 .iter()
                 .position(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
@@ -402,7 +463,7 @@ impl<'b, B: Body> Input<'b, B> {
 
     /// `line L column C` of the byte at `pos`.
     fn place(&self) -> String {
-        let head = &self.cur[..self.pos.min(self.cur.len())];
+        let head = &self.cur.as_bytes()[..self.pos.min(self.cur.len())];
         let (line, col) = match memchr::memrchr(b'\n', head) {
             Some(last) => (
                 self.lines + memchr::memchr_iter(b'\n', head).count() as u64,
@@ -442,14 +503,15 @@ impl<'b, B: Body> Input<'b, B> {
         let mut straddled = false;
         loop {
             let start = self.pos;
-            match self.scan.scan(&self.cur[start..]) {
+            match self.scan.scan(&self.cur.as_bytes()[start..]) {
                 Step::Done(n) => {
                     self.pos += n;
                     if !straddled {
                         return Ok(Span::Chunk(start, self.pos));
                     }
                     if keep {
-                        self.acc.extend_from_slice(&self.cur[start..self.pos]);
+                        self.acc
+                            .extend_from_slice(&self.cur.as_bytes()[start..self.pos]);
                     }
                     return Ok(Span::Acc);
                 }
@@ -457,13 +519,13 @@ impl<'b, B: Body> Input<'b, B> {
                     self.pos += n;
                     return Err(Fail::Bad(format!(
                         "malformed JSON: {what} ({}) at {}",
-                        shown(self.cur[self.pos]),
+                        shown(self.cur.as_bytes()[self.pos]),
                         self.place()
                     )));
                 }
                 Step::More => {
                     if keep {
-                        self.acc.extend_from_slice(&self.cur[start..]);
+                        self.acc.extend_from_slice(&self.cur.as_bytes()[start..]);
                     }
                     self.pos = self.cur.len();
                     straddled = true;
@@ -483,7 +545,7 @@ impl<'b, B: Body> Input<'b, B> {
 
     fn span(&self, s: &Span) -> &[u8] {
         match *s {
-            Span::Chunk(a, b) => &self.cur[a..b],
+            Span::Chunk(a, b) => &self.cur.as_bytes()[a..b],
             Span::Acc => &self.acc,
         }
     }
@@ -556,10 +618,7 @@ enum At {
 impl<B: Body> Parser<'_, '_, B> {
     /// Walks the body's value: into the objects on the paths of the records and the
     /// captures, over everything else.
-    async fn body<F: FnMut(&str, u64) -> Result<(), String>>(
-        &mut self,
-        on: &mut F,
-    ) -> Result<(), Fail> {
+    async fn body<F: OnRecord + ?Sized>(&mut self, on: &mut F) -> Result<(), Fail> {
         let mut path: Vec<String> = Vec::new();
         let mut depth = 0usize;
         let mut at = At::Value;
@@ -633,10 +692,7 @@ impl<B: Body> Parser<'_, '_, B> {
     }
 
     /// What [`Shape::records`] names: each element of its array to `on`.
-    async fn records<F: FnMut(&str, u64) -> Result<(), String>>(
-        &mut self,
-        on: &mut F,
-    ) -> Result<(), Fail> {
+    async fn records<F: OnRecord + ?Sized>(&mut self, on: &mut F) -> Result<(), Fail> {
         let base = self.shape.records.join(".");
         let what = || {
             if base.is_empty() {
@@ -655,20 +711,35 @@ impl<B: Body> Parser<'_, '_, B> {
                     return Ok(());
                 }
                 let res = loop {
-                    let s = match self.inp.value(true).await {
-                        Ok(s) => s,
+                    // The record parsed straight from the chunk when it is whole there;
+                    // else cut out (copied together across chunks) and handed over.
+                    let taken = match self.inp.peek_ws().await {
+                        Ok(Some(b'{')) => on.record_at(&self.inp.cur[self.inp.pos..], n + 1),
+                        Ok(_) => None,
                         Err(e) => break Err(e),
                     };
-                    n += 1;
-                    let text = match std::str::from_utf8(self.inp.span(&s)) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            break Err(Fail::Bad(format!("the record is not UTF-8 text: {e}")));
+                    match taken {
+                        Some(len) => self.inp.pos += len,
+                        None => {
+                            let s = match self.inp.value(true).await {
+                                Ok(s) => s,
+                                Err(e) => break Err(e),
+                            };
+                            let text = match std::str::from_utf8(self.inp.span(&s)) {
+                                Ok(t) => t,
+                                Err(e) => {
+                                    break Err(Fail::Bad(format!(
+                                        "the record is not UTF-8 text: {e}"
+                                    )));
+                                }
+                            };
+                            if let Err(m) = on.record(text, n + 1) {
+                                n += 1;
+                                break Err(Fail::Record(m));
+                            }
                         }
-                    };
-                    if let Err(m) = on(text, n) {
-                        break Err(Fail::Record(m));
                     }
+                    n += 1;
                     match self.inp.peek_ws().await {
                         Ok(Some(b',')) => self.inp.pos += 1,
                         Ok(Some(b']')) => {
@@ -783,15 +854,40 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
+        // Half the cases also take records straight from the chunk where they are whole.
+        let mut on = Collect {
+            got: &mut got,
+            at: b.sizes[0] % 2 == 0,
+        };
         let page = rt
-            .block_on(parse(&mut b, shape, &mut |t, _| {
-                got.push(t.to_string());
-                Ok(())
-            }))
+            .block_on(parse(&mut b, shape, &mut on))
             .map_err(|e| match e {
                 PageError::Cut(m) | PageError::Bad(m) => m,
             })?;
         Ok((got, page))
+    }
+
+    /// Collects the records' texts.
+    struct Collect<'a> {
+        got: &'a mut Vec<String>,
+        /// Take whole objects at the start of a chunk's rest, as `Records` does.
+        at: bool,
+    }
+
+    impl OnRecord for Collect<'_> {
+        fn record_at(&mut self, text: &str, _pos: u64) -> Option<usize> {
+            if !self.at {
+                return None;
+            }
+            let n = anchovy_core::row::read_object_at(text, |_, _| Ok::<(), ()>(())).ok()?;
+            self.got.push(text[..n].to_string());
+            Some(n)
+        }
+
+        fn record(&mut self, text: &str, _pos: u64) -> Result<(), String> {
+            self.got.push(text.to_string());
+            Ok(())
+        }
     }
 
     fn run(body: &str, records: &str, captures: &[&str]) -> Result<(Vec<String>, Page), String> {
@@ -935,10 +1031,17 @@ mod tests {
         let mut r = Rng(0x5ca1);
         let bytes = b"\"\\{}[]aZ{ \x7b\x5b\xdb\xfb\x00\x80";
         for _ in 0..5_000 {
-            let s: Vec<u8> = (0..r.below(40)).map(|_| bytes[r.below(bytes.len() as u64) as usize]).collect();
+            let s: Vec<u8> = (0..r.below(40))
+                .map(|_| bytes[r.below(bytes.len() as u64) as usize])
+                .collect();
             for i in 0..=s.len() {
-                let first = |f: &dyn Fn(u8) -> bool| (i..s.len()).find(|&j| f(s[j])).unwrap_or(s.len());
-                assert_eq!(quote_or_backslash(&s, i), first(&|c| c == b'"' || c == b'\\'), "{s:?} {i}");
+                let first =
+                    |f: &dyn Fn(u8) -> bool| (i..s.len()).find(|&j| f(s[j])).unwrap_or(s.len());
+                assert_eq!(
+                    quote_or_backslash(&s, i),
+                    first(&|c| c == b'"' || c == b'\\'),
+                    "{s:?} {i}"
+                );
                 assert_eq!(
                     quote_or_bracket(&s, i),
                     first(&|c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']')),

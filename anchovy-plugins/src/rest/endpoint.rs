@@ -14,7 +14,7 @@ use super::paginate::{self, Pager, Pagination};
 use super::spec::{Missing, substitute, substitute_tree};
 use super::{Downloader, RestOptions, opt_err};
 use crate::error::PluginError;
-use crate::formats::json::{JsonFormat, JsonOptions, Records};
+use crate::formats::json::{BodyRecords, JsonFormat, JsonOptions, Records};
 use crate::formats::json_stream::{self as page, Shape};
 
 /// Bytes of an error response shown in messages.
@@ -655,7 +655,7 @@ impl Endpoint {
         let mut body = Streamed::new(resp, self, next);
         let mut batches = Vec::new();
         let mut max = Max::default();
-        let mut failed = None;
+        let failed;
         let res = {
             let mut emit = |b: Batch| {
                 batches.push(b);
@@ -673,16 +673,13 @@ impl Endpoint {
             if let Some(c) = pc.cursor {
                 recs.watch(c, &mut see);
             }
-            let inherited = pc.inherited;
-            let failed = &mut failed;
-            let res = page::parse(&mut body, &shape, &mut |text, pos| {
-                recs.record(text, pos, inherited).map_err(|e| {
-                    let m = e.to_string();
-                    *failed = Some(e);
-                    m
-                })
-            })
-            .await;
+            let mut on = BodyRecords {
+                recs: &mut recs,
+                inherited: pc.inherited,
+                failed: None,
+            };
+            let res = page::parse(&mut body, &shape, &mut on).await;
+            failed = on.failed;
             recs.flush();
             res
         };

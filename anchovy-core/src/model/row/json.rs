@@ -72,55 +72,52 @@ impl Syntax {
 /// the callback's error, which stops the read.
 pub fn read_object<'a, E>(
     text: &'a str,
-    mut member: impl FnMut(Cow<'a, str>, Member<'a>) -> Result<(), E>,
+    member: impl FnMut(Cow<'a, str>, Member<'a>) -> Result<(), E>,
 ) -> Result<(), ReadError<E>> {
     let mut c = Cursor::new(text);
-    let syntax = |e: Syntax| ReadError::Syntax(e.message(text));
     c.ws();
-    match c.peek() {
-        Some(b'{') => c.i += 1,
-        Some(_) => {
-            let found = match c.peek() {
-                Some(b'[') => "an array",
-                Some(b'"') => "a string",
-                Some(b'-' | b'0'..=b'9') => "a number",
-                Some(b't' | b'f') => "a boolean",
-                Some(b'n') => "null",
-                _ => return Err(syntax(c.err("expected value"))),
-            };
-            // Not an object, but say so only of valid JSON.
-            c.value().map_err(syntax)?;
-            c.end().map_err(syntax)?;
-            return Err(ReadError::Syntax(format!(
-                "expected a JSON object, found {found}"
-            )));
-        }
-        None => return Err(syntax(c.err("EOF while parsing a value"))),
-    }
-    c.ws();
-    if c.peek() == Some(b'}') {
-        c.i += 1;
-    } else {
-        loop {
-            let key = c.key().map_err(syntax)?;
-            let value = c.value().map_err(syntax)?;
-            member(key, value).map_err(ReadError::Member)?;
-            c.ws();
-            match c.peek() {
-                Some(b',') => {
-                    c.i += 1;
-                    c.ws();
-                }
-                Some(b'}') => {
-                    c.i += 1;
-                    break;
-                }
-                Some(_) => return Err(syntax(c.err("expected `,` or `}`"))),
-                None => return Err(syntax(c.err("EOF while parsing an object"))),
+    if c.peek() != Some(b'{') {
+        let found = match c.peek() {
+            Some(b'[') => "an array",
+            Some(b'"') => "a string",
+            Some(b'-' | b'0'..=b'9') => "a number",
+            Some(b't' | b'f') => "a boolean",
+            Some(b'n') => "null",
+            Some(_) => return Err(ReadError::Syntax(c.err("expected value").message(text))),
+            None => {
+                return Err(ReadError::Syntax(
+                    c.err("EOF while parsing a value").message(text),
+                ));
             }
-        }
+        };
+        // Not an object, but say so only of valid JSON.
+        c.value()
+            .and_then(|_| c.end())
+            .map_err(|e| ReadError::Syntax(e.message(text)))?;
+        return Err(ReadError::Syntax(format!(
+            "expected a JSON object, found {found}"
+        )));
     }
-    c.end().map_err(syntax)
+    c.object(member)?;
+    c.end().map_err(|e| ReadError::Syntax(e.message(text)))
+}
+
+/// [`read_object`] of the object `text` starts with (at its `{`), whatever follows
+/// it: returns the object's length in bytes.
+///
+/// # Errors
+/// As [`read_object`]; an object cut short by the end of `text` is an `EOF while
+/// parsing ...` syntax error.
+pub fn read_object_at<'a, E>(
+    text: &'a str,
+    member: impl FnMut(Cow<'a, str>, Member<'a>) -> Result<(), E>,
+) -> Result<usize, ReadError<E>> {
+    let mut c = Cursor::new(text);
+    if c.peek() != Some(b'{') {
+        return Err(ReadError::Syntax(c.err("expected `{`").message(text)));
+    }
+    c.object(member)?;
+    Ok(c.i)
 }
 
 /// Checks that `text` is one JSON value (whitespace around it allowed).
@@ -201,6 +198,40 @@ impl<'a> Cursor<'a> {
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.i += 1;
+        }
+    }
+
+    /// An object's members (at its `{`), each handed to `member`.
+    #[inline]
+    fn object<E>(
+        &mut self,
+        mut member: impl FnMut(Cow<'a, str>, Member<'a>) -> Result<(), E>,
+    ) -> Result<(), ReadError<E>> {
+        let text = self.s;
+        let syntax = |e: Syntax| ReadError::Syntax(e.message(text));
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            let key = self.key().map_err(syntax)?;
+            let value = self.value().map_err(syntax)?;
+            member(key, value).map_err(ReadError::Member)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                Some(_) => return Err(syntax(self.err("expected `,` or `}`"))),
+                None => return Err(syntax(self.err("EOF while parsing an object"))),
+            }
         }
     }
 
@@ -787,6 +818,24 @@ mod tests {
             let want = reference(&text);
             let got = read(&text);
             assert_eq!(got, want, "seed {seed} case {n}: {text:?}");
+            // At the start of a longer text: the same members, and where it ends.
+            let t = text.trim_matches([' ', '\n', '\t', '\r']);
+            if t.starts_with('{') {
+                let longer = format!("{t},{{\"next\":1}}]");
+                let mut members = Vec::new();
+                let at = read_object_at(&longer, |k, m| {
+                    members.push((k.into_owned(), m));
+                    Ok::<(), ()>(())
+                });
+                match &want {
+                    Some(w) => {
+                        assert_eq!(at, Ok(t.len()), "seed {seed} case {n}: {text:?}");
+                        assert_eq!(&members, w, "seed {seed} case {n}: {text:?}");
+                    }
+                    // What ends early as an object may be a whole one followed by junk.
+                    None => assert!(at.is_err() || at.is_ok_and(|l| l < t.len()), "{text:?}"),
+                }
+            }
             if got.is_some() {
                 valid += 1;
             } else {

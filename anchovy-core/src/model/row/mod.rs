@@ -37,7 +37,9 @@ mod tests;
 mod text;
 
 pub use self::batch::{Batch, BatchBuilder, Row, Schema, put};
-pub use self::json::{Json, MAX_DEPTH, Member, ReadError, check_value, read_object};
+pub use self::json::{
+    Json, MAX_DEPTH, Member, ReadError, check_value, read_object, read_object_at,
+};
 pub use self::ndjson::{RowDecoder, RowEncoder, decode_row, encode_row, encode_row_into};
 pub use self::text::{parse_datetime, parse_typed_text};
 
