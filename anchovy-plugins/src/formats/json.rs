@@ -423,10 +423,7 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
             put(&mut row, i, Value::Int(pos as i64));
         }
         if let Some((_, cb)) = watch {
-            seen_inherited
-                .into_iter()
-                .chain(seen.as_ref())
-                .for_each(|v| cb(v));
+            seen_inherited.into_iter().chain(seen.as_ref()).for_each(cb);
         }
         b.push_row(row);
         self.count += 1;

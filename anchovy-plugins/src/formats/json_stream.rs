@@ -857,7 +857,7 @@ mod tests {
         // Half the cases also take records straight from the chunk where they are whole.
         let mut on = Collect {
             got: &mut got,
-            at: b.sizes[0] % 2 == 0,
+            at: b.sizes[0].is_multiple_of(2),
         };
         let page = rt
             .block_on(parse(&mut b, shape, &mut on))
