@@ -441,6 +441,17 @@ impl<'b, B: Body> Input<'b, B> {
         }
     }
 
+    /// The byte at `pos` when it is in the chunk and not whitespace (the common case,
+    /// without waiting); `None` otherwise (ask [`Input::peek_ws`]).
+    #[inline]
+    fn peek_now(&self) -> Option<u8> {
+        self.cur
+            .as_bytes()
+            .get(self.pos)
+            .copied()
+            .filter(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+    }
+
     /// The next byte that is not whitespace, not consumed; `None` at the end.
     async fn peek_ws(&mut self) -> Result<Option<u8>, Fail> {
         loop {
@@ -713,7 +724,11 @@ impl<B: Body> Parser<'_, '_, B> {
                 let res = loop {
                     // The record parsed straight from the chunk when it is whole there;
                     // else cut out (copied together across chunks) and handed over.
-                    let taken = match self.inp.peek_ws().await {
+                    let next = match self.inp.peek_now() {
+                        Some(c) => Ok(Some(c)),
+                        None => self.inp.peek_ws().await,
+                    };
+                    let taken = match next {
                         Ok(Some(b'{')) => on.record_at(&self.inp.cur[self.inp.pos..], n + 1),
                         Ok(_) => None,
                         Err(e) => break Err(e),
@@ -740,7 +755,11 @@ impl<B: Body> Parser<'_, '_, B> {
                         }
                     }
                     n += 1;
-                    match self.inp.peek_ws().await {
+                    let next = match self.inp.peek_now() {
+                        Some(c) => Ok(Some(c)),
+                        None => self.inp.peek_ws().await,
+                    };
+                    match next {
                         Ok(Some(b',')) => self.inp.pos += 1,
                         Ok(Some(b']')) => {
                             self.inp.pos += 1;
