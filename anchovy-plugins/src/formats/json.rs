@@ -365,6 +365,24 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
         inherited: &[(String, Value)],
         whole: bool,
     ) -> Result<usize, ReadError<String>> {
+        let columns = self.b.schema().len();
+        let taken = self.take_row(text, pos, inherited, whole);
+        if taken.is_err() {
+            // A record not taken leaves no column behind (it would reach the target).
+            self.b.schema_mut().truncate(columns);
+            self.kinds.truncate(columns);
+        }
+        taken
+    }
+
+    /// [`Records::take`] without the clean-up of a record not taken.
+    fn take_row(
+        &mut self,
+        text: &str,
+        pos: u64,
+        inherited: &[(String, Value)],
+        whole: bool,
+    ) -> Result<usize, ReadError<String>> {
         let Records {
             fmt,
             label,
@@ -587,6 +605,46 @@ mod tests {
         assert!(r[1].contains(&("session".to_string(), Value::String("s1".into()))));
         assert!(r[1].contains(&("id".to_string(), Value::String("e2".into()))));
         assert!(rows(&read(b"", serde_json::json!({}), "e.json").unwrap()).is_empty());
+    }
+
+    /// A record that is not taken (ill-formed, or a typed value that does not parse)
+    /// adds no column: none of its names reaches the batch's schema.
+    #[test]
+    fn bad_records_leave_no_columns_behind() {
+        let mut cols = BTreeMap::new();
+        cols.insert("at".to_string(), ColType::DateTime);
+        let f = JsonFormat::new(
+            &serde_json::from_value(serde_json::json!({})).unwrap(),
+            &cols,
+        );
+        for data in [
+            &b"[{\"id\":1},{\"id\":2,\"typo\":1,\"at\":\"no date\"},{\"id\":3,\"x\":tru},{\"id\":4}]"[..],
+            b"{\"id\":1}\n{\"id\":2,\"typo\":1,\"at\":\"no date\"}\n{\"id\":3,\"x\":tru}\n{\"id\":4}\n",
+        ] {
+            let mut rejects = Rejects::new(
+                "t",
+                anchovy_core::reject::RejectPolicy {
+                    on_bad_record: anchovy_core::reject::OnBadRecord::Skip,
+                    max_rejects: None,
+                },
+            );
+            let mut out = vec![];
+            f.read(
+                Box::new(std::io::Cursor::new(data.to_vec())),
+                "f.json",
+                "t",
+                100,
+                &mut rejects,
+                &mut |b| {
+                    out.push(b);
+                    true
+                },
+            )
+            .unwrap();
+            let b = out.iter().find(|b| b.table.as_ref() == "t").unwrap();
+            assert_eq!(b.len(), 2);
+            assert_eq!(b.schema.names().len(), 1, "{:?}", b.schema.names());
+        }
     }
 
     #[test]

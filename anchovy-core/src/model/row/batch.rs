@@ -45,6 +45,18 @@ impl Schema {
         self.index.get(name).copied()
     }
 
+    /// Drops the columns from position `len` on: the ones added while reading a row
+    /// that was not kept (no kept row has a value there).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.names.len() {
+            return;
+        }
+        for n in self.names.drain(len..) {
+            self.index.remove(&n);
+        }
+        self.json_keys.truncate(len);
+    }
+
     /// The position of a column, appending it when new.
     pub fn index_or_insert(&mut self, name: &str) -> usize {
         if let Some(i) = self.index.get(name) {
