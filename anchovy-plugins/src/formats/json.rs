@@ -356,27 +356,11 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
 
     /// One record read into a row in one pass: the inherited fields, the record's
     /// members (integers exact; values of typed columns converted from their text, a
-    /// number of a `decimal` column digit for digit), then `_file`/`_line`.
-    /// `ReadError::Member` is why the record cannot be taken.
+    /// number of a `decimal` column digit for digit), then `_file`/`_line`. `whole`:
+    /// `text` is exactly the record; otherwise it starts with it. Returns the record's
+    /// length; `ReadError::Member` is why the record cannot be taken, and a record not
+    /// taken leaves nothing behind.
     fn take(
-        &mut self,
-        text: &str,
-        pos: u64,
-        inherited: &[(String, Value)],
-        whole: bool,
-    ) -> Result<usize, ReadError<String>> {
-        let columns = self.b.schema().len();
-        let taken = self.take_row(text, pos, inherited, whole);
-        if taken.is_err() {
-            // A record not taken leaves no column behind (it would reach the target).
-            self.b.schema_mut().truncate(columns);
-            self.kinds.truncate(columns);
-        }
-        taken
-    }
-
-    /// [`Records::take`] without the clean-up of a record not taken.
-    fn take_row(
         &mut self,
         text: &str,
         pos: u64,
@@ -391,6 +375,12 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
             watch,
             ..
         } = self;
+        // A record not taken leaves no column behind (it would reach the target).
+        let columns = b.schema().len();
+        let undo = |b: &mut BatchBuilder, kinds: &mut Vec<Option<ColType>>| {
+            b.schema_mut().truncate(columns);
+            kinds.truncate(columns);
+        };
         let field = watch.as_ref().map(|(f, _)| *f);
         let mut row: Row = Vec::with_capacity(b.schema().len());
         let mut next = 0;
@@ -403,9 +393,13 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
             let i = b.column(k, next);
             next = i + 1;
             let v = match (kind(kinds, &fmt.columns, b, i), v) {
-                (Some(t), Value::String(s)) => {
-                    typed(k, Member::Str(Cow::Borrowed(s)), t).map_err(ReadError::Member)?
-                }
+                (Some(t), Value::String(s)) => match typed(k, Member::Str(Cow::Borrowed(s)), t) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        undo(b, kinds);
+                        return Err(ReadError::Member(e));
+                    }
+                },
                 _ => v.clone(),
             };
             put(&mut row, i, v);
@@ -429,10 +423,17 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
             put(&mut row, i, v);
             Ok(())
         };
-        let len = if whole {
-            read_object(text, &mut member).map(|()| text.len())?
+        let read = if whole {
+            read_object(text, &mut member).map(|()| text.len())
         } else {
-            read_object_at(text, &mut member)?
+            read_object_at(text, &mut member)
+        };
+        let len = match read {
+            Ok(len) => len,
+            Err(e) => {
+                undo(b, kinds);
+                return Err(e);
+            }
         };
         if fmt.provenance {
             let i = b.column("_file", next);
