@@ -457,39 +457,43 @@ impl<'a, E: FnMut(Batch) -> bool + ?Sized> Records<'a, E> {
         let Some(path) = &self.fmt.records else {
             return self.record(raw.get(), pos, &[]);
         };
-        // Navigating to the records goes through serde_json values (integers longer
-        // than 17 digits inside them lose precision; top-level documents do not).
-        let doc: serde_json::Value =
-            serde_json::from_str(raw.get()).map_err(|e| json_err(self.label, &e))?;
-        let mut cur = &doc;
-        for p in path {
-            cur = cur.get(p).ok_or_else(|| PluginError::Data {
-                location: format!("{}:{pos}", self.label),
-                message: format!("document {pos} has no `{}` (records:)", path.join(".")),
-            })?;
-        }
-        let serde_json::Value::Array(items) = cur else {
-            return Err(PluginError::Data {
-                location: format!("{}:{pos}", self.label),
-                message: format!("`{}` in document {pos} is not an array", path.join(".")),
-            });
-        };
-        let inherited: Vec<(String, Value)> = doc
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter(|(k, v)| **k != path[0] && !v.is_object() && !v.is_array())
-                    .map(|(k, v)| (k.clone(), Value::from_json(v.clone())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (i, item) in items.iter().enumerate() {
-            self.record(&item.to_string(), i as u64 + 1, &inherited)?;
-            if self.stopped {
-                break;
+        let text = raw.get();
+        // The document's top-level scalars, exactly as written, go into every record.
+        let mut inherited = Vec::new();
+        let read = read_object(text, |k, m| {
+            if k != path[0].as_str() && !matches!(m, Member::Nested(_)) {
+                inherited.push((k.into_owned(), Value::from(m)));
             }
+            Ok::<(), ()>(())
+        });
+        if read.is_err() {
+            inherited.clear(); // not an object: the records path says what is wrong
         }
-        Ok(())
+        // The records array read by the streaming parser, as a file's array is.
+        let shape = json_stream::Shape {
+            records: path.clone(),
+            captures: Vec::new(),
+            body: "the document",
+        };
+        let label = self.label;
+        let mut on = BodyRecords {
+            recs: self,
+            inherited: &inherited,
+            failed: None,
+        };
+        let res = json_stream::parse_reader(text.as_bytes(), &shape, &mut on);
+        if let Some(e) = on.failed {
+            return Err(e);
+        }
+        if self.stopped {
+            return Ok(());
+        }
+        res.map(drop).map_err(|e| match e {
+            json_stream::PageError::Cut(m) | json_stream::PageError::Bad(m) => PluginError::Data {
+                location: format!("{label}:{pos}"),
+                message: format!("document {pos}: {m}"),
+            },
+        })
     }
 
     /// Emits the rows and bad records still held.
@@ -606,6 +610,41 @@ mod tests {
         assert!(r[1].contains(&("session".to_string(), Value::String("s1".into()))));
         assert!(r[1].contains(&("id".to_string(), Value::String("e2".into()))));
         assert!(rows(&read(b"", serde_json::json!({}), "e.json").unwrap()).is_empty());
+    }
+
+    /// Records inside documents (`records:`) keep every digit, theirs and the
+    /// document's scalars copied into them; a missing path names the document.
+    #[test]
+    fn records_inside_documents_keep_their_digits() {
+        let doc = br#"{"session": 12345678901234567890123, "meta": {"x": 1},
+            "events": [{"id": 98765432109876543210, "n": {"big": 12345678901234567890}}, {"id": 2}]}"#;
+        let r = rows(&read(doc, serde_json::json!({"records": "events"}), "s.json").unwrap());
+        assert_eq!(r.len(), 2);
+        let get = |i: usize, k: &str| r[i].iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(
+            get(0, "session"),
+            Some(Value::Decimal("12345678901234567890123".into()))
+        );
+        assert_eq!(
+            get(0, "id"),
+            Some(Value::Decimal("98765432109876543210".into()))
+        );
+        assert_eq!(
+            get(0, "n").map(|v| v.text().into_owned()),
+            Some(r#"{"big":12345678901234567890}"#.to_string())
+        );
+        assert_eq!(get(1, "id"), Some(Value::Int(2)));
+        assert_eq!(get(1, "meta"), None);
+        let e = read(doc, serde_json::json!({"records": "evts"}), "s.json").unwrap_err();
+        assert!(
+            e.to_string().contains("s.json:1") && e.to_string().contains("has no `evts`"),
+            "{e}"
+        );
+        let none = br#"{"session": 1, "events": null}"#;
+        assert!(
+            rows(&read(none, serde_json::json!({"records": "events"}), "s.json").unwrap())
+                .is_empty()
+        );
     }
 
     /// A record that is not taken (ill-formed, or a typed value that does not parse)

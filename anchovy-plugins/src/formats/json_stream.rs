@@ -152,8 +152,13 @@ pub async fn parse<B: Body, F: OnRecord + ?Sized>(
         Err(Fail::Bad(m) | Fail::Record(m)) => return Err(PageError::Bad(m)),
     }
     if !found {
+        let against = if shape.body == "the response" {
+            "a response of the API"
+        } else {
+            shape.body
+        };
         return Err(PageError::Bad(format!(
-            "{} has no `{}` (records:); check the path against a response of the API",
+            "{} has no `{}` (records:); check the path against {against}",
             shape.body,
             shape.records.join(".")
         )));
