@@ -348,7 +348,7 @@ fn quote_or_backslash(s: &[u8], i: usize) -> usize {
     )
 }
 
-/// The next quote or bracket (`[` and `{` differ from `]` and `}` by one bit: 0x20).
+/// The next quote or bracket (`[` and `{` differ by one bit, 0x20, as `]` and `}` do).
 fn quote_or_bracket(s: &[u8], i: usize) -> usize {
     find(
         s,
