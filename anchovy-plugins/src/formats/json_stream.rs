@@ -18,6 +18,7 @@
 //! of its own, and every record and captured value is parsed in full, so nothing
 //! malformed reaches a row.
 
+use anchovy_core::row::{quote_or_backslash, quote_or_bracket};
 use bytes::Bytes;
 use std::future::Future;
 
@@ -309,56 +310,6 @@ impl Scan {
         }
         Step::More
     }
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-
-/// The high bit of each byte of `x` that equals `c` (exact for the lowest one: a
-/// false flag only follows a true one).
-#[inline]
-fn bytes_eq(x: u64, c: u8) -> u64 {
-    let y = x ^ (ONES * u64::from(c));
-    y.wrapping_sub(ONES) & !y & (ONES << 7)
-}
-
-/// The first index at or after `i` whose byte `flags` (applied to 8 bytes at a time)
-/// marks, or `matches` (byte by byte, for the tail); `s.len()` when none.
-#[inline]
-fn find(s: &[u8], mut i: usize, flags: impl Fn(u64) -> u64, matches: impl Fn(u8) -> bool) -> usize {
-    while let Some(w) = s.get(i..i + 8) {
-        let m = flags(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
-        if m != 0 {
-            return i + (m.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    i + s[i..]
-        .iter()
-        .position(|&c| matches(c))
-        .unwrap_or(s.len() - i)
-}
-
-/// The next quote or backslash.
-fn quote_or_backslash(s: &[u8], i: usize) -> usize {
-    find(
-        s,
-        i,
-        |x| bytes_eq(x, b'"') | bytes_eq(x, b'\\'),
-        |c| c == b'"' || c == b'\\',
-    )
-}
-
-/// The next quote or bracket (`[` and `{` differ by one bit, 0x20, as `]` and `}` do).
-fn quote_or_bracket(s: &[u8], i: usize) -> usize {
-    find(
-        s,
-        i,
-        |x| {
-            let y = x | (ONES * 0x20);
-            bytes_eq(x, b'"') | bytes_eq(y, b'{') | bytes_eq(y, b'}')
-        },
-        |c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']'),
-    )
 }
 
 /// The body as it arrives, with the place in it for messages.
@@ -1046,33 +997,6 @@ mod tests {
             v = serde_json::Value::Object(m);
         }
         v
-    }
-
-    /// The eight-bytes-at-a-time searches stop where a byte-by-byte search stops
-    /// (seeded: every start of random strings of the bytes that matter and others).
-    #[test]
-    fn word_searches_match_a_byte_by_byte_search() {
-        let mut r = Rng(0x5ca1);
-        let bytes = b"\"\\{}[]aZ{ \x7b\x5b\xdb\xfb\x00\x80";
-        for _ in 0..5_000 {
-            let s: Vec<u8> = (0..r.below(40))
-                .map(|_| bytes[r.below(bytes.len() as u64) as usize])
-                .collect();
-            for i in 0..=s.len() {
-                let first =
-                    |f: &dyn Fn(u8) -> bool| (i..s.len()).find(|&j| f(s[j])).unwrap_or(s.len());
-                assert_eq!(
-                    quote_or_backslash(&s, i),
-                    first(&|c| c == b'"' || c == b'\\'),
-                    "{s:?} {i}"
-                );
-                assert_eq!(
-                    quote_or_bracket(&s, i),
-                    first(&|c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']')),
-                    "{s:?} {i}"
-                );
-            }
-        }
     }
 
     /// The records and captured value of random bodies, cut at random places and

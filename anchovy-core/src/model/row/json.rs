@@ -524,33 +524,73 @@ impl<'a> Cursor<'a> {
 }
 
 /// The index of the first byte at or after `i` that ends a string's plain run: a
-/// quote, a backslash or a control character (or the end). Eight bytes at a time.
+/// quote, a backslash or a control character (or the end).
 #[inline]
-fn plain_end(b: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        let q = x ^ (ONES * u64::from(b'"'));
-        let s = x ^ (ONES * u64::from(b'\\'));
-        // A byte is flagged when it is zero after the xor (a quote, a backslash) or
-        // below 0x20; the lowest flag is exact (a false flag only follows a true one).
-        let m = ((q.wrapping_sub(ONES) & !q)
-            | (s.wrapping_sub(ONES) & !s)
-            | (x.wrapping_sub(ONES * 0x20) & !x))
-            & HIGH;
+fn plain_end(b: &[u8], i: usize) -> usize {
+    find(
+        b,
+        i,
+        |x| bytes_eq(x, b'"') | bytes_eq(x, b'\\') | bytes_below(x, 0x20),
+        |c| c == b'"' || c == b'\\' || c < 0x20,
+    )
+}
+
+/// The next quote or backslash at or after `i` (`s.len()`: none): where a string's
+/// scan stops when its escapes are not checked.
+pub fn quote_or_backslash(s: &[u8], i: usize) -> usize {
+    find(
+        s,
+        i,
+        |x| bytes_eq(x, b'"') | bytes_eq(x, b'\\'),
+        |c| c == b'"' || c == b'\\',
+    )
+}
+
+/// The next quote or bracket at or after `i` (`s.len()`: none). `[` and `{` differ by
+/// one bit, 0x20, as `]` and `}` do.
+pub fn quote_or_bracket(s: &[u8], i: usize) -> usize {
+    find(
+        s,
+        i,
+        |x| {
+            let y = x | (ONES * 0x20);
+            bytes_eq(x, b'"') | bytes_eq(y, b'{') | bytes_eq(y, b'}')
+        },
+        |c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']'),
+    )
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each byte of `x` that equals `c`. Exact for the lowest one: a false
+/// flag only follows a true one (a borrow), so the first flagged byte is a match.
+#[inline]
+fn bytes_eq(x: u64, c: u8) -> u64 {
+    bytes_below(x ^ (ONES * u64::from(c)), 1)
+}
+
+/// The high bit of each byte of `x` below `n` (`n` <= 0x80), exact for the lowest one.
+#[inline]
+fn bytes_below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(ONES * u64::from(n)) & !x & (ONES << 7)
+}
+
+/// The first index at or after `i` whose byte `flags` marks (eight bytes at a time),
+/// or `matches` (byte by byte, for the tail); `s.len()` when none.
+#[inline]
+fn find(s: &[u8], mut i: usize, flags: impl Fn(u64) -> u64, matches: impl Fn(u8) -> bool) -> usize {
+    while let Some(w) = s.get(i..i + 8) {
+        let m = flags(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
         if m != 0 {
             return i + (m.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    while let Some(&c) = b.get(i) {
-        if c == b'"' || c == b'\\' || c < 0x20 {
-            break;
-        }
-        i += 1;
-    }
-    i
+    let i = i.min(s.len());
+    i + s[i..]
+        .iter()
+        .position(|&c| matches(c))
+        .unwrap_or(s.len() - i)
 }
 
 /// A nested JSON array or object, kept as its compact text: checked JSON without
@@ -899,6 +939,33 @@ mod tests {
             if k == "b" { Err("no b") } else { Ok(()) }
         });
         assert_eq!(r, Err(ReadError::Member("no b")));
+    }
+
+    /// The eight-bytes-at-a-time searches stop where a byte-by-byte search stops
+    /// (seeded: every start of random strings of the bytes that matter and others).
+    #[test]
+    fn word_searches_match_a_byte_by_byte_search() {
+        let mut r = Rng(0x5ca1);
+        let bytes = b"\"\\{}[]aZ{ \x7b\x5b\xdb\xfb\x00\x80\x1f";
+        for _ in 0..5_000 {
+            let s: Vec<u8> = (0..r.below(40))
+                .map(|_| bytes[r.below(bytes.len() as u64) as usize])
+                .collect();
+            for i in 0..=s.len() {
+                let first =
+                    |f: &dyn Fn(u8) -> bool| (i..s.len()).find(|&j| f(s[j])).unwrap_or(s.len());
+                assert_eq!(
+                    quote_or_backslash(&s, i),
+                    first(&|c| c == b'"' || c == b'\\'),
+                    "{s:?} {i}"
+                );
+                assert_eq!(
+                    quote_or_bracket(&s, i),
+                    first(&|c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']')),
+                    "{s:?} {i}"
+                );
+            }
+        }
     }
 
     #[test]

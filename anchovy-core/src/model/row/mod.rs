@@ -38,7 +38,8 @@ mod text;
 
 pub use self::batch::{Batch, BatchBuilder, Row, Schema, put};
 pub use self::json::{
-    Json, MAX_DEPTH, Member, ReadError, check_value, read_object, read_object_at,
+    Json, MAX_DEPTH, Member, ReadError, check_value, quote_or_backslash, quote_or_bracket,
+    read_object, read_object_at,
 };
 pub use self::ndjson::{RowDecoder, RowEncoder, decode_row, encode_row, encode_row_into};
 pub use self::text::{parse_datetime, parse_typed_text};
