@@ -561,6 +561,18 @@ mod tests {
     use super::*;
 
     fn read(data: &[u8], opts: serde_json::Value, label: &str) -> Result<Vec<Batch>, PluginError> {
+        read_with(data, opts, label, &mut Rejects::failing("t"), 2)
+    }
+
+    /// Reads `data` with `columns: {at: datetime, amount: decimal}` in batches of
+    /// `batch_size`, bad records going to `rejects`.
+    fn read_with(
+        data: &[u8],
+        opts: serde_json::Value,
+        label: &str,
+        rejects: &mut Rejects,
+        batch_size: usize,
+    ) -> Result<Vec<Batch>, PluginError> {
         let mut o = serde_json::json!({});
         o.as_object_mut()
             .unwrap()
@@ -568,14 +580,15 @@ mod tests {
         let o: JsonOptions = serde_json::from_value(o).unwrap();
         let mut cols = BTreeMap::new();
         cols.insert("at".to_string(), ColType::DateTime);
+        cols.insert("amount".to_string(), ColType::Decimal);
         let f = JsonFormat::new(&o, &cols);
         let mut out = vec![];
         f.read(
             super::super::decompressed(Box::new(std::io::Cursor::new(data.to_vec())), label)?,
             label,
             "t",
-            2,
-            &mut Rejects::failing("t"),
+            batch_size,
+            rejects,
             &mut |b| {
                 out.push(b);
                 true
@@ -651,12 +664,6 @@ mod tests {
     /// adds no column: none of its names reaches the batch's schema.
     #[test]
     fn bad_records_leave_no_columns_behind() {
-        let mut cols = BTreeMap::new();
-        cols.insert("at".to_string(), ColType::DateTime);
-        let f = JsonFormat::new(
-            &serde_json::from_value(serde_json::json!({})).unwrap(),
-            &cols,
-        );
         for data in [
             &b"[{\"id\":1},{\"id\":2,\"typo\":1,\"at\":\"no date\"},{\"id\":3,\"x\":tru},{\"id\":4}]"[..],
             b"{\"id\":1}\n{\"id\":2,\"typo\":1,\"at\":\"no date\"}\n{\"id\":3,\"x\":tru}\n{\"id\":4}\n",
@@ -668,22 +675,38 @@ mod tests {
                     max_rejects: None,
                 },
             );
-            let mut out = vec![];
-            f.read(
-                Box::new(std::io::Cursor::new(data.to_vec())),
-                "f.json",
-                "t",
-                100,
-                &mut rejects,
-                &mut |b| {
-                    out.push(b);
-                    true
-                },
-            )
-            .unwrap();
+            let out = read_with(data, serde_json::json!({}), "f.json", &mut rejects, 100).unwrap();
             let b = out.iter().find(|b| b.table.as_ref() == "t").unwrap();
             assert_eq!(b.len(), 2);
             assert_eq!(b.schema.names().len(), 1, "{:?}", b.schema.names());
+        }
+    }
+
+    /// A number in a `decimal` column keeps its digits (exponents expanded); text is
+    /// converted as before; what is neither stays as read; a string that is no number
+    /// is a bad record naming the column and value.
+    #[test]
+    fn decimal_columns_keep_a_numbers_digits() {
+        let nd = b"{\"amount\":0.1000000000000000055}\n{\"amount\":-1.5e3}\n{\"amount\":123456789012345678901234.50}\n{\"amount\":\"7.10\"}\n{\"amount\":null}\n{\"amount\":true}\n";
+        let r = rows(&read(nd, serde_json::json!({}), "f.ndjson").unwrap());
+        let got: Vec<Value> = r.iter().map(|row| row[0].1.clone()).collect();
+        assert_eq!(
+            got,
+            vec![
+                Value::Decimal("0.1000000000000000055".into()),
+                Value::Decimal("-1500".into()),
+                Value::Decimal("123456789012345678901234.50".into()),
+                Value::Decimal("7.10".into()),
+                Value::Null,
+                Value::Bool(true),
+            ]
+        );
+        for bad in [
+            &b"{\"amount\":\"12,5\"}\n"[..],
+            b"{\"amount\":\"1e99999\"}\n",
+        ] {
+            let e = read(bad, serde_json::json!({}), "f.ndjson").unwrap_err();
+            assert!(e.to_string().contains("column `amount`"), "{e}");
         }
     }
 

@@ -365,7 +365,8 @@ impl<'b, B: Body> Input<'b, B> {
                     self.cur = String::new();
                     if !self.carry.is_empty() {
                         return Err(Fail::Bad(
-                            "the body is not UTF-8 text: it ends inside a character".into(),
+                            "the body is not UTF-8 text, as JSON must be: it ends inside a character"
+                                .into(),
                         ));
                     }
                 }
@@ -384,7 +385,11 @@ impl<'b, B: Body> Input<'b, B> {
             v.extend_from_slice(&b);
             v
         };
-        let bad = |e: std::str::Utf8Error| Fail::Bad(format!("the body is not UTF-8 text: {e}"));
+        let bad = |e: std::str::Utf8Error| {
+            Fail::Bad(format!(
+                "the body is not UTF-8 text, as JSON must be ({e}); convert it to UTF-8 (or ask the API for charset=utf-8)"
+            ))
+        };
         match String::from_utf8(v) {
             Ok(t) => Ok(t),
             Err(e) if e.utf8_error().error_len().is_some() => Err(bad(e.utf8_error())),
