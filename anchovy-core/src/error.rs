@@ -151,6 +151,20 @@ pub enum Error {
         token: u64,
     },
 
+    /// A worker's claim on a table is no longer its own (`--workers`): its commits for
+    /// that table stop, and the table is left to the claim's holder.
+    #[error(
+        "this worker lost table {table} of {store}: {reason}; nothing more of it is committed by this worker (the holder, or the next run, carries on from the committed state)"
+    )]
+    ClaimLost {
+        /// The table.
+        table: String,
+        /// The anchovy's datastore area.
+        store: String,
+        /// What happened.
+        reason: String,
+    },
+
     /// Another process committed to the same anchovy at the same time.
     #[error(
         "commit {seq} already exists in {store}: another process is writing to this anchovy (same --user and --id); stop it or give this run another --id"
@@ -315,7 +329,9 @@ impl Error {
             Error::Datastore { .. }
             | Error::DatastoreUnusable { .. }
             | Error::CommitConflict { .. } => exit::DATASTORE,
-            Error::Locked { .. } | Error::LeaseLost { .. } => exit::LOCKED,
+            Error::Locked { .. } | Error::LeaseLost { .. } | Error::ClaimLost { .. } => {
+                exit::LOCKED
+            }
             Error::ExecutionTimeout { .. } => exit::TIMEOUT,
             Error::Cancelled { .. } => exit::INTERRUPTED,
             // A core error anywhere in an operator's chain keeps its own code (a missing

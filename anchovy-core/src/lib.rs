@@ -59,7 +59,7 @@ pub mod testutil;
 
 // The modules under their short paths (`anchovy_core::row`, `crate::commit`, ...).
 pub use model::{reject, row, tbl};
-pub use pipeline::{buffer, context, operator, options, session, stream, task};
+pub use pipeline::{buffer, context, operator, options, session, stream, task, worker};
 pub use settings::{config, connection, env, secret};
 pub use store::{checkpoint, commit, data, datastore, lease, results, tbl_store};
 

@@ -127,6 +127,8 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
         session_id: "anchovy-checkpoints-cli".into(),
         batch_id: 0,
         tbl: None,
+        worker: None,
+        claim: None,
     };
     let n = changes.len();
     let result = committer.commit(&meta, Vec::new(), changes).await;

@@ -186,6 +186,7 @@ mod tests {
             session_id: "s".into(),
             batch_id: seq,
             tbl: None,
+            worker: None,
             committed_at: "2024-01-01T00:00:00Z".into(),
             files: files
                 .iter()

@@ -49,6 +49,8 @@ pub struct SessionCtx {
     pub(crate) committer: Arc<Committer>,
     /// The run's budget (`max_duration`, `max_rows`, `max_bytes`).
     pub budget: Budget,
+    /// This process as a worker (`--workers`), or `None` for a single-process run.
+    pub worker: Option<crate::worker::Worker>,
     /// The run's metrics (served by a service, written to `metrics_file`).
     pub metrics: crate::metrics::Metrics,
     /// Where progress goes (the CLI draws bars on a terminal); `None` when nobody looks.
@@ -219,6 +221,8 @@ pub struct TaskCtx {
     data: Mutex<serde_json::Map<String, serde_json::Value>>,
     staged: Mutex<BTreeMap<String, Option<serde_json::Value>>>,
     rejected: Arc<std::sync::atomic::AtomicU64>,
+    /// The worker's claim on the task's table (`--workers`).
+    claim: Option<crate::commit::Claim>,
 }
 
 impl TaskCtx {
@@ -238,7 +242,14 @@ impl TaskCtx {
             data: Mutex::new(Default::default()),
             staged: Mutex::new(BTreeMap::new()),
             rejected: Arc::default(),
+            claim: None,
         }
+    }
+
+    /// This task commits under a worker's claim on its table.
+    pub(crate) fn with_claim(mut self, claim: Option<crate::commit::Claim>) -> TaskCtx {
+        self.claim = claim;
+        self
     }
 
     /// A bad-record collector for this task's table under its `on_bad_record` and
@@ -332,6 +343,8 @@ impl TaskCtx {
             session_id: self.session.session_id.clone(),
             batch_id: self.batch_id,
             tbl: self.tbl.as_ref().map(|t| t.name.clone()),
+            worker: self.session.worker.as_ref().map(|w| w.name.clone()),
+            claim: self.claim.clone(),
         }
     }
 }

@@ -98,6 +98,9 @@ pub struct TaskLog {
     /// The error chain, when status is ERR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The worker that ran it (`--workers`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// Writes task logs to `$task_logs/`.
@@ -414,6 +417,7 @@ mod tests {
             tbl: Some(tbl.into()),
             data: Default::default(),
             error: None,
+            worker: None,
         }
     }
 

@@ -246,10 +246,29 @@ impl Checkpoints {
         }
     }
 
+    /// Several writers commit to this anchovy ([`crate::worker`]): `_applied` is no
+    /// longer written, because one writer's mirrors being current says nothing of the
+    /// others'. The mirrors stay for people; a start reads the snapshot (always the
+    /// state of a whole prefix of commits) or, without one, replays from the last
+    /// `_applied` a single writer left.
+    pub(crate) fn share(&self) {
+        self.mirrors_ok.store(false, Ordering::SeqCst);
+    }
+
     /// Applies a commit's checkpoint updates to the state and the mirrors.
     /// Mirror failures are logged, not returned: the commit is already durable and the
     /// next start repairs the mirrors from it.
     pub(crate) async fn replay(&self, rec: Update<'_>) {
+        self.replay_state(rec);
+        if let Err(e) = self.write_mirrors(rec).await {
+            self.mirrors_ok.store(false, Ordering::SeqCst);
+            tracing::warn!(error = %e.chain(), seq = rec.seq, "checkpoint mirrors not updated; the next start replays the commit");
+        }
+    }
+
+    /// Applies a commit's checkpoint updates to the state only: another writer's commit,
+    /// whose mirrors are that writer's to write.
+    pub(crate) fn replay_state(&self, rec: Update<'_>) {
         {
             let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
             for (k, v) in rec.checkpoints {
@@ -272,10 +291,6 @@ impl Checkpoints {
             }
         }
         self.applied.store(rec.seq, Ordering::SeqCst);
-        if let Err(e) = self.write_mirrors(rec).await {
-            self.mirrors_ok.store(false, Ordering::SeqCst);
-            tracing::warn!(error = %e.chain(), seq = rec.seq, "checkpoint mirrors not updated; the next start replays the commit");
-        }
     }
 
     async fn write_mirrors(&self, rec: Update<'_>) -> Result<()> {

@@ -14,6 +14,15 @@
 //!
 //! Readers (the uploader) call [`read_commits`] with the last sequence number they
 //! consumed and get every later commit, in order.
+//!
+//! **Several writers** ([`crate::worker`]): a [`Committer::shared`] committer that finds
+//! its sequence number taken reads the commits it missed, applies their checkpoint
+//! updates, and tries the next number, so the sequence stays dense and every writer's
+//! state at its last commit is the state of the whole prefix. What such a writer
+//! commits for a table is fenced twice: the table's claim is renewed (conditionally)
+//! before each attempt, and a commit that would set a checkpoint another writer changed
+//! after the table was claimed ([`Claim::since`]) is refused with
+//! [`Error::ClaimLost`]: its data was read from a state that is no longer true.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,9 +59,23 @@ pub struct CommitRecord {
     /// Checkpoint updates covered by these files (`null` deletes a key).
     #[serde(default)]
     pub checkpoints: BTreeMap<String, Option<serde_json::Value>>,
-    /// The fencing token of the run lease this commit was made under.
+    /// The fencing token of the run lease (or, for a worker, of the table's claim) this
+    /// commit was made under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_token: Option<u64>,
+    /// The worker that committed (`--workers`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+/// A worker's claim on the table it commits for.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The claim's lease (renewed before each commit).
+    pub lease: Arc<crate::lease::Lease>,
+    /// The last commit applied when the claim was taken ([`Committer::catch_up`]): the
+    /// state the table's task read.
+    pub since: u64,
 }
 
 /// Who is committing (stamped on every record).
@@ -68,6 +91,10 @@ pub struct CommitMeta {
     pub batch_id: u64,
     /// The table, for table tasks.
     pub tbl: Option<String>,
+    /// The worker, if any.
+    pub worker: Option<String>,
+    /// The worker's claim on the table, if any.
+    pub claim: Option<Claim>,
 }
 
 /// Serializes commits of one process to one anchovy's area.
@@ -76,7 +103,15 @@ pub struct Committer {
     next: tokio::sync::Mutex<u64>,
     checkpoints: Arc<Checkpoints>,
     lease: Option<Arc<crate::lease::Lease>>,
+    /// Other writers may commit too: a taken sequence number is caught up and retried.
+    shared: bool,
+    /// For each checkpoint key another writer set: the last commit that did (shared).
+    foreign: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
+
+/// Attempts at one commit in a shared committer before giving up: each failed attempt
+/// means another writer committed in between, so it is only reached under a storm.
+const SHARED_ATTEMPTS: u32 = 64;
 
 impl Committer {
     /// A committer that continues after `last_seq` (from [`load_checkpoints`]).
@@ -86,7 +121,60 @@ impl Committer {
             next: tokio::sync::Mutex::new(last_seq + 1),
             checkpoints,
             lease: None,
+            shared: false,
+            foreign: Default::default(),
         }
+    }
+
+    /// A committer among several writers of the anchovy (workers, and `anchovy
+    /// checkpoints` beside them): see the module doc.
+    pub fn shared(mut self) -> Committer {
+        self.shared = true;
+        self.checkpoints.share();
+        self
+    }
+
+    /// Applies every commit made since this committer's last one (by other writers) and
+    /// returns the last: what a worker calls when it claims a table, so the table's
+    /// task reads the present state ([`Claim::since`]).
+    ///
+    /// # Errors
+    /// [`Error::Datastore`] or [`Error::Json`] for an unreadable record.
+    pub async fn catch_up(&self) -> Result<u64> {
+        let mut next = self.next.lock().await;
+        self.catch_up_locked(&mut next).await?;
+        Ok(*next - 1)
+    }
+
+    async fn catch_up_locked(&self, next: &mut u64) -> Result<usize> {
+        let missed = read_commits(&self.ds, *next - 1).await?;
+        for rec in &missed {
+            if rec.seq != *next {
+                // Dense by construction; a gap means a record is not listed yet.
+                break;
+            }
+            {
+                let mut f = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+                for k in rec.checkpoints.keys() {
+                    f.insert(k.clone(), rec.seq);
+                }
+            }
+            self.checkpoints.replay_state(rec.update());
+            *next = rec.seq + 1;
+        }
+        Ok(missed.len())
+    }
+
+    /// The first checkpoint of `checkpoints` another writer set after `since`.
+    fn changed_since(
+        &self,
+        checkpoints: &BTreeMap<String, Option<serde_json::Value>>,
+        since: u64,
+    ) -> Option<(String, u64)> {
+        let f = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+        checkpoints
+            .keys()
+            .find_map(|k| f.get(k).filter(|s| **s > since).map(|s| (k.clone(), *s)))
     }
 
     /// Fences every commit with `lease`: it is renewed (conditionally) before each
@@ -118,30 +206,65 @@ impl Committer {
         if let Some(l) = &self.lease {
             l.renew().await?;
         }
-        let record = CommitRecord {
+        let mut record = CommitRecord {
             seq: *next,
             anchovy_id: meta.anchovy_id.clone(),
             anchovy_user: meta.anchovy_user.clone(),
             session_id: meta.session_id.clone(),
             batch_id: meta.batch_id,
             tbl: meta.tbl.clone(),
-            committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            committed_at: String::new(),
             files,
             checkpoints,
-            lease_token: self.lease.as_ref().map(|l| l.token()),
+            lease_token: match &meta.claim {
+                Some(c) => Some(c.lease.token()),
+                None => self.lease.as_ref().map(|l| l.token()),
+            },
+            worker: meta.worker.clone(),
         };
-        // Machine state: stored exactly (redacting would corrupt keys that merely
-        // contain a secret's text). Operators must not put secrets into checkpoints.
-        let text = serde_json::to_string(&record).map_err(|e| Error::json("commit record", e))?;
-        if !self
-            .ds
-            .create(&layout::commit_key(record.seq), Bytes::from(text))
-            .await?
-        {
-            return Err(Error::CommitConflict {
-                seq: record.seq,
-                store: self.ds.location(),
-            });
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Some(c) = &meta.claim {
+                c.lease.renew().await?;
+                if let Some((key, seq)) = self.changed_since(&record.checkpoints, c.since) {
+                    return Err(Error::ClaimLost {
+                        table: meta.tbl.clone().unwrap_or_default(),
+                        store: self.ds.location(),
+                        reason: format!(
+                            "commit {seq} of another writer changed checkpoint `{key}` after \
+                             this worker read it (claim token {}), so its data may repeat \
+                             that commit's",
+                            c.lease.token()
+                        ),
+                    });
+                }
+            }
+            record.seq = *next;
+            record.committed_at =
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            // Machine state: stored exactly (redacting would corrupt keys that merely
+            // contain a secret's text). Operators must not put secrets into checkpoints.
+            let text =
+                serde_json::to_string(&record).map_err(|e| Error::json("commit record", e))?;
+            if self
+                .ds
+                .create(&layout::commit_key(record.seq), Bytes::from(text))
+                .await?
+            {
+                break;
+            }
+            if !self.shared || attempt >= SHARED_ATTEMPTS {
+                return Err(Error::CommitConflict {
+                    seq: record.seq,
+                    store: self.ds.location(),
+                });
+            }
+            // Another writer took the number: learn what it (and any other) committed.
+            if self.catch_up_locked(&mut next).await? == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt)))
+                    .await;
+            }
         }
         *next += 1;
         crate::failpoint::hit("commit.after")?;
@@ -249,6 +372,8 @@ mod tests {
             session_id: "s".into(),
             batch_id: 1,
             tbl: None,
+            worker: None,
+            claim: None,
         }
     }
 

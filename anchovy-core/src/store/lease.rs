@@ -1,4 +1,5 @@
-//! The run lease: at most one live run per anchovy (user + id), on any datastore.
+//! Leases: the run lease (at most one live run per anchovy, user + id) and the
+//! per-table claims of workers ([`Spot`]), one mechanism on any datastore.
 //!
 //! A run takes the lease at startup, before it reads or writes anything else, and keeps
 //! it until shutdown. A second start of the same anchovy while the lease is live exits
@@ -37,7 +38,54 @@ use crate::error::{Error, Result};
 
 /// The lease object, relative to the anchovy's area.
 pub const LEASE_KEY: &str = "$locks/run.json";
-const LOCK_FILE: &str = "run.lock";
+/// The folder of the per-table claims (`<table>.json`, and `<table>.lock` locally).
+pub const CLAIMS: &str = "$locks/tables";
+
+/// Where a lease lives: the run lease, or one table's claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spot {
+    /// The lease object's key in the anchovy's area.
+    key: String,
+    /// The OS lock file's path under the area's `$locks` folder (local datastores).
+    lock: String,
+    /// The table, for a claim.
+    table: Option<String>,
+}
+
+impl Spot {
+    /// The run lease.
+    pub fn run() -> Spot {
+        Spot {
+            key: LEASE_KEY.into(),
+            lock: "run.lock".into(),
+            table: None,
+        }
+    }
+
+    /// The claim on one table (its name percent-encoded into one path segment).
+    pub fn table(name: &str) -> Spot {
+        let seg = crate::datastore::layout::segment(name);
+        Spot {
+            key: format!("{CLAIMS}/{seg}.json"),
+            lock: format!("tables/{seg}.lock"),
+            table: Some(name.to_string()),
+        }
+    }
+
+    /// The table of a claim.
+    pub fn table_name(&self) -> Option<&str> {
+        self.table.as_deref()
+    }
+}
+
+/// Why a lease was not taken.
+#[derive(Debug, Clone)]
+pub enum Taken {
+    /// Another live holder has it (its lease, when readable).
+    Busy(Option<LeaseDoc>),
+    /// Released after the round that asked began: done for that round.
+    Done(LeaseDoc),
+}
 
 /// What the lease object holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,14 +107,28 @@ pub struct LeaseDoc {
     /// Set at a clean shutdown: the next start takes over at once.
     #[serde(default)]
     pub released: bool,
+    /// The worker holding it (`--workers`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 impl LeaseDoc {
-    fn holder(&self) -> String {
+    /// Who holds it, for people: the worker (if any), pid, host and session.
+    pub fn holder(&self) -> String {
+        let w = self
+            .worker
+            .as_ref()
+            .map(|w| format!("worker {w}, "))
+            .unwrap_or_default();
         format!(
-            "pid {} on {} (session {})",
+            "{w}pid {} on {} (session {})",
             self.pid, self.host, self.session_id
         )
+    }
+
+    /// True while the lease binds: not released and not expired.
+    pub fn live(&self) -> bool {
+        !self.released && self.expires_at > Utc::now()
     }
 }
 
@@ -81,6 +143,7 @@ enum Kind {
 /// process that dies without releasing leaves the lease to expire.
 pub struct Lease {
     store: Datastore,
+    spot: Spot,
     kind: Kind,
     doc: std::sync::Mutex<LeaseDoc>,
     ttl: Duration,
@@ -89,7 +152,7 @@ pub struct Lease {
 
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Lease(token {})", self.token())
+        write!(f, "Lease({}, token {})", self.spot.key, self.token())
     }
 }
 
@@ -98,12 +161,64 @@ fn ttl_chrono(ttl: Duration) -> chrono::Duration {
 }
 
 impl Lease {
-    /// Takes the lease of the anchovy whose area is `store`.
+    /// Takes the run lease of the anchovy whose area is `store`.
     ///
     /// # Errors
     /// [`Error::Locked`] when another live run holds it; [`Error::Datastore`] /
     /// [`Error::Io`] when the lease cannot be read or written.
     pub async fn acquire(store: &Datastore, session_id: &str, ttl: Duration) -> Result<Arc<Lease>> {
+        // Workers of this anchovy beside a single-process run would race it for every
+        // table: refuse while any holds a live claim (locally the OS lock says so).
+        if store.local_dir().is_none()
+            && let Some((t, c)) = claims(store).await?.into_iter().find(|(_, c)| c.live())
+        {
+            return Err(Error::Locked {
+                store: store.location(),
+                holder: format!("workers (--workers): {} holds table {t}", c.holder()),
+                expires_at: c.expires_at.to_rfc3339(),
+            });
+        }
+        match Lease::take(store, Spot::run(), session_id, ttl, None, None).await? {
+            Ok(l) => Ok(l),
+            Err(taken) => {
+                let (doc, local) = match taken {
+                    Taken::Busy(d) => (d, store.local_dir().is_some()),
+                    Taken::Done(d) => (Some(d), false),
+                };
+                let holder = match &doc {
+                    // Workers hold the local lock shared, and write no run lease.
+                    Some(d) if local && d.released => "workers of this anchovy (--workers)".into(),
+                    Some(d) => d.holder(),
+                    None if local => "workers of this anchovy (--workers)".into(),
+                    None => "another run".into(),
+                };
+                Err(Error::Locked {
+                    store: store.location(),
+                    holder,
+                    expires_at: if local {
+                        "it exits (an OS lock on a local datastore)".into()
+                    } else {
+                        doc.map_or(String::new(), |p| p.expires_at.to_rfc3339())
+                    },
+                })
+            }
+        }
+    }
+
+    /// Takes the lease at `spot`, or says why not: another live holder has it, or (with
+    /// `done_after`) it was released after that instant, so the work it guards was done
+    /// in the caller's round. A lease past its TTL is taken over (token + 1).
+    ///
+    /// # Errors
+    /// [`Error::Datastore`] / [`Error::Io`] when the lease cannot be read or written.
+    pub async fn take(
+        store: &Datastore,
+        spot: Spot,
+        session_id: &str,
+        ttl: Duration,
+        worker: Option<&str>,
+        done_after: Option<DateTime<Utc>>,
+    ) -> Result<std::result::Result<Arc<Lease>, Taken>> {
         let now = Utc::now();
         let mut doc = LeaseDoc {
             host: gethostname::gethostname().to_string_lossy().into_owned(),
@@ -114,28 +229,44 @@ impl Lease {
             renewed_at: now,
             expires_at: now + ttl_chrono(ttl),
             released: false,
+            worker: worker.map(String::from),
+        };
+        let done = |prev: &LeaseDoc| {
+            done_after.is_some_and(|after| prev.released && prev.renewed_at > after)
+        };
+        let lease = |kind: Kind, doc: LeaseDoc| {
+            Arc::new(Lease {
+                store: store.clone(),
+                spot: spot.clone(),
+                kind,
+                doc: std::sync::Mutex::new(doc),
+                ttl,
+                lost: Default::default(),
+            })
         };
         if let Some(dir) = store.local_dir() {
             // An OS file lock and a mkdir: blocking, so off the async runtime.
-            let locked = store.clone();
-            let file = tokio::task::spawn_blocking(move || lock_local(&dir, &locked))
+            let lock = spot.lock.clone();
+            let file = tokio::task::spawn_blocking(move || lock_local(&dir, &lock))
                 .await
                 .map_err(|e| Error::Cancelled {
                     reason: format!("taking the local lock: {e}"),
                 })??;
+            let prev: Option<LeaseDoc> = store.get_json(&spot.key).await.unwrap_or(None);
+            let Some(file) = file else {
+                return Ok(Err(Taken::Busy(prev)));
+            };
+            if let Some(p) = prev.as_ref().filter(|p| done(p)) {
+                let _ = file.unlock();
+                return Ok(Err(Taken::Done(p.clone())));
+            }
             // We hold the OS lock: the previous token is ours to increment.
-            let prev: Option<LeaseDoc> = store.get_json(LEASE_KEY).await.unwrap_or(None);
             doc.token = prev.map_or(1, |p| p.token + 1);
-            store.put_json(LEASE_KEY, &doc).await?;
-            return Ok(Arc::new(Lease {
-                store: store.clone(),
-                kind: Kind::Local { _file: file },
-                doc: std::sync::Mutex::new(doc),
-                ttl,
-                lost: Default::default(),
-            }));
+            store.put_json(&spot.key, &doc).await?;
+            return Ok(Ok(lease(Kind::Local { _file: file }, doc)));
         }
-        let (raw, path) = store.raw(LEASE_KEY);
+        let key = spot.key.as_str();
+        let (raw, path) = store.raw(key);
         for _ in 0..3 {
             let current = match raw.get(&path).await {
                 Ok(r) => {
@@ -143,27 +274,26 @@ impl Lease {
                     let bytes = r
                         .bytes()
                         .await
-                        .map_err(|e| Error::datastore("get", LEASE_KEY, e))?;
+                        .map_err(|e| Error::datastore("get", key, e))?;
                     let prev: LeaseDoc = serde_json::from_slice(&bytes)
-                        .map_err(|e| Error::json(format!("{}/{LEASE_KEY}", store.location()), e))?;
+                        .map_err(|e| Error::json(format!("{}/{key}", store.location()), e))?;
                     Some((prev, meta))
                 }
                 Err(object_store::Error::NotFound { .. }) => None,
-                Err(e) => return Err(Error::datastore("get", LEASE_KEY, e)),
+                Err(e) => return Err(Error::datastore("get", key, e)),
             };
             let mode = match &current {
                 None => PutMode::Create,
                 Some((prev, meta)) => {
-                    if !prev.released && prev.expires_at > Utc::now() {
-                        return Err(Error::Locked {
-                            store: store.location(),
-                            holder: prev.holder(),
-                            expires_at: prev.expires_at.to_rfc3339(),
-                        });
+                    if prev.live() {
+                        return Ok(Err(Taken::Busy(Some(prev.clone()))));
+                    }
+                    if done(prev) {
+                        return Ok(Err(Taken::Done(prev.clone())));
                     }
                     doc.token = prev.token + 1;
                     if !prev.released {
-                        tracing::warn!(holder = %prev.holder(), expired_at = %prev.expires_at, token = doc.token, "taking over an expired run lease (its run was killed or cut off)");
+                        tracing::warn!(holder = %prev.holder(), expired_at = %prev.expires_at, token = doc.token, lease = key, "taking over an expired lease (its holder was killed or cut off)");
                     }
                     PutMode::Update(UpdateVersion {
                         e_tag: meta.e_tag.clone(),
@@ -171,9 +301,8 @@ impl Lease {
                     })
                 }
             };
-            let body = Bytes::from(
-                serde_json::to_vec_pretty(&doc).map_err(|e| Error::json(LEASE_KEY, e))?,
-            );
+            let body =
+                Bytes::from(serde_json::to_vec_pretty(&doc).map_err(|e| Error::json(key, e))?);
             match raw
                 .put_opts(
                     &path,
@@ -186,45 +315,31 @@ impl Lease {
                 .await
             {
                 Ok(r) => {
-                    return Ok(Arc::new(Lease {
-                        store: store.clone(),
-                        kind: Kind::Blob {
-                            version: Mutex::new(UpdateVersion {
-                                e_tag: r.e_tag,
-                                version: r.version,
-                            }),
-                        },
-                        doc: std::sync::Mutex::new(doc),
-                        ttl,
-                        lost: Default::default(),
-                    }));
+                    let version = Mutex::new(UpdateVersion {
+                        e_tag: r.e_tag,
+                        version: r.version,
+                    });
+                    return Ok(Ok(lease(Kind::Blob { version }, doc)));
                 }
-                // Another starter won the race: look again (it will be live), unless
+                // Another taker won the race: look again (it will be live), unless
                 // the lease stored is exactly ours (a retry of a write that landed).
                 Err(object_store::Error::AlreadyExists { .. })
                 | Err(object_store::Error::Precondition { .. }) => {
                     if let Some(version) = own_write(&raw, &path, &body).await {
-                        return Ok(Arc::new(Lease {
-                            store: store.clone(),
-                            kind: Kind::Blob {
+                        return Ok(Ok(lease(
+                            Kind::Blob {
                                 version: Mutex::new(version),
                             },
-                            doc: std::sync::Mutex::new(doc),
-                            ttl,
-                            lost: Default::default(),
-                        }));
+                            doc,
+                        )));
                     }
                     continue;
                 }
-                Err(e) => return Err(Error::datastore("put", LEASE_KEY, e)),
+                Err(e) => return Err(Error::datastore("put", key, e)),
             }
         }
-        let prev: Option<LeaseDoc> = store.get_json(LEASE_KEY).await?;
-        Err(Error::Locked {
-            store: store.location(),
-            holder: prev.as_ref().map_or("another run".into(), LeaseDoc::holder),
-            expires_at: prev.map_or(String::new(), |p| p.expires_at.to_rfc3339()),
-        })
+        let prev: Option<LeaseDoc> = store.get_json(key).await?;
+        Ok(Err(Taken::Busy(prev)))
     }
 
     /// The fencing token of this holder.
@@ -246,12 +361,12 @@ impl Lease {
                 tokio::time::sleep(lease.renew_every()).await;
                 match lease.renew().await {
                     Ok(()) => {}
-                    Err(e @ Error::LeaseLost { .. }) => {
-                        tracing::error!(error = %e, "run lease lost");
+                    Err(e @ (Error::LeaseLost { .. } | Error::ClaimLost { .. })) => {
+                        tracing::error!(error = %e, "lease lost");
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e.chain(), "renewing the run lease failed; retrying")
+                        tracing::warn!(error = %e.chain(), lease = %lease.spot.key, "renewing a lease failed; retrying")
                     }
                 }
             }
@@ -282,15 +397,19 @@ impl Lease {
     }
 
     async fn write(&self, release: bool) -> Result<()> {
+        let key = self.spot.key.as_str();
         let Kind::Blob { version } = &self.kind else {
-            if release {
-                // The OS lock goes with the file handle; mark the doc for people.
+            if let (true, Kind::Local { _file }) = (release, &self.kind) {
+                // The OS lock goes with the file handle; mark the doc for people (and
+                // the time, for a worker's round), then let the lock go.
                 let doc = {
                     let mut d = self.doc.lock().map_err(|_| poisoned())?;
                     d.released = true;
+                    d.renewed_at = Utc::now();
                     d.clone()
                 };
-                self.store.put_json(LEASE_KEY, &doc).await?;
+                self.store.put_json(key, &doc).await?;
+                let _ = _file.unlock();
             }
             return Ok(());
         };
@@ -303,9 +422,8 @@ impl Lease {
             d.released = release;
             d.clone()
         };
-        let (raw, path) = self.store.raw(LEASE_KEY);
-        let body =
-            Bytes::from(serde_json::to_vec_pretty(&doc).map_err(|e| Error::json(LEASE_KEY, e))?);
+        let (raw, path) = self.store.raw(key);
+        let body = Bytes::from(serde_json::to_vec_pretty(&doc).map_err(|e| Error::json(key, e))?);
         match raw
             .put_opts(
                 &path,
@@ -333,14 +451,150 @@ impl Lease {
                     return Ok(());
                 }
                 self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
-                Err(Error::LeaseLost {
-                    store: self.store.location(),
-                    token: doc.token,
-                })
+                Err(self.lost_error(doc.token))
             }
-            Err(e) => Err(Error::datastore("renew lease", LEASE_KEY, e)),
+            Err(e) => Err(Error::datastore("renew lease", key, e)),
         }
     }
+
+    /// The error of a lease found taken over.
+    fn lost_error(&self, token: u64) -> Error {
+        match &self.spot.table {
+            None => Error::LeaseLost {
+                store: self.store.location(),
+                token,
+            },
+            Some(t) => Error::ClaimLost {
+                table: t.clone(),
+                store: self.store.location(),
+                reason: format!(
+                    "its claim (token {token}) expired and another worker took it over"
+                ),
+            },
+        }
+    }
+
+    /// Where this lease lives.
+    pub fn spot(&self) -> &Spot {
+        &self.spot
+    }
+}
+
+/// What a worker holds of its anchovy's run lease: on a local datastore the OS lock
+/// of the run lease, shared (workers exclude a single-process run, not each other);
+/// nothing on an object store, where the run lease is only checked.
+#[derive(Debug)]
+pub struct WorkerEntry {
+    _file: Option<std::fs::File>,
+}
+
+/// Enters an anchovy as one of its workers: refused while a single-process run holds the
+/// run lease (which, once started, refuses workers' claims in turn: see
+/// [`Lease::acquire`]).
+///
+/// # Errors
+/// [`Error::Locked`] when a single-process run is live; datastore errors.
+pub async fn enter_as_worker(store: &Datastore) -> Result<WorkerEntry> {
+    let run: Option<LeaseDoc> = store.get_json(LEASE_KEY).await.unwrap_or(None);
+    let Some(dir) = store.local_dir() else {
+        if let Some(d) = run.filter(LeaseDoc::live) {
+            return Err(Error::Locked {
+                store: store.location(),
+                holder: format!("a single-process run (no --workers): {}", d.holder()),
+                expires_at: d.expires_at.to_rfc3339(),
+            });
+        }
+        return Ok(WorkerEntry { _file: None });
+    };
+    let file = tokio::task::spawn_blocking(move || -> Result<Option<std::fs::File>> {
+        let path = dir.join("$locks").join(Spot::run().lock);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                op: "create",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| Error::Io {
+                op: "open",
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+                op: "lock",
+                path,
+                source,
+            }),
+        }
+    })
+    .await
+    .map_err(|e| Error::Cancelled {
+        reason: format!("taking the local lock: {e}"),
+    })??;
+    match file {
+        Some(f) => Ok(WorkerEntry { _file: Some(f) }),
+        None => Err(Error::Locked {
+            store: store.location(),
+            holder: format!(
+                "a single-process run (no --workers): {}",
+                run.as_ref().map_or("another process".into(), LeaseDoc::holder)
+            ),
+            expires_at: "it exits (an OS lock on a local datastore)".into(),
+        }),
+    }
+}
+
+/// Every table claim of an anchovy's area, as `(table, lease)`, sorted by table: who
+/// holds (or last held) which table, for `anchovy tables` and `healthcheck`.
+///
+/// # Errors
+/// [`Error::Datastore`] when the claims cannot be listed or read.
+pub async fn claims(store: &Datastore) -> Result<Vec<(String, LeaseDoc)>> {
+    let mut out = Vec::new();
+    for e in store.list(CLAIMS).await? {
+        let Some(seg) = e
+            .key
+            .strip_prefix(CLAIMS)
+            .and_then(|k| k.strip_prefix('/'))
+            .and_then(|k| k.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let name = percent_decode(seg);
+        if let Some(doc) = store.get_json::<LeaseDoc>(&e.key).await? {
+            out.push((name, doc));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// The name a path segment ([`crate::datastore::layout::segment`]) was made from.
+fn percent_decode(seg: &str) -> String {
+    let b = seg.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&seg[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The version of the lease object if it holds exactly `body` (this run's own write).
@@ -363,14 +617,17 @@ fn poisoned() -> Error {
     }
 }
 
-fn lock_local(dir: &std::path::Path, store: &Datastore) -> Result<std::fs::File> {
-    let locks = dir.join("$locks");
-    std::fs::create_dir_all(&locks).map_err(|source| Error::Io {
-        op: "create",
-        path: locks.clone(),
-        source,
-    })?;
-    let path = locks.join(LOCK_FILE);
+/// Takes the OS lock `$locks/<lock>` of a local area; `None` when another process
+/// holds it.
+fn lock_local(dir: &std::path::Path, lock: &str) -> Result<Option<std::fs::File>> {
+    let path = dir.join("$locks").join(lock);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+            op: "create",
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -382,19 +639,8 @@ fn lock_local(dir: &std::path::Path, store: &Datastore) -> Result<std::fs::File>
             source,
         })?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(locks.join("run.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<LeaseDoc>(&t).ok());
-            Err(Error::Locked {
-                store: store.location(),
-                holder: holder
-                    .as_ref()
-                    .map_or("another process".into(), LeaseDoc::holder),
-                expires_at: "it exits (an OS lock on a local datastore)".into(),
-            })
-        }
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
             op: "lock",
             path,

@@ -103,6 +103,8 @@ async fn every_backend_passes_the_datastore_contract() {
             session_id: "s".into(),
             batch_id: 1,
             tbl: None,
+            worker: None,
+            claim: None,
         };
         let (cps, last) = anchovy_core::commit::load_checkpoints(&ds).await.unwrap();
         let c = Committer::new(ds.clone(), Arc::new(cps), last);
@@ -187,6 +189,8 @@ async fn the_run_lease_admits_one_run_and_fences_a_stale_one() {
             session_id: "s3".into(),
             batch_id: 1,
             tbl: None,
+            worker: None,
+            claim: None,
         };
         let e = stale
             .commit(&meta, vec![], BTreeMap::new())

@@ -18,13 +18,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::DatastoreSink;
 use crate::checkpoint::Checkpoints;
-use crate::commit::Committer;
+use crate::commit::{Claim, Committer};
 use crate::config::{BatchPolicy, ConfigDoc, Settings};
 use crate::connection::Connections;
 use crate::context::{SessionCtx, TaskCtx};
 use crate::datastore::{Datastore, layout};
 use crate::error::{Error, Result, exit};
-use crate::lease::Lease;
+use crate::lease::{Lease, Spot, Taken};
 use crate::operator::{Operator, OperatorSpec, Registry};
 use crate::results::{BatchResult, SessionResult};
 use crate::stream::{Sink, Source, run_pipeline, wrap};
@@ -34,7 +34,7 @@ use crate::tbl_store::TblStore;
 
 mod table;
 
-use self::table::{make_log, run_table};
+use self::table::{Claimed, claim, make_log, release, run_table};
 
 /// The longest pause between batches after repeated failures in service mode.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -46,6 +46,8 @@ pub struct Session {
     tasks: TaskStore,
     lease: Option<Arc<Lease>>,
     keep_alive: Option<tokio::task::JoinHandle<()>>,
+    /// A worker's entry into its anchovy (`--workers`): held for the session's life.
+    _entry: Option<crate::lease::WorkerEntry>,
     /// Tables the operator discovered, and when (reused for `discovery_ttl`).
     discovered: std::sync::Mutex<Option<(Instant, Option<Vec<Tbl>>)>>,
     /// `anchovy rejects replay`: table tasks read their quarantined records again
@@ -179,19 +181,27 @@ impl Session {
         let task_root = apart(&settings.task_store_cls)?;
         let tbl_root = apart(&settings.tbl_store_cls)?;
         let session_id = new_session_id();
+        let worker = settings.worker();
         // The lease first: a second run of this anchovy stops here, having written nothing.
-        let lease = if take_lease {
-            Some(Lease::acquire(&store, &session_id, settings.lease_ttl).await?)
-        } else {
-            None
+        // A worker takes no run lease (its tables' claims fence it), but enters only
+        // while no single-process run holds it.
+        let (lease, entry) = match (take_lease, &worker) {
+            (false, _) => (None, None),
+            (true, None) => (
+                Some(Lease::acquire(&store, &session_id, settings.lease_ttl).await?),
+                None,
+            ),
+            (true, Some(_)) => (None, Some(crate::lease::enter_as_worker(&store).await?)),
         };
         let keep_alive = lease.as_ref().map(Lease::keep_alive);
         let settings_for_budget = settings.clone();
         let built = async {
             let (cps, last) = crate::commit::load_checkpoints(&store).await?;
-            let committer = Arc::new(match &lease {
-                Some(l) => Committer::new(store.clone(), Arc::new(cps), last).with_lease(l.clone()),
-                None => Committer::new(store.clone(), Arc::new(cps), last),
+            let committer = Committer::new(store.clone(), Arc::new(cps), last);
+            let committer = Arc::new(match (&lease, &worker) {
+                (Some(l), _) => committer.with_lease(l.clone()),
+                (None, Some(_)) => committer.shared(),
+                (None, None) => committer,
             });
             let ctx = Arc::new(SessionCtx {
                 operator: spec.name.to_string(),
@@ -204,6 +214,7 @@ impl Session {
                 tbl_root,
                 store: store.clone(),
                 committer,
+                worker,
                 budget: crate::context::Budget::new(&settings_for_budget),
                 progress: std::sync::OnceLock::new(),
                 metrics: crate::metrics::Metrics::new(
@@ -234,6 +245,7 @@ impl Session {
             tasks,
             lease,
             keep_alive,
+            _entry: entry,
             discovered: std::sync::Mutex::new(None),
             replay_rejects: false,
         })
@@ -396,10 +408,14 @@ impl Session {
             tasks: session_tasks,
             batches,
         };
+        let results_key = match &self.ctx.worker {
+            Some(w) => layout::worker_results_key(&w.name),
+            None => layout::RUN_RESULTS.to_string(),
+        };
         if let Err(e) = self
             .ctx
             .store
-            .put_json_redacted(layout::RUN_RESULTS, &result)
+            .put_json_redacted(&results_key, &result)
             .await
         {
             tracing::error!(error = %e.chain(), "cannot write run results");
@@ -500,6 +516,8 @@ impl Session {
         done: Arc<Mutex<Vec<TaskLog>>>,
     ) -> Result<()> {
         let s = &self.ctx.settings;
+        // A worker skips the tables released after this instant: done in this round.
+        let round = chrono::Utc::now();
         let xctx = Arc::new(TaskCtx::new(
             self.ctx.clone(),
             batch_id,
@@ -629,27 +647,31 @@ impl Session {
             self.operator.sources()
         };
         let sinks = self.operator.sinks();
+        // A worker runs its share of the tables, in its order ([`crate::worker`]).
+        let mine: Vec<Tbl> = match &self.ctx.worker {
+            Some(w) => w.order(tbls.iter().cloned().collect(), |t| t.name.as_str()),
+            None => tbls.iter().cloned().collect(),
+        };
         // Every table is "in flight" until it finishes: if the batch stops, the ones left
         // (running or never started) are logged as ERR by run_batch.
-        for tbl in tbls.iter() {
+        for tbl in &mine {
             inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(
                 (task_order(TaskType::Tbl), tbl.name.clone()),
                 Instant::now(),
             );
         }
-        let mut pending = tbls.iter();
+        let mut pending = mine.into_iter();
         let mut set = tokio::task::JoinSet::new();
         let mut names: std::collections::HashMap<tokio::task::Id, String> = Default::default();
         let mut first_err: Option<Error> = None;
         loop {
-            // Start tables in name order, up to the concurrency limit.
+            // Start tables in order, up to the concurrency limit.
             while first_err.is_none() && set.len() < s.max_concurrency {
                 let Some(tbl) = pending.next() else { break };
                 let key = (task_order(TaskType::Tbl), tbl.name.clone());
-                let (ctx, tbls, tbl, sources, sinks, inflight, tasks) = (
+                let (ctx, tbls, sources, sinks, inflight, tasks) = (
                     self.ctx.clone(),
                     tbls.clone(),
-                    tbl.clone(),
                     sources.clone(),
                     sinks.clone(),
                     inflight.clone(),
@@ -659,20 +681,57 @@ impl Session {
                 let span = tracing::info_span!("table", table = %name, batch = batch_id);
                 let handle = set.spawn(tracing::Instrument::instrument(
                     async move {
+                        let claimed = match &ctx.worker {
+                            None => Ok(None),
+                            Some(w) => claim(&ctx, w, &tbl.name, round).await.map(Some),
+                        };
+                        let (claim, keep) = match claimed {
+                            Ok(None) => (None, None),
+                            Ok(Some(Claimed::Mine(c, k))) => (Some(c), Some(k)),
+                            Ok(Some(Claimed::Skip(why))) => {
+                                tracing::info!(table = %tbl.name, "skipped: {why}");
+                                inflight
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .remove(&key);
+                                return None;
+                            }
+                            Err(e) => {
+                                let mut log = make_log(&ctx, batch_id, TaskType::Tbl, Some(tbl.name.clone()), Duration::ZERO, Default::default());
+                                log.status = Status::Err;
+                                log.error = Some(format!("claiming the table: {}", e.chain()));
+                                if let Err(e) = tasks.write(&log).await {
+                                    tracing::error!(error = %e.chain(), "cannot write task log");
+                                }
+                                inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                                return Some((log, Some(e)));
+                            }
+                        };
                         inflight
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(key.clone(), Instant::now());
-                        let (log, err) =
-                            run_table(ctx, batch_id, tbls, tbl, &sources, &sinks).await;
+                        let (log, err) = run_table(
+                            ctx,
+                            batch_id,
+                            tbls,
+                            tbl,
+                            &sources,
+                            &sinks,
+                            claim.clone(),
+                        )
+                        .await;
                         if let Err(e) = tasks.write(&log).await {
                             tracing::error!(error = %e.chain(), "cannot write task log");
+                        }
+                        if let (Some(c), Some(k)) = (claim, keep) {
+                            release(c, k).await;
                         }
                         inflight
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .remove(&key);
-                        (log, err)
+                        Some((log, err))
                     },
                     span,
                 ));
@@ -682,7 +741,9 @@ impl Session {
                 break;
             };
             let (log, err) = match joined {
-                Ok((_, r)) => r,
+                Ok((_, Some(r))) => r,
+                // Another worker's table.
+                Ok((_, None)) => continue,
                 // Aborted under RAISE: run_batch logs it from `inflight`.
                 Err(e) if e.is_cancelled() => continue,
                 Err(e) => {

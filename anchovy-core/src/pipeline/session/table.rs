@@ -27,6 +27,86 @@ pub(super) fn make_log(
         tbl,
         data,
         error: None,
+        worker: ctx.worker.as_ref().map(|w| w.name.clone()),
+    }
+}
+
+/// What a worker got when it asked for a table.
+pub(super) enum Claimed {
+    /// The claim, and the task renewing it until the table task ends.
+    Mine(Claim, KeepAlive),
+    /// Not this worker's to run now: why.
+    Skip(String),
+}
+
+/// The task renewing a claim; stopped when dropped, so a table task that is cancelled
+/// (timeout, RAISE, a signal) stops renewing its claim, which then expires.
+pub(super) struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Takes a worker's claim on `table` ([`crate::worker`]), then brings the checkpoint
+/// state up to the present so the table's task reads what the last holder committed.
+/// A table released after `round` began was done in this round: skipped.
+///
+/// # Errors
+/// Datastore errors reading or writing the claim or the commits.
+pub(super) async fn claim(
+    sess: &SessionCtx,
+    worker: &crate::worker::Worker,
+    table: &str,
+    round: chrono::DateTime<chrono::Utc>,
+) -> Result<Claimed> {
+    let taken = Lease::take(
+        &sess.store,
+        Spot::table(table),
+        &sess.session_id,
+        sess.settings.lease_ttl,
+        Some(&worker.name),
+        Some(round),
+    )
+    .await?;
+    let lease = match taken {
+        Ok(l) => l,
+        Err(Taken::Busy(d)) => {
+            return Ok(Claimed::Skip(format!(
+                "held by {}",
+                d.map_or("another worker".into(), |d| d.holder())
+            )));
+        }
+        Err(Taken::Done(d)) => {
+            return Ok(Claimed::Skip(format!(
+                "done in this round by {} at {}",
+                d.worker.as_deref().unwrap_or("another worker"),
+                d.renewed_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )));
+        }
+    };
+    crate::failpoint::hit("claim.taken")?;
+    match sess.committer.catch_up().await {
+        Ok(since) => {
+            let keep = KeepAlive(lease.keep_alive());
+            Ok(Claimed::Mine(Claim { lease, since }, keep))
+        }
+        Err(e) => {
+            let _ = lease.release().await;
+            Err(e)
+        }
+    }
+}
+
+/// Lets a claim go when its table task ended (unless it was lost: then it is not ours).
+pub(super) async fn release(claim: Claim, keep: KeepAlive) {
+    drop(keep);
+    if claim.lease.is_lost() {
+        return;
+    }
+    if let Err(e) = claim.lease.release().await {
+        tracing::warn!(error = %e.chain(), "releasing the table's claim failed; it expires on its own");
     }
 }
 
@@ -38,15 +118,13 @@ pub(super) async fn run_table(
     tbl: Tbl,
     sources: &[Arc<dyn Source>],
     sinks: &[Arc<dyn Sink>],
+    claim: Option<Claim>,
 ) -> (TaskLog, Option<Error>) {
     let name = tbl.name.clone();
-    let ctx = Arc::new(TaskCtx::new(
-        sess.clone(),
-        batch_id,
-        TaskType::Tbl,
-        tbls,
-        Some(tbl),
-    ));
+    let token = claim.as_ref().map(|c| c.lease.token());
+    let ctx = Arc::new(
+        TaskCtx::new(sess.clone(), batch_id, TaskType::Tbl, tbls, Some(tbl)).with_claim(claim),
+    );
     let t0 = Instant::now();
     if let Some(p) = sess.progress.get() {
         p.start(&name);
@@ -94,6 +172,9 @@ pub(super) async fn run_table(
         p.finish(&name, result.is_ok());
     }
     let mut data = ctx.take_data();
+    if let Some(t) = token {
+        data.insert("claim_token".into(), t.into());
+    }
     let (rows, bytes, files) = sink
         .stats
         .iter()

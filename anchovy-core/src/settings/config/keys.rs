@@ -187,6 +187,22 @@ settings! {
         kind: Kind::Duration(Duration::from_secs(1), MAX_DURATION),
         unset: Unset::Value("60s"),
     }
+    /// workers sharing this anchovy's tables: a count `N` (with `worker_num`: a static
+    /// split by a hash of the table name) or `auto` (every replica claims what is
+    /// unclaimed); unset: one process, under the run lease
+    workers: Option<String> {
+        env: "ACHVY_WORKERS",
+        flag: Flag::Value("--workers", "N|auto"),
+        check: Some(workers),
+    }
+    /// this worker's number, 0 to N - 1, with `workers: N`; or `JOB_COMPLETION_INDEX`
+    /// (Kubernetes Indexed Job) or `AWS_BATCH_JOB_ARRAY_INDEX` (AWS Batch array job) to
+    /// read it from that variable
+    worker_num: Option<String> {
+        env: "ACHVY_WORKER_NUM",
+        flag: Flag::Value("--worker-num", "I|VAR"),
+        check: Some(worker_num),
+    }
     /// service mode: port of `/healthz`, `/readyz`, `/metrics` (0 turns it off)
     port: u16 {
         env: "ACHVY_PORT",
@@ -288,6 +304,14 @@ fn checkpoint_cls(s: &Setting, v: String, _: &Vars) -> Result<String> {
 
 fn store_cls(s: &Setting, v: String, _: &Vars) -> Result<String> {
     values::store_cls(s.key, v)
+}
+
+fn workers(s: &Setting, v: String, _: &Vars) -> Result<String> {
+    crate::worker::check_workers(s.key, v)
+}
+
+fn worker_num(s: &Setting, v: String, vars: &Vars) -> Result<String> {
+    crate::worker::check_worker_num(s.key, v, vars)
 }
 
 fn log_level(_: &Setting, v: String, _: &Vars) -> Result<String> {

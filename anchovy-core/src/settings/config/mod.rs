@@ -58,6 +58,7 @@ impl Settings {
     /// [`Error::Config`] naming the key, its origin and the accepted values.
     pub fn resolve(layers: &[&Layer], vars: &BTreeMap<String, String>) -> Result<Settings> {
         let settings = Settings::from_resolver(&Resolver::new(layers, vars))?;
+        crate::worker::Worker::from_settings(&settings)?;
         // A SAS signature or a password in a store URL is a secret like any other.
         for url in [
             &settings.datastore,
@@ -74,5 +75,11 @@ impl Settings {
     /// Service mode (`-S`, `is_task_executor: false`): loop batches until stopped.
     pub fn service(&self) -> bool {
         !self.is_task_executor
+    }
+
+    /// This process as a worker (`workers`), or `None` for the single-process default.
+    pub fn worker(&self) -> Option<crate::worker::Worker> {
+        // Checked by `resolve`: the settings of a run always fit together.
+        crate::worker::Worker::from_settings(self).ok().flatten()
     }
 }

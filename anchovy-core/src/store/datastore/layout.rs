@@ -25,6 +25,11 @@ pub const LAST_LOADS: &str = "$last_loads";
 pub const RESULTS: &str = "$results";
 /// The run results file.
 pub const RUN_RESULTS: &str = "$results/anchovy_run_results.json";
+/// `$results/workers/<worker>.json`: the run results of one worker (`--workers`).
+pub fn worker_results_key(worker: &str) -> String {
+    format!("{RESULTS}/workers/{}", segment(&format!("{worker}.json")))
+}
+
 /// Folder of data files.
 pub const DATA: &str = "data";
 /// Quarantined records, per table, committed like data files.
