@@ -19,7 +19,7 @@ fn need(var: &str) -> String {
 }
 
 /// A fresh, empty datastore URL on each backend.
-fn backends(dir: &std::path::Path) -> Vec<String> {
+pub fn backends(dir: &std::path::Path) -> Vec<String> {
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     need("AZURITE_BLOB_STORAGE_URL");
     need("AWS_ENDPOINT");

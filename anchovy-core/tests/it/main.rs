@@ -4,6 +4,7 @@
 
 mod datastores;
 mod pipeline;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
