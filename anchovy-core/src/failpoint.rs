@@ -2,12 +2,13 @@
 //!
 //! Actions: `exit` (default: the process exits at once with code 86, as a kill -9
 //! would leave it, no cleanup), `error` (the operation fails with an error),
-//! `sleep-<ms>` (the calling thread pauses, to open a race window on purpose),
+//! `sleep-<ms>` (print `anchovy failpoint <name> sleeping` on stderr, then the calling
+//! thread pauses, to open a race window on purpose or to stop the process there),
 //! `<n>` a number: exit on the n-th hit, or `pause@<n>`: on the n-th hit print
 //! `anchovy failpoint <name> paused` on stderr and block the calling thread for good, so
 //! a test can `kill -9` the process at exactly that point while its other threads run
 //! on. Names used by the core: `commit.before`, `commit.after`, `checkpoint.mirrors`,
-//! `datafile.finish`, `source.batch`, `tasklog.write`, `session.shutdown`; plugins add
+//! `datafile.finish`, `source.batch`, `tasklog.write`, `session.shutdown`, `claim.taken`; plugins add
 //! their own (`upload.*`, `sftp.listed`, `sftp.chunk` after each 1 MiB read).
 //! Compiled only with the `failpoints` feature, which the test builds turn on
 //! (anchovy-cli's dev-dependencies): in a release build [`hit`] is an empty inline
@@ -78,6 +79,7 @@ pub fn hit(name: &str) -> Result<()> {
         }
         a if a.starts_with("sleep-") => {
             let ms: u64 = a["sleep-".len()..].parse().unwrap_or(1000);
+            eprintln!("anchovy failpoint {name} sleeping");
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Ok(())
         }

@@ -77,6 +77,26 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &HealthcheckArgs) ->
             Ok(_) => lines.push((true, "lease".into(), "free".into())),
             Err(e) => lines.push((false, "lease".into(), e.chain())),
         }
+        // Workers: who holds which table, and since when (`--workers`).
+        match anchovy_core::lease::claims(&area).await {
+            Ok(claims) if !claims.is_empty() => {
+                // Held claims one by one; the rest counted (hundreds of tables).
+                let idle = claims.iter().filter(|(_, c)| !c.live()).count();
+                for (t, c) in claims.iter().filter(|(_, c)| c.live()) {
+                    lines.push((true, format!("claim {t}"), super::tables::describe_claim(c)));
+                }
+                lines.push((
+                    true,
+                    "claims".into(),
+                    format!(
+                        "{} tables held by workers, {idle} free (`anchovy tables` shows each)",
+                        claims.len() - idle
+                    ),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => lines.push((false, "claims".into(), e.chain())),
+        }
     }
     // `-S`: the service this probe runs next to must answer, and be ready.
     if s.service() {

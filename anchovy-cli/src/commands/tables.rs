@@ -1,5 +1,6 @@
-//! `anchovy tables`: an anchovy's tables (from `$tables`) with their settings and their
-//! last load (from the task logs).
+//! `anchovy tables`: an anchovy's tables (from `$tables`) with their settings, their
+//! last load (from the task logs) and, for workers (`--workers`), who holds or last held
+//! each table's claim.
 
 use std::process::ExitCode;
 
@@ -33,6 +34,16 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return crate::report(&e),
     };
+    let claims: std::collections::BTreeMap<String, anchovy_core::lease::LeaseDoc> =
+        match anchovy_core::session::open_datastore(s, &loaded.connections) {
+            Ok(root) => anchovy_core::lease::claims(&root.for_anchovy(&s.user, &s.id))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            Err(e) => return crate::report(&e),
+        };
+    let claim_text = |t: &str| -> String { claims.get(t).map(describe_claim).unwrap_or_default() };
     if args.json {
         for t in &tbls {
             let l = loads.get(&t.name);
@@ -40,6 +51,7 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
                 "table": t,
                 "last_load": l.and_then(|l| l.last.as_ref()),
                 "last_ok_at": l.and_then(|l| l.last_ok.as_ref()).map(|t| t.timestamp.clone()),
+                "claim": claims.get(&t.name),
             });
             crate::outln!("{v}");
         }
@@ -70,6 +82,7 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
                 l.and_then(|l| l.last_ok.as_ref())
                     .map(|x| x.timestamp.chars().take(19).collect())
                     .unwrap_or_else(|| "never".into()),
+                claim_text(&t.name),
             ]
         })
         .collect();
@@ -84,12 +97,31 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
                 "LAST LOAD (UTC)",
                 "STATUS",
                 "ROWS",
-                "LAST OK (UTC)"
+                "LAST OK (UTC)",
+                "CLAIM (workers)"
             ],
             &rows
         )
     );
     ExitCode::from(exit::OK)
+}
+
+/// A table's claim for people: `held by <worker> since <t> (token N)`, `released by
+/// <worker> at <t>`, or `expired: <worker> stopped renewing at <t>`.
+pub fn describe_claim(c: &anchovy_core::lease::LeaseDoc) -> String {
+    let who = c.worker.clone().unwrap_or_else(|| c.host.clone());
+    let at = |t: &chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    if c.released {
+        format!("released by {who} at {}", at(&c.renewed_at))
+    } else if c.live() {
+        format!(
+            "held by {who} since {} (token {})",
+            at(&c.acquired_at),
+            c.token
+        )
+    } else {
+        format!("expired: {who} stopped renewing at {}", at(&c.renewed_at))
+    }
 }
 
 /// `anchovy tables --discover -op <operator>`: what the operator's source offers.

@@ -149,7 +149,10 @@ impl Worker {
     where
         T: 'a,
     {
-        let mut mine: Vec<T> = tables.into_iter().filter(|t| self.assigned(name_of(t))).collect();
+        let mut mine: Vec<T> = tables
+            .into_iter()
+            .filter(|t| self.assigned(name_of(t)))
+            .collect();
         if let (Split::Auto, false) = (self.split, mine.is_empty()) {
             let n = mine.len();
             let k = (shard(&self.name, u32::MAX) as usize) % n;
@@ -172,9 +175,7 @@ pub fn check_workers(key: &str, v: String) -> Result<String> {
         Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n.to_string()),
         _ => Err(Error::config(
             key,
-            format!(
-                "`{t}` is neither `auto` nor a number of workers from 1 to {MAX_WORKERS}"
-            ),
+            format!("`{t}` is neither `auto` nor a number of workers from 1 to {MAX_WORKERS}"),
         )),
     }
 }
@@ -243,7 +244,10 @@ mod tests {
     #[test]
     fn worker_numbers_come_from_the_scheduler_when_asked() {
         let mut vars = std::collections::BTreeMap::new();
-        assert_eq!(check_worker_num("worker_num", "3".into(), &vars).unwrap(), "3");
+        assert_eq!(
+            check_worker_num("worker_num", "3".into(), &vars).unwrap(),
+            "3"
+        );
         let e = check_worker_num("worker_num", "JOB_COMPLETION_INDEX".into(), &vars).unwrap_err();
         assert!(e.to_string().contains("Indexed Job"), "{e}");
         vars.insert("AWS_BATCH_JOB_ARRAY_INDEX".into(), "5".into());

@@ -262,8 +262,7 @@ impl Committer {
             }
             // Another writer took the number: learn what it (and any other) committed.
             if self.catch_up_locked(&mut next).await? == 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt)))
-                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
             }
         }
         *next += 1;

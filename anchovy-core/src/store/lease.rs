@@ -545,7 +545,8 @@ pub async fn enter_as_worker(store: &Datastore) -> Result<WorkerEntry> {
             store: store.location(),
             holder: format!(
                 "a single-process run (no --workers): {}",
-                run.as_ref().map_or("another process".into(), LeaseDoc::holder)
+                run.as_ref()
+                    .map_or("another process".into(), LeaseDoc::holder)
             ),
             expires_at: "it exits (an OS lock on a local datastore)".into(),
         }),

@@ -65,9 +65,16 @@ async fn one_of_eight_racing_workers_wins_a_claim() {
             winners[0].release().await.unwrap();
             drop(got);
             // Released after `began`: done in that round...
-            let again = Lease::take(&ds, Spot::table("sales.orders"), "late", ttl, Some("late"), Some(began))
-                .await
-                .unwrap();
+            let again = Lease::take(
+                &ds,
+                Spot::table("sales.orders"),
+                "late",
+                ttl,
+                Some("late"),
+                Some(began),
+            )
+            .await
+            .unwrap();
             assert!(matches!(again, Err(Taken::Done(_))), "{url}: {again:?}");
         }
         // ...and the claims are listed with their holder.
@@ -114,7 +121,16 @@ async fn shared_committers_keep_one_dense_sequence() {
             let mine: Vec<u64> = all
                 .iter()
                 .filter(|r| r.tbl.as_deref() == Some(&format!("t{i}")))
-                .map(|r| r.checkpoints.values().next().unwrap().as_ref().unwrap().as_u64().unwrap())
+                .map(|r| {
+                    r.checkpoints
+                        .values()
+                        .next()
+                        .unwrap()
+                        .as_ref()
+                        .unwrap()
+                        .as_u64()
+                        .unwrap()
+                })
                 .collect();
             assert_eq!(mine, (0..15).collect::<Vec<_>>(), "{url}: writer {i}");
         }
@@ -165,9 +181,13 @@ async fn a_worker_that_lost_its_table_commits_nothing_of_it() {
             since: a.catch_up().await.unwrap(),
         };
         let file = |f: &str, v: u64| BTreeMap::from([(format!("t:{f}"), Some(v.into()))]);
-        a.commit(&meta("a", "t", Some(claim_a.clone())), vec![], file("f0", 1))
-            .await
-            .unwrap();
+        a.commit(
+            &meta("a", "t", Some(claim_a.clone())),
+            vec![],
+            file("f0", 1),
+        )
+        .await
+        .unwrap();
         if !url.starts_with("file://") {
             // A pauses; its claim expires and B takes the table over.
             tokio::time::sleep(ttl + Duration::from_millis(300)).await;
@@ -184,7 +204,11 @@ async fn a_worker_that_lost_its_table_commits_nothing_of_it() {
                 .await
                 .unwrap();
             let e = a
-                .commit(&meta("a", "t", Some(claim_a.clone())), vec![], file("f2", 1))
+                .commit(
+                    &meta("a", "t", Some(claim_a.clone())),
+                    vec![],
+                    file("f2", 1),
+                )
                 .await
                 .unwrap_err();
             assert!(matches!(e, Error::ClaimLost { .. }), "{url}: {e}");
@@ -203,9 +227,13 @@ async fn a_worker_that_lost_its_table_commits_nothing_of_it() {
             lease: lc.clone(),
             since: a.catch_up().await.unwrap(),
         };
-        b.commit(&meta("zombie", "t2", None), vec![], BTreeMap::from([("t2:f3".to_string(), Some(7.into()))]))
-            .await
-            .unwrap();
+        b.commit(
+            &meta("zombie", "t2", None),
+            vec![],
+            BTreeMap::from([("t2:f3".to_string(), Some(7.into()))]),
+        )
+        .await
+        .unwrap();
         let e = a
             .commit(
                 &meta("c", "t2", Some(claim_c.clone())),

@@ -697,13 +697,23 @@ impl Session {
                                 return None;
                             }
                             Err(e) => {
-                                let mut log = make_log(&ctx, batch_id, TaskType::Tbl, Some(tbl.name.clone()), Duration::ZERO, Default::default());
+                                let mut log = make_log(
+                                    &ctx,
+                                    batch_id,
+                                    TaskType::Tbl,
+                                    Some(tbl.name.clone()),
+                                    Duration::ZERO,
+                                    Default::default(),
+                                );
                                 log.status = Status::Err;
                                 log.error = Some(format!("claiming the table: {}", e.chain()));
                                 if let Err(e) = tasks.write(&log).await {
                                     tracing::error!(error = %e.chain(), "cannot write task log");
                                 }
-                                inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                                inflight
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .remove(&key);
                                 return Some((log, Some(e)));
                             }
                         };
@@ -711,16 +721,9 @@ impl Session {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(key.clone(), Instant::now());
-                        let (log, err) = run_table(
-                            ctx,
-                            batch_id,
-                            tbls,
-                            tbl,
-                            &sources,
-                            &sinks,
-                            claim.clone(),
-                        )
-                        .await;
+                        let (log, err) =
+                            run_table(ctx, batch_id, tbls, tbl, &sources, &sinks, claim.clone())
+                                .await;
                         if let Err(e) = tasks.write(&log).await {
                             tracing::error!(error = %e.chain(), "cannot write task log");
                         }

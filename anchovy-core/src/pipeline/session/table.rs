@@ -82,7 +82,8 @@ pub(super) async fn claim(
             return Ok(Claimed::Skip(format!(
                 "done in this round by {} at {}",
                 d.worker.as_deref().unwrap_or("another worker"),
-                d.renewed_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                d.renewed_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             )));
         }
     };
