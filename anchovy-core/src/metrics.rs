@@ -50,6 +50,14 @@ impl Metrics {
         }
     }
 
+    /// Adds the `worker` label (`--workers`): each worker's series apart.
+    pub fn for_worker(mut self, worker: Option<&str>) -> Metrics {
+        if let Some(w) = worker {
+            self.labels.push(("worker", w.to_string()));
+        }
+        self
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

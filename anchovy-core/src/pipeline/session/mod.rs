@@ -195,6 +195,7 @@ impl Session {
         };
         let keep_alive = lease.as_ref().map(Lease::keep_alive);
         let settings_for_budget = settings.clone();
+        let worker_name = worker.as_ref().map(|w| w.name.clone());
         let built = async {
             let (cps, last) = crate::commit::load_checkpoints(&store).await?;
             let committer = Committer::new(store.clone(), Arc::new(cps), last);
@@ -221,7 +222,8 @@ impl Session {
                     &settings_for_budget.id,
                     &settings_for_budget.user,
                     spec.name,
-                ),
+                )
+                .for_worker(worker_name.as_deref()),
             });
             let operator = (spec.build)(&ctx)?;
             Ok::<_, Error>((ctx, operator))
@@ -251,9 +253,13 @@ impl Session {
         })
     }
 
-    /// True while this session holds its run lease (always false for check sessions).
+    /// True while this session holds its run lease, or is a worker (which needs none:
+    /// its claims are per table); always false for check sessions.
     pub fn lease_held(&self) -> bool {
-        self.lease.as_ref().is_some_and(|l| !l.is_lost())
+        match &self.lease {
+            Some(l) => !l.is_lost(),
+            None => self._entry.is_some(),
+        }
     }
 
     /// Makes the table tasks read the tables' quarantined records again instead of
