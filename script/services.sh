@@ -190,6 +190,16 @@ install_parquet_py() {   # ~30 s
     && export PARQUET_PYTHON="$PARQUET_PY_PREFIX/venv/bin/python"
 }
 
+# --- Deploy recipe validators (PyPI): the Kubernetes OpenAPI schemas of 1.37
+# (kubernetes-validate) and the AWS API models (botocore) for Batch and ECS inputs ---
+DEPLOY_PY_PREFIX=${DEPLOY_PY_PREFIX:-/tmp/anchovies-deploy-py}
+install_deploy_validators() {   # ~10 s
+  [ -x "$DEPLOY_PY_PREFIX/venv/bin/python" ] && "$DEPLOY_PY_PREFIX/venv/bin/python" -c "import kubernetes_validate, botocore" 2>/dev/null && { export DEPLOY_PYTHON="$DEPLOY_PY_PREFIX/venv/bin/python"; return 0; }
+  mkdir -p "$DEPLOY_PY_PREFIX" && python3 -m venv "$DEPLOY_PY_PREFIX/venv" \
+    && "$DEPLOY_PY_PREFIX/venv/bin/pip" install -q "kubernetes-validate==1.37.0" "botocore==1.44.8" \
+    && export DEPLOY_PYTHON="$DEPLOY_PY_PREFIX/venv/bin/python"
+}
+
 # --- MariaDB 10.11 (Debian mariadb-server), throwaway ---
 MY_PORT=${MY_PORT:-33306}
 MY_DIR=${MY_DIR:-/tmp/anchovies-mariadb}

@@ -352,54 +352,6 @@ fn plugins_lists_every_operator_from_the_registry() {
     );
 }
 
-/// The deploy examples parse and agree with the binary: probe paths it serves, flags it
-/// accepts, exit codes it documents.
-#[test]
-fn deploy_examples_match_the_binary() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy");
-    let load = |f: &str| -> serde_json::Value {
-        serde_saphyr::from_str(&std::fs::read_to_string(root.join(f)).unwrap())
-            .unwrap_or_else(|e| panic!("{f}: {e}"))
-    };
-    let dep = load("k8s/deployment.yaml");
-    let c = &dep["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    assert!(args.contains(&"-S"));
-    let cron = load("k8s/cronjob.yaml");
-    let job = &cron["spec"]["jobTemplate"]["spec"];
-    let cargs: Vec<String> = job["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        job["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"],
-        serde_json::json!([5, 6])
-    );
-    // Every flag the examples pass is one `anchovy start` accepts.
-    let env = crate::Env::new();
-    let help = env.cmd().args(["start", "--help"]).output().unwrap();
-    let help = String::from_utf8_lossy(&help.stdout);
-    for a in args
-        .iter()
-        .map(|s| s.to_string())
-        .chain(cargs)
-        .filter(|a| a.starts_with("--"))
-    {
-        assert!(help.contains(&a), "`{a}` is not a flag of anchovy start");
-    }
-    let docker = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
-    assert!(docker.contains("USER 10001") && docker.contains("ACHVY_BIND=0.0.0.0"));
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Route {
     Env,

@@ -20,11 +20,20 @@ pub async fn run_session(
     args: &StartArgs,
     replay_rejects: bool,
 ) -> ExitCode {
+    let settings = loaded.settings.clone();
     let session =
         match Session::open(registry, loaded.settings, loaded.doc, loaded.connections).await {
             Ok(s) if replay_rejects => s.replaying_rejects(),
             Ok(s) => s,
-            Err(e) => return crate::report(&e),
+            Err(e) => {
+                let code = crate::report(&e);
+                let soft = settings.exit_code(e.exit_code());
+                if soft != e.exit_code() {
+                    tracing::info!(exit_code = e.exit_code(), "exiting 0 instead (exit_zero_on)");
+                    return ExitCode::from(soft);
+                }
+                return code;
+            }
         };
     let s = &session.ctx().settings;
     tracing::info!(
@@ -97,7 +106,11 @@ pub async fn run_session(
             tracing::info!(status = ?result.status, exit_code = result.exit_code, ms = result.duration, "run finished")
         }
     }
-    ExitCode::from(result.exit_code)
+    let code = session.ctx().settings.exit_code(result.exit_code);
+    if code != result.exit_code {
+        tracing::info!(exit_code = result.exit_code, "exiting 0 instead (exit_zero_on)");
+    }
+    ExitCode::from(code)
 }
 
 /// The first SIGINT/SIGTERM stops the run: a service (`grace` set) finishes its current

@@ -203,6 +203,15 @@ settings! {
         flag: Flag::Value("--worker-num", "I|VAR"),
         check: Some(worker_num),
     }
+    /// outcomes that exit 0 instead of their own code, for schedulers that restart or
+    /// retry a non-zero exit (Kubernetes Jobs, AWS Batch, ECS): `locked` (5: another
+    /// run or workers hold the anchovy), `pending` (6: a budget left work); the run
+    /// results and the log still say what happened
+    exit_zero_on: Vec<String> {
+        env: "ACHVY_EXIT_ZERO_ON",
+        flag: Flag::Value("--exit-zero-on", "OUTCOMES"),
+        kind: Kind::List,
+    }
     /// service mode: port of `/healthz`, `/readyz`, `/metrics` (0 turns it off)
     port: u16 {
         env: "ACHVY_PORT",

@@ -49,6 +49,12 @@ pub use self::setting::{Flag, Kind, Resolver, Setting, Unset, Value, readme_tabl
 use self::values::*;
 pub use self::values::{MAX_DURATION, human_duration, parse_duration};
 
+/// The outcomes `exit_zero_on` may name, and their exit codes.
+pub const EXIT_ZERO_OUTCOMES: &[(&str, u8)] = &[
+    ("locked", crate::error::exit::LOCKED),
+    ("pending", crate::error::exit::PENDING),
+];
+
 impl Settings {
     /// Combines layers, earlier layers winning (pass CLI, env, file in that order), and
     /// fills defaults: every declared setting ([`SETTINGS`]) parsed and range-checked
@@ -59,6 +65,14 @@ impl Settings {
     pub fn resolve(layers: &[&Layer], vars: &BTreeMap<String, String>) -> Result<Settings> {
         let settings = Settings::from_resolver(&Resolver::new(layers, vars))?;
         crate::worker::Worker::from_settings(&settings)?;
+        for o in &settings.exit_zero_on {
+            if !EXIT_ZERO_OUTCOMES.iter().any(|(n, _)| n == o) {
+                return Err(Error::config(
+                    "exit_zero_on",
+                    format!("`{o}` is not an outcome; use locked (exit 5) and/or pending (exit 6)"),
+                ));
+            }
+        }
         // A SAS signature or a password in a store URL is a secret like any other.
         for url in [
             &settings.datastore,
@@ -75,6 +89,15 @@ impl Settings {
     /// Service mode (`-S`, `is_task_executor: false`): loop batches until stopped.
     pub fn service(&self) -> bool {
         !self.is_task_executor
+    }
+
+    /// The process exit code for a run's `code`: 0 where `exit_zero_on` names its
+    /// outcome, the code itself otherwise.
+    pub fn exit_code(&self, code: u8) -> u8 {
+        let soft = EXIT_ZERO_OUTCOMES
+            .iter()
+            .any(|(n, c)| *c == code && self.exit_zero_on.iter().any(|o| o == n));
+        if soft { crate::error::exit::OK } else { code }
     }
 
     /// This process as a worker (`workers`), or `None` for the single-process default.
