@@ -575,3 +575,81 @@ fn no_row_lost_or_doubled_when_workers_are_killed() {
         eprintln!("  {n:4}  {k}");
     }
 }
+
+/// The worker number read from the scheduler's variable runs that worker's shard; a
+/// number out of range, a missing variable or a number without `--workers` exits 2 and
+/// says what to pass.
+#[test]
+fn worker_numbers_come_from_the_scheduler_and_bad_ones_exit_2() {
+    let mut job = Job::new(Store::Fs, 8);
+    job.add_files(0, 1, 10);
+    let kids: Vec<_> = (0..3)
+        .map(|i| {
+            let idx = i.to_string();
+            let mut vars: Vec<(&str, &str)> =
+                job.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            vars.push(("AWS_BATCH_JOB_ARRAY_INDEX", &idx));
+            let args = [
+                "start", "-op", "files.CsvDownloader", "--id", &job.id, "--workers", "3",
+                "--worker-num", "AWS_BATCH_JOB_ARRAY_INDEX",
+            ];
+            job.env.spawn(&args, &vars)
+        })
+        .collect();
+    let outs: Vec<_> = kids.into_iter().map(|k| k.wait_with_output().unwrap()).collect();
+    ok_all(&outs, "AWS_BATCH_JOB_ARRAY_INDEX");
+    for (t, w) in Job::tbl_tasks(&outs) {
+        assert_eq!(w, format!("{}-of-3", anchovy_core::worker::shard(&t, 3)), "{t}");
+    }
+    job.check("array job");
+    for (args, env, says) in [
+        (vec!["--workers", "2", "--worker-num", "2"], vec![], "workers are numbered from 0 to 1"),
+        (vec!["--workers", "4"], vec![], "--worker-num JOB_COMPLETION_INDEX"),
+        (vec!["--worker-num", "1"], vec![], "without `workers`"),
+        (vec!["--workers", "auto", "--worker-num", "0"], vec![], "dynamic workers have no number"),
+        (vec!["--workers", "4", "--worker-num", "JOB_COMPLETION_INDEX"], vec![], "Indexed Job"),
+        (vec!["--workers", "0"], vec![], "neither `auto` nor a number"),
+        (vec!["--workers", "2", "--worker-num", "job_completion_index"], vec![("JOB_COMPLETION_INDEX", "x")], "not a worker number"),
+        (vec!["--exit-zero-on", "failed"], vec![], "use locked (exit 5) and/or pending (exit 6)"),
+    ] {
+        let o = job
+            .env
+            .cmd()
+            .args(["start", "-op", "files.CsvDownloader", "--id", &job.id])
+            .args(&args)
+            .envs(job.vars.iter().cloned())
+            .envs(env)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", crate::output(&o));
+        assert!(crate::stderr(&o).contains(says), "{args:?}: {}", crate::stderr(&o));
+    }
+}
+
+/// `--exit-zero-on locked`: a run refused because workers hold the anchovy exits 0 (for
+/// schedulers that would restart it), and still says why on stderr.
+#[test]
+fn exit_zero_on_turns_a_refusal_into_exit_0() {
+    let mut job = Job::new(Store::Fs, 1);
+    job.add_files(0, 1, 20);
+    let mut w = job.spawn(Mode::Auto, 1, 0, &[("ACHVY_FAILPOINT", "source.batch:sleep-2000")]);
+    let mut err = std::io::BufReader::new(w.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("sleeping") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0);
+    }
+    for (flag, code) in [(None, 5), (Some("locked,pending"), 0)] {
+        let mut c = job.env.cmd();
+        c.args(["start", "-op", "files.CsvDownloader", "--id", &job.id])
+            .envs(job.vars.iter().cloned());
+        if let Some(f) = flag {
+            c.env("ACHVY_EXIT_ZERO_ON", f);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(code), "{flag:?}: {}", crate::output(&o));
+        assert!(crate::stderr(&o).contains("another run of this anchovy is in progress"));
+    }
+    assert!(w.wait().unwrap().success());
+    job.check("exit-zero-on");
+}
