@@ -82,7 +82,10 @@ fn deploy_recipes_are_valid_and_match_the_binary() {
     let py = need("DEPLOY_PYTHON");
     let manifests = files("k8s", "yaml");
     let aws = files("aws", "json");
-    assert!(manifests.len() >= 4 && aws.len() >= 4, "{manifests:?} {aws:?}");
+    assert!(
+        manifests.len() >= 4 && aws.len() >= 4,
+        "{manifests:?} {aws:?}"
+    );
     // The engines' own schemas.
     let kv = Path::new(&py).parent().unwrap().join("kubernetes-validate");
     let out = std::process::Command::new(&kv)
@@ -105,13 +108,30 @@ fn deploy_recipes_are_valid_and_match_the_binary() {
         "broken.yaml",
         "apiVersion: batch/v1\nkind: Job\nmetadata: {name: x}\nspec:\n  completions: four\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: a, image: b}]\n",
     );
-    assert!(!std::process::Command::new(&kv).arg("--strict").arg(&broken).status().unwrap().success());
+    assert!(
+        !std::process::Command::new(&kv)
+            .arg("--strict")
+            .arg(&broken)
+            .status()
+            .unwrap()
+            .success()
+    );
     let bad = env.write("batch-submit-job.json", r#"{"jobName": "x", "jobQueue": "q", "jobDefinition": "d", "arrayProperties": {"size": "8"}}"#);
-    assert!(!std::process::Command::new(&py).args(["-c", AWS_CHECK]).arg(&bad).status().unwrap().success());
+    assert!(
+        !std::process::Command::new(&py)
+            .args(["-c", AWS_CHECK])
+            .arg(&bad)
+            .status()
+            .unwrap()
+            .success()
+    );
 
     // Every anchovy command line: flags of its verb, variables the binary reads, the id
     // and the user given.
-    let known_env: Vec<&str> = anchovy_core::config::SETTINGS.iter().map(|s| s.env).collect();
+    let known_env: Vec<&str> = anchovy_core::config::SETTINGS
+        .iter()
+        .map(|s| s.env)
+        .collect();
     let mut help: std::collections::BTreeMap<String, String> = Default::default();
     let mut lines = 0;
     for f in manifests.iter().chain(&aws) {
@@ -120,7 +140,11 @@ fn deploy_recipes_are_valid_and_match_the_binary() {
         containers(&doc, &mut cs);
         // A submission or a service names its job definition / task definition.
         let refers = doc.get("jobDefinition").or(doc.get("taskDefinition"));
-        assert!(!cs.is_empty() || refers.is_some(), "{}: no container", f.display());
+        assert!(
+            !cs.is_empty() || refers.is_some(),
+            "{}: no container",
+            f.display()
+        );
         for c in cs {
             let env_names: Vec<String> = c["env"]
                 .as_array()
@@ -137,7 +161,11 @@ fn deploy_recipes_are_valid_and_match_the_binary() {
                     f.display()
                 );
             }
-            let mut cmds = vec![strings(if c["args"].is_array() { &c["args"] } else { &c["command"] })];
+            let mut cmds = vec![strings(if c["args"].is_array() {
+                &c["args"]
+            } else {
+                &c["command"]
+            })];
             let hc = strings(&c["healthCheck"]["command"]);
             if hc.len() > 2 {
                 assert_eq!(&hc[..2], ["CMD", "anchovy"], "{}", f.display());
@@ -161,15 +189,24 @@ fn deploy_recipes_are_valid_and_match_the_binary() {
                     };
                     assert!(ok, "{}: `{a}` is not a flag of anchovy {verb}", f.display());
                 }
-                assert!(args.iter().any(|a| a == "--id" || a == "-i"), "{}: {args:?} gives no --id (the default is the pod's host name)", f.display());
                 assert!(
-                    env_names.iter().any(|n| n == "ACHVY_USER") || args.iter().any(|a| a == "--prod" || a == "-u"),
+                    args.iter().any(|a| a == "--id" || a == "-i"),
+                    "{}: {args:?} gives no --id (the default is the pod's host name)",
+                    f.display()
+                );
+                assert!(
+                    env_names.iter().any(|n| n == "ACHVY_USER")
+                        || args.iter().any(|a| a == "--prod" || a == "-u"),
                     "{}: no user (in a container $USER is unset: the default would be `default`)",
                     f.display()
                 );
                 if args.iter().any(|a| a == "--worker-num") {
                     let i = args.iter().position(|a| a == "--worker-num").unwrap();
-                    assert!(anchovy_core::worker::INDEX_VARS.contains(&args[i + 1].as_str()), "{}", f.display());
+                    assert!(
+                        anchovy_core::worker::INDEX_VARS.contains(&args[i + 1].as_str()),
+                        "{}",
+                        f.display()
+                    );
                 }
             }
         }
@@ -183,22 +220,39 @@ fn deploy_recipes_are_valid_and_match_the_binary() {
         let doc = load(f);
         let text = std::fs::read_to_string(f).unwrap();
         if let Some(job) = doc["spec"]["jobTemplate"]["spec"].as_object() {
-            for r in job["podFailurePolicy"]["rules"].as_array().into_iter().flatten() {
+            for r in job["podFailurePolicy"]["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 let codes = &r["onExitCodes"]["values"];
                 assert!(
-                    !(r["action"] == "Ignore" && codes.as_array().unwrap().iter().any(|c| c == 5 || c == 6)),
+                    !(r["action"] == "Ignore"
+                        && codes.as_array().unwrap().iter().any(|c| c == 5 || c == 6)),
                     "{}: Ignore on exit 5/6 starts replacement pods in a loop",
                     f.display()
                 );
             }
-            assert!(text.contains("--exit-zero-on") && text.contains("locked,pending"), "{}", f.display());
+            assert!(
+                text.contains("--exit-zero-on") && text.contains("locked,pending"),
+                "{}",
+                f.display()
+            );
         }
     }
     let batch = load(&root().join("aws/batch-job-definition.json"));
-    assert!(strings(&batch["containerProperties"]["command"]).contains(&"--exit-zero-on".to_string()));
-    assert_eq!(batch["retryStrategy"]["evaluateOnExit"][0], serde_json::json!({"onExitCode": "2", "action": "EXIT"}));
+    assert!(
+        strings(&batch["containerProperties"]["command"]).contains(&"--exit-zero-on".to_string())
+    );
+    assert_eq!(
+        batch["retryStrategy"]["evaluateOnExit"][0],
+        serde_json::json!({"onExitCode": "2", "action": "EXIT"})
+    );
     let docker = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
     assert!(docker.contains("USER 10001") && docker.contains("ACHVY_BIND=0.0.0.0"));
     let ignore = std::fs::read_to_string(root().join("../../.dockerignore")).unwrap();
-    assert!(ignore.lines().any(|l| l.trim() == "target/"), "the build context must leave target/ out");
+    assert!(
+        ignore.lines().any(|l| l.trim() == "target/"),
+        "the build context must leave target/ out"
+    );
 }

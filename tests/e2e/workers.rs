@@ -42,6 +42,11 @@ pub struct Job {
 
 impl Job {
     pub fn new(store: Store, tables: usize) -> Job {
+        Job::with_parts(store, tables, 1)
+    }
+
+    /// [`Job::new`] with every table split into `parts` parts (`parts:`).
+    pub fn with_parts(store: Store, tables: usize, parts: u32) -> Job {
         let env = Env::new();
         let id = format!("wk_{}", env.nonce());
         let ds = match store {
@@ -62,6 +67,9 @@ impl Job {
                 "  t{t:02}:\n    path: {}/t{t:02}_*.csv\n    columns: {{id: int}}\n",
                 root.display()
             ));
+            if parts > 1 {
+                cfg.push_str(&format!("    parts: {parts}\n"));
+            }
         }
         env.write("config.yaml", cfg);
         Job {
@@ -249,6 +257,79 @@ fn workers_share_one_anchovy_s_tables_exactly_once() {
             assert!(results >= n.min(2), "{what}: {results} worker results");
             assert!(!area.join("$results/anchovy_run_results.json").exists());
         }
+    }
+}
+
+/// A table split into parts (`parts: 6`, 18 files): its parts are units of their own,
+/// claimed by any worker (static and dynamic) or run side by side in one process; every
+/// row once, each part's files read by that part only, and a rerun reads nothing again.
+#[test]
+fn parts_of_one_table_are_shared_by_workers() {
+    for (store, mode, n) in [
+        (Store::Fs, None, 1),
+        (Store::Fs, Some(Mode::Static), 3),
+        (Store::Azurite, Some(Mode::Auto), 4),
+        (Store::Moto, Some(Mode::Auto), 3),
+    ] {
+        let what = format!("{store:?}, {mode:?}, {n} workers");
+        let mut job = Job::with_parts(store, 2, 6);
+        for round in 0..2 {
+            job.add_files(round, 9, 20);
+            let outs: Vec<std::process::Output> = match mode {
+                Some(m) => job.run_workers(m, n),
+                None => vec![
+                    job.env
+                        .cmd()
+                        .args(["start", "-op", "files.CsvDownloader", "--id", &job.id])
+                        .envs(job.vars.iter().cloned())
+                        .output()
+                        .unwrap(),
+                ],
+            };
+            ok_all(&outs, &what);
+            job.check(&format!("{what}, round {round}"));
+            // Every part ran, and read only its own files.
+            let mut parts: Vec<(String, String, u64)> = Vec::new();
+            for o in &outs {
+                let r = crate::results(o);
+                for b in r["batches"].as_array().unwrap() {
+                    for t in b["tasks"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|t| t["task_type"] == "TBL")
+                    {
+                        let d = &t["data"];
+                        assert!(t["status"] == "OK", "{what}: {t}");
+                        parts.push((
+                            t["tbl"].as_str().unwrap().to_string(),
+                            d["part"].as_str().unwrap().to_string(),
+                            d["files_read"].as_u64().unwrap_or(0),
+                        ));
+                    }
+                }
+            }
+            parts.sort();
+            let mut units: Vec<(String, String)> = parts
+                .iter()
+                .map(|(t, p, _)| (t.clone(), p.clone()))
+                .collect();
+            units.dedup();
+            assert_eq!(units.len(), 12, "{what}: {parts:?}");
+            let read: u64 = parts.iter().map(|p| p.2).sum();
+            assert_eq!(read, 18, "{what}: files read in round {round}: {parts:?}");
+        }
+        // `$tables` holds the table once, with its column.
+        let out = job
+            .env
+            .cmd()
+            .args(["tables", "--id", &job.id, "--json"])
+            .envs(job.vars.iter().cloned())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(text.lines().count(), 2, "{what}: {text}");
+        assert!(text.contains("\"id\":\"int\""), "{what}: {text}");
     }
 }
 
@@ -586,31 +667,76 @@ fn worker_numbers_come_from_the_scheduler_and_bad_ones_exit_2() {
     let kids: Vec<_> = (0..3)
         .map(|i| {
             let idx = i.to_string();
-            let mut vars: Vec<(&str, &str)> =
-                job.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut vars: Vec<(&str, &str)> = job
+                .vars
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             vars.push(("AWS_BATCH_JOB_ARRAY_INDEX", &idx));
             let args = [
-                "start", "-op", "files.CsvDownloader", "--id", &job.id, "--workers", "3",
-                "--worker-num", "AWS_BATCH_JOB_ARRAY_INDEX",
+                "start",
+                "-op",
+                "files.CsvDownloader",
+                "--id",
+                &job.id,
+                "--workers",
+                "3",
+                "--worker-num",
+                "AWS_BATCH_JOB_ARRAY_INDEX",
             ];
             job.env.spawn(&args, &vars)
         })
         .collect();
-    let outs: Vec<_> = kids.into_iter().map(|k| k.wait_with_output().unwrap()).collect();
+    let outs: Vec<_> = kids
+        .into_iter()
+        .map(|k| k.wait_with_output().unwrap())
+        .collect();
     ok_all(&outs, "AWS_BATCH_JOB_ARRAY_INDEX");
     for (t, w) in Job::tbl_tasks(&outs) {
-        assert_eq!(w, format!("{}-of-3", anchovy_core::worker::shard(&t, 3)), "{t}");
+        assert_eq!(
+            w,
+            format!("{}-of-3", anchovy_core::worker::shard(&t, 3)),
+            "{t}"
+        );
     }
     job.check("array job");
     for (args, env, says) in [
-        (vec!["--workers", "2", "--worker-num", "2"], vec![], "workers are numbered from 0 to 1"),
-        (vec!["--workers", "4"], vec![], "--worker-num JOB_COMPLETION_INDEX"),
+        (
+            vec!["--workers", "2", "--worker-num", "2"],
+            vec![],
+            "workers are numbered from 0 to 1",
+        ),
+        (
+            vec!["--workers", "4"],
+            vec![],
+            "--worker-num JOB_COMPLETION_INDEX",
+        ),
         (vec!["--worker-num", "1"], vec![], "without `workers`"),
-        (vec!["--workers", "auto", "--worker-num", "0"], vec![], "dynamic workers have no number"),
-        (vec!["--workers", "4", "--worker-num", "JOB_COMPLETION_INDEX"], vec![], "Indexed Job"),
-        (vec!["--workers", "0"], vec![], "neither `auto` nor a number"),
-        (vec!["--workers", "2", "--worker-num", "job_completion_index"], vec![("JOB_COMPLETION_INDEX", "x")], "not a worker number"),
-        (vec!["--exit-zero-on", "failed"], vec![], "use locked (exit 5) and/or pending (exit 6)"),
+        (
+            vec!["--workers", "auto", "--worker-num", "0"],
+            vec![],
+            "dynamic workers have no number",
+        ),
+        (
+            vec!["--workers", "4", "--worker-num", "JOB_COMPLETION_INDEX"],
+            vec![],
+            "Indexed Job",
+        ),
+        (
+            vec!["--workers", "0"],
+            vec![],
+            "neither `auto` nor a number",
+        ),
+        (
+            vec!["--workers", "2", "--worker-num", "job_completion_index"],
+            vec![("JOB_COMPLETION_INDEX", "x")],
+            "not a worker number",
+        ),
+        (
+            vec!["--exit-zero-on", "failed"],
+            vec![],
+            "use locked (exit 5) and/or pending (exit 6)",
+        ),
     ] {
         let o = job
             .env
@@ -622,7 +748,11 @@ fn worker_numbers_come_from_the_scheduler_and_bad_ones_exit_2() {
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", crate::output(&o));
-        assert!(crate::stderr(&o).contains(says), "{args:?}: {}", crate::stderr(&o));
+        assert!(
+            crate::stderr(&o).contains(says),
+            "{args:?}: {}",
+            crate::stderr(&o)
+        );
     }
 }
 
@@ -632,7 +762,12 @@ fn worker_numbers_come_from_the_scheduler_and_bad_ones_exit_2() {
 fn exit_zero_on_turns_a_refusal_into_exit_0() {
     let mut job = Job::new(Store::Fs, 1);
     job.add_files(0, 1, 20);
-    let mut w = job.spawn(Mode::Auto, 1, 0, &[("ACHVY_FAILPOINT", "source.batch:sleep-2000")]);
+    let mut w = job.spawn(
+        Mode::Auto,
+        1,
+        0,
+        &[("ACHVY_FAILPOINT", "source.batch:sleep-2000")],
+    );
     let mut err = std::io::BufReader::new(w.stderr.take().unwrap());
     let mut line = String::new();
     while !line.contains("sleeping") {
@@ -647,7 +782,12 @@ fn exit_zero_on_turns_a_refusal_into_exit_0() {
             c.env("ACHVY_EXIT_ZERO_ON", f);
         }
         let o = c.output().unwrap();
-        assert_eq!(o.status.code(), Some(code), "{flag:?}: {}", crate::output(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{flag:?}: {}",
+            crate::output(&o)
+        );
         assert!(crate::stderr(&o).contains("another run of this anchovy is in progress"));
     }
     assert!(w.wait().unwrap().success());

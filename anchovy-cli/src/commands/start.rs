@@ -29,7 +29,10 @@ pub async fn run_session(
                 let code = crate::report(&e);
                 let soft = settings.exit_code(e.exit_code());
                 if soft != e.exit_code() {
-                    tracing::info!(exit_code = e.exit_code(), "exiting 0 instead (exit_zero_on)");
+                    tracing::info!(
+                        exit_code = e.exit_code(),
+                        "exiting 0 instead (exit_zero_on)"
+                    );
                     return ExitCode::from(soft);
                 }
                 return code;
@@ -108,7 +111,10 @@ pub async fn run_session(
     }
     let code = session.ctx().settings.exit_code(result.exit_code);
     if code != result.exit_code {
-        tracing::info!(exit_code = result.exit_code, "exiting 0 instead (exit_zero_on)");
+        tracing::info!(
+            exit_code = result.exit_code,
+            "exiting 0 instead (exit_zero_on)"
+        );
     }
     ExitCode::from(code)
 }

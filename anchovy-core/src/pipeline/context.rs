@@ -223,6 +223,8 @@ pub struct TaskCtx {
     rejected: Arc<std::sync::atomic::AtomicU64>,
     /// The worker's claim on the task's table (`--workers`).
     claim: Option<crate::commit::Claim>,
+    /// The part of the table this task runs, when the table is split.
+    part: Option<crate::worker::Part>,
 }
 
 impl TaskCtx {
@@ -243,7 +245,20 @@ impl TaskCtx {
             staged: Mutex::new(BTreeMap::new()),
             rejected: Arc::default(),
             claim: None,
+            part: None,
         }
+    }
+
+    /// This task runs one part of its table ([`crate::Operator::parts`]).
+    pub(crate) fn with_part(mut self, part: Option<crate::worker::Part>) -> TaskCtx {
+        self.part = part;
+        self
+    }
+
+    /// The part of its table this task runs (`None`: the whole table): a source that
+    /// splits its tables reads only the items [`crate::worker::Part::holds`].
+    pub fn part(&self) -> Option<crate::worker::Part> {
+        self.part
     }
 
     /// This task commits under a worker's claim on its table.

@@ -65,6 +65,14 @@ pub trait Operator: Send + Sync {
         Ok(None)
     }
 
+    /// Into how many parts a table's work splits ([`crate::worker::Part`]): each part
+    /// is a task of its own (a unit a worker claims; in one process parts run side by
+    /// side up to `max_concurrency`), and the source reads only its part
+    /// ([`TaskCtx::part`]). 1 (the default): the table is one unit.
+    fn parts(&self, _tbl: &Tbl) -> u32 {
+        1
+    }
+
     /// Operator-specific health checks (`anchovy healthcheck`): `(name, result)`.
     async fn healthcheck(&self, _ctx: &SessionCtx) -> Vec<(String, Result<String, String>)> {
         Vec::new()

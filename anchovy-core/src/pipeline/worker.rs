@@ -27,6 +27,32 @@
 use crate::config::Settings;
 use crate::error::{Error, Result};
 
+/// One part of a table whose work splits into `count` parts ([`crate::Operator::parts`]):
+/// a unit of work of its own, named `<table>#<index>`, that holds the items (files,
+/// objects) whose names' [`shard`] is `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// From 0 to `count - 1`.
+    pub index: u32,
+    /// How many parts the table has (2 or more).
+    pub count: u32,
+}
+
+impl Part {
+    /// True when the item `name` (a file's name) belongs to this part.
+    pub fn holds(&self, name: &str) -> bool {
+        shard(name, self.count) == self.index
+    }
+
+    /// The unit's name: `<table>#<index>`.
+    pub fn unit(&self, table: &str) -> String {
+        format!("{table}#{}", self.index)
+    }
+}
+
+/// The most parts of one table.
+pub const MAX_PARTS: u32 = 1024;
+
 /// How the tables are split among workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {

@@ -72,30 +72,41 @@ impl TblStore {
         name: &str,
         inferred: &BTreeMap<String, ColType>,
     ) -> Result<Tbl> {
-        let mut t = self.get(name).await?.unwrap_or_else(|| Tbl::named(name));
-        for (c, ty) in inferred {
-            let e = t.columns.entry(c.clone()).or_insert(*ty);
-            *e = e.widen(*ty);
-        }
-        if let Some(cfg) = configured {
-            t = cfg.merged_over(&t);
-        }
-        t.name = name.to_string();
-        let mut v =
-            serde_json::to_value(&t).map_err(|e| crate::Error::json("table metadata", e))?;
-        // An option may hold a credential written inline (an operator registers it as a
-        // secret): never stored.
-        crate::secret::redact_json(&mut v);
-        if let Some(o) = v.as_object_mut() {
-            o.insert("name".into(), name.into());
-            o.insert(
-                "updated_at".into(),
-                chrono::Utc::now()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                    .into(),
-            );
-        }
-        self.ds.put_json(&layout::table_key(name), &v).await?;
-        Ok(t)
+        // Read, widen and write in one step: parts of a table read by several workers
+        // widen the same entry at once ([`Datastore::update_json`]).
+        let mut merged = None;
+        self.ds
+            .update_json(&layout::table_key(name), |stored| {
+                let mut t = match stored {
+                    Some(v) => Tbl::from_json(name, v)?,
+                    None => Tbl::named(name),
+                };
+                for (c, ty) in inferred {
+                    let e = t.columns.entry(c.clone()).or_insert(*ty);
+                    *e = e.widen(*ty);
+                }
+                if let Some(cfg) = configured {
+                    t = cfg.merged_over(&t);
+                }
+                t.name = name.to_string();
+                let mut v = serde_json::to_value(&t)
+                    .map_err(|e| crate::Error::json("table metadata", e))?;
+                // An option may hold a credential written inline (an operator registers
+                // it as a secret): never stored.
+                crate::secret::redact_json(&mut v);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("name".into(), name.into());
+                    o.insert(
+                        "updated_at".into(),
+                        chrono::Utc::now()
+                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                            .into(),
+                    );
+                }
+                merged = Some(t);
+                Ok(v)
+            })
+            .await?;
+        Ok(merged.unwrap_or_else(|| Tbl::named(name)))
     }
 }

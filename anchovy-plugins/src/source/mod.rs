@@ -115,6 +115,12 @@ anchovy_core::table_options! {
         /// that is read again, as a new file
         #[serde(default)]
         pub forget_after: Option<String>,
+        /// split the table into this many parts by a hash of each file's name (2 to
+        /// 1024; default 1): each part is a task of its own, run side by side up to
+        /// `max_concurrency` and, with `--workers`, claimed by any worker, so the files
+        /// of one big table are read by several workers at once
+        #[serde(default)]
+        pub parts: Option<u32>,
     }
 }
 
@@ -280,6 +286,17 @@ impl FileDownloader {
             e => e,
         })?;
         let forget_after = forget_after(&tbl.name, options.forget_after.as_deref())?;
+        if let Some(n) = options.parts
+            && !(1..=anchovy_core::worker::MAX_PARTS).contains(&n)
+        {
+            return Err(PluginError::Option {
+                key: format!("tbls.{}.parts", tbl.name),
+                message: format!(
+                    "{n} is not a number of parts from 1 to {}",
+                    anchovy_core::worker::MAX_PARTS
+                ),
+            });
+        }
         Ok(TableSource {
             options,
             format,
@@ -306,6 +323,14 @@ impl Operator for FileDownloader {
         tbl: &Tbl,
     ) -> Result<Option<Arc<dyn anchovy_core::reject::RecordReader>>, BoxError> {
         Ok(self.table(tbl)?.format.record_reader())
+    }
+
+    /// `parts:` (a bad value: one part, whose task then fails naming the option).
+    fn parts(&self, tbl: &Tbl) -> u32 {
+        self.table(tbl)
+            .ok()
+            .and_then(|s| s.options.parts)
+            .unwrap_or(1)
     }
 
     async fn on_task(&self, ctx: &TaskCtx) -> Result<(), BoxError> {
@@ -465,6 +490,7 @@ impl Source for FileSource {
             batch_size: ctx.session.settings.batch_size,
             rejects: ctx.rejects()?,
             forget_after,
+            part: ctx.part(),
             tx,
         };
         let reader = tokio::task::spawn_blocking(move || job.run(transport));
@@ -519,6 +545,8 @@ struct Job {
     batch_size: usize,
     rejects: anchovy_core::reject::Rejects,
     forget_after: Option<Duration>,
+    /// The part of the table this task reads (`parts:`), if split.
+    part: Option<anchovy_core::worker::Part>,
     tx: tokio::sync::mpsc::Sender<Item>,
 }
 
@@ -526,10 +554,14 @@ impl Job {
     /// Lists, then reads each new or changed file; returns early (Ok) when the task
     /// went away or the budget is spent.
     fn run(mut self, mut t: Box<dyn Transport>) -> Result<(), PluginError> {
-        let files = t.list()?;
+        let mut files = t.list()?;
         anchovy_core::failpoint::hit(&format!("{}.listed", self.spec.id))?;
-        if files.is_empty() {
+        if files.is_empty() && self.part.is_none_or(|p| p.index == 0) {
             tracing::warn!(table = %self.table, path = %self.path, "no {} match the path glob", self.spec.counters.noun);
+        }
+        if let Some(p) = self.part {
+            // The other parts' files are theirs (their own tasks, maybe other workers).
+            files.retain(|e| p.holds(&e.name));
         }
         if !self.note_missing(&files) {
             return Ok(());
@@ -615,8 +647,10 @@ impl Job {
         let mut items = Vec::new();
         self.session
             .for_each_checkpoint_with_prefix(&prefix, |key, value| {
-                if listed.contains(&key[prefix.len()..])
+                let file = &key[prefix.len()..];
+                if listed.contains(file)
                     || others.iter().any(|o| key.starts_with(o))
+                    || self.part.is_some_and(|p| !p.holds(file))
                 {
                     return;
                 }

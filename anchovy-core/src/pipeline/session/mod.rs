@@ -653,28 +653,43 @@ impl Session {
             self.operator.sources()
         };
         let sinks = self.operator.sinks();
-        // A worker runs its share of the tables, in its order ([`crate::worker`]).
-        let mine: Vec<Tbl> = match &self.ctx.worker {
-            Some(w) => w.order(tbls.iter().cloned().collect(), |t| t.name.as_str()),
-            None => tbls.iter().cloned().collect(),
-        };
-        // Every table is "in flight" until it finishes: if the batch stops, the ones left
-        // (running or never started) are logged as ERR by run_batch.
-        for tbl in &mine {
-            inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                (task_order(TaskType::Tbl), tbl.name.clone()),
-                Instant::now(),
-            );
+        // The units of work: each table, or each part of a table that splits
+        // ([`Operator::parts`]), named `<table>#<part>`.
+        let mut units: Vec<(String, Tbl, Option<crate::worker::Part>)> = Vec::new();
+        for t in tbls.iter() {
+            let count = self.operator.parts(t).clamp(1, crate::worker::MAX_PARTS);
+            if count == 1 {
+                units.push((t.name.clone(), t.clone(), None));
+            } else {
+                for index in 0..count {
+                    let part = crate::worker::Part { index, count };
+                    units.push((part.unit(&t.name), t.clone(), Some(part)));
+                }
+            }
         }
-        let mut pending = mine.into_iter();
+        // A worker runs its share of them, in its order ([`crate::worker`]).
+        if let Some(w) = &self.ctx.worker {
+            units = w.order(units, |u| u.0.as_str());
+        }
+        // Every unit is "in flight" until it finishes: if the batch stops, the ones left
+        // (running or never started) are logged as ERR by run_batch.
+        for (unit, _, _) in &units {
+            inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((task_order(TaskType::Tbl), unit.clone()), Instant::now());
+        }
+        let mut pending = units.into_iter();
         let mut set = tokio::task::JoinSet::new();
         let mut names: std::collections::HashMap<tokio::task::Id, String> = Default::default();
         let mut first_err: Option<Error> = None;
         loop {
-            // Start tables in order, up to the concurrency limit.
+            // Start units in order, up to the concurrency limit.
             while first_err.is_none() && set.len() < s.max_concurrency {
-                let Some(tbl) = pending.next() else { break };
-                let key = (task_order(TaskType::Tbl), tbl.name.clone());
+                let Some((unit, tbl, part)) = pending.next() else {
+                    break;
+                };
+                let key = (task_order(TaskType::Tbl), unit.clone());
                 let (ctx, tbls, sources, sinks, inflight, tasks) = (
                     self.ctx.clone(),
                     tbls.clone(),
@@ -683,19 +698,20 @@ impl Session {
                     inflight.clone(),
                     self.tasks.clone(),
                 );
-                let name = tbl.name.clone();
+                let name = unit.clone();
                 let span = tracing::info_span!("table", table = %name, batch = batch_id);
                 let handle = set.spawn(tracing::Instrument::instrument(
                     async move {
+                        let asked = Instant::now();
                         let claimed = match &ctx.worker {
                             None => Ok(None),
-                            Some(w) => claim(&ctx, w, &tbl.name, round).await.map(Some),
+                            Some(w) => claim(&ctx, w, &unit, round).await.map(Some),
                         };
                         let (claim, keep) = match claimed {
                             Ok(None) => (None, None),
                             Ok(Some(Claimed::Mine(c, k))) => (Some(c), Some(k)),
                             Ok(Some(Claimed::Skip(why))) => {
-                                tracing::info!(table = %tbl.name, "skipped: {why}");
+                                tracing::info!(table = %unit, "skipped: {why}");
                                 inflight
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner())
@@ -723,13 +739,29 @@ impl Session {
                                 return Some((log, Some(e)));
                             }
                         };
+                        let claim_ms = asked.elapsed().as_secs_f64() * 1000.0;
                         inflight
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(key.clone(), Instant::now());
-                        let (log, err) =
-                            run_table(ctx, batch_id, tbls, tbl, &sources, &sinks, claim.clone())
-                                .await;
+                        let (mut log, err) = run_table(
+                            ctx,
+                            batch_id,
+                            tbls,
+                            tbl,
+                            &sources,
+                            &sinks,
+                            claim.clone(),
+                            part,
+                        )
+                        .await;
+                        if claim.is_some() {
+                            // What taking the claim and catching up cost (coordination).
+                            log.data.insert(
+                                "claim_ms".into(),
+                                ((claim_ms * 10.0).round() / 10.0).into(),
+                            );
+                        }
                         if let Err(e) = tasks.write(&log).await {
                             tracing::error!(error = %e.chain(), "cannot write task log");
                         }

@@ -112,6 +112,7 @@ pub(super) async fn release(claim: Claim, keep: KeepAlive) {
 }
 
 /// One TBL task: the pipeline, the final commit and the table metadata.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run_table(
     sess: Arc<SessionCtx>,
     batch_id: u64,
@@ -120,11 +121,14 @@ pub(super) async fn run_table(
     sources: &[Arc<dyn Source>],
     sinks: &[Arc<dyn Sink>],
     claim: Option<Claim>,
+    part: Option<crate::worker::Part>,
 ) -> (TaskLog, Option<Error>) {
     let name = tbl.name.clone();
     let token = claim.as_ref().map(|c| c.lease.token());
     let ctx = Arc::new(
-        TaskCtx::new(sess.clone(), batch_id, TaskType::Tbl, tbls, Some(tbl)).with_claim(claim),
+        TaskCtx::new(sess.clone(), batch_id, TaskType::Tbl, tbls, Some(tbl))
+            .with_claim(claim)
+            .with_part(part),
     );
     let t0 = Instant::now();
     if let Some(p) = sess.progress.get() {
@@ -175,6 +179,9 @@ pub(super) async fn run_table(
     let mut data = ctx.take_data();
     if let Some(t) = token {
         data.insert("claim_token".into(), t.into());
+    }
+    if let Some(p) = part {
+        data.insert("part".into(), format!("{}/{}", p.index, p.count).into());
     }
     let (rows, bytes, files) = sink
         .stats

@@ -230,6 +230,91 @@ impl Datastore {
         self.put(key, Bytes::from(text)).await
     }
 
+    /// Reads, changes and writes one JSON object so that concurrent writers (workers)
+    /// never lose each other's changes: `change` gets the stored value (`None` when
+    /// there is none) and returns the value to store. On an object store the write is
+    /// conditional on the version read (create-if-absent, or `If-Match`), and a lost
+    /// race reads again and calls `change` again; on a local datastore an OS lock on
+    /// `$locks/meta/<key>.lock` keeps the read and the write of concurrent processes
+    /// apart.
+    ///
+    /// # Errors
+    /// [`Error::Datastore`], [`Error::Json`], or the error of `change`.
+    pub async fn update_json(
+        &self,
+        key: &str,
+        mut change: impl FnMut(Option<serde_json::Value>) -> Result<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        if let Some(dir) = self.local_dir() {
+            let lock = dir
+                .join("$locks/meta")
+                .join(layout::segment(&format!("{key}.lock")));
+            let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+                std::fs::create_dir_all(lock.parent().unwrap_or(&lock))?;
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock)?;
+                f.lock()?;
+                Ok(f)
+            })
+            .await
+            .map_err(|e| Error::Cancelled {
+                reason: format!("locking {key}: {e}"),
+            })?
+            .map_err(|source| Error::Io {
+                op: "lock",
+                path: dir.join(key),
+                source,
+            })?;
+            let v = change(self.get_json(key).await?)?;
+            let written = self.put_json(key, &v).await;
+            drop(file);
+            return written.map(|()| v);
+        }
+        let path = self.full(key);
+        for _ in 0..50 {
+            let (stored, mode) = match self.store.get(&path).await {
+                Ok(r) => {
+                    let version = object_store::UpdateVersion {
+                        e_tag: r.meta.e_tag.clone(),
+                        version: r.meta.version.clone(),
+                    };
+                    let bytes = r
+                        .bytes()
+                        .await
+                        .map_err(|e| Error::datastore("get", self.at(key), e))?;
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&bytes).map_err(|e| Error::json(self.at(key), e))?;
+                    (Some(v), PutMode::Update(version))
+                }
+                Err(object_store::Error::NotFound { .. }) => (None, PutMode::Create),
+                Err(e) => return Err(Error::datastore("get", self.at(key), e)),
+            };
+            let v = change(stored)?;
+            let text = serde_json::to_string_pretty(&v).map_err(|e| Error::json(key, e))?;
+            let opts = PutOptions {
+                mode,
+                ..Default::default()
+            };
+            match self
+                .store
+                .put_opts(&path, Bytes::from(text).into(), opts)
+                .await
+            {
+                Ok(_) => return Ok(v),
+                Err(object_store::Error::Precondition { .. })
+                | Err(object_store::Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(Error::datastore("put", self.at(key), e)),
+            }
+        }
+        Err(Error::data(
+            self.at(key),
+            "50 concurrent writers changed it first, one after another; try again",
+        ))
+    }
+
     /// Creates an object only if it does not exist. Returns false when it already
     /// existed (another writer won).
     ///
