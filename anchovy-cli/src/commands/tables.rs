@@ -43,7 +43,37 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
                 .collect(),
             Err(e) => return crate::report(&e),
         };
-    let claim_text = |t: &str| -> String { claims.get(t).map(describe_claim).unwrap_or_default() };
+    let claim_text = |t: &str| -> String {
+        if let Some(c) = claims.get(t) {
+            return describe_claim(c);
+        }
+        // A table split into parts: one claim per part (`<table>#<part>`).
+        let parts: Vec<&anchovy_core::lease::LeaseDoc> = claims
+            .iter()
+            .filter(|(k, _)| part_of(k, t))
+            .map(|(_, c)| c)
+            .collect();
+        if parts.is_empty() {
+            return String::new();
+        }
+        let mut held: Vec<String> = parts
+            .iter()
+            .filter(|c| c.live())
+            .map(|c| c.worker.clone().unwrap_or_else(|| c.host.clone()))
+            .collect();
+        held.sort();
+        held.dedup();
+        format!(
+            "{} parts: {} held{}",
+            parts.len(),
+            parts.iter().filter(|c| c.live()).count(),
+            if held.is_empty() {
+                String::new()
+            } else {
+                format!(" by {}", held.join(", "))
+            }
+        )
+    };
     if args.json {
         for t in &tbls {
             let l = loads.get(&t.name);
@@ -52,6 +82,10 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
                 "last_load": l.and_then(|l| l.last.as_ref()),
                 "last_ok_at": l.and_then(|l| l.last_ok.as_ref()).map(|t| t.timestamp.clone()),
                 "claim": claims.get(&t.name),
+                "part_claims": claims
+                    .iter()
+                    .filter(|(k, _)| part_of(k, &t.name))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
             });
             crate::outln!("{v}");
         }
@@ -104,6 +138,14 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
         )
     );
     ExitCode::from(exit::OK)
+}
+
+/// True when `claim` names a part of `table` (`<table>#<n>`).
+fn part_of(claim: &str, table: &str) -> bool {
+    claim
+        .strip_prefix(table)
+        .and_then(|r| r.strip_prefix('#'))
+        .is_some_and(|n| n.parse::<u32>().is_ok())
 }
 
 /// A table's claim for people: `held by <worker> since <t> (token N)`, `released by
