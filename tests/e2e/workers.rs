@@ -645,7 +645,9 @@ fn no_row_lost_or_doubled_when_workers_are_killed() {
                     );
                 }
             }
-            let what = format!("trial {trial} ({store:?}, {mode:?}, {n} workers, {parts} parts) round {round}");
+            let what = format!(
+                "trial {trial} ({store:?}, {mode:?}, {n} workers, {parts} parts) round {round}"
+            );
             finish(&job, &what);
             job.check(&what);
         }

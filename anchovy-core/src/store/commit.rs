@@ -109,9 +109,13 @@ pub struct Committer {
     foreign: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
-/// Attempts at one commit in a shared committer before giving up: each failed attempt
-/// means another writer committed in between, so it is only reached under a storm.
-const SHARED_ATTEMPTS: u32 = 64;
+/// How long a shared committer keeps trying one commit: each failed attempt means
+/// another writer committed in between, and after the second one the attempts are
+/// spread by a random wait that doubles (to [`SHARED_MAX_WAIT`]), so a storm of
+/// writers thins out instead of colliding again in lockstep.
+const SHARED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+/// The longest wait between two attempts of a shared committer.
+const SHARED_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
 impl Committer {
     /// A committer that continues after `last_seq` (from [`load_checkpoints`]).
@@ -222,7 +226,8 @@ impl Committer {
             },
             worker: meta.worker.clone(),
         };
-        let mut attempt = 0;
+        let mut attempt = 0u32;
+        let started = std::time::Instant::now();
         loop {
             attempt += 1;
             if let Some(c) = &meta.claim {
@@ -254,15 +259,17 @@ impl Committer {
             {
                 break;
             }
-            if !self.shared || attempt >= SHARED_ATTEMPTS {
+            if !self.shared || started.elapsed() > SHARED_PATIENCE {
                 return Err(Error::CommitConflict {
                     seq: record.seq,
                     store: self.ds.location(),
                 });
             }
             // Another writer took the number: learn what it (and any other) committed.
-            if self.catch_up_locked(&mut next).await? == 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
+            self.catch_up_locked(&mut next).await?;
+            if attempt >= 2 {
+                let cap = (10u64 << attempt.min(10)).min(SHARED_MAX_WAIT.as_millis() as u64);
+                tokio::time::sleep(std::time::Duration::from_millis(rand_below(cap))).await;
             }
         }
         *next += 1;
@@ -270,6 +277,14 @@ impl Committer {
         self.checkpoints.apply(record.update()).await;
         Ok(record)
     }
+}
+
+/// A random number below `n` (at least 1): the jitter of a shared committer's retries.
+fn rand_below(n: u64) -> u64 {
+    let b = uuid::Uuid::new_v4();
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b.as_bytes()[..8]);
+    u64::from_le_bytes(x) % n.max(1)
 }
 
 /// Every committed row after `after_seq`, read into memory as `(table, batch)` in
@@ -341,23 +356,26 @@ impl CommitRecord {
 /// # Errors
 /// [`Error::Datastore`] or [`Error::Json`] for an unreadable record.
 pub async fn read_commits(ds: &Datastore, after_seq: u64) -> Result<Vec<CommitRecord>> {
+    use futures::StreamExt;
     let after = (after_seq > 0).then(|| layout::commit_key(after_seq));
     let entries = ds.list_after(layout::COMMITS, after.as_deref()).await?;
-    let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
-        let Some(seq) = layout::commit_seq(&e.key) else {
-            continue;
-        };
-        if seq <= after_seq {
-            continue;
-        }
-        let rec: CommitRecord = ds
-            .get_json(&e.key)
-            .await?
-            .ok_or_else(|| Error::data(&e.key, "commit disappeared while reading"))?;
-        out.push(rec);
-    }
-    Ok(out)
+    let keys: Vec<String> = entries
+        .into_iter()
+        .filter(|e| layout::commit_seq(&e.key).is_some_and(|s| s > after_seq))
+        .map(|e| e.key)
+        .collect();
+    // Fetched 16 at a time, kept in order: a worker catching up after a lost race
+    // waits one round trip, not one per record.
+    let fetched: Vec<Result<CommitRecord>> = futures::stream::iter(keys)
+        .map(|k| async move {
+            ds.get_json::<CommitRecord>(&k)
+                .await?
+                .ok_or_else(|| Error::data(&k, "commit disappeared while reading"))
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    fetched.into_iter().collect()
 }
 
 #[cfg(test)]

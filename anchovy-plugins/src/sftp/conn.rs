@@ -139,13 +139,47 @@ impl SftpTarget {
         self.connect_within(CONNECT_ATTEMPTS)
     }
 
-    /// [`SftpTarget::connect`] with at most `attempts` TCP connection attempts.
+    /// [`SftpTarget::connect`] with at most `attempts` connection attempts. A handshake
+    /// the server cuts off before its banner (OpenSSH drops connections beyond
+    /// `MaxStartups` while many clients connect at once: many workers starting
+    /// together) is retried like a refused connection.
     pub(crate) fn connect_within(&self, attempts: u32) -> Result<(Session, Sftp), PluginError> {
         let mut backoff =
             crate::source::Backoff::new(Duration::from_millis(500), attempts.saturating_sub(1));
-        let tcp = loop {
+        let s = loop {
+            let tcp = self.tcp_within(&mut backoff)?;
+            let mut s = Session::new().map_err(|e| ssh_err(self, "start an SSH session", e))?;
+            s.set_tcp_stream(tcp);
+            s.set_timeout(self.timeout.as_millis().min(u32::MAX as u128) as u32);
+            prefer_fast_ciphers(&s);
+            match s.handshake() {
+                Ok(()) => break s,
+                // -13: the socket closed (no banner, cut off mid key exchange).
+                Err(e) if matches!(e.code(), ssh2::ErrorCode::Session(-13)) => {
+                    match backoff.failed() {
+                        Some(wait) => {
+                            tracing::warn!(target = %self.display(), attempt = backoff.failures(), error = %e, "the server closed the connection during the SSH handshake (too many connecting at once?); retrying");
+                            std::thread::sleep(wait);
+                        }
+                        None => return Err(ssh_err(self, "SSH handshake", e)),
+                    }
+                }
+                Err(e) => return Err(ssh_err(self, "SSH handshake", e)),
+            }
+        };
+        self.verify_host_key(&s)?;
+        self.authenticate(&s)?;
+        let sftp = s
+            .sftp()
+            .map_err(|e| ssh_err(self, "open the SFTP subsystem", e))?;
+        Ok((s, sftp))
+    }
+
+    /// A TCP connection, retried with `backoff`.
+    fn tcp_within(&self, backoff: &mut crate::source::Backoff) -> Result<TcpStream, PluginError> {
+        loop {
             match self.tcp() {
-                Ok(t) => break t,
+                Ok(t) => return Ok(t),
                 Err(e) => match backoff.failed() {
                     Some(wait) => {
                         tracing::warn!(target = %self.display(), attempt = backoff.failures(), error = %e, "connect failed; retrying");
@@ -164,19 +198,7 @@ impl SftpTarget {
                     }
                 },
             }
-        };
-        let mut s = Session::new().map_err(|e| ssh_err(self, "start an SSH session", e))?;
-        s.set_tcp_stream(tcp);
-        s.set_timeout(self.timeout.as_millis().min(u32::MAX as u128) as u32);
-        prefer_fast_ciphers(&s);
-        s.handshake()
-            .map_err(|e| ssh_err(self, "SSH handshake", e))?;
-        self.verify_host_key(&s)?;
-        self.authenticate(&s)?;
-        let sftp = s
-            .sftp()
-            .map_err(|e| ssh_err(self, "open the SFTP subsystem", e))?;
-        Ok((s, sftp))
+        }
     }
 
     fn tcp(&self) -> std::io::Result<TcpStream> {

@@ -671,6 +671,9 @@ impl Session {
         if let Some(w) = &self.ctx.worker {
             units = w.order(units, |u| u.0.as_str());
         }
+        // The parts of split tables first (a table is split because it is big): the
+        // longest work starts early instead of trailing at the end of the batch.
+        units.sort_by_key(|u| u.2.is_none());
         // Every unit is "in flight" until it finishes: if the batch stops, the ones left
         // (running or never started) are logged as ERR by run_batch.
         for (unit, _, _) in &units {
