@@ -9,7 +9,8 @@
 //! $checkpoints/<key>.json   checkpoint mirrors (+ `_applied`, the last commit they reflect)
 //! $commits/<seq>.json       the commit record: which data files exist, in order
 //! $task_logs/<...>.json     one JSON per finished task
-//! $results/anchovy_run_results.json
+//! $results/anchovy_run_results.json     (workers: $results/workers/<worker>.json)
+//! $locks/run.json           the run lease; $locks/tables/<unit>.json: workers' claims
 //! data/<tbl>/<file>.ndjson.gz
 //! ```
 //!
