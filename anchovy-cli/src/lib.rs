@@ -224,6 +224,9 @@ mod tests {
             "metrics_file" => ("/a.prom", "/b.prom", json!("/c.prom")),
             "stop_grace" | "discovery_ttl" => ("4s", "5s", json!("6s")),
             "max_rows" | "max_bytes" => ("100", "200", json!(300)),
+            "workers" => ("2", "auto", json!(4)),
+            "worker_num" => ("1", "2", json!(3)),
+            "exit_zero_on" => ("locked", "pending", json!(["locked", "pending"])),
             other => panic!("no sample for settings key {other}: add one"),
         }
     }

@@ -112,8 +112,9 @@ fn deploy_recipes_are_valid_and_match_the_binary() {
         !std::process::Command::new(&kv)
             .arg("--strict")
             .arg(&broken)
-            .status()
+            .output()
             .unwrap()
+            .status
             .success()
     );
     let bad = env.write("batch-submit-job.json", r#"{"jobName": "x", "jobQueue": "q", "jobDefinition": "d", "arrayProperties": {"size": "8"}}"#);
@@ -121,8 +122,9 @@ fn deploy_recipes_are_valid_and_match_the_binary() {
         !std::process::Command::new(&py)
             .args(["-c", AWS_CHECK])
             .arg(&bad)
-            .status()
+            .output()
             .unwrap()
+            .status
             .success()
     );
 

@@ -293,7 +293,14 @@ impl Lease {
                     }
                     doc.token = prev.token + 1;
                     if !prev.released {
-                        tracing::warn!(holder = %prev.holder(), expired_at = %prev.expires_at, token = doc.token, lease = key, "taking over an expired lease (its holder was killed or cut off)");
+                        match &spot.table {
+                            None => {
+                                tracing::warn!(holder = %prev.holder(), expired_at = %prev.expires_at, token = doc.token, "taking over an expired run lease (its run was killed or cut off)")
+                            }
+                            Some(t) => {
+                                tracing::warn!(holder = %prev.holder(), expired_at = %prev.expires_at, token = doc.token, "taking over the expired claim on {t} (its worker was killed or cut off)")
+                            }
+                        }
                     }
                     PutMode::Update(UpdateVersion {
                         e_tag: meta.e_tag.clone(),
@@ -352,13 +359,21 @@ impl Lease {
         self.lost.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Renews the lease every [`Lease::renew_every`] until aborted; a failed renewal
-    /// is logged (and retried next time); a lost lease is logged once and ends it.
-    pub fn keep_alive(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Renews the lease every [`Lease::renew_every`] until [`KeepAlive::stop`] (or the
+    /// handle is dropped); a failed renewal is logged (and retried next time); a lost
+    /// lease is logged once and ends it.
+    pub fn keep_alive(self: &Arc<Self>) -> KeepAlive {
         let lease = self.clone();
-        tokio::spawn(async move {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        let handle = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(lease.renew_every()).await;
+                // Only the wait is cut short: a renewal once sent is seen through, so
+                // the version this holder knows stays the stored one.
+                tokio::select! {
+                    _ = tokio::time::sleep(lease.renew_every()) => {}
+                    _ = stopped.cancelled() => return,
+                }
                 match lease.renew().await {
                     Ok(()) => {}
                     Err(e @ (Error::LeaseLost { .. } | Error::ClaimLost { .. })) => {
@@ -370,7 +385,11 @@ impl Lease {
                     }
                 }
             }
-        })
+        });
+        KeepAlive {
+            stop,
+            handle: std::sync::Mutex::new(Some(handle)),
+        }
     }
 
     /// How often [`Lease::renew`] should run.
@@ -596,6 +615,41 @@ fn percent_decode(seg: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The task renewing a lease ([`Lease::keep_alive`]).
+///
+/// [`KeepAlive::stop`] before a release: it waits for a renewal in flight, whose
+/// answer carries the version the release must name (aborting the task mid-request
+/// would leave a stale version, the release would fail its precondition and the lease
+/// would stay held until its TTL). Dropped without `stop` (a cancelled task), it stops
+/// renewing after any renewal in flight, and the lease expires.
+#[derive(Debug)]
+pub struct KeepAlive {
+    stop: tokio_util::sync::CancellationToken,
+    handle: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl KeepAlive {
+    /// Stops renewing, once any renewal in flight has finished (waiting 10 s at most:
+    /// a store that slow makes the release fail too, and the lease then expires).
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut h) = handle
+            && tokio::time::timeout(Duration::from_secs(10), &mut h)
+                .await
+                .is_err()
+        {
+            h.abort();
+        }
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// The version of the lease object if it holds exactly `body` (this run's own write).

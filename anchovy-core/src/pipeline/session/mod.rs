@@ -45,7 +45,8 @@ pub struct Session {
     operator: Arc<dyn Operator>,
     tasks: TaskStore,
     lease: Option<Arc<Lease>>,
-    keep_alive: Option<tokio::task::JoinHandle<()>>,
+    /// Renews the run lease; stops renewing when dropped.
+    keep_alive: Option<crate::lease::KeepAlive>,
     /// A worker's entry into its anchovy (`--workers`): held for the session's life.
     _entry: Option<crate::lease::WorkerEntry>,
     /// Tables the operator discovered, and when (reused for `discovery_ttl`).
@@ -53,14 +54,6 @@ pub struct Session {
     /// `anchovy rejects replay`: table tasks read their quarantined records again
     /// instead of the source ([`crate::reject::ReplaySource`]).
     replay_rejects: bool,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if let Some(k) = &self.keep_alive {
-            k.abort();
-        }
-    }
 }
 
 type Inflight = Arc<Mutex<BTreeMap<(u8, String), Instant>>>;
@@ -181,7 +174,7 @@ impl Session {
         let task_root = apart(&settings.task_store_cls)?;
         let tbl_root = apart(&settings.tbl_store_cls)?;
         let session_id = new_session_id();
-        let worker = settings.worker();
+        let worker = if take_lease { settings.worker()? } else { None };
         // The lease first: a second run of this anchovy stops here, having written nothing.
         // A worker takes no run lease (its tables' claims fence it), but enters only
         // while no single-process run holds it.
@@ -234,7 +227,7 @@ impl Session {
             Err(e) => {
                 // Nothing ran: hand the lease back so the next start need not wait.
                 if let (Some(k), Some(l)) = (&keep_alive, &lease) {
-                    k.abort();
+                    k.stop().await;
                     let _ = l.release().await;
                 }
                 return Err(e);
@@ -374,7 +367,7 @@ impl Session {
         // Between SHUTDOWN and the lease release: a crash here leaves a held lease.
         let _ = crate::failpoint::hit("session.shutdown");
         if let Some(k) = &self.keep_alive {
-            k.abort();
+            k.stop().await;
         }
         if let Some(l) = &self.lease
             && !l.is_lost()

@@ -34,19 +34,9 @@ pub(super) fn make_log(
 /// What a worker got when it asked for a table.
 pub(super) enum Claimed {
     /// The claim, and the task renewing it until the table task ends.
-    Mine(Claim, KeepAlive),
+    Mine(Claim, crate::lease::KeepAlive),
     /// Not this worker's to run now: why.
     Skip(String),
-}
-
-/// The task renewing a claim; stopped when dropped, so a table task that is cancelled
-/// (timeout, RAISE, a signal) stops renewing its claim, which then expires.
-pub(super) struct KeepAlive(tokio::task::JoinHandle<()>);
-
-impl Drop for KeepAlive {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Takes a worker's claim on `table` ([`crate::worker`]), then brings the checkpoint
@@ -90,7 +80,7 @@ pub(super) async fn claim(
     crate::failpoint::hit("claim.taken")?;
     match sess.committer.catch_up().await {
         Ok(since) => {
-            let keep = KeepAlive(lease.keep_alive());
+            let keep = lease.keep_alive();
             Ok(Claimed::Mine(Claim { lease, since }, keep))
         }
         Err(e) => {
@@ -101,8 +91,8 @@ pub(super) async fn claim(
 }
 
 /// Lets a claim go when its table task ended (unless it was lost: then it is not ours).
-pub(super) async fn release(claim: Claim, keep: KeepAlive) {
-    drop(keep);
+pub(super) async fn release(claim: Claim, keep: crate::lease::KeepAlive) {
+    keep.stop().await;
     if claim.lease.is_lost() {
         return;
     }

@@ -64,7 +64,6 @@ impl Settings {
     /// [`Error::Config`] naming the key, its origin and the accepted values.
     pub fn resolve(layers: &[&Layer], vars: &BTreeMap<String, String>) -> Result<Settings> {
         let settings = Settings::from_resolver(&Resolver::new(layers, vars))?;
-        crate::worker::Worker::from_settings(&settings)?;
         for o in &settings.exit_zero_on {
             if !EXIT_ZERO_OUTCOMES.iter().any(|(n, _)| n == o) {
                 return Err(Error::config(
@@ -101,8 +100,10 @@ impl Settings {
     }
 
     /// This process as a worker (`workers`), or `None` for the single-process default.
-    pub fn worker(&self) -> Option<crate::worker::Worker> {
-        // Checked by `resolve`: the settings of a run always fit together.
-        crate::worker::Worker::from_settings(self).ok().flatten()
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `workers` and `worker_num` do not fit together.
+    pub fn worker(&self) -> Result<Option<crate::worker::Worker>> {
+        crate::worker::Worker::from_settings(self)
     }
 }
