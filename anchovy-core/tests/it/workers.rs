@@ -298,3 +298,29 @@ async fn concurrent_updates_of_one_object_lose_nothing() {
         assert_eq!(seen.len(), 80, "{url}: changes doubled");
     }
 }
+
+/// A holder that stops renewing and releases at any moment, even in the middle of a
+/// renewal, releases cleanly: the next taker gets the lease at once, never "held".
+/// (Aborting the renewal task mid-request left a stale version: the release failed its
+/// precondition and the claim stayed held for its TTL.)
+#[tokio::test]
+async fn a_release_right_after_a_renewal_never_leaves_the_lease_held() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in backends(dir.path()).into_iter().skip(1) {
+        let ds = Datastore::open(&url).unwrap().for_anchovy("me", "release");
+        // Renewed every 100 ms: releases land in the middle of renewals often.
+        let ttl = Duration::from_millis(300);
+        for i in 0..30u64 {
+            let l = Lease::take(&ds, Spot::table("t"), "a", ttl, Some("a"), None)
+                .await
+                .unwrap()
+                .unwrap_or_else(|t| panic!("{url}: round {i}: {t:?}"));
+            let keep = l.keep_alive();
+            tokio::time::sleep(Duration::from_millis(90 + (i * 7) % 40)).await;
+            keep.stop().await;
+            l.release()
+                .await
+                .unwrap_or_else(|e| panic!("{url}: round {i}: {e}"));
+        }
+    }
+}
