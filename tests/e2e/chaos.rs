@@ -18,8 +18,8 @@ use anchovy_core::Value;
 use anchovy_core::testutil::Rng;
 
 use crate::Env;
+use crate::need;
 use crate::upload::{Target, fetch, upload_args};
-use crate::{PASS, need};
 
 /// Named failpoints of a download, with how many times each is hit at least in one
 /// round of the scenario below (the hit to stop at is drawn from 1..=n).
@@ -284,13 +284,14 @@ impl Drop for Cleanup {
     }
 }
 
-#[test]
-fn no_row_lost_or_doubled_whatever_the_kill() {
-    let want: usize = std::env::var("CHAOS_KILLS")
+/// How many kills to land (`var`, else `default`) and the seed (`CHAOS_SEED`, else the
+/// clock): what every chaos test starts from.
+pub fn kills_and_seed(var: &str, default: usize) -> (usize, u64) {
+    let want = std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
-    let seed: u64 = std::env::var("CHAOS_SEED")
+        .unwrap_or(default);
+    let seed = std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| {
@@ -299,6 +300,12 @@ fn no_row_lost_or_doubled_whatever_the_kill() {
                 .unwrap()
                 .as_nanos() as u64
         });
+    (want, seed)
+}
+
+#[test]
+fn no_row_lost_or_doubled_whatever_the_kill() {
+    let (want, seed) = kills_and_seed("CHAOS_KILLS", 24);
     eprintln!("chaos: {want} kills, CHAOS_SEED={seed}");
     let mut rng = Rng(seed);
     let combos = [
@@ -324,12 +331,7 @@ fn no_row_lost_or_doubled_whatever_the_kill() {
             Store::Fs => format!("file://{}/ds", env.path().display()),
             Store::Azurite => format!("az://{}/chaos/{}", need("AZURE_CONTAINER"), env.nonce()),
         };
-        let mut vars: Vec<(String, String)> = PASS
-            .iter()
-            .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
-            .collect();
-        vars.push(("ACHVY_DATASTORE".into(), ds.clone()));
-        vars.push(("ACHVY_LEASE_TTL".into(), "2s".into()));
+        let mut vars = crate::store_vars(&ds, "2s");
         vars.push((
             "ACHVY_CNXN__DB__URI".into(),
             match target {

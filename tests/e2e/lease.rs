@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anchovy_core::Value;
 
-use crate::{Env, PASS, committed, need};
+use crate::{Env, committed, need};
 
 /// A datastore URL per backend, fresh for this test.
 fn datastores(env: &Env) -> Vec<String> {
@@ -18,12 +18,7 @@ fn datastores(env: &Env) -> Vec<String> {
 }
 
 fn vars(datastore: &str, extra: &[(&'static str, String)]) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = PASS
-        .iter()
-        .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
-        .collect();
-    v.push(("ACHVY_DATASTORE".into(), datastore.into()));
-    v.push(("ACHVY_LEASE_TTL".into(), "3s".into()));
+    let mut v = crate::store_vars(datastore, "3s");
     v.extend(extra.iter().map(|(k, val)| (k.to_string(), val.clone())));
     v
 }

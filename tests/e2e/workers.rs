@@ -12,7 +12,7 @@ use anchovy_core::Value;
 use anchovy_core::testutil::Rng;
 
 use crate::upload::{Target, fetch};
-use crate::{Env, PASS, need};
+use crate::{Env, need};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Store {
@@ -54,12 +54,7 @@ impl Job {
             Store::Azurite => format!("az://{}/workers/{}", need("AZURE_CONTAINER"), env.nonce()),
             Store::Moto => format!("s3://{}/workers/{}", need("S3_BUCKET"), env.nonce()),
         };
-        let mut vars: Vec<(String, String)> = PASS
-            .iter()
-            .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
-            .collect();
-        vars.push(("ACHVY_DATASTORE".into(), ds.clone()));
-        vars.push(("ACHVY_LEASE_TTL".into(), "2s".into()));
+        let vars = crate::store_vars(&ds, "2s");
         let mut cfg = String::from("config:\n  commit_interval: 0\n  batch_size: 100\ntbls:\n");
         let root = env.path().join("in");
         for t in 0..tables {
@@ -566,19 +561,7 @@ fn signal(pid: u32, sig: &str) {
 /// runs 200); `CHAOS_SEED` replays.
 #[test]
 fn no_row_lost_or_doubled_when_workers_are_killed() {
-    let want: usize = std::env::var("WORKER_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
-    let seed: u64 = std::env::var("CHAOS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let (want, seed) = crate::chaos::kills_and_seed("WORKER_KILLS", 12);
     eprintln!("worker chaos: {want} kills, CHAOS_SEED={seed}");
     let mut rng = Rng(seed);
     const POINTS: &[(&str, u64)] = &[

@@ -247,7 +247,7 @@ impl Lease {
         if let Some(dir) = store.local_dir() {
             // An OS file lock and a mkdir: blocking, so off the async runtime.
             let lock = spot.lock.clone();
-            let file = tokio::task::spawn_blocking(move || lock_local(&dir, &lock))
+            let file = tokio::task::spawn_blocking(move || lock_local(&dir, &lock, false))
                 .await
                 .map_err(|e| Error::Cancelled {
                     reason: format!("taking the local lock: {e}"),
@@ -525,39 +525,12 @@ pub async fn enter_as_worker(store: &Datastore) -> Result<WorkerEntry> {
         }
         return Ok(WorkerEntry { _file: None });
     };
-    let file = tokio::task::spawn_blocking(move || -> Result<Option<std::fs::File>> {
-        let path = dir.join("$locks").join(Spot::run().lock);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
-                op: "create",
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| Error::Io {
-                op: "open",
-                path: path.clone(),
-                source,
-            })?;
-        match file.try_lock_shared() {
-            Ok(()) => Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
-                op: "lock",
-                path,
-                source,
-            }),
-        }
-    })
-    .await
-    .map_err(|e| Error::Cancelled {
-        reason: format!("taking the local lock: {e}"),
-    })??;
+    let lock = Spot::run().lock;
+    let file = tokio::task::spawn_blocking(move || lock_local(&dir, &lock, true))
+        .await
+        .map_err(|e| Error::Cancelled {
+            reason: format!("taking the local lock: {e}"),
+        })??;
     match file {
         Some(f) => Ok(WorkerEntry { _file: Some(f) }),
         None => Err(Error::Locked {
@@ -672,9 +645,9 @@ fn poisoned() -> Error {
     }
 }
 
-/// Takes the OS lock `$locks/<lock>` of a local area; `None` when another process
-/// holds it.
-fn lock_local(dir: &std::path::Path, lock: &str) -> Result<Option<std::fs::File>> {
+/// Takes the OS lock `$locks/<lock>` of a local area, exclusive or `shared`; `None`
+/// when another process holds it (exclusively, or at all for an exclusive lock).
+fn lock_local(dir: &std::path::Path, lock: &str, shared: bool) -> Result<Option<std::fs::File>> {
     let path = dir.join("$locks").join(lock);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|source| Error::Io {
@@ -693,7 +666,12 @@ fn lock_local(dir: &std::path::Path, lock: &str) -> Result<Option<std::fs::File>
             path: path.clone(),
             source,
         })?;
-    match file.try_lock() {
+    let locked = if shared {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    match locked {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
