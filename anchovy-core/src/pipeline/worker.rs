@@ -168,14 +168,12 @@ impl Worker {
         }
     }
 
-    /// The tables in the order this worker tries them: name order for a static worker,
-    /// for a dynamic one name order rotated by a hash of its name, so replicas that
-    /// start together begin on different tables instead of racing for the first.
-    pub fn order<'a, T>(&self, tables: Vec<T>, name_of: impl Fn(&T) -> &str) -> Vec<T>
-    where
-        T: 'a,
-    {
-        let mut mine: Vec<T> = tables
+    /// The units (tables, parts) this worker tries, in its order: for a static worker
+    /// its shard in the given order; for a dynamic one all of them, rotated by a hash
+    /// of its name, so replicas that start together begin on different units instead
+    /// of racing for the first.
+    pub fn order<T>(&self, units: Vec<T>, name_of: impl Fn(&T) -> &str) -> Vec<T> {
+        let mut mine: Vec<T> = units
             .into_iter()
             .filter(|t| self.assigned(name_of(t)))
             .collect();
