@@ -109,13 +109,18 @@ pub struct Committer {
     foreign: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
-/// How long a shared committer keeps trying one commit: each failed attempt means
-/// another writer committed in between, and after the second one the attempts are
-/// spread by a random wait that doubles (to [`SHARED_MAX_WAIT`]), so a storm of
-/// writers thins out instead of colliding again in lockstep.
-const SHARED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
-/// The longest wait between two attempts of a shared committer.
-const SHARED_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
+/// The retries of a shared committer: each failed attempt means another writer
+/// committed in between; after the second one the attempts are spread by a random wait
+/// that doubles from 10 ms to 1 s ([`crate::http::retry::RetryPolicy::backoff`]), so a
+/// storm of writers thins out instead of colliding again in lockstep; it gives up after
+/// 5 minutes.
+const SHARED_RETRY: crate::http::retry::RetryPolicy = crate::http::retry::RetryPolicy {
+    max_retries: u32::MAX,
+    initial_backoff: std::time::Duration::from_millis(10),
+    max_backoff: std::time::Duration::from_secs(1),
+    max_elapsed: std::time::Duration::from_secs(300),
+    retry_after_cap: std::time::Duration::ZERO,
+};
 
 impl Committer {
     /// A committer that continues after `last_seq` (from [`load_checkpoints`]).
@@ -259,7 +264,7 @@ impl Committer {
             {
                 break;
             }
-            if !self.shared || started.elapsed() > SHARED_PATIENCE {
+            if !self.shared || started.elapsed() > SHARED_RETRY.max_elapsed {
                 return Err(Error::CommitConflict {
                     seq: record.seq,
                     store: self.ds.location(),
@@ -268,8 +273,7 @@ impl Committer {
             // Another writer took the number: learn what it (and any other) committed.
             self.catch_up_locked(&mut next).await?;
             if attempt >= 2 {
-                let cap = (10u64 << attempt.min(10)).min(SHARED_MAX_WAIT.as_millis() as u64);
-                tokio::time::sleep(std::time::Duration::from_millis(rand_below(cap))).await;
+                tokio::time::sleep(SHARED_RETRY.backoff(attempt - 1)).await;
             }
         }
         *next += 1;
@@ -277,14 +281,6 @@ impl Committer {
         self.checkpoints.apply(record.update()).await;
         Ok(record)
     }
-}
-
-/// A random number below `n` (at least 1): the jitter of a shared committer's retries.
-fn rand_below(n: u64) -> u64 {
-    let b = uuid::Uuid::new_v4();
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b.as_bytes()[..8]);
-    u64::from_le_bytes(x) % n.max(1)
 }
 
 /// Every committed row after `after_seq`, read into memory as `(table, batch)` in

@@ -110,6 +110,9 @@ pub struct LeaseDoc {
     /// The worker holding it (`--workers`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// What a claim is on: the table, or `<table>#<part>` (`None` for the run lease).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 impl LeaseDoc {
@@ -230,6 +233,7 @@ impl Lease {
             expires_at: now + ttl_chrono(ttl),
             released: false,
             worker: worker.map(String::from),
+            unit: spot.table.clone(),
         };
         let done = |prev: &LeaseDoc| {
             done_after.is_some_and(|after| prev.released && prev.renewed_at > after)
@@ -514,7 +518,7 @@ pub struct WorkerEntry {
 /// # Errors
 /// [`Error::Locked`] when a single-process run is live; datastore errors.
 pub async fn enter_as_worker(store: &Datastore) -> Result<WorkerEntry> {
-    let run: Option<LeaseDoc> = store.get_json(LEASE_KEY).await.unwrap_or(None);
+    let run: Option<LeaseDoc> = store.get_json(LEASE_KEY).await?;
     let Some(dir) = store.local_dir() else {
         if let Some(d) = run.filter(LeaseDoc::live) {
             return Err(Error::Locked {
@@ -545,49 +549,37 @@ pub async fn enter_as_worker(store: &Datastore) -> Result<WorkerEntry> {
     }
 }
 
-/// Every table claim of an anchovy's area, as `(table, lease)`, sorted by table: who
-/// holds (or last held) which table, for `anchovy tables` and `healthcheck`.
+/// Every claim of an anchovy's area, as `(unit, lease)`, sorted by unit (a table, or
+/// `<table>#<part>`): who holds (or last held) what, for `anchovy tables` and
+/// `healthcheck`. The claims are read 16 at a time.
 ///
 /// # Errors
 /// [`Error::Datastore`] when the claims cannot be listed or read.
 pub async fn claims(store: &Datastore) -> Result<Vec<(String, LeaseDoc)>> {
+    use futures::StreamExt;
+    let keys: Vec<String> = store
+        .list(CLAIMS)
+        .await?
+        .into_iter()
+        .map(|e| e.key)
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    let docs: Vec<Result<Option<LeaseDoc>>> = futures::stream::iter(keys)
+        .map(|k| async move { store.get_json::<LeaseDoc>(&k).await })
+        .buffered(16)
+        .collect()
+        .await;
     let mut out = Vec::new();
-    for e in store.list(CLAIMS).await? {
-        let Some(seg) = e
-            .key
-            .strip_prefix(CLAIMS)
-            .and_then(|k| k.strip_prefix('/'))
-            .and_then(|k| k.strip_suffix(".json"))
-        else {
-            continue;
-        };
-        let name = percent_decode(seg);
-        if let Some(doc) = store.get_json::<LeaseDoc>(&e.key).await? {
-            out.push((name, doc));
+    for d in docs {
+        // The unit is in the claim itself (its key is percent-encoded).
+        if let Some(doc) = d?
+            && let Some(unit) = doc.unit.clone()
+        {
+            out.push((unit, doc));
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
-}
-
-/// The name a path segment ([`crate::datastore::layout::segment`]) was made from.
-fn percent_decode(seg: &str) -> String {
-    let b = seg.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&seg[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The task renewing a lease ([`Lease::keep_alive`]).
