@@ -200,6 +200,38 @@ install_deploy_validators() {   # ~10 s
     && export DEPLOY_PYTHON="$DEPLOY_PY_PREFIX/venv/bin/python"
 }
 
+# --- The original Python anchovies (../shared/reference/anchovies-py, see ORIGIN.md
+# there), for the drop-in tests: installed into a venv of Python >= 3.12 with its
+# dependencies pinned; ORIGINAL_ANCHOVY is its `anchovy` ---
+ORIGINAL_PY_PREFIX=${ORIGINAL_PY_PREFIX:-/tmp/anchovies-original-py}
+original_py_src() {
+  local d
+  for d in "${ORIGINAL_PY_SRC:-}" "$(pwd)/../shared/reference/anchovies-py" /work/shared/reference/anchovies-py; do
+    [ -n "$d" ] && [ -f "$d/pyproject.toml" ] && { echo "$d"; return 0; }
+  done
+  echo "script/services.sh: the original anchovies source is not found (set ORIGINAL_PY_SRC)" >&2
+  return 1
+}
+python312() {   # a Python >= 3.12 (the original needs it); pyenv's when the system's is older
+  local c
+  for c in python3.13 python3.12 "$(pyenv prefix 3.12.1 2>/dev/null)/bin/python" /root/.pyenv/versions/3.1[2-9]*/bin/python python3; do
+    command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$c"; return 0; }
+  done
+  echo "script/services.sh: the original anchovies needs Python >= 3.12; none found" >&2
+  return 1
+}
+install_original_py() {   # ~20 s
+  [ -x "$ORIGINAL_PY_PREFIX/venv/bin/anchovy" ] && "$ORIGINAL_PY_PREFIX/venv/bin/python" -c "import anchovies.sdk, dataset" 2>/dev/null \
+    && { export ORIGINAL_ANCHOVY="$ORIGINAL_PY_PREFIX/venv/bin/anchovy"; return 0; }
+  local src py
+  src=$(original_py_src) && py=$(python312) || return 1
+  mkdir -p "$ORIGINAL_PY_PREFIX" && rm -rf "$ORIGINAL_PY_PREFIX/src" && cp -r "$src" "$ORIGINAL_PY_PREFIX/src" && rm -rf "$ORIGINAL_PY_PREFIX/src/build" \
+    && "$py" -m venv "$ORIGINAL_PY_PREFIX/venv" \
+    && "$ORIGINAL_PY_PREFIX/venv/bin/pip" install -q "$ORIGINAL_PY_PREFIX/src[sql]" "dataset==1.6.2" "SQLAlchemy==1.4.54" \
+         "orjson==3.13.0" "isal==1.9.1" "click==8.5.1" "PyYAML==6.0.4" "prettytable==3.19.0" "python-dateutil==4.0.0" "pytz==2026.6" \
+    && export ORIGINAL_ANCHOVY="$ORIGINAL_PY_PREFIX/venv/bin/anchovy"
+}
+
 # --- MariaDB 10.11 (Debian mariadb-server), throwaway ---
 MY_PORT=${MY_PORT:-33306}
 MY_DIR=${MY_DIR:-/tmp/anchovies-mariadb}

@@ -116,9 +116,29 @@ pub enum SchoolCommand {
 /// Arguments of `anchovy school run`.
 #[derive(Debug, Args)]
 pub struct SchoolRunArgs {
-    /// The school file (YAML): `anchovies:` (command lines), `parallel:`, `policy:`, `env:`.
-    #[arg(short = 'f', long = "file", value_name = "SCHOOL_YAML")]
-    pub file: std::path::PathBuf,
+    /// The school file (YAML): `anchovies:` (command lines), `parallel:`, `policy:`,
+    /// `env:`; or the original tool's school file, a list of command lines (run one at
+    /// a time, in order).
+    #[arg(
+        short = 'f',
+        long = "file",
+        visible_alias = "school-file",
+        value_name = "SCHOOL_YAML",
+        required_unless_present = "data"
+    )]
+    pub file: Option<std::path::PathBuf>,
+    /// The school file's text instead of a file (the original tool's `--school-data`).
+    #[arg(
+        short = 'd',
+        long = "school-data",
+        value_name = "YAML|JSON",
+        conflicts_with = "file",
+        allow_hyphen_values = true
+    )]
+    pub data: Option<String>,
+    /// The original tool's `--anchovy-executable`: refused (members run this binary).
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub anchovy_executable: Option<String>,
     /// Members at the same time (overrides `parallel:`; default 4).
     #[arg(long)]
     pub parallel: Option<usize>,
@@ -239,11 +259,12 @@ pub struct CheckpointsArgs {
 /// config.yaml (precedence: command line > environment > config file > default).
 #[derive(Debug, Args, Default)]
 pub struct ConfigArgs {
-    /// The config document as YAML or JSON text (replaces the config file).
-    #[arg(long, value_name = "YAML|JSON")]
+    /// The config document as YAML or JSON text (replaces the config file), as the
+    /// original tool's `-c`; a value naming an existing file reads that file instead.
+    #[arg(short = 'c', long, value_name = "YAML|JSON|PATH")]
     pub config: Option<String>,
     /// The config file [env: ACHVY_CONFIG_FILE] (default: ./config.yaml when present).
-    #[arg(short = 'c', long, value_name = "PATH")]
+    #[arg(short = 'f', long, value_name = "PATH")]
     pub config_file: Option<PathBuf>,
     /// Every declared setting's flag.
     #[command(flatten)]
@@ -313,6 +334,9 @@ fn arg(s: &Setting) -> Arg {
     }
     if let Some(l) = long {
         a = a.long(l);
+    }
+    for alias in s.flag.long_aliases() {
+        a = a.visible_alias(alias);
     }
     match s.flag {
         Flag::Switch(..) => a.action(ArgAction::SetTrue),

@@ -64,7 +64,24 @@ pub struct Loaded {
 /// Configuration errors (exit code 2).
 pub fn load(args: &ConfigArgs, vars: &BTreeMap<String, String>) -> Result<Loaded, Error> {
     let doc = if let Some(text) = &args.config {
-        ConfigDoc::parse(text, "--config")?
+        // `-c`: text, as the original tool reads it; a path of this project's earlier
+        // `-c` when a file of that name exists.
+        if !text.contains('\n') && Path::new(text).exists() {
+            ConfigDoc::load(Path::new(text))?
+        } else {
+            ConfigDoc::parse(text, "-c/--config").map_err(|e| {
+                if text.contains(['\n', ':', '{']) {
+                    e
+                } else {
+                    Error::config(
+                        "-c/--config",
+                        format!(
+                            "`{text}` is neither an existing file nor a YAML/JSON config document; pass a config file with -f <path>, or the document's text with -c"
+                        ),
+                    )
+                }
+            })?
+        }
     } else {
         let explicit: Option<PathBuf> = args
             .config_file

@@ -23,7 +23,24 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
         Ok(x) => x,
         Err(e) => return crate::report(&e),
     };
-    let entries = cps.list(&args.glob);
+    let mut entries = cps.list(&args.glob);
+    // The original tool's checkpoints (raw text without `.json`), listed beside ours:
+    // commit 0, as no commit record set them.
+    let glob = wildmatch::WildMatch::new(&args.glob);
+    let original: Vec<_> = match anchovy_core::original::checkpoints(&store).await {
+        Ok(o) => o.into_iter().filter(|c| glob.matches(&c.key)).collect(),
+        Err(e) => return crate::report(&e),
+    };
+    entries.extend(
+        original
+            .iter()
+            .map(|c| anchovy_core::checkpoint::CheckpointEntry {
+                key: c.key.clone(),
+                value: serde_json::Value::String(c.text.clone()),
+                commit: 0,
+                updated_at: c.modified.to_rfc3339(),
+            }),
+    );
     if args.json {
         crate::outln!(
             "{}",
@@ -45,7 +62,11 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
                 } else {
                     v
                 };
-                vec![e.key.clone(), v, e.commit.to_string(), e.updated_at.clone()]
+                let commit = match e.commit {
+                    0 => "original".to_string(),
+                    c => c.to_string(),
+                };
+                vec![e.key.clone(), v, commit, e.updated_at.clone()]
             })
             .collect();
         crate::out!(
@@ -134,6 +155,16 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
     let result = committer.commit(&meta, Vec::new(), changes).await;
     let code = match result {
         Ok(rec) => {
+            // The original tool's checkpoints are deleted as it deletes them (no
+            // commit record holds them, so --undo cannot restore these).
+            if verb == "delete" {
+                for c in &original {
+                    if let Err(e) = store.delete(&c.object).await {
+                        let _ = lease.release().await;
+                        return crate::report(&e);
+                    }
+                }
+            }
             // The values before this change, for `--undo` (an undo can be undone too).
             let undo = Undo {
                 commit: rec.seq,

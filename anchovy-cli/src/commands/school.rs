@@ -45,6 +45,8 @@ struct SchoolFile {
 #[derive(Debug)]
 enum Member {
     Line(String),
+    /// The original tool's form of a member: its command line as a list of words.
+    Words(Vec<String>),
     Entry {
         run: String,
         env: BTreeMap<String, String>,
@@ -59,6 +61,17 @@ impl<'de> Deserialize<'de> for Member {
         let shape = "each entry of `anchovies:` is a command line (`-op files.CsvDownloader --id sales`) or a map with `run:` (the command line) and optional `env:` (NAME: value)";
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::String(s) => Ok(Member::Line(s)),
+            serde_json::Value::Array(words) => words
+                .into_iter()
+                .map(|w| match w {
+                    serde_json::Value::String(s) => Ok(s),
+                    serde_json::Value::Number(n) => Ok(n.to_string()),
+                    _ => Err(D::Error::custom(format!(
+                        "a member given as a list holds words (text); {shape}"
+                    ))),
+                })
+                .collect::<Result<_, _>>()
+                .map(Member::Words),
             serde_json::Value::Object(mut m) => {
                 let run = match m.remove("run") {
                     Some(serde_json::Value::String(r)) => r,
@@ -133,7 +146,18 @@ impl Outcome {
 /// Runs `anchovy school ...`.
 pub async fn run(args: &SchoolArgs) -> ExitCode {
     let SchoolCommand::Run(r) = &args.command;
-    let (jobs, parallel, policy, env) = match load(&r.file, r.parallel, r.policy.as_deref()) {
+    if r.anchovy_executable.is_some() {
+        return crate::report(&Error::config(
+            "--anchovy-executable",
+            "the original tool's --anchovy-executable is not supported: every member runs as a process of this binary; drop the flag",
+        ));
+    }
+    let source = match (&r.file, &r.data) {
+        (Some(f), _) => Source::File(f),
+        (None, Some(d)) => Source::Text(d),
+        (None, None) => Source::Text(""),
+    };
+    let (jobs, parallel, policy, env) = match load(source, r.parallel, r.policy.as_deref()) {
         Ok(x) => x,
         Err(e) => return crate::report(&e),
     };
@@ -178,21 +202,44 @@ pub async fn run(args: &SchoolArgs) -> ExitCode {
 
 type Loaded = (Vec<Job>, usize, BatchPolicy, BTreeMap<String, String>);
 
+/// Where the school file comes from.
+enum Source<'a> {
+    File(&'a std::path::Path),
+    Text(&'a str),
+}
+
 fn load(
-    path: &std::path::Path,
+    source: Source<'_>,
     parallel: Option<usize>,
     policy: Option<&str>,
 ) -> Result<Loaded, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        op: "read the school file",
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let origin = path.display().to_string();
-    let f: SchoolFile = serde_saphyr::from_str(&text).map_err(|e| Error::ConfigSyntax {
+    let (text, origin) = match source {
+        Source::File(path) => (
+            std::fs::read_to_string(path).map_err(|source| Error::Io {
+                op: "read the school file",
+                path: path.to_path_buf(),
+                source,
+            })?,
+            path.display().to_string(),
+        ),
+        Source::Text(t) => (t.to_string(), "--school-data".to_string()),
+    };
+    let syntax = |e: serde_saphyr::Error| Error::ConfigSyntax {
         origin: origin.clone(),
         message: e.to_string(),
-    })?;
+    };
+    // The original tool's school file is a bare list of command lines, run one at a
+    // time in order: so is it here (parallel 1 unless asked otherwise).
+    let f: SchoolFile = match serde_saphyr::from_str::<serde_json::Value>(&text).map_err(syntax)? {
+        serde_json::Value::Array(list) => SchoolFile {
+            parallel: Some(1),
+            policy: None,
+            env: BTreeMap::new(),
+            anchovies: serde_json::from_value(serde_json::Value::Array(list))
+                .map_err(|e| Error::config(origin.clone(), e.to_string()))?,
+        },
+        _ => serde_saphyr::from_str(&text).map_err(syntax)?,
+    };
     let bad = |m: String| Error::config(origin.clone(), m);
     let policy = match policy
         .or(f.policy.as_deref())
@@ -208,6 +255,11 @@ fn load(
     for (i, m) in f.anchovies.into_iter().enumerate() {
         let (line, env) = match m {
             Member::Line(l) => (l, BTreeMap::new()),
+            Member::Words(w) => (
+                shlex::try_join(w.iter().map(String::as_str))
+                    .map_err(|_| bad(format!("anchovies[{i}]: a word holds a NUL byte")))?,
+                BTreeMap::new(),
+            ),
             Member::Entry { run, env } => (run, env),
         };
         // Split like a POSIX shell would (quotes, escapes), without running one.

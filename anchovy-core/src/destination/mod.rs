@@ -15,6 +15,9 @@
 //! user deleted (`anchovy checkpoints -D`), reloads the table from the first commit;
 //! a position taken from another history of the upstream (its datastore was reset)
 //! stops the table with the fix.
+//!
+//! An upstream the original tool wrote has no commit records: its data files stand
+//! for them, numbered by name ([`crate::original`]), and the same loop loads them.
 
 mod unit;
 
@@ -348,6 +351,21 @@ pub async fn load(
     let max_rows = load_options(tbl)?.max_rows_per_load.unwrap_or(UNIT_ROWS);
     let (mode, _) = load_mode(tbl)?;
     let loader = dest.table(ctx, &t).await?;
+    // The upstream's history: its commit records, or, when the original tool wrote it,
+    // its data files by name ([`crate::original`]).
+    let recorded = crate::commit::origin(&t.ds).await?;
+    let original = match recorded {
+        None if crate::original::is_original(&t.ds).await? => {
+            let l =
+                crate::original::list(&t.ds, &t.files_of, s.original_settle, chrono::Utc::now())
+                    .await?;
+            ctx.log("original_layout", true);
+            ctx.log("original_files_unsettled", l.unsettled);
+            ctx.log("original_files_ignored", l.ignored);
+            Some(l)
+        }
+        _ => None,
+    };
     let Position {
         seq: mut pos,
         origin: loaded_from,
@@ -370,12 +388,15 @@ pub async fn load(
                 .rev()
                 .find_map(|c| c.checkpoints.get(&full))
                 .is_some_and(|v| v.is_none());
-        let had_rows = !exists && {
-            let past = read_commits(&t.ds, 0).await?;
-            past.iter()
-                .filter(|c| c.seq <= pos)
-                .any(|c| c.files.iter().any(|f| f.tbl == t.files_of))
-        };
+        let had_rows = !exists
+            && match &original {
+                Some(l) => l.files.iter().any(|(seq, _)| *seq <= pos),
+                None => read_commits(&t.ds, 0)
+                    .await?
+                    .iter()
+                    .filter(|c| c.seq <= pos)
+                    .any(|c| c.files.iter().any(|f| f.tbl == t.files_of)),
+            };
         if reset_by_user || had_rows {
             tracing::warn!(
                 table = %full,
@@ -393,7 +414,10 @@ pub async fn load(
             pos = 0;
         }
     }
-    let origin = crate::commit::origin(&t.ds).await?;
+    let origin = match original {
+        Some(_) => Some(crate::original::ORIGIN.to_string()),
+        None => recorded,
+    };
     if pos > 0 && !loaded_from.is_empty() && origin.as_deref() != Some(loaded_from.as_str()) {
         return Err(Error::data(
             loader.target(),
@@ -407,7 +431,10 @@ pub async fn load(
         .into());
     }
     let origin = origin.unwrap_or_default();
-    let commits = read_commits(&t.ds, pos).await?;
+    let commits = match &original {
+        Some(l) => crate::original::commits(&t.ds, &t.files_of, l, pos).await?,
+        None => read_commits(&t.ds, pos).await?,
+    };
     let Some(last) = commits.last().map(|c| c.seq) else {
         ctx.log("position", pos);
         return Ok(());

@@ -253,9 +253,11 @@ pub struct Tbl {
     /// The table name (the key under `tbls:`).
     #[serde(default)]
     pub name: String,
-    /// Column name -> type; applied on read by downloaders that parse text.
+    /// Column name -> type; applied on read by downloaders that parse text. Also read
+    /// from the original tool's `cols`, a map or its text form `"a int, b str"`.
     #[serde(
         default,
+        alias = "cols",
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "de_columns"
     )]
@@ -281,8 +283,30 @@ pub struct Tbl {
 fn de_columns<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<BTreeMap<String, ColType>, D::Error> {
-    let raw: Option<BTreeMap<String, String>> = Option::deserialize(d)?;
-    raw.unwrap_or_default()
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Map(BTreeMap<String, String>),
+        /// The original's text form: `"a int, b str"` (`""`: none).
+        Text(String),
+    }
+    let raw: Option<Raw> = Option::deserialize(d)?;
+    let pairs: Vec<(String, String)> = match raw {
+        None => Vec::new(),
+        Some(Raw::Map(m)) => m.into_iter().collect(),
+        Some(Raw::Text(t)) => t
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| match c.split_once(char::is_whitespace) {
+                Some((k, v)) => Ok((k.to_string(), v.trim().to_string())),
+                None => Err(serde::de::Error::custom(format!(
+                    "`{c}` is not `<column> <type>` (columns as text: \"a int, b str\")"
+                ))),
+            })
+            .collect::<std::result::Result<_, _>>()?,
+    };
+    pairs
         .into_iter()
         .map(|(k, v)| {
             ColType::parse(&v)

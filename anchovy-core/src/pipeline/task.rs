@@ -77,7 +77,9 @@ pub struct TaskLog {
     pub anchovy_user: String,
     /// The session id.
     pub session_id: String,
-    /// The batch id (0 outside batches).
+    /// The batch id (0 outside batches). The original tool's logs, where it is a
+    /// string (`"000"`) or `null`, read as its number or 0.
+    #[serde(deserialize_with = "de_batch_id")]
     pub batch_id: u64,
     /// The tokio task that ran it.
     pub thread_id: String,
@@ -93,7 +95,9 @@ pub struct TaskLog {
     pub status: Status,
     /// The table, for TBL tasks.
     pub tbl: Option<String>,
-    /// Data appended during the task (rows, bytes, files, ...).
+    /// Data appended during the task (rows, bytes, files, ...); `null` in some of the
+    /// original tool's logs reads as empty.
+    #[serde(default, deserialize_with = "de_data")]
     pub data: serde_json::Map<String, serde_json::Value>,
     /// The error chain, when status is ERR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +105,29 @@ pub struct TaskLog {
     /// The worker that ran it (`--workers`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+}
+
+fn de_batch_id<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Num(u64),
+        Text(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(0),
+        Some(Raw::Num(n)) => Ok(n),
+        Some(Raw::Text(t)) => t
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("batch_id `{t}` is not a batch number"))),
+    }
+}
+
+fn de_data<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<serde_json::Map<String, serde_json::Value>, D::Error> {
+    Ok(Option::deserialize(d)?.unwrap_or_default())
 }
 
 /// Writes task logs to `$task_logs/`.

@@ -7,7 +7,9 @@
 //!
 //! On disk a row is one JSON object per line. JSON has no date, time, bytes or exact
 //! decimal types, so such values are annotated in a `_types` array of `column@CODE`
-//! entries (the original tool's convention, extended):
+//! entries (the original tool's convention, extended; the original itself writes one
+//! string of space-separated entries, `"born@D ts@DT"`, `""` for none, and only `D`,
+//! `DT` and `B`: readers take both forms):
 //!
 //! | code | value | text form |
 //! |------|-------|-----------|

@@ -235,7 +235,7 @@ fn decode_row_types(
     line: &str,
     builder: &mut BatchBuilder,
     location: &dyn Fn() -> String,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, Option<String>)> {
     let mut members: Vec<(Cow<'_, str>, Member<'_>)> = Vec::with_capacity(builder.schema.len() + 1);
     let mut types: Option<Member<'_>> = None;
     read_object(line, |k, m| {
@@ -250,6 +250,10 @@ fn decode_row_types(
         ReadError::Syntax(m) => Error::data(location(), format!("not a JSON object: {m}")),
         ReadError::Member(()) => Error::data(location(), "not a JSON object"),
     })?;
+    let text = match &types {
+        Some(Member::Str(t)) => Some(t.to_string()),
+        _ => None,
+    };
     let types: Vec<String> = match types {
         None | Some(Member::Null) => Vec::new(),
         Some(Member::Nested(t)) => serde_json::from_str(t).map_err(|e| {
@@ -258,10 +262,13 @@ fn decode_row_types(
                 format!("`{TYPES_FIELD}` is not an array of `column@CODE` strings: {e}"),
             )
         })?,
+        Some(Member::Str(t)) => legacy_types(&t).map(String::from).collect(),
         Some(_) => {
             return Err(Error::data(
                 location(),
-                format!("`{TYPES_FIELD}` is not an array of `column@CODE` strings"),
+                format!(
+                    "`{TYPES_FIELD}` is neither an array of `column@CODE` strings nor the original tool's space-separated text"
+                ),
             ));
         }
     };
@@ -287,7 +294,15 @@ fn decode_row_types(
         put(&mut row, i, v);
     }
     builder.rows.push(row);
-    Ok(types)
+    Ok((types, text))
+}
+
+/// The entries of `_types` in the original tool's form, one string of
+/// space-separated `column@CODE` entries (`"born@D ts@DT"`, `""` for none). As the
+/// original reads it, an entry that does not split at `@` into exactly two parts is
+/// ignored: a column whose name holds a space or `@` cannot be annotated in this form.
+pub(crate) fn legacy_types(text: &str) -> impl Iterator<Item = &str> {
+    text.split(' ').filter(|e| e.split('@').count() == 2)
 }
 
 /// A member of a column annotated with `code`: null, the code's text form, or (older
@@ -322,7 +337,8 @@ pub fn decode_row(
 /// its error: both ways give the same row for every line.
 #[derive(Debug, Default)]
 pub struct RowDecoder {
-    /// The `_types` JSON text the codes below are for (`""`: lines without `_types`;
+    /// The `_types` text the codes below are for: an array's JSON text, or the original
+    /// tool's text form after a space (`""`: lines without `_types`;
     /// `None`: nothing known yet).
     types: Option<String>,
     /// Lines decoded in one pass (for tests: the fast way is taken).
@@ -344,14 +360,11 @@ impl RowDecoder {
     ) -> Result<()> {
         if let Some(expected) = &self.types {
             let mut row: Row = Vec::with_capacity(builder.schema.len());
-            let mut types = "";
+            let mut types: Option<Member<'_>> = None;
             let mut next = 0;
             let read = read_object(line, |k, m| {
                 if k == TYPES_FIELD {
-                    types = match m {
-                        Member::Nested(t) => t,
-                        _ => "?",
-                    };
+                    types = Some(m);
                     return Ok::<(), ()>(());
                 }
                 let i = builder.column(&k, next);
@@ -363,21 +376,30 @@ impl RowDecoder {
                 put(&mut row, i, v);
                 Ok(())
             });
-            if read.is_ok() && types == expected {
+            // The array form is remembered as its JSON text, the original's text
+            // form with a leading space (no JSON array starts so); both empty: none.
+            let same = match &types {
+                None | Some(Member::Null) => expected.is_empty(),
+                Some(Member::Nested(t)) => t == expected,
+                Some(Member::Str(t)) if t.is_empty() => expected.is_empty(),
+                Some(Member::Str(t)) => expected.strip_prefix(' ') == Some(t.as_ref()),
+                Some(_) => false,
+            };
+            if read.is_ok() && same {
                 builder.rows.push(row);
                 self.fast_lines += 1;
                 return Ok(());
             }
         }
-        let types = decode_row_types(line, builder, location)?;
-        self.learn(&types, &builder.schema);
+        let (types, text) = decode_row_types(line, builder, location)?;
+        self.learn(&types, text.as_deref(), &builder.schema);
         Ok(())
     }
 
     /// Remembers a line's annotations for the lines after it (none: `""`, the lines
     /// of an untyped stream; nothing is remembered when a code is unknown or names a
     /// column the schema does not have yet).
-    fn learn(&mut self, types: &[String], schema: &Schema) {
+    fn learn(&mut self, types: &[String], text: Option<&str>, schema: &Schema) {
         self.types = None;
         if types.is_empty() {
             self.codes.clear();
@@ -402,6 +424,9 @@ impl RowDecoder {
             codes[i].get_or_insert(code);
         }
         self.codes = codes;
-        self.types = serde_json::to_string(types).ok();
+        self.types = match text {
+            Some(t) => Some(format!(" {t}")),
+            None => serde_json::to_string(types).ok(),
+        };
     }
 }

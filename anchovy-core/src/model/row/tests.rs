@@ -156,6 +156,57 @@ fn big_integers_read_back_as_decimals() {
     assert_eq!(batch.rows[0][1], Value::Int(-5));
 }
 
+/// The original tool's files: `_types` as one space-separated string on every row
+/// (`""` when empty), floats for decimals, naive and offset datetimes; an entry that
+/// does not split at `@` into two parts is ignored, as the original ignores it. The
+/// one-pass path is taken for such lines too, and gives the general path's rows.
+#[test]
+fn the_original_tools_text_form_of_types_is_read() {
+    let lines = [
+        r#"{"id":1,"amount":3.01,"note":"a, \"q\" \n 🐟","empty":"","born":"2020-01-01","local_ts":"2024-05-01T10:00:01","event_ts":"2024-05-01T10:00:01+02:00","_types":"born@D local_ts@DT event_ts@DT"}"#,
+        r#"{"id":2,"amount":6.02,"note":"b","empty":null,"born":"2020-01-02","local_ts":"2024-05-01T10:00:02.5","event_ts":"2024-05-01T10:00:02-05:30","_types":"born@D local_ts@DT event_ts@DT"}"#,
+        r#"{"id":3,"amount":1.5,"note":"c","empty":"","born":null,"local_ts":null,"event_ts":null,"_types":""}"#,
+        r#"{"id":4,"raw":"00ff","odd":"2020-01-01","_types":"raw@B a@b@D odd@D@x"}"#,
+    ];
+    let mut fast = BatchBuilder::new("t");
+    let mut dec = RowDecoder::default();
+    let mut slow = BatchBuilder::new("t");
+    for (n, l) in lines.iter().enumerate() {
+        dec.decode(l, &mut fast, &|| format!("line {n}")).unwrap();
+        decode_row(l, &mut slow, &|| format!("line {n}")).unwrap();
+    }
+    dec.decode(lines[1], &mut fast, &|| "again".into()).unwrap();
+    decode_row(lines[1], &mut slow, &|| "again".into()).unwrap();
+    assert!(dec.fast_lines >= 1, "the one-pass path was not taken");
+    let (f, s) = (fast.take(), slow.take());
+    assert_eq!(f.rows, s.rows);
+    let col = |name: &str| f.schema.index_of(name).unwrap();
+    let r0 = &f.rows[0];
+    assert_eq!(
+        r0[col("born")],
+        Value::Date(NaiveDate::from_ymd_opt(2020, 1, 1).unwrap())
+    );
+    assert!(
+        matches!(r0[col("local_ts")], Value::DateTime(_)),
+        "{:?}",
+        r0[col("local_ts")]
+    );
+    assert!(
+        matches!(r0[col("event_ts")], Value::DateTimeTz(_)),
+        "{:?}",
+        r0[col("event_ts")]
+    );
+    assert_eq!(r0[col("note")], Value::String("a, \"q\" \n 🐟".into()));
+    assert_eq!(r0[col("empty")], Value::String(String::new()));
+    assert_eq!(f.rows[2][col("born")], Value::Null);
+    let r3 = &f.rows[3];
+    assert_eq!(r3[col("raw")], Value::Bytes(vec![0, 255]));
+    assert_eq!(r3[col("odd")], Value::String("2020-01-01".into()));
+    // Neither a number nor an array nor a string: refused by name.
+    let e = decode_row(r#"{"a":1,"_types":5}"#, &mut slow, &|| "x".into()).unwrap_err();
+    assert!(e.to_string().contains("space-separated"), "{e}");
+}
+
 #[test]
 fn bad_lines_name_their_location() {
     let mut b = BatchBuilder::new("t");

@@ -42,7 +42,7 @@ settings! {
     /// the operator, e.g. `sftp.CsvDownloader` (`anchovy plugins` lists them)
     operator_cls: Option<String> {
         env: "ACHVY_OPERATOR_CLS",
-        flag: Flag::Value("-op/--operator", "NAME"),
+        flag: Flag::Value("-op/--operator/--operator-cls", "NAME"),
         aliases: &["operator"],
     }
     /// service mode: loop batches until stopped (`-S`, or `false` here); `true` runs
@@ -63,19 +63,19 @@ settings! {
     /// upstream anchovy ids (for uploaders)
     upstream: Vec<String> {
         env: "ACHVY_UPSTREAM",
-        flag: Flag::Repeat("-U/--upstream", "ID"),
+        flag: Flag::Repeat("-U/--upstream/-up", "ID"),
         kind: Kind::List,
     }
     /// only these tables (wildcards)
     enabled: Vec<String> {
         env: "ACHVY_ENABLED",
-        flag: Flag::Repeat("-e/--enable", "TABLE"),
+        flag: Flag::Repeat("-e/--enable/--enabled", "TABLE"),
         kind: Kind::List,
     }
     /// skip these tables; wins over `enabled`
     disabled: Vec<String> {
         env: "ACHVY_DISABLED",
-        flag: Flag::Repeat("-d/--disable", "TABLE"),
+        flag: Flag::Repeat("-d/--disable/--disabled", "TABLE"),
         kind: Kind::List,
     }
     /// datastore: a path, or a `file://`, `s3://`, `az://` or `gs://` URL
@@ -171,6 +171,16 @@ settings! {
         flag: Flag::Value("--file-max-bytes", "BYTES"),
         kind: Kind::Count(1 << 10, 1 << 40),
         unset: Unset::Value("134217728"),
+    }
+    /// uploaders whose upstream the original tool wrote (no commit records): how old a
+    /// data file must be, by its name and its modification time, before it is loaded;
+    /// longer than the original downloader's longest batch (see "Mixing with the
+    /// original")
+    original_settle: Duration {
+        env: "ACHVY_ORIGINAL_SETTLE",
+        flag: Flag::Value("--original-settle", "DURATION"),
+        kind: Kind::Duration(Duration::ZERO, MAX_DURATION),
+        unset: Unset::Value("10m"),
     }
     /// least time between commits while a table streams (the task end always commits)
     commit_interval: Duration {
@@ -308,7 +318,7 @@ fn checkpoint_cls(s: &Setting, v: String, _: &Vars) -> Result<String> {
              (task_store_cls and tbl_store_cls take a URL)",
         ));
     }
-    one_of(s.key, v, STORE_CLS)
+    one_of(s.key, values::original_store_cls(s.key, v)?, STORE_CLS)
 }
 
 fn store_cls(s: &Setting, v: String, _: &Vars) -> Result<String> {

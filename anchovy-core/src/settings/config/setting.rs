@@ -38,7 +38,7 @@ impl Flag {
         let (mut short, mut long, mut dash) = (None, None, None);
         for part in self.spelling().split('/') {
             if let Some(l) = part.strip_prefix("--") {
-                long = Some(l);
+                long.get_or_insert(l);
             } else if let Some(s) = part.strip_prefix('-') {
                 let mut chars = s.chars();
                 match (chars.next(), chars.next()) {
@@ -48,6 +48,15 @@ impl Flag {
             }
         }
         (short, long, dash)
+    }
+
+    /// Further long spellings after the first (`--enabled` of `-e/--enable/--enabled`,
+    /// the original tool's), accepted as aliases.
+    pub fn long_aliases(&self) -> impl Iterator<Item = &'static str> {
+        self.spelling()
+            .split('/')
+            .filter_map(|p| p.strip_prefix("--"))
+            .skip(1)
     }
 }
 

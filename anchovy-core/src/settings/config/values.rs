@@ -139,8 +139,35 @@ pub(super) fn store_cls(key: &str, v: String) -> Result<String> {
     if v.contains("://") || v.starts_with('/') {
         Ok(v)
     } else {
-        one_of(key, v, STORE_CLS)
+        one_of(key, original_store_cls(key, v)?, STORE_CLS)
     }
+}
+
+/// The original tool's store classes, which this project's `datastore` stores replace
+/// (with or without a module path: `anchovies.sdk.CachedCheckpoint`): `Checkpoint`
+/// and `CachedCheckpoint` for `checkpoint_cls`, `TaskStore` for `task_store_cls`,
+/// `TblStore` for `tbl_store_cls`. Its `NothingTaskStore` (no task logs) is refused
+/// by name: task logs are how runs are audited here.
+pub(super) fn original_store_cls(key: &str, v: String) -> Result<String> {
+    let class = v.rsplit('.').next().unwrap_or(&v);
+    let same = match key {
+        "checkpoint_cls" => matches!(class, "Checkpoint" | "CachedCheckpoint"),
+        "task_store_cls" => class == "TaskStore",
+        "tbl_store_cls" => class == "TblStore",
+        _ => false,
+    };
+    if same {
+        return Ok("datastore".into());
+    }
+    if key == "task_store_cls" && matches!(class, "NothingTaskStore" | "HiveTaskStore") {
+        return Err(Error::config(
+            key,
+            format!(
+                "the original tool's `{v}` is not supported: task logs always go to `$task_logs/` (use `datastore`, or a datastore URL to keep them apart)"
+            ),
+        ));
+    }
+    Ok(v)
 }
 
 pub(super) fn one_of(key: &str, v: String, allowed: &[&str]) -> Result<String> {

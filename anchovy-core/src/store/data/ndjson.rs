@@ -236,6 +236,8 @@ pub struct DataFileReader {
     bytes: u64,
     crc: libdeflater::Crc,
     rows: u64,
+    /// Decompressed bytes so far.
+    raw: u64,
 }
 
 /// A file's size, checksum and rows as its commit record lists them.
@@ -329,6 +331,7 @@ impl DataFileReader {
             bytes: 0,
             crc: libdeflater::Crc::new(),
             rows: 0,
+            raw: 0,
         })
     }
 
@@ -395,6 +398,7 @@ impl DataFileReader {
                 }
             }
             let out = self.dec.get_mut();
+            self.raw += out.len() as u64;
             self.pending.extend_from_slice(out);
             out.clear();
         }
@@ -404,6 +408,32 @@ impl DataFileReader {
         } else {
             Ok(Some(self.builder.take()))
         }
+    }
+
+    /// Reads the file to its end and describes it as a commit record would (rows,
+    /// stored and decompressed size, CRC-32, column types): for a file no record lists
+    /// (the original tool's, [`crate::original`]), so that it is verified when it is
+    /// read again to be loaded, as every committed file is.
+    ///
+    /// # Errors
+    /// As [`DataFileReader::next_batch`];
+    /// [`Error::Datastore`] when the file cannot be opened.
+    pub async fn survey(ds: &Datastore, tbl: &str, key: &str) -> Result<FileEntry> {
+        let mut r = DataFileReader::open(ds, tbl, key, 4096).await?;
+        let mut columns = super::ColumnTypes::default();
+        while let Some(b) = r.next_batch().await? {
+            columns.add(&b);
+        }
+        Ok(FileEntry {
+            tbl: tbl.to_string(),
+            key: r.key,
+            rows: r.rows,
+            bytes: r.bytes,
+            raw_bytes: r.raw,
+            columns: columns.into_vec(),
+            crc32: Some(r.crc.sum()),
+            format: DataFormat::NdjsonGz,
+        })
     }
 
     /// Reads the whole file into memory: for tests and small files only.

@@ -39,6 +39,8 @@ pub struct Entry {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was last written, as the store reports it.
+    pub modified: chrono::DateTime<chrono::Utc>,
 }
 
 /// A prefix in an object store.
@@ -366,6 +368,7 @@ impl Datastore {
             .map_ok(|m| Entry {
                 key: self.rel(&m.location),
                 size: m.size,
+                modified: m.last_modified,
             })
             .try_collect()
             .await

@@ -1,0 +1,280 @@
+//! The original tool's datastore, read: an uploader whose upstream the original
+//! (Python) anchovies wrote, during a migration one process at a time.
+//!
+//! The original writes no commit record. Its downloader writes each data file of a
+//! table as `data/<table>/<YYYYmmddHHMMSS>.<3 hex>.json.gz`, named by the UTC second
+//! it was started, visible only when it is complete, and its uploader takes the files
+//! of each day in name order. Here each such file stands for one commit of its table,
+//! numbered from its name ([`file_seq`]: the second, then the three hex digits), so a
+//! position means the same files whatever is listed later (a file removed or added
+//! below it moves nothing), and the files load in the original's order.
+//!
+//! **What exactly-once means for such an upstream** (there is no record to hold the
+//! writer to): a file is loaded once, by its name, and only once its name's time and
+//! its modification time are both older than `original_settle` (default ten minutes):
+//! the original names a file when it starts it and shows it only when it is complete,
+//! so a file started earlier than a loaded one but shown later would be skipped; the
+//! settle time must exceed the original downloader's longest batch. A file is read
+//! once to count its rows and take its size and checksum (the record it lacks), and
+//! checked against them again as it is loaded, so a file changed in between fails
+//! the load instead of loading something else. Files of another naming in `data/`
+//! (the original's custom `path:` tables, stray files) are not loaded; the task log
+//! counts them (`original_files_ignored`).
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::commit::CommitRecord;
+use crate::data::ndjson::DataFileReader;
+use crate::datastore::{Datastore, Entry, layout};
+use crate::error::Result;
+
+/// The origin of every original upstream's history (see [`crate::commit::origin`]):
+/// file numbers come from names, so they mean the same files for any history.
+pub const ORIGIN: &str = "the original tool's data files";
+
+/// The commit number of an original data file: its name's UTC second
+/// (`YYYYmmddHHMMSS`) times 4096 plus its three hex digits, so numbers sort as the
+/// names do. `None` for a name of another form.
+pub fn file_seq(name: &str) -> Option<u64> {
+    let (ts, rest) = name.split_once('.')?;
+    let (hex, ext) = rest.split_once('.')?;
+    if ext != "json.gz" || hex.len() != 3 {
+        return None;
+    }
+    file_time(ts)?;
+    let ts: u64 = ts.parse().ok()?;
+    let hex = u64::from_str_radix(hex, 16).ok()?;
+    Some(ts * 4096 + hex)
+}
+
+/// The UTC second in a name's `YYYYmmddHHMMSS` part.
+fn file_time(ts: &str) -> Option<DateTime<Utc>> {
+    if ts.len() != 14 || !ts.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    NaiveDateTime::parse_from_str(ts, "%Y%m%d%H%M%S")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// Whether `ds` is an anchovy area the original wrote: no commit record, and at least
+/// one data file named as the original names them.
+///
+/// # Errors
+/// [`crate::Error::Datastore`] when it cannot be listed.
+pub async fn is_original(ds: &Datastore) -> Result<bool> {
+    if !ds.list(layout::COMMITS).await?.is_empty() {
+        return Ok(false);
+    }
+    Ok(ds
+        .list(layout::DATA)
+        .await?
+        .iter()
+        .any(|e| e.key.rsplit('/').next().and_then(file_seq).is_some()))
+}
+
+/// A table's original data files, as one load sees them.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Settled files, by number (ascending).
+    pub files: Vec<(u64, Entry)>,
+    /// Files named as the original names them but not settled yet.
+    pub unsettled: u64,
+    /// Files of another naming, not loaded.
+    pub ignored: u64,
+}
+
+/// Lists the data files of `tbl` in `ds`, settled when both their name's time and
+/// their modification time are older than `now - settle`.
+///
+/// # Errors
+/// [`crate::Error::Datastore`] when it cannot be listed.
+pub async fn list(
+    ds: &Datastore,
+    tbl: &str,
+    settle: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<Listing> {
+    let prefix = format!("{}/{}", layout::DATA, layout::segment(tbl));
+    let cutoff = now - chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX);
+    let mut out = Listing::default();
+    for e in ds.list(&prefix).await? {
+        let name = e.key.rsplit('/').next().unwrap_or_default();
+        // Only the table's own folder: not a deeper one.
+        let direct = e.key.len() == prefix.len() + 1 + name.len();
+        match file_seq(name) {
+            Some(seq) if direct => {
+                let named = name.get(..14).and_then(file_time);
+                if named.is_some_and(|t| t < cutoff) && e.modified < cutoff {
+                    out.files.push((seq, e));
+                } else {
+                    out.unsettled += 1;
+                }
+            }
+            _ => out.ignored += 1,
+        }
+    }
+    out.files.sort_by_key(|(s, _)| *s);
+    Ok(out)
+}
+
+/// One commit record per settled file of `listing` numbered after `after`, each read
+/// once to describe it ([`DataFileReader::survey`]), four at a time, in order.
+///
+/// # Errors
+/// [`crate::Error::Datastore`] or [`crate::Error::Data`] for a file that cannot be read
+/// (not gzip, not JSON lines): it names the file.
+pub async fn commits(
+    ds: &Datastore,
+    tbl: &str,
+    listing: &Listing,
+    after: u64,
+) -> Result<Vec<CommitRecord>> {
+    // Owned inputs: the stream is polled inside `async_trait` futures, which need it
+    // free of borrowed closure arguments.
+    let todo: Vec<(u64, String, DateTime<Utc>)> = listing
+        .files
+        .iter()
+        .filter(|(s, _)| *s > after)
+        .map(|(s, e)| (*s, e.key.clone(), e.modified))
+        .collect();
+    futures::stream::iter(todo)
+        .map(|(seq, key, modified)| {
+            let (ds, tbl) = (ds.clone(), tbl.to_string());
+            async move {
+                let entry = DataFileReader::survey(&ds, &tbl, &key).await?;
+                Ok::<_, crate::Error>(CommitRecord {
+                    seq,
+                    anchovy_id: String::new(),
+                    anchovy_user: String::new(),
+                    session_id: ORIGIN.to_string(),
+                    batch_id: 0,
+                    tbl: Some(tbl),
+                    committed_at: modified.to_rfc3339(),
+                    files: vec![entry],
+                    checkpoints: Default::default(),
+                    lease_token: None,
+                    worker: None,
+                })
+            }
+        })
+        .buffered(4)
+        .try_collect()
+        .await
+}
+
+/// One checkpoint the original tool wrote: `$checkpoints/<key>`, its value as raw text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OriginalCheckpoint {
+    /// The key (`dl.items.last.timestamp`).
+    pub key: String,
+    /// The stored text.
+    pub text: String,
+    /// Its object's key in the anchovy's area.
+    pub object: String,
+    /// When it was written.
+    pub modified: DateTime<Utc>,
+}
+
+/// The checkpoints the original tool wrote in `ds` (objects directly in `$checkpoints/`
+/// without this project's `.json` mirrors and markers), in key order. This project's
+/// runs do not read them; `anchovy checkpoints` lists (and `-D` deletes) them, and
+/// `anchovy migrate` turns an original uploader's into positions.
+///
+/// # Errors
+/// [`crate::Error::Datastore`] when they cannot be listed or read.
+pub async fn checkpoints(ds: &Datastore) -> Result<Vec<OriginalCheckpoint>> {
+    let prefix = format!("{}/", layout::CHECKPOINTS);
+    let mut out = Vec::new();
+    for e in ds.list(layout::CHECKPOINTS).await? {
+        let Some(name) = e.key.strip_prefix(&prefix) else {
+            continue;
+        };
+        if name.contains('/')
+            || name.ends_with(".json")
+            || e.key == layout::CHECKPOINTS_APPLIED
+            || e.key == layout::CHECKPOINTS_STATE
+        {
+            continue;
+        }
+        let Some(bytes) = ds.get(&e.key).await? else {
+            continue;
+        };
+        out.push(OriginalCheckpoint {
+            key: name.to_string(),
+            text: String::from_utf8_lossy(&bytes).trim_end().to_string(),
+            object: e.key.clone(),
+            modified: e.modified,
+        });
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_sort_as_names_and_refuse_other_forms() {
+        let a = file_seq("20261203181926.58a.json.gz").unwrap();
+        let b = file_seq("20261203181926.58b.json.gz").unwrap();
+        let c = file_seq("20261203181927.000.json.gz").unwrap();
+        assert!(a < b && b < c);
+        assert_eq!(c - file_seq("20261203181926.fff.json.gz").unwrap(), 1);
+        // Fits a signed 64-bit column (positions are stored as BIGINT).
+        assert!(file_seq("99991231235959.fff.json.gz").unwrap() < i64::MAX as u64);
+        for bad in [
+            "20261203181926.58a.ndjson.gz",
+            "20261303181926.58a.json.gz",
+            "2026120318192.58a.json.gz",
+            "20261203181926.58.json.gz",
+            "20261203181926.xyz.json.gz",
+            "x.parquet",
+            "",
+        ] {
+            assert_eq!(file_seq(bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_settled_files_of_the_table_are_listed_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_str().unwrap()).unwrap();
+        for k in [
+            "data/t/20240102000000.0a1.json.gz",
+            "data/t/20240101000000.fff.json.gz",
+            "data/t/20991231000000.000.json.gz",
+            "data/t/notes.txt",
+            "data/t/deeper/20240101000000.001.json.gz",
+            "data/u/20240101000000.002.json.gz",
+        ] {
+            ds.put(k, bytes::Bytes::from_static(b"x")).await.unwrap();
+        }
+        assert!(is_original(&ds).await.unwrap());
+        let now = Utc::now() + chrono::Duration::hours(1);
+        let l = list(&ds, "t", std::time::Duration::from_secs(60), now)
+            .await
+            .unwrap();
+        let names: Vec<&str> = l.files.iter().map(|(_, e)| e.key.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "data/t/20240101000000.fff.json.gz",
+                "data/t/20240102000000.0a1.json.gz"
+            ]
+        );
+        assert_eq!((l.unsettled, l.ignored), (1, 2));
+        // Written just now: not settled under a settle time longer than an hour.
+        let l = list(&ds, "t", std::time::Duration::from_secs(7200), now)
+            .await
+            .unwrap();
+        assert_eq!((l.files.len(), l.unsettled), (0, 3));
+        // An area with commit records is never read as the original's.
+        ds.put(&layout::commit_key(1), bytes::Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert!(!is_original(&ds).await.unwrap());
+    }
+}
