@@ -39,8 +39,10 @@ pub enum Command {
     /// Check configuration, connections and datastore read/write; exit 0 when healthy.
     Healthcheck(HealthcheckArgs),
     /// List (or delete with -D) an anchovy's checkpoints.
+    #[command(visible_alias = "checkpoint")]
     Checkpoints(CheckpointsArgs),
     /// List every operator: what it does, the variables it reads, its table options.
+    #[command(visible_alias = "plugin")]
     Plugins(PluginsArgs),
     /// List an anchovy's task logs (filter by table, status, task type, time).
     Logs(LogsArgs),
@@ -244,8 +246,8 @@ pub struct CheckpointsArgs {
     /// Put back the values the last change (-D, --set, --undo) replaced.
     #[arg(long, conflicts_with_all = ["delete", "set"])]
     pub undo: bool,
-    /// Do not ask for confirmation.
-    #[arg(short = 'y', long)]
+    /// Do not ask for confirmation (the original tool's `--confirm`).
+    #[arg(short = 'y', long, visible_alias = "confirm")]
     pub yes: bool,
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -69,7 +69,7 @@ pub fn load(args: &ConfigArgs, vars: &BTreeMap<String, String>) -> Result<Loaded
         if !text.contains('\n') && Path::new(text).exists() {
             ConfigDoc::load(Path::new(text))?
         } else {
-            ConfigDoc::parse(text, "-c/--config").map_err(|e| {
+            ConfigDoc::parse(text, "--config").map_err(|e| {
                 if text.contains(['\n', ':', '{']) {
                     e
                 } else {
@@ -215,7 +215,7 @@ mod tests {
         use serde_json::json;
         match key {
             "id" | "user" | "operator_cls" => ("c", "e", json!("f")),
-            "prod" | "strict" => ("", "true", json!(true)),
+            "prod" | "strict" | "sql_no_schema_name" => ("", "true", json!(true)),
             "is_task_executor" => ("", "false", json!(false)),
             "execution_timeout" => ("1", "2s", json!(3)),
             "upstream" => ("c", "e,e2", json!(["f"])),
@@ -239,7 +239,7 @@ mod tests {
             "port" => ("9001", "9002", json!(9003)),
             "bind" => ("0.0.0.0", "::", json!("127.0.0.2")),
             "metrics_file" => ("/a.prom", "/b.prom", json!("/c.prom")),
-            "stop_grace" | "discovery_ttl" => ("4s", "5s", json!("6s")),
+            "stop_grace" | "discovery_ttl" | "original_settle" => ("4s", "5s", json!("6s")),
             "max_rows" | "max_bytes" => ("100", "200", json!(300)),
             "workers" => ("2", "auto", json!(4)),
             "worker_num" => ("1", "2", json!(3)),

@@ -220,6 +220,7 @@ fn the_original_downloader_feeds_this_uploader_with_equal_tables() {
                 "0s",
             ])
             .env("ACHVY_CNXN__DB__URI", &rs_url)
+            .env("ACHVY_SQL_NO_SCHEMA_NAME", "true")
             .output()
             .unwrap();
         assert!(
@@ -271,7 +272,7 @@ fn the_original_downloader_feeds_this_uploader_with_equal_tables() {
         want.insert(r["id"].as_u64().unwrap(), r.clone());
     }
     let orig = py.dump(&py_db, "SELECT * FROM items WHERE _del IS NULL ORDER BY id");
-    let rust = py.dump(&rs_db, "SELECT * FROM dl__test__items ORDER BY id");
+    let rust = py.dump(&rs_db, "SELECT * FROM items ORDER BY id");
     assert_eq!(orig.len(), 2500, "original uploader's current rows");
     assert_eq!(rust.len(), 2500, "this uploader's rows");
     for ((o, r), (id, w)) in orig.iter().zip(&rust).zip(&want) {

@@ -97,6 +97,7 @@ impl Db {
     /// # Errors
     /// As [`Db::connect`].
     pub async fn connect_as(url: &str, key: &str, role: Role) -> Result<Db, PluginError> {
+        let url = &without_driver(url);
         let dialect = Dialect::from_url(url).ok_or_else(|| PluginError::Option {
             key: key.into(),
             message: format!(
@@ -240,7 +241,7 @@ impl Db {
         let ctx = || format!("describe table {}", self.dialect().table(t));
         let rows: Vec<(String, String)> = match self {
             Db::Pg(p, _) => sqlx::query_as(
-                "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+                "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = COALESCE(NULLIF($1, ''), current_schema()) AND table_name = $2 ORDER BY ordinal_position",
             )
             .bind(&t.schema)
             .bind(&t.name)
@@ -249,7 +250,7 @@ impl Db {
             .map_err(|e| db_err(ctx(), e))?,
             Db::My(p, _) => {
                 let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
-                    "SELECT CAST(column_name AS BINARY), CAST(column_type AS BINARY) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                    "SELECT CAST(column_name AS BINARY), CAST(column_type AS BINARY) FROM information_schema.columns WHERE table_schema = COALESCE(NULLIF(?, ''), DATABASE()) AND table_name = ? ORDER BY ordinal_position",
                 )
                 .bind(&t.schema)
                 .bind(&t.name)
@@ -261,7 +262,7 @@ impl Db {
                     .collect()
             }
             Db::Lite(p) => {
-                let name = format!("{}__{}", t.schema, t.name);
+                let name = t.sqlite_name();
                 sqlx::query_as("SELECT name, type FROM pragma_table_info(?) ORDER BY cid")
                     .bind(name)
                     .fetch_all(p)
@@ -286,7 +287,7 @@ impl Db {
         let Db::Lite(p) = self else {
             return Ok(None);
         };
-        let name = format!("{}__{}", t.schema, t.name);
+        let name = t.sqlite_name();
         let found: Option<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE AND name <> ?",
         )
@@ -701,5 +702,18 @@ impl Tx {
     /// [`PluginError::Db`].
     pub async fn commit(self) -> Result<(), PluginError> {
         each_tx!(self, t => t.commit().await).map_err(|e| db_err("commit the load", e))
+    }
+}
+
+/// A SQLAlchemy URL's scheme without its driver (`postgresql+psycopg2://` ->
+/// `postgresql://`, `mysql+pymysql://` -> `mysql://`), as the original tool's
+/// `ACHVY_CNXN__DB__URL` often names one; other URLs unchanged.
+pub fn without_driver(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.contains('+') => {
+            let base = scheme.split('+').next().unwrap_or(scheme);
+            format!("{base}://{rest}")
+        }
+        _ => url.to_string(),
     }
 }

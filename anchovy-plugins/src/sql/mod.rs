@@ -101,8 +101,12 @@ pub fn target_url(ctx: &SessionCtx) -> Result<String, PluginError> {
     ))
 }
 
-/// The schema (or SQLite prefix) of an upstream anchovy.
+/// The schema (or SQLite prefix) of an upstream anchovy: empty under
+/// `sql_no_schema_name` (the database's default schema, plain table names).
 pub fn schema_for(ctx: &SessionCtx, upstream: &str) -> String {
+    if ctx.settings.sql_no_schema_name {
+        return String::new();
+    }
     let base = ctx
         .connections
         .get("schemas")

@@ -435,3 +435,67 @@ fn reserved_column_names_are_refused_at_download_with_the_fix() {
         ]
     );
 }
+
+/// `ACHVY_SQL_NO_SCHEMA_NAME` (the original tool's): every database loads into its
+/// default schema under the upstream's table name, as the original's uploader names
+/// it, and a second load continues there.
+#[test]
+fn no_schema_name_loads_into_the_default_schema_under_the_plain_name() {
+    for target in ALL {
+        let env = Env::new();
+        let tbl = format!("plain_{}", env.nonce());
+        env.write(
+            "config.yaml",
+            &format!("tbls:\n  {tbl}:\n    path: in/*.csv\n    unique_by: id\n"),
+        );
+        env.write("upload.yaml", "tbls: {}\n");
+        env.write("in/1.csv", "id,v\n1,a\n2,b\n");
+        download(&env, "dl");
+        let run = || {
+            let out = upload(
+                &env,
+                target,
+                "wh",
+                "dl",
+                &[("ACHVY_SQL_NO_SCHEMA_NAME", "true")],
+            );
+            assert!(out.status.success(), "{target:?}: {}", crate::stderr(&out));
+            results(&out)
+        };
+        let r = run();
+        let want = match target {
+            Target::My => format!("`{tbl}`"),
+            _ => format!("\"{tbl}\""),
+        };
+        assert_eq!(
+            tbl_task(&r, &format!("dl.{tbl}"))["data"]["target"],
+            want,
+            "{target:?}"
+        );
+        env.write("in/2.csv", "id,v\n2,c\n3,d\n");
+        download(&env, "dl");
+        run();
+        let rows = fetch(
+            target,
+            &env,
+            &format!(
+                "SELECT {}, {} FROM {} ORDER BY id",
+                target.text("id"),
+                target.text("v"),
+                target.q(&tbl)
+            ),
+        );
+        let got: Vec<(String, String)> = rows
+            .into_iter()
+            .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+            .collect();
+        let want: Vec<(String, String)> = [("1", "a"), ("2", "c"), ("3", "d")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .to_vec();
+        assert_eq!(got, want, "{target:?}");
+        if target != Target::Sqlite {
+            let drop = format!("DROP TABLE {}", target.q(&tbl));
+            fetch(target, &env, &drop);
+        }
+    }
+}

@@ -182,6 +182,15 @@ settings! {
         kind: Kind::Duration(Duration::ZERO, MAX_DURATION),
         unset: Unset::Value("10m"),
     }
+    /// sql.Uploader: load into the database's default schema (PostgreSQL's search
+    /// path, MySQL's URL database, SQLite's plain names), tables named as upstream,
+    /// as the original tool's `ACHVY_SQL_NO_SCHEMA_NAME` does
+    sql_no_schema_name: bool {
+        env: "ACHVY_SQL_NO_SCHEMA_NAME",
+        flag: Flag::Switch("--sql-no-schema-name", true),
+        kind: Kind::Bool,
+        unset: Unset::Value("false"),
+    }
     /// least time between commits while a table streams (the task end always commits)
     commit_interval: Duration {
         env: "ACHVY_COMMIT_INTERVAL",

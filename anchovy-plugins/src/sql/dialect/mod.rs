@@ -23,10 +23,22 @@ pub enum Dialect {
 /// the schema becomes a name prefix (`<schema>__<name>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableRef {
-    /// The schema (or prefix).
+    /// The schema (or prefix); empty: the database's default schema.
     pub schema: String,
     /// The table name.
     pub name: String,
+}
+
+impl TableRef {
+    /// Its name in SQLite, which has no schemas: `<schema>__<name>`, or the name alone
+    /// without a schema.
+    pub fn sqlite_name(&self) -> String {
+        if self.schema.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}__{}", self.schema, self.name)
+        }
+    }
 }
 
 /// What a merge does, from the table's `unique_by`, `set_by` and `sort_by`.
@@ -61,7 +73,9 @@ impl Dialect {
     /// The dialect of a sqlx URL.
     pub fn from_url(url: &str) -> Option<Dialect> {
         let scheme = url.split(':').next()?.to_ascii_lowercase();
-        Some(match scheme.as_str() {
+        // A SQLAlchemy driver suffix (`postgresql+psycopg2`) names the same database.
+        let scheme = scheme.split('+').next().unwrap_or_default();
+        Some(match scheme {
             "postgres" | "postgresql" => Dialect::Postgres,
             "mysql" | "mariadb" => Dialect::MySql,
             "sqlite" => Dialect::Sqlite,
@@ -133,7 +147,8 @@ impl Dialect {
     /// The quoted, schema-qualified table name.
     pub fn table(self, t: &TableRef) -> String {
         match self {
-            Dialect::Sqlite => self.ident(&format!("{}__{}", t.schema, t.name)),
+            Dialect::Sqlite => self.ident(&t.sqlite_name()),
+            _ if t.schema.is_empty() => self.ident(&t.name),
             _ => format!("{}.{}", self.ident(&t.schema), self.ident(&t.name)),
         }
     }
@@ -224,8 +239,12 @@ impl Dialect {
         ColType::Str
     }
 
-    /// `CREATE SCHEMA` (PostgreSQL), `CREATE DATABASE` (MySQL), nothing for SQLite.
+    /// `CREATE SCHEMA` (PostgreSQL), `CREATE DATABASE` (MySQL), nothing for SQLite or
+    /// the default schema (an empty name).
     pub fn create_schema(self, schema: &str) -> Option<String> {
+        if schema.is_empty() {
+            return None;
+        }
         match self {
             Dialect::Postgres => Some(format!(
                 "CREATE SCHEMA IF NOT EXISTS {}",

@@ -103,3 +103,25 @@ fn sort_guard_and_dedup() {
         "{my:?}"
     );
 }
+
+/// The original tool's SQLAlchemy URLs name their driver after a `+`: the same
+/// database, connected to without it.
+#[test]
+fn sqlalchemy_driver_suffixes_name_the_same_database() {
+    for (url, d) in [
+        ("postgresql+psycopg2://u@h/db", Dialect::Postgres),
+        ("mysql+pymysql://u@h/db", Dialect::MySql),
+        ("sqlite+pysqlite:////tmp/x.db", Dialect::Sqlite),
+    ] {
+        assert_eq!(Dialect::from_url(url), Some(d), "{url}");
+    }
+    assert_eq!(
+        crate::sql::db::without_driver("postgresql+psycopg2://u:p@h:5432/db"),
+        "postgresql://u:p@h:5432/db"
+    );
+    assert_eq!(
+        crate::sql::db::without_driver("postgres://u@h/a+b"),
+        "postgres://u@h/a+b"
+    );
+    assert_eq!(Dialect::from_url("oracle+cx://h"), None);
+}
