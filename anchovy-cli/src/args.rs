@@ -53,6 +53,11 @@ pub enum Command {
     /// List a downloader's quarantined records (on_bad_record: quarantine), or replay
     /// them after the source or the table's options are fixed.
     Rejects(Box<RejectsArgs>),
+    /// Take over from the original tool's uploader: an uploader's tables start where
+    /// the original's checkpoints say it stopped (under the lease; `--dry-run` only
+    /// prints what it would set). Runs like `start` (-op is the uploader, -U its
+    /// upstreams, the same target); then `anchovy start` continues with the next file.
+    Migrate(MigrateArgs),
 }
 
 /// Arguments of `anchovy rejects`.
@@ -215,6 +220,24 @@ pub struct StartArgs {
     /// No progress bars (they are drawn only when stderr is a terminal and logs are text).
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// Arguments of `anchovy migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The original uploader's id, whose `$checkpoints/<upstream>.<table>.last.timestamp`
+    /// say what it loaded (default: this --id).
+    #[arg(long, value_name = "ID")]
+    pub from: Option<String>,
+    /// Print what would be set; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the run results as one JSON line.
+    #[arg(long)]
+    pub compact: bool,
+    /// Settings shared by every verb.
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// Arguments of `anchovy healthcheck`.

@@ -147,6 +147,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Checkpoints(a) => &a.config,
         Command::Logs(a) => &a.config,
         Command::Tables(a) => &a.config,
+        Command::Migrate(a) => &a.config,
         Command::Rejects(a) => match &a.action {
             Some(args::RejectsAction::Replay(r)) => &r.config,
             None => &a.config,
@@ -196,6 +197,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
             }
             Command::Tables(a) => commands::tables::run(loaded, &a).await,
             Command::Rejects(a) => commands::rejects::run(&registry, loaded, &a).await,
+            Command::Migrate(a) => commands::start::migrate(&registry, loaded, &a).await,
             Command::Plugins(_) | Command::School(_) => unreachable!("handled before loading"),
         }
     });

@@ -549,3 +549,148 @@ fn the_originals_command_lines_run_unchanged() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// A migration mid-stream: the original downloader and uploader run, then this
+/// uploader takes over the original's target (its table name, its history layout)
+/// with `anchovy migrate` and continues with the next file: every version of every row
+/// lands once, nothing is loaded twice or skipped.
+#[test]
+fn a_migration_mid_stream_loads_every_row_once() {
+    let env = Env::new();
+    let py = Original::new(&env);
+    let ds = env.path().join("ds");
+    let ds = ds.to_str().unwrap();
+    let mut rng = Rng(0x1918);
+    let first: Vec<_> = (1..=1000).map(|id| row(&mut rng, id, 1)).collect();
+    let mut second: Vec<_> = (1..=500).map(|i| row(&mut rng, i * 2, 2)).collect();
+    second.extend((1001..=1500).map(|id| row(&mut rng, id, 1)));
+    env.write("config.yaml", "tbls:\n  items:\n    unique_by: id\n");
+    env.write("up.yaml", "tbls:\n  items:\n    history: true\n");
+    let db = env.path().join("wh.sqlite");
+    let py_url = format!("sqlite:///{}", db.display());
+    let download = |n: usize, rows: &[serde_json::Value]| {
+        let file = env.write(&format!("rows{n}.jsonl"), jsonl(rows));
+        py.run(
+            &[
+                "run",
+                "-op",
+                "compat_test.Downloader",
+                "--id",
+                "dl",
+                "-u",
+                "test",
+                "--datastore",
+                ds,
+                "-f",
+                "config.yaml",
+            ],
+            &[("COMPAT_ROWS", file.to_str().unwrap())],
+        );
+    };
+    download(0, &first);
+    py.run(
+        &[
+            "run",
+            "-op",
+            "core.sql.Uploader",
+            "--id",
+            "up",
+            "-u",
+            "test",
+            "--datastore",
+            ds,
+            "-up",
+            "dl",
+        ],
+        &[
+            ("ACHVY_CNXN__DB__URL", &py_url),
+            ("ACHVY_SQL_NO_SCHEMA_NAME", "true"),
+        ],
+    );
+    download(1, &second);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let ours = |verb: &[&str]| {
+        let out = env
+            .cmd()
+            .args(verb)
+            .args([
+                "-op",
+                "sql.Uploader",
+                "--id",
+                "up",
+                "-u",
+                "test",
+                "--datastore",
+                ds,
+                "-U",
+                "dl",
+                "-f",
+                "up.yaml",
+                "--original-settle",
+                "0s",
+            ])
+            .env("ACHVY_CNXN__DB__URL", &py_url)
+            .env("ACHVY_SQL_NO_SCHEMA_NAME", "true")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{verb:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tbl_data(&results(&out), "dl.items")
+    };
+    let files: Vec<String> = std::fs::read_dir(env.path().join("ds/test/dl/data/items"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let mut sorted = files.clone();
+    sorted.sort();
+    let first_seq = anchovy_core::original::file_seq(&sorted[0]).unwrap();
+    // The dry run says what it would set and sets nothing.
+    let plan = ours(&["migrate", "--dry-run"]);
+    assert_eq!(plan["migrate_position"], first_seq, "{plan}");
+    assert_eq!(plan["migrate_files_loaded"], 1, "{plan}");
+    assert_eq!(plan["migrate_files_left"], 1, "{plan}");
+    assert_eq!(plan["migrate_applied"], false, "{plan}");
+    let applied = ours(&["migrate"]);
+    assert_eq!(applied["migrate_applied"], true, "{applied}");
+    // Again: the same position, nothing to change.
+    assert_eq!(ours(&["migrate"])["migrate_applied"], true);
+    let d = ours(&["start"]);
+    assert_eq!(
+        d["files_consumed"], 1,
+        "only the file the original did not load: {d}"
+    );
+    assert_eq!(d["target"], "\"items\"", "{d}");
+    let d = ours(&["start"]);
+    assert_eq!(d["files_consumed"].as_u64().unwrap_or(0), 0, "{d}");
+
+    let current = py.dump(&db, "SELECT * FROM items WHERE _del IS NULL ORDER BY id");
+    let all = py.dump(&db, "SELECT id, version, _del FROM items ORDER BY id, _seq");
+    let mut want = std::collections::BTreeMap::new();
+    for r in first.iter().chain(&second) {
+        want.insert(r["id"].as_u64().unwrap(), r.clone());
+    }
+    assert_eq!(current.len(), 1500, "one current version per key");
+    assert_eq!(
+        all.len(),
+        2000,
+        "every version once: 1,000 + 500 updates + 500 new"
+    );
+    for (c, (id, w)) in current.iter().zip(&want) {
+        assert_eq!(c["id"].as_f64(), Some(*id as f64), "{c:?}");
+        assert_eq!(c["version"].as_f64(), w["version"].as_f64(), "{c:?}");
+        assert_eq!(c["note"], w["note"], "{c:?}");
+    }
+    // A superseded version is stamped as the original stamps it: epoch microseconds.
+    let now_us = chrono::Utc::now().timestamp_micros() as f64;
+    let stamped: Vec<f64> = all.iter().filter_map(|r| r["_del"].as_f64()).collect();
+    assert_eq!(stamped.len(), 500, "{:?}", &all[..4]);
+    assert!(
+        stamped.iter().all(|d| (now_us - d).abs() < 600e6),
+        "{:?}",
+        &stamped[..3]
+    );
+}

@@ -24,7 +24,13 @@ pub async fn run(registry: &Registry, mut loaded: Loaded, args: &RejectsArgs) ->
             compact: r.compact,
             no_progress: true,
         };
-        return super::start::run_session(registry, loaded, &start, true).await;
+        return super::start::run_session(
+            registry,
+            loaded,
+            &start,
+            super::start::Mode::ReplayRejects,
+        )
+        .await;
     }
     let s = &loaded.settings;
     let (_, store, cps, _) = match open_store(s, &loaded.connections).await {

@@ -5,39 +5,83 @@ use std::process::ExitCode;
 use anchovy_core::{CancellationToken, Registry, Session};
 
 use crate::Loaded;
-use crate::args::StartArgs;
+use crate::args::{MigrateArgs, StartArgs};
 
 /// Runs the session; SIGINT/SIGTERM cancel it (a second signal exits at once).
 pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitCode {
-    run_session(registry, loaded, args, false).await
+    run_session(registry, loaded, args, Mode::Start).await
 }
 
-/// [`run`], or with `replay_rejects` the run of `anchovy rejects replay`: table tasks
-/// read their quarantined records instead of their sources.
+/// `anchovy migrate`: an uploader's run whose table tasks take over the original
+/// uploader's positions ([`anchovy_core::destination::Migrate`]).
+pub async fn migrate(registry: &Registry, loaded: Loaded, args: &MigrateArgs) -> ExitCode {
+    let m = anchovy_core::destination::Migrate {
+        from: args
+            .from
+            .clone()
+            .unwrap_or_else(|| loaded.settings.id.clone()),
+        apply: !args.dry_run,
+    };
+    let start = StartArgs {
+        config: Default::default(),
+        compact: args.compact,
+        no_progress: true,
+    };
+    run_session(registry, loaded, &start, Mode::Migrate(m)).await
+}
+
+/// What the table tasks of a session do.
+pub enum Mode {
+    /// Run as `anchovy start`.
+    Start,
+    /// Read the tables' quarantined records instead of their sources (`anchovy
+    /// rejects replay`).
+    ReplayRejects,
+    /// Take over the original uploader's positions (`anchovy migrate`).
+    Migrate(anchovy_core::destination::Migrate),
+}
+
+/// [`run`] in a [`Mode`].
 pub async fn run_session(
     registry: &Registry,
     loaded: Loaded,
     args: &StartArgs,
-    replay_rejects: bool,
+    mode: Mode,
 ) -> ExitCode {
     let settings = loaded.settings.clone();
-    let session =
-        match Session::open(registry, loaded.settings, loaded.doc, loaded.connections).await {
-            Ok(s) if replay_rejects => s.replaying_rejects(),
-            Ok(s) => s,
-            Err(e) => {
-                let code = crate::report(&e);
-                let soft = settings.exit_code(e.exit_code());
-                if soft != e.exit_code() {
-                    tracing::info!(
-                        exit_code = e.exit_code(),
-                        "exiting 0 instead (exit_zero_on)"
-                    );
-                    return ExitCode::from(soft);
+    let session = match Session::open(registry, loaded.settings, loaded.doc, loaded.connections)
+        .await
+    {
+        Ok(s) => match mode {
+            Mode::Start => s,
+            Mode::ReplayRejects => s.replaying_rejects(),
+            Mode::Migrate(m) => {
+                if s.ctx().kind != anchovy_core::OperatorKind::Uploader {
+                    return crate::report(&anchovy_core::Error::config(
+                        "-op",
+                        format!(
+                            "anchovy migrate takes over an uploader's positions, and {} is not an uploader; pass the uploader that replaces the original's (-op sql.Uploader)",
+                            s.ctx().operator
+                        ),
+                    ));
                 }
-                return code;
+                let _ = s.ctx().migrate.set(m);
+                s
             }
-        };
+        },
+        Err(e) => {
+            let code = crate::report(&e);
+            let soft = settings.exit_code(e.exit_code());
+            if soft != e.exit_code() {
+                tracing::info!(
+                    exit_code = e.exit_code(),
+                    "exiting 0 instead (exit_zero_on)"
+                );
+                return ExitCode::from(soft);
+            }
+            return code;
+        }
+    };
     let s = &session.ctx().settings;
     tracing::info!(
         operator = %session.ctx().operator,

@@ -107,6 +107,35 @@ pub enum Loaded {
     },
 }
 
+/// `anchovy migrate`: what the table tasks of an uploader do instead of loading.
+///
+/// For each table of an upstream the original tool wrote, the original uploader's
+/// checkpoint `<upstream>.<table>.last.timestamp` (in the area of `from`) says which
+/// data files it loaded: those modified before it. Their highest number becomes the
+/// table's position in the target, so this uploader continues with the first file the
+/// original did not load: nothing is loaded twice or skipped. The position is only
+/// set where the target has none (or already the same); a table whose loaded files are
+/// not a prefix of the files in name order (a file the original skipped lies below
+/// one it loaded) is refused, naming the file.
+#[derive(Debug, Clone)]
+pub struct Migrate {
+    /// The original uploader's id (its `$checkpoints` hold the timestamps).
+    pub from: String,
+    /// False: only say what would be done (`--dry-run`).
+    pub apply: bool,
+}
+
+/// What [`TableLoader::adopt`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Adopted {
+    /// The position was unset and is now the given one.
+    Set,
+    /// The position already was the given one.
+    Same,
+    /// The target holds another position for the table; nothing changed.
+    Other(u64),
+}
+
 /// A system uploaders load into.
 #[async_trait]
 pub trait Destination: Send + Sync {
@@ -144,6 +173,13 @@ pub trait TableLoader: Send + Sync {
     /// # Errors
     /// The destination refused.
     async fn reset(&self, exists: bool) -> Result<(), BoxError>;
+
+    /// Sets the table's position to `seq` (stamped with `origin`) when the target
+    /// holds none for it ([`Migrate`]), atomically.
+    ///
+    /// # Errors
+    /// The destination refused.
+    async fn adopt(&self, seq: u64, origin: &str) -> Result<Adopted, BoxError>;
 
     /// Evolves the schema for the unit's columns (create, add, widen), stages its
     /// files, merges them and advances the position from `expected` to `unit.end`
@@ -371,6 +407,9 @@ pub async fn load(
         origin: loaded_from,
         by,
     } = loader.position().await?;
+    if let Some(m) = ctx.session.migrate.get() {
+        return migrate(&*loader, ctx, &t, original.as_ref(), pos, m, out).await;
+    }
     // The position is checked, not trusted: a position that says commits were loaded
     // into a table that is gone (dropped by hand), or a position of this uploader whose
     // checkpoint was deleted (`anchovy checkpoints -D`: "start over"), reloads the
@@ -504,6 +543,119 @@ pub async fn load(
     ctx.log("position", expected);
     ctx.log("schema_changes", totals.schema_changes);
     Ok(())
+}
+
+/// The original uploader's checkpoint of a table: the modification time after which
+/// it has not loaded the upstream's files.
+pub fn original_checkpoint_key(upstream: &str, table: &str) -> String {
+    format!("{upstream}.{table}.last.timestamp")
+}
+
+/// One table of `anchovy migrate` (see [`Migrate`]).
+async fn migrate(
+    loader: &dyn TableLoader,
+    ctx: &TaskCtx,
+    t: &LoadTable,
+    original: Option<&crate::original::Listing>,
+    pos: u64,
+    m: &Migrate,
+    out: &mut Emitter,
+) -> Result<(), BoxError> {
+    let full = ctx.tbl_name().to_string();
+    ctx.log("migrate_from", m.from.clone());
+    ctx.log("migrate_applied", false);
+    if original.is_none() {
+        ctx.log(
+            "migrate",
+            "the upstream has commit records: the original tool did not write it, nothing to migrate",
+        );
+        return Ok(());
+    }
+    let key = original_checkpoint_key(&t.upstream_id, &t.name);
+    let s = &ctx.session.settings;
+    let from = ctx.session.datastore.for_anchovy(&s.user, &m.from);
+    let Some(cp) = crate::original::checkpoints(&from)
+        .await?
+        .into_iter()
+        .find(|c| c.key == key)
+    else {
+        ctx.log(
+            "migrate",
+            format!(
+                "no checkpoint {key} in {}: the original uploader never loaded this table; it loads from the first file",
+                from.location()
+            ),
+        );
+        return Ok(());
+    };
+    let ts = chrono::DateTime::parse_from_rfc3339(cp.text.trim())
+        .or_else(|_| chrono::DateTime::parse_from_str(cp.text.trim(), "%Y-%m-%dT%H:%M:%S%.f%:z"))
+        .map_err(|e| {
+            Error::data(
+                format!("{}: {key}", from.location()),
+                format!("`{}` is not the original's timestamp: {e}", cp.text),
+            )
+        })?
+        .with_timezone(&chrono::Utc);
+    ctx.log("migrate_checkpoint", cp.text.clone());
+    // Every file, settled or not: the original loaded by modification time only.
+    let all = crate::original::list(
+        &t.ds,
+        &t.files_of,
+        std::time::Duration::ZERO,
+        chrono::DateTime::<chrono::Utc>::MAX_UTC,
+    )
+    .await?;
+    let loaded: Vec<&(u64, crate::datastore::Entry)> =
+        all.files.iter().filter(|(_, e)| e.modified < ts).collect();
+    let target = loaded.last().map_or(0, |(seq, _)| *seq);
+    if let Some((_, skipped)) = all
+        .files
+        .iter()
+        .find(|(seq, e)| *seq < target && e.modified >= ts)
+    {
+        return Err(Error::data(
+            loader.target(),
+            format!(
+                "the original uploader loaded files up to {} by modification time, but {} lies below it in name order and was modified after ({}): a position cannot say which files are loaded; load this table from the start instead (a new target table), or move the original's checkpoint {key}",
+                loaded.last().map_or("", |(_, e)| e.key.as_str()),
+                skipped.key,
+                skipped.modified.to_rfc3339()
+            ),
+        )
+        .into());
+    }
+    ctx.log("migrate_files_loaded", loaded.len());
+    ctx.log("migrate_files_left", all.files.len() - loaded.len());
+    ctx.log("migrate_position", target);
+    if !m.apply {
+        ctx.log(
+            "migrate",
+            format!(
+                "dry run: would set the position of {} to {target} (now {pos})",
+                loader.target()
+            ),
+        );
+        return Ok(());
+    }
+    match loader.adopt(target, crate::original::ORIGIN).await? {
+        Adopted::Set | Adopted::Same => {
+            ctx.log("migrate_applied", true);
+            out.checkpoint(
+                &full,
+                serde_json::json!({"seq": target, "upstream": t.upstream}),
+            )
+            .await?;
+            Ok(())
+        }
+        Adopted::Other(at) => Err(Error::data(
+            loader.target(),
+            format!(
+                "the target already holds position {at} for this table (the original's checkpoint says {target}); nothing changed. This uploader has loaded it already: run it, not migrate"
+            ),
+        )
+        .into()),
+    }
 }
 
 #[cfg(test)]

@@ -55,6 +55,9 @@ pub struct SessionCtx {
     pub metrics: crate::metrics::Metrics,
     /// Where progress goes (the CLI draws bars on a terminal); `None` when nobody looks.
     pub progress: std::sync::OnceLock<Arc<dyn Progress>>,
+    /// `anchovy migrate`: an uploader's table tasks take over the positions the original
+    /// tool's uploader reached instead of loading ([`crate::destination::Migrate`]).
+    pub migrate: std::sync::OnceLock<crate::destination::Migrate>,
 }
 
 /// Progress of table tasks, for a display. Called often: implementations must be cheap.

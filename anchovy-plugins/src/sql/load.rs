@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use anchovy_core::destination::{
-    self, Destination, LoadTable, Loaded, Position, TableLoader, Totals, Unit, UnitBatches,
-    unit_columns,
+    self, Adopted, Destination, LoadTable, Loaded, Position, TableLoader, Totals, Unit,
+    UnitBatches, unit_columns,
 };
 use anchovy_core::{BoxError, ColType, Datastore, TaskCtx, Tbl, async_trait};
 
@@ -214,6 +214,7 @@ impl Destination for SqlDestination<'_> {
                 (h, _) => h,
             },
             replace_by: destination::load_mode(tbl)?.1,
+            del_micros: std::sync::atomic::AtomicBool::new(false),
             tbl: tbl.clone(),
         }))
     }
@@ -234,6 +235,9 @@ struct Job<'a> {
     history: Option<Option<u64>>,
     /// `mode: replace_where`: the column whose range each commit replaces.
     replace_by: Option<String>,
+    /// The history table's `_del` is a number (the original tool's layout: epoch
+    /// microseconds), not a timestamp; found when the table is first seen.
+    del_micros: std::sync::atomic::AtomicBool,
     tbl: Tbl,
 }
 
@@ -265,6 +269,25 @@ impl TableLoader for Job<'_> {
                 exists,
             )
             .await?)
+    }
+
+    async fn adopt(&self, seq: u64, origin: &str) -> Result<Adopted, BoxError> {
+        let target = self.d.table(&self.target);
+        let mut tx = self.db.begin().await?;
+        let (cur, _) = tx
+            .lock_position(&target, &self.upstream, &self.name, &self.uploader)
+            .await?;
+        let r = match cur {
+            c if c == seq => Adopted::Same,
+            0 => {
+                tx.set_position(&target, &self.upstream, seq, &self.uploader, origin)
+                    .await?;
+                Adopted::Set
+            }
+            c => Adopted::Other(c),
+        };
+        tx.commit().await?;
+        Ok(r)
     }
 
     async fn load_unit(
@@ -533,8 +556,15 @@ impl Job<'_> {
             };
             let (mut superseded, mut versions) = (0, 0);
             for ver in vers {
-                let (stmts, supersede, insert) =
-                    d.merge_history(&self.target, &stage, &names, spec, unique, (ver, ttl));
+                let (stmts, supersede, insert) = d.merge_history(
+                    &self.target,
+                    &stage,
+                    &names,
+                    spec,
+                    unique,
+                    (ver, ttl),
+                    self.del_micros.load(std::sync::atomic::Ordering::Relaxed),
+                );
                 for (i, sql) in stmts.iter().enumerate() {
                     let n = tx.exec(sql).await?;
                     if i == supersede {
@@ -697,6 +727,12 @@ impl Job<'_> {
             return Ok(cols.to_vec());
         };
         let has_history = existing.iter().any(|(c, _)| c == dialect::SEQ);
+        // The original tool's history tables keep `_del` as epoch microseconds.
+        let numeric_del = existing.iter().any(|(c, t)| {
+            c == dialect::DEL && matches!(d.col_type_of(t), ColType::Int | ColType::Decimal)
+        });
+        self.del_micros
+            .store(numeric_del, std::sync::atomic::Ordering::Relaxed);
         if self.history.is_some() != has_history {
             return Err(PluginError::Option {
                 key: "history".into(),

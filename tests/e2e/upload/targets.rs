@@ -446,7 +446,7 @@ fn no_schema_name_loads_into_the_default_schema_under_the_plain_name() {
         let tbl = format!("plain_{}", env.nonce());
         env.write(
             "config.yaml",
-            &format!("tbls:\n  {tbl}:\n    path: in/*.csv\n    unique_by: id\n"),
+            format!("tbls:\n  {tbl}:\n    path: in/*.csv\n    unique_by: id\n"),
         );
         env.write("upload.yaml", "tbls: {}\n");
         env.write("in/1.csv", "id,v\n1,a\n2,b\n");

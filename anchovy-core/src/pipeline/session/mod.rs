@@ -211,6 +211,7 @@ impl Session {
                 worker,
                 budget: crate::context::Budget::new(&settings_for_budget),
                 progress: std::sync::OnceLock::new(),
+                migrate: std::sync::OnceLock::new(),
                 metrics: crate::metrics::Metrics::new(
                     &settings_for_budget.id,
                     &settings_for_budget.user,

@@ -265,6 +265,21 @@ impl Dialect {
         }
     }
 
+    /// The current time, `secs_ago` seconds back, as epoch microseconds: the `_del` of
+    /// the original tool's history tables (a number).
+    pub(super) fn now_micros_minus(self, secs_ago: u64) -> String {
+        let back = secs_ago.saturating_mul(1_000_000);
+        match self {
+            Dialect::Postgres => {
+                format!("(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000) - {back})")
+            }
+            Dialect::MySql => format!("(FLOOR(UNIX_TIMESTAMP(NOW(6)) * 1000000) - {back})"),
+            Dialect::Sqlite => format!(
+                "(CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER) - {back})"
+            ),
+        }
+    }
+
     /// `CREATE TABLE` of a history table: the columns plus `_seq` and `_del`, with the
     /// key plus `_seq` as primary key.
     pub fn create_history_table(
@@ -292,6 +307,9 @@ impl Dialect {
     /// `seq`, and drop versions superseded longer than `ttl` seconds ago (`(seq, ttl)`).
     /// A load of several commits runs these once per commit, oldest first. Returns the
     /// statements and the indexes of the supersede and insert statements (for counting).
+    /// `del_micros`: the table's `_del` is epoch microseconds (the original tool's
+    /// layout), not a timestamp.
+    #[allow(clippy::too_many_arguments)]
     pub fn merge_history(
         self,
         target: &TableRef,
@@ -300,7 +318,15 @@ impl Dialect {
         m: &MergeSpec,
         keys_unique: bool,
         (seq, ttl): (u64, Option<u64>),
+        del_micros: bool,
     ) -> (Vec<String>, usize, usize) {
+        let stamp = |secs: u64| {
+            if del_micros {
+                self.now_micros_minus(secs)
+            } else {
+                self.now_minus(secs)
+            }
+        };
         let t = self.table(target);
         let win = self.ident(&format!("{stage}_win"));
         let list = self.list(cols);
@@ -335,7 +361,7 @@ impl Dialect {
                 _ => format!("DELETE FROM {win} AS _n WHERE EXISTS (SELECT 1 FROM {t} AS _t WHERE {keyeq} AND _t.{del} IS NULL AND NOT ({first}))"),
             });
         }
-        let now = self.now_minus(0);
+        let now = stamp(0);
         let supersede = out.len();
         out.push(match self {
             Dialect::MySql => format!("UPDATE {t} AS _t JOIN {win} AS _n ON {keyeq} SET _t.{del} = {now} WHERE _t.{del} IS NULL"),
@@ -349,7 +375,7 @@ impl Dialect {
         if let Some(ttl) = ttl {
             out.push(format!(
                 "DELETE FROM {t} WHERE {del} IS NOT NULL AND {del} < {}",
-                self.now_minus(ttl)
+                stamp(ttl)
             ));
         }
         out.push(match self {
