@@ -694,3 +694,312 @@ fn a_migration_mid_stream_loads_every_row_once() {
         &stamped[..3]
     );
 }
+
+/// Source rows as CSV for this project's files.CsvDownloader.
+fn csv(rows: &[serde_json::Value]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "id", "version", "amount", "note", "born", "local_ts", "event_ts",
+    ])
+    .unwrap();
+    for r in rows {
+        w.write_record([
+            r["id"].to_string(),
+            r["version"].to_string(),
+            r["amount"]["$dec"].as_str().unwrap().to_string(),
+            r["note"].as_str().unwrap().to_string(),
+            r["born"]["$date"].as_str().unwrap().to_string(),
+            r["local_ts"]["$dt"].as_str().unwrap().to_string(),
+            r["event_ts"]["$dt"].as_str().unwrap().to_string(),
+        ])
+        .unwrap();
+    }
+    String::from_utf8(w.into_inner().unwrap()).unwrap()
+}
+
+const CSV_CONFIG: &str = "tbls:\n  items:\n    path: in/*.csv\n    unique_by: id\n    columns: {id: int, version: int, amount: decimal, born: date, local_ts: datetime, event_ts: datetime}\n";
+
+/// This project's downloader with `data_buffer_cls: original` (two runs: 2,000 rows,
+/// then 500 updates and 500 new rows) feeds the original uploader and this one; their
+/// tables agree value for value with the source (the original keeps a datetime's wall
+/// time without its offset; a decimal reaches both as a float: the original cannot
+/// hold an exact one).
+#[test]
+fn this_downloader_feeds_the_original_uploader_with_equal_tables() {
+    let env = Env::new();
+    let py = Original::new(&env);
+    let ds = env.path().join("ds");
+    let ds = ds.to_str().unwrap();
+    let mut rng = Rng(0x0191);
+    let first: Vec<_> = (1..=2000).map(|id| row(&mut rng, id, 1)).collect();
+    let mut second: Vec<_> = (1..=500).map(|i| row(&mut rng, i * 4 - 1, 2)).collect();
+    second.extend((2001..=2500).map(|id| row(&mut rng, id, 1)));
+    env.write("config.yaml", CSV_CONFIG);
+    let py_db = env.path().join("original.sqlite");
+    let rs_db = env.path().join("rust.sqlite");
+    let py_url = format!("sqlite:///{}", py_db.display());
+    let rs_url = format!("sqlite://{}", rs_db.display());
+    for (n, rows) in [&first, &second].into_iter().enumerate() {
+        env.write(&format!("in/{n}.csv"), csv(rows));
+        let out = env
+            .cmd()
+            .args([
+                "start",
+                "-op",
+                "files.CsvDownloader",
+                "--id",
+                "dl",
+                "-u",
+                "test",
+                "--datastore",
+                ds,
+                "--data-buffer-cls",
+                "original",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        py.run(
+            &[
+                "run",
+                "-op",
+                "core.sql.Uploader",
+                "--id",
+                "up_py",
+                "-u",
+                "test",
+                "--datastore",
+                ds,
+                "-up",
+                "dl",
+            ],
+            &[
+                ("ACHVY_CNXN__DB__URL", &py_url),
+                ("ACHVY_SQL_NO_SCHEMA_NAME", "true"),
+            ],
+        );
+        let out = env
+            .cmd()
+            .args([
+                "start",
+                "-op",
+                "sql.Uploader",
+                "--id",
+                "up_rs",
+                "-u",
+                "test",
+                "--datastore",
+                ds,
+                "-U",
+                "dl",
+                "--sql-no-schema-name",
+            ])
+            .env("ACHVY_CNXN__DB__URI", &rs_url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The original's $tables entry reads as the original reads it.
+    let t: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.path().join("ds/test/dl/$tables/items.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(t.get("path").is_none() && t.get("columns").is_none(), "{t}");
+    assert!(t["cols"].as_str().unwrap().contains("born date"), "{t}");
+
+    let mut want = std::collections::BTreeMap::new();
+    for r in first.iter().chain(&second) {
+        want.insert(r["id"].as_u64().unwrap(), r.clone());
+    }
+    let orig = py.dump(&py_db, "SELECT * FROM items WHERE _del IS NULL ORDER BY id");
+    let rust = py.dump(&rs_db, "SELECT * FROM items ORDER BY id");
+    let versions = py.dump(&py_db, "SELECT COUNT(*) AS n FROM items");
+    assert_eq!(orig.len(), 2500, "the original uploader's current rows");
+    assert_eq!(
+        versions[0]["n"], 3000,
+        "every version once in the original's history"
+    );
+    assert_eq!(rust.len(), 2500);
+    for ((o, r), (id, w)) in orig.iter().zip(&rust).zip(&want) {
+        assert_eq!(o["id"].as_f64(), Some(*id as f64), "{o:?}");
+        assert_eq!(r["id"].as_u64(), Some(*id), "{r:?}");
+        for got in [&o["version"], &r["version"]] {
+            assert_eq!(got.as_f64(), w["version"].as_f64(), "version of {id}");
+        }
+        let amount: f64 = w["amount"]["$dec"].as_str().unwrap().parse().unwrap();
+        for got in [&o["amount"], &r["amount"]] {
+            let g = got
+                .as_f64()
+                .or_else(|| got.as_str().and_then(|s| s.parse().ok()));
+            assert!((g.unwrap() - amount).abs() < 1e-9, "{got} != {amount}");
+        }
+        // CSV has no NULL text: an empty field is an empty string on both sides.
+        assert_eq!(o["note"], w["note"], "original note of {id}");
+        assert_eq!(r["note"], w["note"], "this note of {id}");
+        let born = w["born"]["$date"].as_str().unwrap();
+        assert_eq!(&o["born"].as_str().unwrap()[..10], born);
+        assert_eq!(&r["born"].as_str().unwrap()[..10], born);
+        let local = norm_ts(&w["local_ts"]["$dt"]);
+        assert_eq!(norm_ts(&o["local_ts"]), local, "original local_ts of {id}");
+        assert_eq!(norm_ts(&r["local_ts"]), local, "this local_ts of {id}");
+        let src = w["event_ts"]["$dt"].as_str().unwrap();
+        assert_eq!(
+            norm_ts(&o["event_ts"]),
+            norm_ts(&serde_json::json!(&src[..src.len() - 6])),
+            "original event_ts of {id}"
+        );
+        assert_eq!(
+            norm_ts(&r["event_ts"]),
+            norm_ts(&w["event_ts"]["$dt"]),
+            "this event_ts of {id}"
+        );
+    }
+}
+
+/// `original` files are visible to the original's uploader only once committed: a run
+/// killed before its commit leaves a staged file it never lists; one killed after its
+/// commit but before the rename is loaded by this uploader at once (from where it was
+/// staged) and published by the downloader's next start; every row lands once on both
+/// sides.
+#[test]
+fn original_files_are_published_only_after_their_commit() {
+    let env = Env::new();
+    let py = Original::new(&env);
+    let ds = env.path().join("ds");
+    let ds = ds.to_str().unwrap();
+    let mut rng = Rng(5);
+    let rows: Vec<_> = (1..=40).map(|id| row(&mut rng, id, 1)).collect();
+    env.write("config.yaml", CSV_CONFIG);
+    env.write("in/1.csv", csv(&rows[..20]));
+    let py_db = env.path().join("original.sqlite");
+    let py_url = format!("sqlite:///{}", py_db.display());
+    let rs_url = format!("sqlite://{}", env.path().join("rust.sqlite").display());
+    let download = |failpoint: Option<&str>| {
+        let mut c = env.cmd();
+        c.args([
+            "start",
+            "-op",
+            "files.CsvDownloader",
+            "--id",
+            "dl",
+            "-u",
+            "test",
+            "--datastore",
+            ds,
+            "--data-buffer-cls",
+            "original",
+        ]);
+        if let Some(f) = failpoint {
+            c.env("ACHVY_FAILPOINT", f);
+        }
+        c.output().unwrap()
+    };
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(env.path().join("ds/test/dl/data/items"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let original_load = || {
+        py.run(
+            &[
+                "run",
+                "-op",
+                "core.sql.Uploader",
+                "--id",
+                "up_py",
+                "-u",
+                "test",
+                "--datastore",
+                ds,
+                "-up",
+                "dl",
+            ],
+            &[
+                ("ACHVY_CNXN__DB__URL", &py_url),
+                ("ACHVY_SQL_NO_SCHEMA_NAME", "true"),
+            ],
+        );
+        if py_db.exists() {
+            py.dump(
+                &py_db,
+                "SELECT name FROM sqlite_master WHERE name = 'items'",
+            )
+            .first()
+            .map(|_| {
+                py.dump(&py_db, "SELECT id FROM items WHERE _del IS NULL")
+                    .len()
+            })
+            .unwrap_or(0)
+        } else {
+            0
+        }
+    };
+    let published = |n: &[String]| n.iter().filter(|f| !f.starts_with("_staged.")).count();
+    assert!(download(None).status.success());
+    assert_eq!(published(&names()), 1);
+    assert_eq!(original_load(), 20);
+    env.write("in/2.csv", csv(&rows[20..]));
+    // Killed before the commit: an orphan the original never lists.
+    assert_eq!(download(Some("commit.before")).status.code(), Some(86));
+    let n = names();
+    assert_eq!((n.len(), published(&n)), (2, 1), "{n:?}");
+    assert_eq!(original_load(), 20);
+    // Killed after the commit, before the rename: committed, still staged.
+    assert_eq!(download(Some("commit.after")).status.code(), Some(86));
+    let n = names();
+    assert_eq!((n.len(), published(&n)), (3, 1), "{n:?}");
+    assert_eq!(original_load(), 20);
+    let out = env
+        .cmd()
+        .args([
+            "start",
+            "-op",
+            "sql.Uploader",
+            "--id",
+            "up_rs",
+            "-u",
+            "test",
+            "--datastore",
+            ds,
+            "-U",
+            "dl",
+        ])
+        .env("ACHVY_CNXN__DB__URI", &rs_url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tbl_data(&results(&out), "dl.items")["rows_inserted"], 40);
+    // The next start publishes it; the source is not read again (its checkpoint was
+    // committed with it).
+    let out = download(None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = names();
+    assert_eq!(
+        (n.len(), published(&n)),
+        (3, 2),
+        "the orphan stays staged: {n:?}"
+    );
+    assert_eq!(original_load(), 40);
+    assert_eq!(original_load(), 40, "loaded once");
+}

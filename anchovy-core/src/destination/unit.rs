@@ -199,6 +199,7 @@ mod tests {
                     columns: vec![],
                     crc32: None,
                     format: Default::default(),
+                    staged: None,
                 })
                 .collect(),
             checkpoints: snapshot_of

@@ -89,12 +89,20 @@ impl DatastoreSink {
         if self.done.is_empty() && self.pending.is_empty() {
             return Ok(());
         }
-        let files = std::mem::take(&mut self.done);
+        let files = std::mem::take(&mut self.done)
+            .into_iter()
+            .map(crate::data::to_publish)
+            .collect();
         let pending = std::mem::take(&mut self.pending);
         let rec = self
             .committer
             .commit(&self.ctx.commit_meta(), files, pending)
             .await?;
+        // `original` files become visible to the original's uploader only now; a
+        // failure leaves them to the next start ([`crate::data::publish_staged`]).
+        if let Err(e) = crate::data::publish(&self.ctx.session.store, &rec.files).await {
+            tracing::warn!(error = %e.chain(), "cannot publish data files under the original's names yet; the next start does");
+        }
         for f in &rec.files {
             let s = self.stats.entry(f.tbl.clone()).or_default();
             s.rows += f.rows;
@@ -236,6 +244,11 @@ impl DatastoreSink {
             );
             let key = match rejects {
                 Some(owner) => layout::rejects_key(owner, &name),
+                // The original's name, published only after the commit.
+                None if format == crate::data::DataFormat::Original => layout::data_key(
+                    &batch.table,
+                    &format!("{}{}", crate::data::STAGED, crate::data::original_name()),
+                ),
                 None => layout::data_key(&batch.table, &name),
             };
             let columns = match rejects {

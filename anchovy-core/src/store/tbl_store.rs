@@ -15,12 +15,26 @@ use crate::tbl::{ColType, Tbl};
 #[derive(Clone)]
 pub struct TblStore {
     ds: Datastore,
+    original: bool,
 }
 
 impl TblStore {
     /// A store in an anchovy's area.
     pub fn new(ds: Datastore) -> TblStore {
-        TblStore { ds }
+        TblStore {
+            ds,
+            original: false,
+        }
+    }
+
+    /// Entries written as the original tool reads them (`data_buffer_cls: original`):
+    /// `cols` as its text (`"id int, note str"`) instead of `columns`, its keys
+    /// `namespace`, `set_by`, `sort_by`, `deleted_ttl` and `data_change_timestamp_field`
+    /// always present, and no `path` (the original takes a table's `path` for where its
+    /// data files are). This project reads such entries as its own.
+    pub fn original(mut self, on: bool) -> TblStore {
+        self.original = on;
+        self
     }
 
     /// A table's stored metadata.
@@ -95,6 +109,9 @@ impl TblStore {
                 // it as a secret): never stored.
                 crate::secret::redact_json(&mut v);
                 if let Some(o) = v.as_object_mut() {
+                    if self.original {
+                        as_original(o, &t);
+                    }
                     o.insert("name".into(), name.into());
                     o.insert(
                         "updated_at".into(),
@@ -108,5 +125,23 @@ impl TblStore {
             })
             .await?;
         Ok(merged.unwrap_or_else(|| Tbl::named(name)))
+    }
+}
+
+/// Rewrites an entry as the original tool reads it (see [`TblStore::original`]).
+fn as_original(o: &mut serde_json::Map<String, serde_json::Value>, t: &Tbl) {
+    o.remove("columns");
+    o.remove("path");
+    let cols: Vec<String> = t
+        .columns
+        .iter()
+        .map(|(c, ty)| format!("{c} {ty}"))
+        .collect();
+    o.insert("cols".into(), cols.join(", ").into());
+    for k in ["unique_by", "set_by", "sort_by"] {
+        o.entry(k).or_insert_with(|| "".into());
+    }
+    for k in ["namespace", "deleted_ttl", "data_change_timestamp_field"] {
+        o.entry(k).or_insert(serde_json::Value::Null);
     }
 }

@@ -30,9 +30,24 @@ pub struct RowEncoder {
     types: Vec<(usize, &'static str)>,
     last_types: Vec<(usize, &'static str)>,
     suffix: String,
+    /// Rows as the original tool writes and reads them ([`RowEncoder::original`]).
+    original: bool,
 }
 
 impl RowEncoder {
+    /// An encoder of rows as the original tool writes them, for its uploader to read:
+    /// `_types` as one space-separated string on every row (`""` for none), only its
+    /// codes `D`, `DT` and `B`; a decimal as a JSON number with its digits (the
+    /// original reads it as a float), a time and a NaN/infinite float as plain text. A
+    /// column whose name holds a space or `@` cannot be annotated in that string: its
+    /// dates and bytes arrive as text.
+    pub fn original() -> RowEncoder {
+        RowEncoder {
+            original: true,
+            ..RowEncoder::default()
+        }
+    }
+
     /// Appends one row as a JSON line (with `\n`) to `s`.
     pub fn encode(&mut self, schema: &Schema, row: &[Value], s: &mut String) {
         s.push('{');
@@ -43,12 +58,36 @@ impl RowEncoder {
                 s.push(',');
             }
             s.push_str(key);
+            if self.original {
+                match v {
+                    // A whole number past 64 bits is text: the original's JSON reader
+                    // (orjson) refuses such integers.
+                    Value::Decimal(d) if !d.contains('.') && d.parse::<i64>().is_err() => {
+                        write_json_str(s, d)
+                    }
+                    Value::Decimal(d) => s.push_str(d),
+                    Value::Date(_)
+                    | Value::DateTime(_)
+                    | Value::DateTimeTz(_)
+                    | Value::Bytes(_) => {
+                        let name = &schema.names()[i];
+                        if !name.contains([' ', '@']) {
+                            self.types.push((i, v.annotation().unwrap_or_default()));
+                        }
+                        write_json_value(s, v);
+                    }
+                    _ => write_json_value(s, v),
+                }
+                continue;
+            }
             if let Some(code) = v.annotation() {
                 self.types.push((i, code));
             }
             write_json_value(s, v);
         }
-        if !self.types.is_empty() {
+        if self.original {
+            self.original_suffix(schema, s);
+        } else if !self.types.is_empty() {
             if self.types != self.last_types {
                 self.suffix.clear();
                 if !schema.is_empty() {
@@ -73,6 +112,32 @@ impl RowEncoder {
             s.push_str(&self.suffix);
         }
         s.push_str("}\n");
+    }
+
+    /// The original's `"_types":"a@D b@DT"` (on every row), rebuilt only when the
+    /// annotated columns change.
+    fn original_suffix(&mut self, schema: &Schema, s: &mut String) {
+        if self.types != self.last_types || self.suffix.is_empty() {
+            self.suffix.clear();
+            if !schema.is_empty() {
+                self.suffix.push(',');
+            }
+            write_json_str(&mut self.suffix, TYPES_FIELD);
+            self.suffix.push(':');
+            let mut text = String::new();
+            for (n, (i, code)) in self.types.iter().enumerate() {
+                if n > 0 {
+                    text.push(' ');
+                }
+                text.push_str(&schema.names()[*i]);
+                text.push('@');
+                text.push_str(code);
+            }
+            write_json_str(&mut self.suffix, &text);
+            std::mem::swap(&mut self.types, &mut self.last_types);
+            self.types.clone_from(&self.last_types);
+        }
+        s.push_str(&self.suffix);
     }
 }
 

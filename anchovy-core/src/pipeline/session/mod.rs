@@ -191,6 +191,9 @@ impl Session {
         let worker_name = worker.as_ref().map(|w| w.name.clone());
         let built = async {
             let (cps, last) = crate::commit::load_checkpoints(&store).await?;
+            if take_lease && settings.data_buffer_cls == crate::data::DataFormat::Original {
+                crate::data::publish_staged(&store).await?;
+            }
             let committer = Committer::new(store.clone(), Arc::new(cps), last);
             let committer = Arc::new(match (&lease, &worker) {
                 (Some(l), _) => committer.with_lease(l.clone()),

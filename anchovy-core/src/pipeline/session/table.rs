@@ -137,7 +137,8 @@ pub(super) async fn run_table(
         run_pipeline(ctx.clone(), source.clone(), sinks, &mut sink).await?;
         sink.check_reject_share(true)?;
         sink.commit().await?;
-        let store = TblStore::new(sess.tbl_store(&sess.settings.id));
+        let store = TblStore::new(sess.tbl_store(&sess.settings.id))
+            .original(sess.settings.data_buffer_cls == crate::data::DataFormat::Original);
         // A table's rejects are no table of their own.
         let mut written: Vec<String> = sink
             .stats

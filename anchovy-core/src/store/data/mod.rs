@@ -51,6 +51,11 @@ pub struct FileEntry {
     /// The file's format; absent (records written before formats) means `ndjson.gz`.
     #[serde(default, skip_serializing_if = "DataFormat::is_default")]
     pub format: DataFormat,
+    /// Format `original`: where the file was written before it was published under
+    /// `key` (after its commit; see [`DataFormat::Original`]). Readers take this one
+    /// while `key` does not exist yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<String>,
 }
 
 /// The format of a data file (the `data_buffer_cls` setting).
@@ -63,11 +68,19 @@ pub enum DataFormat {
     /// Apache Parquet, zstd, one schema per file with exact types.
     #[serde(rename = "parquet")]
     Parquet,
+    /// Gzip NDJSON as the original tool writes it, for its uploader to read during a
+    /// migration ([`crate::row::RowEncoder::original`]): named as it names files
+    /// (`data/<table>/<YYYYmmddHHMMSS>.<3 hex>.json.gz`), and visible under that name
+    /// only once committed. The file is written as `data/<table>/_staged.<name>`
+    /// (which the original does not list) and renamed after its commit; a run killed
+    /// in between is published by the next start of the downloader.
+    #[serde(rename = "original")]
+    Original,
 }
 
 impl DataFormat {
     /// The canonical names, for messages.
-    pub const NAMES: &'static [&'static str] = &["ndjson.gz", "parquet"];
+    pub const NAMES: &'static [&'static str] = &["ndjson.gz", "parquet", "original"];
 
     /// Parses a `data_buffer_cls` value. The original tool's buffer classes
     /// (`core.io.StatisticsBuffer`, `DefaultDataBuffer`, `GzipJsonBuffer`,
@@ -78,6 +91,7 @@ impl DataFormat {
         match n.to_ascii_lowercase().as_str() {
             "ndjson.gz" | "ndjson" | "jsonl.gz" | "json.gz" => return Some(DataFormat::NdjsonGz),
             "parquet" => return Some(DataFormat::Parquet),
+            "original" | "compat" => return Some(DataFormat::Original),
             _ => {}
         }
         match last {
@@ -92,6 +106,7 @@ impl DataFormat {
         match self {
             DataFormat::NdjsonGz => "ndjson.gz",
             DataFormat::Parquet => "parquet",
+            DataFormat::Original => "original",
         }
     }
 
@@ -110,6 +125,7 @@ impl DataFormat {
     ) -> Box<dyn FileWriter> {
         match self {
             DataFormat::NdjsonGz => Box::new(DataFileWriter::create(ds, tbl, key)),
+            DataFormat::Original => Box::new(DataFileWriter::create_original(ds, tbl, key)),
             DataFormat::Parquet => Box::new(parquet::ParquetWriter::create(ds, tbl, key, columns)),
         }
     }
@@ -177,10 +193,94 @@ pub async fn open_committed(
         DataFormat::NdjsonGz => {
             Box::new(DataFileReader::open_committed(ds, entry, commit, batch_size).await?)
         }
+        DataFormat::Original => {
+            // Not published yet (killed between its commit and the rename): the
+            // staged file is the same bytes.
+            let mut e = entry.clone();
+            if let Some(staged) = &entry.staged
+                && !ds.exists(&entry.key).await?
+            {
+                e.key = staged.clone();
+            }
+            Box::new(DataFileReader::open_committed(ds, &e, commit, batch_size).await?)
+        }
         DataFormat::Parquet => {
             Box::new(parquet::ParquetReader::open_committed(ds, entry, commit, batch_size).await?)
         }
     })
+}
+
+/// The name prefix of an `original` file until its commit publishes it.
+pub const STAGED: &str = "_staged.";
+
+/// Where `publish_staged` remembers the last commit whose files it published.
+const PUBLISHED: &str = "$original_published";
+
+/// A new `original` file's name: the UTC second and three hex digits, as the original
+/// tool names files (the digits count up within this process, so files of one second
+/// differ).
+pub fn original_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xfff;
+    format!(
+        "{}.{n:03x}.json.gz",
+        chrono::Utc::now().format("%Y%m%d%H%M%S")
+    )
+}
+
+/// An `original` file as its commit records it: under its published name, with where
+/// it was written (`staged`). Other files unchanged.
+pub fn to_publish(mut f: FileEntry) -> FileEntry {
+    if f.format == DataFormat::Original
+        && let Some((dir, name)) = f.key.rsplit_once('/')
+        && let Some(published) = name.strip_prefix(STAGED)
+    {
+        let key = format!("{dir}/{published}");
+        f.staged = Some(std::mem::replace(&mut f.key, key));
+    }
+    f
+}
+
+/// Publishes the `original` files of committed records: renames each from where it was
+/// written to its name (then the original tool's uploader lists it).
+///
+/// # Errors
+/// [`Error::Datastore`] when a rename fails (the next start tries again).
+pub async fn publish(ds: &Datastore, files: &[FileEntry]) -> Result<()> {
+    for f in files {
+        if let Some(staged) = &f.staged {
+            ds.rename(staged, &f.key).await?;
+        }
+    }
+    Ok(())
+}
+
+/// At a downloader's start: publishes what a run killed between a commit and its
+/// rename left staged, reading only the commits after the last start's.
+///
+/// # Errors
+/// [`Error::Datastore`] or [`Error::Json`].
+pub async fn publish_staged(ds: &Datastore) -> Result<()> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Published {
+        seq: u64,
+    }
+    let after = ds
+        .get_json::<Published>(PUBLISHED)
+        .await?
+        .map_or(0, |p| p.seq);
+    let recs = crate::commit::read_commits(ds, after).await?;
+    let Some(last) = recs.last().map(|r| r.seq) else {
+        return Ok(());
+    };
+    for r in &recs {
+        for f in r.files.iter().filter(|f| f.staged.is_some()) {
+            if !ds.exists(&f.key).await? {
+                publish(ds, std::slice::from_ref(f)).await?;
+            }
+        }
+    }
+    ds.put_json(PUBLISHED, &Published { seq: last }).await
 }
 
 /// Reads a whole file into memory: for tests and small files only.

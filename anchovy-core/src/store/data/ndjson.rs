@@ -51,9 +51,19 @@ pub struct DataFileWriter {
     bytes: u64,
     crc: libdeflater::Crc,
     columns: ColumnTypes,
+    format: DataFormat,
 }
 
 impl DataFileWriter {
+    /// Starts a file at `key` whose rows are written as the original tool writes them
+    /// ([`RowEncoder::original`], the `original` data format).
+    pub fn create_original(ds: &Datastore, tbl: Arc<str>, key: String) -> DataFileWriter {
+        let mut w = DataFileWriter::create(ds, tbl, key);
+        w.encoder = RowEncoder::original();
+        w.format = DataFormat::Original;
+        w
+    }
+
     /// Starts a file at `key` (relative to `ds`).
     pub fn create(ds: &Datastore, tbl: Arc<str>, key: String) -> DataFileWriter {
         let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
@@ -108,6 +118,7 @@ impl DataFileWriter {
             bytes: 0,
             crc: libdeflater::Crc::new(),
             columns: ColumnTypes::default(),
+            format: DataFormat::NdjsonGz,
         }
     }
 
@@ -208,7 +219,8 @@ impl DataFileWriter {
             raw_bytes: self.raw_bytes,
             columns: self.columns.into_vec(),
             crc32: Some(self.crc.sum()),
-            format: DataFormat::NdjsonGz,
+            format: self.format,
+            staged: None,
         })
     }
 
@@ -433,6 +445,7 @@ impl DataFileReader {
             columns: columns.into_vec(),
             crc32: Some(r.crc.sum()),
             format: DataFormat::NdjsonGz,
+            staged: None,
         })
     }
 

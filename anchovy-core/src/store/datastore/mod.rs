@@ -378,6 +378,31 @@ impl Datastore {
         Ok(out)
     }
 
+    /// Whether an object exists (one HEAD request).
+    ///
+    /// # Errors
+    /// [`Error::Datastore`] for anything but "not found".
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        match self.store.head(&self.full(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(Error::datastore("head", self.at(key), e)),
+        }
+    }
+
+    /// Moves an object to another key (a rename on a filesystem, a copy and a delete
+    /// on an object store). A missing `from` whose `to` exists is a move already made.
+    ///
+    /// # Errors
+    /// [`Error::Datastore`].
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        match self.store.rename(&self.full(from), &self.full(to)).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) if self.exists(to).await? => Ok(()),
+            Err(e) => Err(Error::datastore("rename", self.at(from), e)),
+        }
+    }
+
     /// Deletes an object (missing is fine).
     ///
     /// # Errors

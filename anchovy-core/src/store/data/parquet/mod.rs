@@ -607,6 +607,7 @@ impl FileWriter for ParquetWriter {
             columns: this.columns.into_vec(),
             crc32: Some(this.crc.sum()),
             format: DataFormat::Parquet,
+            staged: None,
         })
     }
 
