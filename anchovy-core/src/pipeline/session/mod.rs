@@ -175,6 +175,12 @@ impl Session {
         let tbl_root = apart(&settings.tbl_store_cls)?;
         let session_id = new_session_id();
         let worker = if take_lease { settings.worker()? } else { None };
+        if worker.is_some() && settings.data_buffer_cls == crate::data::DataFormat::Original {
+            return Err(Error::config(
+                "data_buffer_cls",
+                "`original` files are named by the second they start, as the original tool names them, so several workers writing one table could pick the same name; run this downloader as one process (without --workers), or use ndjson.gz",
+            ));
+        }
         // The lease first: a second run of this anchovy stops here, having written nothing.
         // A worker takes no run lease (its tables' claims fence it), but enters only
         // while no single-process run holds it.
