@@ -86,6 +86,62 @@ impl<'a> Original<'a> {
         out
     }
 
+    /// Runs its downloader of the test (`test/dl`, config.yaml) over the rows in `file`.
+    fn download(&self, ds: &str, file: &str) {
+        self.run(
+            &[
+                "run",
+                "-op",
+                "compat_test.Downloader",
+                "--id",
+                "dl",
+                "-u",
+                "test",
+                "--datastore",
+                ds,
+                "-f",
+                "config.yaml",
+            ],
+            &[("COMPAT_ROWS", file)],
+        );
+    }
+
+    /// Writes `n` seeded source rows and `config` (its config.yaml), runs its downloader
+    /// over them into a datastore of the scratch directory, and returns that datastore.
+    fn downloaded(&self, seed: u64, n: u64, config: &str) -> String {
+        let ds = self.env.path().join("ds").to_str().unwrap().to_string();
+        let mut rng = Rng(seed);
+        let rows: Vec<_> = (1..=n).map(|id| row(&mut rng, id, 1)).collect();
+        let file = self.env.write("rows.jsonl", jsonl(&rows));
+        self.env.write("config.yaml", config);
+        self.download(&ds, file.to_str().unwrap());
+        ds
+    }
+
+    /// Runs its SQL uploader `id` over upstream `dl` into the SQLite `url` as its README
+    /// runs it there (no schema names).
+    fn upload(&self, ds: &str, id: &str, url: &str) {
+        self.run(
+            &[
+                "run",
+                "-op",
+                "core.sql.Uploader",
+                "--id",
+                id,
+                "-u",
+                "test",
+                "--datastore",
+                ds,
+                "-up",
+                "dl",
+            ],
+            &[
+                ("ACHVY_CNXN__DB__URL", url),
+                ("ACHVY_SQL_NO_SCHEMA_NAME", "true"),
+            ],
+        );
+    }
+
     /// The python of its venv (for [`DUMP`]).
     fn python(&self) -> PathBuf {
         Path::new(&self.exe).with_file_name("python")
@@ -141,6 +197,15 @@ fn row(rng: &mut Rng, id: u64, version: u64) -> serde_json::Value {
     })
 }
 
+/// Two seeded batches: 2,000 rows, then updates of 500 of them and 500 new rows.
+fn two_batches(seed: u64) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let mut rng = Rng(seed);
+    let first: Vec<_> = (1..=2000).map(|id| row(&mut rng, id, 1)).collect();
+    let mut second: Vec<_> = (1..=500).map(|i| row(&mut rng, i * 4 - 1, 2)).collect();
+    second.extend((2001..=2500).map(|id| row(&mut rng, id, 1)));
+    (first, second)
+}
+
 fn jsonl(rows: &[serde_json::Value]) -> String {
     rows.iter().map(|r| format!("{r}\n")).collect()
 }
@@ -162,6 +227,69 @@ fn norm_ts(v: &serde_json::Value) -> String {
     n.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
+/// The original uploader's current rows and this uploader's rows hold the newest
+/// version of every source row (`first`, then `second`), value for value: ids,
+/// versions, amounts (as floats: the original has no exact decimal), the text columns
+/// `texts`, dates, naive datetimes; a datetime with an offset is its instant here and
+/// its wall time without the offset in the original's table.
+fn assert_same_tables(
+    orig: &[serde_json::Map<String, serde_json::Value>],
+    rust: &[serde_json::Map<String, serde_json::Value>],
+    first: &[serde_json::Value],
+    second: &[serde_json::Value],
+    texts: &[&str],
+) {
+    let mut want = std::collections::BTreeMap::new();
+    for r in first.iter().chain(second) {
+        want.insert(r["id"].as_u64().unwrap(), r.clone());
+    }
+    assert_eq!(
+        orig.len(),
+        want.len(),
+        "the original uploader's current rows"
+    );
+    assert_eq!(rust.len(), want.len(), "this uploader's rows");
+    let num = |v: &serde_json::Value| {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    };
+    for ((o, r), (id, w)) in orig.iter().zip(rust).zip(&want) {
+        assert_eq!(num(&o["id"]), Some(*id as f64), "{o:?}");
+        assert_eq!(r["id"].as_u64(), Some(*id), "{r:?}");
+        for got in [&o["version"], &r["version"]] {
+            assert_eq!(num(got), w["version"].as_f64(), "version of {id}");
+        }
+        let amount: f64 = w["amount"]["$dec"].as_str().unwrap().parse().unwrap();
+        for got in [&o["amount"], &r["amount"]] {
+            assert!(
+                (num(got).unwrap() - amount).abs() < 1e-9,
+                "{got} != {amount}"
+            );
+        }
+        for col in texts {
+            assert_eq!(o[*col], w[*col], "original {col} of {id}");
+            assert_eq!(r[*col], w[*col], "this {col} of {id}");
+        }
+        let born = w["born"]["$date"].as_str().unwrap();
+        assert_eq!(&o["born"].as_str().unwrap()[..10], born);
+        assert_eq!(&r["born"].as_str().unwrap()[..10], born);
+        let local = norm_ts(&w["local_ts"]["$dt"]);
+        assert_eq!(norm_ts(&o["local_ts"]), local, "original local_ts of {id}");
+        assert_eq!(norm_ts(&r["local_ts"]), local, "this local_ts of {id}");
+        let src = w["event_ts"]["$dt"].as_str().unwrap();
+        assert_eq!(
+            norm_ts(&o["event_ts"]),
+            norm_ts(&serde_json::json!(&src[..src.len() - 6])),
+            "original event_ts of {id}"
+        );
+        assert_eq!(
+            norm_ts(&r["event_ts"]),
+            norm_ts(&w["event_ts"]["$dt"]),
+            "this event_ts of {id}"
+        );
+    }
+}
+
 /// The original downloader (two runs: 2,000 rows, then 500 updates and 500 new rows)
 /// feeds both uploaders; the original's current rows and this project's rows agree
 /// value for value (the original drops a datetime's offset and keeps the wall time:
@@ -172,82 +300,27 @@ fn the_original_downloader_feeds_this_uploader_with_equal_tables() {
     let py = Original::new(&env);
     let ds = env.path().join("ds");
     let ds = ds.to_str().unwrap();
-    let mut rng = Rng(0x0419);
-    let first: Vec<_> = (1..=2000).map(|id| row(&mut rng, id, 1)).collect();
-    let mut second: Vec<_> = (1..=500).map(|i| row(&mut rng, i * 4 - 1, 2)).collect();
-    second.extend((2001..=2500).map(|id| row(&mut rng, id, 1)));
+    let (first, second) = two_batches(0x0419);
     env.write("config.yaml", "tbls:\n  items:\n    unique_by: id\n");
     let py_db = env.path().join("original.sqlite");
     let rs_db = env.path().join("rust.sqlite");
     let py_url = format!("sqlite:///{}", py_db.display());
     let rs_url = format!("sqlite://{}", rs_db.display());
-    let load = |round: usize| {
+    let load = |_round: usize| {
         // The original uploader, as its README runs it on SQLite.
-        py.run(
+        py.upload(ds, "up_py", &py_url);
+        ours(
+            &env,
+            &[UPLOAD, &["--datastore", ds, "--original-settle", "0s"]].concat(),
             &[
-                "run",
-                "-op",
-                "core.sql.Uploader",
-                "--id",
-                "up_py",
-                "-u",
-                "test",
-                "--datastore",
-                ds,
-                "-up",
-                "dl",
-            ],
-            &[
-                ("ACHVY_CNXN__DB__URL", &py_url),
+                ("ACHVY_CNXN__DB__URI", &rs_url),
                 ("ACHVY_SQL_NO_SCHEMA_NAME", "true"),
             ],
-        );
-        let out = env
-            .cmd()
-            .args([
-                "start",
-                "-op",
-                "sql.Uploader",
-                "--id",
-                "up_rs",
-                "-u",
-                "test",
-                "--datastore",
-                ds,
-                "-U",
-                "dl",
-                "--original-settle",
-                "0s",
-            ])
-            .env("ACHVY_CNXN__DB__URI", &rs_url)
-            .env("ACHVY_SQL_NO_SCHEMA_NAME", "true")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "round {round}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        results(&out)
+        )
     };
     for (round, rows) in [&first, &second].into_iter().enumerate() {
         let file = env.write(&format!("rows{round}.jsonl"), jsonl(rows));
-        py.run(
-            &[
-                "run",
-                "-op",
-                "compat_test.Downloader",
-                "--id",
-                "dl",
-                "-u",
-                "test",
-                "--datastore",
-                ds,
-                "-f",
-                "config.yaml",
-            ],
-            &[("COMPAT_ROWS", file.to_str().unwrap())],
-        );
+        py.download(ds, file.to_str().unwrap());
         // A file named in this second is not settled for a zero settle time yet.
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let r = load(round);
@@ -266,50 +339,9 @@ fn the_original_downloader_feeds_this_uploader_with_equal_tables() {
     assert_eq!(d["rows_inserted"].as_u64().unwrap_or(0), 0, "{d}");
     assert_eq!(d["rows_updated"].as_u64().unwrap_or(0), 0, "{d}");
 
-    // The reference: the newest version of each id.
-    let mut want = std::collections::BTreeMap::new();
-    for r in first.iter().chain(&second) {
-        want.insert(r["id"].as_u64().unwrap(), r.clone());
-    }
     let orig = py.dump(&py_db, "SELECT * FROM items WHERE _del IS NULL ORDER BY id");
     let rust = py.dump(&rs_db, "SELECT * FROM items ORDER BY id");
-    assert_eq!(orig.len(), 2500, "original uploader's current rows");
-    assert_eq!(rust.len(), 2500, "this uploader's rows");
-    for ((o, r), (id, w)) in orig.iter().zip(&rust).zip(&want) {
-        assert_eq!(o["id"].as_f64(), Some(*id as f64), "{o:?}");
-        assert_eq!(r["id"].as_u64(), Some(*id), "{r:?}");
-        assert_eq!(o["version"].as_f64(), r["version"].as_f64(), "{o:?} {r:?}");
-        let amount: f64 = w["amount"]["$dec"].as_str().unwrap().parse().unwrap();
-        for got in [&o["amount"], &r["amount"]] {
-            assert!(
-                (got.as_f64().unwrap() - amount).abs() < 1e-9,
-                "{got} != {amount}"
-            );
-        }
-        for col in ["note", "empty"] {
-            assert_eq!(o[col], w[col], "original {col} of {id}");
-            assert_eq!(r[col], w[col], "this {col} of {id}");
-        }
-        let born = w["born"]["$date"].as_str().unwrap();
-        assert_eq!(&o["born"].as_str().unwrap()[..10], born);
-        assert_eq!(&r["born"].as_str().unwrap()[..10], born);
-        let local = norm_ts(&w["local_ts"]["$dt"]);
-        assert_eq!(norm_ts(&o["local_ts"]), local, "original local_ts of {id}");
-        assert_eq!(norm_ts(&r["local_ts"]), local, "this local_ts of {id}");
-        // The original keeps the wall time and drops the offset; this project keeps
-        // the instant.
-        let src = w["event_ts"]["$dt"].as_str().unwrap();
-        assert_eq!(
-            norm_ts(&o["event_ts"]),
-            norm_ts(&serde_json::json!(&src[..src.len() - 6])),
-            "original event_ts of {id}"
-        );
-        assert_eq!(
-            norm_ts(&r["event_ts"]),
-            norm_ts(&w["event_ts"]["$dt"]),
-            "this event_ts of {id}"
-        );
-    }
+    assert_same_tables(&orig, &rust, &first, &second, &["note", "empty"]);
 }
 
 /// `anchovy logs`, `tables` and `checkpoints` read what the original wrote: its task
@@ -319,51 +351,13 @@ fn the_original_downloader_feeds_this_uploader_with_equal_tables() {
 fn this_binary_reads_the_originals_logs_tables_and_checkpoints() {
     let env = Env::new();
     let py = Original::new(&env);
-    let ds = env.path().join("ds");
-    let ds = ds.to_str().unwrap();
-    let mut rng = Rng(7);
-    let rows: Vec<_> = (1..=20).map(|id| row(&mut rng, id, 1)).collect();
-    let file = env.write("rows.jsonl", jsonl(&rows));
-    env.write(
-        "config.yaml",
+    let ds = &py.downloaded(
+        7,
+        20,
         "tbls:\n  items:\n    unique_by: id\n    cols: 'id int, note str'\n",
     );
-    py.run(
-        &[
-            "run",
-            "-op",
-            "compat_test.Downloader",
-            "--id",
-            "dl",
-            "-u",
-            "test",
-            "--datastore",
-            ds,
-            "-f",
-            "config.yaml",
-        ],
-        &[("COMPAT_ROWS", file.to_str().unwrap())],
-    );
     let db = format!("sqlite:///{}", env.path().join("o.sqlite").display());
-    py.run(
-        &[
-            "run",
-            "-op",
-            "core.sql.Uploader",
-            "--id",
-            "up_py",
-            "-u",
-            "test",
-            "--datastore",
-            ds,
-            "-up",
-            "dl",
-        ],
-        &[
-            ("ACHVY_CNXN__DB__URL", &db),
-            ("ACHVY_SQL_NO_SCHEMA_NAME", "true"),
-        ],
-    );
+    py.upload(ds, "up_py", &db);
     let run = |args: &[&str]| {
         let out = env
             .cmd()
@@ -417,28 +411,7 @@ fn this_binary_reads_the_originals_logs_tables_and_checkpoints() {
 fn the_originals_command_lines_run_unchanged() {
     let env = Env::new();
     let py = Original::new(&env);
-    let ds = env.path().join("ds");
-    let ds = ds.to_str().unwrap();
-    let mut rng = Rng(11);
-    let rows: Vec<_> = (1..=30).map(|id| row(&mut rng, id, 1)).collect();
-    let file = env.write("rows.jsonl", jsonl(&rows));
-    env.write("config.yaml", "tbls:\n  items:\n    unique_by: id\n");
-    py.run(
-        &[
-            "run",
-            "-op",
-            "compat_test.Downloader",
-            "--id",
-            "dl",
-            "-u",
-            "test",
-            "--datastore",
-            ds,
-            "-f",
-            "config.yaml",
-        ],
-        &[("COMPAT_ROWS", file.to_str().unwrap())],
-    );
+    let ds = &py.downloaded(11, 30, "tbls:\n  items:\n    unique_by: id\n");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let db = format!("sqlite://{}", env.path().join("t.sqlite").display());
     let out = env
@@ -570,75 +543,30 @@ fn a_migration_mid_stream_loads_every_row_once() {
     let py_url = format!("sqlite:///{}", db.display());
     let download = |n: usize, rows: &[serde_json::Value]| {
         let file = env.write(&format!("rows{n}.jsonl"), jsonl(rows));
-        py.run(
-            &[
-                "run",
-                "-op",
-                "compat_test.Downloader",
-                "--id",
-                "dl",
-                "-u",
-                "test",
-                "--datastore",
-                ds,
-                "-f",
-                "config.yaml",
-            ],
-            &[("COMPAT_ROWS", file.to_str().unwrap())],
-        );
+        py.download(ds, file.to_str().unwrap());
     };
     download(0, &first);
-    py.run(
-        &[
-            "run",
-            "-op",
-            "core.sql.Uploader",
-            "--id",
-            "up",
-            "-u",
-            "test",
-            "--datastore",
-            ds,
-            "-up",
-            "dl",
-        ],
-        &[
-            ("ACHVY_CNXN__DB__URL", &py_url),
-            ("ACHVY_SQL_NO_SCHEMA_NAME", "true"),
-        ],
-    );
+    py.upload(ds, "up", &py_url);
     download(1, &second);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let ours = |verb: &[&str]| {
-        let out = env
-            .cmd()
-            .args(verb)
-            .args([
-                "-op",
-                "sql.Uploader",
-                "--id",
-                "up",
-                "-u",
-                "test",
-                "--datastore",
-                ds,
-                "-U",
-                "dl",
-                "-f",
-                "up.yaml",
-                "--original-settle",
-                "0s",
-            ])
-            .env("ACHVY_CNXN__DB__URL", &py_url)
-            .env("ACHVY_SQL_NO_SCHEMA_NAME", "true")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{verb:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+    // This project's uploader under the original uploader's id, on its target.
+    let uploader = |verb: &[&str]| {
+        let args = [
+            verb,
+            &UPLOAD[1..3],
+            &["--id", "up", "-u", "test", "-U", "dl", "--datastore", ds],
+            &["-f", "up.yaml", "--original-settle", "0s"],
+        ]
+        .concat();
+        let r = ours(
+            &env,
+            &args,
+            &[
+                ("ACHVY_CNXN__DB__URL", &py_url),
+                ("ACHVY_SQL_NO_SCHEMA_NAME", "true"),
+            ],
         );
-        tbl_data(&results(&out), "dl.items")
+        tbl_data(&r, "dl.items")
     };
     let files: Vec<String> = std::fs::read_dir(env.path().join("ds/test/dl/data/items"))
         .unwrap()
@@ -649,22 +577,22 @@ fn a_migration_mid_stream_loads_every_row_once() {
     sorted.sort();
     let first_seq = anchovy_core::original::file_seq(&sorted[0]).unwrap();
     // The dry run says what it would set and sets nothing.
-    let plan = ours(&["migrate", "--dry-run"]);
+    let plan = uploader(&["migrate", "--dry-run"]);
     assert_eq!(plan["migrate_position"], first_seq, "{plan}");
     assert_eq!(plan["migrate_files_loaded"], 1, "{plan}");
     assert_eq!(plan["migrate_files_left"], 1, "{plan}");
     assert_eq!(plan["migrate_applied"], false, "{plan}");
-    let applied = ours(&["migrate"]);
+    let applied = uploader(&["migrate"]);
     assert_eq!(applied["migrate_applied"], true, "{applied}");
     // Again: the same position, nothing to change.
-    assert_eq!(ours(&["migrate"])["migrate_applied"], true);
-    let d = ours(&["start"]);
+    assert_eq!(uploader(&["migrate"])["migrate_applied"], true);
+    let d = uploader(&["start"]);
     assert_eq!(
         d["files_consumed"], 1,
         "only the file the original did not load: {d}"
     );
     assert_eq!(d["target"], "\"items\"", "{d}");
-    let d = ours(&["start"]);
+    let d = uploader(&["start"]);
     assert_eq!(d["files_consumed"].as_u64().unwrap_or(0), 0, "{d}");
 
     let current = py.dump(&db, "SELECT * FROM items WHERE _del IS NULL ORDER BY id");
@@ -717,6 +645,48 @@ fn csv(rows: &[serde_json::Value]) -> String {
     String::from_utf8(w.into_inner().unwrap()).unwrap()
 }
 
+/// This project's downloader of the CSV tests, writing for the original.
+const DOWNLOAD: &[&str] = &[
+    "start",
+    "-op",
+    "files.CsvDownloader",
+    "--id",
+    "dl",
+    "-u",
+    "test",
+    "--data-buffer-cls",
+    "original",
+];
+
+/// This project's uploader of the CSV tests.
+const UPLOAD: &[&str] = &[
+    "start",
+    "-op",
+    "sql.Uploader",
+    "--id",
+    "up_rs",
+    "-u",
+    "test",
+    "-U",
+    "dl",
+];
+
+/// Runs this binary with `args` and `envs`; it must succeed; returns its run results.
+fn ours(env: &Env, args: &[&str], envs: &[(&str, &str)]) -> serde_json::Value {
+    let mut c = env.cmd();
+    c.args(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    results(&out)
+}
+
 const CSV_CONFIG: &str = "tbls:\n  items:\n    path: in/*.csv\n    unique_by: id\n    columns: {id: int, version: int, amount: decimal, born: date, local_ts: datetime, event_ts: datetime}\n";
 
 /// This project's downloader with `data_buffer_cls: original` (two runs: 2,000 rows,
@@ -730,10 +700,7 @@ fn this_downloader_feeds_the_original_uploader_with_equal_tables() {
     let py = Original::new(&env);
     let ds = env.path().join("ds");
     let ds = ds.to_str().unwrap();
-    let mut rng = Rng(0x0191);
-    let first: Vec<_> = (1..=2000).map(|id| row(&mut rng, id, 1)).collect();
-    let mut second: Vec<_> = (1..=500).map(|i| row(&mut rng, i * 4 - 1, 2)).collect();
-    second.extend((2001..=2500).map(|id| row(&mut rng, id, 1)));
+    let (first, second) = two_batches(0x0191);
     env.write("config.yaml", CSV_CONFIG);
     let py_db = env.path().join("original.sqlite");
     let rs_db = env.path().join("rust.sqlite");
@@ -741,70 +708,12 @@ fn this_downloader_feeds_the_original_uploader_with_equal_tables() {
     let rs_url = format!("sqlite://{}", rs_db.display());
     for (n, rows) in [&first, &second].into_iter().enumerate() {
         env.write(&format!("in/{n}.csv"), csv(rows));
-        let out = env
-            .cmd()
-            .args([
-                "start",
-                "-op",
-                "files.CsvDownloader",
-                "--id",
-                "dl",
-                "-u",
-                "test",
-                "--datastore",
-                ds,
-                "--data-buffer-cls",
-                "original",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        py.run(
-            &[
-                "run",
-                "-op",
-                "core.sql.Uploader",
-                "--id",
-                "up_py",
-                "-u",
-                "test",
-                "--datastore",
-                ds,
-                "-up",
-                "dl",
-            ],
-            &[
-                ("ACHVY_CNXN__DB__URL", &py_url),
-                ("ACHVY_SQL_NO_SCHEMA_NAME", "true"),
-            ],
-        );
-        let out = env
-            .cmd()
-            .args([
-                "start",
-                "-op",
-                "sql.Uploader",
-                "--id",
-                "up_rs",
-                "-u",
-                "test",
-                "--datastore",
-                ds,
-                "-U",
-                "dl",
-                "--sql-no-schema-name",
-            ])
-            .env("ACHVY_CNXN__DB__URI", &rs_url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        ours(&env, &[DOWNLOAD, &["--datastore", ds]].concat(), &[]);
+        py.upload(ds, "up_py", &py_url);
+        ours(
+            &env,
+            &[UPLOAD, &["--datastore", ds, "--sql-no-schema-name"]].concat(),
+            &[("ACHVY_CNXN__DB__URI", &rs_url)],
         );
     }
     // The original's $tables entry reads as the original reads it.
@@ -815,53 +724,15 @@ fn this_downloader_feeds_the_original_uploader_with_equal_tables() {
     assert!(t.get("path").is_none() && t.get("columns").is_none(), "{t}");
     assert!(t["cols"].as_str().unwrap().contains("born date"), "{t}");
 
-    let mut want = std::collections::BTreeMap::new();
-    for r in first.iter().chain(&second) {
-        want.insert(r["id"].as_u64().unwrap(), r.clone());
-    }
     let orig = py.dump(&py_db, "SELECT * FROM items WHERE _del IS NULL ORDER BY id");
     let rust = py.dump(&rs_db, "SELECT * FROM items ORDER BY id");
     let versions = py.dump(&py_db, "SELECT COUNT(*) AS n FROM items");
-    assert_eq!(orig.len(), 2500, "the original uploader's current rows");
     assert_eq!(
         versions[0]["n"], 3000,
         "every version once in the original's history"
     );
-    assert_eq!(rust.len(), 2500);
-    for ((o, r), (id, w)) in orig.iter().zip(&rust).zip(&want) {
-        assert_eq!(o["id"].as_f64(), Some(*id as f64), "{o:?}");
-        assert_eq!(r["id"].as_u64(), Some(*id), "{r:?}");
-        for got in [&o["version"], &r["version"]] {
-            assert_eq!(got.as_f64(), w["version"].as_f64(), "version of {id}");
-        }
-        let amount: f64 = w["amount"]["$dec"].as_str().unwrap().parse().unwrap();
-        for got in [&o["amount"], &r["amount"]] {
-            let g = got
-                .as_f64()
-                .or_else(|| got.as_str().and_then(|s| s.parse().ok()));
-            assert!((g.unwrap() - amount).abs() < 1e-9, "{got} != {amount}");
-        }
-        // CSV has no NULL text: an empty field is an empty string on both sides.
-        assert_eq!(o["note"], w["note"], "original note of {id}");
-        assert_eq!(r["note"], w["note"], "this note of {id}");
-        let born = w["born"]["$date"].as_str().unwrap();
-        assert_eq!(&o["born"].as_str().unwrap()[..10], born);
-        assert_eq!(&r["born"].as_str().unwrap()[..10], born);
-        let local = norm_ts(&w["local_ts"]["$dt"]);
-        assert_eq!(norm_ts(&o["local_ts"]), local, "original local_ts of {id}");
-        assert_eq!(norm_ts(&r["local_ts"]), local, "this local_ts of {id}");
-        let src = w["event_ts"]["$dt"].as_str().unwrap();
-        assert_eq!(
-            norm_ts(&o["event_ts"]),
-            norm_ts(&serde_json::json!(&src[..src.len() - 6])),
-            "original event_ts of {id}"
-        );
-        assert_eq!(
-            norm_ts(&r["event_ts"]),
-            norm_ts(&w["event_ts"]["$dt"]),
-            "this event_ts of {id}"
-        );
-    }
+    // CSV has no NULL text: an empty field is an empty string on both sides.
+    assert_same_tables(&orig, &rust, &first, &second, &["note"]);
 }
 
 /// `original` files are visible to the original's uploader only once committed: a run
@@ -884,19 +755,7 @@ fn original_files_are_published_only_after_their_commit() {
     let rs_url = format!("sqlite://{}", env.path().join("rust.sqlite").display());
     let download = |failpoint: Option<&str>| {
         let mut c = env.cmd();
-        c.args([
-            "start",
-            "-op",
-            "files.CsvDownloader",
-            "--id",
-            "dl",
-            "-u",
-            "test",
-            "--datastore",
-            ds,
-            "--data-buffer-cls",
-            "original",
-        ]);
+        c.args(DOWNLOAD).args(["--datastore", ds]);
         if let Some(f) = failpoint {
             c.env("ACHVY_FAILPOINT", f);
         }
@@ -913,25 +772,7 @@ fn original_files_are_published_only_after_their_commit() {
         v
     };
     let original_load = || {
-        py.run(
-            &[
-                "run",
-                "-op",
-                "core.sql.Uploader",
-                "--id",
-                "up_py",
-                "-u",
-                "test",
-                "--datastore",
-                ds,
-                "-up",
-                "dl",
-            ],
-            &[
-                ("ACHVY_CNXN__DB__URL", &py_url),
-                ("ACHVY_SQL_NO_SCHEMA_NAME", "true"),
-            ],
-        );
+        py.upload(ds, "up_py", &py_url);
         if py_db.exists() {
             py.dump(
                 &py_db,
@@ -962,30 +803,12 @@ fn original_files_are_published_only_after_their_commit() {
     let n = names();
     assert_eq!((n.len(), published(&n)), (3, 1), "{n:?}");
     assert_eq!(original_load(), 20);
-    let out = env
-        .cmd()
-        .args([
-            "start",
-            "-op",
-            "sql.Uploader",
-            "--id",
-            "up_rs",
-            "-u",
-            "test",
-            "--datastore",
-            ds,
-            "-U",
-            "dl",
-        ])
-        .env("ACHVY_CNXN__DB__URI", &rs_url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = ours(
+        &env,
+        &[UPLOAD, &["--datastore", ds]].concat(),
+        &[("ACHVY_CNXN__DB__URI", &rs_url)],
     );
-    assert_eq!(tbl_data(&results(&out), "dl.items")["rows_inserted"], 40);
+    assert_eq!(tbl_data(&r, "dl.items")["rows_inserted"], 40);
     // The next start publishes it; the source is not read again (its checkpoint was
     // committed with it).
     let out = download(None);

@@ -391,17 +391,22 @@ pub async fn load(
     // its data files by name ([`crate::original`]).
     let recorded = crate::commit::origin(&t.ds).await?;
     let original = match recorded {
-        None if crate::original::is_original(&t.ds).await? => {
-            let l =
-                crate::original::list(&t.ds, &t.files_of, s.original_settle, chrono::Utc::now())
-                    .await?;
-            ctx.log("original_layout", true);
-            ctx.log("original_files_unsettled", l.unsettled);
-            ctx.log("original_files_ignored", l.ignored);
-            Some(l)
-        }
-        _ => None,
+        None => Some(
+            crate::original::list(&t.ds, &t.files_of, s.original_settle, chrono::Utc::now())
+                .await?,
+        )
+        .filter(crate::original::Listing::is_original),
+        Some(_) => None,
     };
+    if let Some(l) = &original {
+        ctx.log("original_layout", true);
+        ctx.log(
+                "exactly_once",
+                "no commit records: each of the original's data files loads once, by its name, once its name and modification time are older than original_settle (README: Mixing with the original)",
+            );
+        ctx.log("original_files_unsettled", l.unsettled);
+        ctx.log("original_files_ignored", l.ignored);
+    }
     let Position {
         seq: mut pos,
         origin: loaded_from,

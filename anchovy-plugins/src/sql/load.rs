@@ -214,7 +214,7 @@ impl Destination for SqlDestination<'_> {
                 (h, _) => h,
             },
             replace_by: destination::load_mode(tbl)?.1,
-            del_micros: std::sync::atomic::AtomicBool::new(false),
+            original_layout: std::sync::atomic::AtomicBool::new(false),
             tbl: tbl.clone(),
         }))
     }
@@ -235,9 +235,9 @@ struct Job<'a> {
     history: Option<Option<u64>>,
     /// `mode: replace_where`: the column whose range each commit replaces.
     replace_by: Option<String>,
-    /// The history table's `_del` is a number (the original tool's layout: epoch
-    /// microseconds), not a timestamp; found when the table is first seen.
-    del_micros: std::sync::atomic::AtomicBool,
+    /// The history table has the original tool's layout (`_del` a number: epoch
+    /// microseconds, not a timestamp); found when the table is first seen.
+    original_layout: std::sync::atomic::AtomicBool,
     tbl: Tbl,
 }
 
@@ -555,7 +555,10 @@ impl Job<'_> {
                 incoming
             };
             let (mut superseded, mut versions) = (0, 0);
-            for ver in vers {
+            let original = self
+                .original_layout
+                .load(std::sync::atomic::Ordering::Relaxed);
+            for (k, ver) in vers.into_iter().enumerate() {
                 let (stmts, supersede, insert) = d.merge_history(
                     &self.target,
                     &stage,
@@ -563,7 +566,7 @@ impl Job<'_> {
                     spec,
                     unique,
                     (ver, ttl),
-                    self.del_micros.load(std::sync::atomic::Ordering::Relaxed),
+                    original.then_some(k),
                 );
                 for (i, sql) in stmts.iter().enumerate() {
                     let n = tx.exec(sql).await?;
@@ -731,7 +734,7 @@ impl Job<'_> {
         let numeric_del = existing.iter().any(|(c, t)| {
             c == dialect::DEL && matches!(d.col_type_of(t), ColType::Int | ColType::Decimal)
         });
-        self.del_micros
+        self.original_layout
             .store(numeric_del, std::sync::atomic::Ordering::Relaxed);
         if self.history.is_some() != has_history {
             return Err(PluginError::Option {

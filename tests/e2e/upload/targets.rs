@@ -499,3 +499,124 @@ fn no_schema_name_loads_into_the_default_schema_under_the_plain_name() {
         }
     }
 }
+
+/// A history table in the original tool's layout (made by its SQLAlchemy uploader:
+/// NUMERIC keys, `_seq` and `_del` as NUMERIC(38,0), current rows `_del IS NULL`) is
+/// continued in that layout on every database: a superseded version is stamped in
+/// epoch microseconds, as the original stamps it.
+#[test]
+fn an_original_history_table_is_continued_in_its_layout() {
+    for target in ALL {
+        let env = Env::new();
+        let tbl = format!("orig_{}", env.nonce());
+        let q = |s: &str| target.q(s);
+        let (num, text, dt) = match target {
+            Target::My => ("NUMERIC(38, 0)", "VARCHAR(255)", "DATETIME"),
+            Target::Pg => ("NUMERIC(38, 0)", "VARCHAR", "TIMESTAMP WITHOUT TIME ZONE"),
+            Target::Sqlite => ("NUMERIC(38, 0)", "VARCHAR", "DATETIME"),
+        };
+        if target == Target::Sqlite {
+            // The embedded target file, made before the uploader makes it.
+            let f = env.home().join("tester/warehouse.sqlite");
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::File::create(f).unwrap();
+        }
+        for sql in [
+            format!(
+                "CREATE TABLE {} ({} {num} NOT NULL, {} {num} NOT NULL, {} {text}, {} {dt}, {} {num}, PRIMARY KEY ({}, {}))",
+                q(&tbl),
+                q("id"),
+                q("_seq"),
+                q("v"),
+                q("at"),
+                q("_del"),
+                q("id"),
+                q("_seq")
+            ),
+            format!(
+                "INSERT INTO {} ({}, {}, {}, {}, {}) VALUES (1, 1796322547456292, 'a', '2024-05-01 10:00:00', NULL), (2, 1796322547456293, 'b', '2024-05-01 10:00:00', NULL)",
+                q(&tbl),
+                q("id"),
+                q("_seq"),
+                q("v"),
+                q("at"),
+                q("_del")
+            ),
+        ] {
+            fetch(target, &env, &sql);
+        }
+        env.write(
+            "config.yaml",
+            format!("tbls:\n  {tbl}:\n    path: in/*.csv\n    unique_by: id\n    columns: {{id: int, at: datetime}}\n"),
+        );
+        env.write(
+            "upload.yaml",
+            format!("tbls:\n  {tbl}:\n    history: true\n"),
+        );
+        env.write(
+            "in/1.csv",
+            "id,v,at\n1,a2,2024-05-02T10:00:00\n3,c,2024-05-02T10:00:00\n",
+        );
+        download(&env, "dl");
+        let out = upload(
+            &env,
+            target,
+            "wh",
+            "dl",
+            &[("ACHVY_SQL_NO_SCHEMA_NAME", "true")],
+        );
+        assert!(out.status.success(), "{target:?}: {}", crate::stderr(&out));
+        let rows = fetch(
+            target,
+            &env,
+            &format!(
+                "SELECT {}, {}, {} FROM {} ORDER BY {}, {}",
+                target.text(&q("id")),
+                target.text(&q("v")),
+                target.text(&q("_del")),
+                q(&tbl),
+                q("id"),
+                q("_seq")
+            ),
+        );
+        let now_us = chrono::Utc::now().timestamp_micros() as f64;
+        let got: Vec<(String, String, Option<f64>)> = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r[0].clone().unwrap(),
+                    r[1].clone().unwrap(),
+                    r[2].as_deref().map(|d| {
+                        d.parse::<f64>()
+                            .unwrap_or_else(|e| panic!("{target:?}: _del `{d}`: {e}"))
+                    }),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 4, "{target:?}: {got:?}");
+        let ids: Vec<(&str, &str)> = got
+            .iter()
+            .map(|(i, v, _)| (i.as_str(), v.as_str()))
+            .collect();
+        let ids: Vec<(String, String)> = ids
+            .into_iter()
+            .map(|(i, v)| (i.split('.').next().unwrap().to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            ids,
+            [("1", "a"), ("1", "a2"), ("2", "b"), ("3", "c")]
+                .map(|(i, v)| (i.to_string(), v.to_string()))
+                .to_vec(),
+            "{target:?}"
+        );
+        let stamped: Vec<f64> = got.iter().filter_map(|g| g.2).collect();
+        assert_eq!(stamped.len(), 1, "{target:?}: {got:?}");
+        assert!(
+            (now_us - stamped[0]).abs() < 600e6,
+            "{target:?}: {stamped:?} vs {now_us}"
+        );
+        if target != Target::Sqlite {
+            fetch(target, &env, &format!("DROP TABLE {}", q(&tbl)));
+        }
+    }
+}

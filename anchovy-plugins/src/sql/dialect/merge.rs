@@ -307,8 +307,10 @@ impl Dialect {
     /// `seq`, and drop versions superseded longer than `ttl` seconds ago (`(seq, ttl)`).
     /// A load of several commits runs these once per commit, oldest first. Returns the
     /// statements and the indexes of the supersede and insert statements (for counting).
-    /// `del_micros`: the table's `_del` is epoch microseconds (the original tool's
-    /// layout), not a timestamp.
+    /// `original`: the table has the original tool's layout, and this commit is the
+    /// k-th of the load: `_del` is stamped in epoch microseconds and `_seq` is epoch
+    /// microseconds plus k, as the original numbers versions (newer is larger, also
+    /// against the versions it wrote), instead of the commit's number.
     #[allow(clippy::too_many_arguments)]
     pub fn merge_history(
         self,
@@ -318,10 +320,10 @@ impl Dialect {
         m: &MergeSpec,
         keys_unique: bool,
         (seq, ttl): (u64, Option<u64>),
-        del_micros: bool,
+        original: Option<usize>,
     ) -> (Vec<String>, usize, usize) {
         let stamp = |secs: u64| {
-            if del_micros {
+            if original.is_some() {
                 self.now_micros_minus(secs)
             } else {
                 self.now_minus(secs)
@@ -368,8 +370,12 @@ impl Dialect {
             _ => format!("UPDATE {t} AS _t SET {del} = {now} WHERE _t.{del} IS NULL AND EXISTS (SELECT 1 FROM {win} AS _n WHERE {keyeq})"),
         });
         let insert = out.len();
+        let version = match original {
+            Some(k) => format!("({} + {k})", self.now_micros_minus(0)),
+            None => seq.to_string(),
+        };
         out.push(format!(
-            "INSERT INTO {t} ({list}, {}) SELECT {list}, {seq} FROM {win}",
+            "INSERT INTO {t} ({list}, {}) SELECT {list}, {version} FROM {win}",
             self.ident(SEQ)
         ));
         if let Some(ttl) = ttl {
