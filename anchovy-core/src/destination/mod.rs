@@ -404,7 +404,6 @@ pub async fn load(
                 "exactly_once",
                 "no commit records: each of the original's data files loads once, by its name, once its name and modification time are older than original_settle (README: Mixing with the original)",
             );
-        ctx.log("original_files_unsettled", l.unsettled);
         ctx.log("original_files_ignored", l.ignored);
     }
     let Position {
@@ -434,7 +433,7 @@ pub async fn load(
                 .is_some_and(|v| v.is_none());
         let had_rows = !exists
             && match &original {
-                Some(l) => l.files.iter().any(|(seq, _)| *seq <= pos),
+                Some(l) => l.files.iter().any(|(seq, _, _)| *seq <= pos),
                 None => read_commits(&t.ds, 0)
                     .await?
                     .iter()
@@ -476,7 +475,10 @@ pub async fn load(
     }
     let origin = origin.unwrap_or_default();
     let commits = match &original {
-        Some(l) => crate::original::commits(&t.ds, &t.files_of, l, pos).await?,
+        Some(l) => {
+            ctx.log("original_files_waiting", l.waiting(pos));
+            crate::original::commits(&t.ds, &t.files_of, l, pos).await?
+        }
         None => read_commits(&t.ds, pos).await?,
     };
     let Some(last) = commits.last().map(|c| c.seq) else {
@@ -611,19 +613,22 @@ async fn migrate(
         chrono::DateTime::<chrono::Utc>::MAX_UTC,
     )
     .await?;
-    let loaded: Vec<&(u64, crate::datastore::Entry)> =
-        all.files.iter().filter(|(_, e)| e.modified < ts).collect();
-    let target = loaded.last().map_or(0, |(seq, _)| *seq);
-    if let Some((_, skipped)) = all
+    let loaded: Vec<&(u64, crate::datastore::Entry, bool)> = all
         .files
         .iter()
-        .find(|(seq, e)| *seq < target && e.modified >= ts)
+        .filter(|(_, e, _)| e.modified < ts)
+        .collect();
+    let target = loaded.last().map_or(0, |(seq, _, _)| *seq);
+    if let Some((_, skipped, _)) = all
+        .files
+        .iter()
+        .find(|(seq, e, _)| *seq < target && e.modified >= ts)
     {
         return Err(Error::data(
             loader.target(),
             format!(
                 "the original uploader loaded files up to {} by modification time, but {} lies below it in name order and was modified after ({}): a position cannot say which files are loaded; load this table from the start instead (a new target table), or move the original's checkpoint {key}",
-                loaded.last().map_or("", |(_, e)| e.key.as_str()),
+                loaded.last().map_or("", |(_, e, _)| e.key.as_str()),
                 skipped.key,
                 skipped.modified.to_rfc3339()
             ),

@@ -10,11 +10,13 @@
 //! below it moves nothing), and the files load in the original's order.
 //!
 //! **What exactly-once means for such an upstream** (there is no record to hold the
-//! writer to): a file is loaded once, by its name, and only once its name's time and
-//! its modification time are both older than `original_settle` (default ten minutes):
-//! the original names a file when it starts it and shows it only when it is complete,
-//! so a file started earlier than a loaded one but shown later would be skipped; the
-//! settle time must exceed the original downloader's longest batch. A file is read
+//! writer to): a file is loaded once, by its name, in name order, and only once its
+//! name's time and its modification time are both older than `original_settle`
+//! (default ten minutes), as are those of every file named before it
+//! ([`Listing::loadable`]): the original names a file when it starts it and shows it
+//! only when it is complete, so a file started earlier than a loaded one but shown
+//! later would be skipped; the settle time must exceed the original downloader's
+//! longest batch. A file is read
 //! once to count its rows and take its size and checksum (the record it lacks), and
 //! checked against them again as it is loaded, so a file changed in between fails
 //! the load instead of loading something else. Files of another naming in `data/`
@@ -61,10 +63,10 @@ fn file_time(ts: &str) -> Option<DateTime<Utc>> {
 /// A table's original data files, as one load sees them.
 #[derive(Debug, Default)]
 pub struct Listing {
-    /// Settled files, by number (ascending).
-    pub files: Vec<(u64, Entry)>,
-    /// Files named as the original names them but not settled yet.
-    pub unsettled: u64,
+    /// Files named as the original names them, by number (ascending), each with
+    /// whether it is settled (its name's time and its modification time older than
+    /// the settle time).
+    pub files: Vec<(u64, Entry, bool)>,
     /// Files of another naming, not loaded.
     pub ignored: u64,
 }
@@ -73,12 +75,29 @@ impl Listing {
     /// Whether the table's folder holds files named as the original names them (an
     /// upstream without commit records is then read as the original wrote it).
     pub fn is_original(&self) -> bool {
-        !self.files.is_empty() || self.unsettled > 0
+        !self.files.is_empty()
+    }
+
+    /// The files to load after position `after`: those numbered after it, in order, up
+    /// to the first that is not settled. A prefix, never a file past one that is still
+    /// unsettled: that one would be skipped once the position moved past it.
+    pub fn loadable(&self, after: u64) -> impl Iterator<Item = (u64, &Entry)> {
+        self.files
+            .iter()
+            .filter(move |(s, _, _)| *s > after)
+            .take_while(|(_, _, settled)| *settled)
+            .map(|(s, e, _)| (*s, e))
+    }
+
+    /// Files after `after` left for a later load (not settled, or after one that is
+    /// not).
+    pub fn waiting(&self, after: u64) -> usize {
+        self.files.iter().filter(|(s, _, _)| *s > after).count() - self.loadable(after).count()
     }
 }
 
-/// Lists the data files of `tbl` in `ds`, settled when both their name's time and
-/// their modification time are older than `now - settle`.
+/// Lists the data files of `tbl` in `ds` in number order, settled when both their
+/// name's time and their modification time are older than `now - settle`.
 ///
 /// # Errors
 /// [`crate::Error::Datastore`] when it cannot be listed.
@@ -98,20 +117,17 @@ pub async fn list(
         match file_seq(name) {
             Some(seq) if direct => {
                 let named = name.get(..14).and_then(file_time);
-                if named.is_some_and(|t| t < cutoff) && e.modified < cutoff {
-                    out.files.push((seq, e));
-                } else {
-                    out.unsettled += 1;
-                }
+                let settled = named.is_some_and(|t| t < cutoff) && e.modified < cutoff;
+                out.files.push((seq, e, settled));
             }
             _ => out.ignored += 1,
         }
     }
-    out.files.sort_by_key(|(s, _)| *s);
+    out.files.sort_by_key(|(s, _, _)| *s);
     Ok(out)
 }
 
-/// One commit record per settled file of `listing` numbered after `after`, each read
+/// One commit record per file of `listing` to load after `after` ([`Listing::loadable`]), each read
 /// once to describe it ([`DataFileReader::survey`]), four at a time, in order.
 ///
 /// # Errors
@@ -126,10 +142,8 @@ pub async fn commits(
     // Owned inputs: the stream is polled inside `async_trait` futures, which need it
     // free of borrowed closure arguments.
     let todo: Vec<(u64, String, DateTime<Utc>)> = listing
-        .files
-        .iter()
-        .filter(|(s, _)| *s > after)
-        .map(|(s, e)| (*s, e.key.clone(), e.modified))
+        .loadable(after)
+        .map(|(s, e)| (s, e.key.clone(), e.modified))
         .collect();
     futures::stream::iter(todo)
         .map(|(seq, key, modified)| {
@@ -230,6 +244,118 @@ mod tests {
         }
     }
 
+    /// One original data file: a gzip JSON line naming itself.
+    fn gz(name: &str) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        writeln!(e, "{{\"f\":\"{name}\",\"_types\":\"\"}}").unwrap();
+        e.finish().unwrap()
+    }
+
+    /// The reference model of reading an original upstream, against a simulated
+    /// writer: the original starts files at random times (named by that second) and
+    /// shows each only when it is complete, up to `WRITE` later; a reader runs at
+    /// random moments and loads what [`list`] and [`commits`] give after its position.
+    /// With a settle time longer than the longest write, every file loads exactly once
+    /// and in name order, whatever the schedule. With a settle time too short the
+    /// same schedules lose files: the bound is what the guarantee rests on.
+    async fn schedule(seed: u64, settle: u64) -> std::result::Result<(), String> {
+        const WRITE: i64 = 120;
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_str().unwrap()).unwrap();
+        let folder = dir.path().join("data/t");
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut rng = crate::testutil::Rng(seed);
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut now = t0;
+        // (name, shown at), not shown yet.
+        let mut writing: Vec<(String, DateTime<Utc>)> = Vec::new();
+        let mut started = std::collections::BTreeSet::new();
+        let (mut pos, mut loaded) = (0u64, Vec::<String>::new());
+        for round in 0..60 {
+            now += chrono::Duration::seconds(1 + rng.below(200) as i64);
+            for _ in 0..rng.below(4) {
+                let named = now - chrono::Duration::seconds(rng.below(30) as i64);
+                let name = loop {
+                    let n = format!(
+                        "{}.{:03x}.json.gz",
+                        named.format("%Y%m%d%H%M%S"),
+                        rng.below(4096)
+                    );
+                    if started.insert(n.clone()) {
+                        break n;
+                    }
+                };
+                let shown = named + chrono::Duration::seconds(rng.below(WRITE as u64 + 1) as i64);
+                writing.push((name, shown));
+            }
+            // Files complete by now appear, with their completion as modification time.
+            writing.retain(|(name, shown)| {
+                if *shown > now {
+                    return true;
+                }
+                let p = folder.join(name);
+                std::fs::write(&p, gz(name)).unwrap();
+                let f = std::fs::File::options().write(true).open(&p).unwrap();
+                f.set_modified(std::time::SystemTime::from(*shown)).unwrap();
+                false
+            });
+            // The reader, now and then; at the end, long after every write.
+            let last = round == 59;
+            if last {
+                now += chrono::Duration::seconds(WRITE + settle as i64 + 10);
+                for (name, shown) in writing.drain(..) {
+                    let p = folder.join(&name);
+                    std::fs::write(&p, gz(&name)).unwrap();
+                    let f = std::fs::File::options().write(true).open(&p).unwrap();
+                    f.set_modified(std::time::SystemTime::from(shown)).unwrap();
+                }
+            } else if !rng.chance(40) {
+                continue;
+            }
+            let l = list(&ds, "t", std::time::Duration::from_secs(settle), now)
+                .await
+                .unwrap();
+            for c in commits(&ds, "t", &l, pos).await.unwrap() {
+                assert!(c.seq > pos, "numbers only grow");
+                pos = c.seq;
+                let name = c.files[0].key.rsplit('/').next().unwrap().to_string();
+                assert_eq!(c.files[0].rows, 1);
+                loaded.push(name);
+            }
+        }
+        let want: Vec<String> = started.into_iter().collect();
+        if loaded == want {
+            Ok(())
+        } else {
+            let missing: Vec<&String> = want.iter().filter(|n| !loaded.contains(n)).collect();
+            Err(format!(
+                "seed {seed}, settle {settle}: {} files, {} loaded, missing {missing:?}",
+                want.len(),
+                loaded.len()
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn every_file_loads_once_in_name_order_when_the_settle_time_holds() {
+        for seed in 0..40 {
+            schedule(seed, 150).await.unwrap();
+        }
+        // The same schedules with a settle time shorter than the writes: some lose a
+        // file (started before one that was loaded, shown after it).
+        let mut lost = 0;
+        for seed in 0..40 {
+            lost += schedule(seed, 5).await.is_err() as u32;
+        }
+        assert!(
+            lost > 0,
+            "a settle time below the longest write must be able to lose files"
+        );
+    }
+
     #[tokio::test]
     async fn only_settled_files_of_the_table_are_listed_in_name_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -248,7 +374,7 @@ mod tests {
         let l = list(&ds, "t", std::time::Duration::from_secs(60), now)
             .await
             .unwrap();
-        let names: Vec<&str> = l.files.iter().map(|(_, e)| e.key.as_str()).collect();
+        let names: Vec<&str> = l.loadable(0).map(|(_, e)| e.key.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -256,7 +382,9 @@ mod tests {
                 "data/t/20240102000000.0a1.json.gz"
             ]
         );
-        assert_eq!((l.unsettled, l.ignored), (1, 2));
+        assert_eq!((l.waiting(0), l.ignored), (1, 2));
+        let second = l.files[1].0;
+        assert_eq!(l.loadable(second).count(), 0);
         assert!(l.is_original());
         let other = list(&ds, "u2", std::time::Duration::from_secs(60), now)
             .await
@@ -266,6 +394,6 @@ mod tests {
         let l = list(&ds, "t", std::time::Duration::from_secs(7200), now)
             .await
             .unwrap();
-        assert_eq!((l.files.len(), l.unsettled), (0, 3));
+        assert_eq!((l.loadable(0).count(), l.waiting(0)), (0, 3));
     }
 }
