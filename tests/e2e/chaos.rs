@@ -23,7 +23,7 @@ use crate::upload::{Target, fetch, upload_args};
 
 /// Named failpoints of a download, with how many times each is hit at least in one
 /// round of the scenario below (the hit to stop at is drawn from 1..=n).
-const DOWNLOAD_POINTS: &[(&str, u64)] = &[
+pub(crate) const DOWNLOAD_POINTS: &[(&str, u64)] = &[
     ("source.batch", 8),
     ("datafile.finish", 4),
     ("commit.before", 4),
@@ -53,7 +53,7 @@ enum Store {
 
 /// Where the kill lands.
 #[derive(Debug, Clone)]
-enum Kill {
+pub(crate) enum Kill {
     /// `kill -9` when the process reports it reached the n-th hit of this failpoint.
     At(&'static str, u64),
     /// `kill -9` this long after the start.
@@ -61,7 +61,7 @@ enum Kill {
 }
 
 impl Kill {
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             Kill::At(n, _) => (*n).to_string(),
             Kill::After(_) => "random moment".into(),
@@ -69,16 +69,16 @@ impl Kill {
     }
 }
 
-struct Run {
+pub(crate) struct Run {
     /// Killed by us with SIGKILL while it ran.
-    killed: bool,
-    code: Option<i32>,
-    stderr: String,
-    took: Duration,
+    pub(crate) killed: bool,
+    pub(crate) code: Option<i32>,
+    pub(crate) stderr: String,
+    pub(crate) took: Duration,
 }
 
 /// Runs `anchovy args` and kills it with SIGKILL as `kill` says (if it gets there).
-fn run(env: &Env, args: &[&str], vars: &[(String, String)], kill: Option<&Kill>) -> Run {
+pub(crate) fn run(env: &Env, args: &[&str], vars: &[(String, String)], kill: Option<&Kill>) -> Run {
     let mut vars: Vec<(String, String)> = vars.to_vec();
     if let Some(Kill::At(name, n)) = kill {
         vars.push(("ACHVY_FAILPOINT".into(), format!("{name}:pause@{n}")));
@@ -144,7 +144,12 @@ fn run(env: &Env, args: &[&str], vars: &[(String, String)], kill: Option<&Kill>)
 
 /// Reruns until the run succeeds. Exit 5 (the killed run's lease on an object store
 /// has not expired yet) is waited out; anything else is a failure of the test.
-fn run_to_completion(env: &Env, args: &[&str], vars: &[(String, String)], after: &str) -> Run {
+pub(crate) fn run_to_completion(
+    env: &Env,
+    args: &[&str],
+    vars: &[(String, String)],
+    after: &str,
+) -> Run {
     let t0 = Instant::now();
     loop {
         let r = run(env, args, vars, None);
@@ -263,7 +268,7 @@ fn int(v: &Value) -> i64 {
 
 /// Draws a kill: a named failpoint half the time, else a random moment within the
 /// duration of the last clean run of the same kind.
-fn draw(rng: &mut Rng, points: &[(&'static str, u64)], typical: Duration) -> Kill {
+pub(crate) fn draw(rng: &mut Rng, points: &[(&'static str, u64)], typical: Duration) -> Kill {
     if rng.below(2) == 0 {
         let (name, n) = points[rng.below(points.len() as u64) as usize];
         Kill::At(name, 1 + rng.below(n))

@@ -826,3 +826,114 @@ fn original_files_are_published_only_after_their_commit() {
     assert_eq!(original_load(), 40);
     assert_eq!(original_load(), 40, "loaded once");
 }
+
+/// `kill -9` at the download's failpoints and at random moments while this downloader
+/// writes for the original (new source files arriving between kills, the original
+/// uploader loading between them); after a clean run both uploaders hold every row
+/// once: the original's history has one version per row (nothing published twice),
+/// and staged orphans are never listed. `ORIGINAL_KILLS` sets the number of kills
+/// (default 12); `CHAOS_SEED` replays a run.
+#[test]
+fn kills_while_writing_for_the_original_lose_and_double_nothing() {
+    use crate::chaos::{DOWNLOAD_POINTS, draw, kills_and_seed, run, run_to_completion};
+    let (kills, seed) = kills_and_seed("ORIGINAL_KILLS", 12);
+    eprintln!("original chaos: {kills} kills, CHAOS_SEED={seed}");
+    let env = Env::new();
+    let py = Original::new(&env);
+    let ds = env.path().join("ds");
+    let ds = ds.to_str().unwrap();
+    let mut rng = Rng(seed);
+    env.write("config.yaml", CSV_CONFIG);
+    let args = [DOWNLOAD, &["--datastore", ds]].concat();
+    let py_db = env.path().join("original.sqlite");
+    let py_url = format!("sqlite:///{}", py_db.display());
+    let (mut next_id, mut files) = (1u64, 0);
+    let mut add_file = |rng: &mut Rng| {
+        let rows: Vec<_> = (next_id..next_id + 300).map(|id| row(rng, id, 1)).collect();
+        next_id += 300;
+        env.write(&format!("in/{files:03}.csv"), csv(&rows));
+        files += 1;
+    };
+    for _ in 0..3 {
+        add_file(&mut rng);
+    }
+    let typical = run_to_completion(&env, &args, &[], "the first run").took;
+    let mut landed = 0;
+    for k in 0..kills {
+        if rng.chance(50) {
+            add_file(&mut rng);
+        }
+        let kill = draw(&mut rng, DOWNLOAD_POINTS, typical);
+        let r = run(&env, &args, &[], Some(&kill));
+        landed += r.killed as u32;
+        assert!(
+            r.killed || r.code == Some(0),
+            "kill {k} ({}): exit {:?}: {}",
+            kill.label(),
+            r.code,
+            r.stderr
+        );
+        if rng.chance(30) {
+            py.upload(ds, "up_py", &py_url);
+        }
+    }
+    run_to_completion(&env, &args, &[], "the kills");
+    py.upload(ds, "up_py", &py_url);
+    let total = next_id - 1;
+    let current = py.dump(
+        &py_db,
+        "SELECT COUNT(DISTINCT id) AS n FROM items WHERE _del IS NULL",
+    );
+    let versions = py.dump(&py_db, "SELECT COUNT(*) AS n FROM items");
+    let listing = || {
+        let mut v: Vec<String> = std::fs::read_dir(env.path().join("ds/test/dl/data/items"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap().modified().unwrap();
+                let m: chrono::DateTime<chrono::Utc> = m.into();
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(
+                    &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(e.path()).unwrap()),
+                    &mut text,
+                );
+                let ids: Vec<u64> = text
+                    .lines()
+                    .filter_map(|l| {
+                        serde_json::from_str::<serde_json::Value>(l).ok()?["id"].as_u64()
+                    })
+                    .collect();
+                format!(
+                    "{} {} rows {} ids {:?}..{:?}",
+                    e.file_name().to_string_lossy(),
+                    m.to_rfc3339(),
+                    ids.len(),
+                    ids.iter().min(),
+                    ids.iter().max()
+                )
+            })
+            .collect();
+        v.sort();
+        let cp = std::fs::read_to_string(
+            env.path()
+                .join("ds/test/up_py/$checkpoints/dl.items.last.timestamp"),
+        )
+        .unwrap_or_default();
+        format!("{v:#?}\noriginal's checkpoint {cp}")
+    };
+    assert_eq!(
+        current[0]["n"],
+        total,
+        "seed {seed}: every row in the original's target; files:\n{}",
+        listing()
+    );
+    assert_eq!(versions[0]["n"], total, "seed {seed}: none published twice");
+    let r = ours(
+        &env,
+        &[UPLOAD, &["--datastore", ds]].concat(),
+        &[("ACHVY_CNXN__DB__URI", "sqlite://")],
+    );
+    let d = tbl_data(&r, "dl.items");
+    assert_eq!(d["rows_inserted"], total, "seed {seed}: {d}");
+    eprintln!("original chaos: {landed} of {kills} kills landed before the run ended");
+}

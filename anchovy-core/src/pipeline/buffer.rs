@@ -245,10 +245,9 @@ impl DatastoreSink {
             let key = match rejects {
                 Some(owner) => layout::rejects_key(owner, &name),
                 // The original's name, published only after the commit.
-                None if format == crate::data::DataFormat::Original => layout::data_key(
-                    &batch.table,
-                    &format!("{}{}", crate::data::STAGED, crate::data::original_name()),
-                ),
+                None if format == crate::data::DataFormat::Original => {
+                    crate::data::original_key(&self.ctx.session.store, &batch.table).await?
+                }
                 None => layout::data_key(&batch.table, &name),
             };
             let columns = match rejects {

@@ -50,6 +50,22 @@ pub fn file_seq(name: &str) -> Option<u64> {
     Some(ts * 4096 + hex)
 }
 
+/// The name of the original data file numbered `seq` ([`file_seq`]'s inverse).
+pub fn file_name(seq: u64) -> String {
+    format!("{:014}.{:03x}.json.gz", seq / 4096, seq % 4096)
+}
+
+/// The number after `seq`: its second's next hex digits, or the next second's first.
+pub fn next_seq(seq: u64) -> u64 {
+    if seq % 4096 < 0xfff {
+        return seq + 1;
+    }
+    let next = file_time(&format!("{:014}", seq / 4096))
+        .map(|t| t + chrono::Duration::seconds(1))
+        .and_then(|t| file_seq(&format!("{}.000.json.gz", t.format("%Y%m%d%H%M%S"))));
+    next.unwrap_or(seq + 1)
+}
+
 /// The UTC second in a name's `YYYYmmddHHMMSS` part.
 fn file_time(ts: &str) -> Option<DateTime<Utc>> {
     if ts.len() != 14 || !ts.bytes().all(|b| b.is_ascii_digit()) {
@@ -221,6 +237,17 @@ pub async fn checkpoints(ds: &Datastore) -> Result<Vec<OriginalCheckpoint>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_and_numbers_invert_and_count_up_across_seconds() {
+        for n in ["20261203181926.58a.json.gz", "20240229235959.fff.json.gz"] {
+            assert_eq!(file_name(file_seq(n).unwrap()), n);
+        }
+        let last = file_seq("20241231235959.fff.json.gz").unwrap();
+        assert_eq!(file_name(next_seq(last)), "20250101000000.000.json.gz");
+        let mid = file_seq("20241231235959.00f.json.gz").unwrap();
+        assert_eq!(file_name(next_seq(mid)), "20241231235959.010.json.gz");
+    }
 
     #[test]
     fn numbers_sort_as_names_and_refuse_other_forms() {

@@ -73,7 +73,9 @@ pub enum DataFormat {
     /// (`data/<table>/<YYYYmmddHHMMSS>.<3 hex>.json.gz`), and visible under that name
     /// only once committed. The file is written as `data/<table>/_staged.<name>`
     /// (which the original does not list) and renamed after its commit; a run killed
-    /// in between is published by the next start of the downloader.
+    /// in between is published by the next start of the downloader. Names sort in the
+    /// order files are published, and a published file's time is its publication's
+    /// ([`original_key`], [`publish`]).
     #[serde(rename = "original")]
     Original,
 }
@@ -216,16 +218,49 @@ pub const STAGED: &str = "_staged.";
 /// Where `publish_staged` remembers the last commit whose files it published.
 const PUBLISHED: &str = "$original_published";
 
-/// A new `original` file's name: the UTC second and three hex digits, as the original
-/// tool names files (the digits count up within this process, so files of one second
-/// differ).
-pub fn original_name() -> String {
-    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xfff;
-    format!(
-        "{}.{n:03x}.json.gz",
-        chrono::Utc::now().format("%Y%m%d%H%M%S")
-    )
+/// A new `original` file's key in `data/<tbl>/` (staged: `_staged.<name>`): named by
+/// the UTC second and three hex digits, as the original tool names files, and after
+/// every name the folder holds (published or staged, a killed run's too), so names
+/// sort in the order files are made and published. The original's uploader depends on
+/// that: it reads a folder in name order and keeps the modification time of the last
+/// name as its position, so a file named before one it read but written after would be
+/// read twice, and one published with an older time never. One process writes an
+/// anchovy's files of this format (the run lease; `--workers` is refused with it), so
+/// the name stays free until the file is written.
+///
+/// # Errors
+/// [`Error::Datastore`] when the folder cannot be listed.
+pub async fn original_key(ds: &Datastore, tbl: &str) -> Result<String> {
+    use crate::datastore::layout;
+    use crate::original::{file_name, file_seq};
+    let folder = format!("{}/{}/", layout::DATA, layout::segment(tbl));
+    let now = chrono::Utc::now();
+    let from = file_name(file_seq_at(now));
+    // Names from this second on (staged ones sort after every digit).
+    let after = format!("{folder}{}", &from[..14]);
+    let newest = ds
+        .list_after(folder.trim_end_matches('/'), Some(&after))
+        .await?
+        .into_iter()
+        .filter_map(|e| {
+            let name = e.key.rsplit('/').next()?.to_string();
+            file_seq(name.strip_prefix(STAGED).unwrap_or(&name))
+        })
+        .max();
+    let seq = match newest {
+        Some(n) if n >= file_seq_at(now) => crate::original::next_seq(n),
+        _ => file_seq_at(now),
+    };
+    Ok(layout::data_key(
+        tbl,
+        &format!("{STAGED}{}", file_name(seq)),
+    ))
+}
+
+/// The number of the first original file name of `t`'s second.
+fn file_seq_at(t: chrono::DateTime<chrono::Utc>) -> u64 {
+    crate::original::file_seq(&format!("{}.000.json.gz", t.format("%Y%m%d%H%M%S")))
+        .unwrap_or_default()
 }
 
 /// An `original` file as its commit records it: under its published name, with where
@@ -250,6 +285,25 @@ pub async fn publish(ds: &Datastore, files: &[FileEntry]) -> Result<()> {
     for f in files {
         if let Some(staged) = &f.staged {
             ds.rename(staged, &f.key).await?;
+            // Published now: its time is the publication's (a filesystem rename keeps
+            // the write's; an object store's copy is new), at least 2 ms after the
+            // previous one, so the original's reader, whose position is a file's time
+            // plus 1 ms, never passes a file it has not read.
+            if let Some(dir) = ds.local_dir() {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                let path = dir.join(&f.key);
+                let touched = std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|h| h.set_modified(std::time::SystemTime::now()));
+                if let Err(source) = touched {
+                    return Err(Error::Io {
+                        op: "set the modification time of",
+                        path,
+                        source,
+                    });
+                }
+            }
         }
     }
     Ok(())
