@@ -114,8 +114,9 @@ settings! {
         unset: Unset::Value("datastore"),
         check: Some(store_cls),
     }
-    /// data file format (see "Data files"); the original's `core.io.StatisticsBuffer`
-    /// and its other buffer classes mean `ndjson.gz`
+    /// data file format (see "Data files"); `original` writes files the original
+    /// tool's uploader reads; the original's `core.io.StatisticsBuffer` and its other
+    /// buffer classes mean `ndjson.gz`
     data_buffer_cls: crate::data::DataFormat {
         env: "ACHVY_DATA_BUFFER_CLS",
         flag: Flag::Value("--data-buffer-cls", "FORMAT"),
