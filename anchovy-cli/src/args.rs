@@ -53,10 +53,10 @@ pub enum Command {
     /// List a downloader's quarantined records (on_bad_record: quarantine), or replay
     /// them after the source or the table's options are fixed.
     Rejects(Box<RejectsArgs>),
-    /// Take over from the original tool's uploader: an uploader's tables start where
-    /// the original's checkpoints say it stopped (under the lease; `--dry-run` only
-    /// prints what it would set). Runs like `start` (-op is the uploader, -U its
-    /// upstreams, the same target); then `anchovy start` continues with the next file.
+    /// Take over from the original tool: an uploader's tables start where the original
+    /// uploader's checkpoints say it stopped (runs like `start`: -op is the uploader,
+    /// -U its upstreams, the same target); a downloader takes over the original
+    /// downloader's checkpoints. Under the lease; `--dry-run` only prints.
     Migrate(MigrateArgs),
 }
 

@@ -17,7 +17,7 @@ use crate::{Env, need, results, tbl_data};
 const PLUGIN: &str = r#"
 import json, os
 from datetime import date, datetime
-from anchovies.sdk import Downloader as BaseDownloader, source
+from anchovies.sdk import Downloader as BaseDownloader, source, session
 
 
 def decode(v):
@@ -31,9 +31,14 @@ def decode(v):
 class Downloader(BaseDownloader):
     @source('items')
     def items(self, **kwds):
+        last = None
         with open(os.environ['COMPAT_ROWS']) as f:
             for line in f:
-                yield {k: decode(v) for k, v in json.loads(line).items()}
+                row = {k: decode(v) for k, v in json.loads(line).items()}
+                last = row['id']
+                yield row
+        # A checkpoint of its own, as SDK downloaders keep them.
+        session().datastore.checkpoints['items', 'last_id'] = str(last)
 "#;
 
 /// Dumps a SQLite table as JSON rows (column -> value as SQLite holds it).
@@ -401,6 +406,34 @@ fn this_binary_reads_the_originals_logs_tables_and_checkpoints() {
     assert!(ts["value"].as_str().unwrap().starts_with("20"), "{cps}");
     let table = run(&["checkpoints", "--id", "up_py"]);
     assert!(table.contains("dl.items.last.timestamp"), "{table}");
+    // A downloader of this binary takes over the original downloader's checkpoints.
+    let plan = run(&[
+        "migrate",
+        "-op",
+        "files.CsvDownloader",
+        "--id",
+        "dl",
+        "--dry-run",
+    ]);
+    assert!(
+        plan.contains("items.last_id") && plan.contains("would set"),
+        "{plan}"
+    );
+    run(&["migrate", "-op", "files.CsvDownloader", "--id", "dl"]);
+    let cps = run(&["checkpoints", "--id", "dl", "--json"]);
+    let c: serde_json::Value = serde_json::from_str(&cps).unwrap();
+    let ours: Vec<&serde_json::Value> = c
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["key"] == "items.last_id")
+        .collect();
+    assert!(
+        ours.iter().any(|c| c["value"] == 20 && c["commit"] != 0),
+        "committed as this project's: {cps}"
+    );
+    let again = run(&["migrate", "-op", "files.CsvDownloader", "--id", "dl"]);
+    assert!(again.contains("kept"), "{again}");
 }
 
 /// The original's command lines run unchanged against this binary: `run`, `-up`,

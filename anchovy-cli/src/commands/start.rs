@@ -15,6 +15,15 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &StartArgs) -> ExitC
 /// `anchovy migrate`: an uploader's run whose table tasks take over the original
 /// uploader's positions ([`anchovy_core::destination::Migrate`]).
 pub async fn migrate(registry: &Registry, loaded: Loaded, args: &MigrateArgs) -> ExitCode {
+    let kind = loaded
+        .settings
+        .operator_cls
+        .as_deref()
+        .and_then(|op| registry.find(op).ok())
+        .map(|spec| spec.kind);
+    if kind == Some(anchovy_core::OperatorKind::Downloader) {
+        return migrate_checkpoints(loaded, args).await;
+    }
     let m = anchovy_core::destination::Migrate {
         from: args
             .from
@@ -28,6 +37,98 @@ pub async fn migrate(registry: &Registry, loaded: Loaded, args: &MigrateArgs) ->
         no_progress: true,
     };
     run_session(registry, loaded, &start, Mode::Migrate(m)).await
+}
+
+/// `anchovy migrate` of a downloader: the original downloader's checkpoints
+/// (`$checkpoints/<key>`, raw text, in the area of `--from`) become this anchovy's,
+/// key for key (a value that is JSON as its JSON, else as text), in one commit under
+/// the run lease; a key this anchovy already has is kept. A downloader of this binary
+/// that reads the same keys (one written with the SDK to replace the original's)
+/// continues where the original stopped. `--dry-run` only prints the table.
+async fn migrate_checkpoints(loaded: Loaded, args: &MigrateArgs) -> ExitCode {
+    use std::collections::BTreeMap;
+    let s = &loaded.settings;
+    let from = args.from.clone().unwrap_or_else(|| s.id.clone());
+    let (root, store, _, _) = match anchovy_core::session::open_store(s, &loaded.connections).await
+    {
+        Ok(x) => x,
+        Err(e) => return crate::report(&e),
+    };
+    let original =
+        match anchovy_core::original::checkpoints(&root.for_anchovy(&s.user, &from)).await {
+            Ok(o) => o,
+            Err(e) => return crate::report(&e),
+        };
+    // Under the lease: no run of this anchovy commits meanwhile.
+    let lease = if args.dry_run {
+        None
+    } else {
+        match anchovy_core::lease::Lease::acquire(&store, "anchovy-migrate", s.lease_ttl).await {
+            Ok(l) => Some(l),
+            Err(e) => return crate::report(&e),
+        }
+    };
+    let release = |lease: Option<std::sync::Arc<anchovy_core::lease::Lease>>| async move {
+        if let Some(l) = lease {
+            let _ = l.release().await;
+        }
+    };
+    let (cps, last) = match anchovy_core::commit::load_checkpoints(&store).await {
+        Ok(x) => x,
+        Err(e) => {
+            release(lease).await;
+            return crate::report(&e);
+        }
+    };
+    let mut changes: BTreeMap<String, Option<serde_json::Value>> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for c in &original {
+        let value = serde_json::from_str(c.text.trim())
+            .unwrap_or_else(|_| serde_json::Value::String(c.text.clone()));
+        let action = if cps.get(&c.key).is_some() {
+            "kept (already set here)"
+        } else if args.dry_run {
+            "would set"
+        } else {
+            changes.insert(c.key.clone(), Some(value.clone()));
+            "set"
+        };
+        rows.push(vec![c.key.clone(), value.to_string(), action.to_string()]);
+    }
+    crate::out!("{}", super::table(&["KEY", "VALUE", "ACTION"], &rows));
+    if original.is_empty() {
+        crate::errln!(
+            "no checkpoints of the original in {}",
+            root.for_anchovy(&s.user, &from).location()
+        );
+    }
+    let mut code = ExitCode::from(anchovy_core::error::exit::OK);
+    if let Some(l) = &lease
+        && !changes.is_empty()
+    {
+        let committer =
+            anchovy_core::commit::Committer::new(store.clone(), std::sync::Arc::new(cps), last)
+                .with_lease(l.clone());
+        let meta = anchovy_core::commit::CommitMeta {
+            anchovy_id: s.id.clone(),
+            anchovy_user: s.user.clone(),
+            session_id: "anchovy-migrate".into(),
+            batch_id: 0,
+            tbl: None,
+            worker: None,
+            claim: None,
+        };
+        let n = changes.len();
+        code = match committer.commit(&meta, Vec::new(), changes).await {
+            Ok(rec) => {
+                crate::errln!("set {n} checkpoints from the original (commit {})", rec.seq);
+                ExitCode::from(anchovy_core::error::exit::OK)
+            }
+            Err(e) => crate::report(&e),
+        };
+    }
+    release(lease).await;
+    code
 }
 
 /// What the table tasks of a session do.
