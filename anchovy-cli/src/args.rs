@@ -225,8 +225,9 @@ pub struct StartArgs {
 /// Arguments of `anchovy migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// The original uploader's id, whose `$checkpoints/<upstream>.<table>.last.timestamp`
-    /// say what it loaded (default: this --id).
+    /// The id of the original anchovy taken over, whose `$checkpoints/` are read (an
+    /// uploader's `<upstream>.<table>.last.timestamp` say what it loaded) (default:
+    /// this --id).
     #[arg(long, value_name = "ID")]
     pub from: Option<String>,
     /// Print what would be set; change nothing.
