@@ -11,6 +11,7 @@ install_test_services() {
   [ -x /usr/sbin/sshd ] || want+=(openssh-server openssh-sftp-server)
   command -v ssh-keyscan >/dev/null || want+=(openssh-client)
   command -v faketime >/dev/null || want+=(faketime)   # clock-skew tests (libfaketime)
+  command -v groff >/dev/null || want+=(groff-base)   # the manual page test renders anchovy(1)
   [ ${#want[@]} -eq 0 ] && return 0
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null

@@ -58,6 +58,12 @@ pub enum Command {
     /// -U its upstreams, the same target); a downloader takes over the original
     /// downloader's checkpoints. Under the lease; `--dry-run` only prints.
     Migrate(MigrateArgs),
+    /// Print a shell completion script: `anchovy completions bash >
+    /// /etc/bash_completion.d/anchovy` (also zsh, fish, powershell, elvish).
+    Completions(CompletionsArgs),
+    /// Print a manual page (roff): `anchovy man > anchovy.1`, `anchovy man start >
+    /// anchovy-start.1`, or read it at once: `anchovy man start | man -l -`.
+    Man(ManArgs),
 }
 
 /// Arguments of `anchovy rejects`.
@@ -220,6 +226,21 @@ pub struct StartArgs {
     /// No progress bars (they are drawn only when stderr is a terminal and logs are text).
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// Arguments of `anchovy completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Arguments of `anchovy man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// A verb's page (`start`, `school`, ...): `anchovy-<verb>(1)`; default `anchovy(1)`.
+    pub verb: Option<String>,
 }
 
 /// Arguments of `anchovy migrate`.

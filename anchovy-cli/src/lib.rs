@@ -132,6 +132,44 @@ pub fn main_with(registry: Registry) -> ExitCode {
     let config = match &cli.command {
         // Needs no configuration.
         Command::Plugins(a) => return commands::plugins::run(&registry, a),
+        Command::Completions(a) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(a.shell, &mut cmd, "anchovy", &mut out);
+            out!("{}", String::from_utf8_lossy(&out));
+            return ExitCode::from(exit::OK);
+        }
+        Command::Man(a) => {
+            let root = <Cli as clap::CommandFactory>::command();
+            let page = match &a.verb {
+                None => root,
+                Some(v) => match root.find_subcommand(v) {
+                    // The process ends right after: the name may live for good.
+                    Some(sub) => sub
+                        .clone()
+                        .name(&*format!("anchovy-{}", sub.get_name()).leak()),
+                    None => {
+                        let verbs: Vec<&str> =
+                            root.get_subcommands().map(|c| c.get_name()).collect();
+                        return report(&Error::config(
+                            "man",
+                            format!("no verb `{v}`; one of {}", verbs.join(", ")),
+                        ));
+                    }
+                },
+            };
+            let mut out = Vec::new();
+            return match clap_mangen::Man::new(page).render(&mut out) {
+                Ok(()) => {
+                    out!("{}", String::from_utf8_lossy(&out));
+                    ExitCode::from(exit::OK)
+                }
+                Err(e) => {
+                    errln!("anchovy: error: cannot render the manual page: {e}");
+                    ExitCode::from(exit::FAILED)
+                }
+            };
+        }
         Command::School(a) => {
             logging::init("info", anchovy_core::config::LogFormat::Text);
             return match tokio::runtime::Runtime::new() {
@@ -198,7 +236,10 @@ pub fn main_with(registry: Registry) -> ExitCode {
             Command::Tables(a) => commands::tables::run(loaded, &a).await,
             Command::Rejects(a) => commands::rejects::run(&registry, loaded, &a).await,
             Command::Migrate(a) => commands::start::migrate(&registry, loaded, &a).await,
-            Command::Plugins(_) | Command::School(_) => unreachable!("handled before loading"),
+            Command::Plugins(_)
+            | Command::School(_)
+            | Command::Completions(_)
+            | Command::Man(_) => unreachable!("handled before loading"),
         }
     });
     // Blocking readers notice their closed channel and stop; do not wait on them forever.

@@ -201,6 +201,11 @@ fn every_verb_has_help() {
         vec!["healthcheck", "--help"],
         vec!["checkpoints", "--help"],
         vec!["plugins", "--help"],
+        vec!["migrate", "--help"],
+        vec!["completions", "--help"],
+        vec!["man", "--help"],
+        vec!["school", "run", "--help"],
+        vec!["checkpoint", "--help"],
     ] {
         let out = env.cmd().args(&verb).output().unwrap();
         assert!(out.status.success(), "{verb:?}");
