@@ -582,3 +582,44 @@ fn strict_turns_matched_nothing_into_exit_2() {
     );
     assert_eq!(code, Some(2), "{err}");
 }
+
+/// `tables` and `logs` that find nothing say which anchovy they looked at, where, and
+/// which anchovies of the user are there (instead of an empty table and exit 0 alone).
+#[test]
+fn verbs_that_find_nothing_say_where_they_looked_and_what_is_there() {
+    let env = env_with_table();
+    env.write("config.yaml", CSV_TABLE);
+    for id in ["sales", "crm"] {
+        let out = env
+            .cmd()
+            .args(["start", "-op", "files.CsvDownloader", "--id", id])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+    }
+    for args in [vec!["tables"], vec!["logs", "--id", "nope"]] {
+        let out = env.cmd().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let err = crate::stderr(&out);
+        assert!(
+            err.contains("no ") && err.contains("for tester/"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("pick one with --id"), "{args:?}: {err}");
+        assert!(
+            err.contains("anchovies of user tester there: crm, sales"),
+            "{args:?}: {err}"
+        );
+    }
+    // Found: no hint.
+    let out = env
+        .cmd()
+        .args(["tables", "--id", "sales"])
+        .output()
+        .unwrap();
+    assert!(
+        !crate::stderr(&out).contains("pick one"),
+        "{}",
+        crate::stderr(&out)
+    );
+}

@@ -22,6 +22,9 @@ pub async fn run(loaded: Loaded, args: &LogsArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return crate::report(&e),
     };
+    if logs.is_empty() && since.is_none() {
+        super::found_nothing(&loaded, "task logs").await;
+    }
     let want_status = args.status.as_deref().map(str::to_ascii_uppercase);
     let want_type = args.task_type.as_deref().map(str::to_ascii_uppercase);
     let mut logs: Vec<_> = logs

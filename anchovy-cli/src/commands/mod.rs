@@ -28,6 +28,44 @@ pub fn meta_root(loaded: &Loaded, cls: &str) -> Result<Datastore, Error> {
     }
 }
 
+/// When a verb that reads an anchovy found nothing: says on stderr which anchovy it
+/// looked at (user, id, where) and how to pick another, with the anchovies of that
+/// user the datastore holds.
+pub async fn found_nothing(loaded: &Loaded, what: &str) {
+    let s = &loaded.settings;
+    let root = anchovy_core::session::open_datastore(s, &loaded.connections);
+    let (area, others) = match &root {
+        Ok(r) => (
+            r.for_anchovy(&s.user, &s.id).location(),
+            r.child(&[&s.user]).children().await.unwrap_or_default(),
+        ),
+        Err(_) => (s.datastore.clone(), Vec::new()),
+    };
+    let others: Vec<&String> = others.iter().filter(|o| **o != s.id).collect();
+    let hint = if others.is_empty() {
+        format!("no anchovy of user {} is there", s.user)
+    } else {
+        format!(
+            "anchovies of user {} there: {}",
+            s.user,
+            others
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    crate::errln!(
+        "anchovy: no {what} for {}/{} in {area} ({}); pick one with --id (and --user, --datastore): {hint}",
+        s.user,
+        s.id,
+        s.origins
+            .get("id")
+            .map(|o| format!("id from {o}"))
+            .unwrap_or_else(|| "the id defaults to the host name".into())
+    );
+}
+
 /// This anchovy's task log area.
 pub fn task_store(loaded: &Loaded) -> Result<Datastore, Error> {
     let s = &loaded.settings;

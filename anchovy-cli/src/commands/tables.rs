@@ -25,6 +25,9 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return crate::report(&e),
     };
+    if tbls.is_empty() {
+        super::found_nothing(&loaded, "tables").await;
+    }
     let names: Vec<String> = tbls.iter().map(|t| t.name.clone()).collect();
     let loads = match super::task_store(&loaded) {
         Ok(ds) => TaskStore::new(ds).last_loads_of(&names).await,

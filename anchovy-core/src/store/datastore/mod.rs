@@ -378,6 +378,27 @@ impl Datastore {
         Ok(out)
     }
 
+    /// The names of the folders directly under this prefix (one listing request per
+    /// page, not a walk of everything below): for messages that say which anchovies
+    /// a datastore holds.
+    ///
+    /// # Errors
+    /// [`Error::Datastore`].
+    pub async fn children(&self) -> Result<Vec<String>> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|e| Error::datastore("list", self.location(), e))?;
+        let mut out: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.parts().last().map(|s| s.as_ref().to_string()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Whether an object exists (one HEAD request).
     ///
     /// # Errors
