@@ -393,7 +393,7 @@ impl Datastore {
         let mut out: Vec<String> = listed
             .common_prefixes
             .iter()
-            .filter_map(|p| p.parts().last().map(|s| s.as_ref().to_string()))
+            .filter_map(|p| p.parts().next_back().map(|s| s.as_ref().to_string()))
             .collect();
         out.sort();
         Ok(out)
