@@ -55,15 +55,22 @@ pub fn file_name(seq: u64) -> String {
     format!("{:014}.{:03x}.json.gz", seq / 4096, seq % 4096)
 }
 
+/// The number of the first file name of `t`'s second (`<second>.000`).
+pub fn first_seq_of(t: DateTime<Utc>) -> u64 {
+    t.format("%Y%m%d%H%M%S")
+        .to_string()
+        .parse::<u64>()
+        .unwrap_or_default()
+        * 4096
+}
+
 /// The number after `seq`: its second's next hex digits, or the next second's first.
 pub fn next_seq(seq: u64) -> u64 {
     if seq % 4096 < 0xfff {
         return seq + 1;
     }
-    let next = file_time(&format!("{:014}", seq / 4096))
-        .map(|t| t + chrono::Duration::seconds(1))
-        .and_then(|t| file_seq(&format!("{}.000.json.gz", t.format("%Y%m%d%H%M%S"))));
-    next.unwrap_or(seq + 1)
+    file_time(&format!("{:014}", seq / 4096))
+        .map_or(seq + 1, |t| first_seq_of(t + chrono::Duration::seconds(1)))
 }
 
 /// The UTC second in a name's `YYYYmmddHHMMSS` part.
@@ -247,6 +254,8 @@ mod tests {
         assert_eq!(file_name(next_seq(last)), "20250101000000.000.json.gz");
         let mid = file_seq("20241231235959.00f.json.gz").unwrap();
         assert_eq!(file_name(next_seq(mid)), "20241231235959.010.json.gz");
+        let t = file_time("20241231235959").unwrap();
+        assert_eq!(file_name(first_seq_of(t)), "20241231235959.000.json.gz");
     }
 
     #[test]

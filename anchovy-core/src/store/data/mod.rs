@@ -232,10 +232,10 @@ const PUBLISHED: &str = "$original_published";
 /// [`Error::Datastore`] when the folder cannot be listed.
 pub async fn original_key(ds: &Datastore, tbl: &str) -> Result<String> {
     use crate::datastore::layout;
-    use crate::original::{file_name, file_seq};
+    use crate::original::{file_name, file_seq, first_seq_of};
     let folder = format!("{}/{}/", layout::DATA, layout::segment(tbl));
     let now = chrono::Utc::now();
-    let from = file_name(file_seq_at(now));
+    let from = file_name(first_seq_of(now));
     // Names from this second on (staged ones sort after every digit).
     let after = format!("{folder}{}", &from[..14]);
     let newest = ds
@@ -248,19 +248,13 @@ pub async fn original_key(ds: &Datastore, tbl: &str) -> Result<String> {
         })
         .max();
     let seq = match newest {
-        Some(n) if n >= file_seq_at(now) => crate::original::next_seq(n),
-        _ => file_seq_at(now),
+        Some(n) if n >= first_seq_of(now) => crate::original::next_seq(n),
+        _ => first_seq_of(now),
     };
     Ok(layout::data_key(
         tbl,
         &format!("{STAGED}{}", file_name(seq)),
     ))
-}
-
-/// The number of the first original file name of `t`'s second.
-fn file_seq_at(t: chrono::DateTime<chrono::Utc>) -> u64 {
-    crate::original::file_seq(&format!("{}.000.json.gz", t.format("%Y%m%d%H%M%S")))
-        .unwrap_or_default()
 }
 
 /// An `original` file as its commit records it: under its published name, with where
@@ -328,10 +322,22 @@ pub async fn publish_staged(ds: &Datastore) -> Result<()> {
         return Ok(());
     };
     for r in &recs {
-        for f in r.files.iter().filter(|f| f.staged.is_some()) {
-            if !ds.exists(&f.key).await? {
-                publish(ds, std::slice::from_ref(f)).await?;
+        for f in r.files.iter() {
+            let Some(staged) = &f.staged else { continue };
+            if ds.exists(&f.key).await? {
+                continue;
             }
+            if !ds.exists(staged).await? {
+                // Neither name exists (deleted by hand): nothing to publish, and no
+                // reason to stop this downloader's every start over it.
+                tracing::warn!(
+                    commit = r.seq,
+                    file = %f.key,
+                    "a committed data file of the original format is gone under both its names; the original's uploader cannot load it (this project's reports it when it reads the commit)"
+                );
+                continue;
+            }
+            publish(ds, std::slice::from_ref(f)).await?;
         }
     }
     ds.put_json(PUBLISHED, &Published { seq: last }).await
