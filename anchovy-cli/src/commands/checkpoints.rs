@@ -8,7 +8,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anchovy_core::commit::{CommitMeta, Committer};
+use anchovy_core::commit::{CommitMeta, Committer, LoadAs};
 use anchovy_core::error::exit;
 use anchovy_core::lease::Lease;
 use anchovy_core::session::open_store;
@@ -135,7 +135,8 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
         Err(e) => return crate::report(&e),
     };
     // Reload under the lease: a run may have committed since the listing.
-    let (cps, last) = match anchovy_core::commit::load_checkpoints(&store).await {
+    let (cps, last) = match anchovy_core::commit::load_checkpoints(&store, LoadAs::SoleWriter).await
+    {
         Ok(x) => x,
         Err(e) => return crate::report(&e),
     };

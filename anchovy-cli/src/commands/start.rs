@@ -73,7 +73,12 @@ async fn migrate_checkpoints(loaded: Loaded, args: &MigrateArgs) -> ExitCode {
             let _ = l.release().await;
         }
     };
-    let (cps, last) = match anchovy_core::commit::load_checkpoints(&store).await {
+    let (cps, last) = match anchovy_core::commit::load_checkpoints(
+        &store,
+        anchovy_core::commit::LoadAs::SoleWriter,
+    )
+    .await
+    {
         Ok(x) => x,
         Err(e) => {
             release(lease).await;

@@ -146,7 +146,17 @@ impl Checkpoints {
 
     /// The state as the per-key mirrors hold it, and the last commit they fully
     /// reflect (`$checkpoints/_applied`).
+    ///
+    /// `_applied` is read before the mirrors are listed: a mirror written meanwhile is
+    /// newer than the marker says, which the replay of the commits after the marker
+    /// makes right, while a marker read after the listing could name a commit whose
+    /// mirror the listing missed, and that commit would never be replayed.
     async fn load_mirrors(ds: &Datastore) -> Result<(Checkpoints, u64)> {
+        let applied = ds
+            .get_json::<Applied>(layout::CHECKPOINTS_APPLIED)
+            .await?
+            .map(|a| a.seq)
+            .unwrap_or(0);
         let entries = ds.list(layout::CHECKPOINTS).await?;
         let keys: Vec<String> = entries
             .into_iter()
@@ -163,11 +173,6 @@ impl Checkpoints {
             .flatten()
             .map(|e| (e.key.clone(), e))
             .collect();
-        let applied = ds
-            .get_json::<Applied>(layout::CHECKPOINTS_APPLIED)
-            .await?
-            .map(|a| a.seq)
-            .unwrap_or(0);
         let this = Checkpoints::new(ds, state, applied);
         // No snapshot yet: the first one is written at the next commit.
         this.snapshot.store(0, Ordering::SeqCst);

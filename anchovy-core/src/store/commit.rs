@@ -316,18 +316,54 @@ pub async fn origin(ds: &Datastore) -> Result<Option<String>> {
     Ok(first.map(|c| format!("{} {}", c.session_id, c.committed_at)))
 }
 
+/// Who loads the checkpoint state, which decides what the load may write besides
+/// the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadAs {
+    /// The only writer of the anchovy (it holds the run lease): the load also brings
+    /// the per-key mirrors and `$checkpoints/_applied` up to the commits it replays
+    /// (the repair of a crash between a commit and its mirrors).
+    SoleWriter,
+    /// A worker among several, or a reader beside writers (`anchovy healthcheck`,
+    /// `anchovy checkpoints`): the load writes no mirror and no `_applied`. Their
+    /// writes would race the mirror writes of the commits' own writers, and an
+    /// `_applied` that names commits whose mirrors a slower writer has not written yet
+    /// (or overwrites with an older value) tells the next start that the mirrors hold
+    /// a state they do not.
+    Shared,
+}
+
 /// The checkpoint state: the snapshot (or the mirrors), then every commit after the
-/// last one it reflects replayed into it; when any was, the snapshot is rewritten so
-/// the next start does not replay them again. Returns the state and the last commit's sequence
-/// number (where a [`Committer`] continues).
+/// last one it reflects replayed into it, in sequence order and only while the
+/// sequence is dense (a gap, which a listing of a consistent store never shows, ends
+/// the replay: a [`Committer`] continuing there catches up, or fails, on the commit it
+/// meets); when any was replayed, the snapshot is rewritten so the next start does not
+/// replay them again. Returns the state and the last commit's sequence number (where a
+/// [`Committer`] continues). The state is always that of a whole prefix of commits,
+/// whatever other writers do meanwhile.
 ///
 /// # Errors
 /// [`Error::Datastore`] when the mirrors or the commit records cannot be read.
-pub async fn load_checkpoints(ds: &Datastore) -> Result<(Checkpoints, u64)> {
+pub async fn load_checkpoints(ds: &Datastore, as_: LoadAs) -> Result<(Checkpoints, u64)> {
     let (cps, applied) = Checkpoints::load(ds).await?;
+    if as_ == LoadAs::Shared {
+        cps.share();
+    }
     let mut last = applied;
     for rec in read_commits(ds, applied).await? {
-        cps.replay(rec.update()).await;
+        if rec.seq != last + 1 {
+            tracing::warn!(
+                after = last,
+                next = rec.seq,
+                "the commit records are not dense (commit {} is not listed); the state is read up to commit {last}",
+                last + 1
+            );
+            break;
+        }
+        match as_ {
+            LoadAs::SoleWriter => cps.replay(rec.update()).await,
+            LoadAs::Shared => cps.replay_state(rec.update()),
+        }
         last = rec.seq;
     }
     if last > applied {
@@ -398,8 +434,8 @@ mod tests {
         let ds = Datastore::open(dir.path().to_str().unwrap())
             .unwrap()
             .for_anchovy("u", "a");
-        let (c1, last1) = load_checkpoints(&ds).await.unwrap();
-        let (c2, last2) = load_checkpoints(&ds).await.unwrap();
+        let (c1, last1) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
+        let (c2, last2) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         let a = Committer::new(ds.clone(), Arc::new(c1), last1);
         let b = Committer::new(ds.clone(), Arc::new(c2), last2);
         let r = a
@@ -422,7 +458,7 @@ mod tests {
         a.commit(&meta(), vec![], [("k".to_string(), Some(3.into()))].into())
             .await
             .unwrap();
-        let (c3, last3) = load_checkpoints(&ds).await.unwrap();
+        let (c3, last3) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         assert_eq!(last3, 2);
         assert_eq!(c3.get("k"), Some(3.into()));
         let all = read_commits(&ds, 0).await.unwrap();
@@ -435,7 +471,7 @@ mod tests {
     async fn stale_mirrors_are_repaired_from_the_commit_record() {
         let dir = tempfile::tempdir().unwrap();
         let ds = Datastore::open(dir.path().to_str().unwrap()).unwrap();
-        let (c, last) = load_checkpoints(&ds).await.unwrap();
+        let (c, last) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         let a = Committer::new(ds.clone(), Arc::new(c), last);
         a.commit(
             &meta(),
@@ -474,7 +510,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let (c, last) = load_checkpoints(&ds).await.unwrap();
+        let (c, last) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         assert_eq!(last, 2);
         assert_eq!(c.get("x"), Some("two".into()));
         assert_eq!(c.get("y"), Some(1.into()));
@@ -483,7 +519,7 @@ mod tests {
         b.commit(&meta(), vec![], [("y".to_string(), None)].into())
             .await
             .unwrap();
-        let (c, _) = load_checkpoints(&ds).await.unwrap();
+        let (c, _) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         assert_eq!(c.get("y"), None);
         assert_eq!(c.list("*").len(), 1);
     }
@@ -497,7 +533,7 @@ mod tests {
         use crate::checkpoint::SNAPSHOT_EVERY;
         let dir = tempfile::tempdir().unwrap();
         let ds = Datastore::open(dir.path().to_str().unwrap()).unwrap();
-        let (c, last) = load_checkpoints(&ds).await.unwrap();
+        let (c, last) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         let a = Committer::new(ds.clone(), Arc::new(c), last);
         let n = SNAPSHOT_EVERY + 8;
         for i in 1..=n {
@@ -516,7 +552,7 @@ mod tests {
                 .unwrap();
         }
         ds.delete(layout::CHECKPOINTS_APPLIED).await.unwrap();
-        let (c, last) = load_checkpoints(&ds).await.unwrap();
+        let (c, last) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         assert_eq!(last, n);
         assert_eq!(c.list("*").len(), n as usize);
         assert_eq!(c.get("file1"), Some(1.into()));
@@ -526,7 +562,7 @@ mod tests {
         for seq in SNAPSHOT_EVERY + 1..=n {
             ds.delete(&layout::commit_key(seq)).await.unwrap();
         }
-        let (c, last) = load_checkpoints(&ds).await.unwrap();
+        let (c, last) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         assert_eq!((last, c.list("*").len()), (n, n as usize));
         // A session's end writes it too.
         let b = Committer::new(ds.clone(), Arc::new(c), last);
@@ -535,14 +571,14 @@ mod tests {
             .unwrap();
         b.checkpoints().snapshot().await;
         ds.delete(&layout::commit_key(n + 1)).await.unwrap();
-        let (c, last) = load_checkpoints(&ds).await.unwrap();
+        let (c, last) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         assert_eq!((last, c.get("file1")), (n + 1, None));
         // An unreadable snapshot: the start falls back to the mirrors (the replays
         // above rewrote those of the last commits; the first ones were deleted).
         ds.put(layout::CHECKPOINTS_STATE, Bytes::from_static(b"{not json"))
             .await
             .unwrap();
-        let (c, _) = load_checkpoints(&ds).await.unwrap();
+        let (c, _) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         assert_eq!(c.get("file1"), None);
         assert_eq!(c.get("file2"), None, "its mirror was deleted above");
         assert_eq!(c.get(&format!("file{n}")), Some(n.into()));
@@ -556,7 +592,7 @@ mod tests {
     async fn the_prefix_visit_sees_the_keys_of_the_prefix_only() {
         let dir = tempfile::tempdir().unwrap();
         let ds = Datastore::open(dir.path().to_str().unwrap()).unwrap();
-        let (c, last) = load_checkpoints(&ds).await.unwrap();
+        let (c, last) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         let a = Committer::new(ds.clone(), Arc::new(c), last);
         let keys = [
             "a", "a:", "a:x", "a:b:y", "a:z", "a;", "a;b", "a9", "`", "b:x",

@@ -106,7 +106,10 @@ async fn every_backend_passes_the_datastore_contract() {
             worker: None,
             claim: None,
         };
-        let (cps, last) = anchovy_core::commit::load_checkpoints(&ds).await.unwrap();
+        let (cps, last) =
+            anchovy_core::commit::load_checkpoints(&ds, anchovy_core::commit::LoadAs::SoleWriter)
+                .await
+                .unwrap();
         let c = Committer::new(ds.clone(), Arc::new(cps), last);
         for i in 0..12 {
             let mut cp = BTreeMap::new();
@@ -126,7 +129,10 @@ async fn every_backend_passes_the_datastore_contract() {
             "{}",
             at("list after")
         );
-        let (cps, _) = anchovy_core::commit::load_checkpoints(&ds).await.unwrap();
+        let (cps, _) =
+            anchovy_core::commit::load_checkpoints(&ds, anchovy_core::commit::LoadAs::SoleWriter)
+                .await
+                .unwrap();
         let stale = Committer::new(ds.clone(), Arc::new(cps), 5);
         let e = stale
             .commit(&meta, vec![], BTreeMap::new())
@@ -181,7 +187,10 @@ async fn the_run_lease_admits_one_run_and_fences_a_stale_one() {
         let e = second.renew().await.unwrap_err();
         assert!(matches!(e, Error::LeaseLost { token: 2, .. }), "{url}: {e}");
         assert!(second.is_lost());
-        let (cps, last) = anchovy_core::commit::load_checkpoints(&ds).await.unwrap();
+        let (cps, last) =
+            anchovy_core::commit::load_checkpoints(&ds, anchovy_core::commit::LoadAs::SoleWriter)
+                .await
+                .unwrap();
         let stale = Committer::new(ds.clone(), Arc::new(cps), last).with_lease(second.clone());
         let meta = CommitMeta {
             anchovy_id: "lease".into(),
@@ -202,7 +211,10 @@ async fn the_run_lease_admits_one_run_and_fences_a_stale_one() {
             "{url}: the stale run committed"
         );
         // The live holder commits, stamped with its token.
-        let (cps, last) = anchovy_core::commit::load_checkpoints(&ds).await.unwrap();
+        let (cps, last) =
+            anchovy_core::commit::load_checkpoints(&ds, anchovy_core::commit::LoadAs::SoleWriter)
+                .await
+                .unwrap();
         let live = Committer::new(ds.clone(), Arc::new(cps), last).with_lease(third.clone());
         let r = live.commit(&meta, vec![], BTreeMap::new()).await.unwrap();
         assert_eq!(r.lease_token, Some(3));

@@ -115,7 +115,10 @@ impl Harness {
         let ds = anchovy_core::Datastore::open(self.dir.path().to_str().unwrap())
             .unwrap()
             .for_anchovy("tester", "it");
-        let (c, _) = anchovy_core::commit::load_checkpoints(&ds).await.unwrap();
+        let (c, _) =
+            anchovy_core::commit::load_checkpoints(&ds, anchovy_core::commit::LoadAs::SoleWriter)
+                .await
+                .unwrap();
         c.list("*").into_iter().map(|e| (e.key, e.value)).collect()
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anchovy_core::Datastore;
-use anchovy_core::commit::{Claim, CommitMeta, Committer, load_checkpoints, read_commits};
+use anchovy_core::commit::{Claim, CommitMeta, Committer, LoadAs, load_checkpoints, read_commits};
 use anchovy_core::error::Error;
 use anchovy_core::lease::{Lease, Spot, Taken};
 
@@ -26,7 +26,7 @@ fn meta(session: &str, tbl: &str, claim: Option<Claim>) -> CommitMeta {
 }
 
 async fn shared(ds: &Datastore) -> Arc<Committer> {
-    let (cps, last) = load_checkpoints(ds).await.unwrap();
+    let (cps, last) = load_checkpoints(ds, LoadAs::Shared).await.unwrap();
     Arc::new(Committer::new(ds.clone(), Arc::new(cps), last).shared())
 }
 
@@ -153,10 +153,89 @@ async fn shared_committers_keep_one_dense_sequence() {
         for (c, _) in &done {
             c.checkpoints().snapshot().await;
         }
-        let (cps, last) = load_checkpoints(&ds).await.unwrap();
+        let (cps, last) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         assert_eq!(last, 90);
         assert_eq!(cps.list("*").len(), 6);
         assert!(cps.list("*").iter().all(|e| e.value == 14), "{url}");
+    }
+}
+
+/// Starts beside running writers (a worker starting late, `anchovy healthcheck`) read
+/// the state of a whole prefix of commits: four writers commit fifteen times (each a new key, some
+/// deleting an older one of theirs, seeded), while three starts load again and again,
+/// each after removing the snapshot, so that every load reads the per-key mirrors the
+/// writers are writing meanwhile. Each loaded state must equal the reference model,
+/// the fold of commits 1..=last; and the starts write no `_applied` (a start once did,
+/// after its listing of the mirrors, and the next start then skipped a commit it
+/// believed mirrored: a file read twice).
+#[tokio::test]
+async fn starts_beside_writers_read_a_whole_prefix_of_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in backends(dir.path()) {
+        let ds = Datastore::open(&url).unwrap().for_anchovy("me", "prefix");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers = (0..4u64).map(|i| {
+            let ds = ds.clone();
+            tokio::spawn(async move {
+                let c = shared(&ds).await;
+                let mut rng = anchovy_core::testutil::Rng(0x5eed + i);
+                for j in 0..15u64 {
+                    let mut cps = BTreeMap::from([(format!("t{i}:f{j}"), Some(j.into()))]);
+                    if j > 0 && rng.below(4) == 0 {
+                        cps.insert(format!("t{i}:f{}", rng.below(j)), None);
+                    }
+                    c.commit(&meta(&format!("w{i}"), &format!("t{i}"), None), vec![], cps)
+                        .await
+                        .unwrap();
+                }
+            })
+        });
+        let starts = (0..3).map(|_| {
+            let ds = ds.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    ds.delete("$checkpoints/_state").await.unwrap();
+                    let (cps, last) = load_checkpoints(&ds, LoadAs::Shared).await.unwrap();
+                    let state: BTreeMap<String, serde_json::Value> = cps
+                        .list("*")
+                        .into_iter()
+                        .map(|e| (e.key, e.value))
+                        .collect();
+                    seen.push((last, state));
+                }
+                seen
+            })
+        });
+        let starts: Vec<_> = starts.collect();
+        for w in futures::future::join_all(writers).await {
+            w.unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let all = read_commits(&ds, 0).await.unwrap();
+        assert_eq!(all.len(), 60, "{url}");
+        let mut loads = 0;
+        for s in futures::future::join_all(starts).await {
+            for (last, state) in s.unwrap() {
+                let mut model: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+                for r in all.iter().filter(|r| r.seq <= last) {
+                    for (k, v) in &r.checkpoints {
+                        match v {
+                            Some(v) => model.insert(k.clone(), v.clone()),
+                            None => model.remove(k),
+                        };
+                    }
+                }
+                assert_eq!(state, model, "{url}: a start's state at commit {last}");
+                loads += 1;
+            }
+        }
+        assert!(loads >= 3, "{url}: {loads} loads");
+        assert!(
+            ds.get("$checkpoints/_applied").await.unwrap().is_none(),
+            "{url}: a shared start wrote `_applied`"
+        );
     }
 }
 
@@ -251,7 +330,7 @@ async fn a_worker_that_lost_its_table_commits_nothing_of_it() {
         )
         .await
         .unwrap();
-        let (cps, _) = load_checkpoints(&ds).await.unwrap();
+        let (cps, _) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
         assert_eq!(cps.get("t2:f3"), Some(7.into()), "{url}");
         assert_eq!(cps.get("t2:f4"), Some(1.into()), "{url}");
         lc.release().await.unwrap();

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::DatastoreSink;
 use crate::checkpoint::Checkpoints;
-use crate::commit::{Claim, Committer};
+use crate::commit::{Claim, Committer, LoadAs};
 use crate::config::{BatchPolicy, ConfigDoc, Settings};
 use crate::connection::Connections;
 use crate::context::{SessionCtx, TaskCtx};
@@ -82,7 +82,8 @@ pub async fn open_store(
 ) -> Result<(Datastore, Datastore, Arc<Checkpoints>, u64)> {
     let root = open_datastore(settings, connections)?;
     let store = root.for_anchovy(&settings.user, &settings.id);
-    let (cps, last) = crate::commit::load_checkpoints(&store).await?;
+    // A reader: writers of the anchovy may be running beside it.
+    let (cps, last) = crate::commit::load_checkpoints(&store, LoadAs::Shared).await?;
     Ok((root, store, Arc::new(cps), last))
 }
 
@@ -196,7 +197,12 @@ impl Session {
         let settings_for_budget = settings.clone();
         let worker_name = worker.as_ref().map(|w| w.name.clone());
         let built = async {
-            let (cps, last) = crate::commit::load_checkpoints(&store).await?;
+            let load_as = if lease.is_some() {
+                LoadAs::SoleWriter
+            } else {
+                LoadAs::Shared
+            };
+            let (cps, last) = crate::commit::load_checkpoints(&store, load_as).await?;
             if take_lease && settings.data_buffer_cls == crate::data::DataFormat::Original {
                 crate::data::publish_staged(&store).await?;
             }
