@@ -63,11 +63,14 @@ async fn answer(
                 )
             }
         }
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            m.render(session.lease_held()),
-        ),
+        "/metrics" => {
+            m.refresh_lag().await;
+            (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                m.render(session.lease_held()),
+            )
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -1,6 +1,11 @@
 //! Run metrics in the Prometheus text format: served by a service's `/metrics`
 //! endpoint, written to a textfile by task-mode runs (`metrics_file`), both from the
 //! same state, which the session updates after every batch.
+//!
+//! An uploader's lag is not a value of its last batch: at every scrape (and before a
+//! textfile is written) [`Metrics::refresh_lag`] lists each upstream's commits after the
+//! table's loaded position, so an uploader that is stuck, frozen or failing shows a lag
+//! that grows with the upstream's unloaded commits, and one that is caught up shows 0.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,6 +24,8 @@ struct TableState {
     last_duration_s: f64,
     last_success: Option<f64>,
     lag_s: Option<f64>,
+    /// Uploaders: the upstream commit the table is loaded through.
+    position: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +42,8 @@ struct State {
 pub struct Metrics {
     labels: Vec<(&'static str, String)>,
     state: Mutex<State>,
+    /// Uploaders: each table's upstream area (commits under `$commits`).
+    upstreams: Mutex<BTreeMap<String, crate::Datastore>>,
 }
 
 impl Metrics {
@@ -47,6 +56,7 @@ impl Metrics {
                 ("operator", operator.to_string()),
             ],
             state: Mutex::new(State::default()),
+            upstreams: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -89,12 +99,74 @@ impl Metrics {
             if let Some(l) = t.data.get("lag_seconds").and_then(|v| v.as_f64()) {
                 e.lag_s = Some(l);
             }
+            if let Some(p) = t.data.get("position").and_then(|v| v.as_u64()) {
+                e.position = Some(p);
+            }
             if t.status == Status::Ok {
                 e.last_success = chrono::DateTime::parse_from_rfc3339(&t.timestamp)
                     .ok()
                     .map(|d| d.timestamp_millis() as f64 / 1000.0);
             } else {
                 e.errors += 1;
+            }
+        }
+    }
+
+    /// Uploaders: `table` loads the commits of `upstream` (its lag is refreshed from
+    /// them, [`Metrics::refresh_lag`]).
+    pub fn lag_from(&self, table: &str, upstream: &crate::Datastore) {
+        self.upstreams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(table.to_string(), upstream.clone());
+    }
+
+    /// Sets each uploader table's lag to the age of the oldest upstream commit after
+    /// its loaded position (0 when there is none): one listing per upstream and
+    /// position. A listing that fails keeps the last value (and says so at debug level).
+    pub async fn refresh_lag(&self) {
+        let work: Vec<(String, crate::Datastore, u64)> = {
+            let ups = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
+            let s = self.state();
+            ups.iter()
+                .filter_map(|(t, ds)| Some((t.clone(), ds.clone(), s.tables.get(t)?.position?)))
+                .collect()
+        };
+        let mut oldest: BTreeMap<(String, u64), Option<f64>> = BTreeMap::new();
+        let now = chrono::Utc::now();
+        for (table, ds, pos) in work {
+            let at = (ds.location(), pos);
+            let lag = match oldest.get(&at) {
+                Some(l) => *l,
+                None => {
+                    let after = (pos > 0).then(|| crate::datastore::layout::commit_key(pos));
+                    let l = match ds
+                        .list_after(crate::datastore::layout::COMMITS, after.as_deref())
+                        .await
+                    {
+                        Ok(list) => Some(
+                            list.iter()
+                                .find(|e| {
+                                    crate::datastore::layout::commit_seq(&e.key)
+                                        .is_some_and(|s| s > pos)
+                                })
+                                .map_or(0.0, |e| {
+                                    ((now - e.modified).num_milliseconds() as f64 / 1000.0).max(0.0)
+                                }),
+                        ),
+                        Err(e) => {
+                            tracing::debug!(error = %e.chain(), table, "the lag is not refreshed: the upstream's commits cannot be listed");
+                            None
+                        }
+                    };
+                    oldest.insert(at, l);
+                    l
+                }
+            };
+            if let Some(l) = lag
+                && let Some(t) = self.state().tables.get_mut(&table)
+            {
+                t.lag_s = Some(l);
             }
         }
     }
@@ -209,7 +281,7 @@ impl Metrics {
         metric(
             "anchovy_lag_seconds",
             "gauge",
-            "Uploaders: age of the newest upstream commit loaded.",
+            "Uploaders: seconds since the oldest upstream commit the table has not loaded yet was committed (0 when loaded through the newest), as of this scrape.",
             per(&|t| t.lag_s),
         );
         out

@@ -268,6 +268,98 @@ fn health_ready_and_metrics_endpoints() {
     assert_eq!(out.status.code(), Some(0), "{}", crate::stderr(&out));
 }
 
+/// An uploader's lag is measured when scraped: 0 once it has loaded the upstream's
+/// newest commit, then growing while a newer commit waits for it (here the service
+/// sleeps for an hour between batches, as a stuck or frozen uploader would): not the
+/// small lag of its last load.
+#[test]
+fn an_uploader_s_lag_grows_while_upstream_commits_wait() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n");
+    env.write("config.yaml", "tbls:\n  a:\n    path: in/*.csv\n");
+    let download = || {
+        let out = env
+            .cmd()
+            .args(["start", "-op", "files.CsvDownloader", "--id", "dl"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+    };
+    download();
+    let port = free_port();
+    let p = port.to_string();
+    let child = env.spawn(
+        &[
+            "start",
+            "-op",
+            "sql.Uploader",
+            "--id",
+            "up",
+            "-U",
+            "dl",
+            "-S",
+            "--service-pause",
+            "1h",
+            "--port",
+            &p,
+        ],
+        &[("ACHVY_CNXN__DB__URI", "sqlite://")],
+    );
+    let lag = || -> Option<f64> {
+        let body = get(port, "/metrics")?.1;
+        parse_prometheus(&body)
+            .into_iter()
+            .find(|(n, l, _)| n == "anchovy_lag_seconds" && l.contains("table=\"dl.a\""))
+            .map(|s| s.2)
+    };
+    wait_for("the lag of the first load", || lag() == Some(0.0));
+    env.write("in/b.csv", "id\n2\n");
+    download();
+    std::thread::sleep(Duration::from_millis(1500));
+    let first = lag().unwrap();
+    assert!(first >= 1.0, "lag {first} s while commit 2 waits");
+    std::thread::sleep(Duration::from_millis(1000));
+    let then = lag().unwrap();
+    assert!(then >= first + 0.9, "lag {first} s, then {then} s");
+    term(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", crate::stderr(&out));
+}
+
+/// A long service's results keep its newest 100 batches and count the ones left out.
+#[test]
+fn a_long_service_s_results_keep_the_newest_batches() {
+    let env = Env::new();
+    env.write("in/a.csv", "id\n1\n");
+    env.write("config.yaml", "tbls:\n  t:\n    path: in/*.csv\n");
+    let child = env.spawn(
+        &[
+            "start",
+            "-op",
+            "files.CsvDownloader",
+            "--id",
+            "long",
+            "-S",
+            "--service-pause",
+            "1ms",
+        ],
+        &[],
+    );
+    let logs = env.area("tester", "long").join("$task_logs");
+    wait_for("110 batches", || {
+        std::fs::read_dir(&logs).map_or(0, |d| d.count()) > 110 * 3
+    });
+    term(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", crate::stderr(&out));
+    let r = results(&out);
+    let kept = r["batches"].as_array().unwrap();
+    assert_eq!(kept.len(), 100);
+    let omitted = r["batches_omitted"].as_u64().unwrap();
+    assert!(omitted >= 10, "{omitted}");
+    assert_eq!(kept[0]["batch_id"].as_u64().unwrap(), omitted + 1);
+}
+
 #[test]
 fn task_mode_writes_a_metrics_textfile() {
     let env = Env::new();

@@ -229,6 +229,7 @@ pub async fn run_session(
     tokio::spawn(watch_signals(stop.clone(), cancel.clone(), grace));
     let result = session.run_with(stop, cancel).await;
     if let Some(path) = metrics_file {
+        session.ctx().metrics.refresh_lag().await;
         let text = session.ctx().metrics.render(session.lease_held());
         let tmp = format!("{path}.tmp.{}", std::process::id());
         // Written whole then renamed, so a collector never reads half a file.

@@ -474,6 +474,10 @@ pub async fn load(
         .into());
     }
     let origin = origin.unwrap_or_default();
+    if original.is_none() {
+        // Its lag is refreshed from the upstream's commits at every scrape.
+        ctx.session.metrics.lag_from(&full, &t.ds);
+    }
     let commits = match &original {
         Some(l) => {
             ctx.log("original_files_waiting", l.waiting(pos));

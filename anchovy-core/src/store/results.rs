@@ -49,8 +49,20 @@ pub struct SessionResult {
     pub datastore: String,
     /// STARTUP, SHUTDOWN and session-level ERROR tasks.
     pub tasks: Vec<TaskLog>,
-    /// The batches.
+    /// The batches: a service's last [`KEPT_BATCHES`] (every batch's tasks are in
+    /// `$task_logs`).
     pub batches: Vec<BatchResult>,
+    /// The batches of a long service left out of `batches`, oldest first.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub batches_omitted: u64,
+}
+
+/// The batches a service's run results keep (the newest): its results file stays
+/// small however long it runs.
+pub const KEPT_BATCHES: usize = 100;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl SessionResult {

@@ -307,6 +307,7 @@ impl Session {
         let empty = Arc::new(TblSet::default());
         let mut session_tasks: Vec<TaskLog> = Vec::new();
         let mut batches: Vec<BatchResult> = Vec::new();
+        let mut batches_omitted = 0u64;
         let mut fatal: Option<Error> = None;
         let (log, err) = self.hook_task(TaskType::Startup, 0, empty.clone()).await;
         session_tasks.push(log);
@@ -326,8 +327,9 @@ impl Session {
                 };
                 self.ctx.metrics.record_batch(&b);
                 batches.push(b);
-                if batches.len() > 100 {
+                if batches.len() > crate::results::KEPT_BATCHES {
                     batches.remove(0);
+                    batches_omitted += 1;
                 }
                 if let Some(e) = stopped {
                     let cancelled = matches!(e, Error::Cancelled { .. });
@@ -422,6 +424,7 @@ impl Session {
             datastore: self.ctx.store.location(),
             tasks: session_tasks,
             batches,
+            batches_omitted,
         };
         let results_key = match &self.ctx.worker {
             Some(w) => layout::worker_results_key(&w.name),
