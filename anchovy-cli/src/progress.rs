@@ -1,4 +1,6 @@
-//! Progress bars on a terminal: one line per running table (rows, bytes, files, rate),
+//! Progress bars on a terminal: one line per running table (rows, bytes, files, rate;
+//! a downloader's bytes are its rows' text before compression, `raw` as in the task
+//! log's `raw_bytes_written`, an uploader's the data files it `read`),
 //! drawn on stderr by indicatif. Log lines are printed above the bars (the log writer
 //! suspends them), and nothing is drawn when stderr is not a terminal, with
 //! `--no-progress`, or with JSON logs.
@@ -25,34 +27,36 @@ struct Line {
 pub struct Bars {
     multi: MultiProgress,
     lines: Mutex<HashMap<String, Line>>,
+    /// What the bytes are: `raw` (a downloader's rows before compression) or `read`
+    /// (an uploader's data files).
+    bytes_are: &'static str,
 }
 
 impl Bars {
-    /// Bars on stderr.
-    pub fn new() -> Bars {
+    /// Bars on stderr for an operator of `kind`.
+    pub fn new(kind: anchovy_core::operator::OperatorKind) -> Bars {
         let multi = MULTI.get_or_init(MultiProgress::new).clone();
         Bars {
             multi,
             lines: Mutex::new(HashMap::new()),
+            bytes_are: match kind {
+                anchovy_core::operator::OperatorKind::Uploader => "read",
+                _ => "raw",
+            },
         }
     }
-}
 
-impl Default for Bars {
-    fn default() -> Self {
-        Bars::new()
+    fn message(&self, l: &Line) -> String {
+        let secs = l.started.elapsed().as_secs_f64().max(0.001);
+        format!(
+            "{} rows  {} {}  {} files  {:.0} rows/s",
+            l.rows,
+            HumanBytes(l.bytes),
+            self.bytes_are,
+            l.files,
+            l.rows as f64 / secs
+        )
     }
-}
-
-fn message(l: &Line) -> String {
-    let secs = l.started.elapsed().as_secs_f64().max(0.001);
-    format!(
-        "{} rows  {}  {} files  {:.0} rows/s",
-        l.rows,
-        HumanBytes(l.bytes),
-        l.files,
-        l.rows as f64 / secs
-    )
 }
 
 impl Progress for Bars {
@@ -71,7 +75,7 @@ impl Progress for Bars {
             files: 0,
             started: Instant::now(),
         };
-        line.bar.set_message(message(&line));
+        line.bar.set_message(self.message(&line));
         if let Ok(mut m) = self.lines.lock() {
             m.insert(table.to_string(), line);
         }
@@ -84,7 +88,7 @@ impl Progress for Bars {
             l.rows += rows;
             l.bytes += bytes;
             l.files += u64::from(file);
-            l.bar.set_message(message(l));
+            l.bar.set_message(self.message(l));
         }
     }
 
@@ -92,7 +96,11 @@ impl Progress for Bars {
         if let Ok(mut m) = self.lines.lock()
             && let Some(l) = m.remove(table)
         {
-            let msg = format!("{} {}", if ok { "done:" } else { "FAILED:" }, message(&l));
+            let msg = format!(
+                "{} {}",
+                if ok { "done:" } else { "FAILED:" },
+                self.message(&l)
+            );
             l.bar.finish_with_message(msg);
         }
     }

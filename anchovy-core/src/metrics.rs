@@ -17,7 +17,8 @@ use crate::task::{Status, TaskType};
 #[derive(Debug, Default, Clone)]
 struct TableState {
     rows: u64,
-    bytes: u64,
+    bytes_written: u64,
+    bytes_read: u64,
     files: u64,
     rejected: u64,
     errors: u64,
@@ -92,7 +93,8 @@ impl Metrics {
             let e = s.tables.entry(name.clone()).or_default();
             let n = |k: &str| t.data.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
             e.rows += n("rows") + n("rows_inserted") + n("rows_updated");
-            e.bytes += n("bytes") + n("bytes_consumed");
+            e.bytes_written += n("bytes_written");
+            e.bytes_read += n("bytes_read");
             e.files += n("files") + n("files_consumed");
             e.rejected += n("rejected");
             e.last_duration_s = t.duration as f64 / 1000.0;
@@ -243,10 +245,16 @@ impl Metrics {
             per(&|t| Some(t.rows as f64)),
         );
         metric(
-            "anchovy_bytes_total",
+            "anchovy_bytes_written_total",
             "counter",
-            "Bytes written (downloaders) or read (uploaders).",
-            per(&|t| Some(t.bytes as f64)),
+            "Downloaders: bytes of data files committed to the datastore, as stored (compressed).",
+            per(&|t| Some(t.bytes_written as f64)),
+        );
+        metric(
+            "anchovy_bytes_read_total",
+            "counter",
+            "Uploaders: bytes of the upstream's data files read, as stored (compressed).",
+            per(&|t| Some(t.bytes_read as f64)),
         );
         metric(
             "anchovy_rejected_records_total",

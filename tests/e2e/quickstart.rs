@@ -97,7 +97,11 @@ fn readme_quick_start_produces_the_documented_layout() {
         }
         if v["task_type"] == "TBL" {
             assert!(v["data"]["rows"].as_u64().unwrap() > 0);
-            assert!(v["data"]["bytes"].as_u64().unwrap() > 0);
+            let (stored, raw) = (
+                v["data"]["bytes_written"].as_u64().unwrap(),
+                v["data"]["raw_bytes_written"].as_u64().unwrap(),
+            );
+            assert!(stored > 0 && raw > stored, "{v}");
         }
         n += 1;
     }

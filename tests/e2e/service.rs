@@ -238,6 +238,18 @@ fn health_ready_and_metrics_endpoints() {
         .find(|(n, l, _)| n == "anchovy_rows_total" && l.contains("table=\"t\""))
         .unwrap_or_else(|| panic!("{body}"));
     assert_eq!(rows.2, 2.0);
+    // Bytes by meaning: a downloader writes (as stored), reads none from a datastore.
+    let bytes = |name: &str| {
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && l.contains("table=\"t\""))
+            .map(|s| s.2)
+    };
+    assert!(
+        bytes("anchovy_bytes_written_total").unwrap() > 0.0,
+        "{body}"
+    );
+    assert_eq!(bytes("anchovy_bytes_read_total"), Some(0.0), "{body}");
     assert!(
         samples
             .iter()
@@ -313,6 +325,15 @@ fn an_uploader_s_lag_grows_while_upstream_commits_wait() {
             .map(|s| s.2)
     };
     wait_for("the lag of the first load", || lag() == Some(0.0));
+    let body = get(port, "/metrics").unwrap().1;
+    assert!(
+        parse_prometheus(&body)
+            .iter()
+            .any(|(n, l, v)| n == "anchovy_bytes_read_total"
+                && l.contains("table=\"dl.a\"")
+                && *v > 0.0),
+        "{body}"
+    );
     env.write("in/b.csv", "id\n2\n");
     download();
     std::thread::sleep(Duration::from_millis(1500));

@@ -224,7 +224,9 @@ pub async fn run_session(
         let _ = session
             .ctx()
             .progress
-            .set(std::sync::Arc::new(crate::progress::Bars::new()));
+            .set(std::sync::Arc::new(crate::progress::Bars::new(
+                session.ctx().kind,
+            )));
     }
     tokio::spawn(watch_signals(stop.clone(), cancel.clone(), grace));
     let result = session.run_with(stop, cancel).await;

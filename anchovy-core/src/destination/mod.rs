@@ -549,7 +549,7 @@ pub async fn load(
     ctx.log("rows_deleted", totals.deleted);
     ctx.log("rows_skipped_older", totals.skipped);
     ctx.log("files_consumed", totals.files);
-    ctx.log("bytes_consumed", totals.bytes);
+    ctx.log("bytes_read", totals.bytes);
     ctx.log("commits_consumed", totals.commits);
     ctx.log("position", expected);
     ctx.log("schema_changes", totals.schema_changes);

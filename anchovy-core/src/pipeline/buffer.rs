@@ -27,8 +27,12 @@ use crate::tbl::{ColType, TblSet};
 pub struct TableStats {
     /// Rows committed.
     pub rows: u64,
-    /// Compressed bytes committed.
+    /// Bytes committed, as stored (compressed): `bytes_written` in the task log.
+    #[serde(rename = "bytes_written")]
     pub bytes: u64,
+    /// The committed rows' bytes before compression: `raw_bytes_written`.
+    #[serde(rename = "raw_bytes_written")]
+    pub raw_bytes: u64,
     /// Files committed.
     pub files: u64,
     /// Column types seen.
@@ -107,6 +111,7 @@ impl DatastoreSink {
             let s = self.stats.entry(f.tbl.clone()).or_default();
             s.rows += f.rows;
             s.bytes += f.bytes;
+            s.raw_bytes += f.raw_bytes;
             s.files += 1;
             for (c, t) in &f.columns {
                 let e = s.columns.entry(c.clone()).or_insert(*t);

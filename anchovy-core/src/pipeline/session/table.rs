@@ -174,12 +174,12 @@ pub(super) async fn run_table(
     if let Some(p) = part {
         data.insert("part".into(), format!("{}/{}", p.index, p.count).into());
     }
-    let (rows, bytes, files) = sink
+    let (rows, bytes, raw_bytes, files) = sink
         .stats
         .iter()
         .filter(|(t, _)| crate::reject::rejected_table(t).is_none())
-        .fold((0, 0, 0), |(r, b, f), (_, s)| {
-            (r + s.rows, b + s.bytes, f + s.files)
+        .fold((0, 0, 0, 0), |(r, b, raw, f), (_, s)| {
+            (r + s.rows, b + s.bytes, raw + s.raw_bytes, f + s.files)
         });
     let rejected = ctx.rejected();
     if rejected > 0 {
@@ -195,7 +195,8 @@ pub(super) async fn run_table(
     // What the default sink wrote to the datastore (an uploader writes only positions).
     if sess.kind == crate::operator::OperatorKind::Downloader || files > 0 {
         data.insert("rows".into(), rows.into());
-        data.insert("bytes".into(), bytes.into());
+        data.insert("bytes_written".into(), bytes.into());
+        data.insert("raw_bytes_written".into(), raw_bytes.into());
         data.insert("files".into(), files.into());
         data.insert("commits".into(), sink.commits.into());
     }
