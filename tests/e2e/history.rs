@@ -17,7 +17,7 @@ fn logs_tables_and_freshness() {
     env.write("bad/b.csv", "id,x\n1\n");
     env.write(
         "config.yaml",
-        "tbls:\n  a:\n    path: in/*.csv\n    unique_by: id\n  b:\n    path: bad/*.csv\n",
+        "tbls:\n  a:\n    path: in/*.csv\n    unique_by: id\n  b:\n    path: bad/*.csv\n  c:\n    path: in/*.csv\n    set_by: id\n",
     );
     let out = run(&env, &["start", "-op", "files.CsvDownloader", "--id", "h"]);
     assert_eq!(out.status.code(), Some(1));
@@ -63,7 +63,7 @@ fn logs_tables_and_freshness() {
         ))
         .lines()
         .count(),
-        6
+        7
     );
     let out = run(&env, &["logs", "--id", "h", "--since", "yesterday-ish"]);
     assert_eq!(out.status.code(), Some(2));
@@ -77,7 +77,7 @@ fn logs_tables_and_freshness() {
     .unwrap();
     let out = run(&env, &["logs", "--id", "h", "--since", "1h", "--json"]);
     assert!(out.status.success(), "{}", crate::stderr(&out));
-    assert_eq!(stdout(&out).lines().count(), 6);
+    assert_eq!(stdout(&out).lines().count(), 7);
     let out = run(&env, &["logs", "--id", "h"]);
     assert!(
         !out.status.success(),
@@ -95,6 +95,10 @@ fn logs_tables_and_freshness() {
     assert!(text.starts_with("TABLE"), "{text}");
     let a = text.lines().find(|l| l.starts_with("a ")).unwrap();
     assert!(a.contains(" id ") && a.contains("OK"), "{a}");
+    // Every setting of the table has its column: SET_BY too.
+    assert!(text.lines().next().unwrap().contains("SET_BY"), "{text}");
+    let c = text.lines().find(|l| l.starts_with("c ")).unwrap();
+    assert_eq!(c.split_whitespace().nth(2), Some("id"), "{text}");
     let out = run(&env, &["tables", "--id", "h", "--json"]);
     let v: serde_json::Value = serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
     assert_eq!(v["table"]["name"], "a");
@@ -210,6 +214,12 @@ fn uploader_freshness_reads_only_the_newest_logs() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
         stdout(&out).contains("FAIL freshness dl.a: never loaded successfully"),
+        "{}",
+        stdout(&out)
+    );
+    // The stale table does not hide the checks that say why: the target database's.
+    assert!(
+        stdout(&out).contains("ok   target database: Sqlite reachable"),
         "{}",
         stdout(&out)
     );

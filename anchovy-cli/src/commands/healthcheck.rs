@@ -98,6 +98,10 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &HealthcheckArgs) ->
             Err(e) => lines.push((false, "claims".into(), e.chain())),
         }
     }
+    // The operator's own checks (its database, its upstreams) need a working
+    // configuration and datastore, not a ready service or fresh tables: a failing
+    // freshness check must not hide why the tables are stale.
+    let can_open = lines.iter().all(|l| l.0);
     // `-S`: the service this probe runs next to must answer, and be ready.
     if s.service() {
         lines.push(if s.port == 0 {
@@ -134,7 +138,7 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &HealthcheckArgs) ->
         });
     }
     freshness(&loaded, args, &mut lines).await;
-    if lines.iter().all(|l| l.0) && matches!(spec, Some(Ok(_))) {
+    if can_open && matches!(spec, Some(Ok(_))) {
         match Session::open_for_check(
             registry,
             loaded.settings.clone(),

@@ -109,6 +109,11 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
                     .map(|c| format!("{}{}", if c.descending { "-" } else { "" }, c.name))
                     .collect::<Vec<_>>()
                     .join(","),
+                t.set_by.0.join(","),
+                match t.options.get("history") {
+                    Some(serde_json::Value::Bool(true)) => "yes".into(),
+                    _ => String::new(),
+                },
                 last.map(|x| x.timestamp.chars().take(19).collect())
                     .unwrap_or_else(|| "never".into()),
                 last.map(|x| format!("{:?}", x.status).to_ascii_uppercase())
@@ -131,6 +136,8 @@ pub async fn run(loaded: Loaded, args: &TablesArgs) -> ExitCode {
                 "COLUMNS",
                 "UNIQUE_BY",
                 "SORT_BY",
+                "SET_BY",
+                "HISTORY",
                 "LAST LOAD (UTC)",
                 "STATUS",
                 "ROWS",
