@@ -314,11 +314,18 @@ fn json_logs_on_request() {
         assert!(out.status.success());
         let err = crate::stderr(&out);
         assert!(!err.trim().is_empty());
+        let mut done = 0;
         for line in err.lines() {
             let v: serde_json::Value =
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
             assert!(v.get("level").is_some());
+            // A task's data is an object, not an escaped string.
+            if v["message"] == "table done" {
+                assert!(v["data"]["rows"].as_u64().is_some(), "{line}");
+                done += 1;
+            }
         }
+        assert!(done >= 1, "{err}");
     }
 }
 
