@@ -114,6 +114,19 @@ fn cancel_under_lock(target: Target) {
         "{target:?}: -t 2s took {took:?} under a held lock: {}",
         crate::stderr(&out)
     );
+    // The table's log says why it will be cut off again, and what to do.
+    let tbl = crate::results(&out)["batches"][0]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task_type"] == "TBL")
+        .cloned()
+        .unwrap();
+    let why = tbl["error"].as_str().unwrap();
+    assert!(
+        why.contains("cut off the same way on every run") && why.contains("--max-duration"),
+        "{why}"
+    );
 
     // SIGTERM while blocked: exit 130 within about 2 s of the signal.
     let url = target.url().unwrap();

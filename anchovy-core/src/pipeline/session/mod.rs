@@ -483,6 +483,10 @@ impl Session {
                 );
                 log.status = Status::Err;
                 log.error = Some(match e {
+                    Error::ExecutionTimeout { .. } if task_type == TaskType::Tbl => format!(
+                        "{}; this table's work since its last commit is not kept, and the next run starts again from that commit: a file or load that takes longer than -t is cut off the same way on every run (raise -t, or bound the run with --max-duration, which stops between files and keeps what is done)",
+                        e.chain()
+                    ),
                     Error::ExecutionTimeout { .. } | Error::Cancelled { .. } => e.chain(),
                     other => format!(
                         "cancelled: another task failed under batch policy RAISE: {}",
