@@ -14,7 +14,15 @@ settings! {
     id: String {
         env: "ACHVY_ID",
         flag: Flag::Value("-i/--id", "ID"),
-        unset: Unset::Computed("the host name", |_| {
+        unset: Unset::Computed("the host name; required under Kubernetes, ECS and AWS Batch", |r| {
+            // A pod's or task's host name changes with every run: each run would find
+            // an empty area and read everything again.
+            if let Some(engine) = super::scheduler(r.vars()) {
+                return Err(Error::config(
+                    "--id",
+                    format!("not set, and this runs under {engine}, where the default (the host name) changes with every pod or task, so each run would start from an empty datastore area and read everything again; set --id or ACHVY_ID (the recipes in examples/deploy/ do)"),
+                ));
+            }
             Ok(gethostname::gethostname().to_string_lossy().into_owned())
         }),
         check: Some(name),
@@ -23,7 +31,7 @@ settings! {
     user: String {
         env: "ACHVY_USER",
         flag: Flag::Value("-u/--user", "USER"),
-        unset: Unset::Computed("`$USER`", |r| {
+        unset: Unset::Computed("`$USER`, or `default` when it is unset (as in most containers)", |r| {
             Ok(r.vars()
                 .get("USER")
                 .or_else(|| r.vars().get("USERNAME"))

@@ -49,6 +49,21 @@ pub use self::setting::{Flag, Kind, Resolver, Setting, Unset, Value, readme_tabl
 use self::values::*;
 pub use self::values::{MAX_DURATION, human_duration, parse_duration};
 
+/// The scheduler this process runs under, when its environment says so (the variables
+/// Kubernetes, ECS and AWS Batch set in every container): where a host name is a pod's
+/// or a task's, new on every run.
+pub fn scheduler(vars: &BTreeMap<String, String>) -> Option<&'static str> {
+    [
+        ("KUBERNETES_SERVICE_HOST", "Kubernetes"),
+        ("ECS_CONTAINER_METADATA_URI_V4", "Amazon ECS"),
+        ("ECS_CONTAINER_METADATA_URI", "Amazon ECS"),
+        ("AWS_BATCH_JOB_ID", "AWS Batch"),
+    ]
+    .into_iter()
+    .find(|(v, _)| vars.contains_key(*v))
+    .map(|(_, engine)| engine)
+}
+
 /// The outcomes `exit_zero_on` may name, and their exit codes.
 pub const EXIT_ZERO_OUTCOMES: &[(&str, u8)] = &[
     ("locked", crate::error::exit::LOCKED),

@@ -159,3 +159,33 @@ fn durations() {
     assert_eq!(human_duration(Duration::from_millis(100)), "100ms");
     assert_eq!(human_duration(MAX_DURATION), "366d");
 }
+
+/// Under a scheduler the host name is a pod's or a task's, new on every run: the id must
+/// be set there; elsewhere it defaults to the host name. Without `$USER` (containers) the
+/// user is `default`.
+#[test]
+fn the_id_is_required_where_host_names_change_with_every_run() {
+    let mut k8s = vars();
+    k8s.insert("KUBERNETES_SERVICE_HOST".into(), "10.0.0.1".into());
+    let e = Settings::resolve(&[], &k8s).unwrap_err();
+    assert_eq!(e.exit_code(), crate::error::exit::CONFIG);
+    let text = e.to_string();
+    assert!(
+        text.contains("--id") && text.contains("Kubernetes"),
+        "{text}"
+    );
+    let mut cli = Layer::new("command line");
+    cli.set("id", "orders");
+    assert_eq!(Settings::resolve(&[&cli], &k8s).unwrap().id, "orders");
+    let mut batch: BTreeMap<String, String> = BTreeMap::new();
+    batch.insert("AWS_BATCH_JOB_ID".into(), "j".into());
+    assert!(
+        Settings::resolve(&[], &batch)
+            .unwrap_err()
+            .to_string()
+            .contains("AWS Batch")
+    );
+    let s = Settings::resolve(&[&cli], &batch).unwrap();
+    assert_eq!(s.user, "default");
+    assert!(!Settings::resolve(&[], &vars()).unwrap().id.is_empty());
+}
