@@ -19,6 +19,83 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The settings a verb that reads an anchovy (but runs no operator batch) shows in its
+/// `--help`: which anchovy, where its datastore is, and how to log.
+const READ_SETTINGS: &[&str] = &[
+    "id",
+    "user",
+    "prod",
+    "datastore",
+    "home",
+    "checkpoint_cls",
+    "task_store_cls",
+    "tbl_store_cls",
+    "log_level",
+    "log_format",
+];
+
+/// The settings' flags a verb shows in its `--help` when it takes only some of them
+/// (`None`: all). A verb still accepts the others, so a command line or an `ACHVY_*`
+/// environment shared with `start` works unchanged; they are only not listed.
+fn own_settings(verb: &str) -> Option<Vec<&'static str>> {
+    let with = |more: &[&'static str]| Some([READ_SETTINGS, more].concat());
+    match verb {
+        "logs" | "tables" => with(&[]),
+        // A change takes the run lease.
+        "checkpoints" => with(&["lease_ttl"]),
+        "healthcheck" => with(&[
+            "operator_cls",
+            "upstream",
+            "enabled",
+            "disabled",
+            "is_task_executor",
+            "port",
+            "bind",
+            "sql_no_schema_name",
+        ]),
+        "plugins" | "completions" | "man" => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// The command line: the clap derive, with each verb's `--help` listing only the
+/// settings it uses ([`own_settings`]).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let verbs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for verb in verbs {
+        let Some(keep) = own_settings(&verb) else {
+            continue;
+        };
+        cmd = cmd.mut_subcommand(&verb, |mut sc| {
+            for s in SETTINGS.iter().filter(|s| !keep.contains(&s.key)) {
+                if sc.get_arguments().any(|a| a.get_id() == s.key) {
+                    sc = sc.mut_arg(s.key, |a| a.hide(true));
+                }
+            }
+            sc
+        });
+    }
+    cmd
+}
+
+impl Cli {
+    /// Parses `argv` (after [`rewrite_args`]) with [`command`].
+    ///
+    /// # Errors
+    /// Clap's: bad usage, or `--help`/`--version` (printed by the caller).
+    pub fn parse_args(
+        argv: impl IntoIterator<Item = std::ffi::OsString>,
+    ) -> Result<Cli, clap::Error> {
+        use clap::FromArgMatches;
+        Cli::from_arg_matches(&command().try_get_matches_from(argv)?)
+    }
+}
+
 /// Exit codes, shown under `--help` and documented in the README.
 pub const EXIT_CODES: &str = "Exit codes:
   0  the run finished and every task is OK

@@ -44,7 +44,6 @@ use std::process::ExitCode;
 
 use anchovy_core::error::exit;
 use anchovy_core::{ConfigDoc, Connections, Error, Layer, Registry, Settings, env};
-use clap::Parser;
 
 use crate::args::{Cli, Command, ConfigArgs};
 
@@ -116,7 +115,7 @@ pub fn report(e: &Error) -> ExitCode {
 
 /// The whole `anchovy` program for a registry. Returns the process exit code.
 pub fn main_with(registry: Registry) -> ExitCode {
-    let cli = match Cli::try_parse_from(args::rewrite_args(std::env::args_os())) {
+    let cli = match Cli::parse_args(args::rewrite_args(std::env::args_os())) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -133,14 +132,14 @@ pub fn main_with(registry: Registry) -> ExitCode {
         // Needs no configuration.
         Command::Plugins(a) => return commands::plugins::run(&registry, a),
         Command::Completions(a) => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut cmd = args::command();
             let mut out = Vec::new();
             clap_complete::generate(a.shell, &mut cmd, "anchovy", &mut out);
             out!("{}", String::from_utf8_lossy(&out));
             return ExitCode::from(exit::OK);
         }
         Command::Man(a) => {
-            let root = <Cli as clap::CommandFactory>::command();
+            let root = args::command();
             let page = match &a.verb {
                 None => root,
                 Some(v) => match root.find_subcommand(v) {
@@ -251,6 +250,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
 mod tests {
     use super::*;
     use anchovy_core::config::{Flag, SETTINGS, Setting};
+    use clap::Parser;
 
     /// A command-line value, an env value and a config-file value for every setting
     /// (switches take no command-line value).
