@@ -72,7 +72,7 @@ pub struct Position {
 }
 
 /// What a load did, for the task log.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Totals {
     /// Rows inserted.
     pub inserted: u64,
@@ -231,7 +231,20 @@ crate::table_options! {
         /// deleted from the target before they are written
         #[serde(default)]
         pub replace_by: Option<String>,
+        /// record every load of the table in the target's `_anchovies_loads` (commit
+        /// range, rows, times, status, error), in the load's own transaction (default
+        /// false)
+        #[serde(default, deserialize_with = "crate::options::de::flag")]
+        pub audit: bool,
     }
+}
+
+/// Whether a table's loads are recorded in the target (`audit: true`).
+///
+/// # Errors
+/// [`Error::Data`] for a bad option value.
+pub fn audit(tbl: &Tbl) -> Result<bool, Error> {
+    Ok(load_options(tbl)?.audit)
 }
 
 /// How a load changes the target (`mode:`).

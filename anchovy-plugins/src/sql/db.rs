@@ -665,6 +665,45 @@ impl Tx {
         Ok((seq.max(0) as u64, by))
     }
 
+    /// Records one load in `_anchovies_loads` (`audit: true`): inside the load's
+    /// transaction for a load that commits, so the record and the rows land together.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`].
+    pub async fn record_load(&mut self, r: &LoadRecord) -> Result<(), PluginError> {
+        let d = self.dialect();
+        let params: Vec<String> = (1..=15).map(|n| d.param(n)).collect();
+        let sql = format!(
+            "INSERT INTO {} (anchovy, upstream, tbl, target, first_seq, last_seq, rows_inserted, rows_updated, rows_deleted, rows_skipped, files, started_at, finished_at, status, error) VALUES ({})",
+            d.ident(super::dialect::LOADS),
+            params.join(", ")
+        );
+        let n = |v: u64| v.min(i64::MAX as u64) as i64;
+        let finished = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let res = each_tx!(self, t => {
+            sqlx::query(safe(&sql))
+                .bind(&r.anchovy)
+                .bind(&r.upstream)
+                .bind(&r.tbl)
+                .bind(&r.target)
+                .bind(n(r.first_seq))
+                .bind(n(r.last_seq))
+                .bind(n(r.inserted))
+                .bind(n(r.updated))
+                .bind(n(r.deleted))
+                .bind(n(r.skipped))
+                .bind(n(r.files))
+                .bind(&r.started_at)
+                .bind(&finished)
+                .bind(r.status)
+                .bind(r.error.as_deref())
+                .execute(&mut **t)
+                .await
+                .map(|_| ())
+        });
+        res.map_err(|e| db_err("record the load in _anchovies_loads", e))
+    }
+
     /// Sets the position (inside the load's transaction).
     ///
     /// # Errors
@@ -703,6 +742,39 @@ impl Tx {
     pub async fn commit(self) -> Result<(), PluginError> {
         each_tx!(self, t => t.commit().await).map_err(|e| db_err("commit the load", e))
     }
+}
+
+/// One row of `_anchovies_loads` (`audit: true`).
+#[derive(Debug, Clone)]
+pub struct LoadRecord {
+    /// The uploader's id.
+    pub anchovy: String,
+    /// The upstream (as in `_anchovies_positions`).
+    pub upstream: String,
+    /// The upstream table.
+    pub tbl: String,
+    /// The target table, quoted as the database names it.
+    pub target: String,
+    /// The first upstream commit of the load.
+    pub first_seq: u64,
+    /// The last (the position after it).
+    pub last_seq: u64,
+    /// Rows inserted.
+    pub inserted: u64,
+    /// Rows updated.
+    pub updated: u64,
+    /// Rows deleted (replaced sets, replaced snapshots and ranges).
+    pub deleted: u64,
+    /// Rows that lost to a newer stored or incoming row.
+    pub skipped: u64,
+    /// Data files read.
+    pub files: u64,
+    /// When the load began (RFC 3339 UTC).
+    pub started_at: String,
+    /// `ok` or `error`.
+    pub status: &'static str,
+    /// The error of a failed load (secrets redacted).
+    pub error: Option<String>,
 }
 
 /// A SQLAlchemy URL's scheme without its driver (`postgresql+psycopg2://` ->

@@ -182,6 +182,15 @@ impl Destination for SqlDestination<'_> {
     ) -> Result<Box<dyn TableLoader + 'a>, BoxError> {
         let d = self.db.dialect();
         let tbl = &t.tbl;
+        let audit = destination::audit(tbl)?;
+        if audit {
+            // Outside any load's transaction (MySQL commits implicitly on DDL).
+            if let Err(e) = self.db.exec(&d.create_loads()).await
+                && !e.is_concurrent_ddl()
+            {
+                return Err(e.into());
+            }
+        }
         Ok(Box::new(Job {
             db: self.db,
             d,
@@ -215,6 +224,7 @@ impl Destination for SqlDestination<'_> {
             },
             replace_by: destination::load_mode(tbl)?.1,
             original_layout: std::sync::atomic::AtomicBool::new(false),
+            audit,
             tbl: tbl.clone(),
         }))
     }
@@ -238,6 +248,8 @@ struct Job<'a> {
     /// The history table has the original tool's layout (`_del` a number: epoch
     /// microseconds, not a timestamp); found when the table is first seen.
     original_layout: std::sync::atomic::AtomicBool,
+    /// `audit: true`: every load recorded in `_anchovies_loads`.
+    audit: bool,
     tbl: Tbl,
 }
 
@@ -297,7 +309,23 @@ impl TableLoader for Job<'_> {
         origin: &str,
         totals: &mut Totals,
     ) -> Result<Loaded, BoxError> {
-        Ok(self.load(unit, expected, origin, totals).await?)
+        let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let before = totals.clone();
+        let r = self.load(unit, expected, origin, totals, &started).await;
+        if let (true, Err(e)) = (self.audit, &r) {
+            // The load rolled back: its record is written on its own, after it.
+            let rec = self.record(unit, expected, &before, totals, &started, Some(e));
+            let written = async {
+                let mut tx = self.db.begin().await?;
+                tx.record_load(&rec).await?;
+                tx.commit().await
+            }
+            .await;
+            if let Err(w) = written {
+                tracing::warn!(table = %self.name, error = %anchovy_core::error::render_chain(&w), "the failed load could not be recorded in _anchovies_loads");
+            }
+        }
+        Ok(r?)
     }
 }
 
@@ -312,7 +340,9 @@ impl Job<'_> {
         expected: u64,
         origin: &str,
         totals: &mut Totals,
+        started: &str,
     ) -> Result<Loaded, PluginError> {
+        let before = totals.clone();
         let (cols, names) = if unit.files.is_empty() {
             (Vec::new(), Names::default())
         } else {
@@ -359,11 +389,49 @@ impl Job<'_> {
         }
         tx.set_position(&target, &self.upstream, unit.end, &self.uploader, origin)
             .await?;
+        if self.audit {
+            let rec = self.record(unit, expected, &before, totals, started, None);
+            tx.record_load(&rec).await?;
+        }
         anchovy_core::failpoint::hit("upload.before_commit")?;
         tx.commit().await?;
         anchovy_core::failpoint::hit("upload.after_commit")?;
         totals.commits += unit.commits;
         Ok(Loaded::Done)
+    }
+
+    /// The `_anchovies_loads` row of a load of `unit` from position `expected`: what
+    /// `totals` gained since `before`, or for a failed load (`error`) nothing but the
+    /// error.
+    fn record(
+        &self,
+        unit: &Unit,
+        expected: u64,
+        before: &Totals,
+        totals: &Totals,
+        started: &str,
+        error: Option<&PluginError>,
+    ) -> crate::sql::db::LoadRecord {
+        let ok = error.is_none();
+        let delta = |now: u64, then: u64| if ok { now.saturating_sub(then) } else { 0 };
+        crate::sql::db::LoadRecord {
+            anchovy: self.uploader.clone(),
+            upstream: self.upstream.clone(),
+            tbl: self.name.clone(),
+            target: self.d.table(&self.target),
+            first_seq: expected + 1,
+            last_seq: unit.end,
+            inserted: delta(totals.inserted, before.inserted),
+            updated: delta(totals.updated, before.updated),
+            deleted: delta(totals.deleted, before.deleted),
+            skipped: delta(totals.skipped, before.skipped),
+            files: delta(totals.files, before.files),
+            started_at: started.to_string(),
+            status: if ok { "ok" } else { "error" },
+            error: error.map(|e| {
+                anchovy_core::secret::redact(&anchovy_core::error::render_chain(e)).into_owned()
+            }),
+        }
     }
 
     /// The unit's batches, renamed to target columns and checked for NULL keys, read

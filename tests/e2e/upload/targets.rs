@@ -620,3 +620,105 @@ fn an_original_history_table_is_continued_in_its_layout() {
         }
     }
 }
+
+/// `audit: true`: every load of the table is a row of `_anchovies_loads` (its commit
+/// range, rows, times, status), written with the load; a load that fails and rolls back
+/// is recorded after it, with its error, and the retry that succeeds is recorded too.
+/// The rows the records count are the rows in the table, on every database.
+#[test]
+fn audited_loads_are_recorded_in_the_target() {
+    for target in ALL {
+        let env = Env::new();
+        let up = format!("aud_{target:?}_{}", env.nonce()).to_lowercase();
+        env.write(
+            "config.yaml",
+            "tbls:\n  t:\n    path: in/*.csv\n    unique_by: id\n    columns: {id: int, v: int}\n",
+        );
+        env.write("upload.yaml", "tbls:\n  t:\n    audit: true\n");
+        env.write("in/1.csv", "id,v\n1,10\n2,20\n3,30\n");
+        download(&env, &up);
+        upload_ok(&env, target, "wh", &up);
+        env.write("in/2.csv", "id,v\n3,31\n4,40\n");
+        download(&env, &up);
+        upload_ok(&env, target, "wh", &up);
+        // A unique index on v makes the next load fail (v 10 again): it rolls back.
+        let table = target.table(&up, "t");
+        let index = format!("ux_{up}");
+        fetch(
+            target,
+            &env,
+            &format!("CREATE UNIQUE INDEX {index} ON {table} (v)"),
+        );
+        env.write("in/3.csv", "id,v\n5,10\n");
+        download(&env, &up);
+        let out = upload(&env, target, "wh", &up, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{target:?}: {}",
+            crate::stderr(&out)
+        );
+        let drop = match target {
+            Target::My => format!("DROP INDEX {index} ON {table}"),
+            Target::Pg => format!("DROP INDEX \"{up}__tester\".{index}"),
+            Target::Sqlite => format!("DROP INDEX {index}"),
+        };
+        fetch(target, &env, &drop);
+        upload_ok(&env, target, "wh", &up);
+        let rows = fetch(
+            target,
+            &env,
+            &format!(
+                "SELECT {}, {}, status, {}, {}, {}, CASE WHEN error IS NULL THEN 'no' ELSE 'yes' END, CASE WHEN finished_at >= started_at THEN 'ordered' ELSE 'not' END FROM _anchovies_loads WHERE target = '{}' ORDER BY started_at",
+                target.text("first_seq"),
+                target.text("last_seq"),
+                target.text("rows_inserted"),
+                target.text("rows_updated"),
+                target.text("files"),
+                table.replace('\'', "''"),
+            ),
+        );
+        let row = |a: &str, b: &str, st: &str, ins: &str, upd: &str, f: &str, err: &str| {
+            vec![
+                s(a),
+                s(b),
+                s(st),
+                s(ins),
+                s(upd),
+                s(f),
+                s(err),
+                s("ordered"),
+            ]
+        };
+        assert_eq!(
+            rows,
+            vec![
+                row("1", "1", "ok", "3", "0", "1", "no"),
+                row("2", "2", "ok", "1", "1", "1", "no"),
+                row("3", "3", "error", "0", "0", "0", "yes"),
+                row("3", "3", "ok", "1", "0", "1", "no"),
+            ],
+            "{target:?}"
+        );
+        let err = fetch(
+            target,
+            &env,
+            &format!(
+                "SELECT error FROM _anchovies_loads WHERE target = '{}' AND status = 'error'",
+                table.replace('\'', "''")
+            ),
+        );
+        let err = err[0][0].clone().unwrap();
+        assert!(
+            err.to_lowercase().contains("unique") || err.contains("Duplicate"),
+            "{target:?}: {err}"
+        );
+        // The records count what the table holds.
+        let n = fetch(
+            target,
+            &env,
+            &format!("SELECT {} FROM {table}", target.text("COUNT(*)")),
+        );
+        assert_eq!(n, vec![vec![s("5")]], "{target:?}");
+    }
+}

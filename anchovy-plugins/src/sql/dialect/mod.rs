@@ -421,6 +421,23 @@ impl Dialect {
         )
     }
 
+    /// The load history (`audit: true`): one row per load of a table, written in the
+    /// load's transaction (`status` ok) or, for a load that failed and rolled back,
+    /// after it (`status` error, with the error). Times are RFC 3339 UTC text, which
+    /// sorts and compares as time.
+    pub fn create_loads(self) -> String {
+        let txt = if self == Dialect::MySql {
+            "VARCHAR(255)"
+        } else {
+            "TEXT"
+        };
+        let long = if self == Dialect::MySql { "TEXT" } else { txt };
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (anchovy {txt} NOT NULL, upstream {txt} NOT NULL, tbl {txt} NOT NULL, target {txt} NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, rows_inserted BIGINT NOT NULL, rows_updated BIGINT NOT NULL, rows_deleted BIGINT NOT NULL, rows_skipped BIGINT NOT NULL, files BIGINT NOT NULL, started_at {txt} NOT NULL, finished_at {txt} NOT NULL, status {txt} NOT NULL, error {long})",
+            self.ident(LOADS)
+        )
+    }
+
     /// A bind placeholder.
     pub fn param(self, n: usize) -> String {
         match self {
@@ -448,6 +465,9 @@ pub fn name_hash(name: &str) -> u32 {
 
 /// The name of the position table in the target's default schema.
 pub const POSITIONS: &str = "_anchovies_positions";
+
+/// The name of the load history table (`audit: true`) in the target's default schema.
+pub const LOADS: &str = "_anchovies_loads";
 
 /// The type a column must become to hold both its current and an incoming type:
 /// int -> decimal -> text, float -> decimal, date -> datetime; anything else -> text.
