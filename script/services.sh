@@ -5,6 +5,28 @@
 # Assumes: Debian 12 image, running as root (CI), PostgreSQL 15 + node/npm + python3 already present.
 
 # What the tests need: PostgreSQL is on the image; MariaDB, OpenSSH and faketime come from Debian.
+# What the other installers need first, from the distribution's packages when missing
+# (needs root and apt; a no-op on a machine that has them): PostgreSQL's server (any
+# major version: the newest found is used), node and npm (Azurite, json-server),
+# python3-venv (moto, the Parquet and original-tool venvs), curl.
+install_prerequisites() {
+  local want=()
+  [ -n "$(_pg_bin)" ] || want+=(postgresql)
+  command -v node >/dev/null || want+=(nodejs)
+  command -v npm >/dev/null || want+=(npm)
+  python3 -m venv --help >/dev/null 2>&1 || want+=(python3-venv)
+  command -v curl >/dev/null || want+=(curl ca-certificates)
+  [ ${#want[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "script/services.sh: missing ${want[*]}; install them (this script installs them with apt-get as root)" >&2
+    return 1
+  fi
+  echo "installing ${want[*]} (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${want[@]}" >/dev/null
+}
+
 install_test_services() {
   local want=()
   [ -x /usr/sbin/mariadbd ] || want+=(mariadb-server)
@@ -26,16 +48,21 @@ install_services() {   # apt ~40 s, npm ~30 s, pip ~45 s (run the three in paral
   install_moto
 }
 
-# --- PostgreSQL 15 (throwaway) ---
+# --- PostgreSQL (throwaway; the newest major version installed, or PG_BIN) ---
 PG_PORT=${PG_PORT:-54329}
 PG_DIR=${PG_DIR:-/tmp/anchovies-pg}
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+_pg_bin() {
+  if [ -n "${PG_BIN:-}" ]; then echo "$PG_BIN"; return; fi
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
 _as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 start_postgres() {
   rm -rf "$PG_DIR" && mkdir -p "$PG_DIR"
   [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR"
   echo postgres > "$PG_DIR/pw" && chmod 644 "$PG_DIR/pw"
-  _as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --pwfile="$PG_DIR/pw" \
+  local pgb; pgb=$(_pg_bin)
+  [ -n "$pgb" ] || { echo "no PostgreSQL server found (install_prerequisites installs it)" >&2; return 1; }
+  _as_pg "$pgb/initdb" -D "$PG_DIR/data" -U postgres --pwfile="$PG_DIR/pw" \
       --auth=scram-sha-256 -E UTF8 --locale=C.UTF-8 --no-sync >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log"; return 1; }
   # Relaxed durability for throwaway test servers; PG_DURABLE=1 keeps PostgreSQL's
@@ -61,15 +88,15 @@ start_postgres() {
     tls="-c ssl=on -c ssl_cert_file=$t/server.crt -c ssl_key_file=$t/server.key"
     export PG_TLS_CA="$t/ca.crt"
   fi
-  _as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 start \
+  _as_pg "$pgb/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 start \
       -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR $relaxed $tls" \
       >/dev/null || { cat "$PG_DIR/server.log"; return 1; }
-  PGPASSWORD=postgres "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
+  PGPASSWORD=postgres "$pgb/psql" -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
       -c "CREATE ROLE anchovies LOGIN PASSWORD 'anchovies'" \
       -c "CREATE DATABASE anchovies OWNER anchovies"
   export PG_URL="postgres://anchovies:anchovies@127.0.0.1:$PG_PORT/anchovies"
 }
-stop_postgres() { _as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null; }
+stop_postgres() { local pgb; pgb=$(_pg_bin); _as_pg "$pgb/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null; }
 
 # --- SFTP: second sshd on 127.0.0.1 (needs root; Debian openssh-server installed) ---
 SFTP_PORT=${SFTP_PORT:-22022}
