@@ -102,12 +102,17 @@ stop_postgres() { local pgb; pgb=$(_pg_bin); _as_pg "$pgb/pg_ctl" -D "$PG_DIR/da
 SFTP_PORT=${SFTP_PORT:-22022}
 SFTP_DIR_ROOT=${SFTP_DIR_ROOT:-/tmp/anchovies-sftp}
 SFTP_USER=${SFTP_USER:-anchovies}
-SFTP_PASSWORD=${SFTP_PASSWORD:-anchovies-pw}
+# A new random password per start (not one anybody knows), unless one is given.
+SFTP_PASSWORD=${SFTP_PASSWORD:-pw-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 start_sftp() {
   local d="$SFTP_DIR_ROOT"
   rm -rf "$d" && mkdir -p "$d/home/data" "$d/keys"
   mkdir -p /run/sshd                       # privsep dir; sshd refuses to start without it
-  id -u "$SFTP_USER" >/dev/null 2>&1 || useradd -M -d "$d/home" -s /bin/sh "$SFTP_USER"
+  # The login user exists only while the server runs: created here (and removed by
+  # stop_sftp), or, when it was there before, unlocked here and locked again.
+  if ! id -u "$SFTP_USER" >/dev/null 2>&1; then
+    useradd -M -d "$d/home" -s /bin/sh "$SFTP_USER" && touch "$d/created_user"
+  fi
   usermod -d "$d/home" "$SFTP_USER" >/dev/null 2>&1 || true
   echo "$SFTP_USER:$SFTP_PASSWORD" | chpasswd   # also unlocks the account ("!" in shadow blocks even key auth)
   ssh-keygen -q -t ed25519 -N '' -f "$d/keys/host_ed25519"
@@ -142,7 +147,15 @@ CONF
   export SFTP_HOST=127.0.0.1 SFTP_PORT SFTP_USER SFTP_PASSWORD SFTP_KEY="$d/keys/client_ed25519" \
          SFTP_KNOWN_HOSTS="$d/known_hosts" SFTP_DIR="$d/home/data"
 }
-stop_sftp() { [ -f "$SFTP_DIR_ROOT/sshd.pid" ] && kill "$(cat "$SFTP_DIR_ROOT/sshd.pid")"; }
+stop_sftp() {
+  [ -f "$SFTP_DIR_ROOT/sshd.pid" ] && kill "$(cat "$SFTP_DIR_ROOT/sshd.pid")"
+  if [ -f "$SFTP_DIR_ROOT/created_user" ]; then
+    userdel "$SFTP_USER" >/dev/null 2>&1 && rm -f "$SFTP_DIR_ROOT/created_user"
+  elif id -u "$SFTP_USER" >/dev/null 2>&1; then
+    passwd -l "$SFTP_USER" >/dev/null 2>&1
+  fi
+  true
+}
 
 # --- Azure Blob emulator: Azurite (npm) ---
 AZURITE_PREFIX=${AZURITE_PREFIX:-/tmp/anchovies-azurite}
