@@ -135,3 +135,61 @@ fn a_cycle_or_a_bad_member_is_a_configuration_error() {
         assert!(!err.contains("untagged"), "{err}");
     }
 }
+
+/// A member may be any program (`run: dbt build ...`): it runs after the members it
+/// names in `after:` (or, without it, after every member listed before it), under the
+/// same policy and in the same summary; one that fails skips its dependents, and an
+/// `after:` naming nobody is a bad school file.
+#[test]
+fn programs_run_after_the_loads_they_follow() {
+    let env = setup();
+    // The "transform" counts the rows the uploader loaded: it must run after it.
+    let count = r#"import sqlite3, os, sys; db = os.path.expanduser('~/.anchovies/tester/warehouse.sqlite'); n = sqlite3.connect(db).execute('SELECT COUNT(*) FROM "a__tester__t"').fetchone()[0]; open('count.txt', 'w').write(str(n)); print('transformed', n)"#;
+    let yaml = format!(
+        r#"
+parallel: 4
+env: {{ACHVY_CNXN__DB__URI: "sqlite://"}}
+anchovies:
+  - start -op files.CsvDownloader --id a --config '{{"tbls":{{"t":{{"path":"a/*.csv"}}}}}}'
+  - start -op sql.Uploader --id wh -U a --config '{{}}'
+  - run: python3 -c "{}"
+    id: transform
+  - run: sh -c 'exit 3'
+    id: broken
+    after: [a]
+  - run: sh -c 'echo never > never.txt'
+    after: broken
+"#,
+        count.replace('"', "\\\"")
+    );
+    let out = school(&env, &yaml, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", crate::stderr(&out));
+    let s = summary(&out);
+    assert_eq!(outcome(&s, "a"), "OK");
+    assert_eq!(outcome(&s, "wh"), "OK");
+    assert_eq!(outcome(&s, "transform"), "OK", "{}", crate::stderr(&out));
+    assert_eq!(outcome(&s, "broken"), "FAILED (exit 3)");
+    assert!(
+        outcome(&s, "sh").starts_with("SKIPPED (upstream broken"),
+        "{s:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path().join("count.txt")).unwrap(),
+        "2"
+    );
+    assert!(!env.path().join("never.txt").exists());
+    // The program's output went to stderr, not into the summary.
+    assert!(crate::stderr(&out).contains("transformed 2"));
+    // `after:` must name a member.
+    let out = school(
+        &env,
+        "anchovies:\n  - run: \"true\"\n    after: [nobody]\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        crate::stderr(&out).contains("`after: nobody` names no member"),
+        "{}",
+        crate::stderr(&out)
+    );
+}

@@ -10,15 +10,21 @@
 //!     env: {ACHVY_CNXN__DB__URI: "postgres://..."}
 //! ```
 //!
-//! Each member is an `anchovy start` command line (a string, or `run:` with `env:`).
-//! A member waits for the members whose ids it names with `-U` (its upstreams); the
-//! others run side by side up to `parallel`. Every member is its own process of this
+//! Each member is an `anchovy start` command line (a string, or `run:` with `env:`),
+//! or any other program: a `run:` whose first word is not `start`, `run` or a flag
+//! (`run: dbt build --select staging`), with an optional `id:` (default: the program's
+//! name) and `after:` (the ids it waits for; default: every member listed before it),
+//! so a dbt step follows its loads. A program's output goes to stderr; it succeeds
+//! when it exits 0.
+//! A member waits for the members whose ids it names with `-U` (its upstreams) or
+//! `after:`; the others run side by side up to `parallel`. Every member is its own process of this
 //! binary, so each has its run lease, logs and results. A member whose upstream failed
 //! is skipped. Under `RAISE` nothing new starts after a failure. The summary table goes
 //! to stdout (`--json` for JSON); the exit code is 0 when every member succeeded (or
 //! stopped on a budget, 6), else 1; 2 for a bad school file.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -50,6 +56,10 @@ enum Member {
     Entry {
         run: String,
         env: BTreeMap<String, String>,
+        /// A program member's id.
+        id: Option<String>,
+        /// The members it waits for (besides its `-U` upstreams).
+        after: Option<Vec<String>>,
     },
 }
 
@@ -58,7 +68,7 @@ enum Member {
 impl<'de> Deserialize<'de> for Member {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
-        let shape = "each entry of `anchovies:` is a command line (`-op files.CsvDownloader --id sales`) or a map with `run:` (the command line) and optional `env:` (NAME: value)";
+        let shape = "each entry of `anchovies:` is a command line (`-op files.CsvDownloader --id sales`) or a map with `run:` (an anchovy command line, or any program's: `dbt build`) and optional `env:` (NAME: value), `id:` and `after:` (ids to wait for)";
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::String(s) => Ok(Member::Line(s)),
             serde_json::Value::Array(words) => words
@@ -99,12 +109,43 @@ impl<'de> Deserialize<'de> for Member {
                         )));
                     }
                 };
+                let id = match m.remove("id") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(s)) => Some(s),
+                    Some(_) => {
+                        return Err(D::Error::custom(format!("`id:` must be text; {shape}")));
+                    }
+                };
+                let after = match m.remove("after") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(s)) => Some(vec![s]),
+                    Some(serde_json::Value::Array(a)) => Some(
+                        a.into_iter()
+                            .map(|v| match v {
+                                serde_json::Value::String(s) => Ok(s),
+                                _ => Err(D::Error::custom(format!(
+                                    "`after:` lists member ids (text); {shape}"
+                                ))),
+                            })
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    Some(_) => {
+                        return Err(D::Error::custom(format!(
+                            "`after:` is an id or a list of ids; {shape}"
+                        )));
+                    }
+                };
                 if let Some(k) = m.keys().next() {
                     return Err(D::Error::custom(format!(
                         "unknown key `{k}` in a member; {shape}"
                     )));
                 }
-                Ok(Member::Entry { run, env })
+                Ok(Member::Entry {
+                    run,
+                    env,
+                    id,
+                    after,
+                })
             }
             _ => Err(D::Error::custom(shape)),
         }
@@ -119,6 +160,8 @@ struct Job {
     args: Vec<String>,
     env: BTreeMap<String, String>,
     upstream: Vec<String>,
+    /// Any other program (`run: dbt build`): `args` is its command line, not anchovy's.
+    program: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -252,23 +295,71 @@ fn load(
     };
     let parallel = parallel.or(f.parallel).unwrap_or(4).max(1);
     let mut jobs: Vec<Job> = Vec::new();
+    // Program members' `after:`, checked once every id is known.
+    let mut waits: Vec<(usize, Vec<String>)> = Vec::new();
     for (i, m) in f.anchovies.into_iter().enumerate() {
-        let (line, env) = match m {
-            Member::Line(l) => (l, BTreeMap::new()),
+        let (line, env, given_id, after) = match m {
+            Member::Line(l) => (l, BTreeMap::new(), None, None),
             Member::Words(w) => (
                 shlex::try_join(w.iter().map(String::as_str))
                     .map_err(|_| bad(format!("anchovies[{i}]: a word holds a NUL byte")))?,
                 BTreeMap::new(),
+                None,
+                None,
             ),
-            Member::Entry { run, env } => (run, env),
+            Member::Entry {
+                run,
+                env,
+                id,
+                after,
+            } => (run, env, id, after),
         };
         // Split like a POSIX shell would (quotes, escapes), without running one.
         let mut args: Vec<String> = shlex::split(&line)
             .ok_or_else(|| bad(format!("anchovies[{i}] `{line}`: unbalanced quotes")))?;
-        if args.first().map(String::as_str) == Some("anchovy") {
-            args.remove(0);
-        }
         let what = format!("anchovies[{i}] `{line}`");
+        let anchovy = match args.first().map(String::as_str) {
+            Some("anchovy") => {
+                args.remove(0);
+                true
+            }
+            Some(w) => w == "start" || w == "run" || w.starts_with('-'),
+            None => return Err(bad(format!("{what}: an empty command line"))),
+        };
+        if !anchovy {
+            // Any other program: it waits for `after:`, or for everything before it.
+            let program = std::path::Path::new(&args[0])
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| args[0].clone());
+            let id = given_id.unwrap_or(program);
+            if jobs.iter().any(|j| j.id == id) {
+                return Err(bad(format!(
+                    "{what}: the id `{id}` is used twice (give the member its own `id:`)"
+                )));
+            }
+            let upstream = match after {
+                Some(a) => {
+                    waits.push((i, a.clone()));
+                    a
+                }
+                None => jobs.iter().map(|j| j.id.clone()).collect(),
+            };
+            jobs.push(Job {
+                id,
+                operator: "(command)".into(),
+                args,
+                env,
+                upstream,
+                program: true,
+            });
+            continue;
+        }
+        if given_id.is_some() {
+            return Err(bad(format!(
+                "{what}: an anchovy member's id is its --id, not `id:`"
+            )));
+        }
         let argv = std::iter::once("anchovy".to_string()).chain(args.iter().cloned());
         let parsed =
             Cli::try_parse_from(crate::args::rewrite_args(argv.map(Into::into))).map_err(|e| {
@@ -297,13 +388,31 @@ fn load(
             .flat_map(|u| u.split(',').map(|s| s.trim().to_string()))
             .filter(|s| !s.is_empty())
             .collect();
+        let mut upstream = upstream;
+        if let Some(a) = after {
+            waits.push((i, a.clone()));
+            upstream.extend(a);
+        }
         jobs.push(Job {
             id,
             operator: text("operator_cls").unwrap_or_default(),
             args,
             env,
             upstream,
+            program: false,
         });
+    }
+    // `after:` names members of this school (an upstream `-U` may be outside it).
+    for (i, after) in waits {
+        if let Some(u) = after.iter().find(|u| !jobs.iter().any(|j| &j.id == *u)) {
+            return Err(bad(format!(
+                "anchovies[{i}]: `after: {u}` names no member of this school (its ids: {})",
+                jobs.iter()
+                    .map(|j| j.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
     }
     // Upstreams outside the school are someone else's: not waited for.
     let ids: BTreeSet<String> = jobs.iter().map(|j| j.id.clone()).collect();
@@ -407,17 +516,36 @@ async fn execute(
             }
             started.insert(j.id.clone());
             tracing::info!(anchovy = %j.id, "school: starting");
-            let mut cmd = tokio::process::Command::new(&exe);
-            cmd.args(&j.args)
-                .arg("--compact")
-                .envs(env)
+            let mut cmd = if j.program {
+                let mut c = tokio::process::Command::new(&j.args[0]);
+                c.args(&j.args[1..]);
+                // Its output goes to stderr: stdout is the school's summary.
+                match std::io::stderr().as_fd().try_clone_to_owned() {
+                    Ok(fd) => c.stdout(std::process::Stdio::from(fd)),
+                    Err(_) => c.stdout(std::process::Stdio::null()),
+                };
+                c
+            } else {
+                let mut c = tokio::process::Command::new(&exe);
+                c.args(&j.args)
+                    .arg("--compact")
+                    .stdout(std::process::Stdio::piped());
+                c
+            };
+            // A member's logs and errors show on the school's stderr.
+            cmd.envs(env)
                 .envs(&j.env)
-                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
                 .kill_on_drop(true);
+            let program = j.program.then(|| j.args[0].clone());
             let id = j.id.clone();
             running.spawn(async move {
                 let t0 = Instant::now();
-                let out = cmd.output().await;
+                // spawn, not output(): output() would pipe stderr (and stdout) over what is set.
+                let out = match cmd.spawn() {
+                    Ok(child) => child.wait_with_output().await,
+                    Err(e) => Err(e),
+                };
                 let ms = t0.elapsed().as_millis() as u64;
                 let (outcome, rows) = match out {
                     Ok(o) => {
@@ -425,14 +553,14 @@ async fn execute(
                         let rows = r.as_ref().map(total_rows);
                         let outcome = match o.status.code() {
                             Some(0) => Outcome::Ok,
-                            Some(6) => Outcome::Pending,
+                            Some(6) if program.is_none() => Outcome::Pending,
                             Some(c) => Outcome::Failed(c),
                             None => Outcome::Failed(-1),
                         };
                         (outcome, rows)
                     }
                     Err(e) => {
-                        tracing::error!(anchovy = %id, error = %e, "school: cannot start the member");
+                        tracing::error!(anchovy = %id, program = program.as_deref().unwrap_or("anchovy"), error = %e, "school: cannot start the member");
                         (Outcome::Failed(-1), None)
                     }
                 };
