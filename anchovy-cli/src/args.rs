@@ -41,6 +41,8 @@ fn own_settings(verb: &str) -> Option<Vec<&'static str>> {
     let with = |more: &[&'static str]| Some([READ_SETTINGS, more].concat());
     match verb {
         "logs" | "tables" => with(&[]),
+        // A collection takes the run lease.
+        "gc" => with(&["lease_ttl"]),
         // A change takes the run lease.
         "checkpoints" => with(&["lease_ttl"]),
         "healthcheck" => with(&[
@@ -125,6 +127,11 @@ pub enum Command {
     Logs(LogsArgs),
     /// List an anchovy's tables with their settings and last load.
     Tables(TablesArgs),
+    /// Collect what no reader needs: orphan data files of killed runs (older than
+    /// --grace) and task logs and worker results older than --keep. A dry run unless
+    /// --delete (then under the run lease). Commit records and the files they list are
+    /// kept.
+    Gc(GcArgs),
     /// Run a set of anchovies (a school) as a DAG ordered by their -U upstreams.
     School(SchoolArgs),
     /// List a downloader's quarantined records (on_bad_record: quarantine), or replay
@@ -278,6 +285,27 @@ pub struct TablesArgs {
     /// anchovy's own tables.
     #[arg(long)]
     pub discover: bool,
+    /// Settings shared by every verb.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Arguments of `anchovy gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Delete what is found (under the run lease); without it, only list it.
+    #[arg(long)]
+    pub delete: bool,
+    /// Orphan data files younger than this are kept (a run may still be writing them;
+    /// 1h, 2d).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub grace: String,
+    /// Task logs and worker results younger than this are kept (30d, 12h).
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub keep: String,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
     /// Settings shared by every verb.
     #[command(flatten)]
     pub config: ConfigArgs,

@@ -184,6 +184,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Checkpoints(a) => &a.config,
         Command::Logs(a) => &a.config,
         Command::Tables(a) => &a.config,
+        Command::Gc(a) => &a.config,
         Command::Migrate(a) => &a.config,
         Command::Rejects(a) => match &a.action {
             Some(args::RejectsAction::Replay(r)) => &r.config,
@@ -233,6 +234,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
                 commands::tables::discover(&registry, loaded, &a).await
             }
             Command::Tables(a) => commands::tables::run(loaded, &a).await,
+            Command::Gc(a) => commands::gc::run(loaded, &a).await,
             Command::Rejects(a) => commands::rejects::run(&registry, loaded, &a).await,
             Command::Migrate(a) => commands::start::migrate(&registry, loaded, &a).await,
             Command::Plugins(_)

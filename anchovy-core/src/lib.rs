@@ -61,7 +61,7 @@ pub mod testutil;
 pub use model::{reject, row, tbl};
 pub use pipeline::{buffer, context, operator, options, session, stream, task, worker};
 pub use settings::{config, connection, env, secret};
-pub use store::{checkpoint, commit, data, datastore, lease, original, results, tbl_store};
+pub use store::{checkpoint, commit, data, datastore, gc, lease, original, results, tbl_store};
 
 pub use async_trait::async_trait;
 pub use chrono;

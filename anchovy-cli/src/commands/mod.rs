@@ -1,6 +1,7 @@
 //! One module per verb.
 
 pub mod checkpoints;
+pub mod gc;
 pub mod healthcheck;
 pub mod logs;
 pub mod plugins;
