@@ -61,7 +61,7 @@ fn own_settings(verb: &str) -> Option<Vec<&'static str>> {
 }
 
 /// The command line: the clap derive, with each verb's `--help` listing only the
-/// settings it uses ([`own_settings`]).
+/// settings it uses (the others are hidden there, still accepted).
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
