@@ -96,6 +96,8 @@ start_postgres() {
       -c "CREATE DATABASE anchovies OWNER anchovies"
   export PG_URL="postgres://anchovies:anchovies@127.0.0.1:$PG_PORT/anchovies"
 }
+# Restarts the server with the options it was started with (pg_ctl keeps them).
+restart_postgres() { local pgb; pgb=$(_pg_bin); _as_pg "$pgb/pg_ctl" -D "$PG_DIR/data" -m fast -w restart >/dev/null; }
 stop_postgres() { local pgb; pgb=$(_pg_bin); _as_pg "$pgb/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null; }
 
 # --- SFTP: second sshd on 127.0.0.1 (needs root; Debian openssh-server installed) ---

@@ -319,11 +319,7 @@ impl OwnPg {
     }
 
     fn restart(&self) {
-        services(
-            "_as_pg \"$PG_BIN/pg_ctl\" -D \"$PG_DIR/data\" -m fast -w restart -o \"-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off\" >/dev/null",
-            self.port,
-            &self.dir,
-        );
+        services("restart_postgres", self.port, &self.dir);
     }
 }
 
