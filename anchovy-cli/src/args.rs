@@ -40,7 +40,8 @@ const READ_SETTINGS: &[&str] = &[
 fn own_settings(verb: &str) -> Option<Vec<&'static str>> {
     let with = |more: &[&'static str]| Some([READ_SETTINGS, more].concat());
     match verb {
-        "logs" | "tables" => with(&[]),
+        "logs" => with(&["operator_cls"]),
+        "tables" => with(&[]),
         // A collection takes the run lease.
         "gc" => with(&["lease_ttl"]),
         // A change takes the run lease.
@@ -269,6 +270,11 @@ pub struct LogsArgs {
     /// One JSON task log per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// An uploader's loads as its target database recorded them (`_anchovies_loads`,
+    /// tables with `audit: true`) instead of the task logs: needs -op sql.Uploader and
+    /// its ACHVY_CNXN__DB__URI.
+    #[arg(long)]
+    pub from_target: bool,
     /// Settings shared by every verb.
     #[command(flatten)]
     pub config: ConfigArgs,

@@ -229,6 +229,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
             Command::Start(a) => commands::start::run(&registry, loaded, &a).await,
             Command::Healthcheck(a) => commands::healthcheck::run(&registry, loaded, &a).await,
             Command::Checkpoints(a) => commands::checkpoints::run(loaded, &a).await,
+            Command::Logs(a) if a.from_target => {
+                commands::logs::from_target(&registry, loaded, &a).await
+            }
             Command::Logs(a) => commands::logs::run(loaded, &a).await,
             Command::Tables(a) if a.discover => {
                 commands::tables::discover(&registry, loaded, &a).await

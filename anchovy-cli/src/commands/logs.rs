@@ -128,3 +128,139 @@ fn type_name(t: anchovy_core::task::TaskType) -> String {
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default()
 }
+
+/// `logs --from-target`: an uploader's loads as its target database recorded them
+/// (`_anchovies_loads`, tables with `audit: true`), oldest first (the last `--limit`),
+/// with the same filters; tables are named `<upstream>.<table>` as in its task logs.
+pub async fn from_target(
+    registry: &anchovy_core::Registry,
+    loaded: Loaded,
+    args: &LogsArgs,
+) -> ExitCode {
+    let since = match args.since.as_deref().map(parse_since).transpose() {
+        Ok(s) => s.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        Err(e) => return crate::report(&e),
+    };
+    if args.task_type.is_some() {
+        return crate::report(&anchovy_core::Error::config(
+            "--type",
+            "the target records loads (TBL tasks) only; drop --type with --from-target",
+        ));
+    }
+    let anchovy = format!("{}/{}", loaded.settings.user, loaded.settings.id);
+    let session = match anchovy_core::Session::open_for_check(
+        registry,
+        loaded.settings.clone(),
+        loaded.doc.clone(),
+        loaded.connections.clone(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => return crate::report(&e),
+    };
+    if session.ctx().operator != anchovy_plugins::sql::SPEC.name {
+        return crate::report(&anchovy_core::Error::config(
+            "--from-target",
+            format!(
+                "reads the target database of an uploader; this anchovy runs {} (use -op {})",
+                session.ctx().operator,
+                anchovy_plugins::sql::SPEC.name
+            ),
+        ));
+    }
+    let history = async {
+        let url = anchovy_plugins::sql::target_url(session.ctx())?;
+        let db = anchovy_plugins::sql::db::Db::connect(&url).await?;
+        let rows = db
+            .load_history(&anchovy, since.as_deref(), usize::MAX >> 1)
+            .await;
+        db.close().await;
+        rows
+    }
+    .await;
+    let rows = match history {
+        Ok(r) => r,
+        Err(e) => {
+            crate::errln!(
+                "anchovy: error: {} (is `audit: true` set on the uploader's tables?)",
+                anchovy_core::error::render_chain(&e)
+            );
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let text = |m: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        m.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let want_status = args.status.as_deref().map(str::to_ascii_uppercase);
+    let mut rows: Vec<(String, serde_json::Map<String, serde_json::Value>)> = rows
+        .into_iter()
+        .map(|m| {
+            let up = text(&m, "upstream");
+            let up = up.rsplit('/').next().unwrap_or_default().to_string();
+            (format!("{up}.{}", text(&m, "tbl")), m)
+        })
+        .filter(|(name, _)| {
+            args.table
+                .as_deref()
+                .is_none_or(|t| wildmatch::WildMatch::new(t).matches(name))
+        })
+        .filter(|(_, m)| {
+            let ok = text(m, "status") == "ok";
+            want_status
+                .as_deref()
+                .is_none_or(|s| (s == "OK" && ok) || (s == "ERR" && !ok))
+        })
+        .collect();
+    rows.truncate(args.limit);
+    rows.reverse();
+    if args.json {
+        for (_, m) in &rows {
+            crate::outln!("{}", serde_json::Value::Object(m.clone()));
+        }
+        return ExitCode::from(exit::OK);
+    }
+    let num = |m: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        m.get(k).map(|v| v.to_string()).unwrap_or_default()
+    };
+    let lines: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(name, m)| {
+            vec![
+                text(m, "started_at").chars().take(19).collect(),
+                name.clone(),
+                format!("{}..{}", num(m, "first_seq"), num(m, "last_seq")),
+                if text(m, "status") == "ok" {
+                    "OK"
+                } else {
+                    "ERR"
+                }
+                .to_string(),
+                num(m, "rows_inserted"),
+                num(m, "rows_updated"),
+                num(m, "rows_deleted"),
+                text(m, "error").chars().take(80).collect(),
+            ]
+        })
+        .collect();
+    crate::out!(
+        "{}",
+        super::table(
+            &[
+                "STARTED (UTC)",
+                "TABLE",
+                "COMMITS",
+                "STATUS",
+                "INSERTED",
+                "UPDATED",
+                "DELETED",
+                "ERROR"
+            ],
+            &lines
+        )
+    );
+    ExitCode::from(exit::OK)
+}

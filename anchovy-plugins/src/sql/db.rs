@@ -744,6 +744,66 @@ impl Tx {
     }
 }
 
+impl Db {
+    /// The loads of uploader `anchovy` recorded in `_anchovies_loads` (`audit: true`),
+    /// newest first, at most `limit`, started at or after `since` (RFC 3339 UTC text,
+    /// which compares as time): one JSON object per load, with the table's columns.
+    ///
+    /// # Errors
+    /// [`PluginError::Db`] (also when the table does not exist: no table was audited).
+    pub async fn load_history(
+        &self,
+        anchovy: &str,
+        since: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, PluginError> {
+        use sqlx::Row;
+        let d = self.dialect();
+        let sql = format!(
+            "SELECT anchovy, upstream, tbl, target, first_seq, last_seq, rows_inserted, rows_updated, rows_deleted, rows_skipped, files, started_at, finished_at, status, error FROM {} WHERE anchovy = {} AND started_at >= {} ORDER BY started_at DESC LIMIT {}",
+            d.ident(super::dialect::LOADS),
+            d.param(1),
+            d.param(2),
+            limit.min(i64::MAX as usize)
+        );
+        let since = since.unwrap_or("");
+        const TEXT: [&str; 4] = ["anchovy", "upstream", "tbl", "target"];
+        const NUMS: [&str; 7] = [
+            "first_seq",
+            "last_seq",
+            "rows_inserted",
+            "rows_updated",
+            "rows_deleted",
+            "rows_skipped",
+            "files",
+        ];
+        const TAIL: [&str; 4] = ["started_at", "finished_at", "status", "error"];
+        let rows: Result<Vec<serde_json::Map<String, serde_json::Value>>, sqlx::Error> = each_db!(self, p => {
+            match sqlx::query(safe(&sql)).bind(anchovy).bind(since).fetch_all(p).await {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|r| {
+                        let mut m = serde_json::Map::new();
+                        for (i, c) in TEXT.iter().enumerate() {
+                            m.insert(c.to_string(), r.try_get::<String, _>(i)?.into());
+                        }
+                        for (i, c) in NUMS.iter().enumerate() {
+                            m.insert(c.to_string(), r.try_get::<i64, _>(i + TEXT.len())?.into());
+                        }
+                        for (i, c) in TAIL.iter().enumerate() {
+                            let v: Option<String> = r.try_get(i + TEXT.len() + NUMS.len())?;
+                            m.insert(c.to_string(), v.map_or(serde_json::Value::Null, Into::into));
+                        }
+                        Ok(m)
+                    })
+                    .collect(),
+                Err(e) => Err(e),
+            }
+        });
+        rows.map_err(|e| db_err(format!("read {}", super::dialect::LOADS), e))
+    }
+}
+
 /// One row of `_anchovies_loads` (`audit: true`).
 #[derive(Debug, Clone)]
 pub struct LoadRecord {

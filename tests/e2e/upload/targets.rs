@@ -713,6 +713,30 @@ fn audited_loads_are_recorded_in_the_target() {
             err.to_lowercase().contains("unique") || err.contains("Duplicate"),
             "{target:?}: {err}"
         );
+        // `anchovy logs --from-target` answers from the same table.
+        let logs = |extra: &[&str]| {
+            let mut c = env.cmd();
+            c.args(["logs", "-op", "sql.Uploader", "--id", "wh", "--from-target"])
+                .args(extra)
+                .env("ACHVY_CNXN__DB__URI", target.url().unwrap());
+            let out = c.output().unwrap();
+            assert!(out.status.success(), "{target:?}: {}", crate::stderr(&out));
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let text = logs(&["--json", "--table", &format!("{up}.t")]);
+        let mine: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(mine.len(), 4, "{target:?}: {text}");
+        assert_eq!(mine[0]["first_seq"], 1);
+        let failed = logs(&["--status", "err", "--table", &format!("{up}.t")]);
+        assert!(failed.starts_with("STARTED (UTC)"), "{failed}");
+        assert_eq!(failed.lines().count(), 2, "{target:?}: {failed}");
+        assert!(
+            failed.contains(&format!("{up}.t")) && failed.contains("3..3"),
+            "{failed}"
+        );
         // The records count what the table holds.
         let n = fetch(
             target,
