@@ -298,4 +298,24 @@ start_mariadb() {
 stop_mariadb() { [ -f "$MY_DIR/mysqld.pid" ] && kill "$(cat "$MY_DIR/mysqld.pid")"; }
 
 start_services() { start_postgres && start_mariadb && start_sftp && start_azurite && start_moto; }
+
+# After the stop_* functions: waits (at most 15 s each) for the servers to exit, then
+# removes their throwaway data (databases, SFTP home, Azurite's blobs, logs). The
+# installed tools (npm trees and venvs, ~1 GB under /tmp/anchovies-*) stay, so the next
+# run starts warm; ANCHOVIES_CLEAN=all removes them too.
+clean_services_data() {
+  local pidfile pid
+  for pidfile in "$PG_DIR/data/postmaster.pid" "$MY_DIR/mysqld.pid" "$SFTP_DIR_ROOT/sshd.pid" \
+                 "$AZURITE_PREFIX/azurite.pid" "$MOTO_PREFIX/moto.pid"; do
+    [ -f "$pidfile" ] || continue
+    pid=$(head -n 1 "$pidfile")
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+  rm -rf "$PG_DIR" "$MY_DIR" "$SFTP_DIR_ROOT" "$AZURITE_PREFIX/data" "$AZURITE_PREFIX"/azurite.* \
+         "$MOTO_PREFIX"/moto.*
+  if [ "${ANCHOVIES_CLEAN:-}" = all ]; then
+    rm -rf "$AZURITE_PREFIX" "$MOTO_PREFIX" "$PARQUET_PY_PREFIX" "$JSON_SERVER_PREFIX" \
+           "$DEPLOY_PY_PREFIX" "$ORIGINAL_PY_PREFIX"
+  fi
+}
 stop_services()  { stop_moto; stop_azurite; stop_sftp; stop_mariadb; stop_postgres; true; }
