@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
+use anchovy_core::Registry;
 use anchovy_core::error::exit;
 use anchovy_core::session::open_store;
-use anchovy_core::{Registry, Session};
 
 use crate::Loaded;
 use crate::args::HealthcheckArgs;
@@ -139,14 +139,7 @@ pub async fn run(registry: &Registry, loaded: Loaded, args: &HealthcheckArgs) ->
     }
     freshness(&loaded, args, &mut lines).await;
     if can_open && matches!(spec, Some(Ok(_))) {
-        match Session::open_for_check(
-            registry,
-            loaded.settings.clone(),
-            loaded.doc.clone(),
-            loaded.connections.clone(),
-        )
-        .await
-        {
+        match super::check_session(registry, &loaded).await {
             Ok(session) => {
                 for (name, r) in session.operator().healthcheck(session.ctx()).await {
                     match r {

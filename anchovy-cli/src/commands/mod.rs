@@ -67,6 +67,24 @@ pub async fn found_nothing(loaded: &Loaded, what: &str) {
     );
 }
 
+/// A session of this anchovy's operator for checks and catalogs (no run lease; it is
+/// never run): what `healthcheck`, `tables --discover` and `logs --from-target` ask.
+///
+/// # Errors
+/// As [`anchovy_core::Session::open_for_check`].
+pub async fn check_session(
+    registry: &anchovy_core::Registry,
+    loaded: &Loaded,
+) -> Result<anchovy_core::Session, Error> {
+    anchovy_core::Session::open_for_check(
+        registry,
+        loaded.settings.clone(),
+        loaded.doc.clone(),
+        loaded.connections.clone(),
+    )
+    .await
+}
+
 /// This anchovy's task log area.
 pub fn task_store(loaded: &Loaded) -> Result<Datastore, Error> {
     let s = &loaded.settings;

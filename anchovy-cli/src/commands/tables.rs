@@ -189,14 +189,7 @@ pub async fn discover(
         );
         return crate::report(&e);
     }
-    let session = match anchovy_core::Session::open_for_check(
-        registry,
-        loaded.settings.clone(),
-        loaded.doc.clone(),
-        loaded.connections.clone(),
-    )
-    .await
-    {
+    let session = match super::check_session(registry, &loaded).await {
         Ok(s) => s,
         Err(e) => return crate::report(&e),
     };
