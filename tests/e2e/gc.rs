@@ -58,6 +58,16 @@ fn gc_collects_orphans_and_old_logs_and_never_committed_data() {
     let before = files_under(&data);
     assert_eq!(before, 2, "one committed file, one orphan");
 
+    // A duration that is none is refused, naming the flag (exit 2).
+    for flag in ["--grace", "--keep"] {
+        let out = gc(&env, &[flag, "soon"], &[]);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert!(
+            crate::stderr(&out).contains(flag),
+            "{}",
+            crate::stderr(&out)
+        );
+    }
     // A dry run lists; with the default grace (1h) the new orphan is kept.
     let plan = json(&gc(&env, &["--json"], &[]));
     assert_eq!(plan["orphan_files"].as_array().unwrap().len(), 0, "{plan}");

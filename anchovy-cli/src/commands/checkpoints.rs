@@ -135,23 +135,17 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
         Err(e) => return crate::report(&e),
     };
     // Reload under the lease: a run may have committed since the listing.
-    let (cps, last) = match anchovy_core::commit::load_checkpoints(&store, LoadAs::SoleWriter).await
-    {
+    let (committer, meta) = match committer(&store, s, &lease, "anchovy-checkpoints-cli").await {
         Ok(x) => x,
-        Err(e) => return crate::report(&e),
+        Err(e) => {
+            let _ = lease.release().await;
+            return crate::report(&e);
+        }
     };
-    let previous: BTreeMap<String, Option<serde_json::Value>> =
-        changes.keys().map(|k| (k.clone(), cps.get(k))).collect();
-    let committer = Committer::new(store.clone(), Arc::new(cps), last).with_lease(lease.clone());
-    let meta = CommitMeta {
-        anchovy_id: s.id.clone(),
-        anchovy_user: s.user.clone(),
-        session_id: "anchovy-checkpoints-cli".into(),
-        batch_id: 0,
-        tbl: None,
-        worker: None,
-        claim: None,
-    };
+    let previous: BTreeMap<String, Option<serde_json::Value>> = changes
+        .keys()
+        .map(|k| (k.clone(), committer.checkpoints().get(k)))
+        .collect();
     let n = changes.len();
     let result = committer.commit(&meta, Vec::new(), changes).await;
     let code = match result {
@@ -189,6 +183,32 @@ pub async fn run(loaded: Loaded, args: &CheckpointsArgs) -> ExitCode {
     };
     let _ = lease.release().await;
     code
+}
+
+/// What a command that changes checkpoints itself (`checkpoints`, `migrate`) commits
+/// with: a committer fenced by `lease` (the run lease, already held) over the state
+/// loaded under it, and the record's stamp (`session`: the command's name).
+///
+/// # Errors
+/// As [`anchovy_core::commit::load_checkpoints`].
+pub(crate) async fn committer(
+    store: &anchovy_core::Datastore,
+    s: &anchovy_core::Settings,
+    lease: &Arc<Lease>,
+    session: &str,
+) -> Result<(Committer, CommitMeta), anchovy_core::Error> {
+    let (cps, last) = anchovy_core::commit::load_checkpoints(store, LoadAs::SoleWriter).await?;
+    let committer = Committer::new(store.clone(), Arc::new(cps), last).with_lease(lease.clone());
+    let meta = CommitMeta {
+        anchovy_id: s.id.clone(),
+        anchovy_user: s.user.clone(),
+        session_id: session.into(),
+        batch_id: 0,
+        tbl: None,
+        worker: None,
+        claim: None,
+    };
+    Ok((committer, meta))
 }
 
 /// The values a checkpoint change replaced (`null`: the key did not exist).

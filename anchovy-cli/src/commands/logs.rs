@@ -147,6 +147,23 @@ pub async fn from_target(
             "the target records loads (TBL tasks) only; drop --type with --from-target",
         ));
     }
+    // The task logs' OK/ERR are the target's ok/error.
+    let status = match args
+        .status
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        None => None,
+        Some("OK") => Some("ok"),
+        Some("ERR") => Some("error"),
+        Some(other) => {
+            return crate::report(&anchovy_core::Error::config(
+                "--status",
+                format!("`{other}` is neither OK nor ERR"),
+            ));
+        }
+    };
     let anchovy = format!("{}/{}", loaded.settings.user, loaded.settings.id);
     let session = match super::check_session(registry, &loaded).await {
         Ok(s) => s,
@@ -165,8 +182,15 @@ pub async fn from_target(
     let history = async {
         let url = anchovy_plugins::sql::target_url(session.ctx())?;
         let db = anchovy_plugins::sql::db::Db::connect(&url).await?;
+        // A table wildcard is matched here, on `<upstream>.<table>`: only then is the
+        // whole (status and time filtered) history read.
+        let limit = if args.table.is_some() {
+            usize::MAX >> 1
+        } else {
+            args.limit
+        };
         let rows = db
-            .load_history(&anchovy, since.as_deref(), usize::MAX >> 1)
+            .load_history(&anchovy, since.as_deref(), status, limit)
             .await;
         db.close().await;
         rows
@@ -188,7 +212,6 @@ pub async fn from_target(
             .unwrap_or_default()
             .to_string()
     };
-    let want_status = args.status.as_deref().map(str::to_ascii_uppercase);
     let mut rows: Vec<(String, serde_json::Map<String, serde_json::Value>)> = rows
         .into_iter()
         .map(|m| {
@@ -200,12 +223,6 @@ pub async fn from_target(
             args.table
                 .as_deref()
                 .is_none_or(|t| wildmatch::WildMatch::new(t).matches(name))
-        })
-        .filter(|(_, m)| {
-            let ok = text(m, "status") == "ok";
-            want_status
-                .as_deref()
-                .is_none_or(|s| (s == "OK" && ok) || (s == "ERR" && !ok))
         })
         .collect();
     rows.truncate(args.limit);

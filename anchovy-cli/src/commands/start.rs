@@ -49,17 +49,23 @@ async fn migrate_checkpoints(loaded: Loaded, args: &MigrateArgs) -> ExitCode {
     use std::collections::BTreeMap;
     let s = &loaded.settings;
     let from = args.from.clone().unwrap_or_else(|| s.id.clone());
-    let (root, store, _, _) = match anchovy_core::session::open_store(s, &loaded.connections).await
-    {
-        Ok(x) => x,
+    let root = match anchovy_core::session::open_datastore(s, &loaded.connections) {
+        Ok(r) => r,
         Err(e) => return crate::report(&e),
     };
+    let store = root.for_anchovy(&s.user, &s.id);
     let original =
         match anchovy_core::original::checkpoints(&root.for_anchovy(&s.user, &from)).await {
             Ok(o) => o,
             Err(e) => return crate::report(&e),
         };
-    // Under the lease: no run of this anchovy commits meanwhile.
+    if original.is_empty() {
+        crate::errln!(
+            "no checkpoints of the original in {}",
+            root.for_anchovy(&s.user, &from).location()
+        );
+    }
+    // Under the lease: no run of this anchovy commits meanwhile (a dry run reads only).
     let lease = if args.dry_run {
         None
     } else {
@@ -68,72 +74,55 @@ async fn migrate_checkpoints(loaded: Loaded, args: &MigrateArgs) -> ExitCode {
             Err(e) => return crate::report(&e),
         }
     };
-    let release = |lease: Option<std::sync::Arc<anchovy_core::lease::Lease>>| async move {
-        if let Some(l) = lease {
-            let _ = l.release().await;
+    let result = async {
+        let current = match &lease {
+            Some(l) => Some(super::checkpoints::committer(&store, s, l, "anchovy-migrate").await?),
+            None => None,
+        };
+        let cps = match &current {
+            Some((c, _)) => c.checkpoints().clone(),
+            None => std::sync::Arc::new(
+                anchovy_core::commit::load_checkpoints(
+                    &store,
+                    anchovy_core::commit::LoadAs::Shared,
+                )
+                .await?
+                .0,
+            ),
+        };
+        let mut changes: BTreeMap<String, Option<serde_json::Value>> = BTreeMap::new();
+        let mut rows = Vec::new();
+        for c in &original {
+            let value = serde_json::from_str(c.text.trim())
+                .unwrap_or_else(|_| serde_json::Value::String(c.text.clone()));
+            let action = if cps.get(&c.key).is_some() {
+                "kept (already set here)"
+            } else if args.dry_run {
+                "would set"
+            } else {
+                changes.insert(c.key.clone(), Some(value.clone()));
+                "set"
+            };
+            rows.push(vec![c.key.clone(), value.to_string(), action.to_string()]);
         }
-    };
-    let (cps, last) = match anchovy_core::commit::load_checkpoints(
-        &store,
-        anchovy_core::commit::LoadAs::SoleWriter,
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            release(lease).await;
-            return crate::report(&e);
+        crate::out!("{}", super::table(&["KEY", "VALUE", "ACTION"], &rows));
+        if let Some((committer, meta)) = current
+            && !changes.is_empty()
+        {
+            let n = changes.len();
+            let rec = committer.commit(&meta, Vec::new(), changes).await?;
+            crate::errln!("set {n} checkpoints from the original (commit {})", rec.seq);
         }
-    };
-    let mut changes: BTreeMap<String, Option<serde_json::Value>> = BTreeMap::new();
-    let mut rows = Vec::new();
-    for c in &original {
-        let value = serde_json::from_str(c.text.trim())
-            .unwrap_or_else(|_| serde_json::Value::String(c.text.clone()));
-        let action = if cps.get(&c.key).is_some() {
-            "kept (already set here)"
-        } else if args.dry_run {
-            "would set"
-        } else {
-            changes.insert(c.key.clone(), Some(value.clone()));
-            "set"
-        };
-        rows.push(vec![c.key.clone(), value.to_string(), action.to_string()]);
+        Ok::<(), anchovy_core::Error>(())
     }
-    crate::out!("{}", super::table(&["KEY", "VALUE", "ACTION"], &rows));
-    if original.is_empty() {
-        crate::errln!(
-            "no checkpoints of the original in {}",
-            root.for_anchovy(&s.user, &from).location()
-        );
+    .await;
+    if let Some(l) = lease {
+        let _ = l.release().await;
     }
-    let mut code = ExitCode::from(anchovy_core::error::exit::OK);
-    if let Some(l) = &lease
-        && !changes.is_empty()
-    {
-        let committer =
-            anchovy_core::commit::Committer::new(store.clone(), std::sync::Arc::new(cps), last)
-                .with_lease(l.clone());
-        let meta = anchovy_core::commit::CommitMeta {
-            anchovy_id: s.id.clone(),
-            anchovy_user: s.user.clone(),
-            session_id: "anchovy-migrate".into(),
-            batch_id: 0,
-            tbl: None,
-            worker: None,
-            claim: None,
-        };
-        let n = changes.len();
-        code = match committer.commit(&meta, Vec::new(), changes).await {
-            Ok(rec) => {
-                crate::errln!("set {n} checkpoints from the original (commit {})", rec.seq);
-                ExitCode::from(anchovy_core::error::exit::OK)
-            }
-            Err(e) => crate::report(&e),
-        };
+    match result {
+        Ok(()) => ExitCode::from(anchovy_core::error::exit::OK),
+        Err(e) => crate::report(&e),
     }
-    release(lease).await;
-    code
 }
 
 /// What the table tasks of a session do.

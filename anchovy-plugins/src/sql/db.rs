@@ -747,7 +747,9 @@ impl Tx {
 impl Db {
     /// The loads of uploader `anchovy` recorded in `_anchovies_loads` (`audit: true`),
     /// newest first, at most `limit`, started at or after `since` (RFC 3339 UTC text,
-    /// which compares as time): one JSON object per load, with the table's columns.
+    /// which compares as time), of `status` (`ok`, `error`) when given: one JSON object
+    /// per load, with the table's columns. The filters run in the database, so a long
+    /// history is not read whole.
     ///
     /// # Errors
     /// [`PluginError::Db`] (also when the table does not exist: no table was audited).
@@ -755,18 +757,22 @@ impl Db {
         &self,
         anchovy: &str,
         since: Option<&str>,
+        status: Option<&str>,
         limit: usize,
     ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, PluginError> {
         use sqlx::Row;
         let d = self.dialect();
         let sql = format!(
-            "SELECT anchovy, upstream, tbl, target, first_seq, last_seq, rows_inserted, rows_updated, rows_deleted, rows_skipped, files, started_at, finished_at, status, error FROM {} WHERE anchovy = {} AND started_at >= {} ORDER BY started_at DESC LIMIT {}",
+            "SELECT anchovy, upstream, tbl, target, first_seq, last_seq, rows_inserted, rows_updated, rows_deleted, rows_skipped, files, started_at, finished_at, status, error FROM {} WHERE anchovy = {} AND started_at >= {} AND ({} = '' OR status = {}) ORDER BY started_at DESC LIMIT {}",
             d.ident(super::dialect::LOADS),
             d.param(1),
             d.param(2),
+            d.param(3),
+            d.param(4),
             limit.min(i64::MAX as usize)
         );
         let since = since.unwrap_or("");
+        let status = status.unwrap_or("");
         const TEXT: [&str; 4] = ["anchovy", "upstream", "tbl", "target"];
         const NUMS: [&str; 7] = [
             "first_seq",
@@ -779,7 +785,7 @@ impl Db {
         ];
         const TAIL: [&str; 4] = ["started_at", "finished_at", "status", "error"];
         let rows: Result<Vec<serde_json::Map<String, serde_json::Value>>, sqlx::Error> = each_db!(self, p => {
-            match sqlx::query(safe(&sql)).bind(anchovy).bind(since).fetch_all(p).await {
+            match sqlx::query(safe(&sql)).bind(anchovy).bind(since).bind(status).bind(status).fetch_all(p).await {
                 Ok(rows) => rows
                     .iter()
                     .map(|r| {

@@ -737,6 +737,36 @@ fn audited_loads_are_recorded_in_the_target() {
             failed.contains(&format!("{up}.t")) && failed.contains("3..3"),
             "{failed}"
         );
+        // `--limit` is the newest loads (in the database: no table filter here).
+        let newest = logs(&["--json", "--limit", "1"]);
+        let newest: serde_json::Value = serde_json::from_str(newest.trim()).unwrap();
+        assert_eq!(
+            (&newest["status"], &newest["first_seq"]),
+            (&"ok".into(), &3.into()),
+            "{newest}"
+        );
+        // A status that is neither OK nor ERR is refused, naming the flag.
+        let bad = env
+            .cmd()
+            .args([
+                "logs",
+                "-op",
+                "sql.Uploader",
+                "--id",
+                "wh",
+                "--from-target",
+                "--status",
+                "maybe",
+            ])
+            .env("ACHVY_CNXN__DB__URI", target.url().unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(2));
+        assert!(
+            crate::stderr(&bad).contains("--status"),
+            "{}",
+            crate::stderr(&bad)
+        );
         // The records count what the table holds.
         let n = fetch(
             target,
