@@ -38,6 +38,10 @@ struct State {
     tables: BTreeMap<String, TableState>,
 }
 
+/// How long a scrape waits for one upstream's commit listing ([`Metrics::refresh_lag`]);
+/// past it the table keeps its last lag.
+const LAG_LISTING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The metrics of one run.
 #[derive(Debug)]
 pub struct Metrics {
@@ -125,7 +129,8 @@ impl Metrics {
 
     /// Sets each uploader table's lag to the age of the oldest upstream commit after
     /// its loaded position (0 when there is none): one listing per upstream and
-    /// position. A listing that fails keeps the last value (and says so at debug level).
+    /// position. A listing that fails or takes longer than 5 s keeps the last value (and
+    /// says so at debug level).
     pub async fn refresh_lag(&self) {
         let work: Vec<(String, crate::Datastore, u64)> = {
             let ups = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
@@ -142,11 +147,14 @@ impl Metrics {
                 Some(l) => *l,
                 None => {
                     let after = (pos > 0).then(|| crate::datastore::layout::commit_key(pos));
-                    let l = match ds
-                        .list_after(crate::datastore::layout::COMMITS, after.as_deref())
-                        .await
-                    {
-                        Ok(list) => Some(
+                    // Bounded: a scrape must answer even when the datastore is slow.
+                    let listed = tokio::time::timeout(
+                        LAG_LISTING_TIMEOUT,
+                        ds.list_after(crate::datastore::layout::COMMITS, after.as_deref()),
+                    )
+                    .await;
+                    let l = match listed {
+                        Ok(Ok(list)) => Some(
                             list.iter()
                                 .find(|e| {
                                     crate::datastore::layout::commit_seq(&e.key)
@@ -156,8 +164,15 @@ impl Metrics {
                                     ((now - e.modified).num_milliseconds() as f64 / 1000.0).max(0.0)
                                 }),
                         ),
-                        Err(e) => {
+                        Ok(Err(e)) => {
                             tracing::debug!(error = %e.chain(), table, "the lag is not refreshed: the upstream's commits cannot be listed");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::debug!(
+                                table,
+                                "the lag is not refreshed: listing the upstream's commits took too long"
+                            );
                             None
                         }
                     };
