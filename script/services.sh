@@ -243,6 +243,18 @@ install_deploy_validators() {   # ~10 s
     && export DEPLOY_PYTHON="$DEPLOY_PY_PREFIX/venv/bin/python"
 }
 
+# --- Singer taps (PyPI) that run offline, for process.Downloader's tests: tap-jsonl on
+# local files and MeltanoLabs' tap-postgres on the test PostgreSQL; SINGER_BIN is their
+# venv's bin directory ---
+SINGER_PY_PREFIX=${SINGER_PY_PREFIX:-/tmp/anchovies-singer-py}
+install_singer_taps() {   # ~40 s
+  [ -x "$SINGER_PY_PREFIX/venv/bin/tap-jsonl" ] && [ -x "$SINGER_PY_PREFIX/venv/bin/tap-postgres" ] \
+    && { export SINGER_BIN="$SINGER_PY_PREFIX/venv/bin"; return 0; }
+  mkdir -p "$SINGER_PY_PREFIX" && python3 -m venv "$SINGER_PY_PREFIX/venv" \
+    && "$SINGER_PY_PREFIX/venv/bin/pip" install -q "tap-jsonl==0.3.1" "meltanolabs-tap-postgres==0.8.3" \
+    && export SINGER_BIN="$SINGER_PY_PREFIX/venv/bin"
+}
+
 # --- The original Python anchovies (../shared/reference/anchovies-py, see ORIGIN.md
 # there), for the drop-in tests: installed into a venv of Python >= 3.12 with its
 # dependencies pinned; ORIGINAL_ANCHOVY is its `anchovy` ---
@@ -315,7 +327,7 @@ clean_services_data() {
          "$MOTO_PREFIX"/moto.*
   if [ "${ANCHOVIES_CLEAN:-}" = all ]; then
     rm -rf "$AZURITE_PREFIX" "$MOTO_PREFIX" "$PARQUET_PY_PREFIX" "$JSON_SERVER_PREFIX" \
-           "$DEPLOY_PY_PREFIX" "$ORIGINAL_PY_PREFIX"
+           "$DEPLOY_PY_PREFIX" "$ORIGINAL_PY_PREFIX" "$SINGER_PY_PREFIX"
   fi
 }
 stop_services()  { stop_moto; stop_azurite; stop_sftp; stop_mariadb; stop_postgres; true; }

@@ -58,6 +58,14 @@ pub enum PluginError {
         /// What happened and what to do.
         message: String,
     },
+    /// A program run as a source failed or could not start.
+    #[error("program `{program}`: {message}")]
+    Program {
+        /// The program, as configured.
+        program: String,
+        /// What happened (its exit, the end of its stderr) and what to do.
+        message: String,
+    },
     /// Anything from anchovy-core (its own source, so exit codes see through it).
     #[error("{0}")]
     Core(

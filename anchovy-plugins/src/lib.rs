@@ -11,6 +11,7 @@
 //! | `blob.CsvDownloader`, `blob.JsonDownloader` | `blob` | CSV and JSON objects on S3, Azure Blob, GCS |
 //! | `sql.Downloader` | `sql` | tables and queries of PostgreSQL, MySQL/MariaDB, SQLite -> datastore |
 //! | `rest.Downloader` | `rest` | HTTP JSON APIs declared in YAML -> datastore |
+//! | `process.Downloader` | `process` | any program: Singer taps, NDJSON writers -> datastore |
 //! | `sql.Uploader` | `sql` | datastore -> PostgreSQL, MySQL/MariaDB, SQLite |
 
 #[cfg(feature = "blob")]
@@ -20,6 +21,8 @@ pub mod error;
 pub mod files;
 #[cfg(feature = "files")]
 pub mod formats;
+#[cfg(feature = "process")]
+pub mod process;
 #[cfg(feature = "rest")]
 pub mod rest;
 #[cfg(feature = "sftp")]
@@ -44,6 +47,8 @@ pub fn registry() -> Registry {
     let r = r.with(blob::CSV_SPEC).with(blob::JSON_SPEC);
     #[cfg(feature = "rest")]
     let r = r.with(rest::SPEC);
+    #[cfg(feature = "process")]
+    let r = r.with(process::SPEC);
     #[cfg(feature = "sql")]
     let r = r.with(sql::SPEC).with(sql::source::SPEC);
     r

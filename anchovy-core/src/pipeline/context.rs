@@ -228,6 +228,10 @@ pub struct TaskCtx {
     claim: Option<crate::commit::Claim>,
     /// The part of the table this task runs, when the table is split.
     part: Option<crate::worker::Part>,
+    /// Tables the source declared while reading ([`TaskCtx::declare`]).
+    declared: Mutex<BTreeMap<String, Tbl>>,
+    /// The task's entry is a program of tables, not a table ([`TaskCtx::not_a_table`]).
+    not_a_table: std::sync::atomic::AtomicBool,
 }
 
 impl TaskCtx {
@@ -249,7 +253,52 @@ impl TaskCtx {
             rejected: Arc::default(),
             claim: None,
             part: None,
+            declared: Mutex::new(BTreeMap::new()),
+            not_a_table: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Declares a table the source learned of while reading (a Singer SCHEMA: its
+    /// key and column types): when the task ends, its `$tables` entry gets these,
+    /// under config.yaml's entry of the same name (config wins) and over what is
+    /// stored. A later declaration of the same table replaces the earlier one.
+    pub fn declare(&self, tbl: Tbl) {
+        self.declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tbl.name.clone(), tbl);
+    }
+
+    /// The table `name` as the source declared it, if it did.
+    pub(crate) fn declared(&self, name: &str) -> Option<Tbl> {
+        self.declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Says the task's config entry stands for the tables its source writes (a
+    /// program's streams), not for a table of its own name: no `$tables` entry is
+    /// written under the entry's name unless rows of that name were written.
+    pub fn not_a_table(&self) {
+        self.not_a_table
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The names of the tables the source declared.
+    pub(crate) fn declared_names(&self) -> Vec<String> {
+        self.declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// True once [`TaskCtx::not_a_table`] was said.
+    pub(crate) fn is_not_a_table(&self) -> bool {
+        self.not_a_table.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// This task runs one part of its table ([`crate::Operator::parts`]).

@@ -183,6 +183,89 @@ pub fn var_name(id: &str, attr: &str) -> String {
     }
 }
 
+/// Why [`substitute`] could not fill in a text.
+#[derive(Debug)]
+pub enum Missing {
+    /// The attribute is not set ([`Error::MissingConnection`], naming its variable).
+    Conn(Error),
+    /// The text itself is wrong (`${` without `}`, `${}`): the message.
+    Syntax(String),
+}
+
+/// `text` with each `${name}` replaced by attribute `name` of connection `id` (the
+/// variable `ACHVY_CNXN__<ID>__<NAME>`); replaced values are registered as secrets
+/// when `secret` or when the attribute's name says it is one. The one `${name}`
+/// mechanism of operators' options (`rest.Downloader`'s endpoints,
+/// `process.Downloader`'s environment and config).
+///
+/// # Errors
+/// [`Missing`]: an attribute that is not set, or a malformed placeholder.
+pub fn substitute(
+    text: &str,
+    id: &str,
+    conn: Option<&Connection>,
+    secret: bool,
+) -> std::result::Result<String, Missing> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| Missing::Syntax(format!("`${{` without `}}` in `{text}`")))?;
+        let name = after[..end].trim();
+        if name.is_empty() {
+            return Err(Missing::Syntax(format!(
+                "`${{}}` names no attribute in `{text}`"
+            )));
+        }
+        let value = conn.and_then(|c| c.get(name)).ok_or_else(|| {
+            Missing::Conn(Error::MissingConnection {
+                id: id.to_string(),
+                needed_by: Some(format!("`${{{name}}}`")),
+                vars: vec![var_name(id, name)],
+                hint: String::new(),
+            })
+        })?;
+        if secret || secret::is_secret_attr(name) {
+            secret::register(value);
+        }
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// [`substitute`] over every string of a JSON value.
+///
+/// # Errors
+/// As [`substitute`].
+pub fn substitute_tree(
+    v: &serde_json::Value,
+    id: &str,
+    conn: Option<&Connection>,
+    secret: bool,
+) -> std::result::Result<serde_json::Value, Missing> {
+    Ok(match v {
+        serde_json::Value::String(s) => serde_json::Value::String(substitute(s, id, conn, secret)?),
+        serde_json::Value::Object(m) => {
+            let mut o = serde_json::Map::new();
+            for (k, v) in m {
+                o.insert(k.clone(), substitute_tree(v, id, conn, secret)?);
+            }
+            serde_json::Value::Object(o)
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(
+            a.iter()
+                .map(|x| substitute_tree(x, id, conn, secret))
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
 /// A connection an operator needs: its id and the attributes it reads.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionSpec {

@@ -11,11 +11,11 @@ use anchovy_core::{Batch, SessionCtx, TableOptions, Tbl, Value};
 use super::auth::{self, Auth, AuthSpec};
 use super::cursor::{Incremental, Max};
 use super::paginate::{self, Pager, Pagination};
-use super::spec::{Missing, substitute, substitute_tree};
 use super::{Downloader, RestOptions, opt_err};
 use crate::error::PluginError;
 use crate::formats::json::{BodyRecords, JsonFormat, JsonOptions, Records};
 use crate::formats::json_stream::{self as page, Shape};
+use anchovy_core::connection::{Missing, substitute, substitute_tree};
 
 /// Bytes of an error response shown in messages.
 const EXCERPT: usize = 300;
@@ -192,7 +192,7 @@ impl Downloader {
         let auth_spec = match &o.auth {
             None => AuthSpec::None,
             Some(v) => {
-                let v = substitute_tree(v, &conn_id, conn).map_err(|m| match m {
+                let v = substitute_tree(v, &conn_id, conn, false).map_err(|m| match m {
                     Missing::Conn(e) => PluginError::Core(e),
                     Missing::Syntax(m) => opt_err(&t.name, "auth", m),
                 })?;

@@ -146,17 +146,36 @@ pub(super) async fn run_table(
             .filter(|t| crate::reject::rejected_table(t).is_none())
             .cloned()
             .collect();
-        if !written.contains(&name) {
+        if !written.contains(&name) && !ctx.is_not_a_table() {
             written.push(name.clone());
         }
+        // Tables the source declared but wrote no row of yet (an empty stream) are
+        // tables too: the uploader creates them with their key and columns.
+        for t in ctx.declared_names() {
+            if !written.contains(&t) {
+                written.push(t);
+            }
+        }
         for t in written {
-            let inferred = sink
+            let mut inferred = sink
                 .stats
                 .get(&t)
                 .map(|s| s.columns.clone())
                 .unwrap_or_default();
             let configured = ctx.tbls.get(&t).or_else(|| sess.config_tbls.get(&t));
-            store.update(configured, &t, &inferred).await?;
+            // config.yaml's entry over what the source declared (its key, its types).
+            let declared = ctx.declared(&t).map(|d| {
+                for (c, ty) in &d.columns {
+                    inferred.entry(c.clone()).or_insert(*ty);
+                }
+                match configured {
+                    Some(c) if c.name == t => c.merged_over(&d),
+                    _ => d,
+                }
+            });
+            store
+                .update(declared.as_ref().or(configured), &t, &inferred)
+                .await?;
         }
         Ok(())
     }
