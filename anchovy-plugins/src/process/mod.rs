@@ -8,7 +8,8 @@
 //!   anchovy's but `ACHVY_*` with `inherit_env: true`), the attributes of the table's
 //!   `connection:` as variables of their own name (`ACHVY_CNXN__GH__GITHUB_TOKEN` ->
 //!   `GITHUB_TOKEN`), and `env:` (`${name}` is attribute `name` of the connection).
-//!   Values from connections are secrets: never in a log, a task log or an error.
+//!   The connection's secrets (attributes named like `TOKEN`, `PASSWORD`, `SECRET`,
+//!   `KEY`, and passwords inside URLs) are redacted in every log, task log and error.
 //! - **Singer** (`dialect: singer`, the default): the streams are the tables (named
 //!   after the stream, `table_prefix` in front; `streams:` picks some). `config:`
 //!   (an object, `${name}` filled in) is written to a private temporary file passed as
@@ -105,7 +106,7 @@ pub const SPEC: OperatorSpec = OperatorSpec {
     connections: &[],
     env_vars: &[OptionDoc {
         key: "ACHVY_CNXN__<ID>__<NAME>",
-        doc: "with `connection: <id>`: the program's environment variable <NAME>, and the value `${name}` stands for in `env` and `config`; always redacted",
+        doc: "with `connection: <id>`: the program's environment variable <NAME>, and the value `${name}` stands for in `env` and `config`; redacted when its name says it is a secret (TOKEN, PASSWORD, SECRET, KEY, ...) and in URLs' passwords",
     }],
     table_options: &[anchovy_core::OptionGroup {
         title: "",
@@ -140,7 +141,7 @@ struct Program {
     /// Where the state's arguments start in `argv`, if given.
     state_at: Option<usize>,
     /// Temporary files (config, state) that live as long as the program runs.
-    _files: Vec<tempfile::NamedTempFile>,
+    files: Vec<tempfile::NamedTempFile>,
 }
 
 impl Program {
@@ -192,12 +193,11 @@ impl Program {
             .unwrap_or_else(|| sess.settings.id.clone());
         let conn = sess.connections.get(&conn_id);
         let fill = |key: &str, v: &serde_json::Value| {
-            anchovy_core::connection::substitute_tree(v, &conn_id, conn, true).map_err(
-                |m| match m {
-                    anchovy_core::connection::Missing::Conn(e) => PluginError::Core(e),
-                    anchovy_core::connection::Missing::Syntax(m) => opt_err(&tbl.name, key, m),
-                },
-            )
+            anchovy_core::connection::substitute_tree(v, &conn_id, conn, false).map_err(|m| match m
+            {
+                anchovy_core::connection::Missing::Conn(e) => PluginError::Core(e),
+                anchovy_core::connection::Missing::Syntax(m) => opt_err(&tbl.name, key, m),
+            })
         };
         // The environment: a few of anchovy's, the connection's attributes, `env:`.
         let mut env: Vec<(String, String)> = std::env::vars()
@@ -223,7 +223,6 @@ impl Program {
         {
             for a in c.attr_names() {
                 if let Some(v) = c.get(a) {
-                    anchovy_core::secret::register(v);
                     env.push((a.to_ascii_uppercase(), v.to_string()));
                 }
             }
@@ -261,7 +260,7 @@ impl Program {
             dialect,
             opts,
             state_at,
-            _files: files,
+            files,
         })
     }
 
@@ -289,7 +288,21 @@ impl Program {
             self.args_before_state(["--catalog".to_string(), c]);
             return Ok(());
         }
-        // The program's arguments without the state: a discovery reads no data.
+        let mut catalog = self.discover().await?;
+        let picked = singer::select(&mut catalog, self.opts.streams.as_ref());
+        ctx.log("catalog_streams", picked.len());
+        if picked.is_empty() {
+            tracing::warn!(table = %ctx.tbl_name(), "the discovered catalog has no stream `streams:` matches: nothing is read");
+        }
+        let f = temp_json(ctx.tbl_name(), "catalog", &catalog)?;
+        self.args_before_state(["--catalog".to_string(), f.path().display().to_string()]);
+        self.files.push(f);
+        Ok(())
+    }
+
+    /// The program's catalog: its stdout when run with `--discover` (and without the
+    /// state: a discovery reads no data).
+    async fn discover(&self) -> Result<serde_json::Value, PluginError> {
         let state_at = self.state_at.unwrap_or(self.argv.len());
         let mut cmd = tokio::process::Command::new(&self.argv[0]);
         cmd.args(&self.argv[1..state_at])
@@ -321,25 +334,12 @@ impl Program {
                     out.status,
                     anchovy_core::secret::redact(&tail.join("\n"))
                 ),
-            }
-            .into());
+            });
         }
-        let mut catalog: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| PluginError::Program {
-                program: name.clone(),
-                message: format!(
-                    "its discovery (`--discover`) wrote no JSON catalog on stdout: {e}"
-                ),
-            })?;
-        let picked = singer::select(&mut catalog, self.opts.streams.as_ref());
-        ctx.log("catalog_streams", picked.len());
-        if picked.is_empty() {
-            tracing::warn!(table = %ctx.tbl_name(), "the discovered catalog has no stream `streams:` matches: nothing is read");
-        }
-        let f = temp_json(ctx.tbl_name(), "catalog", &catalog)?;
-        self.args_before_state(["--catalog".to_string(), f.path().display().to_string()]);
-        self._files.push(f);
-        Ok(())
+        serde_json::from_slice(&out.stdout).map_err(|e| PluginError::Program {
+            program: name,
+            message: format!("its discovery (`--discover`) wrote no JSON catalog on stdout: {e}"),
+        })
     }
 
     /// Puts arguments before the state's (at the end when there is none).
@@ -395,6 +395,46 @@ impl Tail {
 impl Operator for Downloader {
     fn sources(&self) -> Vec<Arc<dyn Source>> {
         vec![Arc::new(ProgramSource)]
+    }
+
+    /// `anchovy tables --discover`: the streams each Singer program's discovery
+    /// (`--discover`) offers, as the tables they would become, with their key and
+    /// types.
+    async fn catalog(&self, sess: &SessionCtx) -> Result<Option<Vec<Tbl>>, BoxError> {
+        let mut out = Vec::new();
+        for t in sess.config_tbls.iter() {
+            let p = Program::of(sess, t, None)?;
+            if p.dialect != Dialect::Singer {
+                out.push(t.clone());
+                continue;
+            }
+            let catalog = p.discover().await?;
+            for s in catalog
+                .get("streams")
+                .and_then(|s| s.as_array())
+                .into_iter()
+                .flatten()
+            {
+                let id = s
+                    .get("tap_stream_id")
+                    .or_else(|| s.get("stream"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("");
+                let mut tbl = Tbl::named(format!(
+                    "{}{}",
+                    p.opts.table_prefix.as_deref().unwrap_or(""),
+                    singer::table_name(id)
+                ));
+                if let Some(schema) = s.get("schema") {
+                    tbl.columns = singer::columns_of(schema);
+                }
+                tbl.unique_by = ColSelect(singer::key_properties(s));
+                tbl.options.insert("program".into(), t.name.clone().into());
+                tbl.options.insert("stream".into(), id.into());
+                out.push(tbl);
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Every configured program can be started: found, and executable.

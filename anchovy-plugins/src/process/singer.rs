@@ -473,6 +473,34 @@ pub fn select(catalog: &mut serde_json::Value, include: Option<&ColSelect>) -> V
     picked
 }
 
+/// A catalog stream's key: its `key_properties`, or its top-level metadata's
+/// `table-key-properties`.
+pub fn key_properties(stream: &serde_json::Value) -> Vec<String> {
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect()
+    };
+    if let Some(k) = stream.get("key_properties") {
+        return names(k);
+    }
+    stream
+        .get("metadata")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+        .find(|e| {
+            e.get("breadcrumb")
+                .and_then(|b| b.as_array())
+                .is_some_and(|b| b.is_empty())
+        })
+        .and_then(|e| e.get("metadata")?.get("table-key-properties"))
+        .map(names)
+        .unwrap_or_default()
+}
+
 /// A stream's table name: characters other than letters, digits and `_` become `_`
 /// (`public-users` -> `public_users`).
 pub fn table_name(stream: &str) -> String {
