@@ -221,18 +221,7 @@ fn hostile_table_and_column_names_stay_data() {
     // Every file lies inside the anchovy's own area.
     let area = env.area("tester", "evil");
     let home = env.home();
-    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(p).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    let mut files = vec![];
-    walk(&home, &mut files);
+    let files = crate::walk(&home);
     assert!(files.iter().all(|f| f.starts_with(&area)), "{files:?}");
     assert!(!env.path().join("escape").exists());
     // The uploader loads every table as data into SQLite; the victim table survives.

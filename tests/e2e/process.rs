@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use anchovy_core::Value;
 
 use crate::upload::{Target, fetch};
-use crate::{Env, committed, need, output, results, stderr, tbl_data};
+use crate::{Env, committed, need, output, results, tbl_data, walk};
 
 const TAP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/process/tap.py");
 
@@ -289,19 +289,6 @@ fn connection_attributes_reach_the_program_and_stay_secret() {
     }
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// `dialect: ndjson`: each line a row of the entry's table, typed by `columns:`, the
 /// whole output one commit; a program that is not there is named with the fix.
 #[test]
@@ -504,5 +491,4 @@ fn tap_postgres_from_pypi_reads_the_test_database() {
         rows[0][2].as_deref().unwrap().starts_with("2026-01-08"),
         "{rows:?}"
     );
-    let _ = stderr(&out);
 }

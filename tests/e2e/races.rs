@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::Env;
 use crate::upload::{Target, fetch, upload, upload_args};
+use crate::{Env, walk};
 
 /// Writes `in/<name>.csv` with ids `from..to` atomically (a file appears whole).
 fn drop_file(env: &Env, name: &str, ids: std::ops::Range<i64>) {
@@ -143,21 +143,6 @@ fn an_uploader_never_sees_a_commit_being_written() {
         loaded(&env, Target::Sqlite, &up),
         (0..700).collect::<Vec<_>>()
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// A downloader service commits new files every few hundred milliseconds while an

@@ -14,7 +14,7 @@ use anchovy_core::Value;
 use anchovy_core::testutil::Rng;
 
 use crate::upload::{Target, fetch};
-use crate::{Env, committed, need, output, results, tbl_data, tbl_task};
+use crate::{Env, committed, need, output, results, tbl_data, tbl_task, walk};
 
 /// A json-server of one test, on its own data file.
 struct Api {
@@ -339,23 +339,6 @@ fn each_auth_is_sent_and_bad_credentials_fail_clearly() {
         assert!(!seen.contains(s), "secret {s} leaked");
     }
     api.restart(&[]);
-}
-
-/// Every file under `dir`, gunzipped when compressed.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]
