@@ -309,6 +309,11 @@ pub struct GcArgs {
     /// Task logs and worker results younger than this are kept (30d, 12h).
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     pub keep: String,
+    /// Commit records (and the data files they list) younger than this are kept;
+    /// older ones go once every uploader of the anchovy has loaded past them (`all`:
+    /// keep every commit).
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub keep_commits: String,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,

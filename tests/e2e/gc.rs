@@ -75,7 +75,14 @@ fn gc_collects_orphans_and_old_logs_and_never_committed_data() {
     assert_eq!(plan["dry_run"], true);
     assert_eq!(plan["orphan_files"].as_array().unwrap().len(), 1, "{plan}");
     assert!(plan["old_task_logs"].as_u64().unwrap() >= 5, "{plan}");
-    assert_eq!(plan["commits_kept"], 1);
+    assert_eq!(plan["commits"], 1);
+    assert!(
+        plan["old_commits"]["kept_because"]
+            .as_str()
+            .unwrap()
+            .contains("no uploader of `g`"),
+        "{plan}"
+    );
     assert_eq!(files_under(&data), before, "a dry run deletes nothing");
 
     // While a run holds the lease, gc does not delete (exit 5).
@@ -150,4 +157,170 @@ fn gc_collects_orphans_and_old_logs_and_never_committed_data() {
             .any(|l| l.starts_with("t ") && l.contains("OK")),
         "{text}"
     );
+}
+
+/// The seqs of the commit records in an area.
+fn commit_seqs(area: &std::path::Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(area.join("$commits"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Old commit records go once every uploader has loaded past them, with the files they
+/// list, behind a base that keeps the history's identity and the checkpoint state: a
+/// kill in the middle, then the downloader (even from its mirrors alone), the
+/// collection again and the uploader each carry on with every row once, and an
+/// uploader that would need a collected commit (a new one, a dropped table) fails
+/// with the reason instead of loading part of the history.
+#[test]
+fn gc_collects_old_commits_every_uploader_has_loaded() {
+    use crate::upload::{Target, fetch};
+    let env = Env::new();
+    env.write(
+        "config.yaml",
+        "tbls:\n  t:\n    path: in/*.csv\n    unique_by: id\n",
+    );
+    let download = |i: u32| {
+        env.write(
+            &format!("in/{i}.csv"),
+            format!("id,v\n{},a\n{},b\n", 2 * i - 1, 2 * i),
+        );
+        let out = env
+            .cmd()
+            .args(["start", "-op", "files.CsvDownloader", "--id", "g"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::stderr(&out));
+    };
+    let db = Target::Sqlite.sqlite_file(&env);
+    let fresh = format!("sqlite://{}", env.path().join("fresh.sqlite").display());
+    let upload = |id: &str| {
+        env.cmd()
+            .args(["start", "-op", "sql.Uploader", "--id", id, "-U", "g"])
+            .env(
+                "ACHVY_CNXN__DB__URI",
+                if id == "up2" { &fresh } else { &db },
+            )
+            .output()
+            .unwrap()
+    };
+    for i in 1..=3 {
+        download(i);
+    }
+    let out = upload("up");
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let area = env.area("tester", "g");
+    let loaded = *commit_seqs(&area).last().unwrap();
+    download(4);
+    let all = commit_seqs(&area);
+    assert!(all.len() as u64 > loaded, "{all:?}");
+
+    // Young commits are kept; with no retention, the prefix the uploader passed goes.
+    let plan = json(&gc(&env, &["--json"], &[]));
+    assert_eq!(plan["old_commits"]["records"], 0, "{plan}");
+    assert!(
+        plan["old_commits"]["kept_because"]
+            .as_str()
+            .unwrap()
+            .contains("younger than the retention"),
+        "{plan}"
+    );
+    let plan = json(&gc(&env, &["--json", "--keep-commits", "0s"], &[]));
+    assert_eq!(plan["old_commits"]["through"], loaded, "{plan}");
+    assert_eq!(plan["old_commits"]["uploaders"][0]["id"], "up", "{plan}");
+    assert_eq!(plan["old_commits"]["rows"], 2 * loaded, "{plan}");
+    assert!(
+        plan["old_commits"]["kept_because"]
+            .as_str()
+            .unwrap()
+            .contains("uploader `up` has loaded table t up to commit"),
+        "{plan}"
+    );
+    // `--keep-commits all` keeps them.
+    let plan = json(&gc(&env, &["--json", "--keep-commits", "all"], &[]));
+    assert_eq!(plan["old_commits"]["records"], 0, "{plan}");
+
+    // Killed after the base and one deletion.
+    let out = gc(
+        &env,
+        &["--delete", "--keep-commits", "0s"],
+        &[("ACHVY_FAILPOINT", "gc.delete:2")],
+    );
+    assert_eq!(out.status.code(), Some(86), "{}", crate::stderr(&out));
+    assert!(area.join("$commits/_base.json").exists());
+    // The downloader carries on from its state, even when only the mirrors are left
+    // (no snapshot, no marker of what they reflect): the base holds the state.
+    std::fs::remove_file(area.join("$checkpoints/_state")).unwrap();
+    let _ = std::fs::remove_file(area.join("$checkpoints/_applied"));
+    download(5);
+    let done = json(&gc(
+        &env,
+        &["--delete", "--keep-commits", "0s", "--json"],
+        &[],
+    ));
+    assert_eq!(done["dry_run"], false, "{done}");
+    let left = commit_seqs(&area);
+    assert!(left.iter().all(|s| *s > loaded), "{left:?}");
+    // A run with nothing new reads nothing again (its checkpoints survived).
+    let before = commit_seqs(&area);
+    let out = env
+        .cmd()
+        .args(["start", "-op", "files.CsvDownloader", "--id", "g"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert_eq!(commit_seqs(&area), before);
+
+    // The uploader loads the rest: every row once.
+    let out = upload("up");
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let t = Target::Sqlite;
+    let rows = fetch(
+        t,
+        &env,
+        &format!(
+            "SELECT {} FROM {} ORDER BY id",
+            t.text("id"),
+            t.table("g", "t")
+        ),
+    );
+    let mut ids: Vec<u64> = rows
+        .into_iter()
+        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (1..=10).collect::<Vec<_>>());
+
+    // A new uploader (into a new database), and the old one after its table was
+    // dropped, would need the collected commits: both fail, saying so.
+    for id in ["up2", "up"] {
+        if id == "up" {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                use std::str::FromStr;
+                let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&db).unwrap();
+                let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP TABLE {}",
+                    t.table("g", "t")
+                )))
+                .execute(&pool)
+                .await
+                .unwrap();
+            });
+        }
+        let out = upload(id);
+        assert_eq!(out.status.code(), Some(1), "{id}: {}", crate::stderr(&out));
+        let e = crate::stderr(&out);
+        assert!(
+            e.contains(&format!("`anchovy gc` collected its commits 1..={loaded}")),
+            "{id}: {e}"
+        );
+    }
 }

@@ -174,6 +174,81 @@ fn a_crash_mid_stream_keeps_the_last_state_and_the_rerun_loads_each_row_once() {
     each_once(&got["b"], 20);
 }
 
+/// Seeded schedules of crashes held against the model: after each run, what is
+/// committed is exactly the records the last committed STATE covers (a prefix of the
+/// tap's order, every record once), and when the tap finally runs to its end, every
+/// record of every stream is there once.
+#[test]
+fn seeded_crash_schedules_commit_exactly_what_the_last_state_covers() {
+    let seed = std::env::var("PROCESS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let mut rng = anchovy_core::testutil::Rng(seed);
+    for trial in 0..4 {
+        let env = Env::new();
+        let rows = 5 + rng.below(30) as i64;
+        let every = 1 + rng.below(6) as i64;
+        let mut crashes = 0;
+        // The model: the tap's order is id 1, stream a then b, id 2, ...; a run that
+        // crashes after k records of this run keeps the records up to its last STATE.
+        let mut kept = 0i64;
+        loop {
+            let left = 2 * rows - kept;
+            let crash = (crashes < 3 && left > 1 && rng.chance(70))
+                .then(|| 1 + rng.below(left as u64 - 1) as i64);
+            let flag = env.write("crash.flag", "");
+            let mut opts = format!("    config: {{rows: {rows}, state_every: {every}");
+            if let Some(c) = crash {
+                opts.push_str(&format!(", crash_after: {c}"));
+            }
+            opts.push_str(&format!(
+                "}}\n    env: {{CRASH_FLAG: \"{}\"}}\n",
+                flag.display()
+            ));
+            config(&env, &opts);
+            let out = download(&env, &[]);
+            let ctx =
+                format!("seed {seed} trial {trial} rows {rows} every {every} crash {crash:?}");
+            match crash {
+                Some(c) => {
+                    assert_eq!(out.status.code(), Some(1), "{ctx}: {}", output(&out));
+                    crashes += 1;
+                    // STATEs come after every `every`-th record of the run.
+                    kept += c / every * every;
+                }
+                None => {
+                    assert!(out.status.success(), "{ctx}: {}", output(&out));
+                    kept = 2 * rows;
+                }
+            }
+            let got = ids(&env);
+            let n: usize = got.values().map(Vec::len).sum();
+            assert_eq!(n as i64, kept, "{ctx}: {got:?}");
+            for (t, ids) in &got {
+                let mut s = ids.clone();
+                s.sort();
+                s.dedup();
+                assert_eq!(
+                    s.len(),
+                    ids.len(),
+                    "{ctx}: table {t} has a record twice: {ids:?}"
+                );
+            }
+            if crash.is_none() {
+                each_once(&got["a"], rows);
+                each_once(&got["b"], rows);
+                break;
+            }
+        }
+    }
+}
+
 /// kill -9 of anchovy while the tap streams, then a rerun: every row exactly once
 /// (the tap dies of its closed stdout; the rerun starts from the last commit).
 #[test]

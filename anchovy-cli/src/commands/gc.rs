@@ -24,10 +24,23 @@ pub async fn run(loaded: Loaded, args: &GcArgs) -> ExitCode {
         (Ok(g), Ok(k)) => (g, k),
         (Err(e), _) | (_, Err(e)) => return crate::report(&e),
     };
-    let store = match anchovy_core::session::open_datastore(s, &loaded.connections) {
-        Ok(root) => root.for_anchovy(&s.user, &s.id),
+    let keep_commits = match args.keep_commits.trim() {
+        "all" => None,
+        v => match duration("--keep-commits", v) {
+            Ok(d) => Some(d),
+            Err(e) => return crate::report(&e),
+        },
+    };
+    let (store, user) = match anchovy_core::session::open_datastore(s, &loaded.connections) {
+        Ok(root) => (root.for_anchovy(&s.user, &s.id), root.child(&[&s.user])),
         Err(e) => return crate::report(&e),
     };
+    let downstream = keep_commits.map(|keep| gc::Downstream {
+        user: &user,
+        user_name: &s.user,
+        id: &s.id,
+        keep,
+    });
     let tasks = match super::task_store(&loaded) {
         Ok(t) => t,
         Err(e) => return crate::report(&e),
@@ -43,7 +56,15 @@ pub async fn run(loaded: Loaded, args: &GcArgs) -> ExitCode {
     };
     let keep_alive = lease.as_ref().map(Lease::keep_alive);
     let result = async {
-        let plan = gc::plan(&store, &tasks, grace, keep, chrono::Utc::now()).await?;
+        let plan = gc::plan(
+            &store,
+            &tasks,
+            grace,
+            keep,
+            downstream.as_ref(),
+            chrono::Utc::now(),
+        )
+        .await?;
         let deleted = match &lease {
             Some(_) => Some(gc::collect(&store, &tasks, &plan).await?),
             None => None,
@@ -73,7 +94,16 @@ pub async fn run(loaded: Loaded, args: &GcArgs) -> ExitCode {
                 "old_task_logs": plan.old_logs.len(),
                 "old_worker_results": keys(&plan.old_results),
                 "orphans_skipped": plan.orphans_skipped,
-                "commits_kept": plan.commits,
+                "commits": plan.commits,
+                "old_commits": {
+                    "through": plan.old_commits.base.as_ref().map(|b| b.seq),
+                    "records": plan.old_commits.records.len(),
+                    "files": plan.old_commits.files.len(),
+                    "rows": plan.old_commits.rows,
+                    "bytes": plan.old_commits.bytes,
+                    "uploaders": plan.old_commits.uploaders.iter().map(|(u, p)| serde_json::json!({"id": u, "position": p})).collect::<Vec<_>>(),
+                    "kept_because": plan.old_commits.kept_because,
+                },
                 "objects": objects,
                 "bytes": bytes,
                 "deleted": deleted,
@@ -117,8 +147,33 @@ pub async fn run(loaded: Loaded, args: &GcArgs) -> ExitCode {
         if let Some(why) = &plan.orphans_skipped {
             crate::outln!("  orphans not looked for: {why}");
         }
+        let c = &plan.old_commits;
+        match &keep_commits {
+            None => crate::outln!("  commit records: all kept (--keep-commits all)"),
+            Some(_) => {
+                crate::outln!(
+                    "  {} old commit records and the {} data files they list ({} rows; older than {}, loaded by every uploader: {})",
+                    c.records.len(),
+                    c.files.len(),
+                    c.rows,
+                    args.keep_commits,
+                    if c.uploaders.is_empty() {
+                        "none found".to_string()
+                    } else {
+                        c.uploaders
+                            .iter()
+                            .map(|(u, p)| format!("{u} at {p}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                );
+                if let Some(why) = &c.kept_because {
+                    crate::outln!("  commits kept from there: {why}");
+                }
+            }
+        }
         crate::outln!(
-            "  {objects} objects, {bytes} bytes; {} commit records and the files they list are kept",
+            "  {objects} objects, {bytes} bytes; {} commit records read",
             plan.commits
         );
     }

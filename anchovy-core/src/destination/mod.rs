@@ -447,11 +447,15 @@ pub async fn load(
         let had_rows = !exists
             && match &original {
                 Some(l) => l.files.iter().any(|(seq, _, _)| *seq <= pos),
-                None => read_commits(&t.ds, 0)
-                    .await?
-                    .iter()
-                    .filter(|c| c.seq <= pos)
-                    .any(|c| c.files.iter().any(|f| f.tbl == t.files_of)),
+                // Commits collected by `anchovy gc` may have had rows of it.
+                None => {
+                    crate::commit::base(&t.ds).await?.is_some()
+                        || read_commits(&t.ds, 0)
+                            .await?
+                            .iter()
+                            .filter(|c| c.seq <= pos)
+                            .any(|c| c.files.iter().any(|f| f.tbl == t.files_of))
+                }
             };
         if reset_by_user || had_rows {
             tracing::warn!(
@@ -496,7 +500,23 @@ pub async fn load(
             ctx.log("original_files_waiting", l.waiting(pos));
             crate::original::commits(&t.ds, &t.files_of, l, pos).await?
         }
-        None => read_commits(&t.ds, pos).await?,
+        None => {
+            // Commits after this position were collected by `anchovy gc`: their rows
+            // cannot be loaded any more, and loading the rest would hide that.
+            if let Some(b) = crate::commit::base(&t.ds).await?
+                && pos < b.seq
+            {
+                return Err(Error::data(
+                    format!("table {full}"),
+                    format!(
+                        "the target is at commit {pos} of upstream `{up}`, but `anchovy gc` collected its commits 1..={} on {} (it counted the uploaders that had passed them); this table cannot be loaded from commit {pos}: keep the target table (or restore it with its `_anchovies_positions` row), or load it from a new download of the source",
+                        b.seq, b.collected_at
+                    ),
+                )
+                .into());
+            }
+            read_commits(&t.ds, pos).await?
+        }
     };
     let Some(last) = commits.last().map(|c| c.seq) else {
         ctx.log("position", pos);

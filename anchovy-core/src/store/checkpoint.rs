@@ -179,6 +179,34 @@ impl Checkpoints {
         Ok((this, applied))
     }
 
+    /// An empty state before any commit (what a fold of the commit records starts
+    /// from).
+    pub(crate) fn empty(ds: &Datastore) -> Checkpoints {
+        Checkpoints::new(ds, BTreeMap::new(), 0)
+    }
+
+    /// Every entry, in key order (the state as a compaction base keeps it).
+    pub(crate) fn entries(&self) -> Vec<CheckpointEntry> {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Replaces the state with a compaction base's, the state after commit `seq`
+    /// ([`crate::commit::Base`]): for a start or a catch-up that finds the commits it
+    /// would replay collected by `anchovy gc`. The mirrors are not rewritten and
+    /// `_applied` is no longer advanced by this process: it stays below the base, so
+    /// a start from the mirrors adopts the base again.
+    pub(crate) fn adopt(&self, entries: Vec<CheckpointEntry>, seq: u64) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) =
+            entries.into_iter().map(|e| (e.key.clone(), e)).collect();
+        self.applied.store(seq, Ordering::SeqCst);
+        self.mirrors_ok.store(false, Ordering::SeqCst);
+    }
+
     /// Rewrites `$checkpoints/_state` when commits were applied since it was written.
     /// A failure is logged, not returned: the snapshot is only a faster start (the
     /// next start replays the commits after whichever snapshot it finds).

@@ -157,7 +157,26 @@ impl Committer {
 
     async fn catch_up_locked(&self, next: &mut u64) -> Result<usize> {
         let missed = read_commits(&self.ds, *next - 1).await?;
+        // The next commit this writer expects was collected by `anchovy gc` meanwhile
+        // (it is below the base): continue from the base's state. Every key the
+        // collected commits set counts as another writer's change (the claims' fence).
+        if missed.first().is_some_and(|r| r.seq > *next)
+            && let Some(b) = base(&self.ds).await?
+            && b.seq >= *next
+        {
+            {
+                let mut f = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+                for e in b.entries.iter().filter(|e| e.commit >= *next) {
+                    f.insert(e.key.clone(), e.commit);
+                }
+            }
+            self.checkpoints.adopt(b.entries, b.seq);
+            *next = b.seq + 1;
+        }
         for rec in &missed {
+            if rec.seq < *next {
+                continue;
+            }
             if rec.seq != *next {
                 // Dense by construction; a gap means a record is not listed yet.
                 break;
@@ -313,7 +332,37 @@ pub async fn read_committed(
 /// [`Error::Datastore`] or [`Error::Json`] for an unreadable record.
 pub async fn origin(ds: &Datastore) -> Result<Option<String>> {
     let first: Option<CommitRecord> = ds.get_json(&layout::commit_key(1)).await?;
-    Ok(first.map(|c| format!("{} {}", c.session_id, c.committed_at)))
+    if let Some(c) = first {
+        return Ok(Some(format!("{} {}", c.session_id, c.committed_at)));
+    }
+    // Commit 1 collected by `anchovy gc`: the base keeps its identity.
+    Ok(base(ds).await?.map(|b| b.origin))
+}
+
+/// What `anchovy gc` leaves of the commits it collected (`$commits/_base.json`):
+/// commits `1..=seq` and the data files they listed are gone; this keeps their
+/// history's identity ([`origin`]) and the checkpoint state after commit `seq`, from
+/// which a start ([`load_checkpoints`]) or a catch-up continues when the commits it
+/// would replay are gone. Written before anything is deleted, so a collection cut
+/// short leaves a base that covers every commit missing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Base {
+    /// The last commit collected: commits up to it may be gone.
+    pub seq: u64,
+    /// [`origin`] of the history (commit 1's session and time).
+    pub origin: String,
+    /// When the collection began (RFC 3339).
+    pub collected_at: String,
+    /// The checkpoint state after commit `seq`.
+    pub entries: Vec<crate::checkpoint::CheckpointEntry>,
+}
+
+/// The compaction base of an anchovy's commits, if `anchovy gc` collected any.
+///
+/// # Errors
+/// [`Error::Datastore`] or [`Error::Json`] for an unreadable base.
+pub async fn base(ds: &Datastore) -> Result<Option<Base>> {
+    ds.get_json(layout::COMMITS_BASE).await
 }
 
 /// Who loads the checkpoint state, which decides what the load may write besides
@@ -331,6 +380,9 @@ pub enum LoadAs {
     /// (or overwrites with an older value) tells the next start that the mirrors hold
     /// a state they do not.
     Shared,
+    /// A reader of another anchovy's state (`anchovy gc` reading its uploaders'
+    /// positions): as `Shared`, and no snapshot written either: the area is not its own.
+    Reader,
 }
 
 /// The checkpoint state: the snapshot (or the mirrors), then every commit after the
@@ -345,9 +397,26 @@ pub enum LoadAs {
 /// # Errors
 /// [`Error::Datastore`] when the mirrors or the commit records cannot be read.
 pub async fn load_checkpoints(ds: &Datastore, as_: LoadAs) -> Result<(Checkpoints, u64)> {
-    let (cps, applied) = Checkpoints::load(ds).await?;
-    if as_ == LoadAs::Shared {
+    let (cps, mut applied) = Checkpoints::load(ds).await?;
+    if as_ != LoadAs::SoleWriter {
         cps.share();
+    }
+    // The commits after the stored state were collected by `anchovy gc`: the state
+    // continues from its base.
+    if let Some(b) = base(ds).await?
+        && b.seq > applied
+    {
+        tracing::info!(
+            from = applied,
+            base = b.seq,
+            "the commits after the stored checkpoint state were collected by anchovy gc; continuing from its base"
+        );
+        cps.adopt(b.entries, b.seq);
+        applied = b.seq;
+        // Written now: the next start reads it instead of the base.
+        if as_ != LoadAs::Reader {
+            cps.snapshot().await;
+        }
     }
     let mut last = applied;
     for rec in read_commits(ds, applied).await? {
@@ -362,11 +431,11 @@ pub async fn load_checkpoints(ds: &Datastore, as_: LoadAs) -> Result<(Checkpoint
         }
         match as_ {
             LoadAs::SoleWriter => cps.replay(rec.update()).await,
-            LoadAs::Shared => cps.replay_state(rec.update()),
+            LoadAs::Shared | LoadAs::Reader => cps.replay_state(rec.update()),
         }
         last = rec.seq;
     }
-    if last > applied {
+    if last > applied && as_ != LoadAs::Reader {
         cps.snapshot().await;
     }
     Ok((cps, last))
@@ -424,6 +493,76 @@ mod tests {
             worker: None,
             claim: None,
         }
+    }
+
+    /// Commits collected by `anchovy gc` behind a base: a writer that was behind them
+    /// catches up through the base (its state is the base's, then the commits after
+    /// it) and commits after the last one, never into a collected number; a start
+    /// whose stored state is older than the base begins from it; the history keeps
+    /// its origin.
+    #[tokio::test]
+    async fn writers_and_starts_continue_through_a_compaction_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Datastore::open(dir.path().to_str().unwrap())
+            .unwrap()
+            .for_anchovy("u", "a");
+        let (c, last) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
+        let a = Committer::new(ds.clone(), Arc::new(c), last);
+        a.commit(&meta(), vec![], [("k".to_string(), Some(1.into()))].into())
+            .await
+            .unwrap();
+        let origin0 = origin(&ds).await.unwrap().unwrap();
+        // A second writer, which stays at commit 1 while the others go on.
+        let (c, last) = load_checkpoints(&ds, LoadAs::Shared).await.unwrap();
+        let behind = Committer::new(ds.clone(), Arc::new(c), last).shared();
+        for i in 2..=5 {
+            let mut cps: BTreeMap<String, Option<serde_json::Value>> =
+                [("k".to_string(), Some(i.into()))].into();
+            if i == 3 {
+                cps.insert("gone".into(), Some(3.into()));
+            }
+            a.commit(&meta(), vec![], cps).await.unwrap();
+        }
+        // gc: commits 1..=4 collected behind a base holding the state after 4.
+        let state4 = Checkpoints::empty(&ds);
+        for r in read_commits(&ds, 0)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.seq <= 4)
+        {
+            state4.replay_state(r.update());
+        }
+        ds.put_json(
+            layout::COMMITS_BASE,
+            &Base {
+                seq: 4,
+                origin: origin0.clone(),
+                collected_at: "2026-01-01T00:00:00Z".into(),
+                entries: state4.entries(),
+            },
+        )
+        .await
+        .unwrap();
+        for s in 1..=4 {
+            ds.delete(&layout::commit_key(s)).await.unwrap();
+        }
+        assert_eq!(origin(&ds).await.unwrap().unwrap(), origin0);
+        assert_eq!(behind.catch_up().await.unwrap(), 5);
+        assert_eq!(behind.checkpoints().get("k"), Some(5.into()));
+        assert_eq!(behind.checkpoints().get("gone"), Some(3.into()));
+        let rec = behind
+            .commit(&meta(), vec![], [("k".to_string(), Some(6.into()))].into())
+            .await
+            .unwrap();
+        assert_eq!(rec.seq, 6);
+        // A start from the mirrors alone (no snapshot, no marker): the base, then 5, 6.
+        ds.delete(layout::CHECKPOINTS_STATE).await.unwrap();
+        ds.delete(layout::CHECKPOINTS_APPLIED).await.unwrap();
+        let (c, last) = load_checkpoints(&ds, LoadAs::SoleWriter).await.unwrap();
+        assert_eq!(last, 6);
+        assert_eq!(c.get("k"), Some(6.into()));
+        assert_eq!(c.get("gone"), Some(3.into()));
     }
 
     /// Two processes of the same anchovy: each commit must directly follow the state its

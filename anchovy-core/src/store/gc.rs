@@ -12,8 +12,17 @@
 //!   written before the retention. They are for people; each table's last load stays in
 //!   `$last_loads` (what `anchovy tables` and freshness checks read).
 //!
-//! Commit records and the data files they list are kept: an uploader's position counts
-//! in them, and the first one names the upstream's history ([`crate::commit::origin`]).
+//! - **Old commits** (with a commit retention, [`Downstream`]): commit records older
+//!   than the retention whose every table each uploader of the anchovy has loaded
+//!   past, with the data files they list, as a prefix `1..=B` of the history and never
+//!   the last commit. Uploaders are found where `-U` finds their upstream: the other
+//!   anchovies of the same user in the same datastore, by their positions (their
+//!   `<id>.<table>` checkpoints naming `<user>/<id>`); with none, nothing is collected. A
+//!   base (`$commits/_base.json`, [`crate::commit::Base`]) is written first: the
+//!   history's identity and the checkpoint state after `B`, from which starts and
+//!   catch-ups continue. An uploader behind `B` (restored, reset, or new) then fails
+//!   with the reason instead of loading part of the history. Areas the original tool
+//!   reads (`original` data files) keep every commit.
 //!
 //! [`plan`] only lists; [`collect`] deletes what a plan found, one object at a time,
 //! each deletion final on its own: a collection cut short (a kill) leaves a smaller
@@ -21,10 +30,43 @@
 //! of the anchovy writes meanwhile; the grace period covers a writer that does not
 //! take it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
+use crate::commit::{Base, CommitRecord};
 use crate::datastore::{Datastore, Entry, layout};
 use crate::error::Result;
+
+/// Where to look for an anchovy's uploaders, and how long commits are kept.
+pub struct Downstream<'a> {
+    /// The datastore of the anchovy's user (`<root>/<user>`): its other anchovies.
+    pub user: &'a Datastore,
+    /// The user's name (an uploader's position names its upstream `<user>/<id>`).
+    pub user_name: &'a str,
+    /// The anchovy's own id (its uploaders' positions are `<id>.<table>`).
+    pub id: &'a str,
+    /// Commits younger than this are kept.
+    pub keep: std::time::Duration,
+}
+
+/// The commits a collection would take.
+#[derive(Debug, Default)]
+pub struct Commits {
+    /// The base to write first (none when the collection goes no further than the
+    /// stored one, e.g. finishing a collection cut short).
+    pub base: Option<Base>,
+    /// Commit records to delete, in order.
+    pub records: Vec<String>,
+    /// The data and quarantine files they list.
+    pub files: Vec<String>,
+    /// Rows in those files.
+    pub rows: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Each uploader and the lowest position it holds among the tables it loads.
+    pub uploaders: Vec<(String, u64)>,
+    /// Why the collection stops where it does (or collects nothing).
+    pub kept_because: Option<String>,
+}
 
 /// What a collection would delete.
 #[derive(Debug, Default)]
@@ -37,8 +79,10 @@ pub struct Plan {
     pub old_results: Vec<Entry>,
     /// Why orphans were not looked for, when they were not.
     pub orphans_skipped: Option<String>,
-    /// Commit records read (every data file they list is kept).
+    /// Commit records read.
     pub commits: usize,
+    /// Old commits to collect (with a [`Downstream`]).
+    pub old_commits: Commits,
 }
 
 impl Plan {
@@ -49,9 +93,14 @@ impl Plan {
             .iter()
             .chain(&self.old_logs)
             .chain(&self.old_results);
+        let c = &self.old_commits;
         (
-            self.orphans.len() + self.old_logs.len() + self.old_results.len(),
-            all.map(|e| e.size).sum(),
+            self.orphans.len()
+                + self.old_logs.len()
+                + self.old_results.len()
+                + c.records.len()
+                + c.files.len(),
+            all.map(|e| e.size).sum::<u64>() + c.bytes,
         )
     }
 }
@@ -69,6 +118,7 @@ pub async fn plan(
     tasks: &Datastore,
     grace: std::time::Duration,
     keep: std::time::Duration,
+    downstream: Option<&Downstream<'_>>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Plan> {
     let age =
@@ -107,7 +157,142 @@ pub async fn plan(
     };
     plan.old_logs = old(tasks.list(layout::TASK_LOGS).await?);
     plan.old_results = old(ds.list(&format!("{}/workers", layout::RESULTS)).await?);
+    if let Some(d) = downstream {
+        plan.old_commits = old_commits(ds, &records, d, now).await?;
+    }
     Ok(plan)
+}
+
+/// The prefix of commits every uploader has passed, older than the retention (see the
+/// module doc).
+async fn old_commits(
+    ds: &Datastore,
+    records: &[CommitRecord],
+    d: &Downstream<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Commits> {
+    let mut out = Commits::default();
+    let stored = crate::commit::base(ds).await?;
+    let Some(origin) = crate::commit::origin(ds).await? else {
+        return Ok(out);
+    };
+    if records
+        .iter()
+        .any(|r| r.files.iter().any(|f| f.staged.is_some()))
+    {
+        out.kept_because = Some("the original tool's uploader reads this anchovy's data files by name (data_buffer_cls: original): every commit is kept".into());
+        return Ok(out);
+    }
+    // Each uploader's positions in this history, by table.
+    let mut uploaders: Vec<(String, BTreeMap<String, u64>)> = Vec::new();
+    let prefix = format!("{}.", d.id);
+    let upstream = format!("{}/{}", d.user_name, d.id);
+    for id in d.user.children().await? {
+        if id == d.id {
+            continue;
+        }
+        let area = d.user.child(&[&id]);
+        if !area.exists(layout::COMMITS_BASE).await?
+            && area.list(layout::CHECKPOINTS).await?.is_empty()
+        {
+            continue;
+        }
+        let (cps, _) =
+            crate::commit::load_checkpoints(&area, crate::commit::LoadAs::Reader).await?;
+        let mut pos = BTreeMap::new();
+        for e in cps.list(&format!("{prefix}*")) {
+            if e.value.get("upstream").and_then(|u| u.as_str()) == Some(upstream.as_str())
+                && let Some(seq) = e.value.get("seq").and_then(|s| s.as_u64())
+            {
+                pos.insert(e.key[prefix.len()..].to_string(), seq);
+            }
+        }
+        if !pos.is_empty() {
+            uploaders.push((id, pos));
+        }
+    }
+    out.uploaders = uploaders
+        .iter()
+        .map(|(u, p)| (u.clone(), p.values().copied().min().unwrap_or(0)))
+        .collect();
+    if uploaders.is_empty() {
+        out.kept_because = Some(format!(
+            "no uploader of `{}` holds a position in {} (an uploader finds its upstream there): every commit is kept",
+            d.id,
+            d.user.location()
+        ));
+        return Ok(out);
+    }
+    let cutoff = now - chrono::Duration::from_std(d.keep).unwrap_or(chrono::Duration::MAX);
+    let last = records.last().map_or(0, |r| r.seq);
+    let below = stored.as_ref().map_or(0, |b| b.seq);
+    let mut through = below;
+    for r in records {
+        // Left over from a collection cut short: already below the base.
+        if r.seq <= below {
+            continue;
+        }
+        let behind = r
+            .files
+            .iter()
+            .filter(|f| crate::reject::rejected_table(&f.tbl).is_none())
+            .find_map(|f| {
+                uploaders.iter().find_map(|(u, p)| match p.get(&f.tbl) {
+                    Some(s) if *s >= r.seq => None,
+                    Some(s) => Some(format!(
+                        "uploader `{u}` has loaded table {} up to commit {s} only",
+                        f.tbl
+                    )),
+                    None => Some(format!("uploader `{u}` has not loaded table {} yet", f.tbl)),
+                })
+            });
+        let stop = if r.seq != through + 1 {
+            Some(format!(
+                "commit {} is missing (the records are not dense)",
+                through + 1
+            ))
+        } else if behind.is_some() {
+            behind
+        } else if r.seq >= last {
+            Some("the last commit is always kept".to_string())
+        } else if chrono::DateTime::parse_from_rfc3339(&r.committed_at)
+            .map_or(true, |t| t.with_timezone(&chrono::Utc) >= cutoff)
+        {
+            Some(format!("commit {} is younger than the retention", r.seq))
+        } else {
+            None
+        };
+        if let Some(why) = stop {
+            out.kept_because = Some(why);
+            break;
+        }
+        through = r.seq;
+    }
+    for r in records.iter().filter(|r| r.seq <= through) {
+        out.records.push(layout::commit_key(r.seq));
+        for f in &r.files {
+            out.files.push(f.key.clone());
+            out.rows += f.rows;
+            out.bytes += f.bytes;
+        }
+    }
+    if through > below {
+        // The state after `through`: the stored base's, then the commits after it.
+        let cps = crate::checkpoint::Checkpoints::empty(ds);
+        if let Some(b) = &stored {
+            cps.adopt(b.entries.clone(), b.seq);
+        }
+        for r in records.iter().filter(|r| r.seq > below && r.seq <= through) {
+            cps.replay_state(r.update());
+        }
+        out.base = Some(Base {
+            seq: through,
+            origin,
+            collected_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            entries: cps.entries(),
+        });
+    }
+    Ok(out)
 }
 
 /// Deletes what `plan` found, one object at a time; returns how many were deleted. An
@@ -117,6 +302,19 @@ pub async fn plan(
 /// [`crate::Error::Datastore`] when a deletion fails (those before it stay done).
 pub async fn collect(ds: &Datastore, tasks: &Datastore, plan: &Plan) -> Result<usize> {
     let mut n = 0;
+    // Old commits: the base first, then their files, then the records themselves (a
+    // record outlives its files: a cut collection leaves records below the base, which
+    // the next one finds again).
+    let c = &plan.old_commits;
+    if let Some(b) = &c.base {
+        crate::failpoint::hit("gc.base")?;
+        ds.put_json(layout::COMMITS_BASE, b).await?;
+    }
+    for k in c.files.iter().chain(&c.records) {
+        crate::failpoint::hit("gc.delete")?;
+        ds.delete(k).await?;
+        n += 1;
+    }
     let each = plan
         .orphans
         .iter()
@@ -156,9 +354,16 @@ mod tests {
         ] {
             ds.put(k, Bytes::from_static(b"x")).await.unwrap();
         }
-        let p = plan(&ds, &ds, Duration::ZERO, Duration::from_secs(3600), later())
-            .await
-            .unwrap();
+        let p = plan(
+            &ds,
+            &ds,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+            None,
+            later(),
+        )
+        .await
+        .unwrap();
         assert!(p.orphans.is_empty());
         assert!(p.orphans_skipped.unwrap().contains("no commit record"));
         let (cps, last) = crate::commit::load_checkpoints(&ds, crate::commit::LoadAs::SoleWriter)
@@ -190,9 +395,16 @@ mod tests {
         )
         .await
         .unwrap();
-        let p = plan(&ds, &ds, Duration::ZERO, Duration::from_secs(3600), later())
-            .await
-            .unwrap();
+        let p = plan(
+            &ds,
+            &ds,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+            None,
+            later(),
+        )
+        .await
+        .unwrap();
         let keys: Vec<&str> = p.orphans.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["data/t/orphan", "$rejects/t/r"]);
         // Within the grace period nothing is an orphan yet.
@@ -201,15 +413,23 @@ mod tests {
             &ds,
             Duration::from_secs(60),
             Duration::from_secs(3600),
+            None,
             later(),
         )
         .await
         .unwrap();
         assert!(p.orphans.is_empty());
         assert_eq!(collect(&ds, &ds, &p).await.unwrap(), 0);
-        let p = plan(&ds, &ds, Duration::ZERO, Duration::from_secs(3600), later())
-            .await
-            .unwrap();
+        let p = plan(
+            &ds,
+            &ds,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+            None,
+            later(),
+        )
+        .await
+        .unwrap();
         assert_eq!(collect(&ds, &ds, &p).await.unwrap(), 2);
         assert!(ds.exists("data/t/a").await.unwrap());
         assert!(ds.exists("data/t/_staged.b").await.unwrap());

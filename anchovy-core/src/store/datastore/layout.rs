@@ -15,6 +15,9 @@ pub const CHECKPOINTS_APPLIED: &str = "$checkpoints/_applied";
 pub const CHECKPOINTS_STATE: &str = "$checkpoints/_state";
 /// Folder of the commit record.
 pub const COMMITS: &str = "$commits";
+/// `$commits/_base.json`: what `anchovy gc` left of the commits it collected
+/// ([`crate::commit::Base`]).
+pub const COMMITS_BASE: &str = "$commits/_base.json";
 /// Folder of task logs.
 pub const TASK_LOGS: &str = "$task_logs";
 /// Folder of each table's last load: one small object per table, rewritten by every TBL
