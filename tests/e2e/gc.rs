@@ -186,17 +186,20 @@ fn gc_collects_old_commits_every_uploader_has_loaded() {
         "config.yaml",
         "tbls:\n  t:\n    path: in/*.csv\n    unique_by: id\n",
     );
-    let download = |i: u32| {
-        env.write(
-            &format!("in/{i}.csv"),
-            format!("id,v\n{},a\n{},b\n", 2 * i - 1, 2 * i),
-        );
+    let run = || {
         let out = env
             .cmd()
             .args(["start", "-op", "files.CsvDownloader", "--id", "g"])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", crate::stderr(&out));
+    };
+    let download = |i: u32| {
+        env.write(
+            &format!("in/{i}.csv"),
+            format!("id,v\n{},a\n{},b\n", 2 * i - 1, 2 * i),
+        );
+        run();
     };
     let db = Target::Sqlite.sqlite_file(&env);
     let fresh = format!("sqlite://{}", env.path().join("fresh.sqlite").display());
@@ -269,12 +272,7 @@ fn gc_collects_old_commits_every_uploader_has_loaded() {
     assert!(left.iter().all(|s| *s > loaded), "{left:?}");
     // A run with nothing new reads nothing again (its checkpoints survived).
     let before = commit_seqs(&area);
-    let out = env
-        .cmd()
-        .args(["start", "-op", "files.CsvDownloader", "--id", "g"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", crate::stderr(&out));
+    run();
     assert_eq!(commit_seqs(&area), before);
 
     // The uploader loads the rest: every row once.

@@ -339,6 +339,13 @@ mod tests {
         chrono::Utc::now() + chrono::Duration::seconds(5)
     }
 
+    /// The plan of `ds` a moment from now, with orphans' `grace` and an hour's logs.
+    async fn plan_now(ds: &Datastore, grace: Duration) -> Plan {
+        plan(ds, ds, grace, Duration::from_secs(3600), None, later())
+            .await
+            .unwrap()
+    }
+
     /// With no commit record, data files cannot be told to be orphans: none is
     /// collected. A file a commit lists, under its key or where it was staged (the
     /// original tool's format, before it is published), is kept; only the others go.
@@ -354,16 +361,7 @@ mod tests {
         ] {
             ds.put(k, Bytes::from_static(b"x")).await.unwrap();
         }
-        let p = plan(
-            &ds,
-            &ds,
-            Duration::ZERO,
-            Duration::from_secs(3600),
-            None,
-            later(),
-        )
-        .await
-        .unwrap();
+        let p = plan_now(&ds, Duration::ZERO).await;
         assert!(p.orphans.is_empty());
         assert!(p.orphans_skipped.unwrap().contains("no commit record"));
         let (cps, last) = crate::commit::load_checkpoints(&ds, crate::commit::LoadAs::SoleWriter)
@@ -395,41 +393,14 @@ mod tests {
         )
         .await
         .unwrap();
-        let p = plan(
-            &ds,
-            &ds,
-            Duration::ZERO,
-            Duration::from_secs(3600),
-            None,
-            later(),
-        )
-        .await
-        .unwrap();
+        let p = plan_now(&ds, Duration::ZERO).await;
         let keys: Vec<&str> = p.orphans.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["data/t/orphan", "$rejects/t/r"]);
         // Within the grace period nothing is an orphan yet.
-        let p = plan(
-            &ds,
-            &ds,
-            Duration::from_secs(60),
-            Duration::from_secs(3600),
-            None,
-            later(),
-        )
-        .await
-        .unwrap();
+        let p = plan_now(&ds, Duration::from_secs(60)).await;
         assert!(p.orphans.is_empty());
         assert_eq!(collect(&ds, &ds, &p).await.unwrap(), 0);
-        let p = plan(
-            &ds,
-            &ds,
-            Duration::ZERO,
-            Duration::from_secs(3600),
-            None,
-            later(),
-        )
-        .await
-        .unwrap();
+        let p = plan_now(&ds, Duration::ZERO).await;
         assert_eq!(collect(&ds, &ds, &p).await.unwrap(), 2);
         assert!(ds.exists("data/t/a").await.unwrap());
         assert!(ds.exists("data/t/_staged.b").await.unwrap());
