@@ -129,9 +129,9 @@ pub enum Command {
     /// List an anchovy's tables with their settings and last load.
     Tables(TablesArgs),
     /// Collect what no reader needs: orphan data files of killed runs (older than
-    /// --grace) and task logs and worker results older than --keep. A dry run unless
-    /// --delete (then under the run lease). Commit records and the files they list are
-    /// kept.
+    /// --grace), task logs and worker results older than --keep, and commit records
+    /// older than --keep-commits that every uploader has loaded past, with their files.
+    /// A dry run unless --delete (then under the run lease).
     Gc(GcArgs),
     /// Run a set of anchovies (a school) as a DAG ordered by their -U upstreams.
     School(SchoolArgs),

@@ -10,7 +10,7 @@ use anchovy_core::{Error, gc};
 use crate::Loaded;
 use crate::args::GcArgs;
 
-/// Lists (or with `--delete` deletes) orphan data files and old logs.
+/// Lists (or with `--delete` deletes) orphan data files, old logs and old commits.
 pub async fn run(loaded: Loaded, args: &GcArgs) -> ExitCode {
     let s = &loaded.settings;
     let duration = |flag: &str, v: &str| {
