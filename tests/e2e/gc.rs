@@ -159,17 +159,42 @@ fn gc_collects_orphans_and_old_logs_and_never_committed_data() {
     );
 }
 
-/// The seqs of the commit records in an area.
-fn commit_seqs(area: &std::path::Path) -> Vec<u64> {
-    let mut v: Vec<u64> = std::fs::read_dir(area.join("$commits"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json")?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+/// An anchovy's area, read and changed through the datastore API (any store).
+struct Area {
+    rt: tokio::runtime::Runtime,
+    ds: anchovy_core::Datastore,
+}
+
+impl Area {
+    fn new(root: &str, id: &str) -> Area {
+        Area {
+            rt: tokio::runtime::Runtime::new().unwrap(),
+            ds: anchovy_core::Datastore::open(root)
+                .unwrap()
+                .for_anchovy("tester", id),
+        }
+    }
+
+    /// The seqs of the commit records.
+    fn seqs(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .rt
+            .block_on(self.ds.list("$commits"))
+            .unwrap()
+            .iter()
+            .filter_map(|e| anchovy_core::datastore::layout::commit_seq(&e.key))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn exists(&self, key: &str) -> bool {
+        self.rt.block_on(self.ds.exists(key)).unwrap()
+    }
+
+    fn delete(&self, key: &str) {
+        self.rt.block_on(self.ds.delete(key)).unwrap()
+    }
 }
 
 /// Old commit records go once every uploader has loaded past them, with the files they
@@ -177,11 +202,40 @@ fn commit_seqs(area: &std::path::Path) -> Vec<u64> {
 /// kill in the middle, then the downloader (even from its mirrors alone), the
 /// collection again and the uploader each carry on with every row once, and an
 /// uploader that would need a collected commit (a new one, a dropped table) fails
-/// with the reason instead of loading part of the history.
+/// with the reason instead of loading part of the history. On the local filesystem,
+/// S3 (moto) and Azure Blob (Azurite).
 #[test]
 fn gc_collects_old_commits_every_uploader_has_loaded() {
+    for store in ["fs", "s3", "azure"] {
+        old_commits_on(store);
+    }
+}
+
+fn old_commits_on(store: &str) {
     use crate::upload::{Target, fetch};
     let env = Env::new();
+    let url = match store {
+        "s3" => Some(format!(
+            "s3://{}/gc/{}",
+            crate::need("S3_BUCKET"),
+            env.nonce()
+        )),
+        "azure" => Some(format!(
+            "az://{}/gc/{}",
+            crate::need("AZURE_CONTAINER"),
+            env.nonce()
+        )),
+        _ => None,
+    };
+    let vars: Vec<(String, String)> = url
+        .as_deref()
+        .map(|u| crate::store_vars(u, "3s"))
+        .unwrap_or_default();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let area = Area::new(
+        url.as_deref().unwrap_or(&env.home().display().to_string()),
+        "g",
+    );
     env.write(
         "config.yaml",
         "tbls:\n  t:\n    path: in/*.csv\n    unique_by: id\n",
@@ -190,9 +244,10 @@ fn gc_collects_old_commits_every_uploader_has_loaded() {
         let out = env
             .cmd()
             .args(["start", "-op", "files.CsvDownloader", "--id", "g"])
+            .envs(vars.iter().copied())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", crate::stderr(&out));
+        assert!(out.status.success(), "{store}: {}", crate::stderr(&out));
     };
     let download = |i: u32| {
         env.write(
@@ -202,10 +257,13 @@ fn gc_collects_old_commits_every_uploader_has_loaded() {
         run();
     };
     let db = Target::Sqlite.sqlite_file(&env);
+    // The target's file lives beside the local datastore's areas, whatever the store.
+    std::fs::create_dir_all(env.home().join("tester")).unwrap();
     let fresh = format!("sqlite://{}", env.path().join("fresh.sqlite").display());
     let upload = |id: &str| {
         env.cmd()
             .args(["start", "-op", "sql.Uploader", "--id", id, "-U", "g"])
+            .envs(vars.iter().copied())
             .env(
                 "ACHVY_CNXN__DB__URI",
                 if id == "up2" { &fresh } else { &db },
@@ -213,19 +271,23 @@ fn gc_collects_old_commits_every_uploader_has_loaded() {
             .output()
             .unwrap()
     };
+    let gc = |args: &[&str], more: &[(&str, &str)]| {
+        let mut all = vars.clone();
+        all.extend_from_slice(more);
+        gc(&env, args, &all)
+    };
     for i in 1..=3 {
         download(i);
     }
     let out = upload("up");
-    assert!(out.status.success(), "{}", crate::stderr(&out));
-    let area = env.area("tester", "g");
-    let loaded = *commit_seqs(&area).last().unwrap();
+    assert!(out.status.success(), "{store}: {}", crate::stderr(&out));
+    let loaded = *area.seqs().last().unwrap();
     download(4);
-    let all = commit_seqs(&area);
-    assert!(all.len() as u64 > loaded, "{all:?}");
+    let all = area.seqs();
+    assert!(all.len() as u64 > loaded, "{store}: {all:?}");
 
     // Young commits are kept; with no retention, the prefix the uploader passed goes.
-    let plan = json(&gc(&env, &["--json"], &[]));
+    let plan = json(&gc(&["--json"], &[]));
     assert_eq!(plan["old_commits"]["records"], 0, "{plan}");
     assert!(
         plan["old_commits"]["kept_because"]
@@ -234,7 +296,7 @@ fn gc_collects_old_commits_every_uploader_has_loaded() {
             .contains("younger than the retention"),
         "{plan}"
     );
-    let plan = json(&gc(&env, &["--json", "--keep-commits", "0s"], &[]));
+    let plan = json(&gc(&["--json", "--keep-commits", "0s"], &[]));
     assert_eq!(plan["old_commits"]["through"], loaded, "{plan}");
     assert_eq!(plan["old_commits"]["uploaders"][0]["id"], "up", "{plan}");
     assert_eq!(plan["old_commits"]["rows"], 2 * loaded, "{plan}");
@@ -246,38 +308,42 @@ fn gc_collects_old_commits_every_uploader_has_loaded() {
         "{plan}"
     );
     // `--keep-commits all` keeps them.
-    let plan = json(&gc(&env, &["--json", "--keep-commits", "all"], &[]));
+    let plan = json(&gc(&["--json", "--keep-commits", "all"], &[]));
     assert_eq!(plan["old_commits"]["records"], 0, "{plan}");
 
     // Killed after the base and one deletion.
     let out = gc(
-        &env,
         &["--delete", "--keep-commits", "0s"],
         &[("ACHVY_FAILPOINT", "gc.delete:2")],
     );
-    assert_eq!(out.status.code(), Some(86), "{}", crate::stderr(&out));
-    assert!(area.join("$commits/_base.json").exists());
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "{store}: {}",
+        crate::stderr(&out)
+    );
+    assert!(area.exists("$commits/_base.json"), "{store}");
     // The downloader carries on from its state, even when only the mirrors are left
     // (no snapshot, no marker of what they reflect): the base holds the state.
-    std::fs::remove_file(area.join("$checkpoints/_state")).unwrap();
-    let _ = std::fs::remove_file(area.join("$checkpoints/_applied"));
+    area.delete("$checkpoints/_state");
+    area.delete("$checkpoints/_applied");
+    // The killed collection's lease expires (3 s on an object store).
+    if url.is_some() {
+        std::thread::sleep(std::time::Duration::from_secs(4));
+    }
     download(5);
-    let done = json(&gc(
-        &env,
-        &["--delete", "--keep-commits", "0s", "--json"],
-        &[],
-    ));
+    let done = json(&gc(&["--delete", "--keep-commits", "0s", "--json"], &[]));
     assert_eq!(done["dry_run"], false, "{done}");
-    let left = commit_seqs(&area);
-    assert!(left.iter().all(|s| *s > loaded), "{left:?}");
+    let left = area.seqs();
+    assert!(left.iter().all(|s| *s > loaded), "{store}: {left:?}");
     // A run with nothing new reads nothing again (its checkpoints survived).
-    let before = commit_seqs(&area);
+    let before = area.seqs();
     run();
-    assert_eq!(commit_seqs(&area), before);
+    assert_eq!(area.seqs(), before, "{store}");
 
     // The uploader loads the rest: every row once.
     let out = upload("up");
-    assert!(out.status.success(), "{}", crate::stderr(&out));
+    assert!(out.status.success(), "{store}: {}", crate::stderr(&out));
     let t = Target::Sqlite;
     let rows = fetch(
         t,
@@ -293,7 +359,7 @@ fn gc_collects_old_commits_every_uploader_has_loaded() {
         .map(|r| r[0].as_deref().unwrap().parse().unwrap())
         .collect();
     ids.sort();
-    assert_eq!(ids, (1..=10).collect::<Vec<_>>());
+    assert_eq!(ids, (1..=10).collect::<Vec<_>>(), "{store}");
 
     // A new uploader (into a new database), and the old one after its table was
     // dropped, would need the collected commits: both fail, saying so.
@@ -314,11 +380,16 @@ fn gc_collects_old_commits_every_uploader_has_loaded() {
             });
         }
         let out = upload(id);
-        assert_eq!(out.status.code(), Some(1), "{id}: {}", crate::stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{store} {id}: {}",
+            crate::stderr(&out)
+        );
         let e = crate::stderr(&out);
         assert!(
             e.contains(&format!("`anchovy gc` collected its commits 1..={loaded}")),
-            "{id}: {e}"
+            "{store} {id}: {e}"
         );
     }
 }
