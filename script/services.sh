@@ -291,7 +291,15 @@ install_original_py() {   # ~20 s
 MY_PORT=${MY_PORT:-33306}
 MY_DIR=${MY_DIR:-/tmp/anchovies-mariadb}
 _as_my() { if [ "$(id -u)" = 0 ]; then runuser -u mysql -- "$@"; else "$@"; fi; }
+# Waits (at most 30 s) until nothing listens on 127.0.0.1:PORT: a server of a run just
+# before may still be shutting down (MariaDB dumps its buffer pool first).
+_wait_port_free() {
+  local _i; for _i in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null || return 0; sleep 0.1; done
+  echo "script/services.sh: port $1 on 127.0.0.1 is still in use (another server?)" >&2; return 1
+}
 start_mariadb() {
+  stop_mariadb >/dev/null 2>&1 || true
+  _wait_port_free "$MY_PORT" || return 1
   rm -rf "$MY_DIR" && mkdir -p "$MY_DIR"
   [ "$(id -u)" = 0 ] && chown mysql: "$MY_DIR"
   _as_my mariadb-install-db --no-defaults --datadir="$MY_DIR/data" --auth-root-authentication-method=socket \
