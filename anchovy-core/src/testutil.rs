@@ -6,6 +6,22 @@
 #[derive(Debug, Clone)]
 pub struct Rng(pub u64);
 
+/// The seed of a randomized test: the variable `var` when set (to replay a failure),
+/// else the clock; printed as `VAR=seed` on stderr, so a failing run says how to
+/// replay it.
+pub fn seed(var: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{var}={seed}");
+    seed
+}
+
 impl Rng {
     /// The next 64 random bits.
     #[allow(clippy::should_implement_trait)]

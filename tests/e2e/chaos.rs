@@ -296,15 +296,7 @@ pub fn kills_and_seed(var: &str, default: usize) -> (usize, u64) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default);
-    let seed = std::env::var("CHAOS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = anchovy_core::testutil::seed("CHAOS_SEED");
     (want, seed)
 }
 

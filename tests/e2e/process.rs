@@ -180,15 +180,7 @@ fn a_crash_mid_stream_keeps_the_last_state_and_the_rerun_loads_each_row_once() {
 /// record of every stream is there once.
 #[test]
 fn seeded_crash_schedules_commit_exactly_what_the_last_state_covers() {
-    let seed = std::env::var("PROCESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = anchovy_core::testutil::seed("PROCESS_SEED");
     let mut rng = anchovy_core::testutil::Rng(seed);
     for trial in 0..4 {
         let env = Env::new();

@@ -596,16 +596,7 @@ fn requests_are_spaced_by_max_requests_per_second() {
 /// table commits page by page and a kill leaves part of a read committed.
 #[test]
 fn incremental_runs_hold_the_target_to_the_api_under_kills() {
-    let seed = std::env::var("REST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("REST_SEED={seed}");
+    let seed = anchovy_core::testutil::seed("REST_SEED");
     let mut rng = Rng(seed);
     let env = Env::new();
     let mut model: BTreeMap<i64, serde_json::Value> = BTreeMap::new();

@@ -698,15 +698,7 @@ fn incremental_against_the_model(src: Src, seed: u64) {
 }
 
 fn seed() -> u64 {
-    std::env::var("SQL_SOURCE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
+    anchovy_core::testutil::seed("SQL_SOURCE_SEED")
 }
 
 #[test]
