@@ -59,7 +59,7 @@ fn gc_collects_orphans_and_old_logs_and_never_committed_data() {
     assert_eq!(before, 2, "one committed file, one orphan");
 
     // A duration that is none is refused, naming the flag (exit 2).
-    for flag in ["--grace", "--keep"] {
+    for flag in ["--grace", "--keep", "--keep-commits"] {
         let out = gc(&env, &[flag, "soon"], &[]);
         assert_eq!(out.status.code(), Some(2), "{flag}");
         assert!(

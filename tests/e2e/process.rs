@@ -559,3 +559,78 @@ fn tap_postgres_from_pypi_reads_the_test_database() {
         "{rows:?}"
     );
 }
+
+/// Hostile option values: each table fails naming its option and what to write
+/// instead, and the good table beside them still loads.
+#[test]
+fn hostile_option_values_fail_their_table_with_the_fix() {
+    let env = Env::new();
+    let cases = [
+        (
+            "no_command",
+            "dialect: singer",
+            "set `command: [program, arg, ...]`",
+        ),
+        ("empty_command", "command: []", "the command is empty"),
+        ("blank_program", "command: [\"\"]", "the command is empty"),
+        ("object_command", "command: {run: x}", "is not a command"),
+        (
+            "nested_arg",
+            "command: [python3, [x]]",
+            "is not an argument",
+        ),
+        (
+            "dialect",
+            "command: [true]\n    dialect: xml",
+            "`xml` is not a dialect",
+        ),
+        ("timeout", "command: [true]\n    timeout: soon", "timeout"),
+        (
+            "inherit",
+            "command: [true]\n    inherit_env: maybe",
+            "inherit_env",
+        ),
+        (
+            "env_braces",
+            "command: [true]\n    env: {A: \"${oops\"}",
+            "without `}`",
+        ),
+        (
+            "env_missing",
+            "command: [true]\n    connection: nope\n    env: {A: \"${token}\"}",
+            "ACHVY_CNXN__NOPE__TOKEN",
+        ),
+        (
+            "catalog_ndjson",
+            "command: [true]\n    dialect: ndjson\n    catalog: discover",
+            "a catalog is for Singer taps",
+        ),
+        ("unknown", "command: [true]\n    comand: [x]", "comand"),
+    ];
+    let mut cfg =
+        format!("tbls:\n  good:\n    command: [python3, \"{TAP}\"]\n    config: {{rows: 2}}\n");
+    for (name, opt, _) in cases {
+        cfg.push_str(&format!("  {name}:\n    {opt}\n"));
+    }
+    env.write("config.yaml", cfg);
+    // An unknown key stops the run at startup (exit 2), naming the table and the key.
+    let out = download(&env, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", output(&out));
+    assert!(
+        output(&out).contains("unknown key `comand` in tbls.unknown"),
+        "{}",
+        output(&out)
+    );
+    let cfg = std::fs::read_to_string(env.path().join("config.yaml"))
+        .unwrap()
+        .replace("  unknown:\n    command: [true]\n    comand: [x]\n", "");
+    env.write("config.yaml", cfg);
+    let out = download(&env, &[]);
+    assert_ne!(out.status.code(), Some(0), "{}", output(&out));
+    let r = results(&out);
+    for (name, _, want) in cases.iter().filter(|c| c.0 != "unknown") {
+        let t = crate::tbl_task(&r, name).to_string();
+        assert!(t.contains("\"ERR\"") && t.contains(want), "{name}: {t}");
+    }
+    assert_eq!(tbl_data(&r, "good")["source_rows"], 4, "{r}");
+}

@@ -406,4 +406,124 @@ mod tests {
         assert!(ds.exists("data/t/_staged.b").await.unwrap());
         assert!(!ds.exists("data/t/orphan").await.unwrap());
     }
+
+    /// Seeded histories held against the rule's model: the commits collected are the
+    /// longest prefix, short of the last commit, in which every table of every commit
+    /// is loaded at or past it by every uploader (none without an uploader); the base
+    /// holds the state after it.
+    #[tokio::test]
+    async fn old_commits_are_the_prefix_every_uploader_passed() {
+        use crate::commit::{CommitMeta, Committer, LoadAs, load_checkpoints};
+        let seed = crate::testutil::seed("GC_SEED");
+        let mut rng = crate::testutil::Rng(seed);
+        let meta = CommitMeta {
+            anchovy_id: "a".into(),
+            anchovy_user: "u".into(),
+            session_id: "s".into(),
+            batch_id: 1,
+            tbl: None,
+            worker: None,
+            claim: None,
+        };
+        for trial in 0..40 {
+            let dir = tempfile::tempdir().unwrap();
+            let root = Datastore::open(dir.path().to_str().unwrap()).unwrap();
+            let area = root.for_anchovy("u", "a");
+            let (cps, last) = load_checkpoints(&area, LoadAs::SoleWriter).await.unwrap();
+            let c = Committer::new(area.clone(), std::sync::Arc::new(cps), last);
+            let n = 1 + rng.below(10);
+            let tables = ["t1", "t2", "t3"];
+            let mut files_of: Vec<Vec<&str>> = Vec::new();
+            for i in 1..=n {
+                let ts: Vec<&str> = tables.iter().copied().filter(|_| rng.chance(40)).collect();
+                let files = ts
+                    .iter()
+                    .map(|t| {
+                        serde_json::from_value::<crate::data::FileEntry>(serde_json::json!({
+                            "tbl": t, "key": format!("data/{t}/{i}"), "rows": 1, "bytes": 1, "raw_bytes": 1
+                        }))
+                        .unwrap()
+                    })
+                    .collect();
+                let cp = [(format!("k{}", rng.below(3)), Some(serde_json::json!(i)))].into();
+                c.commit(&meta, files, cp).await.unwrap();
+                files_of.push(ts);
+            }
+            // Uploaders with a position for some of the tables.
+            let mut ups: Vec<std::collections::BTreeMap<&str, u64>> = Vec::new();
+            for u in 0..rng.below(3) {
+                let up = root.for_anchovy("u", &format!("up{u}"));
+                let (cps, last) = load_checkpoints(&up, LoadAs::SoleWriter).await.unwrap();
+                let uc = Committer::new(up.clone(), std::sync::Arc::new(cps), last);
+                let mut pos = std::collections::BTreeMap::new();
+                let mut cp = BTreeMap::new();
+                for t in tables {
+                    if rng.chance(80) {
+                        let p = rng.below(n + 1);
+                        pos.insert(t, p);
+                        cp.insert(
+                            format!("a.{t}"),
+                            Some(serde_json::json!({"seq": p, "upstream": "u/a"})),
+                        );
+                    }
+                }
+                // Another upstream's position does not count.
+                cp.insert(
+                    "b.t1".into(),
+                    Some(serde_json::json!({"seq": 0, "upstream": "u/b"})),
+                );
+                uc.commit(&meta, vec![], cp).await.unwrap();
+                if !pos.is_empty() {
+                    ups.push(pos);
+                }
+            }
+            // The model.
+            let mut want = 0;
+            if !ups.is_empty() {
+                for seq in 1..n {
+                    let ok = files_of[(seq - 1) as usize]
+                        .iter()
+                        .all(|t| ups.iter().all(|p| p.get(t).is_some_and(|s| *s >= seq)));
+                    if !ok {
+                        break;
+                    }
+                    want = seq;
+                }
+            }
+            let d = Downstream {
+                user: &root.child(&["u"]),
+                user_name: "u",
+                id: "a",
+                keep: Duration::ZERO,
+            };
+            let p = plan(
+                &area,
+                &area,
+                Duration::ZERO,
+                Duration::ZERO,
+                Some(&d),
+                later(),
+            )
+            .await
+            .unwrap();
+            let c2 = &p.old_commits;
+            let ctx = format!(
+                "GC_SEED={seed} trial {trial}: {n} commits {files_of:?}, uploaders {ups:?}"
+            );
+            assert_eq!(c2.base.as_ref().map_or(0, |b| b.seq), want, "{ctx}");
+            assert_eq!(c2.records.len() as u64, want, "{ctx}");
+            let files: usize = files_of.iter().take(want as usize).map(Vec::len).sum();
+            assert_eq!(c2.files.len(), files, "{ctx}");
+            if let Some(b) = &c2.base {
+                // The base's state is the fold of the commits it covers.
+                let fold = crate::checkpoint::Checkpoints::empty(&area);
+                for r in crate::commit::read_commits(&area, 0).await.unwrap() {
+                    if r.seq <= b.seq {
+                        fold.replay_state(r.update());
+                    }
+                }
+                assert_eq!(b.entries, fold.entries(), "{ctx}");
+            }
+        }
+    }
 }

@@ -172,7 +172,9 @@ impl Program {
                 .iter()
                 .map(|x| match x {
                     serde_json::Value::String(s) => Ok(s.clone()),
+                    // YAML reads `10` and `true` as a number and a boolean: as written.
                     serde_json::Value::Number(n) => Ok(n.to_string()),
+                    serde_json::Value::Bool(b) => Ok(b.to_string()),
                     other => Err(opt_err(&tbl.name, "command", format!("`{other}` is not an argument; give the program and its arguments as text"))),
                 })
                 .collect::<Result<_, _>>()?,
@@ -324,15 +326,16 @@ impl Program {
             },
         })?;
         if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = err.lines().rev().take(STDERR_TAIL).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let mut tail = Tail::default();
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .for_each(|l| tail.push(l));
             return Err(PluginError::Program {
                 program: name,
                 message: format!(
                     "its discovery (`--discover`) failed ({}); its stderr ended with:\n{}",
                     out.status,
-                    anchovy_core::secret::redact(&tail.join("\n"))
+                    tail.text()
                 ),
             });
         }
@@ -386,6 +389,17 @@ struct Tail {
 }
 
 impl Tail {
+    /// Keeps a line of stderr (redacted, cut to [`STDERR_LINE`] characters), the last
+    /// [`STDERR_TAIL`] of them.
+    fn push(&mut self, line: &str) {
+        self.count += 1;
+        if self.lines.len() == STDERR_TAIL {
+            self.lines.pop_front();
+        }
+        let l = anchovy_core::secret::redact(line);
+        self.lines.push_back(l.chars().take(STDERR_LINE).collect());
+    }
+
     fn text(&self) -> String {
         self.lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
@@ -589,14 +603,8 @@ async fn run_program(
     let errs = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(l)) = lines.next_line().await {
-            let l = anchovy_core::secret::redact(&l).into_owned();
-            tracing::info!(table = %table, "stderr: {l}");
-            let mut t = t2.lock().unwrap_or_else(|p| p.into_inner());
-            t.count += 1;
-            if t.lines.len() == STDERR_TAIL {
-                t.lines.pop_front();
-            }
-            t.lines.push_back(l.chars().take(STDERR_LINE).collect());
+            tracing::info!(table = %table, "stderr: {}", anchovy_core::secret::redact(&l));
+            t2.lock().unwrap_or_else(|p| p.into_inner()).push(&l);
         }
     });
     let stdout = child.stdout.take().expect("stdout is piped");
